@@ -1,0 +1,107 @@
+"""User-data-stream payloads (``ORDER_TRADE_UPDATE``, ``ACCOUNT_UPDATE``) with every field Binance sends."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from simulator.models import ZERO, Account, Order, Position, Trade, fmt
+
+
+def order_trade_update(
+    order: Order,
+    execution_type: str,
+    now_ms: int,
+    trade: Trade | None = None,
+    bids_notional: Decimal = ZERO,
+    asks_notional: Decimal = ZERO,
+) -> dict[str, Any]:
+    """Return an ``ORDER_TRADE_UPDATE`` for ``order`` after an event of ``execution_type``.
+
+    ``execution_type`` is NEW, TRADE, CANCELED, EXPIRED or AMENDMENT; ``trade`` is the fill for TRADE.
+    """
+    pp, qp = order.spec.price_precision, order.spec.quantity_precision
+    o: dict[str, Any] = {
+        "s": order.symbol,
+        "c": order.client_order_id,
+        "S": order.side,
+        "o": order.type,
+        "f": order.time_in_force,
+        "q": fmt(order.orig_qty, qp),
+        "p": fmt(order.price, pp),
+        "ap": fmt(order.avg_price, pp + 3) if order.executed_qty else "0",
+        "sp": "0",
+        "x": execution_type,
+        "X": order.status,
+        "i": order.order_id,
+        "l": fmt(trade.qty, qp) if trade else "0",
+        "z": fmt(order.executed_qty, qp),
+        "L": fmt(trade.price, pp) if trade else "0",
+        "N": "USDT",
+        "n": fmt(trade.commission, 8) if trade else "0",
+        "T": trade.time_ms if trade else now_ms,
+        "t": trade.trade_id if trade else 0,
+        "b": fmt(bids_notional, 5),
+        "a": fmt(asks_notional, 5),
+        "m": trade.maker if trade else False,
+        "R": order.reduce_only,
+        "wt": "CONTRACT_PRICE",
+        "ot": order.type,
+        "ps": order.position_side,
+        "cp": False,
+        "rp": fmt(trade.realized_pnl, 8) if trade else "0",
+        "pP": False,
+        "si": 0,
+        "ss": 0,
+        "V": order.stp_mode,
+        "pm": order.price_match,
+        "gtd": order.good_till_date,
+        "er": str(order.expiry_reason),
+    }
+    return {"e": "ORDER_TRADE_UPDATE", "T": now_ms, "E": now_ms, "o": o}
+
+
+def account_update(
+    account: Account,
+    symbol: str,
+    position: Position,
+    mark: Decimal,
+    now_ms: int,
+    balance_change: Decimal = ZERO,
+) -> dict[str, Any]:
+    """Return an ``ACCOUNT_UPDATE`` (reason ORDER) with the USDT balance and the changed position."""
+    unrealized = (mark - position.entry_price) * position.amount if position.amount else ZERO
+    return {
+        "e": "ACCOUNT_UPDATE",
+        "E": now_ms,
+        "T": now_ms,
+        "a": {
+            "m": "ORDER",
+            "B": [
+                {
+                    "a": "USDT",
+                    "wb": fmt(account.wallet, 8),
+                    "cw": fmt(account.wallet, 8),
+                    "bc": fmt(balance_change, 8),
+                }
+            ],
+            "P": [
+                {
+                    "s": symbol,
+                    "pa": format(position.amount, "f"),
+                    "ep": fmt(position.entry_price, 8),
+                    "bep": fmt(position.entry_price, 8),
+                    "cr": fmt(position.realized, 8),
+                    "up": fmt(unrealized, 8),
+                    "mt": "cross",
+                    "iw": "0",
+                    "ps": "BOTH",
+                }
+            ],
+        },
+    }
+
+
+def listen_key_expired(listen_key: str, now_ms: int) -> dict[str, Any]:
+    """Return the ``listenKeyExpired`` event."""
+    return {"e": "listenKeyExpired", "E": now_ms, "listenKey": listen_key}

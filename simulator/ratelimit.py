@@ -1,0 +1,119 @@
+"""Binance's rate limits: request weight per IP per minute, orders per account per 10 s and per minute.
+
+Windows are fixed and aligned to wall-clock boundaries (minute, 10 seconds), as Binance's counters are.
+Going over a limit answers HTTP 429 (-1003 for weight, -1015 for orders) with ``Retry-After`` in seconds;
+an IP that sends more than ``requests_after_429_before_ban`` further requests while limited is banned for
+``ban_seconds``: HTTP 418, -1003 "Way too many requests; IP banned until <ms>".
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from simulator import errors
+from simulator.config import RateLimitConfig
+
+
+@dataclass
+class _Window:
+    start: float = 0.0
+    used: int = 0
+
+    def add(self, now: float, length: float, amount: int) -> int:
+        start = now - (now % length)
+        if start != self.start:
+            self.start, self.used = start, 0
+        self.used += amount
+        return self.used
+
+    def retry_after(self, now: float, length: float) -> int:
+        return max(1, math.ceil(self.start + length - now))
+
+
+class RateLimiter:
+    """Per-IP weight and per-account order counters; ``now`` returns Unix seconds (injectable for tests)."""
+
+    def __init__(self, limits: RateLimitConfig, now: Callable[[], float] = time.time) -> None:
+        self.limits = limits
+        self._now = now
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero every counter and lift every ban."""
+        self._weight: dict[str, _Window] = {}
+        self._orders_10s: dict[str, _Window] = {}
+        self._orders_1m: dict[str, _Window] = {}
+        self._strikes: dict[str, int] = {}
+        self._banned_until: dict[str, float] = {}
+
+    def charge_ip(self, ip: str, weight: int) -> int:
+        """Charge ``weight`` to the IP's minute window and return the weight used so far.
+
+        Raises 418 while the IP is banned, 429 (-1003) when the minute's weight is exhausted.
+        """
+        now = self._now()
+        banned = self._banned_until.get(ip, 0.0)
+        if banned > now:
+            raise self._ban_error(banned, now)
+        window = self._weight.setdefault(ip, _Window())
+        used = window.add(now, 60.0, weight)
+        if used <= self.limits.weight_per_minute:
+            self._strikes.pop(ip, None)
+            return used
+        self._strike(ip, now)
+        err = errors.too_many_requests(self.limits.weight_per_minute)
+        err.retry_after_s = window.retry_after(now, 60.0)
+        raise err
+
+    def used_weight(self, ip: str) -> int:
+        """Return the IP's weight used in the current minute."""
+        window = self._weight.get(ip)
+        now = self._now()
+        return window.used if window and window.start == now - (now % 60.0) else 0
+
+    def charge_orders(self, ip: str, account: str, count_10s: int, count_1m: int) -> tuple[int, int]:
+        """Count new orders for ``account``; return (used in 10 s, used in 1 min).
+
+        Raises 429 (-1015) when either window is exhausted (and counts a strike against the IP).
+        """
+        now = self._now()
+        w10 = self._orders_10s.setdefault(account, _Window())
+        w60 = self._orders_1m.setdefault(account, _Window())
+        used10, used60 = w10.add(now, 10.0, count_10s), w60.add(now, 60.0, count_1m)
+        if used10 > self.limits.orders_per_10s:
+            self._strike(ip, now)
+            err = errors.too_many_orders(self.limits.orders_per_10s, "10 SECOND")
+            err.retry_after_s = w10.retry_after(now, 10.0)
+            raise err
+        if used60 > self.limits.orders_per_minute:
+            self._strike(ip, now)
+            err = errors.too_many_orders(self.limits.orders_per_minute, "1 MINUTE")
+            err.retry_after_s = w60.retry_after(now, 60.0)
+            raise err
+        return used10, used60
+
+    def order_counts(self, account: str) -> tuple[int, int]:
+        """Return the account's (10 s, 1 min) order counts in the current windows."""
+        now = self._now()
+        w10, w60 = self._orders_10s.get(account), self._orders_1m.get(account)
+        c10 = w10.used if w10 and w10.start == now - (now % 10.0) else 0
+        c60 = w60.used if w60 and w60.start == now - (now % 60.0) else 0
+        return c10, c60
+
+    def _strike(self, ip: str, now: float) -> None:
+        strikes = self._strikes.get(ip, 0) + 1
+        self._strikes[ip] = strikes
+        if strikes > self.limits.requests_after_429_before_ban + 1:
+            self._strikes.pop(ip, None)
+            until = now + self.limits.ban_seconds
+            self._banned_until[ip] = until
+            raise self._ban_error(until, now)
+
+    @staticmethod
+    def _ban_error(until: float, now: float) -> errors.BinanceError:
+        err = errors.ip_banned(int(until * 1000))
+        err.retry_after_s = max(1, math.ceil(until - now))
+        return err

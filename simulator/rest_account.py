@@ -1,0 +1,255 @@
+"""Handlers of market-data, account, position and listenKey endpoints."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from simulator import errors
+from simulator.models import ZERO, Account, fmt
+from simulator.pipeline import Call
+from simulator.symbols import exchange_info
+
+
+def server_time(call: Call) -> dict[str, Any]:
+    """``GET /fapi/v1/time``: ``{"serverTime": ms}``."""
+    return {"serverTime": call.state.clock.now_ms()}
+
+
+def ping(call: Call) -> dict[str, Any]:
+    """``GET /fapi/v1/ping``: ``{}``."""
+    return {}
+
+
+def exchange_info_doc(call: Call) -> dict[str, Any]:
+    """``GET /fapi/v1/exchangeInfo``: symbols, filters and rate limits."""
+    cfg = call.state.config
+    return exchange_info(
+        call.state.engine.specs, cfg.rate_limits, cfg.max_num_orders, call.state.clock.now_ms()
+    )
+
+
+def _symbols(call: Call) -> list[str]:
+    symbol = call.params.get("symbol")
+    if symbol is None:
+        return list(call.state.engine.specs)
+    if symbol not in call.state.engine.specs:
+        raise errors.error(errors.BAD_SYMBOL)
+    return [symbol]
+
+
+def premium_index(call: Call) -> Any:
+    """``GET /fapi/v1/premiumIndex``: mark/index price (= the reference price), one symbol or all."""
+    now = call.state.clock.now_ms()
+    docs = [
+        {
+            "symbol": s,
+            "markPrice": format(call.state.engine.prices[s], "f"),
+            "indexPrice": format(call.state.engine.prices[s], "f"),
+            "estimatedSettlePrice": "0",
+            "lastFundingRate": "0.00010000",
+            "interestRate": "0.00010000",
+            "nextFundingTime": now - now % 28_800_000 + 28_800_000,
+            "time": now,
+        }
+        for s in _symbols(call)
+    ]
+    return docs[0] if "symbol" in call.params else docs
+
+
+def ticker_price(call: Call) -> Any:
+    """``GET /fapi/v1/ticker/price`` and ``/fapi/v2/ticker/price``: latest (reference) price."""
+    now = call.state.clock.now_ms()
+    docs = [
+        {"symbol": s, "price": format(call.state.engine.prices[s], "f"), "time": now} for s in _symbols(call)
+    ]
+    return docs[0] if "symbol" in call.params else docs
+
+
+def _position_rows(call: Call, account: Account, only_active: bool) -> list[dict[str, Any]]:
+    rows = []
+    engine = call.state.engine
+    for symbol in engine.specs:
+        pos = account.positions.get(symbol)
+        amount = pos.amount if pos else ZERO
+        if only_active and amount == 0 and not engine.open_orders(account, symbol):
+            continue
+        mark = engine.prices[symbol]
+        entry = pos.entry_price if pos else ZERO
+        unrealized = (mark - entry) * amount
+        margin = abs(amount) * mark / account.leverage
+        rows.append(
+            {
+                "symbol": symbol,
+                "positionAmt": format(amount, "f"),
+                "entryPrice": fmt(entry, 8),
+                "breakEvenPrice": fmt(entry, 8),
+                "markPrice": fmt(mark, 8),
+                "unRealizedProfit": fmt(unrealized, 8),
+                "unrealizedProfit": fmt(unrealized, 8),
+                "liquidationPrice": "0",
+                "leverage": str(account.leverage),
+                "maxNotionalValue": "1000000",
+                "marginType": "cross",
+                "isolatedMargin": "0.00000000",
+                "isAutoAddMargin": "false",
+                "positionSide": "BOTH",
+                "notional": fmt(amount * mark, 8),
+                "isolatedWallet": "0",
+                "initialMargin": fmt(margin, 8),
+                "maintMargin": fmt(margin / 4, 8),
+                "positionInitialMargin": fmt(margin, 8),
+                "openOrderInitialMargin": "0",
+                "isolated": False,
+                "updateTime": pos.update_time_ms if pos else 0,
+                "marginAsset": "USDT",
+            }
+        )
+    return rows
+
+
+def position_risk(call: Call) -> list[dict[str, Any]]:
+    """``GET /fapi/v2/positionRisk``: one row per symbol (or for ``symbol``), flat ones included."""
+    rows = _position_rows(call, call.acct, only_active=False)
+    symbol = call.params.get("symbol")
+    if symbol is not None:
+        _symbols(call)
+        rows = [r for r in rows if r["symbol"] == symbol]
+    return rows
+
+
+def position_risk_v3(call: Call) -> list[dict[str, Any]]:
+    """``GET /fapi/v3/positionRisk``: only symbols with a position or open orders."""
+    rows = _position_rows(call, call.acct, only_active=True)
+    symbol = call.params.get("symbol")
+    return [r for r in rows if symbol is None or r["symbol"] == symbol]
+
+
+def _totals(call: Call, account: Account) -> dict[str, str]:
+    engine = call.state.engine
+    unrealized = sum(
+        ((engine.prices[s] - p.entry_price) * p.amount for s, p in account.positions.items()), Decimal(0)
+    )
+    position_margin = sum(
+        (abs(p.amount) * engine.prices[s] / account.leverage for s, p in account.positions.items()),
+        Decimal(0),
+    )
+    available = engine.available_balance(account)
+    order_margin = account.wallet + unrealized - position_margin - available
+    return {
+        "totalInitialMargin": fmt(position_margin + order_margin, 8),
+        "totalMaintMargin": fmt(position_margin / 4, 8),
+        "totalWalletBalance": fmt(account.wallet, 8),
+        "totalUnrealizedProfit": fmt(unrealized, 8),
+        "totalMarginBalance": fmt(account.wallet + unrealized, 8),
+        "totalPositionInitialMargin": fmt(position_margin, 8),
+        "totalOpenOrderInitialMargin": fmt(order_margin, 8),
+        "totalCrossWalletBalance": fmt(account.wallet, 8),
+        "totalCrossUnPnl": fmt(unrealized, 8),
+        "availableBalance": fmt(available, 8),
+        "maxWithdrawAmount": fmt(max(available, ZERO), 8),
+    }
+
+
+def account_v2(call: Call) -> dict[str, Any]:
+    """``GET /fapi/v2/account``: totals, the USDT asset and positions of every symbol."""
+    account = call.acct
+    totals = _totals(call, account)
+    now = call.state.clock.now_ms()
+    asset = {
+        "asset": "USDT",
+        "walletBalance": totals["totalWalletBalance"],
+        "unrealizedProfit": totals["totalUnrealizedProfit"],
+        "marginBalance": totals["totalMarginBalance"],
+        "maintMargin": totals["totalMaintMargin"],
+        "initialMargin": totals["totalInitialMargin"],
+        "positionInitialMargin": totals["totalPositionInitialMargin"],
+        "openOrderInitialMargin": totals["totalOpenOrderInitialMargin"],
+        "crossWalletBalance": totals["totalCrossWalletBalance"],
+        "crossUnPnl": totals["totalCrossUnPnl"],
+        "availableBalance": totals["availableBalance"],
+        "maxWithdrawAmount": totals["maxWithdrawAmount"],
+        "marginAvailable": True,
+        "updateTime": now,
+    }
+    return {
+        "feeTier": 0,
+        "feeBurn": False,
+        "canTrade": True,
+        "canDeposit": True,
+        "canWithdraw": True,
+        "updateTime": 0,
+        "multiAssetsMargin": False,
+        "tradeGroupId": -1,
+        **totals,
+        "assets": [asset],
+        "positions": _position_rows(call, account, only_active=False),
+    }
+
+
+def account_v3(call: Call) -> dict[str, Any]:
+    """``GET /fapi/v3/account``: totals, assets and only the active positions."""
+    doc = account_v2(call)
+    for key in (
+        "feeTier",
+        "feeBurn",
+        "canTrade",
+        "canDeposit",
+        "canWithdraw",
+        "updateTime",
+        "multiAssetsMargin",
+        "tradeGroupId",
+    ):
+        doc.pop(key)
+    doc["positions"] = _position_rows(call, call.acct, only_active=True)
+    return doc
+
+
+def balance_v2(call: Call) -> list[dict[str, Any]]:
+    """``GET /fapi/v2/balance``: the USDT balance row."""
+    totals = _totals(call, call.acct)
+    return [
+        {
+            "accountAlias": "SgsR",
+            "asset": "USDT",
+            "balance": totals["totalWalletBalance"],
+            "crossWalletBalance": totals["totalCrossWalletBalance"],
+            "crossUnPnl": totals["totalCrossUnPnl"],
+            "availableBalance": totals["availableBalance"],
+            "maxWithdrawAmount": totals["maxWithdrawAmount"],
+            "marginAvailable": True,
+            "updateTime": call.state.clock.now_ms(),
+        }
+    ]
+
+
+def position_mode(call: Call) -> dict[str, Any]:
+    """``GET /fapi/v1/positionSide/dual``: always one-way mode."""
+    return {"dualSidePosition": False}
+
+
+def commission_rate(call: Call) -> dict[str, Any]:
+    """``GET /fapi/v1/commissionRate``: the configured maker and taker rates."""
+    symbol = _symbols(call)[0] if "symbol" in call.params else "BTCUSDT"
+    cfg = call.state.config
+    return {
+        "symbol": symbol,
+        "makerCommissionRate": format(cfg.maker_fee_rate, "f"),
+        "takerCommissionRate": format(cfg.taker_fee_rate, "f"),
+    }
+
+
+def listen_key_create(call: Call) -> dict[str, Any]:
+    """``POST /fapi/v1/listenKey``: the account's live key (extended) or a new one."""
+    return {"listenKey": call.state.streams.create(call.acct.key)}
+
+
+def listen_key_keepalive(call: Call) -> dict[str, Any]:
+    """``PUT /fapi/v1/listenKey``: extend the key by 60 minutes; -1125 if it does not exist."""
+    return {"listenKey": call.state.streams.keepalive(call.acct.key)}
+
+
+def listen_key_close(call: Call) -> dict[str, Any]:
+    """``DELETE /fapi/v1/listenKey``: end the stream; ``{}``."""
+    call.state.streams.close(call.acct.key)
+    return {}

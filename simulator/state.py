@@ -1,0 +1,66 @@
+"""The simulator's whole state, built once from the settings and shared by every request handler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simulator.algobook import AlgoBook
+from simulator.auth import Credentials
+from simulator.clock import ExchangeClock
+from simulator.config import SimulatorConfig
+from simulator.faults import FaultRegistry
+from simulator.journal import Journal
+from simulator.matching import MatchingEngine
+from simulator.ratelimit import RateLimiter
+from simulator.symbols import build_specs
+from simulator.userstream import UserStreams
+
+
+@dataclass
+class SimulatorState:
+    """Clock, matching engine, user streams, faults, rate limiter and request journal."""
+
+    config: SimulatorConfig
+    clock: ExchangeClock
+    engine: MatchingEngine
+    streams: UserStreams
+    faults: FaultRegistry
+    limiter: RateLimiter
+    journal: Journal
+    credentials: dict[str, Credentials]
+    algos: AlgoBook
+
+    @classmethod
+    def build(cls, config: SimulatorConfig) -> SimulatorState:
+        """Wire the components for ``config`` (which must list at least one account)."""
+        if not config.accounts:
+            raise ValueError("the simulator needs at least one account")
+        clock = ExchangeClock()
+        faults = FaultRegistry(clock, config.seed)
+        streams = UserStreams(config, clock, faults)
+        engine = MatchingEngine(
+            config, build_specs(config.symbols, config.reference_prices), clock, streams.publish
+        )
+        state = cls(
+            config=config,
+            clock=clock,
+            engine=engine,
+            streams=streams,
+            faults=faults,
+            limiter=RateLimiter(config.rate_limits),
+            journal=Journal(config.journal_size),
+            credentials={a.key: Credentials(a.key, a.secret) for a in config.accounts},
+            algos=AlgoBook(),
+        )
+        for fault in config.faults:
+            faults.arm(fault)
+        return state
+
+    def reset(self) -> None:
+        """Clear orders, positions, requests, faults, counters and listenKeys (prices back to initial)."""
+        self.engine.reset()
+        self.algos.reset()
+        self.journal.clear()
+        self.faults.clear()
+        self.limiter.reset()
+        self.streams.reset()

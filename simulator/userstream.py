@@ -1,0 +1,177 @@
+"""The user-data stream: listenKey lifecycle and the websocket that pushes account events.
+
+* One listenKey per account. ``POST`` returns the account's live key (extending it) or a new one; ``PUT``
+  extends it (-1125 if it does not exist); ``DELETE`` ends it. A key lives ``listen_key_ttl_s`` exchange
+  seconds (3600) divided by ``time_scale``; on expiry each connection on it gets ``listenKeyExpired`` and
+  then nothing more.
+* Websockets at ``/private/ws?listenKey=…`` and the legacy ``/ws/<listenKey>``; the server pings every
+  ``ws_ping_interval_s`` and answers client pings. Each connection has a queue and a sender task, so events
+  leave in the order the engine produced them.
+* Faults: ``user_stream_silent`` swallows an event, ``user_stream_drop`` cuts the TCP connection abruptly
+  (no close frame) instead of delivering it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from simulator import errors
+from simulator.clock import ExchangeClock
+from simulator.config import SimulatorConfig
+from simulator.events import listen_key_expired
+from simulator.faults import USER_STREAM_KINDS, FaultRegistry
+
+
+@dataclass
+class _Connection:
+    ws: web.WebSocketResponse
+    request: web.Request
+    listen_key: str
+    queue: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+
+    def abort(self) -> None:
+        transport = self.request.transport
+        if transport is not None:
+            transport.abort()
+        self.queue.put_nowait(None)
+
+
+class UserStreams:
+    """listenKeys per account and the websocket connections subscribed to them."""
+
+    def __init__(self, config: SimulatorConfig, clock: ExchangeClock, faults: FaultRegistry) -> None:
+        self._config = config
+        self._clock = clock
+        self._faults = faults
+        self._key_of: dict[str, str] = {}
+        self._account_of: dict[str, str] = {}
+        self._expires: dict[str, float] = {}
+        self._conns: dict[str, set[_Connection]] = {}
+        self.delivered = 0
+
+    # ------------------------------------------------------------- listenKey
+    def _ttl(self) -> float:
+        return self._config.scaled_seconds(self._config.listen_key_ttl_s)
+
+    def create(self, account: str) -> str:
+        """Return the account's live listenKey (extended) or a new 64-character one."""
+        key = self._key_of.get(account)
+        if key is None:
+            key = secrets.token_urlsafe(48)[:64]
+            self._key_of[account], self._account_of[key] = key, account
+        self._expires[key] = time.monotonic() + self._ttl()
+        return key
+
+    def keepalive(self, account: str) -> str:
+        """Extend the account's listenKey by its full lifetime; -1125 if it has none."""
+        key = self._key_of.get(account)
+        if key is None:
+            raise errors.error(errors.INVALID_LISTEN_KEY)
+        self._expires[key] = time.monotonic() + self._ttl()
+        return key
+
+    def close(self, account: str) -> None:
+        """Invalidate the account's listenKey (if any) and close its connections."""
+        key = self._key_of.pop(account, None)
+        if key is None:
+            return
+        self._account_of.pop(key, None)
+        self._expires.pop(key, None)
+        for conn in list(self._conns.get(key, ())):
+            conn.queue.put_nowait(None)
+
+    def is_live(self, key: str | None) -> bool:
+        """True if ``key`` is a listenKey that exists and has not expired."""
+        return key is not None and key in self._account_of
+
+    def expire_due(self) -> None:
+        """Expire keys past their deadline, telling their connections with ``listenKeyExpired``."""
+        now = time.monotonic()
+        for key, deadline in list(self._expires.items()):
+            if deadline <= now:
+                account = self._account_of.pop(key)
+                self._key_of.pop(account, None)
+                del self._expires[key]
+                payload = json.dumps(listen_key_expired(key, self._clock.now_ms()))
+                for conn in self._conns.get(key, ()):
+                    conn.queue.put_nowait(payload)
+
+    def reset(self) -> None:
+        """Forget all keys and close all connections."""
+        for account in list(self._key_of):
+            self.close(account)
+
+    # ------------------------------------------------------------- events
+    def publish(self, account: str, event: dict[str, Any]) -> None:
+        """Queue ``event`` for every connection on the account's live listenKey (faults permitting)."""
+        key = self._key_of.get(account)
+        conns = self._conns.get(key) if key else None
+        if not conns:
+            return
+        payload = json.dumps(event, separators=(",", ":"))
+        for conn in list(conns):
+            fired = self._faults.draw("WS /private/ws", USER_STREAM_KINDS)
+            kinds = {f.kind for f in fired}
+            if "user_stream_drop" in kinds:
+                conn.abort()
+            elif "user_stream_silent" not in kinds:
+                conn.queue.put_nowait(payload)
+                self.delivered += 1
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Serve one websocket at ``/private/ws?listenKey=`` or ``/ws/<listenKey>``; 400/-1125 if bad key."""
+        key = request.query.get("listenKey") or request.match_info.get("listen_key")
+        if not self.is_live(key) or key is None:
+            err = errors.error(errors.INVALID_LISTEN_KEY)
+            return web.json_response(err.body(), status=400)
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        conn = _Connection(ws, request, key)
+        self._conns.setdefault(key, set()).add(conn)
+        sender = asyncio.create_task(self._send_loop(conn))
+        pinger = asyncio.create_task(self._ping_loop(conn))
+        try:
+            async for _ in ws:
+                pass
+        finally:
+            self._conns.get(key, set()).discard(conn)
+            conn.queue.put_nowait(None)
+            pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pinger
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await sender
+        return ws
+
+    async def _send_loop(self, conn: _Connection) -> None:
+        while True:
+            payload = await conn.queue.get()
+            if payload is None or conn.ws.closed:
+                break
+            try:
+                await conn.ws.send_str(payload)
+            except ConnectionError:
+                break
+        if not conn.ws.closed:
+            await conn.ws.close()
+
+    async def _ping_loop(self, conn: _Connection) -> None:
+        while not conn.ws.closed:
+            await asyncio.sleep(self._config.ws_ping_interval_s)
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await conn.ws.ping(b"ping")
+
+    async def shutdown(self) -> None:
+        """Close every connection (server going away)."""
+        for conns in list(self._conns.values()):
+            for conn in list(conns):
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await conn.ws.close(code=1001, message=b"server shutdown")
