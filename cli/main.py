@@ -1,0 +1,104 @@
+"""`order-execution`: run the service's processes, or talk to a running gateway.
+
+order-execution up          everything on this machine (gateway, worker, simulator)
+order-execution gateway     the gRPC gateway (50051) with HTTP health/metrics (9091)
+order-execution worker      Dramatiq worker processes running the order actors
+order-execution sim         the local Binance USD-M Futures simulator
+order-execution order ...   create | get | cancel | list | watch orders over gRPC
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from orders.settings import CONFIG_ENV, SettingsError, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sim"]:
+        from simulator.cli import main as simulator_main
+
+        return int(simulator_main(argv[1:]))
+
+    parser = argparse.ArgumentParser(
+        prog="order-execution", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", help=f"YAML settings file (default: ${CONFIG_ENV} or ./config.yaml)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("gateway", help="run the gRPC gateway")
+    worker = commands.add_parser("worker", help="run worker processes")
+    worker.add_argument("--processes", type=int, help="worker processes (default: worker.processes)")
+    worker.add_argument("--threads", type=int, help="threads per process (default: worker.threads)")
+    worker.add_argument(
+        "--queues",
+        nargs="+",
+        metavar="QUEUE",
+        help="consume only these queues, e.g. orders.BTCUSDT (default: every symbol)",
+    )
+    up = commands.add_parser("up", help="run gateway, worker and simulator together")
+    up.add_argument(
+        "--no-simulator",
+        action="store_true",
+        help="use the exchange in the settings instead of starting the simulator",
+    )
+    commands.add_parser("sim", help="run the exchange simulator (see `order-execution sim --help`)")
+
+    from cli.client import add_order_commands
+
+    add_order_commands(commands.add_parser("order", help="create, inspect and watch orders"))
+
+    args = parser.parse_args(argv)
+    if args.config:
+        os.environ[CONFIG_ENV] = os.path.abspath(args.config)  # child processes read it too
+    try:
+        if args.command == "order":
+            from cli.client import run_order_command
+
+            return run_order_command(args)
+        settings = load_settings()
+        if args.command == "gateway":
+            from gateway.server import serve
+            from orders.logs import configure_logging
+
+            configure_logging(settings.logging, process="gateway")
+            asyncio.run(serve(settings))
+            return 0
+        if args.command == "worker":
+            return _run_worker(args, settings.worker.processes, settings.worker.threads)
+        if args.command == "up":
+            from cli.up import run_up
+
+            return run_up(settings, with_simulator=not args.no_simulator)
+    except SettingsError as exc:
+        print(f"order-execution: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def _run_worker(args: argparse.Namespace, processes: int, threads: int) -> int:
+    from dramatiq.cli import main as dramatiq_main
+    from dramatiq.cli import make_argument_parser
+
+    dramatiq_args = [
+        "workers.process:setup",
+        "--processes",
+        str(args.processes or processes),
+        "--threads",
+        str(args.threads or threads),
+        "--skip-logging",
+    ]
+    if args.queues:
+        dramatiq_args += ["--queues", *args.queues]
+    return int(dramatiq_main(make_argument_parser().parse_args(dramatiq_args)) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The gRPC gateway: validation, risk checks, order intake, update stream, HTTP endpoints."""

@@ -1,0 +1,131 @@
+"""The gateway's order desk: what CreateOrder, CancelOrder, GetOrder and ListOrders do.
+
+The desk knows nothing of gRPC; the servicer maps requests and errors around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gateway.rules_cache import RulesCache
+from gateway.validation import build_order
+from orders import fsm
+from orders.errors import InvalidOrder, OrderNotCancelable, SymbolRulesUnavailable
+from orders.events import EventBus
+from orders.model import Order, OrderState
+from orders.settings import RiskSettings
+from orders.store import CreateResult, OrderPage, OrderStore, QueuePush
+from proto import order_pb2 as pb
+from tasks.messages import cancel_order_push, submit_order_push
+
+log = logging.getLogger(__name__)
+
+S = OrderState
+MAX_PAGE = 500
+
+
+@dataclass
+class OrderDesk:
+    store: OrderStore
+    bus: EventBus
+    rules: RulesCache
+    risk: RiskSettings
+
+    def __post_init__(self) -> None:
+        self._publishing: set[asyncio.Task[None]] = set()
+
+    async def create(self, req: pb.CreateOrderRequest) -> CreateResult:
+        """Validate, store and queue an order in one atomic step; idempotent on client_order_id.
+
+        Raises InvalidOrder, or SymbolRulesUnavailable before any worker has loaded the rules.
+        """
+        if req.symbol not in self.rules.current:
+            await self.rules.reload_on_miss()
+            if not self.rules.current:
+                raise SymbolRulesUnavailable(
+                    "no exchange trading rules loaded yet; start a worker (it fetches exchangeInfo)"
+                )
+        order = build_order(req, self.rules.current, self.risk)
+        result = await self.store.create(order, enqueue=submit_order_push(order))
+        if result.created:
+            self._publish_soon(result.order)
+        return result
+
+    async def cancel(self, order_id: str, symbol: str = "") -> Order:
+        """Cancel an order: locally if it is still NEW, else at the exchange through a worker.
+
+        Returns the order as it is now (CANCELED, or PENDING_CANCEL while the exchange
+        answers). Raises OrderNotFound, InvalidOrder (symbol mismatch) or
+        OrderNotCancelable (already final).
+        """
+        _require_id(order_id)
+        order = await self.store.get(order_id)
+        if symbol and symbol != order.symbol:
+            raise InvalidOrder("symbol", f"does not match the order's symbol {order.symbol}")
+
+        def cancel_now(current: Order) -> Order | None:
+            if current.state is S.NEW:
+                return fsm.transition(current, S.CANCELED, reason="canceled before it was sent")
+            return fsm.transition(current, S.PENDING_CANCEL)
+
+        def cancel_message(updated: Order) -> QueuePush | None:
+            return cancel_order_push(updated) if updated.state is S.PENDING_CANCEL else None
+
+        result = await self.store.transition(order_id, cancel_now, enqueue=cancel_message)
+        if result.changed:
+            self._publish_soon(result.order)
+        elif result.order.state in fsm.FINAL_STATES:
+            raise OrderNotCancelable(f"order {order_id} is {result.order.state}; nothing to cancel")
+        return result.order
+
+    async def get(self, order_id: str) -> Order:
+        _require_id(order_id)
+        return await self.store.get(order_id)
+
+    async def list_orders(
+        self,
+        *,
+        symbol: str,
+        states: Sequence[OrderState],
+        start_ms: int,
+        end_ms: int,
+        limit: int,
+        page_token: str,
+    ) -> OrderPage:
+        if limit < 0 or limit > MAX_PAGE:
+            raise InvalidOrder("limit", f"must be between 1 and {MAX_PAGE} (0 means 100)")
+        if start_ms < 0 or end_ms < 0 or (end_ms and start_ms and end_ms <= start_ms):
+            raise InvalidOrder("end_time", "must be after start_time (Unix ms; 0 = no bound)")
+        return await self.store.search(
+            symbol=symbol,
+            states=states,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            limit=limit or 100,
+            page_token=page_token,
+        )
+
+    def _publish_soon(self, order: Order) -> None:
+        """Publish without holding up the caller's reply; the store already has the change."""
+        task = asyncio.create_task(self._publish(order))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def _publish(self, order: Order) -> None:
+        try:
+            await self.bus.publish_update(order)
+        except Exception:
+            log.exception("publishing order %s %s failed", order.order_id, order.state)
+
+    async def drain(self) -> None:
+        """Wait for updates still being published (at shutdown)."""
+        if self._publishing:
+            await asyncio.gather(*self._publishing, return_exceptions=True)
+
+
+def _require_id(order_id: str) -> None:
+    if not order_id:
+        raise InvalidOrder("order_id", "is required")

@@ -1,0 +1,99 @@
+"""The gateway's HTTP side (port 9091): health probes and Prometheus metrics.
+
+/health        JSON: each dependency's status and check time in milliseconds
+/health/live   200 "alive" while the process serves
+/health/ready  200 "ready" when Redis answers, NATS is connected and trading rules are loaded
+/metrics       Prometheus text format
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.rules_cache import RulesCache
+from orders.events import EventBus
+from orders.store import OrderStore
+
+
+@dataclass
+class HealthChecks:
+    store: OrderStore
+    bus: EventBus
+    rules: RulesCache
+
+    async def run(self) -> dict[str, dict[str, object]]:
+        return {
+            "redis": await _timed(self._redis),
+            "nats": await _timed(self._nats),
+            "trading_rules": await _timed(self._rules),
+        }
+
+    async def _redis(self) -> str:
+        await self.store.ping()
+        return ""
+
+    async def _nats(self) -> str:
+        if not self.bus.connected:
+            raise ConnectionError("not connected; reconnecting")
+        return ""
+
+    async def _rules(self) -> str:
+        if not self.rules.current:
+            await self.rules.reload_on_miss()
+        if not self.rules.current:
+            raise LookupError("no trading rules yet; a worker loads them from the exchange at start")
+        return f"{len(self.rules.current)} symbols"
+
+
+async def _timed(check: Callable[[], Awaitable[str]]) -> dict[str, object]:
+    started = time.perf_counter()
+    try:
+        detail = await check()
+        status = "healthy"
+    except Exception as exc:
+        detail, status = str(exc) or type(exc).__name__, "unhealthy"
+    result: dict[str, object] = {
+        "status": status,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
+    if detail:
+        result["message"] = detail
+    return result
+
+
+def build_http_app(checks: HealthChecks) -> web.Application:
+    async def health(_: web.Request) -> web.Response:
+        results = await checks.run()
+        healthy = all(r["status"] == "healthy" for r in results.values())
+        body = {
+            "status": "healthy" if healthy else "unhealthy",
+            "checks": results,
+            "timestamp": int(time.time() * 1000),
+        }
+        return web.json_response(body, status=200 if healthy else 503)
+
+    async def live(_: web.Request) -> web.Response:
+        return web.Response(text="alive")
+
+    async def ready(_: web.Request) -> web.Response:
+        results = await checks.run()
+        failing = {name: r.get("message", "") for name, r in results.items() if r["status"] != "healthy"}
+        if failing:
+            reasons = "; ".join(f"{name}: {why}" for name, why in failing.items())
+            return web.Response(status=503, text=f"not ready: {reasons}")
+        return web.Response(text="ready")
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_get("/health/live", live)
+    app.router.add_get("/health/ready", ready)
+    app.router.add_get("/metrics", metrics)
+    return app

@@ -1,0 +1,126 @@
+"""OrderService over gRPC: parse, call the desk, map results and errors to the wire."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import redis.exceptions
+
+from gateway import metrics
+from gateway.desk import OrderDesk
+from gateway.updates import SlowSubscriber, UpdateHub
+from orders.errors import (
+    InvalidOrder,
+    OrderNotCancelable,
+    OrderNotFound,
+    OrderServiceError,
+    StoreConflict,
+    SymbolRulesUnavailable,
+)
+from orders.proto_mapping import STATE_FROM_PB, order_to_pb, update_to_pb
+from proto import order_pb2 as pb
+from proto import order_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (InvalidOrder, grpc.StatusCode.INVALID_ARGUMENT),
+    (OrderNotFound, grpc.StatusCode.NOT_FOUND),
+    (OrderNotCancelable, grpc.StatusCode.FAILED_PRECONDITION),
+    (SymbolRulesUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (StoreConflict, grpc.StatusCode.ABORTED),
+)
+
+
+async def _answer(context: Context, call: Callable[[], Awaitable[T]]) -> T:
+    """Run `call`, turning the service's errors into the matching gRPC status."""
+    try:
+        return await call()
+    except OrderServiceError as exc:
+        for kind, code in _STATUS:
+            if isinstance(exc, kind):
+                await context.abort(code, str(exc))
+        raise
+    except redis.exceptions.ConnectionError as exc:
+        log.error("order store unreachable: %s", exc)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "order store (Redis) unreachable; retry shortly")
+        raise
+
+
+class OrderServicer(order_pb2_grpc.OrderServiceServicer):
+    def __init__(self, desk: OrderDesk, hub: UpdateHub) -> None:
+        self._desk = desk
+        self._hub = hub
+
+    async def CreateOrder(self, request: pb.CreateOrderRequest, context: Context) -> pb.CreateOrderResponse:
+        started = time.perf_counter()
+        try:
+            result = await _answer(context, lambda: self._desk.create(request))
+        except Exception:
+            metrics.ORDERS_REJECTED.inc()
+            raise
+        if result.created:
+            metrics.ORDERS_CREATED.inc()
+        metrics.ORDER_LATENCY.observe(time.perf_counter() - started)
+        order = result.order
+        return pb.CreateOrderResponse(
+            order_id=order.order_id,
+            client_order_id=order.client_order_id,
+            state=order_to_pb(order).state,
+            timestamp=order.created_at,
+            duplicate=not result.created,
+            order=order_to_pb(order),
+        )
+
+    async def CancelOrder(self, request: pb.CancelOrderRequest, context: Context) -> pb.CancelOrderResponse:
+        order = await _answer(context, lambda: self._desk.cancel(request.order_id, request.symbol))
+        metrics.ORDERS_CANCELED.inc()
+        message = order_to_pb(order)
+        return pb.CancelOrderResponse(
+            order_id=order.order_id, state=message.state, timestamp=order.updated_at, order=message
+        )
+
+    async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.GetOrderResponse:
+        order = await _answer(context, lambda: self._desk.get(request.order_id))
+        return pb.GetOrderResponse(order=order_to_pb(order))
+
+    async def ListOrders(self, request: pb.ListOrdersRequest, context: Context) -> pb.ListOrdersResponse:
+        if request.state != pb.STATE_UNSPECIFIED and request.state not in STATE_FROM_PB:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"state: unknown value {request.state}")
+        states = [STATE_FROM_PB[request.state]] if request.state in STATE_FROM_PB else []
+        page = await _answer(
+            context,
+            lambda: self._desk.list_orders(
+                symbol=request.symbol,
+                states=states,
+                start_ms=request.start_time,
+                end_ms=request.end_time,
+                limit=request.limit,
+                page_token=request.page_token,
+            ),
+        )
+        return pb.ListOrdersResponse(
+            orders=[order_to_pb(o) for o in page.orders], next_page_token=page.next_page_token
+        )
+
+    async def StreamOrderUpdates(
+        self, request: pb.StreamOrderUpdatesRequest, context: Context
+    ) -> AsyncIterator[pb.OrderUpdate]:
+        metrics.UPDATE_STREAMS.inc()
+        try:
+            async with self._hub.subscribe(request.symbols) as updates:
+                async for order in updates:
+                    yield update_to_pb(order)
+        except SlowSubscriber as exc:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"{exc}; reconnect and re-read with ListOrders"
+            )
+        finally:
+            metrics.UPDATE_STREAMS.dec()

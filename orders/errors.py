@@ -1,0 +1,49 @@
+"""The service's exception tree.
+
+Every error the service raises on purpose derives from `OrderServiceError`, so an entry
+point can map the whole family at once (gRPC status codes in the gateway, retry policy
+in the workers) and let anything else surface as a bug.
+"""
+
+from __future__ import annotations
+
+
+class OrderServiceError(Exception):
+    """Root of every error this service raises on purpose."""
+
+
+class InvalidOrder(OrderServiceError):
+    """A request broke a rule; nothing was stored or queued.
+
+    `field` names the offending request field and `rule` says what it must satisfy,
+    so the message reads "price: must be a multiple of tick size 0.10".
+    """
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+
+class RiskLimitExceeded(InvalidOrder):
+    """A valid order that our own risk limits refuse."""
+
+
+class OrderNotFound(OrderServiceError):
+    """No order with this id is stored."""
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"order {order_id!r} not found")
+        self.order_id = order_id
+
+
+class OrderNotCancelable(OrderServiceError):
+    """The order is in a final state, so there is nothing to cancel."""
+
+
+class StoreConflict(OrderServiceError):
+    """An optimistic update kept losing the race for the same order."""
+
+
+class SymbolRulesUnavailable(OrderServiceError):
+    """Exchange trading rules have not been loaded yet, so orders cannot be checked."""

@@ -1,0 +1,138 @@
+"""Order: the record every process shares.
+
+Money and quantities are `Decimal` everywhere; they cross process boundaries as plain
+decimal strings (never floats, never exponents). Times are Unix milliseconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+
+class Side(enum.StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class OrderType(enum.StrEnum):
+    LIMIT = "LIMIT"
+    MARKET = "MARKET"
+
+
+class TimeInForce(enum.StrEnum):
+    GTC = "GTC"
+    IOC = "IOC"
+    FOK = "FOK"
+    GTX = "GTX"
+
+
+class OrderState(enum.StrEnum):
+    NEW = "NEW"
+    SUBMITTING = "SUBMITTING"
+    SUBMITTED = "SUBMITTED"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    PENDING_CANCEL = "PENDING_CANCEL"
+    CANCELED = "CANCELED"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+    UNKNOWN = "UNKNOWN"
+
+
+def now_ms() -> int:
+    """Wall-clock time in Unix milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def decimal_str(value: Decimal) -> str:
+    """Format a Decimal as a plain string: no exponent, no trailing zeros ("0.001", "50000")."""
+    text = format(value.normalize(), "f")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """One order, as stored. Immutable: changes go through `fsm` and the store."""
+
+    order_id: str
+    client_order_id: str
+    symbol: str
+    side: Side
+    type: OrderType
+    quantity: Decimal
+    price: Decimal | None
+    time_in_force: TimeInForce | None
+    reduce_only: bool = False
+    post_only: bool = False
+    user_id: str = ""
+    state: OrderState = OrderState.NEW
+    filled_quantity: Decimal = Decimal(0)
+    average_price: Decimal = Decimal(0)
+    fee: Decimal = Decimal(0)
+    fee_asset: str = ""
+    exchange_order_id: str = ""
+    reject_reason: str = ""
+    created_at: int = field(default_factory=now_ms)
+    updated_at: int = 0
+    version: int = 0
+
+    @property
+    def exchange_time_in_force(self) -> TimeInForce | None:
+        """The timeInForce to send: post-only LIMIT orders go out as GTX."""
+        if self.post_only:
+            return TimeInForce.GTX
+        return self.time_in_force
+
+    def replace(self, **changes: Any) -> Order:
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        """Serialize for storage and the event bus; decimals as strings."""
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Decimal):
+                value = decimal_str(value)
+            data[f.name] = value
+        return data
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Order:
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Order:
+        price = data.get("price")
+        tif = data.get("time_in_force")
+        return cls(
+            order_id=data["order_id"],
+            client_order_id=data["client_order_id"],
+            symbol=data["symbol"],
+            side=Side(data["side"]),
+            type=OrderType(data["type"]),
+            quantity=Decimal(data["quantity"]),
+            price=Decimal(price) if price is not None else None,
+            time_in_force=TimeInForce(tif) if tif else None,
+            reduce_only=bool(data.get("reduce_only", False)),
+            post_only=bool(data.get("post_only", False)),
+            user_id=data.get("user_id", ""),
+            state=OrderState(data.get("state", OrderState.NEW)),
+            filled_quantity=Decimal(data.get("filled_quantity", "0")),
+            average_price=Decimal(data.get("average_price", "0")),
+            fee=Decimal(data.get("fee", "0")),
+            fee_asset=data.get("fee_asset", ""),
+            exchange_order_id=data.get("exchange_order_id", ""),
+            reject_reason=data.get("reject_reason", ""),
+            created_at=int(data["created_at"]),
+            updated_at=int(data.get("updated_at", 0)),
+            version=int(data.get("version", 0)),
+        )

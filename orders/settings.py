@@ -1,0 +1,233 @@
+"""Service settings: one typed object built once per process at start.
+
+Sources, highest priority first:
+1. the original service's environment names (`BINANCE_API_KEY`, `BINANCE_SECRET_KEY`,
+   `BINANCE_TESTNET`, `REDIS_ADDRESS`, `REDIS_PASSWORD`, `NATS_ADDRESS`, `LOG_LEVEL`,
+   `LOG_FORMAT`);
+2. any key as `ORDER_EXECUTION__SECTION__KEY` (e.g. `ORDER_EXECUTION__SERVER__GRPC_PORT`);
+3. the YAML file (`--config`, else `$ORDER_EXECUTION_CONFIG`, else `./config.yaml` if present),
+   after `${VAR}` / `${VAR:-default}` expansion from the environment;
+4. defaults.
+
+A bad value raises `SettingsError` naming the key, e.g. "server.grpc_port: Input should be
+a valid integer".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from orders.errors import OrderServiceError
+
+CONFIG_ENV = "ORDER_EXECUTION_CONFIG"
+
+_SEED_ENV: dict[str, tuple[str, str]] = {
+    "BINANCE_API_KEY": ("exchange", "api_key"),
+    "BINANCE_SECRET_KEY": ("exchange", "secret_key"),
+    "BINANCE_TESTNET": ("exchange", "testnet"),
+    "BINANCE_BASE_URL": ("exchange", "base_url"),
+    "REDIS_ADDRESS": ("redis", "address"),
+    "REDIS_PASSWORD": ("redis", "password"),
+    "NATS_ADDRESS": ("nats", "address"),
+    "LOG_LEVEL": ("logging", "level"),
+    "LOG_FORMAT": ("logging", "format"),
+}
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class SettingsError(OrderServiceError):
+    """The configuration is invalid; the message names each bad key and what it must be."""
+
+
+class _Section(BaseModel):
+    model_config = {"extra": "forbid"}
+
+
+class ServerSettings(_Section):
+    host: str = "0.0.0.0"
+    grpc_port: int = Field(50051, ge=0, le=65535)
+    http_port: int = Field(9091, ge=0, le=65535)
+    shutdown_grace_ms: int = Field(5000, ge=0)
+
+
+class ExchangeSettings(_Section):
+    api_key: SecretStr = SecretStr("")
+    secret_key: SecretStr = SecretStr("")
+    testnet: bool = True
+    base_url: str = Field("", description="Overrides the production/testnet URL, e.g. the simulator's.")
+    recv_window_ms: int = Field(5000, gt=0, le=60000)
+    request_timeout_ms: int = Field(5000, gt=0)
+
+    @property
+    def rest_url(self) -> str:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        return "https://demo-fapi.binance.com" if self.testnet else "https://fapi.binance.com"
+
+
+class RedisSettings(_Section):
+    address: str = "localhost:6379"
+    password: SecretStr = SecretStr("")
+    db: int = Field(0, ge=0)
+    namespace: str = "oe"
+
+    @property
+    def url(self) -> str:
+        if "://" in self.address:
+            return self.address
+        auth = f":{self.password.get_secret_value()}@" if self.password.get_secret_value() else ""
+        return f"redis://{auth}{self.address}/{self.db}"
+
+
+class NatsSettings(_Section):
+    address: str = "nats://localhost:4222"
+    stream: str = "ORDERS"
+    ping_interval_s: int = Field(10, gt=0)
+
+
+class RateLimitSettings(_Section):
+    requests_per_second: int = Field(10, gt=0)
+    burst: int = Field(20, gt=0)
+
+
+class RiskSettings(_Section):
+    allowed_symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"])
+    max_order_notional: Decimal = Field(Decimal(1_000_000), gt=0)
+    max_order_quantity: Decimal = Field(Decimal(0), ge=0, description="0 = exchange's maxQty only")
+
+
+class CircuitBreakerSettings(_Section):
+    failure_threshold: int = Field(5, gt=0)
+    timeout: int = Field(30, gt=0, description="seconds the breaker stays open")
+    max_requests: int = Field(3, gt=0)
+
+
+class WorkerSettings(_Section):
+    processes: int = Field(1, gt=0)
+    threads: int = Field(4, gt=0)
+    max_order_age_ms: int = Field(5000, gt=0)
+
+
+class PerformanceSettings(_Section):
+    order_cache_ttl: int = Field(86400 * 30, gt=0, description="seconds an order is kept in Redis")
+    symbol_info_refresh: int = Field(300, gt=0, description="seconds between exchangeInfo refreshes")
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "warn", "error"] = "info"
+    format: Literal["json", "text", "console"] = "json"
+
+
+class Settings(BaseSettings):
+    """Every setting of every process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ORDER_EXECUTION__", env_nested_delimiter="__", extra="forbid"
+    )
+
+    server: ServerSettings = ServerSettings()
+    exchange: ExchangeSettings = ExchangeSettings()
+    redis: RedisSettings = RedisSettings()
+    nats: NatsSettings = NatsSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
+    risk: RiskSettings = RiskSettings()
+    circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
+    worker: WorkerSettings = WorkerSettings()
+    performance: PerformanceSettings = PerformanceSettings()
+    logging: LoggingSettings = LoggingSettings()
+    symbols: list[str] = Field(
+        default_factory=lambda: ["BTCUSDT", "ETHUSDT"],
+        description="Symbols that get a queue; workers consume these.",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, _SeedEnvSource(settings_cls), env_settings, _YamlSource(settings_cls))
+
+
+class _SeedEnvSource(PydanticBaseSettingsSource):
+    """The original service's flat environment names."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        data: dict[str, dict[str, str]] = {}
+        for env_name, (section, key) in _SEED_ENV.items():
+            if env_name in os.environ:
+                data.setdefault(section, {})[key] = os.environ[env_name]
+        return data
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """The YAML file chosen by `load_settings`, with `${VAR}` expanded."""
+
+    path: Path | None = None
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if self.path is None:
+            return {}
+        text = expand_env(self.path.read_text())
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"{self.path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise SettingsError(f"{self.path}: the top level must be a mapping of sections")
+        return data
+
+
+def expand_env(text: str) -> str:
+    """Replace `${VAR}` and `${VAR:-default}` with environment values (missing = empty/default)."""
+    return _VAR.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), text)
+
+
+def config_path(explicit: str | Path | None = None) -> Path | None:
+    """The YAML file to read: the explicit one, `$ORDER_EXECUTION_CONFIG`, or ./config.yaml if it exists."""
+    chosen = explicit or os.environ.get(CONFIG_ENV)
+    if chosen:
+        path = Path(chosen)
+        if not path.is_file():
+            raise SettingsError(f"config file {path} does not exist; copy config.example.yaml to start")
+        return path
+    default = Path("config.yaml")
+    return default if default.is_file() else None
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from the sources in the module docstring.
+
+    Raises SettingsError with one line per invalid key.
+    """
+    _YamlSource.path = config_path(path)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(part) for part in err["loc"])
+            got = err.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  {key}: {err['msg']}{shown}")
+        source = f" in {_YamlSource.path} or the environment" if _YamlSource.path else " in the environment"
+        raise SettingsError("invalid configuration" + source + ":\n" + "\n".join(lines)) from None

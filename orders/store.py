@@ -1,0 +1,271 @@
+"""The Redis order store: the single source of truth for every order's state.
+
+Layout (prefix = `settings.redis.namespace`):
+  {p}:order:{order_id}        hash: data (Order JSON), version
+  {p}:client:{client_id}      string: order_id, for CreateOrder idempotency
+  {p}:orders                  zset: order_id by created_at (ms)
+  {p}:orders:{SYMBOL}         zset: the same, per symbol
+
+Every change is a compare-and-set on `version` in one Lua script, so concurrent
+writers (worker, user-data stream, reconciler, gateway cancel) never overwrite each
+other: the loser re-reads and re-applies its change through the state machine.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+
+from orders.errors import InvalidOrder, OrderNotFound, StoreConflict
+from orders.model import Order, OrderState
+
+
+def _push_lua(key: int, arg: int) -> str:
+    """Lua that pushes a QueuePush passed as KEYS[key..key+2] and ARGV[arg..arg+2], if present."""
+    return f"""
+if #KEYS >= {key + 2} then
+  redis.call('HSET', KEYS[{key}], ARGV[{arg}], ARGV[{arg + 1}])
+  redis.call('RPUSH', KEYS[{key + 1}], ARGV[{arg}])
+  redis.call('RPUSH', KEYS[{key + 2}], '1')
+  redis.call('LTRIM', KEYS[{key + 2}], -tonumber(ARGV[{arg + 2}]), -1)
+end
+"""
+
+
+_CREATE = (
+    """
+local existing = redis.call('GET', KEYS[2])
+if existing then return existing end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[4])
+redis.call('HSET', KEYS[1], 'data', ARGV[2], 'version', '1')
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+"""
+    + _push_lua(key=5, arg=5)
+    + "return ARGV[1]"
+)
+
+_COMPARE_AND_SET = (
+    """
+local current = redis.call('HGET', KEYS[1], 'version')
+if not current then return -1 end
+if current ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'data', ARGV[2], 'version', ARGV[3])
+"""
+    + _push_lua(key=2, arg=4)
+    + "return 1"
+)
+
+_MAX_CAS_ATTEMPTS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePush:
+    """A message to push onto a Dramatiq-layout Redis queue in the same atomic step.
+
+    `tasks` builds it; the store only knows it must write `payload` under `message_id`
+    in `messages_key`, append the id to `queue_key` and ring `doorbell_key`.
+    """
+
+    messages_key: str
+    queue_key: str
+    doorbell_key: str
+    message_id: str
+    payload: bytes
+    doorbell_cap: int = 16
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResult:
+    order: Order
+    created: bool  # False: client_order_id was seen before and `order` is the original
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionResult:
+    order: Order
+    changed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPage:
+    orders: list[Order]
+    next_page_token: str
+
+
+class OrderStore:
+    """Async access to stored orders. One instance per process, shared by all tasks."""
+
+    def __init__(self, client: aioredis.Redis, *, namespace: str = "oe", ttl_s: int = 30 * 86400) -> None:
+        self._redis = client
+        self._prefix = namespace
+        self._ttl_s = ttl_s
+        self._create = client.register_script(_CREATE)
+        self._cas = client.register_script(_COMPARE_AND_SET)
+
+    def _order_key(self, order_id: str) -> str:
+        return f"{self._prefix}:order:{order_id}"
+
+    def _index_key(self, symbol: str = "") -> str:
+        return f"{self._prefix}:orders:{symbol}" if symbol else f"{self._prefix}:orders"
+
+    async def create(self, order: Order, enqueue: QueuePush | None = None) -> CreateResult:
+        """Store a new order (version 1) and, atomically with it, push `enqueue`.
+
+        If `order.client_order_id` is already taken, nothing is written or queued and
+        the existing order is returned with `created=False`.
+        """
+        stored = order.replace(version=1)
+        keys = [
+            self._order_key(order.order_id),
+            f"{self._prefix}:client:{order.client_order_id}",
+            self._index_key(),
+            self._index_key(order.symbol),
+        ]
+        args: list[Any] = [order.order_id, stored.to_json(), order.created_at, self._ttl_s]
+        _add_push(keys, args, enqueue)
+        winner = _text(await self._create(keys=keys, args=args))
+        if winner == order.order_id:
+            return CreateResult(stored, created=True)
+        return CreateResult(await self.get(winner), created=False)
+
+    async def get(self, order_id: str) -> Order:
+        """The stored order; raises OrderNotFound."""
+        data = await self._redis.hget(self._order_key(order_id), "data")
+        if data is None:
+            raise OrderNotFound(order_id)
+        return Order.from_json(data)
+
+    async def find_by_client_id(self, client_order_id: str) -> Order | None:
+        order_id = await self._redis.get(f"{self._prefix}:client:{client_order_id}")
+        return None if order_id is None else await self.get(_text(order_id))
+
+    async def transition(
+        self,
+        order_id: str,
+        change: Callable[[Order], Order | None],
+        *,
+        enqueue: Callable[[Order], QueuePush | None] | None = None,
+    ) -> TransitionResult:
+        """Apply `change` to the current order and store the result atomically.
+
+        `change` gets the stored order and returns the new one, or None for "no change"
+        (typically a `fsm` function). On a concurrent write it is re-run on the fresh
+        order. If `enqueue` returns a push for the new order, the push happens in the
+        same atomic step as the write. Raises OrderNotFound, or StoreConflict after
+        repeated lost races.
+        """
+        key = self._order_key(order_id)
+        for _ in range(_MAX_CAS_ATTEMPTS):
+            data, version = await self._redis.hmget(key, ["data", "version"])
+            if data is None or version is None:
+                raise OrderNotFound(order_id)
+            current = Order.from_json(data)
+            updated = change(current)
+            if updated is None:
+                return TransitionResult(current, changed=False)
+            new_version = int(version) + 1
+            updated = updated.replace(version=new_version)
+            keys: list[str] = [key]
+            args: list[Any] = [int(version), updated.to_json(), new_version]
+            _add_push(keys, args, enqueue(updated) if enqueue else None)
+            outcome = await self._cas(keys=keys, args=args)
+            if outcome == 1:
+                return TransitionResult(updated, changed=True)
+            if outcome == -1:
+                raise OrderNotFound(order_id)
+        raise StoreConflict(f"order {order_id}: gave up after {_MAX_CAS_ATTEMPTS} concurrent updates")
+
+    async def search(
+        self,
+        *,
+        symbol: str = "",
+        states: Sequence[OrderState] = (),
+        start_ms: int = 0,
+        end_ms: int = 0,
+        limit: int = 100,
+        page_token: str = "",
+    ) -> OrderPage:
+        """Orders newest first, created in [start_ms, end_ms), filtered by symbol and state.
+
+        `page_token` continues a previous call; an empty `next_page_token` means the end.
+        """
+        high: str | int = f"({end_ms}" if end_ms else "+inf"
+        seen_score, seen_id = _decode_token(page_token)
+        if seen_score is not None:
+            high = seen_score
+        low: str | int = start_ms if start_ms else "-inf"
+        wanted = set(states)
+        found: list[Order] = []
+        offset = 0
+        batch = max(limit * 2, 50)
+        last: tuple[int, str] | None = None
+        while len(found) < limit:
+            rows = cast(
+                list[tuple[bytes, float]],
+                await self._redis.zrevrangebyscore(
+                    self._index_key(symbol), high, low, start=offset, num=batch, withscores=True
+                ),
+            )
+            if not rows:
+                last = None
+                break
+            offset += len(rows)
+            ids = [_text(member) for member, _ in rows]
+            datas = await self._fetch_data(ids)
+            for (member, score), data in zip(rows, datas, strict=True):
+                order_id, created = _text(member), int(score)
+                if seen_score is not None and created == seen_score and order_id >= (seen_id or ""):
+                    continue
+                last = (created, order_id)
+                if data is None:
+                    continue  # expired between the index read and now
+                order = Order.from_json(data)
+                if wanted and order.state not in wanted:
+                    continue
+                found.append(order)
+                if len(found) == limit:
+                    break
+            if len(rows) < batch and len(found) < limit:
+                last = None
+                break
+        token = _encode_token(*last) if last and len(found) == limit else ""
+        return OrderPage(found, token)
+
+    async def _fetch_data(self, order_ids: list[str]) -> list[bytes | None]:
+        pipe = self._redis.pipeline(transaction=False)
+        for order_id in order_ids:
+            pipe.hget(self._order_key(order_id), "data")
+        return list(await pipe.execute())
+
+    async def ping(self) -> bool:
+        return bool(await self._redis.ping())
+
+
+def _add_push(keys: list[str], args: list[Any], push: QueuePush | None) -> None:
+    if push is not None:
+        keys += [push.messages_key, push.queue_key, push.doorbell_key]
+        args += [push.message_id, push.payload, push.doorbell_cap]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _encode_token(score: int, order_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{score}:{order_id}".encode()).decode()
+
+
+def _decode_token(token: str) -> tuple[int | None, str | None]:
+    if not token:
+        return None, None
+    try:
+        score, order_id = base64.urlsafe_b64decode(token.encode()).decode().split(":", 1)
+        return int(score), order_id
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidOrder("page_token", "is not a token returned by ListOrders") from exc

@@ -1,0 +1,1 @@
+"""The queue contract between gateways and workers: broker, routing, actor names, messages."""

@@ -1,0 +1,45 @@
+"""The messages gateways send to workers, built as atomic queue pushes.
+
+A gateway never calls `actor.send()`: it hands a `QueuePush` to the order store, which
+writes the order change and the message in one Redis script. An order therefore is
+queued exactly when it is stored, and a crash between the two cannot happen.
+"""
+
+from __future__ import annotations
+
+from uuid import uuid4
+
+from dramatiq import Message
+
+from orders.model import Order
+from orders.store import QueuePush
+from tasks.queues import CANCEL_ORDER, SUBMIT_ORDER, doorbell_key, messages_key, queue_for, queue_key
+
+
+def _push(actor_name: str, order: Order) -> QueuePush:
+    queue = queue_for(order.symbol)
+    redis_message_id = str(uuid4())
+    message: Message[object] = Message(
+        queue_name=queue,
+        actor_name=actor_name,
+        args=(),
+        kwargs={"order_id": order.order_id},
+        options={"redis_message_id": redis_message_id},
+    )
+    return QueuePush(
+        messages_key=messages_key(queue),
+        queue_key=queue_key(queue),
+        doorbell_key=doorbell_key(queue),
+        message_id=redis_message_id,
+        payload=message.encode(),
+    )
+
+
+def submit_order_push(order: Order) -> QueuePush:
+    """The message that makes a worker send `order` to the exchange."""
+    return _push(SUBMIT_ORDER, order)
+
+
+def cancel_order_push(order: Order) -> QueuePush:
+    """The message that makes a worker cancel `order` at the exchange."""
+    return _push(CANCEL_ORDER, order)

@@ -1,0 +1,1 @@
+"""Execution: the exchange client, the order actors and what runs them."""

@@ -1,0 +1,34 @@
+"""Fetch the exchange's trading rules and share them through Redis."""
+
+from __future__ import annotations
+
+import logging
+from decimal import InvalidOperation
+
+from orders.rules import SymbolRules
+from orders.rules_store import RulesStore
+from workers.binance import BinanceClient
+
+log = logging.getLogger(__name__)
+
+
+async def refresh_rules(exchange: BinanceClient, rules: RulesStore, symbols: list[str]) -> list[str]:
+    """Fetch exchangeInfo and store the rules of `symbols`; returns the symbols stored.
+
+    A configured symbol the exchange does not list is logged and skipped.
+    """
+    info = await exchange.exchange_info()
+    wanted = set(symbols)
+    parsed: list[SymbolRules] = []
+    for entry in info.get("symbols", []):
+        if entry.get("symbol") not in wanted:
+            continue
+        try:
+            parsed.append(SymbolRules.from_exchange_info(entry))
+        except (KeyError, InvalidOperation) as exc:
+            log.error("exchangeInfo for %s is malformed (%r); keeping the old rules", entry["symbol"], exc)
+    missing = wanted - {r.symbol for r in parsed}
+    if missing:
+        log.warning("the exchange does not list %s; orders for them will be refused", sorted(missing))
+    await rules.save(parsed)
+    return sorted(r.symbol for r in parsed)
