@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from tests.simulator.sim_helpers import Sim, start_sim, stop_sim
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Sim]:
+    s = await start_sim()
+    yield s
+    await stop_sim(s)
+
+
+@pytest.fixture
+async def make_sim() -> AsyncIterator[Callable[..., Awaitable[Sim]]]:
+    started: list[Sim] = []
+
+    async def factory(**overrides: Any) -> Sim:
+        s = await start_sim(**overrides)
+        started.append(s)
+        return s
+
+    yield factory
+    for s in started:
+        await stop_sim(s)
