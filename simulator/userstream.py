@@ -30,7 +30,7 @@ from simulator.events import listen_key_expired
 from simulator.faults import USER_STREAM_KINDS, FaultRegistry
 
 
-@dataclass
+@dataclass(eq=False)
 class _Connection:
     ws: web.WebSocketResponse
     request: web.Request
