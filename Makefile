@@ -1,0 +1,46 @@
+# Everything sets itself up from nothing: `make run` and `make test` create the virtual
+# env, install the project and generate the gRPC code first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PROTO_OUT := proto/order_pb2.py
+
+.PHONY: setup run test lint unit integration bench clean
+
+setup: $(STAMP) $(PROTO_OUT)
+
+$(STAMP): pyproject.toml
+	@echo "==> creating $(VENV) and installing dependencies (first run takes a minute)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+$(PROTO_OUT): proto/order.proto $(STAMP)
+	@echo "==> generating gRPC code from proto/order.proto"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I . \
+		--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. proto/order.proto
+
+run: setup
+	$(BIN)/order-execution up
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+unit: setup
+	$(BIN)/pytest -m "not integration"
+
+integration: setup
+	$(BIN)/pytest -m integration
+
+test: lint
+	$(BIN)/pytest
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache proto/*_pb2*.py proto/*_pb2*.pyi

@@ -1,0 +1,162 @@
+"""OrderStore contract, run on fakeredis and on the real Redis (db 15)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import fakeredis
+import pytest
+import redis.asyncio as aioredis
+from dramatiq import Message
+
+from orders import fsm
+from orders.errors import InvalidOrder, OrderNotFound
+from orders.model import Order, OrderState, OrderType, Side, TimeInForce
+from orders.store import OrderStore
+from tasks.messages import cancel_order_push, submit_order_push
+from tasks.queues import SUBMIT_ORDER, doorbell_key, messages_key, queue_for, queue_key
+
+S = OrderState
+
+
+@pytest.fixture(params=["fakeredis", "redis"])
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[aioredis.Redis]:
+    if request.param == "fakeredis":
+        fake = fakeredis.FakeAsyncRedis()
+        yield fake
+        await fake.aclose()
+        return
+    address = request.getfixturevalue("real_redis")
+    real = aioredis.Redis.from_url(f"redis://{address}/15")
+    await real.flushdb()
+    yield real
+    await real.flushdb()
+    await real.aclose()
+
+
+def make_order(n: int = 1, *, symbol: str = "BTCUSDT", created_at: int = 1_000, client_id: str = "") -> Order:
+    return Order(
+        order_id=f"order-{n}",
+        client_order_id=client_id or f"client-{n}",
+        symbol=symbol,
+        side=Side.BUY,
+        type=OrderType.LIMIT,
+        quantity=Decimal("0.010"),
+        price=Decimal("50000.0"),
+        time_in_force=TimeInForce.GTC,
+        created_at=created_at,
+    )
+
+
+async def queued_messages(client: aioredis.Redis, symbol: str) -> list[Message[object]]:
+    queue = queue_for(symbol)
+    ids = await client.lrange(queue_key(queue), 0, -1)
+    bodies = [await client.hget(messages_key(queue), i) for i in ids]
+    return [Message.decode(b) for b in bodies if b is not None]
+
+
+async def test_create_stores_version_one_and_queues_atomically(client: aioredis.Redis) -> None:
+    store = OrderStore(client)
+    order = make_order()
+    result = await store.create(order, submit_order_push(order))
+    assert result.created and result.order.version == 1
+    stored = await store.get(order.order_id)
+    assert stored == result.order and stored.price == Decimal("50000.0")
+    [message] = await queued_messages(client, "BTCUSDT")
+    assert message.actor_name == SUBMIT_ORDER and message.kwargs == {"order_id": order.order_id}
+    assert message.queue_name == "orders.BTCUSDT"
+    assert await client.llen(doorbell_key(queue_for("BTCUSDT"))) == 1
+
+
+async def test_repeated_client_order_id_returns_the_original_and_queues_nothing(
+    client: aioredis.Redis,
+) -> None:
+    store = OrderStore(client)
+    first = make_order(1, client_id="same")
+    await store.create(first, submit_order_push(first))
+    second = make_order(2, client_id="same")
+    result = await store.create(second, submit_order_push(second))
+    assert not result.created and result.order.order_id == first.order_id
+    assert len(await queued_messages(client, "BTCUSDT")) == 1
+    with pytest.raises(OrderNotFound):
+        await store.get(second.order_id)
+    assert (await store.find_by_client_id("same")) == result.order
+
+
+async def test_transition_bumps_version_and_ignores_disallowed_moves(client: aioredis.Redis) -> None:
+    store = OrderStore(client)
+    order = make_order()
+    await store.create(order)
+    moved = await store.transition(order.order_id, lambda o: fsm.transition(o, S.SUBMITTING))
+    assert moved.changed and moved.order.version == 2 and moved.order.state is S.SUBMITTING
+    refused = await store.transition(order.order_id, lambda o: fsm.transition(o, S.NEW))
+    assert not refused.changed and refused.order.version == 2
+
+
+async def test_concurrent_transitions_lose_no_update(client: aioredis.Redis) -> None:
+    store = OrderStore(client)
+    order = make_order()
+    await store.create(order)
+    await store.transition(order.order_id, lambda o: fsm.transition(o, S.SUBMITTING))
+
+    def add_fill(current: Order) -> Order | None:
+        report = fsm.ExchangeReport(S.PARTIALLY_FILLED, current.filled_quantity + Decimal("0.001"))
+        return fsm.apply_report(current, report)
+
+    await asyncio.gather(*(store.transition(order.order_id, add_fill) for _ in range(8)))
+    final = await store.get(order.order_id)
+    assert final.filled_quantity == Decimal("0.008")
+    assert final.version == 2 + 8
+
+
+async def test_transition_can_queue_in_the_same_step(client: aioredis.Redis) -> None:
+    store = OrderStore(client)
+    order = make_order()
+    await store.create(order)
+    await store.transition(order.order_id, lambda o: fsm.transition(o, S.SUBMITTING))
+    result = await store.transition(
+        order.order_id, lambda o: fsm.transition(o, S.PENDING_CANCEL), enqueue=cancel_order_push
+    )
+    assert result.order.state is S.PENDING_CANCEL
+    [message] = await queued_messages(client, "BTCUSDT")
+    assert message.actor_name == "cancel_order"
+
+
+async def test_unknown_order(client: aioredis.Redis) -> None:
+    store = OrderStore(client)
+    with pytest.raises(OrderNotFound):
+        await store.get("nope")
+    with pytest.raises(OrderNotFound):
+        await store.transition("nope", lambda o: o)
+
+
+async def test_search_filters_and_pages_without_gaps_or_repeats(client: aioredis.Redis) -> None:
+    store = OrderStore(client)
+    for n in range(25):
+        symbol = "ETHUSDT" if n % 5 == 0 else "BTCUSDT"
+        await store.create(
+            make_order(n, symbol=symbol, created_at=1_000 + n // 2)
+        )  # pairs share a millisecond
+    await store.transition("order-3", lambda o: fsm.transition(o, S.CANCELED))
+
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = await store.search(symbol="BTCUSDT", limit=6, page_token=token)
+        seen += [o.order_id for o in page.orders]
+        token = page.next_page_token
+        if not token:
+            break
+    expected = [f"order-{n}" for n in range(25) if n % 5]
+    assert sorted(seen) == sorted(expected) and len(seen) == len(expected)
+    created = [int(o.split("-")[1]) // 2 for o in seen]
+    assert created == sorted(created, reverse=True)
+
+    canceled = await store.search(states=[S.CANCELED], limit=10)
+    assert [o.order_id for o in canceled.orders] == ["order-3"]
+    window = await store.search(start_ms=1_010, end_ms=1_012, limit=50)
+    assert sorted(o.order_id for o in window.orders) == ["order-20", "order-21", "order-22", "order-23"]
+    with pytest.raises(InvalidOrder, match="page_token"):
+        await store.search(page_token="not-a-token")
