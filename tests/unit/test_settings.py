@@ -108,7 +108,7 @@ def test_bad_environment_value_names_the_key(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_missing_explicit_file_says_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match="copy config.example.yaml"):
+    with pytest.raises(SettingsError, match=r"copy config\.example\.yaml"):
         load_settings(tmp_path / "nope.yaml")
 
 

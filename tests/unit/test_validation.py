@@ -137,5 +137,5 @@ def test_risk_limit_on_notional() -> None:
 
 def test_risk_limit_on_quantity() -> None:
     risk = RISK.model_copy(update={"max_order_quantity": Decimal("0.5")})
-    with pytest.raises(RiskLimitExceeded, match="risk.max_order_quantity"):
+    with pytest.raises(RiskLimitExceeded, match=r"risk\.max_order_quantity"):
         build_order(request(quantity="0.6", type=pb.MARKET, price="", time_in_force=0), RULES, risk)
