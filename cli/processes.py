@@ -43,6 +43,7 @@ class ManagedProcess:
     command: Sequence[str]
     env: Mapping[str, str] = field(default_factory=dict)
     log_dir: Path = Path(".run")
+    cwd: Path | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -57,6 +58,7 @@ class ManagedProcess:
             env={**os.environ, **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,
+            cwd=self.cwd,
             start_new_session=True,  # its own group, so stop() also reaches its children
         )
         log.close()

@@ -1,0 +1,164 @@
+"""The gateway over a real gRPC socket, with the store on fakeredis and a recording bus."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any, cast
+
+import fakeredis
+import grpc
+import pytest
+
+from cli.processes import free_port
+from gateway.desk import OrderDesk
+from gateway.rules_cache import RulesCache
+from gateway.servicer import OrderServicer
+from gateway.updates import UpdateHub
+from orders.events import EventBus
+from orders.model import Order
+from orders.rules import SymbolRules
+from orders.rules_store import RulesStore
+from orders.settings import RiskSettings
+from orders.store import OrderStore
+from proto import order_pb2 as pb
+from proto import order_pb2_grpc
+
+BTC = SymbolRules.from_exchange_info(
+    {
+        "symbol": "BTCUSDT",
+        "filters": [
+            {"filterType": "PRICE_FILTER", "minPrice": "556.80", "maxPrice": "4529764", "tickSize": "0.10"},
+            {"filterType": "LOT_SIZE", "minQty": "0.001", "maxQty": "1000", "stepSize": "0.001"},
+            {"filterType": "MIN_NOTIONAL", "notional": "100"},
+        ],
+    }
+)
+
+
+class RecordingBus:
+    def __init__(self, hub: UpdateHub) -> None:
+        self.hub = hub
+        self.published: list[Order] = []
+
+    async def publish_update(self, order: Order) -> None:
+        self.published.append(order)
+        await self.hub.publish(order)  # stands in for NATS delivering it back
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[
+    tuple[order_pb2_grpc.OrderServiceStub, fakeredis.FakeAsyncRedis, RecordingBus]
+]:
+    redis = fakeredis.FakeAsyncRedis()
+    rules_store = RulesStore(redis)
+    await rules_store.save([BTC])
+    rules = RulesCache(rules_store)
+    await rules.load()
+    hub = UpdateHub()
+    bus = RecordingBus(hub)
+    desk = OrderDesk(OrderStore(redis), cast(EventBus, bus), rules, RiskSettings(allowed_symbols=["BTCUSDT"]))
+    server = grpc.aio.server()
+    order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(desk, hub), server)
+    port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    yield order_pb2_grpc.OrderServiceStub(channel), redis, bus
+    await channel.close()
+    await server.stop(0)
+    await desk.drain()
+    await redis.aclose()
+
+
+def limit(**changes: Any) -> pb.CreateOrderRequest:
+    fields: dict[str, Any] = {
+        "symbol": "BTCUSDT",
+        "side": pb.BUY,
+        "type": pb.LIMIT,
+        "quantity": "0.002",
+        "price": "50000.0",
+        "time_in_force": pb.GTC,
+    }
+    fields.update(changes)
+    return pb.CreateOrderRequest(**fields)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"side": pb.SIDE_UNSPECIFIED}, "side: is required (BUY or SELL)"),
+        ({"quantity": "0"}, "quantity: must be greater than zero"),
+        ({"price": "50000.05"}, "price: must be a multiple of tick size 0.1"),
+        ({"symbol": "DOGEUSDT"}, "symbol: DOGEUSDT is not traded here"),
+        ({"quantity": "0.00x"}, "quantity: must be a plain decimal string"),
+        ({"price": "5e4"}, "price: must be a plain decimal string"),
+    ],
+)
+async def test_invalid_requests_change_nothing(gateway: Any, changes: dict[str, Any], message: str) -> None:
+    stub, redis, bus = gateway
+    before = sorted(await redis.keys("*"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CreateOrder(limit(**changes))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in (caught.value.details() or "")
+    assert sorted(await redis.keys("*")) == before  # nothing stored, nothing queued
+    assert bus.published == []
+
+
+async def test_create_then_duplicate_client_id(gateway: Any) -> None:
+    stub, redis, bus = gateway
+    first = await stub.CreateOrder(limit(client_order_id="strategy-7:1"))
+    assert first.state == pb.NEW and not first.duplicate
+    assert first.order.price == "50000" and first.order.quantity == "0.002"
+    again = await stub.CreateOrder(limit(client_order_id="strategy-7:1"))
+    assert again.duplicate and again.order_id == first.order_id
+    assert await redis.llen("dramatiq:orders.BTCUSDT") == 1
+    got = await stub.GetOrder(pb.GetOrderRequest(order_id=first.order_id))
+    assert got.order.client_order_id == "strategy-7:1"
+
+
+async def test_cancel_before_send_is_local_and_final(gateway: Any) -> None:
+    stub, _, bus = gateway
+    created = await stub.CreateOrder(limit())
+    canceled = await stub.CancelOrder(pb.CancelOrderRequest(order_id=created.order_id))
+    assert canceled.state == pb.CANCELED
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CancelOrder(pb.CancelOrderRequest(order_id=created.order_id))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_unknown_ids_and_bad_arguments(gateway: Any) -> None:
+    stub, _, _ = gateway
+    for call in (
+        stub.GetOrder(pb.GetOrderRequest(order_id="nope")),
+        stub.CancelOrder(pb.CancelOrderRequest(order_id="nope")),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    created = await stub.CreateOrder(limit())
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CancelOrder(pb.CancelOrderRequest(order_id=created.order_id, symbol="ETHUSDT"))
+    assert "symbol: does not match" in (caught.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListOrders(pb.ListOrdersRequest(limit=501))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_list_and_stream(gateway: Any) -> None:
+    stub, _, _ = gateway
+    stream = stub.StreamOrderUpdates(pb.StreamOrderUpdatesRequest(symbols=["BTCUSDT"]))
+    created = [await stub.CreateOrder(limit()) for _ in range(3)]
+    updates = [await stream.read() for _ in range(3)]
+    assert [u.order.order_id for u in updates] == [c.order_id for c in created]
+    assert all(u.update_type == "NEW" for u in updates)
+    stream.cancel()
+    listed = await stub.ListOrders(pb.ListOrdersRequest(symbol="BTCUSDT", state=pb.NEW, limit=2))
+    assert len(listed.orders) == 2 and listed.next_page_token
+    rest = await stub.ListOrders(
+        pb.ListOrdersRequest(symbol="BTCUSDT", limit=2, page_token=listed.next_page_token)
+    )
+    ids = {o.order_id for o in listed.orders} | {o.order_id for o in rest.orders}
+    assert ids == {c.order_id for c in created}
+    assert Decimal(rest.orders[0].price) == Decimal("50000")
