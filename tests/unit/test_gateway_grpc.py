@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any, cast
@@ -16,7 +17,7 @@ from gateway.rules_cache import RulesCache
 from gateway.servicer import OrderServicer
 from gateway.updates import UpdateHub
 from orders.events import EventBus
-from orders.model import Order
+from orders.model import Order, OrderState
 from orders.rules import SymbolRules
 from orders.rules_store import RulesStore
 from orders.settings import RiskSettings
@@ -116,6 +117,8 @@ async def test_create_then_duplicate_client_id(gateway: Any) -> None:
     assert await redis.llen("dramatiq:orders.BTCUSDT") == 1
     got = await stub.GetOrder(pb.GetOrderRequest(order_id=first.order_id))
     assert got.order.client_order_id == "strategy-7:1"
+    await asyncio.sleep(0.05)
+    assert [o.state for o in bus.published] == [OrderState.NEW]  # the duplicate publishes nothing
 
 
 async def test_cancel_before_send_is_local_and_final(gateway: Any) -> None:
@@ -123,6 +126,8 @@ async def test_cancel_before_send_is_local_and_final(gateway: Any) -> None:
     created = await stub.CreateOrder(limit())
     canceled = await stub.CancelOrder(pb.CancelOrderRequest(order_id=created.order_id))
     assert canceled.state == pb.CANCELED
+    await asyncio.sleep(0.05)
+    assert [o.state for o in bus.published] == [OrderState.NEW, OrderState.CANCELED]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.CancelOrder(pb.CancelOrderRequest(order_id=created.order_id))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
