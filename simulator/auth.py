@@ -15,7 +15,7 @@ import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from simulator import errors
 from simulator.errors import BinanceError
@@ -33,11 +33,23 @@ class Credentials:
     secret: str
 
 
+def _parse_form(raw: str, into: dict[str, str]) -> None:
+    for part in raw.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        if "%" in part or "+" in part:
+            name, value = unquote_plus(name), unquote_plus(value)
+        into[name] = value
+
+
 def merge_params(raw_query: str, raw_body: str) -> dict[str, str]:
-    """Return the request parameters; query-string values win over body values of the same name."""
-    params = dict(parse_qsl(raw_body, keep_blank_values=True)) if raw_body else {}
+    """Return the request parameters (urlencoded); query-string values win over body values of one name."""
+    params: dict[str, str] = {}
+    if raw_body:
+        _parse_form(raw_body, params)
     if raw_query:
-        params.update(parse_qsl(raw_query, keep_blank_values=True))
+        _parse_form(raw_query, params)
     return params
 
 

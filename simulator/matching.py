@@ -24,6 +24,7 @@ from simulator.symbols import SymbolSpec
 from simulator.validation import OrderRequest
 
 EventSink = Callable[[str, dict[str, Any]], None]
+ListenerCheck = Callable[[str], bool]
 PriceListener = Callable[[str, Decimal], None]
 _ID_ALPHABET = string.ascii_letters + string.digits
 FIRST_ORDER_ID = 4_000_000_001
@@ -38,12 +39,19 @@ class MatchingEngine:
     """All accounts' orders and positions plus the reference prices; synchronous and single-threaded."""
 
     def __init__(
-        self, config: SimulatorConfig, specs: dict[str, SymbolSpec], clock: ExchangeClock, sink: EventSink
+        self,
+        config: SimulatorConfig,
+        specs: dict[str, SymbolSpec],
+        clock: ExchangeClock,
+        sink: EventSink,
+        listening: ListenerCheck,
     ) -> None:
+        """``sink`` receives (account key, event); ``listening`` says if building events is worth it."""
         self._config = config
         self.specs = specs
         self._clock = clock
         self._sink = sink
+        self._listening = listening
         self.price_listeners: list[PriceListener] = []
         self.accounts: dict[str, Account] = {}
         self.reset()
@@ -241,6 +249,8 @@ class MatchingEngine:
         account.trades.append(trade)
         if order.status == "FILLED":
             self._close(account, order)
+        if not self._listening(account.key):
+            return
         self._sink(account.key, order_trade_update(order, "TRADE", now, trade))
         self._sink(
             account.key, account_update(account, order.symbol, position, self.prices[order.symbol], now)
@@ -258,4 +268,6 @@ class MatchingEngine:
         account.open_by_client_id.pop((order.symbol, order.client_order_id), None)
 
     def _emit(self, account: Account, order: Order, execution_type: str) -> None:
+        if not self._listening(account.key):
+            return
         self._sink(account.key, order_trade_update(order, execution_type, self._clock.now_ms()))

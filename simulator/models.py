@@ -12,9 +12,12 @@ ZERO = Decimal(0)
 OPEN_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED"})
 
 
+_QUANTS = [Decimal(1).scaleb(-places) for places in range(20)]
+
+
 def fmt(value: Decimal, places: int) -> str:
     """Render ``value`` as a plain decimal string with exactly ``places`` decimals (Binance style)."""
-    return format(value.quantize(Decimal(1).scaleb(-places)), "f")
+    return format(value.quantize(_QUANTS[places]), "f")
 
 
 @dataclass

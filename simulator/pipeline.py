@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -140,8 +140,6 @@ async def dispatch(request: web.Request, endpoint: Endpoint, state: SimulatorSta
                 c10, c60 = state.limiter.order_counts(account.key)
                 headers["X-MBX-ORDER-COUNT-10S"], headers["X-MBX-ORDER-COUNT-1M"] = str(c10), str(c60)
         result = endpoint.handler(Call(state, params, account))
-        if isinstance(result, Awaitable):
-            result = await result
     except BinanceError as exc:
         if exc.retry_after_s is not None:
             headers["Retry-After"] = str(exc.retry_after_s)

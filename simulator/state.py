@@ -39,7 +39,11 @@ class SimulatorState:
         faults = FaultRegistry(clock, config.seed)
         streams = UserStreams(config, clock, faults)
         engine = MatchingEngine(
-            config, build_specs(config.symbols, config.reference_prices), clock, streams.publish
+            config,
+            build_specs(config.symbols, config.reference_prices),
+            clock,
+            streams.publish,
+            streams.has_listeners,
         )
         state = cls(
             config=config,

@@ -110,6 +110,11 @@ class UserStreams:
             self.close(account)
 
     # ------------------------------------------------------------- events
+    def has_listeners(self, account: str) -> bool:
+        """True if a websocket is connected on the account's live listenKey."""
+        key = self._key_of.get(account)
+        return bool(key and self._conns.get(key))
+
     def publish(self, account: str, event: dict[str, Any]) -> None:
         """Queue ``event`` for every connection on the account's live listenKey (faults permitting)."""
         key = self._key_of.get(account)
