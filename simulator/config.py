@@ -86,6 +86,10 @@ class SimulatorConfig(BaseSettings):
         default_factory=lambda: ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT"]
     )
     reference_prices: dict[str, Decimal] = Field(default_factory=dict)
+    symbol_overrides: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="per symbol, SymbolSpec fields to replace, e.g. {'BTCUSDT': {'min_qty': '0.01'}}",
+    )
     seed: int = 1
     walk_interval_ms: int = Field(default=1000, ge=0)
     walk_step_bps: Decimal = Field(default=Decimal("2"), ge=0)

@@ -40,7 +40,7 @@ class SimulatorState:
         streams = UserStreams(config, clock, faults)
         engine = MatchingEngine(
             config,
-            build_specs(config.symbols, config.reference_prices),
+            build_specs(config.symbols, config.reference_prices, config.symbol_overrides),
             clock,
             streams.publish,
             streams.has_listeners,

@@ -131,19 +131,26 @@ KNOWN_SYMBOLS: dict[str, SymbolSpec] = {
 }
 
 
-def build_specs(symbols: list[str], prices: dict[str, Decimal]) -> dict[str, SymbolSpec]:
-    """Return the specs for ``symbols`` with initial prices overridden from ``prices``.
+def build_specs(
+    symbols: list[str], prices: dict[str, Decimal], overrides: dict[str, dict[str, str]] | None = None
+) -> dict[str, SymbolSpec]:
+    """Return the specs for ``symbols``, initial prices taken from ``prices`` and fields from ``overrides``.
 
-    Raises ValueError for a symbol the simulator has no contract specification for.
+    ``overrides`` maps a symbol to SymbolSpec field names and values (decimal strings; integers for the
+    precisions). Raises ValueError for an unknown symbol or field.
     """
     out: dict[str, SymbolSpec] = {}
     for name in symbols:
         if name not in KNOWN_SYMBOLS:
             raise ValueError(f"unknown symbol {name!r}; known: {', '.join(sorted(KNOWN_SYMBOLS))}")
-        spec = KNOWN_SYMBOLS[name]
+        fields: dict[str, object] = dict(KNOWN_SYMBOLS[name].__dict__)
         if name in prices:
-            spec = SymbolSpec(**{**spec.__dict__, "initial_price": Decimal(prices[name])})
-        out[name] = spec
+            fields["initial_price"] = Decimal(prices[name])
+        for key, value in (overrides or {}).get(name, {}).items():
+            if key not in fields or key in ("symbol", "base_asset"):
+                raise ValueError(f"symbol_overrides.{name}: unknown field {key!r}")
+            fields[key] = int(value) if key.endswith("_precision") else Decimal(str(value))
+        out[name] = SymbolSpec(**fields)  # type: ignore[arg-type]
     return out
 
 

@@ -97,7 +97,7 @@ async def test_rejections(sim: Sim, params: dict[str, Any], code: int, msg: str)
     assert await sim.admin_get("orders") == []
 
 
-async def test_qty_off_step_and_below_min_on_eth(sim: Sim) -> None:
+async def test_precision_on_other_symbols(sim: Sim) -> None:
     r = await sim.order(
         symbol="BNBUSDT", side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.015", price="600"
     )
@@ -113,27 +113,40 @@ async def test_qty_off_step_and_below_min_on_eth(sim: Sim) -> None:
     assert r.json()["code"] == -1111
 
 
-async def test_min_and_step_errors(make_sim: Any) -> None:
-    sim = await make_sim()
-    from simulator.symbols import KNOWN_SYMBOLS
+async def test_min_qty_and_step_errors_with_overridden_filters(make_sim: Any) -> None:
+    sim = await make_sim(
+        symbol_overrides={"BNBUSDT": {"quantity_precision": "3", "min_qty": "0.05", "step_size": "0.01"}}
+    )
+    base = {"symbol": "BNBUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "price": "600"}
+    r = await sim.order(**base, quantity="0.020")
+    assert r.status_code == 400
+    assert r.json() == {"code": -4004, "msg": "Quantity less than min quantity."}
+    r = await sim.order(**base, quantity="0.055")
+    assert r.json() == {"code": -4023, "msg": "Qty not increased by step size."}
+    r = await sim.order(**base, quantity="0.060")
+    assert r.status_code == 200, r.text
+    info = (await sim.http.get("/fapi/v1/exchangeInfo")).json()
+    bnb = next(s for s in info["symbols"] if s["symbol"] == "BNBUSDT")
+    assert bnb["quantityPrecision"] == 3
+    assert bnb["filters"][1] == {
+        "filterType": "LOT_SIZE",
+        "minQty": "0.05",
+        "maxQty": "100000",
+        "stepSize": "0.01",
+    }
 
-    spec = KNOWN_SYMBOLS["BNBUSDT"]
-    assert spec.step_size == Decimal("0.01")
-    # Quantity below min qty on a symbol whose precision allows it is impossible with these specs, so check
-    # the rules directly through the validation module with a finer-precision spec.
-    from dataclasses import replace
 
-    from simulator.errors import BinanceError
-    from simulator.validation import check_quantity
+def test_unknown_override_field_rejected() -> None:
+    from simulator.symbols import build_specs
 
-    fine = replace(spec, quantity_precision=4, min_qty=Decimal("0.01"), step_size=Decimal("0.01"))
-    with pytest.raises(BinanceError) as exc:
-        check_quantity(fine, Decimal("0.005"), market=False)
-    assert exc.value.code == -4004 and exc.value.msg == "Quantity less than min quantity."
-    with pytest.raises(BinanceError) as exc:
-        check_quantity(fine, Decimal("0.015"), market=False)
-    assert exc.value.code == -4023 and exc.value.msg == "Qty not increased by step size."
-    assert (await sim.http.get("/fapi/v1/time")).status_code == 200
+    with pytest.raises(ValueError, match="tick"):
+        build_specs(["BTCUSDT"], {}, {"BTCUSDT": {"tick": "1"}})
+
+
+async def test_price_on_market_order_not_required(sim: Sim) -> None:
+    r = await sim.order(side="BUY", type="MARKET", quantity="0.010", price="50000")
+    assert r.status_code == 400
+    assert r.json() == {"code": -1106, "msg": "Parameter 'price' sent when not required."}
 
 
 async def test_reduce_only_exempt_from_min_notional(sim: Sim) -> None:
