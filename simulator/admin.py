@@ -135,7 +135,11 @@ async def arm_fault(request: web.Request) -> web.Response:
         spec = FaultConfig.model_validate(body)
     except ValidationError as exc:
         return _bad(str(exc))
-    return web.json_response(_state(request).faults.arm(spec).to_json())
+    try:
+        armed = _state(request).faults.arm(spec)
+    except ValueError as exc:
+        return _bad(str(exc))
+    return web.json_response(armed.to_json())
 
 
 async def list_faults(request: web.Request) -> web.Response:

@@ -93,7 +93,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(config: SimulatorConfig) -> web.Application:
     """Return the simulator application for ``config`` (ValueError if it has no account or bad symbols)."""
-    state = SimulatorState.build(config)
+    state = SimulatorState.build(config, frozenset(e.key for e in ENDPOINTS))
     app = web.Application(handler_args={"tcp_keepalive": True})
     app[STATE_KEY] = state
     for endpoint in ENDPOINTS:

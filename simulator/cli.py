@@ -171,5 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"simulator: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
         return 2
+    except ValueError as exc:
+        print(f"simulator: invalid settings: {exc}", file=sys.stderr)
+        return 2
     print("simulator: stopped", flush=True)
     return 0

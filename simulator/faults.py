@@ -51,14 +51,24 @@ class ArmedFault:
 class FaultRegistry:
     """The armed faults; deterministic for a given seed."""
 
-    def __init__(self, clock: ExchangeClock, seed: int) -> None:
+    def __init__(self, clock: ExchangeClock, seed: int, endpoints: frozenset[str] = frozenset()) -> None:
+        """``endpoints`` are the valid ``"METHOD /path"`` names; when given, arming another name fails."""
         self._clock = clock
+        self._endpoints = endpoints
         self._rng = random.Random(seed)
         self._ids = itertools.count(1)
         self._armed: list[ArmedFault] = []
 
     def arm(self, spec: FaultConfig) -> ArmedFault:
-        """Arm ``spec`` and return it; a ``clock_offset_ms`` fault shifts the clock at once."""
+        """Arm ``spec`` and return it; a ``clock_offset_ms`` fault shifts the clock at once.
+
+        Raises ValueError for an endpoint the simulator does not serve (a typo would never fire).
+        """
+        rest_kind = spec.kind not in USER_STREAM_KINDS and spec.kind != "clock_offset_ms"
+        if rest_kind and self._endpoints and spec.endpoint != "*" and spec.endpoint not in self._endpoints:
+            raise ValueError(
+                f"unknown endpoint {spec.endpoint!r}; use '*' or one of {sorted(self._endpoints)}"
+            )
         fault = ArmedFault(next(self._ids), spec, spec.count)
         self._armed.append(fault)
         if spec.kind == "clock_offset_ms":

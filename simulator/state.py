@@ -31,12 +31,15 @@ class SimulatorState:
     algos: AlgoBook
 
     @classmethod
-    def build(cls, config: SimulatorConfig) -> SimulatorState:
-        """Wire the components for ``config`` (which must list at least one account)."""
+    def build(cls, config: SimulatorConfig, endpoints: frozenset[str] = frozenset()) -> SimulatorState:
+        """Wire the components for ``config`` (which must list at least one account).
+
+        ``endpoints`` names the REST endpoints (``"METHOD /path"``) faults may target.
+        """
         if not config.accounts:
             raise ValueError("the simulator needs at least one account")
         clock = ExchangeClock()
-        faults = FaultRegistry(clock, config.seed)
+        faults = FaultRegistry(clock, config.seed, endpoints)
         streams = UserStreams(config, clock, faults)
         engine = MatchingEngine(
             config,

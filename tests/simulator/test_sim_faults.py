@@ -174,3 +174,9 @@ async def test_latency_applies_concurrently(sim: Sim) -> None:
     t0 = time.perf_counter()
     await asyncio.gather(*(sim.http.get("/fapi/v1/time") for _ in range(5)))
     assert time.perf_counter() - t0 < 0.9
+
+
+async def test_unknown_endpoint_is_refused(sim: Sim) -> None:
+    r = await sim.http.post("/admin/faults", json={"endpoint": "POST /fapi/v1/orders", "kind": "http_500"})
+    assert r.status_code == 400 and "unknown endpoint" in r.json()["error"]
+    assert await sim.admin_get("faults") == []
