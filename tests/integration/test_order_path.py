@@ -12,16 +12,16 @@ import grpc
 import nats
 import pytest
 
+from cli.stack import LocalStack
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
-from tests.integration.conftest import RunningService
 
 pytestmark = pytest.mark.integration
 
 FINAL = {pb.FILLED, pb.CANCELED, pb.REJECTED, pb.EXPIRED}
 
 
-async def collect_stream(stub: order_pb2_grpc.OrderServiceStub, sink: dict[str, list[int]]) -> None:
+async def collect_stream(stub: order_pb2_grpc.OrderServiceAsyncStub, sink: dict[str, list[int]]) -> None:
     stream = stub.StreamOrderUpdates(pb.StreamOrderUpdatesRequest(symbols=["BTCUSDT", "ETHUSDT"]))
     async for update in stream:
         sink.setdefault(update.order.order_id, []).append(update.order.state)
@@ -35,13 +35,13 @@ async def wait_for(predicate: Any, timeout_s: float = 10.0) -> None:
 
 
 @pytest.fixture
-async def stub(service: RunningService) -> AsyncIterator[order_pb2_grpc.OrderServiceStub]:
+async def stub(service: LocalStack) -> AsyncIterator[order_pb2_grpc.OrderServiceAsyncStub]:
     async with grpc.aio.insecure_channel(service.grpc_target) as channel:
         yield order_pb2_grpc.OrderServiceStub(channel)
 
 
 async def test_limit_market_and_cancel_reach_every_observer(
-    service: RunningService, stub: order_pb2_grpc.OrderServiceStub
+    service: LocalStack, stub: order_pb2_grpc.OrderServiceAsyncStub
 ) -> None:
     nats_seen: dict[str, list[str]] = {}
     nc = await nats.connect(service.nats_url)
@@ -109,7 +109,7 @@ async def test_limit_market_and_cancel_reach_every_observer(
 
 
 async def test_listing_and_idempotent_create(
-    service: RunningService, stub: order_pb2_grpc.OrderServiceStub
+    service: LocalStack, stub: order_pb2_grpc.OrderServiceAsyncStub
 ) -> None:
     request = pb.CreateOrderRequest(
         symbol="ETHUSDT",
@@ -132,7 +132,7 @@ async def test_listing_and_idempotent_create(
 
 
 async def test_invalid_request_over_the_wire(
-    service: RunningService, stub: order_pb2_grpc.OrderServiceStub
+    service: LocalStack, stub: order_pb2_grpc.OrderServiceAsyncStub
 ) -> None:
     before = service.admin("/admin/requests?method=POST&path=/fapi/v1/order")
     with pytest.raises(grpc.aio.AioRpcError) as caught:

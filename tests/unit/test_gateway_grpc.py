@@ -66,7 +66,7 @@ async def gateway() -> AsyncIterator[
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     yield order_pb2_grpc.OrderServiceStub(channel), redis, bus
-    await channel.close()
+    await channel.close(None)
     await server.stop(0)
     await desk.drain()
     await redis.aclose()

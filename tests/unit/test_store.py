@@ -54,7 +54,7 @@ async def queued_messages(client: aioredis.Redis, symbol: str) -> list[Message[o
     queue = queue_for(symbol)
     ids = await client.lrange(queue_key(queue), 0, -1)
     bodies = [await client.hget(messages_key(queue), i) for i in ids]
-    return [Message.decode(b) for b in bodies if b is not None]
+    return [Message.decode(b) for b in bodies if isinstance(b, bytes)]
 
 
 async def test_create_stores_version_one_and_queues_atomically(client: aioredis.Redis) -> None:

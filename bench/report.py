@@ -1,0 +1,95 @@
+"""Shared output for benchmarks: a printed table, a JSON file and a PNG plot per bench.
+
+Every series is a list of runs, each run a list of samples in milliseconds. The table
+shows per-run medians and p99s, their median over runs, and the ratio to the bench's
+baseline series measured in the same invocation.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summarize(runs: list[list[float]]) -> dict[str, float]:
+    medians = [statistics.median(r) for r in runs]
+    p99s = [percentile(r, 99) for r in runs]
+    return {
+        "median_ms": statistics.median(medians),
+        "p99_ms": statistics.median(p99s),
+        "worst_run_p99_ms": max(p99s),
+        "runs": len(runs),
+        "samples_per_run": min(len(r) for r in runs),
+    }
+
+
+def report(
+    name: str,
+    title: str,
+    series: dict[str, list[list[float]]],
+    baseline: str,
+    notes: dict[str, object] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Print the table, write results/<name>.json and results/<name>.png; return the summary."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    summary = {label: summarize(runs) for label, runs in series.items()}
+    base = summary[baseline]["median_ms"]
+    width = max(len(label) for label in series) + 2
+    print(f"\n{title}")
+    print(
+        f"{'series':<{width}} {'median ms':>10} {'p99 ms':>10} {'worst p99':>10} {'x baseline':>11}  runs x n"
+    )
+    for label, s in summary.items():
+        ratio = s["median_ms"] / base if base else float("nan")
+        s["ratio_to_baseline"] = ratio
+        print(
+            f"{label:<{width}} {s['median_ms']:>10.3f} {s['p99_ms']:>10.3f} {s['worst_run_p99_ms']:>10.3f} "
+            f"{ratio:>11.2f}  {s['runs']} x {s['samples_per_run']}"
+        )
+    payload = {
+        "bench": name,
+        "title": title,
+        "baseline": baseline,
+        "summary": summary,
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "notes": notes or {},
+        "runs_ms": series,
+    }
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1))
+    _plot(name, title, series)
+    print(f"wrote {RESULTS / (name + '.json')} and .png")
+    return summary
+
+
+def _plot(name: str, title: str, series: dict[str, list[list[float]]]) -> None:
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for label, runs in series.items():
+        samples = sorted(x for run in runs for x in run)
+        if not samples:
+            continue
+        fractions = [(i + 1) / len(samples) for i in range(len(samples))]
+        ax.plot(samples, fractions, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms, log scale)")
+    ax.set_ylabel("fraction of samples ≤ x")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"{name}.png", dpi=110)
+    plt.close(fig)
