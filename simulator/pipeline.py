@@ -106,6 +106,13 @@ def _is_executed_fault(spec: FaultConfig) -> bool:
     return spec.kind in POST_KINDS or (spec.kind == "timeout_1007" and spec.executed)
 
 
+def _exempt(spec: FaultConfig, params: Mapping[str, str]) -> bool:
+    """-1008 throttling spares orders that reduce exposure (reduceOnly / closePosition), as on Binance."""
+    if spec.kind != "throttled_1008":
+        return False
+    return "true" in (params.get("reduceOnly", "").lower(), params.get("closePosition", "").lower())
+
+
 def _is_pre_fault(spec: FaultConfig) -> bool:
     return spec.kind in PRE_KINDS or (spec.kind == "timeout_1007" and not spec.executed)
 
@@ -129,7 +136,7 @@ async def dispatch(request: web.Request, endpoint: Endpoint, state: SimulatorSta
             state.limiter.charge_ip(ip, weight)
         finally:
             headers["X-MBX-USED-WEIGHT-1M"] = str(state.limiter.used_weight(ip))
-        pre = next((f for f in fired if _is_pre_fault(f)), None)
+        pre = next((f for f in fired if _is_pre_fault(f) and not _exempt(f, params)), None)
         if pre is not None:
             return _finish(record, _fault_response(pre, headers), pre)
         account = _authenticate(request, endpoint, state, params, raw_query, raw_body, record)

@@ -93,7 +93,8 @@ def _free_port() -> int:
 
 
 @pytest.mark.timeout(30)
-def test_python_m_simulator_signed_round_trip() -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_python_m_simulator_signed_round_trip(stop_signal: signal.Signals) -> None:
     key, secret = secrets.token_hex(32), secrets.token_hex(32)
     port = _free_port()
     proc = subprocess.Popen(
@@ -129,7 +130,7 @@ def test_python_m_simulator_signed_round_trip() -> None:
             assert r.status_code == 200, r.text
             assert r.json()["status"] == "NEW"
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, stop_signal)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:

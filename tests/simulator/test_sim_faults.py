@@ -180,3 +180,12 @@ async def test_unknown_endpoint_is_refused(sim: Sim) -> None:
     r = await sim.http.post("/admin/faults", json={"endpoint": "POST /fapi/v1/orders", "kind": "http_500"})
     assert r.status_code == 400 and "unknown endpoint" in r.json()["error"]
     assert await sim.admin_get("faults") == []
+
+
+async def test_throttled_1008_spares_reduce_only(sim: Sim) -> None:
+    assert (await sim.order(side="BUY", type="MARKET", quantity="0.010")).status_code == 200
+    await sim.arm(endpoint=ORDER, kind="throttled_1008")
+    r = await sim.order(**LIMIT)
+    assert r.status_code == 503 and r.json()["code"] == -1008
+    r = await sim.order(side="SELL", type="MARKET", quantity="0.010", reduceOnly="true")
+    assert r.status_code == 200, r.text
