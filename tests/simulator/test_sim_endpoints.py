@@ -228,3 +228,14 @@ async def test_trailing_stop(sim: Sim) -> None:
     assert (await sim.signed("GET", "/fapi/v1/openAlgoOrders")).json() == []
     risk = (await sim.signed("GET", "/fapi/v2/positionRisk", symbol="BTCUSDT")).json()
     assert risk[0]["positionAmt"] == "0.000"
+
+
+async def test_small_endpoints(sim: Sim) -> None:
+    assert (await sim.http.get("/fapi/v1/ping")).json() == {}
+    prices = (await sim.http.get("/fapi/v2/ticker/price")).json()
+    assert {p["symbol"] for p in prices} >= {"BTCUSDT", "ETHUSDT"}
+    assert (await sim.signed("GET", "/fapi/v1/positionSide/dual")).json() == {"dualSidePosition": False}
+    rate = (await sim.signed("GET", "/fapi/v1/commissionRate", symbol="ETHUSDT")).json()
+    assert rate == {"symbol": "ETHUSDT", "makerCommissionRate": "0.0002", "takerCommissionRate": "0.0005"}
+    r = await sim.http.get("/fapi/v1/premiumIndex", params={"symbol": "NOPE"})
+    assert r.json()["code"] == -1121
