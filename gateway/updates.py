@@ -46,10 +46,6 @@ class UpdateHub:
         for subscriber in tuple(self._subscribers):
             subscriber.offer(order)
 
-    @property
-    def subscriber_count(self) -> int:
-        return len(self._subscribers)
-
     @asynccontextmanager
     async def subscribe(self, symbols: Iterable[str]) -> AsyncIterator[AsyncIterator[Order]]:
         """Register a stream for `symbols` (empty = all) for the duration of the block."""

@@ -9,22 +9,13 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
-from orders.model import Order, OrderState, OrderType, Side, TimeInForce
+from orders.model import OrderState, Side
+from tests.factories import make_order
 from workers import errors
 from workers.binance import BinanceClient, to_report
 from workers.signing import sign
 
-ORDER = Order(
-    order_id="o1",
-    client_order_id="oe-abc",
-    symbol="BTCUSDT",
-    side=Side.SELL,
-    type=OrderType.LIMIT,
-    quantity=Decimal("0.010"),
-    price=Decimal("50000.10"),
-    time_in_force=TimeInForce.GTC,
-    post_only=True,
-)
+ORDER = make_order(side=Side.SELL, price=Decimal("50000.10"), post_only=True, client_order_id="oe-abc")
 
 
 def client_answering(

@@ -13,8 +13,9 @@ import pytest
 
 from orders import fsm
 from orders.events import EventBus
-from orders.model import Order, OrderState, OrderType, Side, TimeInForce, now_ms
+from orders.model import Order, OrderState, now_ms
 from orders.store import OrderStore
+from tests import factories
 from workers.binance import BinanceClient
 from workers.execution import CancelNotSettled, OrderExecutor
 
@@ -82,17 +83,7 @@ async def setup() -> AsyncIterator[
 
 
 async def new_order(store: OrderStore, *, age_ms: int = 0) -> Order:
-    order = Order(
-        order_id="o1",
-        client_order_id="oe-1",
-        symbol="BTCUSDT",
-        side=Side.BUY,
-        type=OrderType.LIMIT,
-        quantity=Decimal("0.01"),
-        price=Decimal("50000"),
-        time_in_force=TimeInForce.GTC,
-        created_at=now_ms() - age_ms,
-    )
+    order = factories.make_order(created_at=now_ms() - age_ms)
     return (await store.create(order)).order
 
 

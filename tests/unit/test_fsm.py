@@ -7,24 +7,14 @@ from decimal import Decimal
 import pytest
 
 from orders import fsm
-from orders.model import Order, OrderState, OrderType, Side, TimeInForce
+from orders.model import Order, OrderState
+from tests import factories
 
 S = OrderState
 
 
 def make_order(state: OrderState = S.NEW, filled: str = "0") -> Order:
-    return Order(
-        order_id="o1",
-        client_order_id="c1",
-        symbol="BTCUSDT",
-        side=Side.BUY,
-        type=OrderType.LIMIT,
-        quantity=Decimal("0.010"),
-        price=Decimal("50000"),
-        time_in_force=TimeInForce.GTC,
-        state=state,
-        filled_quantity=Decimal(filled),
-    )
+    return factories.make_order(state=state, filled_quantity=Decimal(filled))
 
 
 EXPECTED = {

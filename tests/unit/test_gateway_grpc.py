@@ -18,23 +18,14 @@ from gateway.servicer import OrderServicer
 from gateway.updates import UpdateHub
 from orders.events import EventBus
 from orders.model import Order, OrderState
-from orders.rules import SymbolRules
 from orders.rules_store import RulesStore
 from orders.settings import RiskSettings
 from orders.store import OrderStore
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
+from tests.factories import BTC_RULES
 
-BTC = SymbolRules.from_exchange_info(
-    {
-        "symbol": "BTCUSDT",
-        "filters": [
-            {"filterType": "PRICE_FILTER", "minPrice": "556.80", "maxPrice": "4529764", "tickSize": "0.10"},
-            {"filterType": "LOT_SIZE", "minQty": "0.001", "maxQty": "1000", "stepSize": "0.001"},
-            {"filterType": "MIN_NOTIONAL", "notional": "100"},
-        ],
-    }
-)
+BTC = BTC_RULES
 
 
 class RecordingBus:

@@ -13,10 +13,11 @@ from dramatiq import Message
 
 from orders import fsm
 from orders.errors import InvalidOrder, OrderNotFound
-from orders.model import Order, OrderState, OrderType, Side, TimeInForce
+from orders.model import Order, OrderState
 from orders.store import OrderStore
 from tasks.messages import cancel_order_push, submit_order_push
 from tasks.queues import SUBMIT_ORDER, doorbell_key, messages_key, queue_for, queue_key
+from tests import factories
 
 S = OrderState
 
@@ -37,15 +38,10 @@ async def client(request: pytest.FixtureRequest) -> AsyncIterator[aioredis.Redis
 
 
 def make_order(n: int = 1, *, symbol: str = "BTCUSDT", created_at: int = 1_000, client_id: str = "") -> Order:
-    return Order(
+    return factories.make_order(
         order_id=f"order-{n}",
         client_order_id=client_id or f"client-{n}",
         symbol=symbol,
-        side=Side.BUY,
-        type=OrderType.LIMIT,
-        quantity=Decimal("0.010"),
-        price=Decimal("50000.0"),
-        time_in_force=TimeInForce.GTC,
         created_at=created_at,
     )
 

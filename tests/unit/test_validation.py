@@ -13,19 +13,9 @@ from orders.model import OrderType, TimeInForce
 from orders.rules import SymbolRules
 from orders.settings import RiskSettings
 from proto import order_pb2 as pb
+from tests.factories import BTC_RULES
 
-BTC = SymbolRules.from_exchange_info(
-    {
-        "symbol": "BTCUSDT",
-        "status": "TRADING",
-        "filters": [
-            {"filterType": "PRICE_FILTER", "minPrice": "556.80", "maxPrice": "4529764", "tickSize": "0.10"},
-            {"filterType": "LOT_SIZE", "minQty": "0.001", "maxQty": "1000", "stepSize": "0.001"},
-            {"filterType": "MARKET_LOT_SIZE", "minQty": "0.001", "maxQty": "120", "stepSize": "0.001"},
-            {"filterType": "MIN_NOTIONAL", "notional": "100"},
-        ],
-    }
-)
+BTC = BTC_RULES
 HALTED = SymbolRules.from_exchange_info(
     {
         "symbol": "XYZUSDT",

@@ -1,0 +1,38 @@
+"""Test data shared by the unit tests: an order factory and BTCUSDT's trading rules."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from orders.model import Order, OrderType, Side, TimeInForce
+from orders.rules import SymbolRules
+
+BTC_RULES = SymbolRules.from_exchange_info(
+    {
+        "symbol": "BTCUSDT",
+        "status": "TRADING",
+        "filters": [
+            {"filterType": "PRICE_FILTER", "minPrice": "556.80", "maxPrice": "4529764", "tickSize": "0.10"},
+            {"filterType": "LOT_SIZE", "minQty": "0.001", "maxQty": "1000", "stepSize": "0.001"},
+            {"filterType": "MARKET_LOT_SIZE", "minQty": "0.001", "maxQty": "120", "stepSize": "0.001"},
+            {"filterType": "MIN_NOTIONAL", "notional": "100"},
+        ],
+    }
+)
+
+
+def make_order(**changes: Any) -> Order:
+    """A NEW LIMIT GTC BUY of 0.010 BTCUSDT at 50000, with any field overridden."""
+    fields: dict[str, Any] = {
+        "order_id": "o1",
+        "client_order_id": "oe-1",
+        "symbol": "BTCUSDT",
+        "side": Side.BUY,
+        "type": OrderType.LIMIT,
+        "quantity": Decimal("0.010"),
+        "price": Decimal("50000"),
+        "time_in_force": TimeInForce.GTC,
+    }
+    fields.update(changes)
+    return Order(**fields)
