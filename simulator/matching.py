@@ -19,7 +19,7 @@ from simulator import errors
 from simulator.clock import ExchangeClock
 from simulator.config import SimulatorConfig
 from simulator.events import account_update, order_trade_update
-from simulator.models import Account, Order, Trade
+from simulator.models import ZERO, Account, Order, Trade
 from simulator.symbols import SymbolSpec
 from simulator.validation import OrderRequest
 
@@ -231,11 +231,18 @@ class MatchingEngine:
     def _fill(self, account: Account, order: Order, price: Decimal, maker: bool) -> None:
         available = self.liquidity.get(order.symbol)
         qty = order.remaining if available is None else min(order.remaining, available)
+        position = account.position(order.symbol)
+        if order.reduce_only:
+            reducible = position.amount != 0 and (position.amount > 0) == (order.side == "SELL")
+            qty = min(qty, abs(position.amount)) if reducible else ZERO
+            if qty <= 0:
+                # Nothing left to reduce: Binance expires the order (er=4).
+                self._end(account, order, "EXPIRED", expiry_reason=4)
+                return
         if qty <= 0:
             return
         rate = self._config.maker_fee_rate if maker else self._config.taker_fee_rate
         commission = price * qty * rate
-        position = account.position(order.symbol)
         realized = position.apply_fill(order.side, qty, price)
         account.wallet += realized - commission
         now = self._clock.now_ms()
@@ -249,12 +256,13 @@ class MatchingEngine:
         account.trades.append(trade)
         if order.status == "FILLED":
             self._close(account, order)
-        if not self._listening(account.key):
-            return
-        self._sink(account.key, order_trade_update(order, "TRADE", now, trade))
-        self._sink(
-            account.key, account_update(account, order.symbol, position, self.prices[order.symbol], now)
-        )
+        if self._listening(account.key):
+            self._sink(account.key, order_trade_update(order, "TRADE", now, trade))
+            mark = self.prices[order.symbol]
+            self._sink(account.key, account_update(account, order.symbol, position, mark, now))
+        if order.reduce_only and order.is_open and position.amount == 0:
+            # The position is closed: the rest of a reduce-only order expires (er=4).
+            self._end(account, order, "EXPIRED", expiry_reason=4)
 
     def _end(self, account: Account, order: Order, status: str, expiry_reason: int = 0) -> None:
         order.status = status

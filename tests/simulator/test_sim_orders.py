@@ -298,3 +298,22 @@ async def test_positions_and_realised_pnl(sim: Sim) -> None:
     assert Decimal(acct["totalWalletBalance"]) == Decimal(100000) + 10 - fees
     other = new_account()
     assert other.key not in {a["key"] for a in (await sim.admin_get("state"))["accounts"]}
+
+
+async def test_reduce_only_never_flips_the_position(sim: Sim) -> None:
+    await sim.order(side="BUY", type="MARKET", quantity="0.010")
+    r = await sim.order(
+        side="SELL",
+        type="LIMIT",
+        timeInForce="GTC",
+        quantity="0.020",
+        price="50500",
+        reduceOnly="true",
+        newClientOrderId="ro-1",
+    )
+    assert r.status_code == 200, r.text
+    await sim.set_price("BTCUSDT", "50600")
+    order = (await sim.admin_get("orders", clientOrderId="ro-1"))[0]
+    assert order["executedQty"] == "0.010"
+    risk = (await sim.signed("GET", "/fapi/v2/positionRisk", symbol="BTCUSDT")).json()
+    assert risk[0]["positionAmt"] == "0.000" and order["status"] == "EXPIRED"
