@@ -4,7 +4,8 @@
   extends it (-1125 if it does not exist); ``DELETE`` ends it. A key lives ``listen_key_ttl_s`` exchange
   seconds (3600) divided by ``time_scale``; on expiry each connection on it gets ``listenKeyExpired`` and
   then nothing more.
-* Websockets at ``/private/ws?listenKey=…`` and the legacy ``/ws/<listenKey>``; the server pings every
+* Websockets at ``/private/ws?listenKey=…[&events=A/B]`` (only the listed event types are sent;
+  ``listenKeyExpired`` always is) and the legacy ``/ws/<listenKey>``; the server pings every
   ``ws_ping_interval_s`` and answers client pings. Each connection has a queue and a sender task, so events
   leave in the order the engine produced them.
 * Faults: ``user_stream_silent`` swallows an event, ``user_stream_drop`` cuts the TCP connection abruptly
@@ -35,6 +36,7 @@ class _Connection:
     ws: web.WebSocketResponse
     request: web.Request
     listen_key: str
+    events: frozenset[str] | None = None
     queue: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
 
     def abort(self) -> None:
@@ -123,6 +125,8 @@ class UserStreams:
             return
         payload = json.dumps(event, separators=(",", ":"))
         for conn in list(conns):
+            if conn.events is not None and event.get("e") not in conn.events:
+                continue
             fired = self._faults.draw("WS /private/ws", USER_STREAM_KINDS)
             kinds = {f.kind for f in fired}
             if "user_stream_drop" in kinds:
@@ -139,7 +143,9 @@ class UserStreams:
             return web.json_response(err.body(), status=400)
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
-        conn = _Connection(ws, request, key)
+        wanted = request.query.get("events")
+        events = frozenset(e for e in wanted.split("/") if e) if wanted else None
+        conn = _Connection(ws, request, key, events)
         self._conns.setdefault(key, set()).add(conn)
         sender = asyncio.create_task(self._send_loop(conn))
         pinger = asyncio.create_task(self._ping_loop(conn))

@@ -193,3 +193,11 @@ async def test_server_pings(make_sim: Any) -> None:
     assert msg.type == aiohttp.WSMsgType.PING
     await ws.pong(msg.data)
     await ws.close()
+
+
+async def test_events_filter_on_private_url(sim: Sim) -> None:
+    key = (await sim.keyed("POST", "/fapi/v1/listenKey")).json()["listenKey"]
+    ws = await sim.session.ws_connect(f"{sim.ws_base}/private/ws?listenKey={key}&events=ACCOUNT_UPDATE")
+    await sim.order(side="BUY", type="MARKET", quantity="0.010")
+    assert (await next_event(ws))["e"] == "ACCOUNT_UPDATE"
+    await ws.close()
