@@ -25,7 +25,11 @@ BROKER_DB = 12
 
 
 def test_idle_consumer_is_woken_by_the_doorbell(real_redis: str) -> None:
-    """After 2.5 s idle a polling consumer sleeps until >= 3.8 s (backoff 2.5-5 s); the doorbell wakes it at once."""
+    """An idle polling consumer would sleep on for >= 1.3 s; the doorbell wakes it at once.
+
+    After 2.5 s idle with worker_timeout 6 s the stock consumer is in a 2.5-5 s backoff
+    sleep that began before 2.5 s, so it could not run the message within 1 s.
+    """
     url = f"redis://{real_redis}/{BROKER_DB}"
     redis.Redis.from_url(url).flushdb()
     broker = build_broker(url)

@@ -17,6 +17,15 @@ from aiohttp.test_utils import TestServer
 from simulator.app import create_app
 from simulator.config import AccountConfig, SimulatorConfig
 
+# A resting BUY LIMIT for BTCUSDT around the default 50000 reference price.
+LIMIT: dict[str, Any] = {
+    "side": "BUY",
+    "type": "LIMIT",
+    "timeInForce": "GTC",
+    "quantity": "0.010",
+    "price": "49000",
+}
+
 
 def new_account() -> AccountConfig:
     """A fresh account with random key and secret."""

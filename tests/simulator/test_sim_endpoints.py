@@ -6,9 +6,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from tests.simulator.sim_helpers import Sim, next_event
-
-LIMIT = {"side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.010", "price": "49000"}
+from tests.simulator.sim_helpers import LIMIT, Sim, next_event
 
 
 async def test_order_test_validates_without_effect(sim: Sim) -> None:
@@ -150,7 +148,12 @@ async def test_account_and_positions(sim: Sim) -> None:
 
 async def test_algo_orders(sim: Sim) -> None:
     _, ws = await sim.user_stream()
-    base = {"algoType": "CONDITIONAL", "symbol": "BTCUSDT", "side": "BUY", "quantity": "0.010"}
+    base: dict[str, Any] = {
+        "algoType": "CONDITIONAL",
+        "symbol": "BTCUSDT",
+        "side": "BUY",
+        "quantity": "0.010",
+    }
     r = await sim.signed("POST", "/fapi/v1/algoOrder", **base, type="STOP_MARKET", triggerPrice="49000")
     assert r.json() == {"code": -2021, "msg": "Order would immediately trigger."}
     r = await sim.signed(
@@ -209,7 +212,12 @@ async def test_algo_orders(sim: Sim) -> None:
 
 
 async def test_trailing_stop(sim: Sim) -> None:
-    base = {"algoType": "CONDITIONAL", "symbol": "BTCUSDT", "side": "SELL", "quantity": "0.010"}
+    base: dict[str, Any] = {
+        "algoType": "CONDITIONAL",
+        "symbol": "BTCUSDT",
+        "side": "SELL",
+        "quantity": "0.010",
+    }
     await sim.order(side="BUY", type="MARKET", quantity="0.010")
     r = await sim.signed(
         "POST",

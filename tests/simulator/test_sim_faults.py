@@ -9,10 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.simulator.sim_helpers import Sim, next_event
+from tests.simulator.sim_helpers import LIMIT, Sim, next_event
 
 ORDER = "POST /fapi/v1/order"
-LIMIT = {"side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.010", "price": "49000"}
 UNKNOWN_MSG = "Unknown error, please check your request or try again later."
 TIMEOUT_MSG = (
     "Timeout waiting for response from backend server. Send status unknown; execution status unknown."

@@ -7,9 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.simulator.sim_helpers import Sim, new_account
-
-LIMIT = {"side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.010", "price": "49000"}
+from tests.simulator.sim_helpers import LIMIT, Sim, new_account
 
 
 def with_(**changes: Any) -> dict[str, Any]:

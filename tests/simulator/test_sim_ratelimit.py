@@ -8,7 +8,7 @@ from typing import Any
 
 from simulator.config import RateLimitConfig
 from simulator.ratelimit import RateLimiter
-from tests.simulator.sim_helpers import Sim
+from tests.simulator.sim_helpers import LIMIT, Sim
 
 
 async def away_from_window_edge() -> None:
@@ -16,9 +16,6 @@ async def away_from_window_edge() -> None:
     remaining = 10 - time.time() % 10
     if remaining < 1.0:
         await asyncio.sleep(remaining + 0.01)
-
-
-LIMIT = {"side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.010", "price": "49000"}
 
 
 async def test_weight_headers_follow_endpoint_weights(sim: Sim) -> None:

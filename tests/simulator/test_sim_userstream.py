@@ -49,7 +49,7 @@ OTU_FIELDS = {
 
 
 async def _order_events(ws: Any, count: int) -> list[dict[str, Any]]:
-    events = []
+    events: list[dict[str, Any]] = []
     while len(events) < count:
         ev = await next_event(ws)
         if ev["e"] == "ORDER_TRADE_UPDATE":
