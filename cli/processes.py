@@ -95,17 +95,25 @@ class ManagedProcess:
         )
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM the process group, then SIGKILL whatever is left after `timeout_s`."""
-        if self.process is None or self.process.poll() is not None:
+        """SIGTERM the process, then SIGKILL its whole group: nothing it started is left behind.
+
+        Only the leader gets SIGTERM: it stops its own children (Dramatiq's parent forwards
+        the signal, and treats a second one as "kill now").
+        """
+        if self.process is None:
             return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
         try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=5)
         except ProcessLookupError:
-            pass
+            pass  # the group is already empty
+        if self.process.poll() is None:
+            self.process.wait(timeout=5)
 
 
 def http_ok(url: str) -> bool:
