@@ -11,7 +11,7 @@ from cli.stack import LocalStack, local_stack
 TEST_REDIS_DB = 13  # the service's keys and Dramatiq's queues for these tests live here
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def service(
     real_redis: str, real_nats: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalStack]:
