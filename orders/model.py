@@ -52,8 +52,7 @@ def now_ms() -> int:
 
 def decimal_str(value: Decimal) -> str:
     """Format a Decimal as a plain string: no exponent, no trailing zeros ("0.001", "50000")."""
-    text = format(value.normalize(), "f")
-    return text
+    return format(value.normalize(), "f")
 
 
 @dataclass(frozen=True, slots=True)

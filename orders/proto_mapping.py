@@ -61,4 +61,6 @@ def order_to_pb(order: Order) -> pb.Order:
 
 
 def update_to_pb(order: Order) -> pb.OrderUpdate:
-    return pb.OrderUpdate(order=order_to_pb(order), update_type=str(order.state), timestamp=order.updated_at)
+    return pb.OrderUpdate(
+        order=order_to_pb(order), update_type=str(order.state), timestamp=order.updated_at or order.created_at
+    )
