@@ -14,17 +14,15 @@ Usage: ``python bench/simulator_roundtrip.py [--runs 5] [-n 1000]``
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
 import json
 import os
 import platform
 import secrets
-import signal
+import shutil
 import socket
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,18 +32,25 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
+sys.path.insert(0, str(ROOT))
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from cli.processes import ManagedProcess, free_port, http_ok, python_command  # noqa: E402
+from workers.signing import sign  # noqa: E402
 
 
-def _start(port: int, key: str, secret: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
+def _start(port: int, key: str, secret: str, log_dir: Path) -> ManagedProcess:
+    """The simulator with prices frozen and rate limits out of the way of the measurement."""
+    unlimited = (
+        "--weight-limit",
+        "100000000",
+        "--orders-per-10s",
+        "100000000",
+        "--orders-per-minute",
+        "100000000",
+    )
+    sim = ManagedProcess(
+        "simulator",
+        python_command(
             "simulator",
             "--port",
             str(port),
@@ -53,41 +58,14 @@ def _start(port: int, key: str, secret: str) -> subprocess.Popen[str]:
             f"{key}:{secret}",
             "--walk-interval-ms",
             "0",
-            "--weight-limit",
-            "100000000",
-            "--orders-per-10s",
-            "100000000",
-            "--orders-per-minute",
-            "100000000",
-        ],
+            *unlimited,
+        ),
+        {"PYTHONPATH": str(ROOT)},
+        log_dir=log_dir,
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if "account" in line and "key=" in line:
-            return proc
-    _stop(proc)
-    raise RuntimeError("simulator did not start")
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-    if proc.stdout is not None:
-        proc.stdout.close()
+    ).start()
+    sim.wait_until("listening", lambda: http_ok(f"http://127.0.0.1:{port}/fapi/v1/time"), timeout_s=20)
+    return sim
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -99,8 +77,9 @@ def _signed(
     client: httpx.Client, key: str, secret: str, method: str, path: str, query: str
 ) -> httpx.Response:
     query = f"{query}&timestamp={int(time.time() * 1000)}"
-    sig = hmac.new(secret.encode(), query.encode(), hashlib.sha256).hexdigest()
-    return client.request(method, f"{path}?{query}&signature={sig}", headers={"X-MBX-APIKEY": key})
+    return client.request(
+        method, f"{path}?{query}&signature={sign(secret, query)}", headers={"X-MBX-APIKEY": key}
+    )
 
 
 class RawClient:
@@ -151,20 +130,16 @@ def run_raw(raw: RawClient, key: str, secret: str, n: int, run: int) -> dict[str
             f"symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.010&price=40000"
             f"&newClientOrderId={cid}&timestamp={int(time.time() * 1000)}"
         )
-        status, body = raw.request("POST", f"/fapi/v1/order?{q}&signature={_sig(secret, q)}", headers)
+        status, body = raw.request("POST", f"/fapi/v1/order?{q}&signature={sign(secret, q)}", headers)
         t1 = time.perf_counter_ns()
         assert status == 200, body
         q = f"symbol=BTCUSDT&origClientOrderId={cid}&timestamp={int(time.time() * 1000)}"
-        status, body = raw.request("DELETE", f"/fapi/v1/order?{q}&signature={_sig(secret, q)}", headers)
+        status, body = raw.request("DELETE", f"/fapi/v1/order?{q}&signature={sign(secret, q)}", headers)
         t2 = time.perf_counter_ns()
         assert status == 200, body
         post.append((t1 - t0) / 1000)
         delete.append((t2 - t1) / 1000)
     return {"raw_baseline_get_time": base, "raw_signed_post_order": post, "raw_signed_delete_order": delete}
-
-
-def _sig(secret: str, payload: str) -> str:
-    return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
 
 
 def run_once(client: httpx.Client, key: str, secret: str, n: int, run: int) -> dict[str, list[float]]:
@@ -240,8 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=300)
     args = parser.parse_args(argv)
     key, secret = secrets.token_hex(32), secrets.token_hex(32)
-    port = _free_port()
-    proc = _start(port, key, secret)
+    port = free_port()
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-sim-"))
+    sim = _start(port, key, secret, log_dir)
     try:
         limits = httpx.Limits(max_keepalive_connections=1, max_connections=1)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=10) as client:
@@ -255,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(run)
             raw.close()
     finally:
-        _stop(proc)
+        sim.stop()
+        shutil.rmtree(log_dir, ignore_errors=True)
     rows: list[dict[str, Any]] = []
     print(f"{'run':>3}  {'measure':<22} {'median µs':>10} {'p99 µs':>9} {'x baseline':>10}")
     for i, run in enumerate(runs, 1):
