@@ -21,7 +21,6 @@ from orders.store import OrderStore
 from workers.binance import BinanceClient, to_report
 from workers.errors import (
     DuplicateClientOrderId,
-    ExchangeError,
     NotExecuted,
     OrderNotFoundAtExchange,
     OrderRejected,
@@ -145,5 +144,3 @@ class OrderExecutor:
         except Exception:  # the store has it; subscribers can re-read with GetOrder
             log.exception("order %s: publishing %s failed", order_id, result.order.state)
 
-
-__all__ = ["CancelNotSettled", "ExchangeError", "OrderExecutor"]
