@@ -143,4 +143,3 @@ class OrderExecutor:
             await self.bus.publish_update(result.order)
         except Exception:  # the store has it; subscribers can re-read with GetOrder
             log.exception("order %s: publishing %s failed", order_id, result.order.state)
-
