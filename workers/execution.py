@@ -53,25 +53,23 @@ class OrderExecutor:
 
     async def submit(self, order_id: str) -> None:
         """Send a NEW order to the exchange once, and record what came back."""
-        order = await self.store.get(order_id)
-        if order.state is S.SUBMITTING:
-            # The worker that claimed it died mid-send: the POST may have happened.
-            await self._move(order_id, lambda o: fsm.transition(o, S.UNKNOWN, reason="redelivered mid-send"))
-            await self.reconcile(order_id, attempt=0)
-            return
-        if order.state is not S.NEW:
-            log.info("order %s is %s; not sending", order_id, order.state)
-            return
-        age = now_ms() - order.created_at
-        if age > self.max_order_age_ms:
-            reason = f"waited {age} ms in the queue, over max_order_age_ms={self.max_order_age_ms}"
-            await self._move(order_id, lambda o: fsm.transition(o, S.EXPIRED, reason=reason))
-            return
-        claimed = await self.store.transition(order_id, lambda o: fsm.transition(o, S.SUBMITTING))
+        claimed = await self.store.transition(order_id, self._claim)
+        order = claimed.order
         if not claimed.changed:
-            return  # canceled locally between the read and the claim
+            if order.state is S.SUBMITTING:
+                # The worker that claimed it died mid-send: the POST may have happened.
+                await self._move(
+                    order_id, lambda o: fsm.transition(o, S.UNKNOWN, reason="redelivered mid-send")
+                )
+                await self.reconcile(order_id, attempt=0)
+            else:
+                log.info("order %s is %s; not sending", order_id, order.state)
+            return
+        if order.state is S.EXPIRED:
+            await self._publish(order)
+            return
         try:
-            reply = await self.exchange.new_order(claimed.order)
+            reply = await self.exchange.new_order(order)
         except (OrderRejected, NotExecuted) as exc:
             reason = str(exc)
             await self._move(order_id, lambda o: fsm.transition(o, S.REJECTED, reason=reason))
@@ -83,6 +81,16 @@ class OrderExecutor:
         else:
             report = to_report(reply)
             await self._move(order_id, lambda o: fsm.apply_report(o, report))
+
+    def _claim(self, order: Order) -> Order | None:
+        """NEW -> SUBMITTING, or NEW -> EXPIRED if it waited too long; None for any other state."""
+        if order.state is not S.NEW:
+            return None
+        age = now_ms() - order.created_at
+        if age > self.max_order_age_ms:
+            reason = f"waited {age} ms in the queue, over max_order_age_ms={self.max_order_age_ms}"
+            return fsm.transition(order, S.EXPIRED, reason=reason)
+        return fsm.transition(order, S.SUBMITTING)
 
     async def cancel(self, order_id: str) -> None:
         """Cancel a PENDING_CANCEL order at the exchange and record how it ended.
@@ -137,9 +145,11 @@ class OrderExecutor:
 
     async def _move(self, order_id: str, change: Callable[[Order], Order | None]) -> None:
         result = await self.store.transition(order_id, change)
-        if not result.changed:
-            return
+        if result.changed:
+            await self._publish(result.order)
+
+    async def _publish(self, order: Order) -> None:
         try:
-            await self.bus.publish_update(result.order)
+            await self.bus.publish_update(order)
         except Exception:  # the store has it; subscribers can re-read with GetOrder
-            log.exception("order %s: publishing %s failed", order_id, result.order.state)
+            log.exception("order %s: publishing %s failed", order.order_id, order.state)
