@@ -3,6 +3,7 @@
 order-execution up          everything on this machine (gateway, worker, simulator)
 order-execution gateway     the gRPC gateway (50051) with HTTP health/metrics (9091)
 order-execution worker      Dramatiq worker processes running the order actors
+order-execution listener    user-data stream, reconciler and NATS relay (one leads, others stand by)
 order-execution sim         the local Binance USD-M Futures simulator
 order-execution order ...   create | get | cancel | list | watch orders over gRPC
 """
@@ -40,11 +41,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="QUEUE",
         help="consume only these queues, e.g. orders.BTCUSDT (default: every symbol)",
     )
-    up = commands.add_parser("up", help="run gateway, worker and simulator together")
+    commands.add_parser("listener", help="run a listener replica (user stream, reconciler, NATS relay)")
+    up = commands.add_parser("up", help="run gateway, worker, listener and simulator together")
     up.add_argument(
         "--no-simulator",
         action="store_true",
         help="use the exchange in the settings instead of starting the simulator",
+    )
+    up.add_argument(
+        "--listeners", type=int, default=1, metavar="N", help="user-data-stream listeners (default: 1)"
     )
     commands.add_parser("sim", help="run the exchange simulator (see `order-execution sim --help`)")
 
@@ -68,12 +73,19 @@ def main(argv: list[str] | None = None) -> int:
             configure_logging(settings.logging, process="gateway")
             asyncio.run(serve(settings))
             return 0
+        if args.command == "listener":
+            from listener.process import serve as serve_listener
+            from orders.logs import configure_logging
+
+            configure_logging(settings.logging, process="listener")
+            asyncio.run(serve_listener(settings))
+            return 0
         if args.command == "worker":
             return _run_worker(args, settings.worker.processes, settings.worker.threads)
         if args.command == "up":
             from cli.up import run_up
 
-            return run_up(settings, with_simulator=not args.no_simulator)
+            return run_up(settings, with_simulator=not args.no_simulator, listeners=args.listeners)
     except SettingsError as exc:
         print(f"order-execution: {exc}", file=sys.stderr)
         return 2

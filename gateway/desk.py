@@ -1,20 +1,22 @@
 """The gateway's order desk: what CreateOrder, CancelOrder, GetOrder and ListOrders do.
 
-The desk knows nothing of gRPC; the servicer maps requests and errors around it.
+The desk knows nothing of gRPC's transport; the servicer maps requests and errors
+around it. It publishes nothing itself: each change it stores goes to the outbox in
+the same write, and from there to the update streams and NATS.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import redis.exceptions
+
 from gateway.rules_cache import RulesCache
 from gateway.validation import build_order
 from orders import fsm
-from orders.errors import InvalidOrder, OrderNotCancelable, SymbolRulesUnavailable
-from orders.events import EventBus
+from orders.errors import InvalidOrder, OrderNotCancelable, StoreUnavailable, SymbolRulesUnavailable
 from orders.model import Order, OrderState
 from orders.settings import RiskSettings
 from orders.store import CreateResult, OrderPage, OrderStore, QueuePush
@@ -30,12 +32,8 @@ MAX_PAGE = 500
 @dataclass
 class OrderDesk:
     store: OrderStore
-    bus: EventBus
     rules: RulesCache
     risk: RiskSettings
-
-    def __post_init__(self) -> None:
-        self._publishing: set[asyncio.Task[None]] = set()
 
     async def create(self, req: pb.CreateOrderRequest) -> CreateResult:
         """Validate, store and queue an order in one atomic step; idempotent on client_order_id.
@@ -49,10 +47,14 @@ class OrderDesk:
                     "no exchange trading rules loaded yet; start a worker (it fetches exchangeInfo)"
                 )
         order = build_order(req, self.rules.current, self.risk)
-        result = await self.store.create(order, enqueue=submit_order_push(order))
-        if result.created:
-            self._publish_soon(result.order)
-        return result
+        try:
+            return await self.store.create(order, enqueue=submit_order_push(order))
+        except redis.exceptions.TimeoutError as exc:
+            # The write may have landed: only the client id can tell, so say which one.
+            raise StoreUnavailable(
+                f"order store (Redis) did not answer in time; order {order.order_id} may have been stored. "
+                f"Retry with client_order_id {order.client_order_id!r} (idempotent) or GetOrder it"
+            ) from exc
 
     async def cancel(self, order_id: str, symbol: str = "") -> Order:
         """Cancel an order: locally if it is still NEW, else at the exchange through a worker.
@@ -75,9 +77,7 @@ class OrderDesk:
             return cancel_order_push(updated) if updated.state is S.PENDING_CANCEL else None
 
         result = await self.store.transition(order_id, cancel_now, enqueue=cancel_message)
-        if result.changed:
-            self._publish_soon(result.order)
-        elif result.order.state in fsm.FINAL_STATES:
+        if not result.changed and result.order.state in fsm.FINAL_STATES:
             raise OrderNotCancelable(f"order {order_id} is {result.order.state}; nothing to cancel")
         return result.order
 
@@ -107,23 +107,6 @@ class OrderDesk:
             limit=limit or 100,
             page_token=page_token,
         )
-
-    def _publish_soon(self, order: Order) -> None:
-        """Publish without holding up the caller's reply; the store already has the change."""
-        task = asyncio.create_task(self._publish(order))
-        self._publishing.add(task)
-        task.add_done_callback(self._publishing.discard)
-
-    async def _publish(self, order: Order) -> None:
-        try:
-            await self.bus.publish_update(order)
-        except Exception:
-            log.exception("publishing order %s %s failed", order.order_id, order.state)
-
-    async def drain(self) -> None:
-        """Wait for updates still being published (at shutdown)."""
-        if self._publishing:
-            await asyncio.gather(*self._publishing, return_exceptions=True)
 
 
 def _require_id(order_id: str) -> None:

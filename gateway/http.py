@@ -1,8 +1,9 @@
 """The gateway's HTTP side (port 9091): health probes and Prometheus metrics.
 
-/health        JSON: each dependency's status and check time in milliseconds
+/health        JSON: each dependency's status and check time in milliseconds; "degraded"
+               (200) when only the listener is missing or its user stream is down
 /health/live   200 "alive" while the process serves
-/health/ready  200 "ready" when Redis answers, NATS is connected and trading rules are loaded
+/health/ready  200 "ready" when Redis answers and trading rules are loaded
 /metrics       Prometheus text format
 """
 
@@ -16,31 +17,40 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.rules_cache import RulesCache
-from orders.events import EventBus
+from orders.listener_status import ListenerStatus
 from orders.store import OrderStore
 
 
 @dataclass
 class HealthChecks:
     store: OrderStore
-    bus: EventBus
     rules: RulesCache
+    listener: ListenerStatus
 
     async def run(self) -> dict[str, dict[str, object]]:
-        return {
-            "redis": await _timed(self._redis),
-            "nats": await _timed(self._nats),
-            "trading_rules": await _timed(self._rules),
-        }
+        """Checks that gate readiness."""
+        return {"redis": await _timed(self._redis), "trading_rules": await _timed(self._rules)}
+
+    async def run_all(self) -> dict[str, dict[str, object]]:
+        """Readiness checks plus the listener (fills, reconciliation, NATS relay), which only degrades."""
+        return {**await self.run(), "listener": await _timed(self._listener)}
 
     async def _redis(self) -> str:
         await self.store.ping()
         return ""
 
-    async def _nats(self) -> str:
-        if not self.bus.connected:
-            raise ConnectionError("not connected; reconnecting")
-        return ""
+    async def _listener(self) -> str:
+        status = await self.listener.read()
+        if not status:
+            raise LookupError(
+                "no listener leads: fills, reconciliation and NATS updates wait; "
+                "start `order-execution listener`"
+            )
+        if status.get("user_stream") != "connected":
+            raise ConnectionError(
+                f"listener {status.get('leader')}: user-data stream {status.get('user_stream')}"
+            )
+        return f"leader {status.get('leader')}; NATS relay {status.get('nats')}"
 
     async def _rules(self) -> str:
         if not self.rules.current:
@@ -68,14 +78,15 @@ async def _timed(check: Callable[[], Awaitable[str]]) -> dict[str, object]:
 
 def build_http_app(checks: HealthChecks) -> web.Application:
     async def health(_: web.Request) -> web.Response:
-        results = await checks.run()
-        healthy = all(r["status"] == "healthy" for r in results.values())
+        results = await checks.run_all()
+        ready = all(r["status"] == "healthy" for name, r in results.items() if name != "listener")
+        healthy = ready and results["listener"]["status"] == "healthy"
         body = {
-            "status": "healthy" if healthy else "unhealthy",
+            "status": "healthy" if healthy else "degraded" if ready else "unhealthy",
             "checks": results,
             "timestamp": int(time.time() * 1000),
         }
-        return web.json_response(body, status=200 if healthy else 503)
+        return web.json_response(body, status=200 if ready else 503)
 
     async def live(_: web.Request) -> web.Response:
         return web.Response(text="alive")

@@ -42,8 +42,8 @@ class RulesCache:
 
     async def _refresh_forever(self) -> None:
         while True:
-            await asyncio.sleep(self._refresh_s)
             try:
                 await self.load()
-            except Exception:
-                log.exception("reloading trading rules from Redis failed; keeping the previous ones")
+            except Exception as exc:
+                log.warning("loading trading rules from Redis failed (%r); keeping the previous ones", exc)
+            await asyncio.sleep(self._refresh_s)

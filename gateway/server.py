@@ -7,7 +7,6 @@ import logging
 import signal
 
 import grpc
-import redis.asyncio as aioredis
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -17,7 +16,9 @@ from gateway.http import HealthChecks, build_http_app
 from gateway.rules_cache import RulesCache
 from gateway.servicer import OrderServicer
 from gateway.updates import UpdateHub
-from orders.events import EventBus
+from orders.listener_status import ListenerStatus
+from orders.outbox import Outbox
+from orders.redis_connection import open_redis
 from orders.rules_store import RulesStore
 from orders.settings import Settings
 from orders.store import OrderStore
@@ -31,19 +32,26 @@ SERVICE_NAME = order_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Run the gateway until `stop` is set or SIGINT/SIGTERM arrives."""
     stop = stop or _stop_on_signals()
-    redis_client = aioredis.Redis.from_url(settings.redis.url)
-    bus = await EventBus.connect(
-        settings.nats.address, stream=settings.nats.stream, ping_interval_s=settings.nats.ping_interval_s
-    )
+    redis_client = open_redis(settings.redis)
     store = OrderStore(
-        redis_client, namespace=settings.redis.namespace, ttl_s=settings.performance.order_cache_ttl
+        redis_client,
+        namespace=settings.redis.namespace,
+        ttl_s=settings.performance.order_cache_ttl,
+        update_retention_s=settings.performance.update_retention_s,
     )
     rules = RulesCache(RulesStore(redis_client, namespace=settings.redis.namespace))
-    await rules.load()
-    rules.start()
-    hub = UpdateHub()
-    subscription = await bus.subscribe_updates(hub.publish)
-    desk = OrderDesk(store=store, bus=bus, rules=rules, risk=settings.risk)
+    rules.start()  # loads at once, and keeps retrying while Redis is away
+    # The outbox tail blocks on its own connection, so it never queues behind order writes.
+    tail_client = open_redis(settings.redis, blocking_reads_ms=1000)
+    hub = UpdateHub(
+        Outbox(
+            tail_client,
+            namespace=settings.redis.namespace,
+            retention_s=settings.performance.update_retention_s,
+        )
+    )
+    await hub.start()
+    desk = OrderDesk(store=store, rules=rules, risk=settings.risk)
 
     server = grpc.aio.server()
     order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(desk, hub), server)
@@ -56,7 +64,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
 
-    runner = web.AppRunner(build_http_app(HealthChecks(store, bus, rules)), access_log=None)
+    listener = ListenerStatus(redis_client, namespace=settings.redis.namespace)
+    runner = web.AppRunner(build_http_app(HealthChecks(store, rules, listener)), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.server.host, settings.server.http_port)
     await site.start()
@@ -72,11 +81,10 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     await health_servicer.enter_graceful_shutdown()
     # Streams are cancelled after the grace period, so shutdown never hangs on a client.
     await server.stop(settings.server.shutdown_grace_ms / 1000)
-    await desk.drain()
-    await subscription.unsubscribe()
+    await hub.stop()
     await rules.stop()
     await runner.cleanup()
-    await bus.close()
+    await tail_client.aclose()
     await redis_client.aclose()
 
 

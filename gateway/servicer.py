@@ -18,7 +18,9 @@ from orders.errors import (
     OrderNotCancelable,
     OrderNotFound,
     OrderServiceError,
+    ResumePointExpired,
     StoreConflict,
+    StoreUnavailable,
     SymbolRulesUnavailable,
 )
 from orders.proto_mapping import STATE_FROM_PB, order_to_pb, update_to_pb
@@ -32,6 +34,8 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (InvalidOrder, grpc.StatusCode.INVALID_ARGUMENT),
+    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (ResumePointExpired, grpc.StatusCode.OUT_OF_RANGE),
     (OrderNotFound, grpc.StatusCode.NOT_FOUND),
     (OrderNotCancelable, grpc.StatusCode.FAILED_PRECONDITION),
     (SymbolRulesUnavailable, grpc.StatusCode.UNAVAILABLE),
@@ -48,8 +52,8 @@ async def _answer(context: Context, call: Callable[[], Awaitable[T]]) -> T:
             if isinstance(exc, kind):
                 await context.abort(code, str(exc))
         raise
-    except redis.exceptions.ConnectionError as exc:
-        log.error("order store unreachable: %s", exc)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        log.error("order store unreachable: %r", exc)
         await context.abort(grpc.StatusCode.UNAVAILABLE, "order store (Redis) unreachable; retry shortly")
         raise
 
@@ -113,14 +117,18 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     async def StreamOrderUpdates(
         self, request: pb.StreamOrderUpdatesRequest, context: Context
     ) -> AsyncIterator[pb.OrderUpdate]:
+        async def resume_point() -> str:
+            return self._hub.resume_point(request.resume_token)
+
+        after = await _answer(context, resume_point)
         metrics.UPDATE_STREAMS.inc()
         try:
-            async with self._hub.subscribe(request.symbols) as updates:
-                async for order in updates:
-                    yield update_to_pb(order)
+            async with self._hub.subscribe(request.symbols, user_id=request.user_id, after=after) as updates:
+                async for entry in updates:
+                    yield update_to_pb(entry.order, entry.fills, entry.entry_id)
         except SlowSubscriber as exc:
             await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED, f"{exc}; reconnect and re-read with ListOrders"
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"{exc}; reconnect with resume_token {exc.resume_token!r}"
             )
         finally:
             metrics.UPDATE_STREAMS.dec()

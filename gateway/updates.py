@@ -1,34 +1,66 @@
-"""Fan-out of order updates from NATS to the gateway's gRPC streams.
+"""Fan-out of order updates from the outbox to the gateway's gRPC streams.
 
-The gateway holds one NATS subscription. Each StreamOrderUpdates call registers a
-bounded queue with its symbol filter; a stream that falls `max_backlog` updates behind
-is closed with RESOURCE_EXHAUSTED rather than slowing every other stream.
+The gateway tails the order store's outbox (one blocking read at a time) and offers
+each entry to every registered stream whose filter matches. Because the outbox is
+written in the same atomic step as each change, a stream sees every version once, in
+commit order, whether or not NATS is up; a Redis outage only pauses the tail, which
+resumes from the last entry it read.
+
+A stream that passes a resume token (the entry id of the last update it got) first
+replays what it missed from the outbox, then continues live with no gap and no
+repeat. A stream that falls `max_backlog` updates behind is closed with its last
+token, so its client can resume, rather than slowing every other stream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
-from orders.model import Order
+import redis.exceptions
+
+from orders.errors import OrderServiceError
+from orders.outbox import Outbox, OutboxEntry
+
+log = logging.getLogger(__name__)
+
+_REPLAY_PAGE = 500
+_TAIL_BLOCK_MS = 1000
 
 
-class SlowSubscriber(Exception):
-    """The stream's reader fell too far behind and was dropped."""
+class SlowSubscriber(OrderServiceError):
+    """The stream's reader fell too far behind and was dropped; `resume_token` continues it."""
+
+    def __init__(self, message: str, resume_token: str) -> None:
+        super().__init__(message)
+        self.resume_token = resume_token
+
+
+def _position(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 class _Subscriber:
-    def __init__(self, symbols: frozenset[str], max_backlog: int) -> None:
+    def __init__(self, symbols: frozenset[str], user_id: str, max_backlog: int) -> None:
         self.symbols = symbols
-        self.queue: asyncio.Queue[Order | None] = asyncio.Queue(maxsize=max_backlog)
+        self.user_id = user_id
+        self.queue: asyncio.Queue[OutboxEntry | None] = asyncio.Queue(maxsize=max_backlog)
         self.overflowed = False
 
-    def offer(self, order: Order) -> None:
-        if self.symbols and order.symbol not in self.symbols:
+    def wants(self, entry: OutboxEntry) -> bool:
+        order = entry.order
+        return (not self.symbols or order.symbol in self.symbols) and (
+            not self.user_id or order.user_id == self.user_id
+        )
+
+    def offer(self, entry: OutboxEntry) -> None:
+        if self.overflowed or not self.wants(entry):
             return
         try:
-            self.queue.put_nowait(order)
+            self.queue.put_nowait(entry)
         except asyncio.QueueFull:
             self.overflowed = True
             self.queue.get_nowait()
@@ -36,30 +68,89 @@ class _Subscriber:
 
 
 class UpdateHub:
-    """Distributes updates to every registered stream whose filter matches."""
+    """Tails the outbox and distributes its entries to registered streams."""
 
-    def __init__(self, *, max_backlog: int = 10_000) -> None:
+    def __init__(self, outbox: Outbox, *, max_backlog: int = 10_000) -> None:
+        self._outbox = outbox
         self._subscribers: set[_Subscriber] = set()
         self._max_backlog = max_backlog
+        self._task: asyncio.Task[None] | None = None
+        self._started = asyncio.Event()
 
-    async def publish(self, order: Order) -> None:
-        for subscriber in tuple(self._subscribers):
-            subscriber.offer(order)
+    async def start(self) -> None:
+        """Start tailing from the outbox's current end."""
+        self._task = asyncio.create_task(self._tail())
+        await self._started.wait()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _tail(self) -> None:
+        last_id = ""
+        backoff = 0.1
+        while True:
+            try:
+                if not last_id:
+                    last_id = await self._outbox.last_id()
+                    self._started.set()
+                entries = await self._outbox.read_after(last_id, count=_REPLAY_PAGE, block_ms=_TAIL_BLOCK_MS)
+                backoff = 0.1
+            except redis.exceptions.RedisError as exc:
+                log.warning("update stream: reading the outbox failed (%r); retrying in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            for entry in entries:
+                for subscriber in tuple(self._subscribers):
+                    subscriber.offer(entry)
+            if entries:
+                last_id = entries[-1].entry_id
+
+    def resume_point(self, resume_token: str) -> str:
+        """The outbox position a client's `resume_token` stands for ("" = from now).
+
+        Raises InvalidOrder for a token that is not one, ResumePointExpired for one older
+        than the updates kept.
+        """
+        return self._outbox.check_resume_token(resume_token) if resume_token else ""
 
     @asynccontextmanager
-    async def subscribe(self, symbols: Iterable[str]) -> AsyncIterator[AsyncIterator[Order]]:
-        """Register a stream for `symbols` (empty = all) for the duration of the block."""
-        subscriber = _Subscriber(frozenset(symbols), self._max_backlog)
+    async def subscribe(
+        self, symbols: Iterable[str], *, user_id: str = "", after: str = ""
+    ) -> AsyncIterator[AsyncIterator[OutboxEntry]]:
+        """Register a stream for `symbols` (empty = all) and `user_id` (empty = all) for the block.
+
+        With `after` (see `resume_point`), the entries written after it are replayed first.
+        """
+        subscriber = _Subscriber(frozenset(symbols), user_id, self._max_backlog)
         self._subscribers.add(subscriber)
         try:
-            yield self._iterate(subscriber)
+            yield self._iterate(subscriber, after)
         finally:
             self._subscribers.discard(subscriber)
 
-    @staticmethod
-    async def _iterate(subscriber: _Subscriber) -> AsyncIterator[Order]:
+    async def _iterate(self, subscriber: _Subscriber, after: str) -> AsyncIterator[OutboxEntry]:
+        last = cursor = after
+        while cursor:  # replay: registered first, so nothing written meanwhile is missed
+            page = await self._outbox.range_after(cursor, count=_REPLAY_PAGE)
+            for entry in page:
+                if subscriber.wants(entry):
+                    yield entry
+                    last = entry.entry_id
+            if page:
+                cursor = page[-1].entry_id
+            if len(page) < _REPLAY_PAGE:
+                break
+        replayed_to = _position(cursor) if cursor else (0, 0)
         while True:
-            order = await subscriber.queue.get()
-            if order is None or subscriber.overflowed:
-                raise SlowSubscriber(f"stream fell more than {subscriber.queue.maxsize} updates behind")
-            yield order
+            live = await subscriber.queue.get()
+            if live is None or subscriber.overflowed:
+                raise SlowSubscriber(
+                    f"stream fell more than {self._max_backlog} updates behind", resume_token=last
+                )
+            if _position(live.entry_id) <= replayed_to:
+                continue  # already replayed
+            last = live.entry_id
+            yield live

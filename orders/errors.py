@@ -47,3 +47,11 @@ class StoreConflict(OrderServiceError):
 
 class SymbolRulesUnavailable(OrderServiceError):
     """Exchange trading rules have not been loaded yet, so orders cannot be checked."""
+
+
+class ResumePointExpired(OrderServiceError):
+    """A stream resume point is older than the updates kept, so some may be gone."""
+
+
+class StoreUnavailable(OrderServiceError):
+    """The order store (Redis) did not answer in time; the message says what may have happened."""

@@ -1,27 +1,27 @@
-"""The event bus: order updates out over NATS.
+"""The event bus: order updates and fills out over NATS JetStream.
 
-Every stored change is published on `orders.updates.<SYMBOL>` as JSON
-`{"order": {...}, "update_type": "<STATE>", "timestamp": <ms>}` through JetStream
-(stream `settings.nats.stream`), with `Nats-Msg-Id: <order_id>:<version>` so a
-re-publish after a retry or crash is dropped by the server's duplicate window.
-Core NATS subscribers (the gateway's update stream) receive the same messages.
+Only the listener's outbox relay publishes (no order waits on NATS). Per stored change:
+* `orders.updates.<SYMBOL>`: `{"order": {...}, "update_type": "<STATE>", "timestamp": <ms>}`
+  with `Nats-Msg-Id: <order_id>:<version>`;
+* `orders.fills.<SYMBOL>`, one per trade the change recorded:
+  `{"order_id", "client_order_id", "symbol", "side", "fill": {...}, "order": {...}}` with
+  `Nats-Msg-Id: <order_id>:fill:<trade_id>`.
+The ids make a re-publish after a crash or a retry a no-op within the stream's
+duplicate window. Both go to the JetStream stream `settings.nats.stream`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js.api import StreamConfig
 from nats.js.errors import BadRequestError
 
-from orders.model import Order, now_ms
+from orders.model import Fill, Order, now_ms
 
 UPDATES_SUBJECT = "orders.updates"
 FILLS_SUBJECT = "orders.fills"
@@ -33,9 +33,31 @@ def update_subject(symbol: str) -> str:
     return f"{UPDATES_SUBJECT}.{symbol}"
 
 
+def fill_subject(symbol: str) -> str:
+    return f"{FILLS_SUBJECT}.{symbol}"
+
+
 def encode_update(order: Order) -> bytes:
     return json.dumps(
-        {"order": order.to_dict(), "update_type": str(order.state), "timestamp": now_ms()},
+        {
+            "order": order.to_dict(),
+            "update_type": str(order.state),
+            "timestamp": order.updated_at or now_ms(),
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def encode_fill(order: Order, fill: Fill) -> bytes:
+    return json.dumps(
+        {
+            "order_id": order.order_id,
+            "client_order_id": order.client_order_id,
+            "symbol": order.symbol,
+            "side": str(order.side),
+            "fill": fill.to_dict(),
+            "order": order.to_dict(),
+        },
         separators=(",", ":"),
     ).encode()
 
@@ -79,26 +101,26 @@ class EventBus:
         except BadRequestError:
             await self._js.update_stream(config)
 
-    async def publish_update(self, order: Order) -> None:
-        """Publish one order state; idempotent per (order_id, version)."""
+    async def publish_update(
+        self, order: Order, fills: tuple[Fill, ...] = (), *, timeout_s: float = 2.0
+    ) -> None:
+        """Publish one order version and the trades it recorded; idempotent per version and trade.
+
+        Raises nats' errors (timeout, no responders, disconnected) when JetStream did not ack.
+        """
+        for fill in fills:
+            await self._js.publish(
+                fill_subject(order.symbol),
+                encode_fill(order, fill),
+                timeout=timeout_s,
+                headers={"Nats-Msg-Id": f"{order.order_id}:fill:{fill.trade_id}"},
+            )
         await self._js.publish(
             update_subject(order.symbol),
             encode_update(order),
+            timeout=timeout_s,
             headers={"Nats-Msg-Id": f"{order.order_id}:{order.version}"},
         )
-
-    async def subscribe_updates(self, handler: Callable[[Order], Awaitable[None]]) -> Subscription:
-        """Call `handler` for every update on every symbol (core NATS, no replay)."""
-
-        async def on_message(msg: Msg) -> None:
-            try:
-                order = decode_update(msg.data)
-            except (ValueError, KeyError) as exc:
-                log.warning("dropping malformed update on %s: %s", msg.subject, exc)
-                return
-            await handler(order)
-
-        return await self._nc.subscribe(f"{UPDATES_SUBJECT}.*", cb=on_message)
 
     @property
     def connected(self) -> bool:

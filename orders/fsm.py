@@ -9,7 +9,13 @@ safe whatever the order of arrival:
 * filled quantity only grows, so replaying a report changes nothing;
 * a final state keeps its state but still takes a late fill (a fill can trail a cancel);
 * while a cancel is pending, fills are recorded but the order stays PENDING_CANCEL
-  until the exchange says how it ended.
+  until the exchange says how it ended;
+* a fill is recorded once per trade id; the fee is the sum of the recorded fills';
+* evidence beats inference: an order we marked REJECTED ourselves (the exchange never
+  showed it) takes the exchange's state if the exchange later reports it after all.
+
+An order is *settled* when its state is final and every fill of its filled quantity is
+recorded; until then something (worker, listener, reconciler) still owes it news.
 
 Functions return the new `Order`, or None when the news changes nothing.
 """
@@ -19,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from orders.model import Order, OrderState, now_ms
+from orders.model import Fill, Order, OrderState, now_ms
 
 S = OrderState
 
@@ -29,12 +35,14 @@ _EXCHANGE_OUTCOMES = frozenset({S.SUBMITTED, S.PARTIALLY_FILLED, S.FILLED, S.CAN
 
 TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     S.NEW: frozenset({S.SUBMITTING, S.CANCELED, S.EXPIRED, S.REJECTED}),
-    S.SUBMITTING: _EXCHANGE_OUTCOMES | {S.REJECTED, S.UNKNOWN, S.PENDING_CANCEL},
+    # NEW (from SUBMITTING or UNKNOWN): the exchange never got it, so it is queued to be sent
+    # once more with the same client id (reconcile.unknown_not_found = resend).
+    S.SUBMITTING: _EXCHANGE_OUTCOMES | {S.REJECTED, S.UNKNOWN, S.PENDING_CANCEL, S.NEW},
     S.SUBMITTED: frozenset({S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED, S.PENDING_CANCEL}),
     S.PARTIALLY_FILLED: frozenset({S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED, S.PENDING_CANCEL}),
     # REJECTED: the cancel was asked for while the create was in flight and the create failed.
     S.PENDING_CANCEL: frozenset({S.SUBMITTED, S.FILLED, S.CANCELED, S.EXPIRED, S.REJECTED}),
-    S.UNKNOWN: _EXCHANGE_OUTCOMES | {S.REJECTED, S.PENDING_CANCEL},
+    S.UNKNOWN: _EXCHANGE_OUTCOMES | {S.REJECTED, S.PENDING_CANCEL, S.NEW},
     S.FILLED: frozenset(),
     S.CANCELED: frozenset(),
     S.REJECTED: frozenset(),
@@ -60,6 +68,17 @@ class ExchangeReport:
     average_price: Decimal = Decimal(0)
     exchange_order_id: str = ""
     reason: str = ""
+    fills: tuple[Fill, ...] = ()
+
+
+def is_settled(order: Order) -> bool:
+    """Final, and every fill of the filled quantity recorded: nothing more is owed to this order."""
+    return order.state in FINAL_STATES and recorded_quantity(order) >= order.filled_quantity
+
+
+def recorded_quantity(order: Order) -> Decimal:
+    """The quantity of the fills recorded so far."""
+    return sum((f.quantity for f in order.fills), Decimal(0))
 
 
 def transition(order: Order, target: OrderState, *, reason: str = "") -> Order | None:
@@ -78,26 +97,55 @@ def transition(order: Order, target: OrderState, *, reason: str = "") -> Order |
 
 def apply_report(order: Order, report: ExchangeReport) -> Order | None:
     """Apply exchange news to `order`; see the module docstring for the rules."""
-    filled = max(order.filled_quantity, report.filled_quantity)
+    known = {f.trade_id for f in order.fills}
+    new_fills = tuple(f for f in report.fills if f.trade_id not in known)
+    fills = order.fills + new_fills
+    recorded = sum((f.quantity for f in fills), Decimal(0))
+    filled = max(order.filled_quantity, report.filled_quantity, recorded)
     fills_grew = filled > order.filled_quantity
-    average = report.average_price if fills_grew and report.average_price else order.average_price
     exchange_id = order.exchange_order_id or report.exchange_order_id
 
     state = order.state
-    if order.state in FINAL_STATES:
+    if _overturns_local_verdict(order, report):
+        state = report.state
+    elif order.state in FINAL_STATES:
         pass  # a final state stays; only a late fill is recorded
     elif order.state is S.PENDING_CANCEL and report.state in (S.SUBMITTED, S.PARTIALLY_FILLED):
         pass  # still waiting for the cancel's outcome
     elif report.state is not order.state and can_transition(order.state, report.state):
         state = report.state
 
-    if state is order.state and not fills_grew and exchange_id == order.exchange_order_id:
+    if state is order.state and not fills_grew and not new_fills and exchange_id == order.exchange_order_id:
         return None
     return order.replace(
         state=state,
         filled_quantity=filled,
-        average_price=average,
+        average_price=_average_price(order, report, fills, filled, fills_grew),
+        fee=sum((f.fee for f in fills), Decimal(0)),
+        fee_asset=fills[-1].fee_asset if fills else order.fee_asset,
+        fills=fills,
         exchange_order_id=exchange_id,
         reject_reason=report.reason if state is S.REJECTED else order.reject_reason,
         updated_at=now_ms(),
     )
+
+
+def _overturns_local_verdict(order: Order, report: ExchangeReport) -> bool:
+    """We gave the order up as REJECTED without an exchange id, but the exchange has it."""
+    return (
+        order.state is S.REJECTED
+        and not order.exchange_order_id
+        and bool(report.exchange_order_id)
+        and report.state is not S.REJECTED
+    )
+
+
+def _average_price(
+    order: Order, report: ExchangeReport, fills: tuple[Fill, ...], filled: Decimal, grew: bool
+) -> Decimal:
+    if grew and report.average_price and report.filled_quantity == filled:
+        return report.average_price
+    recorded = sum((f.quantity for f in fills), Decimal(0))
+    if recorded and recorded == filled:
+        return sum((f.quantity * f.price for f in fills), Decimal(0)) / recorded
+    return order.average_price

@@ -56,6 +56,42 @@ def decimal_str(value: Decimal) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Fill:
+    """One trade of an order as the exchange reported it; `trade_id` makes recording it idempotent."""
+
+    trade_id: str
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal = Decimal(0)
+    fee_asset: str = ""
+    maker: bool = False
+    time: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trade_id": self.trade_id,
+            "quantity": decimal_str(self.quantity),
+            "price": decimal_str(self.price),
+            "fee": decimal_str(self.fee),
+            "fee_asset": self.fee_asset,
+            "maker": self.maker,
+            "time": self.time,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Fill:
+        return cls(
+            trade_id=str(data["trade_id"]),
+            quantity=Decimal(data["quantity"]),
+            price=Decimal(data["price"]),
+            fee=Decimal(data.get("fee", "0")),
+            fee_asset=data.get("fee_asset", ""),
+            maker=bool(data.get("maker", False)),
+            time=int(data.get("time", 0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Order:
     """One order, as stored. Immutable: changes go through `fsm` and the store."""
 
@@ -80,6 +116,8 @@ class Order:
     created_at: int = field(default_factory=now_ms)
     updated_at: int = 0
     version: int = 0
+    sent_at: int = 0  # when a worker started the POST: the exchange's acceptance window runs from here
+    fills: tuple[Fill, ...] = ()
 
     @property
     def exchange_time_in_force(self) -> TimeInForce | None:
@@ -101,6 +139,8 @@ class Order:
             value = getattr(self, f.name)
             if isinstance(value, Decimal):
                 value = decimal_str(value)
+            elif f.name == "fills":
+                value = [fill.to_dict() for fill in value]
             data[f.name] = value
         return data
 
@@ -134,4 +174,6 @@ class Order:
             created_at=int(data["created_at"]),
             updated_at=int(data.get("updated_at", 0)),
             version=int(data.get("version", 0)),
+            sent_at=int(data.get("sent_at", 0)),
+            fills=tuple(Fill.from_dict(f) for f in data.get("fills", ())),
         )

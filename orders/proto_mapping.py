@@ -5,7 +5,7 @@ Unspecified enums never map to a default: the gateway rejects them before this r
 
 from __future__ import annotations
 
-from orders.model import Order, OrderState, OrderType, Side, TimeInForce, decimal_str
+from orders.model import Fill, Order, OrderState, OrderType, Side, TimeInForce, decimal_str
 from proto import order_pb2 as pb
 
 SIDE_FROM_PB = {pb.BUY: Side.BUY, pb.SELL: Side.SELL}
@@ -57,10 +57,28 @@ def order_to_pb(order: Order) -> pb.Order:
         exchange_order_id=order.exchange_order_id,
         version=order.version,
         reject_reason=order.reject_reason,
+        fills=[fill_to_pb(f) for f in order.fills],
     )
 
 
-def update_to_pb(order: Order) -> pb.OrderUpdate:
+def fill_to_pb(fill: Fill) -> pb.Fill:
+    return pb.Fill(
+        trade_id=fill.trade_id,
+        quantity=decimal_str(fill.quantity),
+        price=decimal_str(fill.price),
+        fee=decimal_str(fill.fee),
+        fee_asset=fill.fee_asset,
+        maker=fill.maker,
+        time=fill.time,
+    )
+
+
+def update_to_pb(order: Order, fills: tuple[Fill, ...] = (), resume_token: str = "") -> pb.OrderUpdate:
+    """One stream update: the order as it became, the trades this change recorded, its resume token."""
     return pb.OrderUpdate(
-        order=order_to_pb(order), update_type=str(order.state), timestamp=order.updated_at or order.created_at
+        order=order_to_pb(order),
+        update_type=str(order.state),
+        timestamp=order.updated_at or order.created_at,
+        resume_token=resume_token,
+        fills=[fill_to_pb(f) for f in fills],
     )

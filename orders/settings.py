@@ -68,11 +68,24 @@ class ExchangeSettings(_Section):
     recv_window_ms: int = Field(5000, gt=0, le=60000)
     request_timeout_ms: int = Field(5000, gt=0)
 
+    stream_url: str = Field(
+        "", description="Overrides the user-data websocket base; default follows base_url"
+    )
+
     @property
     def rest_url(self) -> str:
         if self.base_url:
             return self.base_url.rstrip("/")
         return "https://demo-fapi.binance.com" if self.testnet else "https://fapi.binance.com"
+
+    @property
+    def user_stream_url(self) -> str:
+        """Base of the user-data websocket (`<base>/private/ws?listenKey=...`)."""
+        if self.stream_url:
+            return self.stream_url.rstrip("/")
+        if self.base_url:
+            return "ws" + self.rest_url.removeprefix("http")
+        return "wss://fstream.binancefuture.com" if self.testnet else "wss://fstream.binance.com"
 
 
 class RedisSettings(_Section):
@@ -80,6 +93,10 @@ class RedisSettings(_Section):
     password: SecretStr = SecretStr("")
     db: int = Field(0, ge=0)
     namespace: str = "oe"
+    socket_timeout_ms: int = Field(
+        1000, gt=0, description="a command that takes longer fails (UNAVAILABLE), never hangs"
+    )
+    connect_timeout_ms: int = Field(1000, gt=0)
 
     @property
     def url(self) -> str:
@@ -118,8 +135,38 @@ class WorkerSettings(_Section):
     max_order_age_ms: int = Field(5000, gt=0)
 
 
+class ListenerSettings(_Section):
+    lease_ttl_ms: int = Field(5000, gt=0, description="a standby takes over this long after the leader dies")
+    keepalive_interval_s: int = Field(1800, gt=0, description="listenKey keepalive (PUT) period")
+    reconnect_after_s: int = Field(
+        23 * 3600 + 30 * 60, gt=0, description="reconnect the user stream before Binance's 24 h cap"
+    )
+    reconnect_backoff_max_s: float = Field(10.0, gt=0)
+
+
+class ReconcileSettings(_Section):
+    interval_s: float = Field(5.0, gt=0, description="seconds between sweeps of unsettled orders")
+    max_queries_per_cycle: int = Field(50, gt=0, description="exchange queries one sweep may spend")
+    grace_ms: int = Field(
+        2000, ge=0, description="news younger than this is left to the workers and the user stream"
+    )
+    acceptance_margin_ms: int = Field(
+        5000,
+        ge=0,
+        description="added to request timeout + recvWindow: after that an order not found was never placed",
+    )
+    unknown_not_found: Literal["reject", "resend"] = Field(
+        "reject", description="what to do with an UNKNOWN order the exchange never got"
+    )
+
+
 class PerformanceSettings(_Section):
-    order_cache_ttl: int = Field(86400 * 30, gt=0, description="seconds an order is kept in Redis")
+    order_cache_ttl: int = Field(
+        86400 * 30, gt=0, description="seconds a final order is kept in Redis (open orders never expire)"
+    )
+    update_retention_s: int = Field(
+        86400, gt=0, description="seconds StreamOrderUpdates can resume back (the Redis outbox)"
+    )
     symbol_info_refresh: int = Field(300, gt=0, description="seconds between exchangeInfo refreshes")
 
 
@@ -143,6 +190,8 @@ class Settings(BaseSettings):
     risk: RiskSettings = RiskSettings()
     circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
     worker: WorkerSettings = WorkerSettings()
+    listener: ListenerSettings = ListenerSettings()
+    reconcile: ReconcileSettings = ReconcileSettings()
     performance: PerformanceSettings = PerformanceSettings()
     logging: LoggingSettings = LoggingSettings()
     symbols: list[str] = Field(

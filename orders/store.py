@@ -5,10 +5,14 @@ Layout (prefix = `settings.redis.namespace`):
   {p}:client:{client_id}      string: order_id, for CreateOrder idempotency
   {p}:orders                  zset: order_id by created_at (ms)
   {p}:orders:{SYMBOL}         zset: the same, per symbol
+  {p}:unsettled               zset: orders not yet settled (see `fsm.is_settled`), by created_at
+  {p}:outbox                  stream: every change, in commit order (`orders.outbox`)
 
 Every change is a compare-and-set on `version` in one Lua script, so concurrent
 writers (worker, user-data stream, reconciler, gateway cancel) never overwrite each
-other: the loser re-reads and re-applies its change through the state machine.
+other: the loser re-reads and re-applies its change through the state machine. The
+same script appends the change to the outbox and keeps the unsettled index, and an
+order's keys expire (`ttl_s`) only once it is settled: open orders are never dropped.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
+from orders import fsm
 from orders.errors import InvalidOrder, OrderNotFound, StoreConflict
 from orders.model import Order, OrderState
+from orders.outbox import Outbox, encode_fills
 
 
 def _push_lua(key: int, arg: int) -> str:
@@ -36,30 +42,55 @@ end
 """
 
 
+# Shared tail of both scripts: KEYS[1] order hash, KEYS[2] client-id key, KEYS[3] outbox,
+# KEYS[4] unsettled index; ARGV[1] order id, ARGV[2] order JSON, ARGV[3] created_at,
+# ARGV[4] 1 if settled, ARGV[5] TTL (s) once settled, ARGV[6] outbox MINID, ARGV[7] new fills JSON.
+_RECORD = """
+if ARGV[7] ~= '' then
+  redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[6], '*', 'order', ARGV[2], 'fills', ARGV[7])
+else
+  redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[6], '*', 'order', ARGV[2])
+end
+if ARGV[4] == '1' then
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+else
+  redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
+end
+"""
+
+# KEYS[5], KEYS[6]: the time indexes; push at KEYS[7..9] / ARGV[8..10].
 _CREATE = (
     """
 local existing = redis.call('GET', KEYS[2])
 if existing then return existing end
-redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[4])
+redis.call('SET', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], 'data', ARGV[2], 'version', '1')
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1])
 """
-    + _push_lua(key=5, arg=5)
+    + _RECORD
+    + _push_lua(key=7, arg=8)
     + "return ARGV[1]"
 )
 
+# ARGV[8] expected version, ARGV[9] new version; push at KEYS[5..7] / ARGV[10..12].
 _COMPARE_AND_SET = (
     """
 local current = redis.call('HGET', KEYS[1], 'version')
 if not current then return -1 end
-if current ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'data', ARGV[2], 'version', ARGV[3])
+if current ~= ARGV[8] then return 0 end
+redis.call('HSET', KEYS[1], 'data', ARGV[2], 'version', ARGV[9])
 """
-    + _push_lua(key=2, arg=4)
+    + _RECORD
+    + _push_lua(key=5, arg=10)
     + "return 1"
 )
+
+_PUSH = _push_lua(key=1, arg=1) + "return 1"
 
 _MAX_CAS_ATTEMPTS = 16
 
@@ -101,33 +132,60 @@ class OrderPage:
 class OrderStore:
     """Async access to stored orders. One instance per process, shared by all tasks."""
 
-    def __init__(self, client: aioredis.Redis, *, namespace: str = "oe", ttl_s: int = 30 * 86400) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        namespace: str = "oe",
+        ttl_s: int = 30 * 86400,
+        update_retention_s: int = 86400,
+    ) -> None:
         self._redis = client
         self._prefix = namespace
         self._ttl_s = ttl_s
+        self.outbox = Outbox(client, namespace=namespace, retention_s=update_retention_s)
+        self._unsettled_key = f"{namespace}:unsettled"
         self._create = client.register_script(_CREATE)
         self._cas = client.register_script(_COMPARE_AND_SET)
+        self._push = client.register_script(_PUSH)
 
     def _order_key(self, order_id: str) -> str:
         return f"{self._prefix}:order:{order_id}"
 
+    def _client_key(self, client_order_id: str) -> str:
+        return f"{self._prefix}:client:{client_order_id}"
+
     def _index_key(self, symbol: str = "") -> str:
         return f"{self._prefix}:orders:{symbol}" if symbol else f"{self._prefix}:orders"
 
+    def _record(self, order: Order, new_fills: str) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of the scripts' shared tail (`_RECORD`)."""
+        keys = [
+            self._order_key(order.order_id),
+            self._client_key(order.client_order_id),
+            self.outbox.key,
+            self._unsettled_key,
+        ]
+        args: list[Any] = [
+            order.order_id,
+            order.to_json(),
+            order.created_at,
+            1 if fsm.is_settled(order) else 0,
+            self._ttl_s,
+            self.outbox.trim_before(),
+            new_fills,
+        ]
+        return keys, args
+
     async def create(self, order: Order, enqueue: QueuePush | None = None) -> CreateResult:
-        """Store a new order (version 1) and, atomically with it, push `enqueue`.
+        """Store a new order (version 1) and, atomically with it, its outbox entry and `enqueue`.
 
         If `order.client_order_id` is already taken, nothing is written or queued and
         the existing order is returned with `created=False`.
         """
         stored = order.replace(version=1)
-        keys = [
-            self._order_key(order.order_id),
-            f"{self._prefix}:client:{order.client_order_id}",
-            self._index_key(),
-            self._index_key(order.symbol),
-        ]
-        args: list[Any] = [order.order_id, stored.to_json(), order.created_at, self._ttl_s]
+        keys, args = self._record(stored, "")
+        keys += [self._index_key(), self._index_key(order.symbol)]
         _add_push(keys, args, enqueue)
         winner = _text(await self._create(keys=keys, args=args))
         if winner == order.order_id:
@@ -141,8 +199,12 @@ class OrderStore:
             raise OrderNotFound(order_id)
         return Order.from_json(data)
 
+    async def get_many(self, order_ids: Sequence[str]) -> list[Order]:
+        """The stored orders among `order_ids`, in that order; missing ones are left out."""
+        return [Order.from_json(data) for data in await self._fetch_data(list(order_ids)) if data is not None]
+
     async def find_by_client_id(self, client_order_id: str) -> Order | None:
-        order_id = await self._redis.get(f"{self._prefix}:client:{client_order_id}")
+        order_id = await self._redis.get(self._client_key(client_order_id))
         return None if order_id is None else await self.get(_text(order_id))
 
     async def transition(
@@ -156,9 +218,9 @@ class OrderStore:
 
         `change` gets the stored order and returns the new one, or None for "no change"
         (typically a `fsm` function). On a concurrent write it is re-run on the fresh
-        order. If `enqueue` returns a push for the new order, the push happens in the
-        same atomic step as the write. Raises OrderNotFound, or StoreConflict after
-        repeated lost races.
+        order. The new version goes to the outbox in the same atomic step, and so does
+        the push `enqueue` returns for it, if any. Raises OrderNotFound, or
+        StoreConflict after repeated lost races.
         """
         key = self._order_key(order_id)
         for _ in range(_MAX_CAS_ATTEMPTS):
@@ -171,8 +233,8 @@ class OrderStore:
                 return TransitionResult(current, changed=False)
             new_version = int(version) + 1
             updated = updated.replace(version=new_version)
-            keys: list[str] = [key]
-            args: list[Any] = [int(version), updated.to_json(), new_version]
+            keys, args = self._record(updated, encode_fills(updated.fills[len(current.fills) :]))
+            args += [int(version), new_version]
             _add_push(keys, args, enqueue(updated) if enqueue else None)
             outcome = await self._cas(keys=keys, args=args)
             if outcome == 1:
@@ -180,6 +242,48 @@ class OrderStore:
             if outcome == -1:
                 raise OrderNotFound(order_id)
         raise StoreConflict(f"order {order_id}: gave up after {_MAX_CAS_ATTEMPTS} concurrent updates")
+
+    async def enqueue(self, push: QueuePush) -> None:
+        """Queue a message on its own, with no order change (the reconciler re-queues stuck orders)."""
+        keys: list[str] = []
+        args: list[Any] = []
+        _add_push(keys, args, push)
+        await self._push(keys=keys, args=args)
+
+    async def unsettled(self, *, after: tuple[int, str] | None = None, limit: int = 100) -> list[str]:
+        """Ids of orders not yet settled, oldest first, starting after the (created_at, id) `after`."""
+        low: str | int = "-inf" if after is None else after[0]
+        rows = cast(
+            list[tuple[bytes, float]],
+            await self._redis.zrangebyscore(
+                self._unsettled_key, low, "+inf", start=0, num=limit + 64, withscores=True
+            ),
+        )
+        ids: list[str] = []
+        for member, score in rows:
+            order_id = _text(member)
+            if after is not None and (int(score), order_id) <= after:
+                continue
+            ids.append(order_id)
+            if len(ids) == limit:
+                break
+        return ids
+
+    async def trim_indexes(self, *, older_than_ms: int, batch: int = 500) -> int:
+        """Drop index entries created before `older_than_ms` whose order has expired; returns how many."""
+        removed = 0
+        for index in [self._index_key(), *await self._symbol_indexes()]:
+            rows = cast(
+                list[bytes], await self._redis.zrangebyscore(index, "-inf", older_than_ms, start=0, num=batch)
+            )
+            ids = [_text(member) for member in rows]
+            gone = [i for i, data in zip(ids, await self._fetch_data(ids), strict=True) if data is None]
+            if gone:
+                removed += int(await self._redis.zrem(index, *gone))
+        return removed
+
+    async def _symbol_indexes(self) -> list[str]:
+        return [_text(k) async for k in self._redis.scan_iter(match=f"{self._index_key()}:*", count=200)]
 
     async def search(
         self,

@@ -13,7 +13,15 @@ from dramatiq import Message
 
 from orders.model import Order
 from orders.store import QueuePush
-from tasks.queues import CANCEL_ORDER, SUBMIT_ORDER, doorbell_key, messages_key, queue_for, queue_key
+from tasks.queues import (
+    CANCEL_ORDER,
+    RECONCILE_ORDER,
+    SUBMIT_ORDER,
+    doorbell_key,
+    messages_key,
+    queue_for,
+    queue_key,
+)
 
 
 def _push(actor_name: str, order: Order) -> QueuePush:
@@ -43,3 +51,15 @@ def submit_order_push(order: Order) -> QueuePush:
 def cancel_order_push(order: Order) -> QueuePush:
     """The message that makes a worker cancel `order` at the exchange."""
     return _push(CANCEL_ORDER, order)
+
+
+def reconcile_message(order: Order, attempt: int) -> Message[object]:
+    """The message that makes a worker query `order` at the exchange (its `attempt`-th time)."""
+    return Message(
+        queue_name=queue_for(order.symbol),
+        actor_name=RECONCILE_ORDER,
+        args=(),
+        kwargs={"order_id": order.order_id, "attempt": attempt},
+        options={},
+        message_id=str(uuid4()),
+    )

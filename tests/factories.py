@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from orders.model import Order, OrderType, Side, TimeInForce
+from orders.outbox import Outbox
 from orders.rules import SymbolRules
 
 BTC_RULES = SymbolRules.from_exchange_info(
@@ -36,3 +37,8 @@ def make_order(**changes: Any) -> Order:
     }
     fields.update(changes)
     return Order(**fields)
+
+
+async def outbox_orders(client: Any, namespace: str = "oe") -> list[Order]:
+    """Every order version written to the outbox so far, oldest first."""
+    return [entry.order for entry in await Outbox(client, namespace=namespace).range_after("0-0", count=10_000)]

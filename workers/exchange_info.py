@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from decimal import InvalidOperation
 
+from exchange.client import BinanceClient
 from orders.rules import SymbolRules
 from orders.rules_store import RulesStore
-from workers.binance import BinanceClient
 
 log = logging.getLogger(__name__)
 

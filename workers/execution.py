@@ -3,57 +3,81 @@
 Invariants kept here (DESIGN.md):
 * never sent twice: an order is claimed NEW -> SUBMITTING before the POST; a redelivered
   message finds it SUBMITTING and reconciles instead of posting again; an ambiguous
-  outcome moves it to UNKNOWN and a query by client id settles it;
-* never sent stale: an order older than `max_order_age_ms` at pick-up is EXPIRED;
-* a cancel that won the race (the gateway cancels NEW orders itself) makes the send a no-op.
+  outcome moves it to UNKNOWN and only evidence settles it (a query here, then the
+  listener's reconciler, which alone may conclude the exchange never got it);
+* never sent stale: an order older than `max_order_age_ms` at pick-up is EXPIRED, and a
+  POST refused before execution (connection refused, overload, clock skew) is retried
+  only while the order is younger than that;
+* a cancel that won the race (the gateway cancels NEW orders itself) makes the send a no-op;
+* a Redis blip does not strand an order: store calls are retried with backoff for a
+  bounded time, and what is still unwritten after that is settled by the reconciler.
+
+Nothing here publishes: every stored change goes to the outbox in the same write.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from orders import fsm
-from orders.events import EventBus
-from orders.model import Order, OrderState, now_ms
-from orders.store import OrderStore
-from workers.binance import BinanceClient, to_report
-from workers.errors import (
+import redis.exceptions
+
+from exchange.client import BinanceClient, to_report
+from exchange.errors import (
+    ClockSkew,
     DuplicateClientOrderId,
     NotExecuted,
     OrderNotFoundAtExchange,
     OrderRejected,
     OutcomeUnknown,
+    RateLimited,
     UnknownOrder,
 )
+from exchange.order_sync import sync_order
+from orders import fsm
+from orders.errors import OrderServiceError, StoreConflict
+from orders.model import Order, OrderState, now_ms
+from orders.store import OrderStore
 
 log = logging.getLogger(__name__)
 
 S = OrderState
+T = TypeVar("T")
 
-# Reconciling an UNKNOWN order: query after these delays (ms); after the last miss the
-# exchange has had seconds to show the order, so it never got it.
+# Querying an UNKNOWN order: again after these delays (ms). After the last miss the
+# order stays UNKNOWN and the listener's reconciler settles it once the exchange's
+# acceptance window has passed; a miss here proves nothing.
 RECONCILE_DELAYS_MS = (200, 1000, 3000)
 
+# Worth another try: the store was unreachable or busy, or the exchange could not say.
+_TRANSIENT_STORE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, StoreConflict)
+TRANSIENT_ERRORS = (*_TRANSIENT_STORE_ERRORS, NotExecuted, OutcomeUnknown)
+_BACKOFF_START_S = 0.05
+_BACKOFF_MAX_S = 1.0
 
-class CancelNotSettled(Exception):
+
+class CancelNotSettled(OrderServiceError):
     """The cancel could not be settled yet (create still in flight, exchange busy); retry it."""
 
 
 @dataclass
 class OrderExecutor:
-    """Runs the order actors' logic against one store, bus and exchange client."""
+    """Runs the order actors' logic against one store and exchange client."""
 
     store: OrderStore
-    bus: EventBus
     exchange: BinanceClient
     max_order_age_ms: int
     schedule_reconcile: Callable[[Order, int, int], Awaitable[None]]
+    store_retry_ms: int = 10_000  # how long a write that must land (after a POST) is retried
 
     async def submit(self, order_id: str) -> None:
         """Send a NEW order to the exchange once, and record what came back."""
-        claimed = await self.store.transition(order_id, self._claim)
+        claimed = await self._store_call(
+            lambda: self.store.transition(order_id, self._claim), budget_ms=self.max_order_age_ms
+        )
         order = claimed.order
         if not claimed.changed:
             if order.state is S.SUBMITTING:
@@ -66,13 +90,14 @@ class OrderExecutor:
                 log.info("order %s is %s; not sending", order_id, order.state)
             return
         if order.state is S.EXPIRED:
-            await self._publish(order)
             return
         try:
-            reply = await self.exchange.new_order(order)
-        except (OrderRejected, NotExecuted) as exc:
+            reply = await self._post(order)
+        except OrderRejected as exc:
             reason = str(exc)
             await self._move(order_id, lambda o: fsm.transition(o, S.REJECTED, reason=reason))
+        except _GaveUpUnsent as exc:
+            await self._give_up_unsent(order_id, str(exc))
         except (OutcomeUnknown, DuplicateClientOrderId) as exc:
             log.warning("order %s: outcome unknown (%s); reconciling", order_id, exc)
             reason = str(exc)
@@ -90,14 +115,53 @@ class OrderExecutor:
         if age > self.max_order_age_ms:
             reason = f"waited {age} ms in the queue, over max_order_age_ms={self.max_order_age_ms}"
             return fsm.transition(order, S.EXPIRED, reason=reason)
-        return fsm.transition(order, S.SUBMITTING)
+        claimed = fsm.transition(order, S.SUBMITTING)
+        return claimed.replace(sent_at=claimed.updated_at) if claimed else None
+
+    async def _post(self, order: Order) -> dict[str, Any]:
+        """POST the order; a refusal before execution is retried while the order is young enough.
+
+        Raises _GaveUpUnsent when the order was never executed and may not be tried again.
+        """
+        order_id = order.order_id
+        backoff = _BACKOFF_START_S
+        while True:
+            try:
+                return await self.exchange.new_order(order)
+            except NotExecuted as exc:
+                if isinstance(exc, ClockSkew):
+                    await self.exchange.sync_clock()
+                wait_s = exc.retry_after_s if isinstance(exc, RateLimited) else backoff
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                if now_ms() + wait_s * 1000 > order.created_at + self.max_order_age_ms:
+                    raise _GaveUpUnsent(f"not accepted within max_order_age_ms: {exc}") from exc
+                log.warning("order %s: %s; sending again in %.2f s", order.order_id, exc, wait_s)
+                await asyncio.sleep(wait_s)
+                restamped = await self._store_call(
+                    lambda: self.store.transition(order_id, _restamp_send),
+                    budget_ms=self.store_retry_ms,
+                )
+                if restamped.order.state is not S.SUBMITTING:
+                    raise _GaveUpUnsent(f"{restamped.order.state} while retrying: {exc}") from exc
+                order = restamped.order
+
+    async def _give_up_unsent(self, order_id: str, reason: str) -> None:
+        """The exchange never executed it: REJECTED, or CANCELED if a cancel came in meanwhile."""
+
+        def give_up(order: Order) -> Order | None:
+            if order.state is S.PENDING_CANCEL:
+                return fsm.transition(order, S.CANCELED, reason="canceled before it reached the exchange")
+            return fsm.transition(order, S.REJECTED, reason=reason)
+
+        await self._move(order_id, give_up)
 
     async def cancel(self, order_id: str) -> None:
         """Cancel a PENDING_CANCEL order at the exchange and record how it ended.
 
-        Raises CancelNotSettled when it should be tried again later.
+        Raises CancelNotSettled when it should be tried again later; after the actor's
+        retries the listener's reconciler takes over.
         """
-        order = await self.store.get(order_id)
+        order = await self._store_call(lambda: self.store.get(order_id), budget_ms=self.store_retry_ms)
         if order.state is not S.PENDING_CANCEL:
             return
         try:
@@ -112,44 +176,57 @@ class OrderExecutor:
 
     async def _settle_from_query(self, order: Order) -> None:
         try:
-            reply = await self.exchange.query_order(order.symbol, order.client_order_id)
+            settled = await sync_order(self.store, self.exchange, order)
         except OrderNotFoundAtExchange as exc:
             raise CancelNotSettled(f"order {order.order_id} not at the exchange yet") from exc
-        report = to_report(reply)
-        if report.state in (S.SUBMITTED, S.PARTIALLY_FILLED):
+        if settled.state is S.PENDING_CANCEL:
             raise CancelNotSettled(f"order {order.order_id} still open after -2011")
-        await self._move(order.order_id, lambda o: fsm.apply_report(o, report))
 
     async def reconcile(self, order_id: str, attempt: int) -> None:
-        """Settle an UNKNOWN order by querying it by client id.
+        """Query an UNKNOWN order by client id and apply what the exchange says.
 
-        If the exchange has never heard of it after every delay in RECONCILE_DELAYS_MS,
-        it was not placed: REJECTED. Otherwise its exchange state is applied.
+        A miss is retried after each delay in RECONCILE_DELAYS_MS; after the last one
+        the order is left UNKNOWN for the listener's reconciler, which may conclude
+        "never placed" only once the exchange's acceptance window has passed.
         """
-        order = await self.store.get(order_id)
+        order = await self._store_call(lambda: self.store.get(order_id), budget_ms=self.store_retry_ms)
         if order.state is not S.UNKNOWN:
             return
         try:
-            reply = await self.exchange.query_order(order.symbol, order.client_order_id)
+            await sync_order(self.store, self.exchange, order)
         except (OrderNotFoundAtExchange, NotExecuted, OutcomeUnknown) as exc:
             if attempt < len(RECONCILE_DELAYS_MS):
                 await self.schedule_reconcile(order, attempt + 1, RECONCILE_DELAYS_MS[attempt])
-                return
-            if not isinstance(exc, OrderNotFoundAtExchange):
-                raise
-            reason = f"not found at the exchange after {attempt + 1} queries"
-            await self._move(order_id, lambda o: fsm.transition(o, S.REJECTED, reason=reason))
-            return
-        report = to_report(reply)
-        await self._move(order_id, lambda o: fsm.apply_report(o, report))
+            else:
+                log.warning(
+                    "order %s still unknown (%s); the listener's reconciler will settle it", order_id, exc
+                )
 
     async def _move(self, order_id: str, change: Callable[[Order], Order | None]) -> None:
-        result = await self.store.transition(order_id, change)
-        if result.changed:
-            await self._publish(result.order)
+        await self._store_call(lambda: self.store.transition(order_id, change), budget_ms=self.store_retry_ms)
 
-    async def _publish(self, order: Order) -> None:
-        try:
-            await self.bus.publish_update(order)
-        except Exception:  # the store has it; subscribers can re-read with GetOrder
-            log.exception("order %s: publishing %s failed", order.order_id, order.state)
+    async def _store_call(self, call: Callable[[], Awaitable[T]], *, budget_ms: int) -> T:
+        """Run a store call, retrying Redis connection errors and timeouts for up to `budget_ms`."""
+        deadline = now_ms() + budget_ms
+        backoff = _BACKOFF_START_S
+        while True:
+            try:
+                return await call()
+            except _TRANSIENT_STORE_ERRORS as exc:
+                if now_ms() + backoff * 1000 > deadline:
+                    raise
+                log.warning("order store: %r; retrying in %.2f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+
+class _GaveUpUnsent(Exception):
+    """The order was refused before execution every time until its age budget ran out."""
+
+
+def _restamp_send(order: Order) -> Order | None:
+    """Mark a new send attempt, so the acceptance window runs from this POST."""
+    if order.state is not S.SUBMITTING:
+        return None
+    now = now_ms()
+    return order.replace(sent_at=now, updated_at=now)

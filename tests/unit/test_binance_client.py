@@ -9,11 +9,11 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
+from exchange import errors
+from exchange.client import BinanceClient, to_report
+from exchange.signing import sign
 from orders.model import OrderState, Side
 from tests.factories import make_order
-from workers import errors
-from workers.binance import BinanceClient, to_report
-from workers.signing import sign
 
 ORDER = make_order(side=Side.SELL, price=Decimal("50000.10"), post_only=True, client_order_id="oe-abc")
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
 import fakeredis
+import redis.exceptions
 import httpx
 import pytest
 
+from exchange.client import BinanceClient
 from orders import fsm
-from orders.events import EventBus
 from orders.model import Order, OrderState, now_ms
 from orders.store import OrderStore
 from tests import factories
-from workers.binance import BinanceClient
 from workers.execution import CancelNotSettled, OrderExecutor
 
 S = OrderState
@@ -24,11 +24,13 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 
 class RecordingBus:
-    def __init__(self) -> None:
-        self.published: list[Order] = []
+    """The order versions the executor's writes put in the outbox (after the NEW one)."""
 
-    async def publish_update(self, order: Order) -> None:
-        self.published.append(order)
+    def __init__(self, redis: fakeredis.FakeAsyncRedis) -> None:
+        self._redis = redis
+
+    async def published(self) -> list[Order]:
+        return [o for o in await factories.outbox_orders(self._redis) if o.state is not S.NEW]
 
 
 class Exchange:
@@ -37,9 +39,11 @@ class Exchange:
     def __init__(self) -> None:
         self.requests: list[httpx.Request] = []
         self.answers: list[Handler] = []
+        self.on_request: Callable[[], None] = lambda: None
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
+        self.on_request()
         return self.answers.pop(0)(request)
 
     def posts(self) -> int:
@@ -54,6 +58,39 @@ def order_object(status: str, executed: str = "0") -> Handler:
     return reply(200, {"status": status, "orderId": 99, "executedQty": executed, "avgPrice": "50000"})
 
 
+def trades(*quantities: str) -> Handler:
+    """A userTrades reply: one trade per quantity at 50000, 0.02 USDT fee each."""
+    rows = [
+        {
+            "id": 500 + n,
+            "orderId": 99,
+            "qty": q,
+            "price": "50000",
+            "commission": "0.02",
+            "commissionAsset": "USDT",
+            "maker": False,
+            "time": 1,
+        }
+        for n, q in enumerate(quantities)
+    ]
+    return lambda request: httpx.Response(200, content=json.dumps(rows).encode())
+
+
+class FlakyStore:
+    """Makes the store's next `failures` transitions raise a Redis connection error."""
+
+    def __init__(self, store: OrderStore, failures: int) -> None:
+        self.failures = failures
+        self._transition = store.transition
+        store.transition = self.transition  # type: ignore[method-assign]
+
+    async def transition(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise redis.exceptions.ConnectionError("Connection refused")
+        return await self._transition(*args, **kwargs)
+
+
 @pytest.fixture
 async def setup() -> AsyncIterator[
     tuple[OrderExecutor, OrderStore, Exchange, RecordingBus, list[tuple[int, int]]]
@@ -64,7 +101,7 @@ async def setup() -> AsyncIterator[
     client = BinanceClient(
         "http://exchange.test", api_key="k", secret_key="s", transport=httpx.MockTransport(exchange.handle)
     )
-    bus = RecordingBus()
+    bus = RecordingBus(redis)
     scheduled: list[tuple[int, int]] = []
 
     async def schedule(order: Order, attempt: int, delay_ms: int) -> None:
@@ -72,7 +109,6 @@ async def setup() -> AsyncIterator[
 
     executor = OrderExecutor(
         store=store,
-        bus=cast(EventBus, bus),
         exchange=client,
         max_order_age_ms=5000,
         schedule_reconcile=schedule,
@@ -94,7 +130,7 @@ async def test_submit_records_the_exchange_answer_and_publishes(setup: Any) -> N
     await executor.submit("o1")
     stored = await store.get("o1")
     assert stored.state is S.SUBMITTED and stored.exchange_order_id == "99"
-    assert [o.state for o in bus.published] == [S.SUBMITTED]
+    assert [o.state for o in await bus.published()] == [S.SUBMITTING, S.SUBMITTED]
 
 
 async def test_a_second_delivery_never_posts_again(setup: Any) -> None:
@@ -123,7 +159,7 @@ async def test_stale_order_expires_without_being_sent(setup: Any) -> None:
     await executor.submit("o1")
     stored = await store.get("o1")
     assert stored.state is S.EXPIRED and "max_order_age_ms" in stored.reject_reason
-    assert exchange.requests == [] and bus.published[-1].state is S.EXPIRED
+    assert exchange.requests == [] and (await bus.published())[-1].state is S.EXPIRED
 
 
 async def test_locally_canceled_order_is_skipped(setup: Any) -> None:
@@ -154,15 +190,18 @@ async def test_business_rejection_is_final_with_reason(setup: Any) -> None:
 async def test_ambiguous_outcome_goes_unknown_then_query_settles(setup: Any, ambiguous: Handler) -> None:
     executor, store, exchange, _, scheduled = setup
     await new_order(store)
-    exchange.answers += [ambiguous, order_object("FILLED", "0.01")]
+    exchange.answers += [ambiguous, order_object("FILLED", "0.01"), trades("0.004", "0.006")]
     await executor.submit("o1")
     assert exchange.posts() == 1
     stored = await store.get("o1")
     assert stored.state is S.FILLED and stored.filled_quantity == Decimal("0.01")
+    assert [f.trade_id for f in stored.fills] == ["500", "501"] and stored.fee == Decimal("0.04")
+    assert fsm.is_settled(stored)
     assert scheduled == []
 
 
-async def test_unknown_order_not_found_is_rejected_after_every_retry(setup: Any) -> None:
+async def test_misses_never_turn_unknown_into_rejected(setup: Any) -> None:
+    """A few seconds of -2013 prove nothing (the request may still be in flight): it stays UNKNOWN."""
     executor, store, exchange, _, scheduled = setup
     await new_order(store)
     not_found = reply(400, {"code": -2013, "msg": "Order does not exist."})
@@ -173,8 +212,53 @@ async def test_unknown_order_not_found_is_rejected_after_every_retry(setup: Any)
     for attempt in (1, 2, 3):
         exchange.answers.append(not_found)
         await executor.reconcile("o1", attempt)
+    assert scheduled == [(1, 200), (2, 1000), (3, 3000)]
+    assert (await store.get("o1")).state is S.UNKNOWN
+    assert exchange.posts() == 1
+
+
+async def test_redis_blip_at_the_claim_is_retried(setup: Any) -> None:
+    executor, store, exchange, _, _ = setup
+    await new_order(store)
+    FlakyStore(store, failures=2)
+    exchange.answers.append(order_object("NEW"))
+    await executor.submit("o1")
+    assert (await store.get("o1")).state is S.SUBMITTED and exchange.posts() == 1
+
+
+async def test_redis_blip_after_the_post_still_records_the_answer(setup: Any) -> None:
+    executor, store, exchange, _, _ = setup
+    await new_order(store)
+    exchange.answers.append(order_object("NEW"))
+    flaky = FlakyStore(store, failures=0)
+
+    def redis_goes_away() -> None:
+        flaky.failures = 3  # the write of the reply meets a Redis outage
+
+    exchange.on_request = redis_goes_away
+    await executor.submit("o1")
+    assert (await store.get("o1")).state is S.SUBMITTED and exchange.posts() == 1
+
+
+async def test_refused_before_execution_is_sent_again_with_the_same_client_id(setup: Any) -> None:
+    executor, store, exchange, _, _ = setup
+    await new_order(store)
+    unavailable = reply(503, {"code": -1001, "msg": "Service Unavailable."})
+    exchange.answers += [unavailable, unavailable, order_object("NEW")]
+    await executor.submit("o1")
     stored = await store.get("o1")
-    assert stored.state is S.REJECTED and "not found at the exchange" in stored.reject_reason
+    assert stored.state is S.SUBMITTED and exchange.posts() == 3
+    client_ids = {r.url.params["newClientOrderId"] for r in exchange.requests}
+    assert client_ids == {stored.client_order_id}
+
+
+async def test_refused_until_the_age_budget_runs_out_is_rejected(setup: Any) -> None:
+    executor, store, exchange, _, _ = setup
+    await new_order(store, age_ms=4990)
+    exchange.answers.append(reply(503, {"code": -1001, "msg": "Service Unavailable."}))
+    await executor.submit("o1")
+    stored = await store.get("o1")
+    assert stored.state is S.REJECTED and "max_order_age_ms" in stored.reject_reason
     assert exchange.posts() == 1
 
 
@@ -200,6 +284,7 @@ async def test_cancel_of_already_filled_order_reports_filled(setup: Any) -> None
     exchange.answers += [
         reply(400, {"code": -2011, "msg": "Unknown order sent."}),
         order_object("FILLED", "0.01"),
+        trades("0.01"),
     ]
     await executor.cancel("o1")
     assert (await store.get("o1")).state is S.FILLED

@@ -28,6 +28,7 @@ EXPECTED = {
         S.REJECTED,
         S.UNKNOWN,
         S.PENDING_CANCEL,
+        S.NEW,  # never placed: queued to be sent again
     },
     S.SUBMITTED: {S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED, S.PENDING_CANCEL},
     S.PARTIALLY_FILLED: {S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED, S.PENDING_CANCEL},
@@ -40,6 +41,7 @@ EXPECTED = {
         S.EXPIRED,
         S.REJECTED,
         S.PENDING_CANCEL,
+        S.NEW,
     },
     S.FILLED: set(),
     S.CANCELED: set(),

@@ -1,11 +1,11 @@
-"""The gateway over a real gRPC socket, with the store on fakeredis and a recording bus."""
+"""The gateway over a real gRPC socket, with the store (and its outbox) on fakeredis."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
 import fakeredis
 import grpc
@@ -16,50 +16,50 @@ from gateway.desk import OrderDesk
 from gateway.rules_cache import RulesCache
 from gateway.servicer import OrderServicer
 from gateway.updates import UpdateHub
-from orders.events import EventBus
-from orders.model import Order, OrderState
+from orders.model import OrderState
 from orders.rules_store import RulesStore
 from orders.settings import RiskSettings
 from orders.store import OrderStore
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
-from tests.factories import BTC_RULES
+from tests.factories import BTC_RULES, outbox_orders
 
 BTC = BTC_RULES
 
 
-class RecordingBus:
-    def __init__(self, hub: UpdateHub) -> None:
-        self.hub = hub
-        self.published: list[Order] = []
+class Published:
+    """What the gateway wrote to the outbox (the updates streams and NATS get)."""
 
-    async def publish_update(self, order: Order) -> None:
-        self.published.append(order)
-        await self.hub.publish(order)  # stands in for NATS delivering it back
+    def __init__(self, redis: fakeredis.FakeAsyncRedis) -> None:
+        self._redis = redis
+
+    async def states(self) -> list[OrderState]:
+        return [o.state for o in await outbox_orders(self._redis)]
 
 
 @pytest.fixture
 async def gateway() -> AsyncIterator[
-    tuple[order_pb2_grpc.OrderServiceStub, fakeredis.FakeAsyncRedis, RecordingBus]
+    tuple[order_pb2_grpc.OrderServiceStub, fakeredis.FakeAsyncRedis, Published]
 ]:
     redis = fakeredis.FakeAsyncRedis()
     rules_store = RulesStore(redis)
     await rules_store.save([BTC])
     rules = RulesCache(rules_store)
     await rules.load()
-    hub = UpdateHub()
-    bus = RecordingBus(hub)
-    desk = OrderDesk(OrderStore(redis), cast(EventBus, bus), rules, RiskSettings(allowed_symbols=["BTCUSDT"]))
+    store = OrderStore(redis)
+    hub = UpdateHub(store.outbox)
+    await hub.start()
+    desk = OrderDesk(store, rules, RiskSettings(allowed_symbols=["BTCUSDT"]))
     server = grpc.aio.server()
     order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(desk, hub), server)
     port = free_port()
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    yield order_pb2_grpc.OrderServiceStub(channel), redis, bus
+    yield order_pb2_grpc.OrderServiceStub(channel), redis, Published(redis)
     await channel.close(None)
     await server.stop(0)
-    await desk.drain()
+    await hub.stop()
     await redis.aclose()
 
 
@@ -95,7 +95,7 @@ async def test_invalid_requests_change_nothing(gateway: Any, changes: dict[str, 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in (caught.value.details() or "")
     assert sorted(await redis.keys("*")) == before  # nothing stored, nothing queued
-    assert bus.published == []
+    assert await bus.states() == []
 
 
 async def test_create_then_duplicate_client_id(gateway: Any) -> None:
@@ -109,7 +109,7 @@ async def test_create_then_duplicate_client_id(gateway: Any) -> None:
     got = await stub.GetOrder(pb.GetOrderRequest(order_id=first.order_id))
     assert got.order.client_order_id == "strategy-7:1"
     await asyncio.sleep(0.05)
-    assert [o.state for o in bus.published] == [OrderState.NEW]  # the duplicate publishes nothing
+    assert await bus.states() == [OrderState.NEW]  # the duplicate publishes nothing
 
 
 async def test_cancel_before_send_is_local_and_final(gateway: Any) -> None:
@@ -118,7 +118,7 @@ async def test_cancel_before_send_is_local_and_final(gateway: Any) -> None:
     canceled = await stub.CancelOrder(pb.CancelOrderRequest(order_id=created.order_id))
     assert canceled.state == pb.CANCELED
     await asyncio.sleep(0.05)
-    assert [o.state for o in bus.published] == [OrderState.NEW, OrderState.CANCELED]
+    assert await bus.states() == [OrderState.NEW, OrderState.CANCELED]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.CancelOrder(pb.CancelOrderRequest(order_id=created.order_id))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION

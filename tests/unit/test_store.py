@@ -87,7 +87,7 @@ async def test_transition_bumps_version_and_ignores_disallowed_moves(client: aio
     await store.create(order)
     moved = await store.transition(order.order_id, lambda o: fsm.transition(o, S.SUBMITTING))
     assert moved.changed and moved.order.version == 2 and moved.order.state is S.SUBMITTING
-    refused = await store.transition(order.order_id, lambda o: fsm.transition(o, S.NEW))
+    refused = await store.transition(order.order_id, lambda o: fsm.transition(o, S.SUBMITTING))
     assert not refused.changed and refused.order.version == 2
 
 

@@ -1,7 +1,7 @@
 """Async client for the Binance USD-M Futures REST API (`/fapi`).
 
 One `httpx.AsyncClient` per process keeps connections alive. Every response is
-classified into the `workers.errors` tree here and nowhere else. Timestamps use the
+classified into the `exchange.errors` tree here and nowhere else. Timestamps use the
 exchange's clock: `sync_clock` measures the offset with an RTT midpoint.
 """
 
@@ -14,9 +14,7 @@ from typing import Any
 
 import httpx
 
-from orders.fsm import ExchangeReport
-from orders.model import Order, OrderState, OrderType, decimal_str
-from workers.errors import (
+from exchange.errors import (
     ClockSkew,
     DuplicateClientOrderId,
     ExchangeError,
@@ -27,7 +25,9 @@ from workers.errors import (
     RateLimited,
     UnknownOrder,
 )
-from workers.signing import signed_query
+from exchange.signing import signed_query
+from orders.fsm import ExchangeReport
+from orders.model import Fill, Order, OrderState, OrderType, decimal_str
 
 _OUTCOME_UNKNOWN_CODES = {-1000, -1006, -1007}
 _NOT_EXECUTED_CODES = {-1008, -1003, -1015}
@@ -114,6 +114,29 @@ class BinanceClient:
         )
         return reply
 
+    async def open_orders(self) -> list[dict[str, Any]]:
+        """GET /fapi/v1/openOrders for every symbol (weight 40): the account's open orders."""
+        reply: list[dict[str, Any]] = await self._signed("GET", "/fapi/v1/openOrders", [])
+        return reply
+
+    async def user_trades(self, symbol: str, exchange_order_id: str) -> list[dict[str, Any]]:
+        """GET /fapi/v1/userTrades of one order (weight 5): its fills, oldest first."""
+        reply: list[dict[str, Any]] = await self._signed(
+            "GET", "/fapi/v1/userTrades", [("symbol", symbol), ("orderId", exchange_order_id)]
+        )
+        return reply
+
+    # --- user-data stream ----------------------------------------------------------
+
+    async def create_listen_key(self) -> str:
+        """POST /fapi/v1/listenKey: the account's key (the live one, extended, if it has one)."""
+        data = await self._request("POST", "/fapi/v1/listenKey")
+        return str(data["listenKey"])
+
+    async def keepalive_listen_key(self) -> None:
+        """PUT /fapi/v1/listenKey: extend the key 60 min; raises OrderRejected (-1125) if it is gone."""
+        await self._request("PUT", "/fapi/v1/listenKey")
+
     # --- plumbing ----------------------------------------------------------------
 
     async def _signed(self, method: str, path: str, params: list[tuple[str, str]]) -> Any:
@@ -189,18 +212,37 @@ _STATUS = {
 }
 
 
-def to_report(reply: dict[str, Any]) -> ExchangeReport:
-    """An ExchangeReport from a Binance order object (new, query or cancel reply).
+def order_state(status: str) -> OrderState:
+    """Our state for a Binance order status (`X`); raises ExchangeError for one we do not know."""
+    if status not in _STATUS:
+        raise ExchangeError(f"unexpected order status {status!r}")
+    return _STATUS[status]
+
+
+def to_report(reply: dict[str, Any], fills: tuple[Fill, ...] = ()) -> ExchangeReport:
+    """An ExchangeReport from a Binance order object (new, query or cancel reply), with `fills`.
 
     Raises ExchangeError for a status we do not know, rather than guessing.
     """
     status = str(reply.get("status", ""))
-    if status not in _STATUS:
-        raise ExchangeError(f"unexpected order status {status!r} in {reply!r}")
     return ExchangeReport(
-        state=_STATUS[status],
+        state=order_state(status),
         filled_quantity=Decimal(str(reply.get("executedQty", "0"))),
         average_price=Decimal(str(reply.get("avgPrice", "0"))),
         exchange_order_id=str(reply.get("orderId", "")),
         reason=f"exchange status {status}" if status == "REJECTED" else "",
+        fills=fills,
+    )
+
+
+def to_fill(trade: dict[str, Any]) -> Fill:
+    """A Fill from a `userTrades` row."""
+    return Fill(
+        trade_id=str(trade["id"]),
+        quantity=Decimal(str(trade["qty"])),
+        price=Decimal(str(trade["price"])),
+        fee=Decimal(str(trade.get("commission", "0"))),
+        fee_asset=str(trade.get("commissionAsset", "")),
+        maker=bool(trade.get("maker", False)),
+        time=int(trade.get("time", 0)),
     )

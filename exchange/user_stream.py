@@ -1,0 +1,173 @@
+"""Binance's user-data stream: the account's order events as they happen.
+
+`UserStream.run` holds one websocket at a time for as long as it is told to:
+* a listenKey from `POST /fapi/v1/listenKey`, kept alive with `PUT` every
+  `keepalive_interval_s` (Binance: valid 60 min; peers refresh every 30);
+* `<stream base>/private/ws?listenKey=<key>&events=ORDER_TRADE_UPDATE` (the current URL);
+* reconnects with a capped exponential backoff after any failure, at once after
+  `listenKeyExpired`, and before Binance's 24 h cap (`reconnect_after_s`);
+* `on_connect` runs after every (re)connection, once the socket is open, so whatever
+  happened while it was down can be reconciled without missing what comes next.
+
+Events are parsed into `OrderEvent`s here; what they do to orders is the caller's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+
+from exchange.client import BinanceClient, order_state
+from exchange.errors import ExchangeError
+from orders.fsm import ExchangeReport
+from orders.model import Fill
+
+log = logging.getLogger(__name__)
+
+_EVENTS = "ORDER_TRADE_UPDATE"
+# Binance pings every 3 min; with no frame at all for this long the socket is presumed dead.
+_RECEIVE_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class OrderEvent:
+    """One ORDER_TRADE_UPDATE: which order (by our client id), and what the exchange reports."""
+
+    client_order_id: str
+    symbol: str
+    report: ExchangeReport
+    event_time: int
+
+
+def parse_order_event(event: dict[str, Any]) -> OrderEvent:
+    """An OrderEvent from an ORDER_TRADE_UPDATE payload; raises KeyError/ValueError if malformed.
+
+    A TRADE execution (`x`) carries its fill (`t`, `l`, `L`, `n`, `N`, `m`, `T`);
+    `z` and `ap` are cumulative, so events apply in any order and more than once.
+    """
+    o = event["o"]
+    fills: tuple[Fill, ...] = ()
+    if o.get("x") == "TRADE" and int(o.get("t", 0)):
+        fills = (
+            Fill(
+                trade_id=str(o["t"]),
+                quantity=Decimal(str(o["l"])),
+                price=Decimal(str(o["L"])),
+                fee=Decimal(str(o.get("n") or "0")),
+                fee_asset=str(o.get("N") or ""),
+                maker=bool(o.get("m", False)),
+                time=int(o.get("T", event.get("T", 0))),
+            ),
+        )
+    report = ExchangeReport(
+        state=order_state(str(o["X"])),
+        filled_quantity=Decimal(str(o.get("z", "0"))),
+        average_price=Decimal(str(o.get("ap", "0"))),
+        exchange_order_id=str(o.get("i", "")),
+        reason="exchange status REJECTED" if o["X"] == "REJECTED" else "",
+        fills=fills,
+    )
+    return OrderEvent(str(o["c"]), str(o["s"]), report, int(event.get("E", 0)))
+
+
+class UserStream:
+    """Keeps the user-data stream connected; see the module docstring."""
+
+    def __init__(
+        self,
+        exchange: BinanceClient,
+        stream_base_url: str,
+        *,
+        keepalive_interval_s: float = 1800,
+        reconnect_after_s: float = 23.5 * 3600,
+        backoff_max_s: float = 10.0,
+    ) -> None:
+        self._exchange = exchange
+        self._base = stream_base_url.rstrip("/")
+        self._keepalive_s = keepalive_interval_s
+        self._reconnect_after_s = reconnect_after_s
+        self._backoff_max_s = backoff_max_s
+        self.connected = False
+        self.connections = 0
+
+    async def run(
+        self,
+        on_event: Callable[[OrderEvent], Awaitable[None]],
+        on_connect: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Deliver every order event to `on_event` until cancelled; never returns otherwise."""
+        backoff = 0.2
+        async with aiohttp.ClientSession() as session:
+            while True:
+                try:
+                    await self._one_connection(session, on_event, on_connect)
+                    backoff = 0.2  # a planned reconnect (expiry, 24 h) goes again at once
+                    continue
+                except (aiohttp.ClientError, ExchangeError, OSError, TimeoutError) as exc:
+                    log.warning("user-data stream lost (%r); reconnecting in %.1f s", exc, backoff)
+                finally:
+                    self.connected = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._backoff_max_s)
+
+    async def _one_connection(
+        self,
+        session: aiohttp.ClientSession,
+        on_event: Callable[[OrderEvent], Awaitable[None]],
+        on_connect: Callable[[], Awaitable[None]],
+    ) -> None:
+        listen_key = await self._exchange.create_listen_key()
+        url = f"{self._base}/private/ws?listenKey={listen_key}&events={_EVENTS}"
+        async with session.ws_connect(url, autoping=True, receive_timeout=_RECEIVE_TIMEOUT_S) as ws:
+            self.connected = True
+            self.connections += 1
+            log.info("user-data stream connected (connection %d)", self.connections)
+            keepalive = asyncio.create_task(self._keep_alive())
+            try:
+                await on_connect()
+                await asyncio.wait_for(self._receive(ws, on_event), timeout=self._reconnect_after_s)
+            except TimeoutError:
+                log.info("user-data stream reconnecting before the 24 h limit")
+            finally:
+                keepalive.cancel()
+
+    async def _receive(
+        self, ws: aiohttp.ClientWebSocketResponse, on_event: Callable[[OrderEvent], Awaitable[None]]
+    ) -> None:
+        """Read until the socket closes or the key expires (then return to reconnect)."""
+        async for message in ws:
+            if message.type is not aiohttp.WSMsgType.TEXT:
+                continue
+            try:
+                payload: dict[str, Any] = json.loads(message.data)
+            except ValueError:
+                log.warning("user-data stream: ignoring a frame that is not JSON: %.200s", message.data)
+                continue
+            kind = payload.get("e")
+            if kind == "listenKeyExpired":
+                log.warning("user-data stream: listenKey expired; reconnecting with a new one")
+                return
+            if kind != "ORDER_TRADE_UPDATE":
+                continue
+            try:
+                event = parse_order_event(payload)
+            except (KeyError, ValueError, ExchangeError) as exc:
+                log.error("user-data stream: malformed ORDER_TRADE_UPDATE (%r): %.300s", exc, message.data)
+                continue
+            await on_event(event)
+        raise ConnectionError(f"websocket closed ({ws.close_code})")
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(self._keepalive_s)
+            try:
+                await self._exchange.keepalive_listen_key()
+            except ExchangeError as exc:
+                log.warning("listenKey keepalive failed (%s); the stream reconnects if the key lapses", exc)

@@ -1,0 +1,1 @@
+"""The listener process: user-data stream -> order store, reconciler, outbox relay to NATS."""

@@ -1,0 +1,208 @@
+"""Listener process wiring: `order-execution listener`.
+
+Every replica competes for the leader lease (`listener.lease`). The holder runs, until
+it loses the lease or stops:
+* the user-data stream, each order event applied to the store;
+* the reconciler: a sweep at start, after every stream (re)connection, and every
+  `reconcile.interval_s`; plus index trimming of expired orders;
+* the outbox relay to NATS JetStream;
+* the exchange clock sync the reconciler's signed queries need.
+Standbys retry the lease every third of its TTL and take over when it lapses. The
+replica's id is `<hostname>:<pid>` (the lease's value), so an operator can tell who leads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+
+import redis.exceptions
+
+from exchange.client import BinanceClient
+from exchange.user_stream import UserStream
+from listener.lease import LeaderLease
+from listener.order_events import OrderEventRecorder
+from listener.reconciler import ReconcilePolicy, Reconciler
+from listener.relay import OutboxRelay
+from orders.events import EventBus
+from orders.listener_status import ListenerStatus
+from orders.model import now_ms
+from orders.redis_connection import open_redis
+from orders.settings import Settings
+from orders.store import OrderStore
+
+log = logging.getLogger(__name__)
+
+_MAINTENANCE_EVERY_S = 60.0
+_RELAY_BLOCK_MS = 500
+
+
+def replica_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Listener:
+    """One listener replica (see the module docstring)."""
+
+    def __init__(self, settings: Settings, *, holder_id: str | None = None) -> None:
+        self.settings = settings
+        self.holder_id = holder_id or replica_id()
+        s = settings
+        self._redis = open_redis(s.redis, blocking_reads_ms=_RELAY_BLOCK_MS)
+        self.store = OrderStore(
+            self._redis,
+            namespace=s.redis.namespace,
+            ttl_s=s.performance.order_cache_ttl,
+            update_retention_s=s.performance.update_retention_s,
+        )
+        self.exchange = BinanceClient(
+            s.exchange.rest_url,
+            api_key=s.exchange.api_key.get_secret_value(),
+            secret_key=s.exchange.secret_key.get_secret_value(),
+            recv_window_ms=s.exchange.recv_window_ms,
+            timeout_ms=s.exchange.request_timeout_ms,
+        )
+        self.lease = LeaderLease(
+            self._redis, namespace=s.redis.namespace, holder_id=self.holder_id, ttl_ms=s.listener.lease_ttl_ms
+        )
+        self.stream = UserStream(
+            self.exchange,
+            s.exchange.user_stream_url,
+            keepalive_interval_s=s.listener.keepalive_interval_s,
+            reconnect_after_s=s.listener.reconnect_after_s,
+            backoff_max_s=s.listener.reconnect_backoff_max_s,
+        )
+        self.recorder = OrderEventRecorder(self.store)
+        self.reconciler = Reconciler(self.store, self.exchange, ReconcilePolicy.from_settings(s))
+        self.relay = OutboxRelay(
+            self.store.outbox,
+            lambda: EventBus.connect(
+                s.nats.address, stream=s.nats.stream, ping_interval_s=s.nats.ping_interval_s
+            ),
+            consumer=self.holder_id,
+            block_ms=_RELAY_BLOCK_MS,
+        )
+        self.status = ListenerStatus(self._redis, namespace=s.redis.namespace)
+        self._sweep_now = asyncio.Event()
+        self._leading: list[asyncio.Task[None]] = []
+
+    @property
+    def leading(self) -> bool:
+        return bool(self._leading)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Hold or wait for the lease until `stop` is set; then hand the lease over."""
+        log.info("listener %s started; waiting for the lease", self.holder_id)
+        renew_s = self.settings.listener.lease_ttl_ms / 3000
+        try:
+            while not stop.is_set():
+                await self._hold_or_follow()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=renew_s)
+        finally:
+            await self._step_down()
+            with contextlib.suppress(redis.exceptions.RedisError):
+                await self.lease.release()
+            await self.exchange.close()
+            await self._redis.aclose()
+
+    async def _hold_or_follow(self) -> None:
+        try:
+            holding = await self.lease.hold()
+        except redis.exceptions.RedisError as exc:
+            log.warning("listener lease: Redis unreachable (%r); keeping the current role", exc)
+            return
+        if holding and not self._leading:
+            log.info("listener %s is now the leader", self.holder_id)
+            self._lead()
+        elif not holding and self._leading:
+            log.warning(
+                "listener %s lost the lease to %s; standing by", self.holder_id, await self.lease.holder()
+            )
+            await self._step_down()
+        if holding:
+            with contextlib.suppress(redis.exceptions.RedisError):
+                await self.status.publish(self._status(), ttl_ms=self.settings.listener.lease_ttl_ms)
+
+    def _status(self) -> dict[str, object]:
+        return {
+            "leader": self.holder_id,
+            "user_stream": "connected" if self.stream.connected else "reconnecting",
+            "stream_connections": self.stream.connections,
+            "nats": "connected" if self.relay.nats_connected else "reconnecting",
+            "relayed": self.relay.published,
+            "unknown_orders_at_exchange": self.reconciler.unknown_orders_seen,
+            "foreign_events": self.recorder.foreign,
+        }
+
+    def _lead(self) -> None:
+        self._sweep_now.set()  # sweep at once: whatever happened while nobody led
+        self._leading = [
+            asyncio.create_task(self.stream.run(self.recorder.record, self._on_stream_connect)),
+            asyncio.create_task(self._reconcile_forever()),
+            asyncio.create_task(self.relay.run()),
+            asyncio.create_task(_every(self.settings.performance.symbol_info_refresh, self._sync_clock)),
+        ]
+
+    async def _step_down(self) -> None:
+        tasks, self._leading = self._leading, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _on_stream_connect(self) -> None:
+        self._sweep_now.set()
+
+    async def _reconcile_forever(self) -> None:
+        interval = self.settings.reconcile.interval_s
+        last_maintenance = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sweep_now.wait(), timeout=interval)
+            self._sweep_now.clear()
+            try:
+                result = await self.reconciler.sweep()
+                if result.changed or result.budget_exhausted:
+                    log.info(
+                        "reconciled: %d due, %d queries, %d changed%s",
+                        result.looked_at,
+                        result.queries,
+                        result.changed,
+                        "; query budget used up, continuing next sweep" if result.budget_exhausted else "",
+                    )
+                if loop.time() - last_maintenance > _MAINTENANCE_EVERY_S:
+                    last_maintenance = loop.time()
+                    ttl_ms = self.settings.performance.order_cache_ttl * 1000
+                    await self.store.trim_indexes(older_than_ms=now_ms() - ttl_ms)
+            except Exception as exc:
+                log.warning("reconcile sweep failed (%r); next one in %.1f s", exc, interval)
+
+    async def _sync_clock(self) -> None:
+        offset = await self.exchange.sync_clock()
+        log.info("exchange clock offset %d ms", offset)
+
+
+async def _every(period_s: float, job: Callable[[], Awaitable[None]]) -> None:
+    """Run `job` now and every `period_s`; a failure is logged and retried after 1 s."""
+    while True:
+        try:
+            await job()
+            await asyncio.sleep(period_s)
+        except Exception as exc:
+            log.warning("%s failed (%r); retrying in 1 s", getattr(job, "__name__", job), exc)
+            await asyncio.sleep(1.0)
+
+
+async def serve(settings: Settings) -> None:
+    """Run one listener replica until SIGINT/SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await Listener(settings).run(stop)

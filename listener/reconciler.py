@@ -1,0 +1,217 @@
+"""The reconciler: every unsettled order is brought to the exchange's truth, by evidence only.
+
+A sweep walks the store's unsettled index (oldest first, continuing where the last
+sweep's query budget ran out) and, for each order whose last news is older than
+`grace_ms` (fresh ones are still in a worker's or the user stream's hands):
+
+* NEW — older than `max_order_age_ms`: EXPIRED (it can no longer be sent); otherwise its
+  submit message is queued again (the worker's claim makes a second message harmless);
+* SUBMITTING, UNKNOWN — queried by client id; found: its real state and trades. Not
+  found once the exchange's acceptance window has passed since the last send (request
+  timeout + recvWindow + margin: a request older than that can no longer be accepted),
+  it was never placed: REJECTED with the reason, or queued to be sent once more with the
+  same client id, as `reconcile.unknown_not_found` says. Before that, a miss proves nothing;
+* PENDING_CANCEL — queried; still open: canceled now; ended: its final state; never
+  placed (as above): CANCELED;
+* SUBMITTED, PARTIALLY_FILLED — checked against one `openOrders` snapshot per sweep;
+  queried only when the exchange shows more fills or no longer lists it;
+* final but fills missing — its trades fetched (`userTrades`).
+
+Open orders at the exchange that we do not know are reported (log, count), not adopted.
+A sweep spends at most `max_queries_per_cycle` exchange queries.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from exchange.client import BinanceClient, to_report
+from exchange.errors import ExchangeError, OrderNotFoundAtExchange, UnknownOrder
+from exchange.order_sync import sync_order
+from orders import fsm
+from orders.model import Order, OrderState, now_ms
+from orders.settings import Settings
+from orders.store import OrderStore
+from tasks.messages import submit_order_push
+
+log = logging.getLogger(__name__)
+
+S = OrderState
+_OPEN = (S.SUBMITTED, S.PARTIALLY_FILLED)
+_SCAN_LIMIT = 10_000  # orders looked at per sweep; the query budget is the real bound
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcilePolicy:
+    grace_ms: int
+    max_order_age_ms: int
+    acceptance_window_ms: int
+    resend_unplaced: bool
+    max_queries: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReconcilePolicy:
+        r, x = settings.reconcile, settings.exchange
+        return cls(
+            grace_ms=r.grace_ms,
+            max_order_age_ms=settings.worker.max_order_age_ms,
+            acceptance_window_ms=x.request_timeout_ms + x.recv_window_ms + r.acceptance_margin_ms,
+            resend_unplaced=r.unknown_not_found == "resend",
+            max_queries=r.max_queries_per_cycle,
+        )
+
+
+@dataclass
+class SweepResult:
+    looked_at: int = 0
+    queries: int = 0
+    changed: int = 0
+    budget_exhausted: bool = False
+    unknown_at_exchange: list[str] = field(default_factory=list)
+
+
+class Reconciler:
+    """Runs sweeps against one store and exchange client (see the module docstring)."""
+
+    def __init__(self, store: OrderStore, exchange: BinanceClient, policy: ReconcilePolicy) -> None:
+        self._store = store
+        self._exchange = exchange
+        self._policy = policy
+        self._resume_after: tuple[int, str] | None = None
+        self._reported_unknown: set[str] = set()
+        self.unknown_orders_seen = 0
+
+    async def sweep(self) -> SweepResult:
+        """One pass over the unsettled orders; returns what it did."""
+        result = SweepResult()
+        ids = await self._store.unsettled(after=self._resume_after, limit=_SCAN_LIMIT)
+        if self._resume_after is not None and len(ids) < _SCAN_LIMIT:
+            ids += await self._store.unsettled(limit=_SCAN_LIMIT - len(ids))  # wrap around
+        orders = await self._store.get_many(list(dict.fromkeys(ids)))
+        now = now_ms()
+        due = [o for o in orders if now - (o.updated_at or o.created_at) >= self._policy.grace_ms]
+        result.looked_at = len(due)
+        snapshot: dict[str, dict[str, Any]] | None = None
+        if any(o.state in _OPEN for o in due):
+            snapshot = await self._open_orders_snapshot(result)
+        self._resume_after = None
+        for order in due:
+            if result.queries >= self._policy.max_queries:
+                result.budget_exhausted = True
+                self._resume_after = (order.created_at, order.order_id)
+                break
+            try:
+                if await self._check(order, snapshot, result):
+                    result.changed += 1
+            except ExchangeError as exc:
+                log.info("reconcile %s (%s): %s; trying again next sweep", order.order_id, order.state, exc)
+        if snapshot is not None:
+            await self._report_unknown(snapshot, {o.client_order_id for o in orders}, result)
+        return result
+
+    async def _open_orders_snapshot(self, result: SweepResult) -> dict[str, dict[str, Any]] | None:
+        result.queries += 1
+        try:
+            return {str(row["clientOrderId"]): row for row in await self._exchange.open_orders()}
+        except ExchangeError as exc:
+            log.info("reconcile: openOrders failed (%s); querying open orders one by one", exc)
+            return None
+
+    async def _check(
+        self, order: Order, snapshot: dict[str, dict[str, Any]] | None, result: SweepResult
+    ) -> bool:
+        """Settle what can be settled of one order; True if it changed."""
+        now = now_ms()
+        if order.state is S.NEW:
+            return await self._unstick_new(order, now)
+        if order.state in _OPEN and snapshot is not None:
+            listed = snapshot.get(order.client_order_id)
+            if listed is not None and Decimal(str(listed.get("executedQty", "0"))) <= order.filled_quantity:
+                return False  # open at the exchange with nothing new
+        if order.state is S.SUBMITTING and now < self._window_end(order):
+            return False  # a worker may still be sending it
+        result.queries += 1
+        try:
+            synced = await sync_order(self._store, self._exchange, order)
+        except OrderNotFoundAtExchange:
+            if now < self._window_end(order):
+                return False
+            return await self._never_placed(order)
+        changed = synced.version != order.version
+        if synced.state is S.PENDING_CANCEL:
+            result.queries += 1
+            changed |= await self._cancel_now(synced)
+        return changed
+
+    def _window_end(self, order: Order) -> int:
+        return (order.sent_at or order.updated_at) + self._policy.acceptance_window_ms
+
+    async def _unstick_new(self, order: Order, now: int) -> bool:
+        age = now - order.created_at
+        if age > self._policy.max_order_age_ms:
+            reason = f"not picked up within max_order_age_ms={self._policy.max_order_age_ms} (reconciler)"
+            result = await self._store.transition(
+                order.order_id, lambda o: fsm.transition(o, S.EXPIRED, reason=reason)
+            )
+            return result.changed
+        log.warning("order %s NEW for %d ms; queueing its submit message again", order.order_id, age)
+        await self._store.enqueue(submit_order_push(order))
+        return False
+
+    async def _never_placed(self, order: Order) -> bool:
+        """Not found after the acceptance window: the exchange never got it."""
+        waited = now_ms() - (order.sent_at or order.updated_at)
+        if order.state is S.PENDING_CANCEL:
+            reason = "canceled; it never reached the exchange"
+            change = lambda o: fsm.transition(o, S.CANCELED, reason=reason)  # noqa: E731
+            result = await self._store.transition(order.order_id, change)
+        elif self._policy.resend_unplaced:
+            log.warning(
+                "order %s not at the exchange %d ms after sending; sending it again", order.order_id, waited
+            )
+            result = await self._store.transition(
+                order.order_id,
+                lambda o: fsm.transition(o, S.NEW, reason="not placed; sending again"),
+                enqueue=submit_order_push,
+            )
+        else:
+            reason = f"never placed: the exchange did not have it {waited} ms after it was sent"
+            result = await self._store.transition(
+                order.order_id, lambda o: fsm.transition(o, S.REJECTED, reason=reason)
+            )
+        return result.changed
+
+    async def _cancel_now(self, order: Order) -> bool:
+        """A PENDING_CANCEL order still open at the exchange (its cancel message gave up): cancel it."""
+        try:
+            reply = await self._exchange.cancel_order(order.symbol, order.client_order_id)
+        except UnknownOrder:
+            return False  # it ended meanwhile; the next sweep reads how
+        report = to_report(reply)
+        result = await self._store.transition(order.order_id, lambda o: fsm.apply_report(o, report))
+        return result.changed
+
+    async def _report_unknown(
+        self, snapshot: dict[str, dict[str, Any]], ours: set[str], result: SweepResult
+    ) -> None:
+        for client_id, row in snapshot.items():
+            if client_id in ours or client_id in self._reported_unknown:
+                continue
+            if await self._store.find_by_client_id(client_id) is not None:
+                continue
+            self._reported_unknown.add(client_id)
+            self.unknown_orders_seen += 1
+            result.unknown_at_exchange.append(client_id)
+            log.warning(
+                "open order at the exchange that we did not place: %s %s %s %s @ %s (clientOrderId %s);"
+                " left alone",
+                row.get("symbol"),
+                row.get("side"),
+                row.get("origQty"),
+                row.get("type"),
+                row.get("price"),
+                client_id,
+            )

@@ -1,0 +1,106 @@
+"""The outbox relay: every stored change, published to JetStream once and in order.
+
+Reads the outbox through the consumer group `nats-relay`, publishes each entry (the
+order version and the trades it recorded, see `orders.events`) and acks it only after
+JetStream acked the publish. While NATS is down it waits and retries the same entry,
+so nothing is skipped and orders never wait on it (they are already stored). A relay
+that dies leaves its entries pending in the group; the next one claims them first.
+Message ids make the re-publish of an entry that was published but not acked a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from orders.events import EventBus
+from orders.outbox import Outbox, OutboxEntry
+
+log = logging.getLogger(__name__)
+
+RELAY_GROUP = "nats-relay"
+_BACKOFF_MAX_S = 5.0
+
+
+class OutboxRelay:
+    """Relays the outbox to NATS for as long as `run` runs."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        connect: Callable[[], Awaitable[EventBus]],
+        *,
+        consumer: str,
+        block_ms: int = 500,
+    ) -> None:
+        self._outbox = outbox
+        self._connect = connect
+        self._consumer = consumer
+        self._block_ms = block_ms
+        self._bus: EventBus | None = None
+        self.published = 0
+
+    @property
+    def nats_connected(self) -> bool:
+        return self._bus is not None and self._bus.connected
+
+    async def run(self) -> None:
+        """Relay until cancelled; errors are logged and retried with backoff."""
+        try:
+            while True:
+                try:
+                    await self._relay()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("outbox relay: %r; resuming in 1 s", exc)
+                    await asyncio.sleep(1.0)
+        finally:
+            if self._bus is not None:
+                await self._bus.close()
+                self._bus = None
+
+    async def _relay(self) -> None:
+        bus = await self._bus_connected()
+        await self._outbox.ensure_group(RELAY_GROUP)
+        # Whatever a previous relay (or this one, before an error) took but did not ack.
+        while pending := await self._outbox.pending(RELAY_GROUP, self._consumer):
+            await self._publish_all(bus, pending)
+        while True:
+            entries = await self._outbox.read_group(RELAY_GROUP, self._consumer, block_ms=self._block_ms)
+            await self._publish_all(bus, entries)
+
+    async def _publish_all(self, bus: EventBus, entries: list[OutboxEntry]) -> None:
+        for entry in entries:
+            await self._publish(bus, entry)
+        await self._outbox.ack(RELAY_GROUP, [e.entry_id for e in entries])
+
+    async def _publish(self, bus: EventBus, entry: OutboxEntry) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await bus.publish_update(entry.order, entry.fills)
+                self.published += 1
+                return
+            except Exception as exc:  # nats-py raises several unrelated types while reconnecting
+                log.warning(
+                    "outbox relay: publishing %s failed (%r); retrying in %.1f s",
+                    entry.entry_id,
+                    exc,
+                    backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    async def _bus_connected(self) -> EventBus:
+        backoff = 0.2
+        while self._bus is None:
+            try:
+                self._bus = await self._connect()
+                log.info("outbox relay connected to NATS")
+            except Exception as exc:
+                log.warning("outbox relay: NATS unreachable (%r); retrying in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+        return self._bus

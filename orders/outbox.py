@@ -1,0 +1,141 @@
+"""The outbox: every stored order change, in commit order, as a Redis stream.
+
+The order store's scripts append one entry per change in the same atomic step as the
+change itself (`{namespace}:outbox`, fields `order` = the Order JSON and, when the change
+recorded trades, `fills` = those fills' JSON). So no change exists without its event and
+no event without its change, whether or not NATS is up.
+
+Readers:
+* the gateway's update streams read it directly (`read_after`, `range_after`): each
+  version once, in order, and a client resumes from the entry id it got last;
+* the listener's relay reads it through a consumer group (`read_group`, `ack`) and
+  publishes each entry to JetStream.
+
+Entries are trimmed by age (`performance.update_retention_s`): the id of an entry is the
+Redis time it was written at, so trimming is `XADD ... MINID ~ <now - retention>`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from orders.errors import InvalidOrder, ResumePointExpired
+from orders.model import Fill, Order, now_ms
+
+_Rows = list[tuple[bytes, dict[bytes, bytes]]]
+_StreamReply = list[tuple[bytes, _Rows]]
+
+_ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One order change: the order as it became, and the trades that change recorded."""
+
+    entry_id: str
+    order: Order
+    fills: tuple[Fill, ...] = ()
+
+
+def outbox_key(namespace: str) -> str:
+    return f"{namespace}:outbox"
+
+
+def encode_fills(fills: tuple[Fill, ...]) -> str:
+    return json.dumps([f.to_dict() for f in fills], separators=(",", ":")) if fills else ""
+
+
+class Outbox:
+    """Read access to the outbox stream (the store writes it)."""
+
+    def __init__(self, client: aioredis.Redis, *, namespace: str = "oe", retention_s: int = 86400) -> None:
+        self._redis = client
+        self.key = outbox_key(namespace)
+        self._retention_ms = retention_s * 1000
+
+    def trim_before(self) -> str:
+        """The MINID below which entries may be trimmed now."""
+        return f"{now_ms() - self._retention_ms}-0"
+
+    def check_resume_token(self, token: str) -> str:
+        """Validate a client's resume token (an entry id) and return it.
+
+        Raises InvalidOrder if it is not an entry id, ResumePointExpired if it is older
+        than the retention, so updates after it may have been trimmed.
+        """
+        if not _ENTRY_ID.match(token):
+            raise InvalidOrder("resume_token", "must be an OrderUpdate.resume_token received earlier")
+        written_ms = int(token.split("-", 1)[0])
+        if written_ms < now_ms() - self._retention_ms:
+            raise ResumePointExpired(
+                f"resume_token {token} is older than the {self._retention_ms // 1000} s of updates kept; "
+                "re-read current state with ListOrders and stream from now"
+            )
+        return token
+
+    async def last_id(self) -> str:
+        """The id of the newest entry, or "0-0" for an empty stream."""
+        rows = cast(_Rows, await self._redis.xrevrange(self.key, count=1))
+        return _text(rows[0][0]) if rows else "0-0"
+
+    async def range_after(self, after_id: str, *, count: int = 500) -> list[OutboxEntry]:
+        """Up to `count` entries written after `after_id`, oldest first."""
+        rows = cast(_Rows, await self._redis.xrange(self.key, min=f"({after_id}", count=count))
+        return [_decode(entry_id, fields) for entry_id, fields in rows]
+
+    async def read_after(self, after_id: str, *, count: int = 500, block_ms: int = 1000) -> list[OutboxEntry]:
+        """Entries after `after_id`, waiting up to `block_ms` for the first one."""
+        reply = cast(_StreamReply, await self._redis.xread({self.key: after_id}, count=count, block=block_ms))
+        return [_decode(entry_id, fields) for _, rows in reply or () for entry_id, fields in rows]
+
+    # --- consumer group (the relay) -------------------------------------------------
+
+    async def ensure_group(self, group: str) -> None:
+        """Create `group` at the start of the stream unless it exists."""
+        try:
+            await self._redis.xgroup_create(self.key, group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def pending(self, group: str, consumer: str, *, count: int = 500) -> list[OutboxEntry]:
+        """Entries delivered to any consumer of `group` but not acked, taken over by `consumer`.
+
+        A relay that died leaves its entries pending; the next one claims them first, so
+        nothing is skipped.
+        """
+        reply: list[Any] = await self._redis.xautoclaim(
+            self.key, group, consumer, min_idle_time=0, count=count
+        )
+        rows = cast(_Rows, reply[1] if len(reply) > 1 else [])
+        return [_decode(entry_id, fields) for entry_id, fields in rows if fields]
+
+    async def read_group(
+        self, group: str, consumer: str, *, count: int = 500, block_ms: int = 1000
+    ) -> list[OutboxEntry]:
+        """New entries for `consumer` of `group`, waiting up to `block_ms`."""
+        reply = cast(
+            _StreamReply,
+            await self._redis.xreadgroup(group, consumer, {self.key: ">"}, count=count, block=block_ms),
+        )
+        return [_decode(entry_id, fields) for _, rows in reply or () for entry_id, fields in rows]
+
+    async def ack(self, group: str, entry_ids: list[str]) -> None:
+        if entry_ids:
+            await self._redis.xack(self.key, group, *entry_ids)
+
+
+def _decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> OutboxEntry:
+    raw_fills = fields.get(b"fills") or b""
+    fills = tuple(Fill.from_dict(f) for f in json.loads(raw_fills)) if raw_fills else ()
+    return OutboxEntry(_text(entry_id), Order.from_json(fields[b"order"]), fills)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
