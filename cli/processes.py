@@ -46,23 +46,27 @@ class ManagedProcess:
     log_dir: Path = Path(".run")
     cwd: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    # True once the current process's group has been SIGKILLed: its group id may be reused
+    # by an unrelated process afterwards, so it is never signalled twice.
+    _group_killed: bool = field(default=False, init=False, repr=False)
 
     @property
     def log_path(self) -> Path:
         return self.log_dir / f"{self.name}.log"
 
-    def start(self) -> ManagedProcess:
+    def start(self, *, append: bool = False) -> ManagedProcess:
+        """Start the command, its output going to `log_path` (truncated, or appended to if `append`)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            list(self.command),
-            env={**os.environ, **self.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.cwd,
-            start_new_session=True,  # its own group, so stop() also reaches its children
-        )
-        log.close()
+        with self.log_path.open("ab" if append else "wb") as log:
+            self.process = subprocess.Popen(
+                list(self.command),
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.cwd,
+                start_new_session=True,  # its own group, so stop() also reaches its children
+            )
+        self._group_killed = False
         return self
 
     @property
@@ -73,11 +77,21 @@ class ManagedProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        """The exit code (negative: killed by that signal); None while running or never started."""
+        return None if self.process is None else self.process.poll()
+
     def log_tail(self, lines: int = 20) -> str:
+        """The last `lines` lines of the log (read from its end: appended logs grow)."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            with self.log_path.open("rb") as log:
+                size = log.seek(0, os.SEEK_END)
+                log.seek(max(0, size - 64 * 1024))
+                text = log.read().decode(errors="replace")
         except FileNotFoundError:
             return ""
+        return "\n".join(text.splitlines()[-lines:])
 
     def wait_until(self, ready: str, check: Callable[[], bool], timeout_s: float = 30.0) -> None:
         """Poll `check()` until true.
@@ -107,8 +121,10 @@ class ManagedProcess:
             self.process.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=timeout_s)
-        with contextlib.suppress(ProcessLookupError):  # the group may already be empty
-            os.killpg(self.process.pid, signal.SIGKILL)
+        if not self._group_killed:
+            with contextlib.suppress(ProcessLookupError):  # the group may already be empty
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self._group_killed = True
         if self.process.poll() is None:
             self.process.wait(timeout=5)
 

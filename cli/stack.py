@@ -1,4 +1,4 @@
-"""Start simulator, worker and gateway as separate processes against given Redis and NATS.
+"""Start simulator, workers, listeners and gateway as separate processes against given Redis and NATS.
 
 Used by the integration tests and the benchmarks, so both run the service exactly as
 production does: each process its own command, talking over real sockets.
@@ -28,6 +28,8 @@ class LocalStack:
     exchange_base: str
     nats_url: str
     processes: dict[str, ManagedProcess]
+    api_key: str = ""  # the simulator account the service trades on
+    secret_key: str = ""
 
     def admin(self, path: str, body: dict[str, object] | None = None) -> object:
         """Call the simulator's admin API (GET, or POST with a JSON body)."""
@@ -51,8 +53,17 @@ def local_stack(
     log_dir: Path,
     worker_threads: int = 4,
     simulator_args: tuple[str, ...] = (),
+    workers: int = 1,
+    listeners: int = 1,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[LocalStack]:
-    """Run the three processes (flushing `redis_db` first) and stop them all by pid on exit."""
+    """Run the simulator, `workers` workers, `listeners` listeners and the gateway.
+
+    Flushes `redis_db` first and stops every process by pid on exit. `extra_env` is added to
+    the service processes' environment (e.g. `ORDER_EXECUTION__WORKER__...` overrides). In
+    `processes` a single worker is "worker" and a single listener "listener"; several are
+    "worker-1", "worker-2", ... and "listener-1", ...
+    """
     redis.Redis.from_url(f"redis://{redis_address}/{redis_db}").flushdb()
     log_dir.mkdir(parents=True, exist_ok=True)
     key, secret = secrets.token_hex(32), secrets.token_hex(32)
@@ -71,6 +82,7 @@ def local_stack(
         "ORDER_EXECUTION__SERVER__GRPC_PORT": str(grpc_port),
         "ORDER_EXECUTION__SERVER__HTTP_PORT": str(http_port),
         "LOG_FORMAT": "text",
+        **(extra_env or {}),
     }
     processes: dict[str, ManagedProcess] = {}
 
@@ -87,15 +99,23 @@ def local_stack(
             base_env,
         )
         sim.wait_until("listening", lambda: http_ok(f"{exchange}/fapi/v1/time"))
-        start(
-            "worker",
-            python_command("cli", "worker", "--processes", "1", "--threads", str(worker_threads)),
-            env,
-        )
+        for name in _names("worker", workers):
+            start(
+                name,
+                python_command("cli", "worker", "--processes", "1", "--threads", str(worker_threads)),
+                env,
+            )
+        for name in _names("listener", listeners):
+            start(name, python_command("cli", "listener"), env)
         gateway = start("gateway", python_command("cli", "gateway"), env)
         http_base = f"http://127.0.0.1:{http_port}"
         gateway.wait_until("ready", lambda: http_ok(f"{http_base}/health/ready"), timeout_s=60)
-        yield LocalStack(f"127.0.0.1:{grpc_port}", http_base, exchange, nats_url, processes)
+        yield LocalStack(f"127.0.0.1:{grpc_port}", http_base, exchange, nats_url, processes, key, secret)
     finally:
         for process in reversed(list(processes.values())):
             process.stop()
+
+
+def _names(kind: str, count: int) -> list[str]:
+    """`kind` alone for one process (the key tests look up), else `kind-1` ... `kind-N`."""
+    return [kind] if count == 1 else [f"{kind}-{index}" for index in range(1, count + 1)]

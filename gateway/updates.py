@@ -15,6 +15,7 @@ token, so its client can resume, rather than slowing every other stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -77,10 +78,15 @@ class UpdateHub:
         self._task: asyncio.Task[None] | None = None
         self._started = asyncio.Event()
 
-    async def start(self) -> None:
-        """Start tailing from the outbox's current end."""
+    async def start(self, *, wait_s: float = 2.0) -> None:
+        """Start tailing from the outbox's current end; waits up to `wait_s` for Redis to answer.
+
+        With Redis away the gateway still starts (and answers UNAVAILABLE); the tail
+        begins from wherever the outbox ends once Redis is back.
+        """
         self._task = asyncio.create_task(self._tail())
-        await self._started.wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._started.wait(), timeout=wait_s)
 
     async def stop(self) -> None:
         if self._task is not None:

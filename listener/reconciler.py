@@ -15,7 +15,10 @@ sweep's query budget ran out) and, for each order whose last news is older than
   placed (as above): CANCELED;
 * SUBMITTED, PARTIALLY_FILLED — checked against one `openOrders` snapshot per sweep;
   queried only when the exchange shows more fills or no longer lists it;
-* final but fills missing — its trades fetched (`userTrades`).
+* final but fills missing — its trades fetched (`userTrades`);
+* acknowledged once (it has an exchange id) but unknown to the exchange now — past
+  Binance's retention, or a fresh simulator behind `up`: EXPIRED, as nothing more will
+  ever be learned of it.
 
 Open orders at the exchange that we do not know are reported (log, count), not adopted.
 A sweep spends at most `max_queries_per_cycle` exchange queries.
@@ -82,6 +85,7 @@ class Reconciler:
         self._policy = policy
         self._resume_after: tuple[int, str] | None = None
         self._reported_unknown: set[str] = set()
+        self._gone: set[str] = set()  # final orders whose missing trades the exchange no longer has
         self.unknown_orders_seen = 0
 
     async def sweep(self) -> SweepResult:
@@ -92,7 +96,11 @@ class Reconciler:
             ids += await self._store.unsettled(limit=_SCAN_LIMIT - len(ids))  # wrap around
         orders = await self._store.get_many(list(dict.fromkeys(ids)))
         now = now_ms()
-        due = [o for o in orders if now - (o.updated_at or o.created_at) >= self._policy.grace_ms]
+        due = [
+            o
+            for o in orders
+            if now - (o.updated_at or o.created_at) >= self._policy.grace_ms and o.order_id not in self._gone
+        ]
         result.looked_at = len(due)
         snapshot: dict[str, dict[str, Any]] | None = None
         if any(o.state in _OPEN for o in due):
@@ -137,6 +145,8 @@ class Reconciler:
         try:
             synced = await sync_order(self._store, self._exchange, order)
         except OrderNotFoundAtExchange:
+            if order.exchange_order_id:
+                return await self._vanished(order)
             if now < self._window_end(order):
                 return False
             return await self._never_placed(order)
@@ -152,11 +162,8 @@ class Reconciler:
     async def _unstick_new(self, order: Order, now: int) -> bool:
         age = now - order.created_at
         if age > self._policy.max_order_age_ms:
-            reason = f"not picked up within max_order_age_ms={self._policy.max_order_age_ms} (reconciler)"
-            result = await self._store.transition(
-                order.order_id, lambda o: fsm.transition(o, S.EXPIRED, reason=reason)
-            )
-            return result.changed
+            limit = self._policy.max_order_age_ms
+            return await self._move(order, S.EXPIRED, f"not picked up within max_order_age_ms={limit}")
         log.warning("order %s NEW for %d ms; queueing its submit message again", order.order_id, age)
         await self._store.enqueue(submit_order_push(order))
         return False
@@ -165,24 +172,42 @@ class Reconciler:
         """Not found after the acceptance window: the exchange never got it."""
         waited = now_ms() - (order.sent_at or order.updated_at)
         if order.state is S.PENDING_CANCEL:
-            reason = "canceled; it never reached the exchange"
-            change = lambda o: fsm.transition(o, S.CANCELED, reason=reason)  # noqa: E731
-            result = await self._store.transition(order.order_id, change)
-        elif self._policy.resend_unplaced:
-            log.warning(
-                "order %s not at the exchange %d ms after sending; sending it again", order.order_id, waited
+            return await self._move(order, S.CANCELED, "canceled; it never reached the exchange")
+        if not self._policy.resend_unplaced:
+            return await self._move(
+                order, S.REJECTED, f"never placed: the exchange did not have it {waited} ms after it was sent"
             )
+        log.warning(
+            "order %s not at the exchange %d ms after it was sent; sending again", order.order_id, waited
+        )
+        result = await self._store.transition(
+            order.order_id,
+            lambda o: fsm.transition(o, S.NEW, reason="not placed; sending again"),
+            enqueue=submit_order_push,
+        )
+        return result.changed
+
+    async def _move(self, order: Order, target: OrderState, reason: str) -> bool:
+        result = await self._store.transition(
+            order.order_id, lambda o: fsm.transition(o, target, reason=reason)
+        )
+        return result.changed
+
+    async def _vanished(self, order: Order) -> bool:
+        """The exchange acknowledged it once but has no record now (past Binance's retention, or a
+        different exchange behind the same settings): nothing more will ever be learned of it."""
+        log.warning(
+            "order %s (exchange id %s) is no longer known to the exchange; marking it EXPIRED",
+            order.order_id,
+            order.exchange_order_id,
+        )
+        if order.state in fsm.FINAL_STATES:  # its trades are gone with it: settle with what we have
             result = await self._store.transition(
                 order.order_id,
-                lambda o: fsm.transition(o, S.NEW, reason="not placed; sending again"),
-                enqueue=submit_order_push,
+                lambda o: o.replace(filled_quantity=fsm.recorded_quantity(o), updated_at=now_ms()),
             )
-        else:
-            reason = f"never placed: the exchange did not have it {waited} ms after it was sent"
-            result = await self._store.transition(
-                order.order_id, lambda o: fsm.transition(o, S.REJECTED, reason=reason)
-            )
-        return result.changed
+            return result.changed
+        return await self._move(order, S.EXPIRED, "the exchange no longer knows this order (-2013)")
 
     async def _cancel_now(self, order: Order) -> bool:
         """A PENDING_CANCEL order still open at the exchange (its cancel message gave up): cancel it."""

@@ -22,5 +22,10 @@ def service(
         redis_db=TEST_REDIS_DB,
         log_dir=tmp_path_factory.mktemp("logs"),
         simulator_args=frozen_prices,
+        # Sweep every second, so a missed event is settled within a test's patience.
+        extra_env={
+            "ORDER_EXECUTION__RECONCILE__INTERVAL_S": "1",
+            "ORDER_EXECUTION__RECONCILE__GRACE_MS": "500",
+        },
     ) as stack:
         yield stack
