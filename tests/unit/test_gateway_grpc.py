@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -17,8 +18,9 @@ from gateway.rules_cache import RulesCache
 from gateway.servicer import OrderServicer
 from gateway.updates import UpdateHub
 from orders.model import OrderState
+from orders.redis_connection import open_redis
 from orders.rules_store import RulesStore
-from orders.settings import RiskSettings
+from orders.settings import RedisSettings, RiskSettings
 from orders.store import OrderStore
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
@@ -37,18 +39,18 @@ class Published:
         return [o.state for o in await outbox_orders(self._redis)]
 
 
-@pytest.fixture
-async def gateway() -> AsyncIterator[
-    tuple[order_pb2_grpc.OrderServiceStub, fakeredis.FakeAsyncRedis, Published]
-]:
-    redis = fakeredis.FakeAsyncRedis()
-    rules_store = RulesStore(redis)
+@asynccontextmanager
+async def running_gateway(
+    orders_redis: Any, rules_redis: fakeredis.FakeAsyncRedis
+) -> AsyncIterator[order_pb2_grpc.OrderServiceAsyncStub]:
+    """The gateway's servicer on a real gRPC socket, its orders in `orders_redis`."""
+    rules_store = RulesStore(rules_redis)
     await rules_store.save([BTC])
     rules = RulesCache(rules_store)
     await rules.load()
-    store = OrderStore(redis)
+    store = OrderStore(orders_redis)
     hub = UpdateHub(store.outbox)
-    await hub.start()
+    await hub.start(wait_s=0.2)
     desk = OrderDesk(store, rules, RiskSettings(allowed_symbols=["BTCUSDT"]))
     server = grpc.aio.server()
     order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(desk, hub), server)
@@ -56,11 +58,51 @@ async def gateway() -> AsyncIterator[
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    yield order_pb2_grpc.OrderServiceStub(channel), redis, Published(redis)
-    await channel.close(None)
-    await server.stop(0)
-    await hub.stop()
+    try:
+        yield order_pb2_grpc.OrderServiceStub(channel)
+    finally:
+        await channel.close(None)
+        await server.stop(0)
+        await hub.stop()
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[
+    tuple[order_pb2_grpc.OrderServiceAsyncStub, fakeredis.FakeAsyncRedis, Published]
+]:
+    redis = fakeredis.FakeAsyncRedis()
+    async with running_gateway(redis, redis) as stub:
+        yield stub, redis, Published(redis)
     await redis.aclose()
+
+
+async def test_a_frozen_redis_answers_unavailable_at_once() -> None:
+    """Redis accepts connections but never answers (SIGSTOP, a full disk, a network partition)."""
+    held: list[asyncio.StreamWriter] = []
+
+    def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # read nothing, answer nothing
+
+    frozen = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = frozen.sockets[0].getsockname()[1]
+    client = open_redis(RedisSettings(address=f"127.0.0.1:{port}", socket_timeout_ms=300))
+    rules_redis = fakeredis.FakeAsyncRedis()
+    async with running_gateway(client, rules_redis) as stub:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.CreateOrder(limit(client_order_id="retry-me-1"))
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "retry-me-1" in (caught.value.details() or "")  # says how to find out whether it landed
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.GetOrder(pb.GetOrderRequest(order_id="o1"))
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert asyncio.get_running_loop().time() - started < 3
+    await client.aclose()
+    for writer in held:
+        writer.close()
+    frozen.close()
+    await frozen.wait_closed()
+    await rules_redis.aclose()
 
 
 def limit(**changes: Any) -> pb.CreateOrderRequest:
