@@ -86,6 +86,7 @@ class Reconciler:
         self._resume_after: tuple[int, str] | None = None
         self._reported_unknown: set[str] = set()
         self._gone: set[str] = set()  # final orders whose missing trades the exchange no longer has
+        self._requeued_at: dict[str, int] = {}  # NEW orders whose message we queued again, and when
         self.unknown_orders_seen = 0
 
     async def sweep(self) -> SweepResult:
@@ -102,6 +103,8 @@ class Reconciler:
             if now - (o.updated_at or o.created_at) >= self._policy.grace_ms and o.order_id not in self._gone
         ]
         result.looked_at = len(due)
+        still_new = {o.order_id for o in orders if o.state is S.NEW}
+        self._requeued_at = {k: v for k, v in self._requeued_at.items() if k in still_new}
         snapshot: dict[str, dict[str, Any]] | None = None
         if any(o.state in _OPEN for o in due):
             snapshot = await self._open_orders_snapshot(result)
@@ -164,6 +167,10 @@ class Reconciler:
         if age > self._policy.max_order_age_ms:
             limit = self._policy.max_order_age_ms
             return await self._move(order, S.EXPIRED, f"not picked up within max_order_age_ms={limit}")
+        # Once per grace period at most: a long queue must not be flooded with copies.
+        if now - self._requeued_at.get(order.order_id, 0) < max(self._policy.grace_ms, 1000):
+            return False
+        self._requeued_at[order.order_id] = now
         log.warning("order %s NEW for %d ms; queueing its submit message again", order.order_id, age)
         await self._store.enqueue(submit_order_push(order))
         return False

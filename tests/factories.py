@@ -41,4 +41,18 @@ def make_order(**changes: Any) -> Order:
 
 async def outbox_orders(client: Any, namespace: str = "oe") -> list[Order]:
     """Every order version written to the outbox so far, oldest first."""
-    return [entry.order for entry in await Outbox(client, namespace=namespace).range_after("0-0", count=10_000)]
+    entries = await Outbox(client, namespace=namespace).range_after("0-0", count=10_000)
+    return [entry.order for entry in entries]
+
+
+async def queued_messages(client: Any, symbol: str) -> list[tuple[str, dict[str, Any]]]:
+    """(actor name, kwargs) of each Dramatiq message waiting on `symbol`'s queue, oldest first."""
+    from dramatiq import Message
+
+    from tasks.queues import messages_key, queue_for, queue_key
+
+    queue = queue_for(symbol)
+    ids = await client.lrange(queue_key(queue), 0, -1)
+    bodies = [await client.hget(messages_key(queue), i) for i in ids]
+    messages = [Message.decode(body) for body in bodies if isinstance(body, bytes)]
+    return [(m.actor_name, dict(m.kwargs)) for m in messages]

@@ -8,9 +8,9 @@ from decimal import Decimal
 from typing import Any
 
 import fakeredis
-import redis.exceptions
 import httpx
 import pytest
+import redis.exceptions
 
 from exchange.client import BinanceClient
 from orders import fsm
