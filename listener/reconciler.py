@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 S = OrderState
 _OPEN = (S.SUBMITTED, S.PARTIALLY_FILLED)
 _SCAN_LIMIT = 10_000  # orders looked at per sweep; the query budget is the real bound
+_MAX_REQUESTS_PER_ORDER = 2  # the order and its trades, or the order and a cancel
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,12 +109,14 @@ class Reconciler:
         snapshot: dict[str, dict[str, Any]] | None = None
         if any(o.state in _OPEN for o in due):
             snapshot = await self._open_orders_snapshot(result)
-        self._resume_after = None
+        resumed_from, self._resume_after = self._resume_after, None
+        last_checked: tuple[int, str] | None = None
         for order in due:
-            if result.queries >= self._policy.max_queries:
+            if result.queries + _MAX_REQUESTS_PER_ORDER > self._policy.max_queries:
                 result.budget_exhausted = True
-                self._resume_after = (order.created_at, order.order_id)
+                self._resume_after = last_checked or resumed_from
                 break
+            last_checked = (order.created_at, order.order_id)
             try:
                 if await self._check(order, snapshot, result):
                     result.changed += 1
@@ -144,19 +147,23 @@ class Reconciler:
                 return False  # open at the exchange with nothing new
         if order.state is S.SUBMITTING and now < self._window_end(order):
             return False  # a worker may still be sending it
-        result.queries += 1
         try:
             synced = await sync_order(self._store, self._exchange, order)
         except OrderNotFoundAtExchange:
+            result.queries += 1
             if order.exchange_order_id:
                 return await self._vanished(order)
             if now < self._window_end(order):
                 return False
             return await self._never_placed(order)
-        changed = synced.version != order.version
-        if synced.state is S.PENDING_CANCEL:
+        except ExchangeError:
             result.queries += 1
-            changed |= await self._cancel_now(synced)
+            raise
+        result.queries += synced.requests
+        changed = synced.order.version != order.version
+        if synced.order.state is S.PENDING_CANCEL and result.queries < self._policy.max_queries:
+            result.queries += 1
+            changed |= await self._cancel_now(synced.order)
         return changed
 
     def _window_end(self, order: Order) -> int:
@@ -208,12 +215,10 @@ class Reconciler:
             order.order_id,
             order.exchange_order_id,
         )
-        if order.state in fsm.FINAL_STATES:  # its trades are gone with it: settle with what we have
-            result = await self._store.transition(
-                order.order_id,
-                lambda o: o.replace(filled_quantity=fsm.recorded_quantity(o), updated_at=now_ms()),
-            )
-            return result.changed
+        if order.state in fsm.FINAL_STATES:
+            # Its missing trades are gone with it; say so once rather than query it every sweep.
+            self._gone.add(order.order_id)
+            return False
         return await self._move(order, S.EXPIRED, "the exchange no longer knows this order (-2013)")
 
     async def _cancel_now(self, order: Order) -> bool:

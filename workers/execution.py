@@ -176,7 +176,7 @@ class OrderExecutor:
 
     async def _settle_from_query(self, order: Order) -> None:
         try:
-            settled = await sync_order(self.store, self.exchange, order)
+            settled = (await sync_order(self.store, self.exchange, order)).order
         except OrderNotFoundAtExchange as exc:
             raise CancelNotSettled(f"order {order.order_id} not at the exchange yet") from exc
         if settled.state is S.PENDING_CANCEL:
