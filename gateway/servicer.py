@@ -125,7 +125,12 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         try:
             async with self._hub.subscribe(request.symbols, user_id=request.user_id, after=after) as updates:
                 async for entry in updates:
-                    yield update_to_pb(entry.order, entry.fills, entry.entry_id)
+                    yield update_to_pb(
+                        entry.order,
+                        update_type=entry.update_type,
+                        fills=entry.fills,
+                        resume_token=entry.entry_id,
+                    )
         except SlowSubscriber as exc:
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED, f"{exc}; reconnect with resume_token {exc.resume_token!r}"

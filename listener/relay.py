@@ -80,7 +80,7 @@ class OutboxRelay:
         backoff = 0.1
         while True:
             try:
-                await bus.publish_update(entry.order, entry.fills)
+                await bus.publish_update(entry.order, entry.fills, update_type=entry.update_type)
                 self.published += 1
                 return
             except Exception as exc:  # nats-py raises several unrelated types while reconnecting

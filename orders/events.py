@@ -1,7 +1,8 @@
 """The event bus: order updates and fills out over NATS JetStream.
 
 Only the listener's outbox relay publishes (no order waits on NATS). Per stored change:
-* `orders.updates.<SYMBOL>`: `{"order": {...}, "update_type": "<STATE>", "timestamp": <ms>}`
+* `orders.updates.<SYMBOL>`: `{"order": {...}, "update_type": ..., "timestamp": <ms>}`, where
+  `update_type` is the state moved to, or TRADE (trades recorded) or UPDATE (same state),
   with `Nats-Msg-Id: <order_id>:<version>`;
 * `orders.fills.<SYMBOL>`, one per trade the change recorded:
   `{"order_id", "client_order_id", "symbol", "side", "fill": {...}, "order": {...}}` with
@@ -37,11 +38,11 @@ def fill_subject(symbol: str) -> str:
     return f"{FILLS_SUBJECT}.{symbol}"
 
 
-def encode_update(order: Order) -> bytes:
+def encode_update(order: Order, update_type: str = "") -> bytes:
     return json.dumps(
         {
             "order": order.to_dict(),
-            "update_type": str(order.state),
+            "update_type": update_type or str(order.state),
             "timestamp": order.updated_at or now_ms(),
         },
         separators=(",", ":"),
@@ -102,9 +103,11 @@ class EventBus:
             await self._js.update_stream(config)
 
     async def publish_update(
-        self, order: Order, fills: tuple[Fill, ...] = (), *, timeout_s: float = 2.0
+        self, order: Order, fills: tuple[Fill, ...] = (), *, update_type: str = "", timeout_s: float = 2.0
     ) -> None:
         """Publish one order version and the trades it recorded; idempotent per version and trade.
+
+        `update_type` is the state moved to, or TRADE / UPDATE (see `OutboxEntry.update_type`).
 
         Raises nats' errors (timeout, no responders, disconnected) when JetStream did not ack.
         """
@@ -117,7 +120,7 @@ class EventBus:
             )
         await self._js.publish(
             update_subject(order.symbol),
-            encode_update(order),
+            encode_update(order, update_type),
             timeout=timeout_s,
             headers={"Nats-Msg-Id": f"{order.order_id}:{order.version}"},
         )

@@ -1,8 +1,9 @@
 """The outbox: every stored order change, in commit order, as a Redis stream.
 
 The order store's scripts append one entry per change in the same atomic step as the
-change itself (`{namespace}:outbox`, fields `order` = the Order JSON and, when the change
-recorded trades, `fills` = those fills' JSON). So no change exists without its event and
+change itself (`{namespace}:outbox`, fields `order` = the Order JSON, `was` = the state
+before the change, "" for a new order, and, when the change recorded trades, `fills` =
+those fills' JSON). So no change exists without its event and
 no event without its change, whether or not NATS is up.
 
 Readers:
@@ -26,7 +27,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from orders.errors import InvalidOrder, ResumePointExpired
-from orders.model import Fill, Order, now_ms
+from orders.model import Fill, Order, OrderState, now_ms
 
 _Rows = list[tuple[bytes, dict[bytes, bytes]]]
 _StreamReply = list[tuple[bytes, _Rows]]
@@ -36,11 +37,22 @@ _ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
-    """One order change: the order as it became, and the trades that change recorded."""
+    """One order change: the order as it became, the state it left, and the trades it recorded."""
 
     entry_id: str
     order: Order
     fills: tuple[Fill, ...] = ()
+    was: OrderState | None = None
+
+    @property
+    def update_type(self) -> str:
+        """What happened: the state moved to, else TRADE (trades recorded) or UPDATE.
+
+        So a strategy sees FILLED once, even when its trades are recorded afterwards.
+        """
+        if self.was is not self.order.state:
+            return str(self.order.state)
+        return "TRADE" if self.fills else "UPDATE"
 
 
 def outbox_key(namespace: str) -> str:
@@ -134,7 +146,10 @@ class Outbox:
 def _decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> OutboxEntry:
     raw_fills = fields.get(b"fills") or b""
     fills = tuple(Fill.from_dict(f) for f in json.loads(raw_fills)) if raw_fills else ()
-    return OutboxEntry(_text(entry_id), Order.from_json(fields[b"order"]), fills)
+    was = fields.get(b"was") or b""
+    return OutboxEntry(
+        _text(entry_id), Order.from_json(fields[b"order"]), fills, OrderState(was.decode()) if was else None
+    )
 
 
 def _text(value: bytes | str) -> str:

@@ -73,11 +73,13 @@ def fill_to_pb(fill: Fill) -> pb.Fill:
     )
 
 
-def update_to_pb(order: Order, fills: tuple[Fill, ...] = (), resume_token: str = "") -> pb.OrderUpdate:
-    """One stream update: the order as it became, the trades this change recorded, its resume token."""
+def update_to_pb(
+    order: Order, *, update_type: str = "", fills: tuple[Fill, ...] = (), resume_token: str = ""
+) -> pb.OrderUpdate:
+    """One stream update: the order as it became, what happened, its trades, its resume token."""
     return pb.OrderUpdate(
         order=order_to_pb(order),
-        update_type=str(order.state),
+        update_type=update_type or str(order.state),
         timestamp=order.updated_at or order.created_at,
         resume_token=resume_token,
         fills=[fill_to_pb(f) for f in fills],

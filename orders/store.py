@@ -44,12 +44,13 @@ end
 
 # Shared tail of both scripts: KEYS[1] order hash, KEYS[2] client-id key, KEYS[3] outbox,
 # KEYS[4] unsettled index; ARGV[1] order id, ARGV[2] order JSON, ARGV[3] created_at,
-# ARGV[4] 1 if settled, ARGV[5] TTL (s) once settled, ARGV[6] outbox MINID, ARGV[7] new fills JSON.
+# ARGV[4] 1 if settled, ARGV[5] TTL (s) once settled, ARGV[6] outbox MINID, ARGV[7] new fills
+# JSON, ARGV[8] the state it was in ('' for a new order).
 _RECORD = """
 if ARGV[7] ~= '' then
-  redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[6], '*', 'order', ARGV[2], 'fills', ARGV[7])
+  redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[6], '*', 'order', ARGV[2], 'was', ARGV[8], 'fills', ARGV[7])
 else
-  redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[6], '*', 'order', ARGV[2])
+  redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[6], '*', 'order', ARGV[2], 'was', ARGV[8])
 end
 if ARGV[4] == '1' then
   redis.call('ZREM', KEYS[4], ARGV[1])
@@ -62,7 +63,7 @@ else
 end
 """
 
-# KEYS[5], KEYS[6]: the time indexes; push at KEYS[7..9] / ARGV[8..10].
+# KEYS[5], KEYS[6]: the time indexes; push at KEYS[7..9] / ARGV[9..11].
 _CREATE = (
     """
 local existing = redis.call('GET', KEYS[2])
@@ -73,20 +74,20 @@ redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1])
 """
     + _RECORD
-    + _push_lua(key=7, arg=8)
+    + _push_lua(key=7, arg=9)
     + "return ARGV[1]"
 )
 
-# ARGV[8] expected version, ARGV[9] new version; push at KEYS[5..7] / ARGV[10..12].
+# ARGV[9] expected version, ARGV[10] new version; push at KEYS[5..7] / ARGV[11..13].
 _COMPARE_AND_SET = (
     """
 local current = redis.call('HGET', KEYS[1], 'version')
 if not current then return -1 end
-if current ~= ARGV[8] then return 0 end
-redis.call('HSET', KEYS[1], 'data', ARGV[2], 'version', ARGV[9])
+if current ~= ARGV[9] then return 0 end
+redis.call('HSET', KEYS[1], 'data', ARGV[2], 'version', ARGV[10])
 """
     + _RECORD
-    + _push_lua(key=5, arg=10)
+    + _push_lua(key=5, arg=11)
     + "return 1"
 )
 
@@ -158,7 +159,7 @@ class OrderStore:
     def _index_key(self, symbol: str = "") -> str:
         return f"{self._prefix}:orders:{symbol}" if symbol else f"{self._prefix}:orders"
 
-    def _record(self, order: Order, new_fills: str) -> tuple[list[str], list[Any]]:
+    def _record(self, order: Order, new_fills: str, was: OrderState | None) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of the scripts' shared tail (`_RECORD`)."""
         keys = [
             self._order_key(order.order_id),
@@ -174,6 +175,7 @@ class OrderStore:
             self._ttl_s,
             self.outbox.trim_before(),
             new_fills,
+            str(was or ""),
         ]
         return keys, args
 
@@ -184,7 +186,7 @@ class OrderStore:
         the existing order is returned with `created=False`.
         """
         stored = order.replace(version=1)
-        keys, args = self._record(stored, "")
+        keys, args = self._record(stored, "", None)
         keys += [self._index_key(), self._index_key(order.symbol)]
         _add_push(keys, args, enqueue)
         winner = _text(await self._create(keys=keys, args=args))
@@ -233,7 +235,9 @@ class OrderStore:
                 return TransitionResult(current, changed=False)
             new_version = int(version) + 1
             updated = updated.replace(version=new_version)
-            keys, args = self._record(updated, encode_fills(updated.fills[len(current.fills) :]))
+            keys, args = self._record(
+                updated, encode_fills(updated.fills[len(current.fills) :]), current.state
+            )
             args += [int(version), new_version]
             _add_push(keys, args, enqueue(updated) if enqueue else None)
             outcome = await self._cas(keys=keys, args=args)

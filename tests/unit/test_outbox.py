@@ -84,6 +84,16 @@ async def test_create_and_every_transition_append_one_entry_with_the_version(sto
     assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-")))) and len(set(ids)) == 5
 
 
+async def test_update_type_says_what_happened_so_a_final_state_is_announced_once(store: OrderStore) -> None:
+    await new(store, 1)
+    await store.transition("o1", to(S.SUBMITTING))
+    await store.transition("o1", report(S.FILLED, "0.010"))  # the REST reply: no trades yet
+    await store.transition("o1", report(S.FILLED, "0.010", fill("t1", "0.010")))  # the stream's trade
+    entries = await store.outbox.range_after("0-0")
+    assert [e.update_type for e in entries] == ["NEW", "SUBMITTING", "FILLED", "TRADE"]
+    assert [e.was for e in entries] == [None, S.NEW, S.SUBMITTING, S.FILLED]
+
+
 async def test_an_order_stays_unsettled_and_persistent_until_final_with_all_its_fills(
     store: OrderStore, client: fakeredis.FakeAsyncRedis
 ) -> None:
