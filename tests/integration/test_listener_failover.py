@@ -72,6 +72,8 @@ async def test_the_standby_listener_takes_over_when_the_leader_is_killed(
             while not (await stub.GetOrder(pb.GetOrderRequest(order_id=created.order_id))).order.fills:
                 assert time.monotonic() < deadline, "no fill recorded after the takeover"
                 await asyncio.sleep(0.1)
-        checks = health(stack.http_base)["checks"]
-        assert isinstance(checks, dict) and checks["listener"]["status"] == "healthy"
+        deadline = time.monotonic() + 10
+        while (listener := health(stack.http_base)["checks"]["listener"])["status"] != "healthy":  # type: ignore[index]
+            assert time.monotonic() < deadline, f"listener health after takeover: {listener}"
+            time.sleep(0.1)
         lease.close()
