@@ -28,6 +28,7 @@ from exchange.errors import (
 from exchange.signing import signed_query
 from orders.fsm import ExchangeReport
 from orders.model import Fill, Order, OrderState, OrderType, decimal_str
+from orders.settings import ExchangeSettings
 
 _OUTCOME_UNKNOWN_CODES = {-1000, -1006, -1007}
 _NOT_EXECUTED_CODES = {-1008, -1003, -1015}
@@ -55,6 +56,17 @@ class BinanceClient:
             timeout=httpx.Timeout(timeout_ms / 1000),
             limits=httpx.Limits(max_keepalive_connections=32, max_connections=64),
             transport=transport,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: ExchangeSettings) -> BinanceClient:
+        """The client for the configured exchange (base URL, keys, recvWindow, timeout)."""
+        return cls(
+            settings.rest_url,
+            api_key=settings.api_key.get_secret_value(),
+            secret_key=settings.secret_key.get_secret_value(),
+            recv_window_ms=settings.recv_window_ms,
+            timeout_ms=settings.request_timeout_ms,
         )
 
     async def close(self) -> None:

@@ -33,12 +33,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     """Run the gateway until `stop` is set or SIGINT/SIGTERM arrives."""
     stop = stop or _stop_on_signals()
     redis_client = open_redis(settings.redis)
-    store = OrderStore(
-        redis_client,
-        namespace=settings.redis.namespace,
-        ttl_s=settings.performance.order_cache_ttl,
-        update_retention_s=settings.performance.update_retention_s,
-    )
+    store = OrderStore.from_settings(redis_client, settings)
     rules = RulesCache(RulesStore(redis_client, namespace=settings.redis.namespace))
     rules.start()  # loads at once, and keeps retrying while Redis is away
     # The outbox tail blocks on its own connection, so it never queues behind order writes.

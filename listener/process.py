@@ -54,19 +54,8 @@ class Listener:
         self.holder_id = holder_id or replica_id()
         s = settings
         self._redis = open_redis(s.redis, blocking_reads_ms=_RELAY_BLOCK_MS)
-        self.store = OrderStore(
-            self._redis,
-            namespace=s.redis.namespace,
-            ttl_s=s.performance.order_cache_ttl,
-            update_retention_s=s.performance.update_retention_s,
-        )
-        self.exchange = BinanceClient(
-            s.exchange.rest_url,
-            api_key=s.exchange.api_key.get_secret_value(),
-            secret_key=s.exchange.secret_key.get_secret_value(),
-            recv_window_ms=s.exchange.recv_window_ms,
-            timeout_ms=s.exchange.request_timeout_ms,
-        )
+        self.store = OrderStore.from_settings(self._redis, s)
+        self.exchange = BinanceClient.from_settings(s.exchange)
         self.lease = LeaderLease(
             self._redis, namespace=s.redis.namespace, holder_id=self.holder_id, ttl_ms=s.listener.lease_ttl_ms
         )

@@ -28,6 +28,7 @@ from orders import fsm
 from orders.errors import InvalidOrder, OrderNotFound, StoreConflict
 from orders.model import Order, OrderState
 from orders.outbox import Outbox, encode_fills
+from orders.settings import Settings
 
 
 def _push_lua(key: int, arg: int) -> str:
@@ -149,6 +150,16 @@ class OrderStore:
         self._create = client.register_script(_CREATE)
         self._cas = client.register_script(_COMPARE_AND_SET)
         self._push = client.register_script(_PUSH)
+
+    @classmethod
+    def from_settings(cls, client: aioredis.Redis, settings: Settings) -> OrderStore:
+        """The store with the configured namespace, order TTL and outbox retention."""
+        return cls(
+            client,
+            namespace=settings.redis.namespace,
+            ttl_s=settings.performance.order_cache_ttl,
+            update_retention_s=settings.performance.update_retention_s,
+        )
 
     def _order_key(self, order_id: str) -> str:
         return f"{self._prefix}:order:{order_id}"

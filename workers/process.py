@@ -63,25 +63,14 @@ class WorkerRuntime(Middleware):
     async def _start(self, broker: dramatiq.Broker) -> None:
         s = self.settings
         self._redis = open_redis(s.redis)
-        self._exchange = BinanceClient(
-            s.exchange.rest_url,
-            api_key=s.exchange.api_key.get_secret_value(),
-            secret_key=s.exchange.secret_key.get_secret_value(),
-            recv_window_ms=s.exchange.recv_window_ms,
-            timeout_ms=s.exchange.request_timeout_ms,
-        )
+        self._exchange = BinanceClient.from_settings(s.exchange)
 
         async def schedule_reconcile(order: Order, attempt: int, delay_ms: int) -> None:
             message = reconcile_message(order, attempt)
             await asyncio.to_thread(broker.enqueue, message, delay=delay_ms)
 
         self._executor = OrderExecutor(
-            store=OrderStore(
-                self._redis,
-                namespace=s.redis.namespace,
-                ttl_s=s.performance.order_cache_ttl,
-                update_retention_s=s.performance.update_retention_s,
-            ),
+            store=OrderStore.from_settings(self._redis, s),
             exchange=self._exchange,
             max_order_age_ms=s.worker.max_order_age_ms,
             schedule_reconcile=schedule_reconcile,
