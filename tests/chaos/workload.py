@@ -1,0 +1,412 @@
+"""The chaos test's clients: the order plan, the paced submitters and cancels, the stream recorders.
+
+Orders are sized from the simulator's contract specs (step size, min notional with a
+margin) and priced from the current reference price, on the tick, so none is refused for
+its shape. Each has its own client_order_id, so a CreateOrder retried after UNAVAILABLE
+(Redis restart) is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
+from typing import TYPE_CHECKING, TypeVar
+
+import grpc
+import httpx
+
+from proto import order_pb2 as pb
+from proto import order_pb2_grpc
+from simulator.symbols import KNOWN_SYMBOLS
+from tests.chaos.verify import FillView, OrderView, StreamEvent, dec
+
+if TYPE_CHECKING:  # the async stub exists only in the type stubs
+    Stub = order_pb2_grpc.OrderServiceAsyncStub
+T = TypeVar("T")
+RETRIABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
+
+class Clock:
+    """Seconds since the test started, for log lines."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+
+    def __call__(self) -> float:
+        return time.monotonic() - self.t0
+
+    def log(self, what: str, message: str) -> None:
+        print(f"[{self():7.2f}s] {what:<8} {message}", flush=True)
+
+
+# ---------------------------------------------------------------------- sizing
+@dataclass(frozen=True)
+class Sizing:
+    symbol: str
+    tick: Decimal
+    step: Decimal
+    base_qty: Decimal  # smallest size with notional >= 1.5 x min notional at the initial price
+
+    @property
+    def liquidity(self) -> Decimal:
+        """What one match event may fill: two base sizes, so 3-size orders fill in parts."""
+        return self.base_qty * 2
+
+
+def sizing_for(symbol: str) -> Sizing:
+    spec = KNOWN_SYMBOLS[symbol]
+    raw = spec.min_notional * Decimal("1.5") / spec.initial_price
+    steps = (raw / spec.step_size).to_integral_value(ROUND_CEILING)
+    base = max(steps * spec.step_size, spec.min_qty)
+    return Sizing(symbol, spec.tick_size, spec.step_size, base)
+
+
+def on_tick(price: Decimal, tick: Decimal) -> Decimal:
+    return (price / tick).to_integral_value(ROUND_HALF_EVEN) * tick
+
+
+def plain(value: Decimal) -> str:
+    return format(value.normalize(), "f") if value == value.to_integral_value() else format(value, "f")
+
+
+# ---------------------------------------------------------------------- the plan
+@dataclass
+class PlannedOrder:
+    index: int
+    client_order_id: str
+    symbol: str
+    side: pb.OrderSide.ValueType
+    market: bool
+    size: int  # multiples of the symbol's base quantity
+    offset: Decimal  # LIMIT price = reference x (1 + offset)
+    cancel_after_s: float | None
+    # filled in while running
+    order_id: str | None = None
+    create_attempts: int = 0
+    create_error: str = ""
+    cancel_outcome: str = ""
+
+
+def make_plan(
+    count: int,
+    symbols: list[str],
+    rng: random.Random,
+    prefix: str,
+    market_share: float,
+    cancel_share: float,
+    cancel_delay_s: tuple[float, float],
+) -> list[PlannedOrder]:
+    plan: list[PlannedOrder] = []
+    for index in range(count):
+        side = pb.BUY if rng.random() < 0.5 else pb.SELL
+        market = rng.random() < market_share
+        # Mostly passive (rests, fills when the walk crosses it), a few crossing at once.
+        away = Decimal(str(round(rng.uniform(-0.0008, 0.005), 5)))
+        offset = -away if side == pb.BUY else away
+        cancel = None
+        if not market and rng.random() < cancel_share:
+            cancel = rng.uniform(*cancel_delay_s)
+        plan.append(
+            PlannedOrder(
+                index=index,
+                client_order_id=f"{prefix}{index:05d}",
+                symbol=symbols[index % len(symbols)],
+                side=side,
+                market=market,
+                size=rng.choice((1, 1, 2, 3)),
+                offset=offset,
+                cancel_after_s=cancel,
+            )
+        )
+    return plan
+
+
+class PriceBook:
+    """The simulator's reference prices, refreshed in the background."""
+
+    def __init__(self, admin: httpx.AsyncClient) -> None:
+        self._admin = admin
+        self.prices: dict[str, Decimal] = {}
+
+    async def refresh(self) -> None:
+        reply = await self._admin.get("/admin/prices")
+        reply.raise_for_status()
+        self.prices = {s: Decimal(v["price"]) for s, v in reply.json().items()}
+
+    async def run(self, period_s: float = 0.3) -> None:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                await self.refresh()
+            await asyncio.sleep(period_s)
+
+
+def build_request(item: PlannedOrder, sizing: Sizing, reference: Decimal) -> pb.CreateOrderRequest:
+    quantity = plain(sizing.base_qty * item.size)
+    if item.market:
+        return pb.CreateOrderRequest(
+            symbol=item.symbol,
+            side=item.side,
+            type=pb.MARKET,
+            quantity=quantity,
+            client_order_id=item.client_order_id,
+        )
+    price = on_tick(reference * (1 + item.offset), sizing.tick)
+    return pb.CreateOrderRequest(
+        symbol=item.symbol,
+        side=item.side,
+        type=pb.LIMIT,
+        quantity=quantity,
+        price=plain(price),
+        time_in_force=pb.GTC,
+        client_order_id=item.client_order_id,
+    )
+
+
+# ---------------------------------------------------------------------- submitting
+@dataclass
+class Submitter:
+    stub: Stub
+    prices: PriceBook
+    sizing: dict[str, Sizing]
+    rate_per_s: float
+    create_tries: int
+    clock: Clock
+    on_accepted: Callable[[int], None] = lambda n: None
+    accepted: int = 0
+    retried_creates: int = 0
+    cancels_sent: int = 0
+    cancel_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _next_slot: float = 0.0
+
+    async def _pace(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        slot = max(self._next_slot, now)
+        self._next_slot = slot + 1.0 / self.rate_per_s
+        await asyncio.sleep(slot - now)
+
+    async def run(self, plan: list[PlannedOrder], concurrency: int) -> None:
+        queue: asyncio.Queue[PlannedOrder] = asyncio.Queue()
+        for item in plan:
+            queue.put_nowait(item)
+
+        async def lane() -> None:
+            while True:
+                try:
+                    item = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                await self._pace()
+                await self.create(item)
+
+        await asyncio.gather(*(lane() for _ in range(concurrency)))
+        if self.cancel_tasks:
+            await asyncio.gather(*self.cancel_tasks)
+
+    async def create(self, item: PlannedOrder) -> None:
+        request = build_request(item, self.sizing[item.symbol], self.prices.prices[item.symbol])
+        for attempt in range(1, self.create_tries + 1):
+            item.create_attempts = attempt
+            try:
+                reply = await self.stub.CreateOrder(request, timeout=5)
+            except grpc.aio.AioRpcError as exc:
+                item.create_error = f"{exc.code().name}: {exc.details()}"
+                if exc.code() in RETRIABLE:
+                    if attempt == 1:
+                        self.retried_creates += 1
+                    await asyncio.sleep(min(0.1 * attempt, 0.5))
+                    continue
+                self.clock.log("create", f"{item.client_order_id} refused: {item.create_error}")
+                return
+            item.order_id = reply.order_id
+            item.create_error = ""
+            self.accepted += 1
+            self.on_accepted(self.accepted)
+            if item.cancel_after_s is not None:
+                task = asyncio.create_task(self.cancel_later(item, item.cancel_after_s))
+                self.cancel_tasks.add(task)
+                task.add_done_callback(self.cancel_tasks.discard)
+            return
+        self.clock.log("create", f"{item.client_order_id} gave up after {attempt} tries: {item.create_error}")
+
+    async def cancel_later(self, item: PlannedOrder, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        assert item.order_id is not None
+        request = pb.CancelOrderRequest(order_id=item.order_id, symbol=item.symbol)
+        self.cancels_sent += 1
+        for attempt in range(1, self.create_tries + 1):
+            try:
+                reply = await self.stub.CancelOrder(request, timeout=5)
+            except grpc.aio.AioRpcError as exc:
+                item.cancel_outcome = exc.code().name
+                if exc.code() in RETRIABLE:
+                    await asyncio.sleep(min(0.1 * attempt, 0.5))
+                    continue
+                if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:  # already final: fine
+                    self.clock.log("cancel", f"{item.client_order_id}: {exc.code().name} {exc.details()}")
+                return
+            item.cancel_outcome = pb.OrderState.Name(reply.state)
+            return
+
+
+# ---------------------------------------------------------------------- reading back
+def order_view(order: pb.Order) -> OrderView:
+    return OrderView(
+        order_id=order.order_id,
+        client_order_id=order.client_order_id,
+        symbol=order.symbol,
+        state=pb.OrderState.Name(order.state),
+        filled=dec(order.filled_quantity),
+        fee=dec(order.fee),
+        version=order.version,
+        fills=tuple(FillView(f.trade_id, dec(f.quantity), dec(f.fee)) for f in order.fills),
+    )
+
+
+async def retry_rpc(call: Callable[[], Awaitable[T]], tries: int = 40) -> T:
+    """Run a read RPC, retrying while the service is briefly unavailable."""
+    for attempt in range(1, tries + 1):
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in RETRIABLE or attempt == tries:
+                raise
+            await asyncio.sleep(0.25)
+    raise AssertionError("unreachable")
+
+
+async def list_all(stub: Stub, prefix: str) -> dict[str, OrderView]:
+    """Every order of ours the service lists (ListOrders, paged), by client order id."""
+    found: dict[str, OrderView] = {}
+    token = ""
+    while True:
+        request = pb.ListOrdersRequest(limit=500, page_token=token)
+        page = await retry_rpc(functools.partial(stub.ListOrders, request, timeout=10))
+        for order in page.orders:
+            if order.client_order_id.startswith(prefix):
+                found[order.client_order_id] = order_view(order)
+        token = page.next_page_token
+        if not token:
+            return found
+
+
+async def get_order(stub: Stub, order_id: str) -> OrderView | None:
+    """GetOrder, or None for NOT_FOUND."""
+    try:
+        reply = await retry_rpc(lambda: stub.GetOrder(pb.GetOrderRequest(order_id=order_id), timeout=10))
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise
+    return order_view(reply.order)
+
+
+async def snapshot(
+    stub: Stub, plan: list[PlannedOrder], prefix: str, *, every_get: bool, concurrency: int = 16
+) -> dict[str, OrderView | None]:
+    """The service's record of every planned order, by client order id (None: not found).
+
+    Orders CreateOrder never acknowledged are looked for in ListOrders. Acknowledged ones
+    come from GetOrder when `every_get` (the final check), otherwise from the listing,
+    with GetOrder only for those the listing lacks.
+    """
+    listed = await list_all(stub, prefix)
+    result: dict[str, OrderView | None] = {}
+    to_get: list[PlannedOrder] = []
+    for item in plan:
+        if item.order_id is None or (not every_get and item.client_order_id in listed):
+            result[item.client_order_id] = listed.get(item.client_order_id)
+        else:
+            to_get.append(item)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def fetch(item: PlannedOrder) -> None:
+        assert item.order_id is not None
+        async with gate:
+            result[item.client_order_id] = await get_order(stub, item.order_id)
+
+    await asyncio.gather(*(fetch(item) for item in to_get))
+    return result
+
+
+# ---------------------------------------------------------------------- the update stream
+class StreamRecorder:
+    """A StreamOrderUpdates client that records every update and resumes with its last token.
+
+    It reconnects by itself (with the last resume_token) whenever the stream fails;
+    `disconnect_for` drops the connection on purpose and resumes after a pause.
+    """
+
+    def __init__(self, name: str, stub: Stub, clock: Clock) -> None:
+        self.name = name
+        self._stub = stub
+        self._clock = clock
+        self.events: list[StreamEvent] = []
+        self.last_token = ""
+        self.connections = 0
+        self.failures = 0
+        self.tokens_seen = 0
+        self._allowed = asyncio.Event()
+        self._allowed.set()
+        self._conn: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self._allowed.wait()
+                self.connections += 1
+                conn = self._conn = asyncio.create_task(self._consume(self.last_token))
+                await asyncio.wait({conn})
+                self._conn = None
+                if conn.cancelled():
+                    continue  # disconnect_for: wait until allowed again, then resume
+                exc = conn.exception()
+                self.failures += 1
+                why = (
+                    f"{exc.code().name} {exc.details()}"
+                    if isinstance(exc, grpc.aio.AioRpcError)
+                    else repr(exc)
+                )
+                self._clock.log("stream", f"{self.name}: stream ended ({why}); resuming in 0.5 s")
+                await asyncio.sleep(0.5)
+        finally:
+            if self._conn is not None:
+                self._conn.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await self._conn
+
+    async def _consume(self, token: str) -> None:
+        call = self._stub.StreamOrderUpdates(pb.StreamOrderUpdatesRequest(symbols=[], resume_token=token))
+        async for update in call:
+            order = update.order
+            self.events.append(StreamEvent(order.order_id, order.version, pb.OrderState.Name(order.state)))
+            if update.resume_token:
+                self.last_token = update.resume_token
+                self.tokens_seen += 1
+
+    async def disconnect_for(self, pause_s: float) -> None:
+        self._allowed.clear()
+        if self._conn is not None:
+            self._conn.cancel()
+        self._clock.log(
+            "stream",
+            f"{self.name}: disconnected on purpose after {len(self.events)} updates; "
+            f"resuming in {pause_s:.1f} s with token {self.last_token[:24]!r}",
+        )
+        await asyncio.sleep(pause_s)
+        self._allowed.set()
