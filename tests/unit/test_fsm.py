@@ -116,3 +116,19 @@ def test_rejection_records_reason() -> None:
         make_order(S.SUBMITTING), fsm.ExchangeReport(S.REJECTED, reason="exchange status REJECTED")
     )
     assert rejected is not None and rejected.reject_reason == "exchange status REJECTED"
+
+
+def test_exchange_evidence_overturns_a_rejection_we_inferred() -> None:
+    """We gave it up (never seen at the exchange); then the exchange reports it filled."""
+    inferred = make_order(S.REJECTED).replace(reject_reason="never placed")
+    report = fsm.ExchangeReport(S.FILLED, Decimal("0.01"), Decimal("50000"), exchange_order_id="99")
+    moved = fsm.apply_report(inferred, report)
+    assert moved is not None and moved.state is S.FILLED and moved.filled_quantity == Decimal("0.01")
+
+
+def test_an_exchange_rejection_is_not_overturned() -> None:
+    """An order the exchange knew (it has an exchange id) keeps its final state; a late fill is recorded."""
+    rejected = make_order(S.REJECTED).replace(exchange_order_id="99")
+    report = fsm.ExchangeReport(S.FILLED, Decimal("0.01"), Decimal("50000"), exchange_order_id="99")
+    moved = fsm.apply_report(rejected, report)
+    assert moved is not None and moved.state is S.REJECTED  # the late fill is recorded, the state stays
