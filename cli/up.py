@@ -128,6 +128,31 @@ def _start(supervisor: Supervisor, name: str, command: list[str], env: dict[str,
     return supervisor.start(ManagedProcess(name, command, env, log_dir=RUN_DIR))
 
 
+def embedded_redis_command(server: str, port: int, data_dir: Path, pidfile: Path) -> list[str]:
+    """How `up` runs its own redis-server: loopback only, data in `data_dir`.
+
+    Append-only file, fsynced every second, so an accepted order survives a crash of
+    Redis or of `up`; RDB snapshots are off (the AOF is the one copy).
+    """
+    return [
+        server,
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--dir",
+        str(data_dir),
+        "--pidfile",
+        str(pidfile),
+    ]
+
+
 def _ensure_redis(settings: Settings, supervisor: Supervisor) -> tuple[str, str]:
     try:
         redis.Redis.from_url(settings.redis.url, socket_connect_timeout=0.5).ping()
@@ -141,30 +166,7 @@ def _ensure_redis(settings: Settings, supervisor: Supervisor) -> tuple[str, str]
         data_dir.mkdir(parents=True, exist_ok=True)
         pidfile = data_dir / "redis-server.pid"
         _stop_leftover("redis-server", pidfile, data_dir)
-        # Append-only file, fsynced every second, so an accepted order survives a crash of
-        # Redis or of `up`; RDB snapshots are off (the AOF is the one copy).
-        process = _start(
-            supervisor,
-            "redis",
-            [
-                server,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
-                "--dir",
-                str(data_dir),
-                "--pidfile",
-                str(pidfile),
-            ],
-            {},
-        )
+        process = _start(supervisor, "redis", embedded_redis_command(server, port, data_dir, pidfile), {})
         process.wait_until("accepting connections", lambda: port_open("127.0.0.1", port))
         return (
             f"127.0.0.1:{port}",

@@ -1,0 +1,49 @@
+"""`up`'s own Redis keeps what it was told: an order stored before a crash (kill -9) or a
+clean stop is still there when Redis starts again on the same data directory."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from cli.processes import ManagedProcess, free_port, port_open
+from cli.up import embedded_redis_command
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["clean stop", "kill -9"])
+def test_an_accepted_order_survives_a_restart_of_the_embedded_redis(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    server = shutil.which("redis-server")
+    assert server, "redis-server is not on the PATH"
+    port = free_port()
+    command = embedded_redis_command(server, port, tmp_path, tmp_path / "redis.pid")
+
+    def start() -> ManagedProcess:
+        process = ManagedProcess("redis", command, log_dir=tmp_path).start(append=True)
+        process.wait_until("accepting connections", lambda: port_open("127.0.0.1", port))
+        return process
+
+    process = start()
+    try:
+        client = redis.Redis(port=port)
+        client.hset("oe:order:o1", mapping={"data": "{}", "version": 1})
+        client.close()
+        if stop is signal.SIGKILL:
+            time.sleep(1.2)  # appendfsync everysec: what was acked a second ago is on disk
+        assert process.process is not None
+        process.process.send_signal(stop)
+        process.process.wait(timeout=10)
+        process = start()
+        client = redis.Redis(port=port)
+        assert client.hget("oe:order:o1", "version") == b"1"
+        client.close()
+    finally:
+        process.stop()
