@@ -158,12 +158,22 @@ def _describe(order: pb.Order) -> str:
         ("state", pb.OrderState.Name(order.state)),
         ("filled", order.filled_quantity),
         ("average price", order.average_price),
+        ("fee", f"{order.fee} {order.fee_asset}".strip()),
         ("exchange id", order.exchange_order_id or "-"),
         ("created", created),
         ("version", str(order.version)),
     ]
     if order.reject_reason:
         rows.append(("reason", order.reject_reason))
+    for fill in order.fills:
+        role = "maker" if fill.maker else "taker"
+        rows.append(
+            (
+                "fill",
+                f"{fill.quantity} @ {fill.price}, fee {fill.fee} {fill.fee_asset}, {role}, "
+                f"trade {fill.trade_id}",
+            )
+        )
     return "\n".join(f"  {name:<14} {value}" for name, value in rows)
 
 
