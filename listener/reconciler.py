@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 S = OrderState
 _OPEN = (S.SUBMITTED, S.PARTIALLY_FILLED)
 _SCAN_LIMIT = 10_000  # orders looked at per sweep; the query budget is the real bound
-_MAX_REQUESTS_PER_ORDER = 2  # the order and its trades, or the order and a cancel
+_MAX_REQUESTS_PER_ORDER = 2
+_FOREIGN_CHECK_MS = 60_000  # the order and its trades, or the order and a cancel
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,8 @@ class Reconciler:
         self._resume_after: tuple[int, str] | None = None
         self._reported_unknown: set[str] = set()
         self._gone: set[str] = set()  # final orders whose missing trades the exchange no longer has
-        self._requeued_at: dict[str, int] = {}  # NEW orders whose message we queued again, and when
+        self._requeued_at: dict[str, int] = {}
+        self._last_snapshot_ms = now_ms()  # NEW orders whose message we queued again, and when
         self.unknown_orders_seen = 0
 
     async def sweep(self) -> SweepResult:
@@ -107,7 +109,9 @@ class Reconciler:
         still_new = {o.order_id for o in orders if o.state is S.NEW}
         self._requeued_at = {k: v for k, v in self._requeued_at.items() if k in still_new}
         snapshot: dict[str, dict[str, Any]] | None = None
-        if any(o.state in _OPEN for o in due):
+        # Also once a minute with nothing of ours open, to spot orders placed behind our back.
+        if any(o.state in _OPEN for o in due) or now - self._last_snapshot_ms > _FOREIGN_CHECK_MS:
+            self._last_snapshot_ms = now
             snapshot = await self._open_orders_snapshot(result)
         resumed_from, self._resume_after = self._resume_after, None
         last_checked: tuple[int, str] | None = None

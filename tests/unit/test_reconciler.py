@@ -385,6 +385,19 @@ async def test_open_order_we_never_placed_is_reported_once_and_left_alone(rig: R
     assert await rig.store.find_by_client_id("manual-1") is None
 
 
+async def test_with_nothing_of_ours_open_foreign_orders_are_still_looked_for_every_minute(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig.venue.add("manual-2", "NEW", exchange_id=8)
+    reconciler = rig.reconciler()
+    assert (await reconciler.sweep()).unknown_at_exchange == []  # nothing of ours: no query yet
+    assert rig.venue.calls() == []
+    clock = now_ms() + 61_000
+    monkeypatch.setattr("listener.reconciler.now_ms", lambda: clock)
+    assert (await reconciler.sweep()).unknown_at_exchange == ["manual-2"]
+    assert rig.venue.calls() == ["GET openOrders"]
+
+
 # --- the query budget -----------------------------------------------------------------------
 
 
