@@ -2,19 +2,33 @@
 
 One `httpx.AsyncClient` per process keeps connections alive. Every response is
 classified into the `exchange.errors` tree here and nowhere else. Timestamps use the
-exchange's clock: `sync_clock` measures the offset with an RTT midpoint.
+exchange's clock: `sync_clock` takes the median offset of several RTT-midpoint samples.
+
+With a `RateBudget`, every request first acquires its cost (weight, orders) from the
+budget all replicas share, waiting if it must (up to the request's deadline), and every
+answer corrects the budget from its X-MBX-* headers; a 429 or 418 blocks every replica
+until the exchange will listen again. With `Breakers`, order creates, cancels and
+queries each pass their endpoint group's circuit breaker.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import re
+import statistics
 import time
+from contextlib import AbstractContextManager
 from decimal import Decimal
 from typing import Any
 
 import httpx
+import redis.exceptions
 
+from exchange.breakers import Breakers, Group
 from exchange.errors import (
+    BudgetExceeded,
     ClockSkew,
     DuplicateClientOrderId,
     ExchangeError,
@@ -25,13 +39,26 @@ from exchange.errors import (
     RateLimited,
     UnknownOrder,
 )
+from exchange.rate_budget import Cost, Priority, RateBudget
 from exchange.signing import signed_query
 from orders.fsm import ExchangeReport
-from orders.model import Fill, Order, OrderState, OrderType, decimal_str
+from orders.model import Fill, Order, OrderState, OrderType, decimal_str, now_ms
 from orders.settings import ExchangeSettings
 
 _OUTCOME_UNKNOWN_CODES = {-1000, -1006, -1007}
 _NOT_EXECUTED_CODES = {-1008, -1003, -1015}
+_BANNED_UNTIL = re.compile(r"banned until (\d{10,})")
+_CLOCK_SAMPLES = 5
+
+# What each endpoint spends (Binance's weights and order counts), its priority, its breaker.
+_ENDPOINTS: dict[tuple[str, str], tuple[Cost, Priority, Group | None]] = {
+    ("POST", "/fapi/v1/order"): (Cost(weight=0, orders=1), Priority.CREATE, Group.CREATE),
+    ("DELETE", "/fapi/v1/order"): (Cost(weight=1), Priority.CANCEL, Group.CANCEL),
+    ("GET", "/fapi/v1/order"): (Cost(weight=1), Priority.QUERY, Group.QUERY),
+    ("GET", "/fapi/v1/openOrders"): (Cost(weight=40), Priority.QUERY, Group.QUERY),
+    ("GET", "/fapi/v1/userTrades"): (Cost(weight=5), Priority.QUERY, Group.QUERY),
+}
+_OTHER_ENDPOINT: tuple[Cost, Priority, Group | None] = (Cost(weight=1), Priority.QUERY, None)
 
 
 class BinanceClient:
@@ -46,8 +73,12 @@ class BinanceClient:
         recv_window_ms: int = 5000,
         timeout_ms: int = 5000,
         transport: httpx.AsyncBaseTransport | None = None,
+        budget: RateBudget | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
         self._secret = secret_key
+        self.budget = budget
+        self.breakers = breakers
         self._recv_window = str(recv_window_ms)
         self.clock_offset_ms = 0
         self._http = httpx.AsyncClient(
@@ -59,7 +90,9 @@ class BinanceClient:
         )
 
     @classmethod
-    def from_settings(cls, settings: ExchangeSettings) -> BinanceClient:
+    def from_settings(
+        cls, settings: ExchangeSettings, *, budget: RateBudget | None = None, breakers: Breakers | None = None
+    ) -> BinanceClient:
         """The client for the configured exchange (base URL, keys, recvWindow, timeout)."""
         return cls(
             settings.rest_url,
@@ -67,6 +100,8 @@ class BinanceClient:
             secret_key=settings.secret_key.get_secret_value(),
             recv_window_ms=settings.recv_window_ms,
             timeout_ms=settings.request_timeout_ms,
+            budget=budget,
+            breakers=breakers,
         )
 
     async def close(self) -> None:
@@ -78,13 +113,20 @@ class BinanceClient:
         data = await self._request("GET", "/fapi/v1/time")
         return int(data["serverTime"])
 
-    async def sync_clock(self) -> int:
-        """Measure and store the exchange clock offset (ms); returns it."""
-        before = time.time_ns() // 1_000_000
-        server = await self.server_time()
-        after = time.time_ns() // 1_000_000
-        self.clock_offset_ms = server - (before + after) // 2
+    async def sync_clock(self, samples: int = _CLOCK_SAMPLES) -> int:
+        """Measure and store the exchange clock offset (ms), the median of `samples`; returns it."""
+        offsets = []
+        for _ in range(samples):
+            before = time.time_ns() // 1_000_000
+            server = await self.server_time()
+            after = time.time_ns() // 1_000_000
+            offsets.append(server - (before + after) // 2)
+        self.clock_offset_ms = int(statistics.median(offsets))
         return self.clock_offset_ms
+
+    def exchange_now_ms(self) -> int:
+        """Now on the exchange's clock, as far as we know it."""
+        return now_ms() + self.clock_offset_ms
 
     async def exchange_info(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._request("GET", "/fapi/v1/exchangeInfo")
@@ -92,8 +134,12 @@ class BinanceClient:
 
     # --- orders -----------------------------------------------------------------
 
-    async def new_order(self, order: Order) -> dict[str, Any]:
-        """POST /fapi/v1/order with our client id; RESULT reply so MARKET/IOC come back final."""
+    async def new_order(self, order: Order, *, deadline_ms: int | None = None) -> dict[str, Any]:
+        """POST /fapi/v1/order with our client id; RESULT reply so MARKET/IOC come back final.
+
+        Raises BudgetExceeded, without sending, if the rate budget cannot let it out
+        before `deadline_ms` (Unix ms).
+        """
         params = [
             ("symbol", order.symbol),
             ("side", str(order.side)),
@@ -109,7 +155,7 @@ class BinanceClient:
         if order.reduce_only:
             params.append(("reduceOnly", "true"))
         params += [("newClientOrderId", order.client_order_id), ("newOrderRespType", "RESULT")]
-        reply: dict[str, Any] = await self._signed("POST", "/fapi/v1/order", params)
+        reply: dict[str, Any] = await self._signed("POST", "/fapi/v1/order", params, deadline_ms=deadline_ms)
         return reply
 
     async def query_order(self, symbol: str, client_order_id: str) -> dict[str, Any]:
@@ -151,24 +197,104 @@ class BinanceClient:
 
     # --- plumbing ----------------------------------------------------------------
 
-    async def _signed(self, method: str, path: str, params: list[tuple[str, str]]) -> Any:
-        timestamp = time.time_ns() // 1_000_000 + self.clock_offset_ms
-        params = [*params, ("recvWindow", self._recv_window), ("timestamp", str(timestamp))]
-        return await self._request(method, f"{path}?{signed_query(params, self._secret)}")
+    async def _signed(
+        self, method: str, path: str, params: list[tuple[str, str]], *, deadline_ms: int | None = None
+    ) -> Any:
+        return await self._request(method, path, params, deadline_ms=deadline_ms)
 
-    async def _request(self, method: str, url: str) -> Any:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        params: list[tuple[str, str]] | None = None,
+        *,
+        deadline_ms: int | None = None,
+    ) -> Any:
+        """Spend the budget, sign (if `params` is given, with a fresh timestamp), send, classify."""
+        cost, priority, group = _ENDPOINTS.get((method, path), _OTHER_ENDPOINT)
+        await self._spend(cost, priority, deadline_ms)
+        url = path
+        if params is not None:
+            timestamp = str(self.exchange_now_ms())
+            url += "?" + signed_query(
+                [*params, ("recvWindow", self._recv_window), ("timestamp", timestamp)], self._secret
+            )
+        with self._guard(group):
+            response = await self._send(method, url)
+            await self._learn(response)
+            if response.status_code == 200:
+                return response.json()
+            raise _classify(response)
+
+    def _guard(self, group: Group | None) -> AbstractContextManager[None]:
+        if self.breakers is None or group is None:
+            return contextlib.nullcontext()
+        return self.breakers.guard(group)
+
+    async def _spend(self, cost: Cost, priority: Priority, deadline_ms: int | None) -> None:
+        """Wait until the shared budget grants `cost`; raises BudgetExceeded if that is past the deadline."""
+        if self.budget is None:
+            return
+        while True:
+            try:
+                grant = await self.budget.acquire(cost, priority, at_ms=self.exchange_now_ms())
+            except redis.exceptions.RedisError as exc:
+                raise ExchangeUnavailable(f"the shared rate budget (Redis) is unreachable: {exc!r}") from exc
+            if not grant.wait_ms:
+                return
+            if deadline_ms is not None and now_ms() + grant.wait_ms > deadline_ms:
+                raise BudgetExceeded(
+                    f"the rate budget ({grant.limited_by}) would hold it {grant.wait_ms} ms, too long",
+                    wait_ms=grant.wait_ms,
+                )
+            await asyncio.sleep(grant.wait_ms / 1000)
+
+    async def _send(self, method: str, url: str) -> httpx.Response:
         read_only = method == "GET"  # a GET executes nothing, so its failure is not ambiguous
         try:
-            response = await self._http.request(method, url)
+            return await self._http.request(method, url)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise ExchangeUnavailable(f"could not reach the exchange: {exc!r}") from exc
         except httpx.TransportError as exc:
             if read_only:
                 raise ExchangeUnavailable(f"{method} {url.split('?')[0]} failed: {exc!r}") from exc
             raise OutcomeUnknown(f"no answer to {method} {url.split('?')[0]}: {exc!r}") from exc
-        if response.status_code == 200:
-            return response.json()
-        raise _classify(response)
+
+    async def _learn(self, response: httpx.Response) -> None:
+        """Correct the shared budget from the answer's headers; block everyone on 429 and 418."""
+        if self.budget is None:
+            return
+        headers = response.headers
+        try:
+            await self.budget.correct(
+                weight_1m=_int_header(headers, "x-mbx-used-weight-1m"),
+                orders_10s=_int_header(headers, "x-mbx-order-count-10s"),
+                orders_1m=_int_header(headers, "x-mbx-order-count-1m"),
+                at_ms=self.exchange_now_ms(),
+            )
+            if response.status_code == 429:
+                until = now_ms() + int(_retry_after_s(response) * 1000)
+                await self.budget.block(until, "429: request rate over the exchange's limit")
+            elif response.status_code == 418:
+                until = _ban_end_ms(response)
+                await self.budget.block(until, f"418: IP banned by the exchange until {until}")
+        except redis.exceptions.RedisError:
+            pass  # the answer itself still counts; the next one corrects the budget
+
+
+def _int_header(headers: httpx.Headers, name: str) -> int | None:
+    try:
+        return int(headers[name])
+    except (KeyError, ValueError):
+        return None
+
+
+def _ban_end_ms(response: httpx.Response) -> int:
+    """When a 418 ban ends: from "banned until <ms>" in the message, else Retry-After."""
+    found = _BANNED_UNTIL.search(response.text)
+    if found:
+        return int(found.group(1))
+    return now_ms() + int(_retry_after_s(response) * 1000)
 
 
 def _classify(response: httpx.Response) -> ExchangeError:

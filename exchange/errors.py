@@ -61,3 +61,19 @@ class ClockSkew(NotExecuted):
 
 class OutcomeUnknown(ExchangeError):
     """The request may have been executed; only a query or the user stream can tell."""
+
+
+class CircuitOpen(NotExecuted):
+    """The endpoint group's circuit breaker is open: nothing was sent."""
+
+    def __init__(self, message: str, *, group: str) -> None:
+        super().__init__(message)
+        self.group = group
+
+
+class BudgetExceeded(NotExecuted):
+    """The shared rate budget could not serve the request before its deadline: nothing was sent."""
+
+    def __init__(self, message: str, *, wait_ms: int) -> None:
+        super().__init__(message)
+        self.wait_ms = wait_ms

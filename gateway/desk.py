@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import redis.exceptions
 
+from gateway.admission import Admission
 from gateway.rules_cache import RulesCache
 from gateway.validation import build_order
 from orders import fsm
@@ -34,11 +35,13 @@ class OrderDesk:
     store: OrderStore
     rules: RulesCache
     risk: RiskSettings
+    admission: Admission | None = None
 
-    async def create(self, req: pb.CreateOrderRequest) -> CreateResult:
-        """Validate, store and queue an order in one atomic step; idempotent on client_order_id.
+    async def create(self, req: pb.CreateOrderRequest, client: str = "") -> CreateResult:
+        """Validate, admit, store and queue an order in one atomic step; idempotent on client_order_id.
 
-        Raises InvalidOrder, or SymbolRulesUnavailable before any worker has loaded the rules.
+        Raises InvalidOrder, Overloaded or ExchangeNotAccepting (see `gateway.admission`),
+        or SymbolRulesUnavailable before any worker has loaded the rules.
         """
         if req.symbol not in self.rules.current:
             await self.rules.reload_on_miss()
@@ -46,7 +49,11 @@ class OrderDesk:
                 raise SymbolRulesUnavailable(
                     "no exchange trading rules loaded yet; start a worker (it fetches exchangeInfo)"
                 )
+        if self.admission is not None:
+            self.admission.check_client(client or req.user_id or "anonymous")
         order = build_order(req, self.rules.current, self.risk)
+        if self.admission is not None:
+            await self.admission.check_create(order.symbol)
         try:
             return await self.store.create(order, enqueue=submit_order_push(order))
         except redis.exceptions.TimeoutError as exc:
@@ -56,14 +63,16 @@ class OrderDesk:
                 f"Retry with client_order_id {order.client_order_id!r} (idempotent) or GetOrder it"
             ) from exc
 
-    async def cancel(self, order_id: str, symbol: str = "") -> Order:
+    async def cancel(self, order_id: str, symbol: str = "", client: str = "") -> Order:
         """Cancel an order: locally if it is still NEW, else at the exchange through a worker.
 
         Returns the order as it is now (CANCELED, or PENDING_CANCEL while the exchange
         answers). Raises OrderNotFound, InvalidOrder (symbol mismatch) or
-        OrderNotCancelable (already final).
+        OrderNotCancelable (already final), or Overloaded (the client's request rate).
         """
         _require_id(order_id)
+        if self.admission is not None:
+            self.admission.check_client(client or "anonymous")
         order = await self.store.get(order_id)
         if symbol and symbol != order.symbol:
             raise InvalidOrder("symbol", f"does not match the order's symbol {order.symbol}")

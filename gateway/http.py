@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from exchange.rate_budget import RateBudget
 from gateway.rules_cache import RulesCache
 from orders.listener_status import ListenerStatus
 from orders.store import OrderStore
@@ -26,6 +27,7 @@ class HealthChecks:
     store: OrderStore
     rules: RulesCache
     listener: ListenerStatus
+    budget: RateBudget | None = None
 
     async def run(self) -> dict[str, dict[str, object]]:
         """Checks that gate readiness."""
@@ -33,7 +35,24 @@ class HealthChecks:
 
     async def run_all(self) -> dict[str, dict[str, object]]:
         """Readiness checks plus the listener (fills, reconciliation, NATS relay), which only degrades."""
-        return {**await self.run(), "listener": await _timed(self._listener)}
+        return {
+            **await self.run(),
+            "listener": await _timed(self._listener),
+            "rate_limits": await _timed(self._rate_limits),
+        }
+
+    async def _rate_limits(self) -> str:
+        if self.budget is None:
+            return "off (rate_limit.enabled: false)"
+        state = await self.budget.state()
+        if state.blocked_until_ms:
+            raise ConnectionRefusedError(f"every replica holds off sending: {state.blocked_reason}")
+        limits = self.budget.limits
+        return (
+            f"weight {state.weight_used}/{limits.weight_per_minute} per minute, orders {state.orders_10s}/"
+            f"{limits.orders_per_10s} per 10 s, {state.orders_1m}/{limits.orders_per_minute} per minute, "
+            f"{state.tokens:.1f}/{self.budget.burst} request tokens"
+        )
 
     async def _redis(self) -> str:
         await self.store.ping()
@@ -79,8 +98,9 @@ async def _timed(check: Callable[[], Awaitable[str]]) -> dict[str, object]:
 def build_http_app(checks: HealthChecks) -> web.Application:
     async def health(_: web.Request) -> web.Response:
         results = await checks.run_all()
-        ready = all(r["status"] == "healthy" for name, r in results.items() if name != "listener")
-        healthy = ready and results["listener"]["status"] == "healthy"
+        degrading = ("listener", "rate_limits")  # these slow or pause trading but do not stop the gateway
+        ready = all(r["status"] == "healthy" for name, r in results.items() if name not in degrading)
+        healthy = ready and all(results[name]["status"] == "healthy" for name in degrading)
         body = {
             "status": "healthy" if healthy else "degraded" if ready else "unhealthy",
             "checks": results,

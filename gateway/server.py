@@ -11,6 +11,8 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from exchange.account import account_id, rate_budget
+from gateway.admission import Admission
 from gateway.desk import OrderDesk
 from gateway.http import HealthChecks, build_http_app
 from gateway.rules_cache import RulesCache
@@ -46,7 +48,18 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         )
     )
     await hub.start()
-    desk = OrderDesk(store=store, rules=rules, risk=settings.risk)
+    budget = rate_budget(redis_client, settings)
+    admission = Admission(
+        store=store,
+        symbols=settings.symbols,
+        settings=settings.admission,
+        max_order_age_ms=settings.worker.max_order_age_ms,
+        budget=budget,
+        breaker_redis=redis_client,
+        breaker_namespace=f"{settings.redis.namespace}:{account_id(settings)}",
+        breaker_settings=settings.circuit_breaker,
+    )
+    desk = OrderDesk(store=store, rules=rules, risk=settings.risk, admission=admission)
 
     server = grpc.aio.server()
     order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(desk, hub), server)
@@ -60,7 +73,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
 
     listener = ListenerStatus(redis_client, namespace=settings.redis.namespace)
-    runner = web.AppRunner(build_http_app(HealthChecks(store, rules, listener)), access_log=None)
+    runner = web.AppRunner(build_http_app(HealthChecks(store, rules, listener, budget)), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.server.host, settings.server.http_port)
     await site.start()

@@ -14,10 +14,12 @@ from gateway import metrics
 from gateway.desk import OrderDesk
 from gateway.updates import SlowSubscriber, UpdateHub
 from orders.errors import (
+    ExchangeNotAccepting,
     InvalidOrder,
     OrderNotCancelable,
     OrderNotFound,
     OrderServiceError,
+    Overloaded,
     ResumePointExpired,
     StoreConflict,
     StoreUnavailable,
@@ -35,6 +37,8 @@ Context = grpc.aio.ServicerContext[Any, Any]
 _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (InvalidOrder, grpc.StatusCode.INVALID_ARGUMENT),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (ExchangeNotAccepting, grpc.StatusCode.UNAVAILABLE),
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ResumePointExpired, grpc.StatusCode.OUT_OF_RANGE),
     (OrderNotFound, grpc.StatusCode.NOT_FOUND),
     (OrderNotCancelable, grpc.StatusCode.FAILED_PRECONDITION),
@@ -58,6 +62,11 @@ async def _answer(context: Context, call: Callable[[], Awaitable[T]]) -> T:
         raise
 
 
+def _client(user_id: str, context: Context) -> str:
+    """Who is asking, for the per-client rate: the user id, else the peer's address."""
+    return user_id or context.peer().rsplit(":", 1)[0]
+
+
 class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     def __init__(self, desk: OrderDesk, hub: UpdateHub) -> None:
         self._desk = desk
@@ -66,7 +75,9 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     async def CreateOrder(self, request: pb.CreateOrderRequest, context: Context) -> pb.CreateOrderResponse:
         started = time.perf_counter()
         try:
-            result = await _answer(context, lambda: self._desk.create(request))
+            result = await _answer(
+                context, lambda: self._desk.create(request, _client(request.user_id, context))
+            )
         except Exception:
             metrics.ORDERS_REJECTED.inc()
             raise
@@ -84,7 +95,9 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         )
 
     async def CancelOrder(self, request: pb.CancelOrderRequest, context: Context) -> pb.CancelOrderResponse:
-        order = await _answer(context, lambda: self._desk.cancel(request.order_id, request.symbol))
+        order = await _answer(
+            context, lambda: self._desk.cancel(request.order_id, request.symbol, _client("", context))
+        )
         metrics.ORDERS_CANCELED.inc()
         message = order_to_pb(order)
         return pb.CancelOrderResponse(

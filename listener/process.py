@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 
 import redis.exceptions
 
-from exchange.client import BinanceClient
+from exchange.account import exchange_client
 from exchange.user_stream import UserStream
 from listener.lease import LeaderLease
 from listener.order_events import OrderEventRecorder
@@ -55,7 +55,7 @@ class Listener:
         s = settings
         self._redis = open_redis(s.redis, blocking_reads_ms=_RELAY_BLOCK_MS)
         self.store = OrderStore.from_settings(self._redis, s)
-        self.exchange = BinanceClient.from_settings(s.exchange)
+        self.exchange = exchange_client(self._redis, s)
         self.lease = LeaderLease(
             self._redis, namespace=s.redis.namespace, holder_id=self.holder_id, ttl_ms=s.listener.lease_ttl_ms
         )
@@ -174,6 +174,8 @@ class Listener:
 
     async def _sync_clock(self) -> None:
         offset = await self.exchange.sync_clock()
+        if self.exchange.budget is not None:
+            await self.exchange.budget.load_limits()
         log.info("exchange clock offset %d ms", offset)
 
 

@@ -55,3 +55,14 @@ class ResumePointExpired(OrderServiceError):
 
 class StoreUnavailable(OrderServiceError):
     """The order store (Redis) did not answer in time; the message says what may have happened."""
+
+
+class Overloaded(OrderServiceError):
+    """Accepting this request now would overrun a limit (rate budget, queue bound, client rate).
+
+    Nothing was stored; the message says which limit and how long to wait.
+    """
+
+
+class ExchangeNotAccepting(OrderServiceError):
+    """The exchange cannot take orders now (a breaker is open, or it banned our IP)."""

@@ -113,8 +113,23 @@ class NatsSettings(_Section):
 
 
 class RateLimitSettings(_Section):
-    requests_per_second: int = Field(10, gt=0)
+    enabled: bool = Field(True, description="false: no budget of our own (load tests against a simulator)")
+    requests_per_second: float = Field(10, gt=0, description="our token bucket, per account, every request")
     burst: int = Field(20, gt=0)
+    safety_margin: float = Field(
+        0.9, gt=0, le=1, description="share of the exchange's limits (exchangeInfo rateLimits) we use"
+    )
+    cancel_reserve: float = Field(
+        0.2, ge=0, lt=1, description="share of the bucket and weight that creates leave for cancels"
+    )
+
+
+class AdmissionSettings(_Section):
+    client_requests_per_second: float = Field(
+        200, gt=0, description="CreateOrder/CancelOrder per client (user_id, else peer) per gateway"
+    )
+    client_burst: int = Field(400, gt=0)
+    max_queued_per_symbol: int = Field(1000, gt=0, description="orders accepted but not yet sent, per symbol")
 
 
 class RiskSettings(_Section):
@@ -187,6 +202,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     nats: NatsSettings = NatsSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
+    admission: AdmissionSettings = AdmissionSettings()
     risk: RiskSettings = RiskSettings()
     circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
     worker: WorkerSettings = WorkerSettings()

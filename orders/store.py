@@ -6,6 +6,7 @@ Layout (prefix = `settings.redis.namespace`):
   {p}:orders                  zset: order_id by created_at (ms)
   {p}:orders:{SYMBOL}         zset: the same, per symbol
   {p}:unsettled               zset: orders not yet settled (see `fsm.is_settled`), by created_at
+  {p}:unsent:{SYMBOL}         zset: orders accepted and not yet sent (NEW), by created_at
   {p}:outbox                  stream: every change, in commit order (`orders.outbox`)
 
 Every change is a compare-and-set on `version` in one Lua script, so concurrent
@@ -44,9 +45,10 @@ end
 
 
 # Shared tail of both scripts: KEYS[1] order hash, KEYS[2] client-id key, KEYS[3] outbox,
-# KEYS[4] unsettled index; ARGV[1] order id, ARGV[2] order JSON, ARGV[3] created_at,
-# ARGV[4] 1 if settled, ARGV[5] TTL (s) once settled, ARGV[6] outbox MINID, ARGV[7] new fills
-# JSON, ARGV[8] the state it was in ('' for a new order).
+# KEYS[4] unsettled index, KEYS[5] the symbol's unsent (NEW) index; ARGV[1] order id,
+# ARGV[2] order JSON, ARGV[3] created_at, ARGV[4] 1 if settled, ARGV[5] TTL (s) once
+# settled, ARGV[6] outbox MINID, ARGV[7] new fills JSON, ARGV[8] the state it was in ('' for
+# a new order), ARGV[9] 1 if it is NEW.
 _RECORD = """
 if ARGV[7] ~= '' then
   redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[6], '*', 'order', ARGV[2], 'was', ARGV[8], 'fills', ARGV[7])
@@ -62,33 +64,38 @@ else
   redis.call('PERSIST', KEYS[1])
   redis.call('PERSIST', KEYS[2])
 end
+if ARGV[9] == '1' then
+  redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
+else
+  redis.call('ZREM', KEYS[5], ARGV[1])
+end
 """
 
-# KEYS[5], KEYS[6]: the time indexes; push at KEYS[7..9] / ARGV[9..11].
+# KEYS[6], KEYS[7]: the time indexes; push at KEYS[8..10] / ARGV[10..12].
 _CREATE = (
     """
 local existing = redis.call('GET', KEYS[2])
 if existing then return existing end
 redis.call('SET', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], 'data', ARGV[2], 'version', '1')
-redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[7], ARGV[3], ARGV[1])
 """
     + _RECORD
-    + _push_lua(key=7, arg=9)
+    + _push_lua(key=8, arg=10)
     + "return ARGV[1]"
 )
 
-# ARGV[9] expected version, ARGV[10] new version; push at KEYS[5..7] / ARGV[11..13].
+# ARGV[10] expected version, ARGV[11] new version; push at KEYS[6..8] / ARGV[12..14].
 _COMPARE_AND_SET = (
     """
 local current = redis.call('HGET', KEYS[1], 'version')
 if not current then return -1 end
-if current ~= ARGV[9] then return 0 end
-redis.call('HSET', KEYS[1], 'data', ARGV[2], 'version', ARGV[10])
+if current ~= ARGV[10] then return 0 end
+redis.call('HSET', KEYS[1], 'data', ARGV[2], 'version', ARGV[11])
 """
     + _RECORD
-    + _push_lua(key=5, arg=11)
+    + _push_lua(key=6, arg=12)
     + "return 1"
 )
 
@@ -167,6 +174,16 @@ class OrderStore:
     def _client_key(self, client_order_id: str) -> str:
         return f"{self._prefix}:client:{client_order_id}"
 
+    def _unsent_key(self, symbol: str) -> str:
+        return f"{self._prefix}:unsent:{symbol}"
+
+    async def unsent_counts(self, symbols: Sequence[str]) -> dict[str, int]:
+        """How many orders of each symbol are accepted but not yet sent (NEW)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for symbol in symbols:
+            pipe.zcard(self._unsent_key(symbol))
+        return {symbol: int(n) for symbol, n in zip(symbols, await pipe.execute(), strict=True)}
+
     def _index_key(self, symbol: str = "") -> str:
         return f"{self._prefix}:orders:{symbol}" if symbol else f"{self._prefix}:orders"
 
@@ -177,6 +194,7 @@ class OrderStore:
             self._client_key(order.client_order_id),
             self.outbox.key,
             self._unsettled_key,
+            self._unsent_key(order.symbol),
         ]
         args: list[Any] = [
             order.order_id,
@@ -187,6 +205,7 @@ class OrderStore:
             self.outbox.trim_before(),
             new_fills,
             str(was or ""),
+            1 if order.state is OrderState.NEW else 0,
         ]
         return keys, args
 

@@ -6,6 +6,7 @@ import logging
 from decimal import InvalidOperation
 
 from exchange.client import BinanceClient
+from exchange.rate_budget import ExchangeLimits
 from orders.rules import SymbolRules
 from orders.rules_store import RulesStore
 
@@ -13,11 +14,14 @@ log = logging.getLogger(__name__)
 
 
 async def refresh_rules(exchange: BinanceClient, rules: RulesStore, symbols: list[str]) -> list[str]:
-    """Fetch exchangeInfo and store the rules of `symbols`; returns the symbols stored.
+    """Fetch exchangeInfo and store the rules of `symbols` and the rate limits; returns the symbols stored.
 
-    A configured symbol the exchange does not list is logged and skipped.
+    A configured symbol the exchange does not list is logged and skipped. The account's
+    rate limits (`rateLimits`) go to the shared budget, for every replica and the gateways.
     """
     info = await exchange.exchange_info()
+    if exchange.budget is not None and info.get("rateLimits"):
+        await exchange.budget.save_limits(ExchangeLimits.from_exchange_info(info["rateLimits"]))
     wanted = set(symbols)
     parsed: list[SymbolRules] = []
     for entry in info.get("symbols", []):

@@ -5,9 +5,10 @@ Invariants kept here (DESIGN.md):
   message finds it SUBMITTING and reconciles instead of posting again; an ambiguous
   outcome moves it to UNKNOWN and only evidence settles it (a query here, then the
   listener's reconciler, which alone may conclude the exchange never got it);
-* never sent stale: an order older than `max_order_age_ms` at pick-up is EXPIRED, and a
-  POST refused before execution (connection refused, overload, clock skew) is retried
-  only while the order is younger than that;
+* never sent stale: an order older than `max_order_age_ms` at pick-up is EXPIRED, and so
+  is one the exchange kept refusing before execution (connection refused, overload, 429,
+  clock skew, an open breaker) or the shared rate budget could not let out in that time:
+  such a POST is retried with the same client id only while the order is younger than that;
 * a cancel that won the race (the gateway cancels NEW orders itself) makes the send a no-op;
 * a Redis blip does not strand an order: store calls are retried with backoff for a
   bounded time, and what is still unwritten after that is settled by the reconciler.
@@ -27,6 +28,7 @@ import redis.exceptions
 
 from exchange.client import BinanceClient, to_report
 from exchange.errors import (
+    BudgetExceeded,
     ClockSkew,
     DuplicateClientOrderId,
     NotExecuted,
@@ -127,14 +129,18 @@ class OrderExecutor:
         backoff = _BACKOFF_START_S
         while True:
             try:
-                return await self.exchange.new_order(order)
+                return await self.exchange.new_order(
+                    order, deadline_ms=order.created_at + self.max_order_age_ms
+                )
+            except BudgetExceeded as exc:
+                raise _GaveUpUnsent(f"not sent within max_order_age_ms: {exc}") from exc
             except NotExecuted as exc:
                 if isinstance(exc, ClockSkew):
                     await self.exchange.sync_clock()
                 wait_s = exc.retry_after_s if isinstance(exc, RateLimited) else backoff
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
                 if now_ms() + wait_s * 1000 > order.created_at + self.max_order_age_ms:
-                    raise _GaveUpUnsent(f"not accepted within max_order_age_ms: {exc}") from exc
+                    raise _GaveUpUnsent(f"not sent within max_order_age_ms: {exc}") from exc
                 log.warning("order %s: %s; sending again in %.2f s", order.order_id, exc, wait_s)
                 await asyncio.sleep(wait_s)
                 restamped = await self._store_call(
@@ -146,12 +152,12 @@ class OrderExecutor:
                 order = restamped.order
 
     async def _give_up_unsent(self, order_id: str, reason: str) -> None:
-        """The exchange never executed it: REJECTED, or CANCELED if a cancel came in meanwhile."""
+        """Never executed, and now too old to send: EXPIRED, or CANCELED if a cancel came in meanwhile."""
 
         def give_up(order: Order) -> Order | None:
             if order.state is S.PENDING_CANCEL:
                 return fsm.transition(order, S.CANCELED, reason="canceled before it reached the exchange")
-            return fsm.transition(order, S.REJECTED, reason=reason)
+            return fsm.transition(order, S.EXPIRED, reason=reason)
 
         await self._move(order_id, give_up)
 

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import Middleware
 
+from exchange.account import exchange_client
 from exchange.client import BinanceClient
 from orders.logs import configure_logging
 from orders.model import Order
@@ -63,7 +64,7 @@ class WorkerRuntime(Middleware):
     async def _start(self, broker: dramatiq.Broker) -> None:
         s = self.settings
         self._redis = open_redis(s.redis)
-        self._exchange = BinanceClient.from_settings(s.exchange)
+        self._exchange = exchange_client(self._redis, s)
 
         async def schedule_reconcile(order: Order, attempt: int, delay_ms: int) -> None:
             message = reconcile_message(order, attempt)

@@ -52,7 +52,8 @@ def group_pids(pgid: int) -> set[int]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 2 and fields[2] == str(pgid):
+        # A zombie has exited; it only waits to be reaped (in a container, PID 1 may never do it).
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
             pids.add(int(entry.name))
     return pids
 
@@ -306,8 +307,12 @@ class ChaosCluster:
 
     def leftovers(self) -> list[int]:
         """Pids still alive in any process group this cluster started (should be none after stop_all)."""
-        alive: list[int] = []
-        for process in self.started:
-            if process.process is not None:
-                alive.extend(sorted(group_pids(process.process.pid)))
-        return alive
+        deadline = time.monotonic() + 3  # SIGKILLed processes may take a moment to go
+        while True:
+            alive: list[int] = []
+            for process in self.started:
+                if process.process is not None:
+                    alive.extend(sorted(group_pids(process.process.pid)))
+            if not alive or time.monotonic() > deadline:
+                return alive
+            time.sleep(0.1)

@@ -91,6 +91,9 @@ SERVICE_ENV = {
     "ORDER_EXECUTION__RECONCILE__GRACE_MS": "1500",
     "ORDER_EXECUTION__LISTENER__LEASE_TTL_MS": "2000",
     "ORDER_EXECUTION__WORKER__MAX_ORDER_AGE_MS": "10000",
+    # Our own budget well above the load, so what is tested here is settlement, not pacing.
+    "ORDER_EXECUTION__RATE_LIMIT__REQUESTS_PER_SECOND": "2000",
+    "ORDER_EXECUTION__RATE_LIMIT__BURST": "4000",
     "ORDER_EXECUTION__SYMBOLS": str(SYMBOLS).replace("'", '"'),
     "ORDER_EXECUTION__RISK__ALLOWED_SYMBOLS": str(SYMBOLS).replace("'", '"'),
 }

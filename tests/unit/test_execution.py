@@ -252,13 +252,13 @@ async def test_refused_before_execution_is_sent_again_with_the_same_client_id(se
     assert client_ids == {stored.client_order_id}
 
 
-async def test_refused_until_the_age_budget_runs_out_is_rejected(setup: Any) -> None:
+async def test_refused_until_the_age_budget_runs_out_expires_unsent(setup: Any) -> None:
     executor, store, exchange, _, _ = setup
     await new_order(store, age_ms=4990)
     exchange.answers.append(reply(503, {"code": -1001, "msg": "Service Unavailable."}))
     await executor.submit("o1")
     stored = await store.get("o1")
-    assert stored.state is S.REJECTED and "max_order_age_ms" in stored.reject_reason
+    assert stored.state is S.EXPIRED and "max_order_age_ms" in stored.reject_reason
     assert exchange.posts() == 1
 
 

@@ -1,0 +1,56 @@
+"""Build the exchange client every process uses: the shared rate budget and breakers wired in.
+
+Budgets and breakers are per account (a short hash of the API key), so several accounts
+can share one Redis without sharing limits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import redis
+import redis.asyncio as aioredis
+
+from exchange.breakers import Breakers
+from exchange.client import BinanceClient
+from exchange.rate_budget import RateBudget
+from orders.settings import Settings
+
+
+def account_id(settings: Settings) -> str:
+    """A stable, non-secret name for the configured API key."""
+    return hashlib.sha256(settings.exchange.api_key.get_secret_value().encode()).hexdigest()[:12]
+
+
+def rate_budget(client: aioredis.Redis, settings: Settings) -> RateBudget | None:
+    """The account's shared budget, or None when `rate_limit.enabled` is false."""
+    if not settings.rate_limit.enabled:
+        return None
+    limits = settings.rate_limit
+    return RateBudget(
+        client,
+        namespace=settings.redis.namespace,
+        account=account_id(settings),
+        requests_per_second=limits.requests_per_second,
+        burst=limits.burst,
+        safety_margin=limits.safety_margin,
+        cancel_reserve=limits.cancel_reserve,
+    )
+
+
+def breakers(settings: Settings) -> Breakers:
+    """The account's endpoint breakers, their state in Redis (pybreaker needs a sync client)."""
+    client = redis.Redis.from_url(
+        settings.redis.url,
+        socket_timeout=settings.redis.socket_timeout_ms / 1000,
+        socket_connect_timeout=settings.redis.connect_timeout_ms / 1000,
+    )
+    namespace = f"{settings.redis.namespace}:{account_id(settings)}"
+    return Breakers(settings.circuit_breaker, client=client, namespace=namespace)
+
+
+def exchange_client(client: aioredis.Redis, settings: Settings) -> BinanceClient:
+    """The REST client with the shared budget and breakers."""
+    return BinanceClient.from_settings(
+        settings.exchange, budget=rate_budget(client, settings), breakers=breakers(settings)
+    )

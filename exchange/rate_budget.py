@@ -1,0 +1,299 @@
+"""The account's request budget, shared by every process through Redis.
+
+Binance counts per fixed window on its own clock: REQUEST_WEIGHT per minute per IP, and
+ORDERS per 10 s and per minute per account (limits from exchangeInfo `rateLimits`).
+We keep the same counters in Redis, plus the configured token bucket
+(`rate_limit.requests_per_second` / `burst`), and every request any replica makes first
+`acquire`s its cost: one Lua round trip that either charges every budget at once or
+charges nothing and says how long to wait. So no replica can overdraw what another one
+spent.
+
+* Limits are the exchange's times `safety_margin` (the counters we cannot see, such as
+  another client's, are corrected from the response headers: `correct`).
+* Creates leave `cancel_reserve` of the bucket and of the weight window untouched, so a
+  flood of creates never starves cancels.
+* `block` stops everyone until a time: after a 429 (its Retry-After) or a 418 ban.
+
+Windows use the caller's exchange time (local clock + measured offset), so they line up
+with the exchange's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from orders.model import now_ms
+
+WEIGHT_WINDOW_MS = 60_000
+ORDERS_SHORT_WINDOW_MS = 10_000
+ORDERS_LONG_WINDOW_MS = 60_000
+
+
+class Priority(StrEnum):
+    CREATE = "create"  # may not dip into the cancel reserve
+    CANCEL = "cancel"
+    QUERY = "query"
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeLimits:
+    """The exchange's own limits (exchangeInfo `rateLimits`); Binance's published defaults."""
+
+    weight_per_minute: int = 2400
+    orders_per_10s: int = 300
+    orders_per_minute: int = 1200
+
+    @classmethod
+    def from_exchange_info(cls, rate_limits: list[dict[str, Any]]) -> ExchangeLimits:
+        """Read the REQUEST_WEIGHT and ORDERS rows (interval and intervalNum); other rows are ignored."""
+        found: dict[str, int] = {}
+        for row in rate_limits:
+            span_s = int(row.get("intervalNum", 1)) * {"SECOND": 1, "MINUTE": 60, "DAY": 86400}.get(
+                str(row.get("interval")), 0
+            )
+            kind, limit = row.get("rateLimitType"), int(row.get("limit", 0))
+            if kind == "REQUEST_WEIGHT" and span_s == 60:
+                found["weight_per_minute"] = limit
+            elif kind == "ORDERS" and span_s == 10:
+                found["orders_per_10s"] = limit
+            elif kind == "ORDERS" and span_s == 60:
+                found["orders_per_minute"] = limit
+        return cls(**found)
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What one request spends: request weight, and orders (1 for a new order)."""
+
+    weight: int = 1
+    orders: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetState:
+    """A read-only look at the budget, for admission and health."""
+
+    tokens: float
+    weight_used: int
+    orders_10s: int
+    orders_1m: int
+    blocked_until_ms: int
+    blocked_reason: str
+
+
+# KEYS: 1 bucket hash, 2 weight window, 3 orders 10 s window, 4 orders 1 m window, 5 block hash.
+# ARGV: 1 now, 2 rate/s, 3 burst, 4 reserve tokens, 5 weight, 6 weight limit, 7 orders,
+# 8 orders/10s limit, 9 orders/1m limit, 10..12 window ends (weight, 10 s, 1 m).
+_ACQUIRE = """
+local now = tonumber(ARGV[1])
+local blocked = tonumber(redis.call('HGET', KEYS[5], 'until') or '0')
+if blocked > now then return {blocked - now, 'blocked'} end
+local rate, burst, reserve = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(b[1] or ARGV[3])
+local ts = tonumber(b[2] or ARGV[1])
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
+local wait, why = 0, ''
+if tokens - 1 < reserve then
+  wait = math.ceil((1 + reserve - tokens) * 1000 / rate)
+  why = 'requests_per_second'
+end
+local weight = tonumber(ARGV[5])
+if weight > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') + weight > tonumber(ARGV[6]) then
+  local w = tonumber(ARGV[10]) - now
+  if w > wait then wait, why = w, 'REQUEST_WEIGHT per minute' end
+end
+local orders = tonumber(ARGV[7])
+if orders > 0 then
+  if tonumber(redis.call('GET', KEYS[3]) or '0') + orders > tonumber(ARGV[8]) then
+    local w = tonumber(ARGV[11]) - now
+    if w > wait then wait, why = w, 'ORDERS per 10 s' end
+  end
+  if tonumber(redis.call('GET', KEYS[4]) or '0') + orders > tonumber(ARGV[9]) then
+    local w = tonumber(ARGV[12]) - now
+    if w > wait then wait, why = w, 'ORDERS per minute' end
+  end
+end
+if wait > 0 then return {wait, why} end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens - 1), 'ts', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], 3600000)
+if weight > 0 then
+  redis.call('INCRBY', KEYS[2], weight)
+  redis.call('PEXPIREAT', KEYS[2], tonumber(ARGV[10]) + 60000)
+end
+if orders > 0 then
+  redis.call('INCRBY', KEYS[3], orders)
+  redis.call('PEXPIREAT', KEYS[3], tonumber(ARGV[11]) + 60000)
+  redis.call('INCRBY', KEYS[4], orders)
+  redis.call('PEXPIREAT', KEYS[4], tonumber(ARGV[12]) + 60000)
+end
+return {0, ''}
+"""
+
+# KEYS: counters; ARGV: pairs of (value, expire-at ms), one per key. Raise only.
+_CORRECT = """
+for i, key in ipairs(KEYS) do
+  local seen = tonumber(ARGV[2 * i - 1])
+  if seen > tonumber(redis.call('GET', key) or '0') then
+    redis.call('SET', key, seen)
+    redis.call('PEXPIREAT', key, tonumber(ARGV[2 * i]))
+  end
+end
+return 1
+"""
+
+# KEYS[1] block hash; ARGV: until ms, reason. Only ever extends.
+_BLOCK = """
+if tonumber(ARGV[1]) > tonumber(redis.call('HGET', KEYS[1], 'until') or '0') then
+  redis.call('HSET', KEYS[1], 'until', ARGV[1], 'reason', ARGV[2])
+  redis.call('PEXPIREAT', KEYS[1], tonumber(ARGV[1]) + 60000)
+end
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """The answer to `acquire`: 0 ms means charged; otherwise nothing was charged."""
+
+    wait_ms: int
+    limited_by: str = ""
+
+
+class RateBudget:
+    """The shared budget of one account and IP (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        namespace: str = "oe",
+        account: str = "default",
+        requests_per_second: float = 10,
+        burst: int = 20,
+        safety_margin: float = 0.9,
+        cancel_reserve: float = 0.2,
+        limits: ExchangeLimits | None = None,
+    ) -> None:
+        self._redis = client
+        self._prefix = f"{namespace}:rl:{account}"
+        self.requests_per_second = requests_per_second
+        self.burst = burst
+        self.safety_margin = safety_margin
+        self.cancel_reserve = cancel_reserve
+        self.limits = limits or ExchangeLimits()
+        self._acquire = client.register_script(_ACQUIRE)
+        self._correct = client.register_script(_CORRECT)
+        self._block = client.register_script(_BLOCK)
+
+    @property
+    def limits_key(self) -> str:
+        return f"{self._prefix}:limits"
+
+    def _window(self, name: str, span_ms: int, at_ms: int) -> tuple[str, int]:
+        start = at_ms - at_ms % span_ms
+        return f"{self._prefix}:{name}:{start}", start + span_ms
+
+    def effective(self, limit: int, priority: Priority) -> int:
+        """A limit after the safety margin, and after the cancel reserve for creates."""
+        share = self.safety_margin * (1 - self.cancel_reserve if priority is Priority.CREATE else 1)
+        return max(1, math.floor(limit * share))
+
+    async def acquire(self, cost: Cost, priority: Priority, *, at_ms: int | None = None) -> Grant:
+        """Charge `cost` to every budget at once, or nothing and say how long to wait (ms)."""
+        now = now_ms() if at_ms is None else at_ms
+        weight_key, weight_end = self._window("w1m", WEIGHT_WINDOW_MS, now)
+        short_key, short_end = self._window("o10s", ORDERS_SHORT_WINDOW_MS, now)
+        long_key, long_end = self._window("o1m", ORDERS_LONG_WINDOW_MS, now)
+        reserve = self.burst * self.cancel_reserve if priority is Priority.CREATE else 0
+        wait, why = await self._acquire(
+            keys=[f"{self._prefix}:bucket", weight_key, short_key, long_key, f"{self._prefix}:block"],
+            args=[
+                now,
+                self.requests_per_second,
+                self.burst,
+                reserve,
+                cost.weight,
+                self.effective(self.limits.weight_per_minute, priority),
+                cost.orders,
+                self.effective(self.limits.orders_per_10s, priority),
+                self.effective(self.limits.orders_per_minute, priority),
+                weight_end,
+                short_end,
+                long_end,
+            ],
+        )
+        return Grant(int(wait), why.decode() if isinstance(why, bytes) else str(why))
+
+    async def correct(
+        self,
+        *,
+        weight_1m: int | None,
+        orders_10s: int | None,
+        orders_1m: int | None,
+        at_ms: int | None = None,
+    ) -> None:
+        """Raise our counters to what the exchange reports (X-MBX-* headers); never lowers them."""
+        now = now_ms() if at_ms is None else at_ms
+        keys: list[str] = []
+        args: list[int] = []
+        for value, name, span in (
+            (weight_1m, "w1m", WEIGHT_WINDOW_MS),
+            (orders_10s, "o10s", ORDERS_SHORT_WINDOW_MS),
+            (orders_1m, "o1m", ORDERS_LONG_WINDOW_MS),
+        ):
+            if value is not None and value >= 0:
+                key, end = self._window(name, span, now)
+                keys.append(key)
+                args += [value, end + 60_000]
+        if keys:
+            await self._correct(keys=keys, args=args)
+
+    async def block(self, until_ms: int, reason: str) -> None:
+        """Stop every replica from sending until `until_ms` (429 Retry-After, 418 ban)."""
+        await self._block(keys=[f"{self._prefix}:block"], args=[until_ms, reason])
+
+    async def state(self, *, at_ms: int | None = None) -> BudgetState:
+        """The budget as it stands (tokens refilled to now), without charging anything."""
+        now = now_ms() if at_ms is None else at_ms
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hmget(f"{self._prefix}:bucket", ["tokens", "ts"])
+        for name, span in (
+            ("w1m", WEIGHT_WINDOW_MS),
+            ("o10s", ORDERS_SHORT_WINDOW_MS),
+            ("o1m", ORDERS_LONG_WINDOW_MS),
+        ):
+            pipe.get(self._window(name, span, now)[0])
+        pipe.hmget(f"{self._prefix}:block", ["until", "reason"])
+        bucket, weight, short, long, block = await pipe.execute()
+        tokens = float(bucket[0]) if bucket[0] is not None else float(self.burst)
+        if bucket[1] is not None:
+            tokens = min(self.burst, tokens + max(0, now - int(bucket[1])) * self.requests_per_second / 1000)
+        until = int(block[0] or 0)
+        return BudgetState(
+            tokens=tokens,
+            weight_used=int(weight or 0),
+            orders_10s=int(short or 0),
+            orders_1m=int(long or 0),
+            blocked_until_ms=until if until > now else 0,
+            blocked_reason=(block[1] or b"").decode() if until > now else "",
+        )
+
+    async def save_limits(self, limits: ExchangeLimits) -> None:
+        """Share the exchange's limits (read from exchangeInfo by the workers) with every process."""
+        self.limits = limits
+        await self._redis.set(self.limits_key, json.dumps(dataclasses.asdict(limits)))
+
+    async def load_limits(self) -> ExchangeLimits:
+        """The shared limits, or Binance's defaults until a worker has read exchangeInfo."""
+        raw = await self._redis.get(self.limits_key)
+        if raw:
+            self.limits = ExchangeLimits(**json.loads(raw))
+        return self.limits

@@ -1,0 +1,147 @@
+"""Admission: refuse at once what the account could not send in time, instead of queueing it into expiry.
+
+Before an order is stored the gateway checks, in order:
+1. the client's own request rate (`admission.client_requests_per_second` / `client_burst`,
+   per user_id, else per peer, in this gateway) — a runaway strategy cannot flood the queue;
+2. the symbol's queue of accepted-but-unsent orders (`admission.max_queued_per_symbol`);
+3. the create breaker: open → UNAVAILABLE "circuit breaker binance_create_order is open";
+   an exchange ban (418) → UNAVAILABLE until it ends;
+4. the shared rate budget: if this order, behind every order already queued for the
+   account, could not go out before its `max_order_age_ms`, RESOURCE_EXHAUSTED with the wait.
+
+The budget estimate is the longest of: the token bucket serving the queue at its rate,
+each ORDERS window's remaining room, and a block after 429/418.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+
+from exchange.breakers import Group, breaker_key
+from exchange.rate_budget import (
+    ORDERS_LONG_WINDOW_MS,
+    ORDERS_SHORT_WINDOW_MS,
+    BudgetState,
+    Priority,
+    RateBudget,
+)
+from orders.errors import ExchangeNotAccepting, Overloaded
+from orders.model import now_ms
+from orders.settings import AdmissionSettings, CircuitBreakerSettings
+from orders.store import OrderStore
+
+_LIMITS_RELOAD_S = 5.0
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float = field(default_factory=time.monotonic)
+
+
+class Admission:
+    """The checks above, for one gateway."""
+
+    def __init__(
+        self,
+        *,
+        store: OrderStore,
+        symbols: list[str],
+        settings: AdmissionSettings,
+        max_order_age_ms: int,
+        budget: RateBudget | None,
+        breaker_redis: aioredis.Redis | None = None,
+        breaker_namespace: str = "oe",
+        breaker_settings: CircuitBreakerSettings | None = None,
+    ) -> None:
+        self._store = store
+        self._symbols = symbols
+        self._settings = settings
+        self._max_age_ms = max_order_age_ms
+        self._budget = budget
+        self._breaker_redis = breaker_redis
+        self._breaker_namespace = breaker_namespace
+        self._breaker_timeout_s = (breaker_settings or CircuitBreakerSettings()).timeout
+        self._clients: dict[str, _Bucket] = {}
+        self._limits_loaded = 0.0
+
+    def check_client(self, client: str) -> None:
+        """Charge one request to `client`'s bucket; raises Overloaded when it is empty."""
+        rate, burst = self._settings.client_requests_per_second, self._settings.client_burst
+        now = time.monotonic()
+        bucket = self._clients.setdefault(client, _Bucket(float(burst), now))
+        bucket.tokens = min(burst, bucket.tokens + (now - bucket.at) * rate)
+        bucket.at = now
+        if bucket.tokens < 1:
+            wait_ms = math.ceil((1 - bucket.tokens) / rate * 1000)
+            raise Overloaded(f"client {client}: over {rate:g} requests/s; slow down (retry in {wait_ms} ms)")
+        bucket.tokens -= 1
+
+    async def check_create(self, symbol: str) -> None:
+        """Raise Overloaded or ExchangeNotAccepting if an order for `symbol` should not be accepted now."""
+        queued = await self._store.unsent_counts(
+            self._symbols if symbol in self._symbols else [*self._symbols, symbol]
+        )
+        if queued[symbol] >= self._settings.max_queued_per_symbol:
+            raise Overloaded(
+                f"symbol: {symbol} has {queued[symbol]} orders accepted and not yet sent "
+                f"(limit admission.max_queued_per_symbol={self._settings.max_queued_per_symbol}); retry later"
+            )
+        await self._check_breaker()
+        if self._budget is None:
+            return
+        if time.monotonic() - self._limits_loaded > _LIMITS_RELOAD_S:
+            await self._budget.load_limits()
+            self._limits_loaded = time.monotonic()
+        now = now_ms()
+        state = await self._budget.state(at_ms=now)
+        if state.blocked_reason.startswith("418"):
+            raise ExchangeNotAccepting(f"the exchange banned this IP: {state.blocked_reason}")
+        wait_ms, limited_by = self.projected_wait_ms(state, ahead=sum(queued.values()), now=now)
+        if wait_ms > self._max_age_ms:
+            raise Overloaded(
+                f"rate budget: this order would wait about {wait_ms} ms for {limited_by} "
+                f"({sum(queued.values())} orders queued ahead), over max_order_age_ms={self._max_age_ms}; "
+                "retry later or raise rate_limit settings"
+            )
+
+    def projected_wait_ms(self, state: BudgetState, *, ahead: int, now: int) -> tuple[int, str]:
+        """How long an order queued behind `ahead` others would wait for the budget, and why."""
+        assert self._budget is not None
+        budget, needed = self._budget, ahead + 1
+        waits: list[tuple[int, str]] = [
+            (max(0, state.blocked_until_ms - now), state.blocked_reason or "a block")
+        ]
+        usable = state.tokens - budget.burst * budget.cancel_reserve
+        if needed > usable:
+            waits.append(
+                (math.ceil((needed - usable) / budget.requests_per_second * 1000), "requests_per_second")
+            )
+        for used, limit, span, name in (
+            (state.orders_10s, budget.limits.orders_per_10s, ORDERS_SHORT_WINDOW_MS, "ORDERS per 10 s"),
+            (state.orders_1m, budget.limits.orders_per_minute, ORDERS_LONG_WINDOW_MS, "ORDERS per minute"),
+        ):
+            room = budget.effective(limit, Priority.CREATE)
+            if used + needed > room:
+                windows = math.ceil((used + needed - room) / room)
+                waits.append((span - now % span + (windows - 1) * span, name))
+        return max(waits)
+
+    async def _check_breaker(self) -> None:
+        if self._breaker_redis is None:
+            return
+        state_key = breaker_key(self._breaker_namespace, Group.CREATE)
+        opened_key = breaker_key(self._breaker_namespace, Group.CREATE, "opened_at")
+        state, opened_at = await self._breaker_redis.mget(state_key, opened_key)
+        if state != b"open":
+            return
+        # pybreaker moves to half-open on the next call after the timeout: let that call through.
+        if opened_at is not None and time.time() >= int(opened_at) + self._breaker_timeout_s:
+            return
+        raise ExchangeNotAccepting(
+            f"circuit breaker {Group.CREATE} is open; the exchange is failing, retry shortly"
+        )
