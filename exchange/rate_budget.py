@@ -10,8 +10,8 @@ spent.
 
 * Limits are the exchange's times `safety_margin` (the counters we cannot see, such as
   another client's, are corrected from the response headers: `correct`).
-* Creates leave `cancel_reserve` of the bucket and of the weight window untouched, so a
-  flood of creates never starves cancels.
+* Creates and queries leave `cancel_reserve` of the bucket and of the weight window
+  untouched, so neither a flood of creates nor a reconciliation sweep starves cancels.
 * `block` stops everyone until a time: after a 429 (its Retry-After) or a 418 ban.
 
 Windows use the caller's exchange time (local clock + measured offset), so they line up
@@ -37,8 +37,8 @@ ORDERS_LONG_WINDOW_MS = 60_000
 
 
 class Priority(StrEnum):
-    CREATE = "create"  # may not dip into the cancel reserve
-    CANCEL = "cancel"
+    CREATE = "create"
+    CANCEL = "cancel"  # the only one that may use the cancel reserve
     QUERY = "query"
 
 
@@ -202,8 +202,8 @@ class RateBudget:
         return f"{self._prefix}:{name}:{start}", start + span_ms
 
     def effective(self, limit: int, priority: Priority) -> int:
-        """A limit after the safety margin, and after the cancel reserve for creates."""
-        share = self.safety_margin * (1 - self.cancel_reserve if priority is Priority.CREATE else 1)
+        """A limit after the safety margin, and after the cancel reserve for all but cancels."""
+        share = self.safety_margin * (1 if priority is Priority.CANCEL else 1 - self.cancel_reserve)
         return max(1, math.floor(limit * share))
 
     async def acquire(self, cost: Cost, priority: Priority, *, at_ms: int | None = None) -> Grant:
@@ -212,7 +212,7 @@ class RateBudget:
         weight_key, weight_end = self._window("w1m", WEIGHT_WINDOW_MS, now)
         short_key, short_end = self._window("o10s", ORDERS_SHORT_WINDOW_MS, now)
         long_key, long_end = self._window("o1m", ORDERS_LONG_WINDOW_MS, now)
-        reserve = self.burst * self.cancel_reserve if priority is Priority.CREATE else 0
+        reserve = 0 if priority is Priority.CANCEL else self.burst * self.cancel_reserve
         wait, why = await self._acquire(
             keys=[f"{self._prefix}:bucket", weight_key, short_key, long_key, f"{self._prefix}:block"],
             args=[
