@@ -78,7 +78,10 @@ class Admission:
         bucket.at = now
         if bucket.tokens < 1:
             wait_ms = math.ceil((1 - bucket.tokens) / rate * 1000)
-            raise Overloaded(f"client {client}: over {rate:g} requests/s; slow down (retry in {wait_ms} ms)")
+            raise Overloaded(
+                f"client {client}: over {rate:g} requests/s; slow down (retry in {wait_ms} ms)",
+                limit="client_rate",
+            )
         bucket.tokens -= 1
 
     async def check_create(self, symbol: str) -> None:
@@ -89,7 +92,8 @@ class Admission:
         if queued[symbol] >= self._settings.max_queued_per_symbol:
             raise Overloaded(
                 f"symbol: {symbol} has {queued[symbol]} orders accepted and not yet sent "
-                f"(limit admission.max_queued_per_symbol={self._settings.max_queued_per_symbol}); retry later"
+                f"(admission.max_queued_per_symbol={self._settings.max_queued_per_symbol}); retry later",
+                limit="queue_bound",
             )
         await self._check_breaker()
         if self._budget is None:
@@ -106,7 +110,8 @@ class Admission:
             raise Overloaded(
                 f"rate budget: this order would wait about {wait_ms} ms for {limited_by} "
                 f"({sum(queued.values())} orders queued ahead), over max_order_age_ms={self._max_age_ms}; "
-                "retry later or raise rate_limit settings"
+                "retry later or raise rate_limit settings",
+                limit="rate_budget",
             )
 
     def projected_wait_ms(self, state: BudgetState, *, ahead: int, now: int) -> tuple[int, str]:

@@ -13,12 +13,15 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import redis.exceptions
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from exchange.rate_budget import RateBudget
+from gateway import metrics
 from gateway.rules_cache import RulesCache
 from orders.listener_status import ListenerStatus
+from orders.model import now_ms
 from orders.store import OrderStore
 
 
@@ -40,6 +43,23 @@ class HealthChecks:
             "listener": await _timed(self._listener),
             "rate_limits": await _timed(self._rate_limits),
         }
+
+    async def refresh_gauges(self) -> None:
+        """Set the budget's gauges from Redis (at scrape time); a Redis error leaves them as they were."""
+        if self.budget is None:
+            return
+        try:
+            state = await self.budget.state()
+        except redis.exceptions.RedisError:
+            return
+        metrics.EXCHANGE_BAN_SECONDS.set(max(0, state.blocked_until_ms - now_ms()) / 1000)
+        for window, value in (
+            ("weight_1m", state.weight_used),
+            ("orders_10s", state.orders_10s),
+            ("orders_1m", state.orders_1m),
+            ("tokens", state.tokens),
+        ):
+            metrics.RATE_BUDGET_USED.labels(window).set(value)
 
     async def _rate_limits(self) -> str:
         if self.budget is None:
@@ -120,6 +140,7 @@ def build_http_app(checks: HealthChecks) -> web.Application:
         return web.Response(text="ready")
 
     async def metrics(_: web.Request) -> web.Response:
+        await checks.refresh_gauges()
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()

@@ -15,3 +15,12 @@ ORDER_LATENCY = Histogram(
     buckets=_BUCKETS,
 )
 UPDATE_STREAMS = Gauge("order_execution_update_streams", "Open StreamOrderUpdates calls")
+RATE_LIMIT_HITS = Counter(
+    "order_execution_rate_limit_hits_total", "Requests the gateway refused for a rate limit", ["limit"]
+)
+EXCHANGE_BAN_SECONDS = Gauge(
+    "order_execution_exchange_block_seconds", "Seconds every replica still holds off sending (429/418)"
+)
+RATE_BUDGET_USED = Gauge(
+    "order_execution_rate_budget_used", "The shared budget's counters in the current window", ["window"]
+)

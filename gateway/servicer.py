@@ -52,6 +52,8 @@ async def _answer(context: Context, call: Callable[[], Awaitable[T]]) -> T:
     try:
         return await call()
     except OrderServiceError as exc:
+        if isinstance(exc, Overloaded):
+            metrics.RATE_LIMIT_HITS.labels(exc.limit).inc()
         for kind, code in _STATUS:
             if isinstance(exc, kind):
                 await context.abort(code, str(exc))

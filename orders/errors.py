@@ -60,8 +60,13 @@ class StoreUnavailable(OrderServiceError):
 class Overloaded(OrderServiceError):
     """Accepting this request now would overrun a limit (rate budget, queue bound, client rate).
 
-    Nothing was stored; the message says which limit and how long to wait.
+    Nothing was stored; the message says which limit and how long to wait; `limit` names it
+    for metrics ("rate_budget", "client_rate", "queue_bound").
     """
+
+    def __init__(self, message: str, *, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class ExchangeNotAccepting(OrderServiceError):
