@@ -220,8 +220,9 @@ class BinanceClient:
                 [*params, ("recvWindow", self._recv_window), ("timestamp", timestamp)], self._secret
             )
         with self._guard(group):
+            sent_at = self.exchange_now_ms()
             response = await self._send(method, url)
-            await self._learn(response)
+            await self._learn(response, sent_at)
             if response.status_code == 200:
                 return response.json()
             raise _classify(response)
@@ -260,7 +261,7 @@ class BinanceClient:
                 raise ExchangeUnavailable(f"{method} {url.split('?')[0]} failed: {exc!r}") from exc
             raise OutcomeUnknown(f"no answer to {method} {url.split('?')[0]}: {exc!r}") from exc
 
-    async def _learn(self, response: httpx.Response) -> None:
+    async def _learn(self, response: httpx.Response, sent_at_ms: int) -> None:
         """Correct the shared budget from the answer's headers; block everyone on 429 and 418."""
         if self.budget is None:
             return
@@ -270,7 +271,8 @@ class BinanceClient:
                 weight_1m=_int_header(headers, "x-mbx-used-weight-1m"),
                 orders_10s=_int_header(headers, "x-mbx-order-count-10s"),
                 orders_1m=_int_header(headers, "x-mbx-order-count-1m"),
-                at_ms=self.exchange_now_ms(),
+                at_ms=sent_at_ms,
+                answered_ms=self.exchange_now_ms(),
             )
             if response.status_code == 429:
                 until = now_ms() + int(_retry_after_s(response) * 1000)

@@ -34,6 +34,8 @@ from orders.model import now_ms
 WEIGHT_WINDOW_MS = 60_000
 ORDERS_SHORT_WINDOW_MS = 10_000
 ORDERS_LONG_WINDOW_MS = 60_000
+# Clocks and flight times blur window edges this much: header figures near an edge are not used.
+_BOUNDARY_MARGIN_MS = 250
 
 
 class Priority(StrEnum):
@@ -239,9 +241,16 @@ class RateBudget:
         orders_10s: int | None,
         orders_1m: int | None,
         at_ms: int | None = None,
+        answered_ms: int | None = None,
     ) -> None:
-        """Raise our counters to what the exchange reports (X-MBX-* headers); never lowers them."""
+        """Raise our counters to what the exchange reports (X-MBX-* headers); never lowers them.
+
+        `at_ms` is when the request left, `answered_ms` when its answer came (exchange
+        time). A figure is only trusted for a window the whole exchange sat well inside: one
+        counted in the previous window must not fill the new one.
+        """
         now = now_ms() if at_ms is None else at_ms
+        answered = now if answered_ms is None else answered_ms
         keys: list[str] = []
         args: list[int] = []
         for value, name, span in (
@@ -249,7 +258,9 @@ class RateBudget:
             (orders_10s, "o10s", ORDERS_SHORT_WINDOW_MS),
             (orders_1m, "o1m", ORDERS_LONG_WINDOW_MS),
         ):
-            if value is not None and value >= 0:
+            start = now - now % span
+            inside = start + _BOUNDARY_MARGIN_MS <= now and answered < start + span - _BOUNDARY_MARGIN_MS
+            if value is not None and value >= 0 and inside:
                 key, end = self._window(name, span, now)
                 keys.append(key)
                 args += [value, end + 60_000]
