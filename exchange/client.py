@@ -275,10 +275,10 @@ class BinanceClient:
                 answered_ms=self.exchange_now_ms(),
             )
             if response.status_code == 429:
-                until = now_ms() + int(_retry_after_s(response) * 1000)
+                until = self.exchange_now_ms() + int(_retry_after_s(response) * 1000)
                 await self.budget.block(until, "429: request rate over the exchange's limit")
             elif response.status_code == 418:
-                until = _ban_end_ms(response)
+                until = _ban_end_ms(response, self.exchange_now_ms())
                 await self.budget.block(until, f"418: IP banned by the exchange until {until}")
         except redis.exceptions.RedisError:
             pass  # the answer itself still counts; the next one corrects the budget
@@ -291,12 +291,12 @@ def _int_header(headers: httpx.Headers, name: str) -> int | None:
         return None
 
 
-def _ban_end_ms(response: httpx.Response) -> int:
-    """When a 418 ban ends: from "banned until <ms>" in the message, else Retry-After."""
+def _ban_end_ms(response: httpx.Response, exchange_now_ms: int) -> int:
+    """When a 418 ban ends, on the exchange's clock: "banned until <ms>" in the message, else Retry-After."""
     found = _BANNED_UNTIL.search(response.text)
     if found:
         return int(found.group(1))
-    return now_ms() + int(_retry_after_s(response) * 1000)
+    return exchange_now_ms + int(_retry_after_s(response) * 1000)
 
 
 def _classify(response: httpx.Response) -> ExchangeError:

@@ -108,7 +108,10 @@ if tokens - 1 < reserve then
   why = 'requests_per_second'
 end
 local weight = tonumber(ARGV[5])
-if weight > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') + weight > tonumber(ARGV[6]) then
+-- A weight-0 request (a new order) is still held once the window is spent: the exchange
+-- answers 429 to anything from an IP over its limit.
+local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+if used + weight > tonumber(ARGV[6]) or (weight == 0 and used >= tonumber(ARGV[6])) then
   local w = tonumber(ARGV[10]) - now
   if w > wait then wait, why = w, 'REQUEST_WEIGHT per minute' end
 end

@@ -31,6 +31,7 @@ from exchange.errors import (
     BudgetExceeded,
     ClockSkew,
     DuplicateClientOrderId,
+    ExchangeError,
     NotExecuted,
     OrderNotFoundAtExchange,
     OrderRejected,
@@ -136,7 +137,10 @@ class OrderExecutor:
                 raise _GaveUpUnsent(f"not sent within max_order_age_ms: {exc}") from exc
             except NotExecuted as exc:
                 if isinstance(exc, ClockSkew):
-                    await self.exchange.sync_clock()
+                    try:
+                        await self.exchange.sync_clock()
+                    except ExchangeError as sync_failed:  # the backoff below tries again
+                        log.warning("order %s: clock resync failed (%s)", order_id, sync_failed)
                 wait_s = exc.retry_after_s if isinstance(exc, RateLimited) else backoff
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
                 if now_ms() + wait_s * 1000 > order.created_at + self.max_order_age_ms:
