@@ -49,6 +49,7 @@ _OUTCOME_UNKNOWN_CODES = {-1000, -1006, -1007}
 _NOT_EXECUTED_CODES = {-1008, -1003, -1015}
 _BANNED_UNTIL = re.compile(r"banned until (\d{10,})")
 _CLOCK_SAMPLES = 5
+_DEFAULT_MAX_WAIT_MS = 10_000
 
 # What each endpoint spends (Binance's weights and order counts), its priority, its breaker.
 _ENDPOINTS: dict[tuple[str, str], tuple[Cost, Priority, Group | None]] = {
@@ -212,7 +213,9 @@ class BinanceClient:
     ) -> Any:
         """Spend the budget, sign (if `params` is given, with a fresh timestamp), send, classify."""
         cost, priority, group = _ENDPOINTS.get((method, path), _OTHER_ENDPOINT)
-        await self._spend(cost, priority, deadline_ms)
+        # Without a deadline of its own a request waits for the budget at most this long, so a
+        # cancel or a query never sleeps through a ban: it fails (NotExecuted) and is retried.
+        await self._spend(cost, priority, deadline_ms or now_ms() + _DEFAULT_MAX_WAIT_MS)
         url = path
         if params is not None:
             timestamp = str(self.exchange_now_ms())
@@ -232,7 +235,7 @@ class BinanceClient:
             return contextlib.nullcontext()
         return self.breakers.guard(group)
 
-    async def _spend(self, cost: Cost, priority: Priority, deadline_ms: int | None) -> None:
+    async def _spend(self, cost: Cost, priority: Priority, deadline_ms: int) -> None:
         """Wait until the shared budget grants `cost`; raises BudgetExceeded if that is past the deadline."""
         if self.budget is None:
             return
@@ -243,7 +246,7 @@ class BinanceClient:
                 raise ExchangeUnavailable(f"the shared rate budget (Redis) is unreachable: {exc!r}") from exc
             if not grant.wait_ms:
                 return
-            if deadline_ms is not None and now_ms() + grant.wait_ms > deadline_ms:
+            if now_ms() + grant.wait_ms > deadline_ms:
                 raise BudgetExceeded(
                     f"the rate budget ({grant.limited_by}) would hold it {grant.wait_ms} ms, too long",
                     wait_ms=grant.wait_ms,

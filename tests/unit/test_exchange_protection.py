@@ -165,9 +165,15 @@ async def test_weight_another_client_spent_holds_our_next_request_until_the_minu
     account.exchange.answers += [order_object(headers={"X-MBX-USED-WEIGHT-1M": "2100"}), order_object()]
     await client.query_order("BTCUSDT", "oe-1")
     assert (await budget.state(at_ms=clock.ms)).weight_used == 2100  # ours was 1
-    await client.query_order("BTCUSDT", "oe-1")  # 2101 is over 2400 x 0.9 x 0.8
-    assert clock.slept_ms == [minute_end - start]
-    assert len(account.exchange.requests) == 2
+    # 2101 is over 2400 x 0.9 x 0.8: the minute ends in 59 s, longer than a query may wait
+    # (10 s), so it fails at once, unsent, rather than holding its caller for a minute.
+    with pytest.raises(BudgetExceeded) as caught:
+        await client.query_order("BTCUSDT", "oe-1")
+    assert caught.value.wait_ms == minute_end - start
+    assert clock.slept_ms == [] and len(account.exchange.requests) == 1
+    clock.ms = minute_end - 5_000  # 5 s before the minute ends: worth waiting for
+    await client.query_order("BTCUSDT", "oe-1")
+    assert clock.slept_ms == [5_000] and len(account.exchange.requests) == 2
     assert int(param(account.exchange.requests[1], "timestamp")) >= minute_end
 
 
