@@ -19,6 +19,7 @@ import json
 import re
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from decimal import Decimal
 from typing import Any
@@ -135,11 +136,19 @@ class BinanceClient:
 
     # --- orders -----------------------------------------------------------------
 
-    async def new_order(self, order: Order, *, deadline_ms: int | None = None) -> dict[str, Any]:
+    async def new_order(
+        self,
+        order: Order,
+        *,
+        deadline_ms: int | None = None,
+        after_wait: Callable[[], Awaitable[object]] | None = None,
+    ) -> dict[str, Any]:
         """POST /fapi/v1/order with our client id; RESULT reply so MARKET/IOC come back final.
 
         Raises BudgetExceeded, without sending, if the rate budget cannot let it out
-        before `deadline_ms` (Unix ms).
+        before `deadline_ms` (Unix ms). If the budget made it wait, `after_wait` runs just
+        before the POST (the executor records the real send time there; it may raise to
+        stop the send).
         """
         params = [
             ("symbol", order.symbol),
@@ -156,7 +165,9 @@ class BinanceClient:
         if order.reduce_only:
             params.append(("reduceOnly", "true"))
         params += [("newClientOrderId", order.client_order_id), ("newOrderRespType", "RESULT")]
-        reply: dict[str, Any] = await self._signed("POST", "/fapi/v1/order", params, deadline_ms=deadline_ms)
+        reply: dict[str, Any] = await self._signed(
+            "POST", "/fapi/v1/order", params, deadline_ms=deadline_ms, after_wait=after_wait
+        )
         return reply
 
     async def query_order(self, symbol: str, client_order_id: str) -> dict[str, Any]:
@@ -199,9 +210,15 @@ class BinanceClient:
     # --- plumbing ----------------------------------------------------------------
 
     async def _signed(
-        self, method: str, path: str, params: list[tuple[str, str]], *, deadline_ms: int | None = None
+        self,
+        method: str,
+        path: str,
+        params: list[tuple[str, str]],
+        *,
+        deadline_ms: int | None = None,
+        after_wait: Callable[[], Awaitable[object]] | None = None,
     ) -> Any:
-        return await self._request(method, path, params, deadline_ms=deadline_ms)
+        return await self._request(method, path, params, deadline_ms=deadline_ms, after_wait=after_wait)
 
     async def _request(
         self,
@@ -210,12 +227,18 @@ class BinanceClient:
         params: list[tuple[str, str]] | None = None,
         *,
         deadline_ms: int | None = None,
+        after_wait: Callable[[], Awaitable[object]] | None = None,
     ) -> Any:
-        """Spend the budget, sign (if `params` is given, with a fresh timestamp), send, classify."""
+        """Spend the budget, sign (if `params` is given, with a fresh timestamp), send, classify.
+
+        `after_wait` runs when the budget made the request wait, just before it is sent.
+        """
         cost, priority, group = _ENDPOINTS.get((method, path), _OTHER_ENDPOINT)
         # Without a deadline of its own a request waits for the budget at most this long, so a
         # cancel or a query never sleeps through a ban: it fails (NotExecuted) and is retried.
-        await self._spend(cost, priority, deadline_ms or now_ms() + _DEFAULT_MAX_WAIT_MS)
+        waited = await self._spend(cost, priority, deadline_ms or now_ms() + _DEFAULT_MAX_WAIT_MS)
+        if waited and after_wait is not None:
+            await after_wait()
         url = path
         if params is not None:
             timestamp = str(self.exchange_now_ms())
@@ -235,22 +258,27 @@ class BinanceClient:
             return contextlib.nullcontext()
         return self.breakers.guard(group)
 
-    async def _spend(self, cost: Cost, priority: Priority, deadline_ms: int) -> None:
-        """Wait until the shared budget grants `cost`; raises BudgetExceeded if that is past the deadline."""
+    async def _spend(self, cost: Cost, priority: Priority, deadline_ms: int) -> bool:
+        """Wait until the shared budget grants `cost`; True if that took a wait.
+
+        Raises BudgetExceeded, having waited for nothing, if the grant would come past the deadline.
+        """
         if self.budget is None:
-            return
+            return False
+        waited = False
         while True:
             try:
                 grant = await self.budget.acquire(cost, priority, at_ms=self.exchange_now_ms())
             except redis.exceptions.RedisError as exc:
                 raise ExchangeUnavailable(f"the shared rate budget (Redis) is unreachable: {exc!r}") from exc
             if not grant.wait_ms:
-                return
+                return waited
             if now_ms() + grant.wait_ms > deadline_ms:
                 raise BudgetExceeded(
                     f"the rate budget ({grant.limited_by}) would hold it {grant.wait_ms} ms, too long",
                     wait_ms=grant.wait_ms,
                 )
+            waited = True
             await asyncio.sleep(grant.wait_ms / 1000)
 
     async def _send(self, method: str, url: str) -> httpx.Response:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -36,6 +37,7 @@ ORDERS_SHORT_WINDOW_MS = 10_000
 ORDERS_LONG_WINDOW_MS = 60_000
 # Clocks and flight times blur window edges this much: header figures near an edge are not used.
 _BOUNDARY_MARGIN_MS = 250
+_LIMITS_RELOAD_S = 5.0
 
 
 class Priority(StrEnum):
@@ -194,6 +196,8 @@ class RateBudget:
         self.safety_margin = safety_margin
         self.cancel_reserve = cancel_reserve
         self.limits = limits or ExchangeLimits()
+        # Given limits are kept; otherwise the shared ones are read on first use, then every few s.
+        self._limits_loaded = time.monotonic() if limits is not None else float("-inf")
         self._acquire = client.register_script(_ACQUIRE)
         self._correct = client.register_script(_CORRECT)
         self._block = client.register_script(_BLOCK)
@@ -213,6 +217,7 @@ class RateBudget:
 
     async def acquire(self, cost: Cost, priority: Priority, *, at_ms: int | None = None) -> Grant:
         """Charge `cost` to every budget at once, or nothing and say how long to wait (ms)."""
+        await self.refresh_limits()
         now = now_ms() if at_ms is None else at_ms
         weight_key, weight_end = self._window("w1m", WEIGHT_WINDOW_MS, now)
         short_key, short_end = self._window("o10s", ORDERS_SHORT_WINDOW_MS, now)
@@ -303,6 +308,7 @@ class RateBudget:
     async def save_limits(self, limits: ExchangeLimits) -> None:
         """Share the exchange's limits (read from exchangeInfo by the workers) with every process."""
         self.limits = limits
+        self._limits_loaded = time.monotonic()
         await self._redis.set(self.limits_key, json.dumps(dataclasses.asdict(limits)))
 
     async def load_limits(self) -> ExchangeLimits:
@@ -310,4 +316,10 @@ class RateBudget:
         raw = await self._redis.get(self.limits_key)
         if raw:
             self.limits = ExchangeLimits(**json.loads(raw))
+        self._limits_loaded = time.monotonic()
         return self.limits
+
+    async def refresh_limits(self) -> None:
+        """Re-read the shared limits if the copy here is older than a few seconds."""
+        if time.monotonic() - self._limits_loaded > _LIMITS_RELOAD_S:
+            await self.load_limits()

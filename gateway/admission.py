@@ -34,8 +34,6 @@ from orders.model import now_ms
 from orders.settings import AdmissionSettings, CircuitBreakerSettings
 from orders.store import OrderStore
 
-_LIMITS_RELOAD_S = 5.0
-
 
 @dataclass
 class _Bucket:
@@ -67,7 +65,6 @@ class Admission:
         self._breaker_namespace = breaker_namespace
         self._breaker_timeout_s = (breaker_settings or CircuitBreakerSettings()).timeout
         self._clients: dict[str, _Bucket] = {}
-        self._limits_loaded = 0.0
 
     def check_client(self, client: str) -> None:
         """Charge one request to `client`'s bucket; raises Overloaded when it is empty."""
@@ -98,18 +95,18 @@ class Admission:
         await self._check_breaker()
         if self._budget is None:
             return
-        if time.monotonic() - self._limits_loaded > _LIMITS_RELOAD_S:
-            await self._budget.load_limits()
-            self._limits_loaded = time.monotonic()
+        await self._budget.refresh_limits()
         now = now_ms()
         state = await self._budget.state(at_ms=now)
         if state.blocked_reason.startswith("418"):
             raise ExchangeNotAccepting(f"the exchange banned this IP: {state.blocked_reason}")
-        wait_ms, limited_by = self.projected_wait_ms(state, ahead=sum(queued.values()), now=now)
-        if wait_ms > self._max_age_ms:
+        ahead = sum(queued.values())
+        wait_ms, limited_by = self.projected_wait_ms(state, ahead=ahead, now=now)
+        # The projection is to the start of the order's window; leave room for it to go out then.
+        if wait_ms > self._max_age_ms - min(1000, self._max_age_ms // 10):
             raise Overloaded(
                 f"rate budget: this order would wait about {wait_ms} ms for {limited_by} "
-                f"({sum(queued.values())} orders queued ahead), over max_order_age_ms={self._max_age_ms}; "
+                f"({ahead} orders queued ahead): too late for max_order_age_ms={self._max_age_ms}; "
                 "retry later or raise rate_limit settings",
                 limit="rate_budget",
             )

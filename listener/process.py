@@ -174,8 +174,6 @@ class Listener:
 
     async def _sync_clock(self) -> None:
         offset = await self.exchange.sync_clock()
-        if self.exchange.budget is not None:
-            await self.exchange.budget.load_limits()
         log.info("exchange clock offset %d ms", offset)
 
 

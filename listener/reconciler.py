@@ -54,6 +54,7 @@ class ReconcilePolicy:
     grace_ms: int
     max_order_age_ms: int
     acceptance_window_ms: int
+    request_timeout_ms: int
     resend_unplaced: bool
     max_queries: int
 
@@ -64,6 +65,7 @@ class ReconcilePolicy:
             grace_ms=r.grace_ms,
             max_order_age_ms=settings.worker.max_order_age_ms,
             acceptance_window_ms=x.request_timeout_ms + x.recv_window_ms + r.acceptance_margin_ms,
+            request_timeout_ms=x.request_timeout_ms,
             resend_unplaced=r.unknown_not_found == "resend",
             max_queries=r.max_queries_per_cycle,
         )
@@ -149,8 +151,8 @@ class Reconciler:
             listed = snapshot.get(order.client_order_id)
             if listed is not None and Decimal(str(listed.get("executedQty", "0"))) <= order.filled_quantity:
                 return False  # open at the exchange with nothing new
-        if order.state is S.SUBMITTING and now < self._window_end(order):
-            return False  # a worker may still be sending it
+        if order.state is S.SUBMITTING and now < self._claim_live_until(order):
+            return False  # a worker may still be sending it (or waiting for the rate budget to)
         try:
             synced = await sync_order(self._store, self._exchange, order)
         except OrderNotFoundAtExchange:
@@ -169,6 +171,11 @@ class Reconciler:
             result.queries += 1
             changed |= await self._cancel_now(synced.order)
         return changed
+
+    def _claim_live_until(self, order: Order) -> int:
+        """Until when the worker that claimed `order` may still be sending it (see the executor)."""
+        last_start = max(order.sent_at, order.created_at + self._policy.max_order_age_ms)
+        return max(last_start + self._policy.request_timeout_ms, self._window_end(order))
 
     def _window_end(self, order: Order) -> int:
         return (order.sent_at or order.updated_at) + self._policy.acceptance_window_ms

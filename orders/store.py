@@ -6,7 +6,7 @@ Layout (prefix = `settings.redis.namespace`):
   {p}:orders                  zset: order_id by created_at (ms)
   {p}:orders:{SYMBOL}         zset: the same, per symbol
   {p}:unsettled               zset: orders not yet settled (see `fsm.is_settled`), by created_at
-  {p}:unsent:{SYMBOL}         zset: orders accepted and not yet sent (NEW), by created_at
+  {p}:unsent:{SYMBOL}         zset: orders accepted and not yet sent (NEW, SUBMITTING), by created_at
   {p}:outbox                  stream: every change, in commit order (`orders.outbox`)
 
 Every change is a compare-and-set on `version` in one Lua script, so concurrent
@@ -33,6 +33,8 @@ from orders.settings import Settings
 from orders.store_scripts import COMPARE_AND_SET, CREATE, PUSH
 
 _MAX_CAS_ATTEMPTS = 16
+# Accepted and not yet answered by the exchange: queued, or claimed and maybe waiting for the budget.
+_UNSENT = frozenset({OrderState.NEW, OrderState.SUBMITTING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +111,7 @@ class OrderStore:
         return f"{self._prefix}:unsent:{symbol}"
 
     async def unsent_counts(self, symbols: Sequence[str]) -> dict[str, int]:
-        """How many orders of each symbol are accepted but not yet sent (NEW)."""
+        """How many orders of each symbol are accepted but not yet sent (NEW or SUBMITTING)."""
         pipe = self._redis.pipeline(transaction=False)
         for symbol in symbols:
             pipe.zcard(self._unsent_key(symbol))
@@ -136,7 +138,7 @@ class OrderStore:
             self.outbox.trim_before(),
             new_fills,
             str(was or ""),
-            1 if order.state is OrderState.NEW else 0,
+            1 if order.state in _UNSENT else 0,
         ]
         return keys, args
 

@@ -22,10 +22,10 @@ end
 
 
 # Shared tail of both scripts: KEYS[1] order hash, KEYS[2] client-id key, KEYS[3] outbox,
-# KEYS[4] unsettled index, KEYS[5] the symbol's unsent (NEW) index; ARGV[1] order id,
+# KEYS[4] unsettled index, KEYS[5] the symbol's unsent (NEW, SUBMITTING) index; ARGV[1] order id,
 # ARGV[2] order JSON, ARGV[3] created_at, ARGV[4] 1 if settled, ARGV[5] TTL (s) once
 # settled, ARGV[6] outbox MINID, ARGV[7] new fills JSON, ARGV[8] the state it was in ('' for
-# a new order), ARGV[9] 1 if it is NEW.
+# a new order), ARGV[9] 1 if it is unsent.
 _RECORD = """
 if ARGV[7] ~= '' then
   redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[6], '*', 'order', ARGV[2], 'was', ARGV[8], 'fills', ARGV[7])

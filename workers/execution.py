@@ -74,6 +74,7 @@ class OrderExecutor:
     exchange: BinanceClient
     max_order_age_ms: int
     schedule_reconcile: Callable[[Order, int, int], Awaitable[None]]
+    request_timeout_ms: int = 5000
     store_retry_ms: int = 10_000  # how long a write that must land (after a POST) is retried
 
     async def submit(self, order_id: str) -> None:
@@ -83,7 +84,9 @@ class OrderExecutor:
         )
         order = claimed.order
         if not claimed.changed:
-            if order.state is S.SUBMITTING:
+            if order.state is S.SUBMITTING and self._claim_may_be_live(order):
+                log.info("order %s is being sent by another worker; leaving it", order_id)
+            elif order.state is S.SUBMITTING:
                 # The worker that claimed it died mid-send: the POST may have happened.
                 await self._move(
                     order_id, lambda o: fsm.transition(o, S.UNKNOWN, reason="redelivered mid-send")
@@ -110,6 +113,16 @@ class OrderExecutor:
             report = to_report(reply)
             await self._move(order_id, lambda o: fsm.apply_report(o, report))
 
+    def _claim_may_be_live(self, order: Order) -> bool:
+        """Whether the worker that claimed `order` may still be sending it.
+
+        A live worker starts its POST before the order's age limit (it may wait for the
+        rate budget until then) and has its answer within the request timeout after.
+        """
+        return (
+            now_ms() < max(order.sent_at, order.created_at + self.max_order_age_ms) + self.request_timeout_ms
+        )
+
     def _claim(self, order: Order) -> Order | None:
         """NEW -> SUBMITTING, or NEW -> EXPIRED if it waited too long; None for any other state."""
         if order.state is not S.NEW:
@@ -131,7 +144,9 @@ class OrderExecutor:
         while True:
             try:
                 return await self.exchange.new_order(
-                    order, deadline_ms=order.created_at + self.max_order_age_ms
+                    order,
+                    deadline_ms=order.created_at + self.max_order_age_ms,
+                    after_wait=lambda: self._restamp(order_id, "waiting for the rate budget"),
                 )
             except BudgetExceeded as exc:
                 raise _GaveUpUnsent(f"not sent within max_order_age_ms: {exc}") from exc
@@ -147,13 +162,19 @@ class OrderExecutor:
                     raise _GaveUpUnsent(f"not sent within max_order_age_ms: {exc}") from exc
                 log.warning("order %s: %s; sending again in %.2f s", order.order_id, exc, wait_s)
                 await asyncio.sleep(wait_s)
-                restamped = await self._store_call(
-                    lambda: self.store.transition(order_id, _restamp_send),
-                    budget_ms=self.store_retry_ms,
-                )
-                if restamped.order.state is not S.SUBMITTING:
-                    raise _GaveUpUnsent(f"{restamped.order.state} while retrying: {exc}") from exc
-                order = restamped.order
+                order = await self._restamp(order_id, f"retrying after {exc}")
+
+    async def _restamp(self, order_id: str, doing: str) -> Order:
+        """Record that a POST starts now, so the reconciler's acceptance window runs from it.
+
+        Raises _GaveUpUnsent if the order left SUBMITTING meanwhile (a cancel came in): not sent.
+        """
+        restamped = await self._store_call(
+            lambda: self.store.transition(order_id, _restamp_send), budget_ms=self.store_retry_ms
+        )
+        if restamped.order.state is not S.SUBMITTING:
+            raise _GaveUpUnsent(f"{restamped.order.state} while {doing}")
+        return restamped.order
 
     async def _give_up_unsent(self, order_id: str, reason: str) -> None:
         """Never executed, and now too old to send: EXPIRED, or CANCELED if a cancel came in meanwhile."""

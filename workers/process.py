@@ -75,6 +75,7 @@ class WorkerRuntime(Middleware):
             exchange=self._exchange,
             max_order_age_ms=s.worker.max_order_age_ms,
             schedule_reconcile=schedule_reconcile,
+            request_timeout_ms=s.exchange.request_timeout_ms,
         )
         self._refresh_task = asyncio.create_task(
             self._refresh_forever(RulesStore(self._redis, namespace=s.redis.namespace))

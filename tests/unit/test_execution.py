@@ -144,13 +144,22 @@ async def test_a_second_delivery_never_posts_again(setup: Any) -> None:
 
 async def test_redelivery_mid_send_reconciles_instead_of_posting(setup: Any) -> None:
     executor, store, exchange, _, _ = setup
-    await new_order(store)
+    await new_order(store, age_ms=11_000)  # past max_order_age_ms + request timeout: no live sender
     await store.transition("o1", lambda o: fsm.transition(o, S.SUBMITTING))  # a worker died after claiming
     exchange.answers.append(order_object("NEW"))  # the query finds it live
     await executor.submit("o1")
     assert exchange.posts() == 0
     assert [r.method for r in exchange.requests] == ["GET"]
     assert (await store.get("o1")).state is S.SUBMITTED
+
+
+async def test_a_second_message_leaves_a_live_claim_alone(setup: Any) -> None:
+    """A copy of the message (the reconciler re-queues NEW orders) meets the order a worker is sending."""
+    executor, store, exchange, _, _ = setup
+    await new_order(store)
+    await store.transition("o1", lambda o: fsm.transition(o, S.SUBMITTING))
+    await executor.submit("o1")
+    assert exchange.requests == [] and (await store.get("o1")).state is S.SUBMITTING
 
 
 async def test_stale_order_expires_without_being_sent(setup: Any) -> None:

@@ -28,8 +28,9 @@ S = OrderState
 
 POLICY = ReconcilePolicy(
     grace_ms=1_000,
-    max_order_age_ms=60_000,
+    max_order_age_ms=20_000,
     acceptance_window_ms=10_000,
+    request_timeout_ms=1_000,
     resend_unplaced=False,
     max_queries=50,
 )
@@ -232,6 +233,13 @@ async def test_submitting_past_the_window_found_filled_records_its_fills_and_set
     assert fsm.is_settled(order) and await rig.store.unsettled() == []
     assert rig.venue.calls() == ["GET order oe-1", "GET userTrades 99"]
     assert result.changed == 1
+
+
+async def test_submitting_while_a_worker_may_still_wait_for_the_budget_is_left_alone(rig: Rig) -> None:
+    """Claimed 11 s ago, but the order is 15 s old of a 20 s age limit: its worker may still send it."""
+    await stored(rig.store, S.SUBMITTING, age_ms=15_000, quiet_ms=LONG_AGO, sent_ago_ms=LONG_AGO)
+    await rig.reconciler().sweep()
+    assert rig.venue.calls() == [] and (await rig.store.get("o1")).state is S.SUBMITTING
 
 
 # --- UNKNOWN --------------------------------------------------------------------------------
