@@ -24,11 +24,13 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from orders.model import now_ms
 
@@ -281,29 +283,41 @@ class RateBudget:
 
     async def state(self, *, at_ms: int | None = None) -> BudgetState:
         """The budget as it stands (tokens refilled to now), without charging anything."""
-        now = now_ms() if at_ms is None else at_ms
         pipe = self._redis.pipeline(transaction=False)
+        read = self.read_state(pipe, at_ms=now_ms() if at_ms is None else at_ms)
+        return read(await pipe.execute())
+
+    def read_state(self, pipe: Pipeline, *, at_ms: int) -> Callable[[list[Any]], BudgetState]:
+        """Queue the reads of `state` on `pipe` (to share its round trip); returns their parser.
+
+        The parser takes the pipeline's results from this call's first command on.
+        """
         pipe.hmget(f"{self._prefix}:bucket", ["tokens", "ts"])
         for name, span in (
             ("w1m", WEIGHT_WINDOW_MS),
             ("o10s", ORDERS_SHORT_WINDOW_MS),
             ("o1m", ORDERS_LONG_WINDOW_MS),
         ):
-            pipe.get(self._window(name, span, now)[0])
+            pipe.get(self._window(name, span, at_ms)[0])
         pipe.hmget(f"{self._prefix}:block", ["until", "reason"])
-        bucket, weight, short, long, block = await pipe.execute()
-        tokens = float(bucket[0]) if bucket[0] is not None else float(self.burst)
-        if bucket[1] is not None:
-            tokens = min(self.burst, tokens + max(0, now - int(bucket[1])) * self.requests_per_second / 1000)
-        until = int(block[0] or 0)
-        return BudgetState(
-            tokens=tokens,
-            weight_used=int(weight or 0),
-            orders_10s=int(short or 0),
-            orders_1m=int(long or 0),
-            blocked_until_ms=until if until > now else 0,
-            blocked_reason=(block[1] or b"").decode() if until > now else "",
-        )
+
+        def parse(results: list[Any]) -> BudgetState:
+            bucket, weight, short, long, block = results[:5]
+            tokens = float(bucket[0]) if bucket[0] is not None else float(self.burst)
+            if bucket[1] is not None:
+                refill = max(0, at_ms - int(bucket[1])) * self.requests_per_second / 1000
+                tokens = min(self.burst, tokens + refill)
+            until = int(block[0] or 0)
+            return BudgetState(
+                tokens=tokens,
+                weight_used=int(weight or 0),
+                orders_10s=int(short or 0),
+                orders_1m=int(long or 0),
+                blocked_until_ms=until if until > at_ms else 0,
+                blocked_reason=(block[1] or b"").decode() if until > at_ms else "",
+            )
+
+        return parse
 
     async def save_limits(self, limits: ExchangeLimits) -> None:
         """Share the exchange's limits (read from exchangeInfo by the workers) with every process."""

@@ -19,8 +19,6 @@ import math
 import time
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
-
 from exchange.breakers import Group, breaker_key
 from exchange.rate_budget import (
     ORDERS_LONG_WINDOW_MS,
@@ -52,8 +50,7 @@ class Admission:
         settings: AdmissionSettings,
         max_order_age_ms: int,
         budget: RateBudget | None,
-        breaker_redis: aioredis.Redis | None = None,
-        breaker_namespace: str = "oe",
+        breaker_namespace: str | None = None,
         breaker_settings: CircuitBreakerSettings | None = None,
     ) -> None:
         self._store = store
@@ -61,8 +58,15 @@ class Admission:
         self._settings = settings
         self._max_age_ms = max_order_age_ms
         self._budget = budget
-        self._breaker_redis = breaker_redis
-        self._breaker_namespace = breaker_namespace
+        # The create breaker's keys (pybreaker's, in the same Redis); None: not checked.
+        self._breaker_keys = (
+            [
+                breaker_key(breaker_namespace, Group.CREATE),
+                breaker_key(breaker_namespace, Group.CREATE, "opened_at"),
+            ]
+            if breaker_namespace is not None
+            else None
+        )
         self._breaker_timeout_s = (breaker_settings or CircuitBreakerSettings()).timeout
         self._clients: dict[str, _Bucket] = {}
 
@@ -82,22 +86,33 @@ class Admission:
         bucket.tokens -= 1
 
     async def check_create(self, symbol: str) -> None:
-        """Raise Overloaded or ExchangeNotAccepting if an order for `symbol` should not be accepted now."""
-        queued = await self._store.unsent_counts(
-            self._symbols if symbol in self._symbols else [*self._symbols, symbol]
-        )
+        """Raise Overloaded or ExchangeNotAccepting if an order for `symbol` should not be accepted now.
+
+        Everything it reads (queues, budget, breaker) comes in one Redis round trip.
+        """
+        symbols = self._symbols if symbol in self._symbols else [*self._symbols, symbol]
+        now = now_ms()
+        pipe = self._store.pipeline()
+        read_queued = self._store.read_unsent_counts(pipe, symbols)
+        read_budget = None
+        if self._budget is not None:
+            await self._budget.refresh_limits()
+            read_budget = self._budget.read_state(pipe, at_ms=now)
+        if self._breaker_keys is not None:
+            pipe.mget(self._breaker_keys)
+        results = await pipe.execute()
+        queued = read_queued(results)
         if queued[symbol] >= self._settings.max_queued_per_symbol:
             raise Overloaded(
                 f"symbol: {symbol} has {queued[symbol]} orders accepted and not yet sent "
                 f"(admission.max_queued_per_symbol={self._settings.max_queued_per_symbol}); retry later",
                 limit="queue_bound",
             )
-        await self._check_breaker()
-        if self._budget is None:
+        if self._breaker_keys is not None:
+            self._check_breaker(*results[-1])
+        if read_budget is None:
             return
-        await self._budget.refresh_limits()
-        now = now_ms()
-        state = await self._budget.state(at_ms=now)
+        state = read_budget(results[len(symbols) :])
         if state.blocked_reason.startswith("418"):
             raise ExchangeNotAccepting(f"the exchange banned this IP: {state.blocked_reason}")
         ahead = sum(queued.values())
@@ -133,12 +148,7 @@ class Admission:
                 waits.append((span - now % span + (windows - 1) * span, name))
         return max(waits)
 
-    async def _check_breaker(self) -> None:
-        if self._breaker_redis is None:
-            return
-        state_key = breaker_key(self._breaker_namespace, Group.CREATE)
-        opened_key = breaker_key(self._breaker_namespace, Group.CREATE, "opened_at")
-        state, opened_at = await self._breaker_redis.mget(state_key, opened_key)
+    def _check_breaker(self, state: bytes | None, opened_at: bytes | None) -> None:
         if state != b"open":
             return
         # pybreaker moves to half-open on the next call after the timeout: let that call through.

@@ -55,7 +55,6 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         settings=settings.admission,
         max_order_age_ms=settings.worker.max_order_age_ms,
         budget=budget,
-        breaker_redis=redis_client,
         breaker_namespace=f"{settings.redis.namespace}:{account_id(settings)}",
         breaker_settings=settings.circuit_breaker,
     )

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from orders import fsm
 from orders.errors import InvalidOrder, OrderNotFound, StoreConflict
@@ -113,9 +114,20 @@ class OrderStore:
     async def unsent_counts(self, symbols: Sequence[str]) -> dict[str, int]:
         """How many orders of each symbol are accepted but not yet sent (NEW or SUBMITTING)."""
         pipe = self._redis.pipeline(transaction=False)
+        return self.read_unsent_counts(pipe, symbols)(await pipe.execute())
+
+    def read_unsent_counts(
+        self, pipe: Pipeline, symbols: Sequence[str]
+    ) -> Callable[[list[Any]], dict[str, int]]:
+        """Queue `unsent_counts`' reads on `pipe` (to share its round trip); returns their parser,
+        which takes the pipeline's results from this call's first command on."""
         for symbol in symbols:
             pipe.zcard(self._unsent_key(symbol))
-        return {symbol: int(n) for symbol, n in zip(symbols, await pipe.execute(), strict=True)}
+        return lambda results: {symbol: int(n) for symbol, n in zip(symbols, results, strict=False)}
+
+    def pipeline(self) -> Pipeline:
+        """A non-transactional pipeline on the store's connection, for reads batched with others."""
+        return self._redis.pipeline(transaction=False)
 
     def _index_key(self, symbol: str = "") -> str:
         return f"{self._prefix}:orders:{symbol}" if symbol else f"{self._prefix}:orders"

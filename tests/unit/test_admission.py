@@ -79,7 +79,7 @@ class Setup:
             settings=AdmissionSettings(**settings),
             max_order_age_ms=MAX_ORDER_AGE_MS,
             budget=self.budget(),
-            breaker_redis=self.redis(),
+            breaker_namespace="oe",
             breaker_settings=BREAKER_SETTINGS,
         )
 
@@ -251,7 +251,7 @@ async def running(setup: Setup) -> AsyncIterator[Gateway]:
         settings=AdmissionSettings(),
         max_order_age_ms=MAX_ORDER_AGE_MS,
         budget=setup.budget(),
-        breaker_redis=redis,
+        breaker_namespace="oe",
         breaker_settings=BREAKER_SETTINGS,
     )
     desk = OrderDesk(store, rules, RiskSettings(allowed_symbols=["BTCUSDT"]), admission=admission)
