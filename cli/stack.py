@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import secrets
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -30,6 +32,14 @@ class LocalStack:
     processes: dict[str, ManagedProcess]
     api_key: str = ""  # the simulator account the service trades on
     secret_key: str = ""
+
+    def health(self) -> dict[str, Any]:
+        """The gateway's /health JSON, whatever its status code (503 still has a body)."""
+        try:
+            with urllib.request.urlopen(f"{self.http_base}/health", timeout=2) as response:
+                return dict(json.loads(response.read()))
+        except urllib.error.HTTPError as exc:
+            return dict(json.loads(exc.read()))
 
     def admin(self, path: str, body: dict[str, object] | None = None) -> object:
         """Call the simulator's admin API (GET, or POST with a JSON body)."""

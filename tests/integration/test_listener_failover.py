@@ -4,11 +4,9 @@ one lease, after which fills still reach the order store."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
-import urllib.request
 from pathlib import Path
 
 import grpc
@@ -23,14 +21,6 @@ pytestmark = pytest.mark.integration
 
 FAILOVER_REDIS_DB = 10
 LEASE_TTL_MS = 1000
-
-
-def health(http_base: str) -> dict[str, object]:
-    try:
-        with urllib.request.urlopen(f"{http_base}/health", timeout=2) as response:
-            return dict(json.loads(response.read()))
-    except urllib.error.HTTPError as exc:
-        return dict(json.loads(exc.read()))
 
 
 async def test_the_standby_listener_takes_over_when_the_leader_is_killed(
@@ -73,7 +63,7 @@ async def test_the_standby_listener_takes_over_when_the_leader_is_killed(
                 assert time.monotonic() < deadline, "no fill recorded after the takeover"
                 await asyncio.sleep(0.1)
         deadline = time.monotonic() + 10
-        while (listener := health(stack.http_base)["checks"]["listener"])["status"] != "healthy":  # type: ignore[index]
+        while (listener := stack.health()["checks"]["listener"])["status"] != "healthy":
             assert time.monotonic() < deadline, f"listener health after takeover: {listener}"
             time.sleep(0.1)
         lease.close()

@@ -9,11 +9,8 @@ Both tests run on one stack of their own (Redis db 9). The simulator's request j
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -175,14 +172,6 @@ def create_limit(limit: int, settings: RateLimitSettings) -> int:
     return max(1, math.floor(limit * settings.safety_margin * (1 - settings.cancel_reserve)))
 
 
-def health(stack: LocalStack) -> dict[str, Any]:
-    try:
-        with urllib.request.urlopen(f"{stack.http_base}/health", timeout=2) as response:
-            return dict(json.loads(response.read()))
-    except urllib.error.HTTPError as exc:
-        return dict(json.loads(exc.read()))
-
-
 async def test_a_flood_from_several_clients_stays_inside_every_exchange_window_and_uses_it(
     stack: LocalStack, stub: Stub, budget: RateBudget
 ) -> None:
@@ -281,7 +270,7 @@ async def test_a_418_ban_in_the_shared_budget_halts_every_replica_until_it_ends(
         await stub.CreateOrder(market(pb.BUY, "ban"))
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "banned" in str(refused.value.details()) and "418" in str(refused.value.details())
-    body = health(stack)
+    body = stack.health()
     assert body["status"] == "degraded", body
     rate_limits = body["checks"]["rate_limits"]
     assert rate_limits["status"] == "unhealthy" and "418" in rate_limits["message"], rate_limits
@@ -296,7 +285,7 @@ async def test_a_418_ban_in_the_shared_budget_halts_every_replica_until_it_ends(
     closing = await stub.CreateOrder(market(pb.SELL, "ban"))
     done = await wait_final(stub, [after.order_id, closing.order_id], 15)
     assert {pb.OrderState.Name(o.state) for o in done.values()} == {"FILLED"}
-    assert health(stack)["checks"]["rate_limits"]["status"] == "healthy"
+    assert stack.health()["checks"]["rate_limits"]["status"] == "healthy"
 
     records = journal(stack)
     ids = {r.client_order_id for r in queued}

@@ -19,24 +19,19 @@ import grpc
 import pytest
 
 import gateway.admission
-from cli.processes import free_port
 from exchange.breakers import Breakers, Group
 from exchange.errors import ExchangeUnavailable
 from exchange.rate_budget import Cost, Priority, RateBudget
 from gateway.admission import Admission
-from gateway.desk import OrderDesk
-from gateway.rules_cache import RulesCache
-from gateway.servicer import OrderServicer
-from gateway.updates import UpdateHub
 from orders import fsm
 from orders.errors import ExchangeNotAccepting, Overloaded
 from orders.model import OrderState, now_ms
-from orders.rules_store import RulesStore
-from orders.settings import AdmissionSettings, CircuitBreakerSettings, RiskSettings
+from orders.settings import AdmissionSettings, CircuitBreakerSettings
 from orders.store import OrderStore
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
-from tests.factories import BTC_RULES, make_order, outbox_orders
+from tests.factories import make_order, outbox_orders
+from tests.unit.gateway_harness import running_gateway
 
 BREAKER_SETTINGS = CircuitBreakerSettings(failure_threshold=3, timeout=30, max_requests=1)
 OPEN_MESSAGE = "circuit breaker binance_create_order is open"
@@ -238,15 +233,8 @@ class Gateway:
 async def running(setup: Setup) -> AsyncIterator[Gateway]:
     """The gateway's servicer on a real gRPC socket, with admission on the account's Redis."""
     redis = setup.redis()
-    rules_store = RulesStore(redis)
-    await rules_store.save([BTC_RULES])
-    rules = RulesCache(rules_store)
-    await rules.load()
-    store = OrderStore(redis)
-    hub = UpdateHub(store.outbox)
-    await hub.start(wait_s=0.2)
     admission = Admission(
-        store=store,
+        store=OrderStore(redis),
         symbols=["BTCUSDT"],
         settings=AdmissionSettings(),
         max_order_age_ms=MAX_ORDER_AGE_MS,
@@ -254,19 +242,8 @@ async def running(setup: Setup) -> AsyncIterator[Gateway]:
         breaker_namespace="oe",
         breaker_settings=BREAKER_SETTINGS,
     )
-    desk = OrderDesk(store, rules, RiskSettings(allowed_symbols=["BTCUSDT"]), admission=admission)
-    server = grpc.aio.server()
-    order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(desk, hub), server)
-    port = free_port()
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        yield Gateway(order_pb2_grpc.OrderServiceStub(channel), redis, setup)
-    finally:
-        await channel.close(None)
-        await server.stop(0)
-        await hub.stop()
+    async with running_gateway(redis, redis, admission=admission) as stub:
+        yield Gateway(stub, redis, setup)
 
 
 def limit_order(client_order_id: str) -> pb.CreateOrderRequest:

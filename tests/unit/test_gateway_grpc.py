@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -12,21 +11,13 @@ import fakeredis
 import grpc
 import pytest
 
-from cli.processes import free_port
-from gateway.desk import OrderDesk
-from gateway.rules_cache import RulesCache
-from gateway.servicer import OrderServicer
-from gateway.updates import UpdateHub
 from orders.model import OrderState
 from orders.redis_connection import open_redis
-from orders.rules_store import RulesStore
-from orders.settings import RedisSettings, RiskSettings
-from orders.store import OrderStore
+from orders.settings import RedisSettings
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
-from tests.factories import BTC_RULES, outbox_orders
-
-BTC = BTC_RULES
+from tests.factories import outbox_orders
+from tests.unit.gateway_harness import running_gateway
 
 
 class Published:
@@ -37,33 +28,6 @@ class Published:
 
     async def states(self) -> list[OrderState]:
         return [o.state for o in await outbox_orders(self._redis)]
-
-
-@asynccontextmanager
-async def running_gateway(
-    orders_redis: Any, rules_redis: fakeredis.FakeAsyncRedis
-) -> AsyncIterator[order_pb2_grpc.OrderServiceAsyncStub]:
-    """The gateway's servicer on a real gRPC socket, its orders in `orders_redis`."""
-    rules_store = RulesStore(rules_redis)
-    await rules_store.save([BTC])
-    rules = RulesCache(rules_store)
-    await rules.load()
-    store = OrderStore(orders_redis)
-    hub = UpdateHub(store.outbox)
-    await hub.start(wait_s=0.2)
-    desk = OrderDesk(store, rules, RiskSettings(allowed_symbols=["BTCUSDT"]))
-    server = grpc.aio.server()
-    order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(desk, hub), server)
-    port = free_port()
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        yield order_pb2_grpc.OrderServiceStub(channel)
-    finally:
-        await channel.close(None)
-        await server.stop(0)
-        await hub.stop()
 
 
 @pytest.fixture
