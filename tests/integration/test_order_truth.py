@@ -160,16 +160,28 @@ async def test_orders_queued_before_a_worker_boots_are_sent(service: LocalStack,
 async def test_a_stream_resumed_with_its_token_gets_what_it_missed_once(
     service: LocalStack, stub: Stub
 ) -> None:
-    first = await stub.CreateOrder(resting_buy(price="46000.0"))
     seen: list[pb.OrderUpdate] = []
     call = stub.StreamOrderUpdates(pb.StreamOrderUpdatesRequest(symbols=["BTCUSDT"]))
-    async for update in call:
-        seen.append(update)
-        if update.order.order_id == first.order_id and update.order.state == pb.SUBMITTED:
-            break
+
+    submitted = asyncio.Event()
+    wanted: list[str] = []
+
+    async def read_until_submitted() -> None:
+        async for update in call:
+            seen.append(update)
+            if update.order.order_id in wanted and update.order.state == pb.SUBMITTED:
+                submitted.set()
+                return
+
+    reading = asyncio.create_task(read_until_submitted())
+    await asyncio.sleep(0.3)  # the stream is registered before the order exists
+    first = await stub.CreateOrder(resting_buy(price="46000.0"))
+    wanted.append(first.order_id)
+    await asyncio.wait_for(submitted.wait(), timeout=10)
+    await reading
     call.cancel()
     token = seen[-1].resume_token
-    assert token
+    assert token and seen[-1].order.order_id == first.order_id
 
     # While disconnected: a cancel and two more orders.
     await stub.CancelOrder(pb.CancelOrderRequest(order_id=first.order_id))

@@ -25,7 +25,8 @@ from exchange.client import BinanceClient
 from orders.settings import CircuitBreakerSettings
 from tests.factories import make_order
 
-SETTINGS = CircuitBreakerSettings(failure_threshold=3, timeout=1, max_requests=1)
+# timeout 2: pybreaker keeps opened_at in whole seconds, so 1 could half-open right after a trip.
+SETTINGS = CircuitBreakerSettings(failure_threshold=3, timeout=2, max_requests=1)
 OPEN_MESSAGE = "circuit breaker binance_create_order is open"
 ORDER = make_order()
 REAL_REDIS_DB = 14
