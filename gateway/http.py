@@ -1,10 +1,11 @@
 """The gateway's HTTP side (port 9091): health probes and Prometheus metrics.
 
 /health        JSON: each dependency's status and check time in milliseconds; "degraded"
-               (200) when only the listener is missing or its user stream is down
+               (200) when only the listener is missing or its user stream is down, or when
+               every replica holds off sending (429/418 block: `rate_limits`)
 /health/live   200 "alive" while the process serves
 /health/ready  200 "ready" when Redis answers and trading rules are loaded
-/metrics       Prometheus text format
+/metrics       Prometheus text format (the shared rate budget's gauges are read at scrape time)
 """
 
 from __future__ import annotations
