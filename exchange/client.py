@@ -165,33 +165,33 @@ class BinanceClient:
         if order.reduce_only:
             params.append(("reduceOnly", "true"))
         params += [("newClientOrderId", order.client_order_id), ("newOrderRespType", "RESULT")]
-        reply: dict[str, Any] = await self._signed(
+        reply: dict[str, Any] = await self._request(
             "POST", "/fapi/v1/order", params, deadline_ms=deadline_ms, after_wait=after_wait
         )
         return reply
 
     async def query_order(self, symbol: str, client_order_id: str) -> dict[str, Any]:
         """GET /fapi/v1/order by origClientOrderId; raises OrderNotFoundAtExchange (-2013)."""
-        reply: dict[str, Any] = await self._signed(
+        reply: dict[str, Any] = await self._request(
             "GET", "/fapi/v1/order", [("symbol", symbol), ("origClientOrderId", client_order_id)]
         )
         return reply
 
     async def cancel_order(self, symbol: str, client_order_id: str) -> dict[str, Any]:
         """DELETE /fapi/v1/order by origClientOrderId; raises UnknownOrder (-2011)."""
-        reply: dict[str, Any] = await self._signed(
+        reply: dict[str, Any] = await self._request(
             "DELETE", "/fapi/v1/order", [("symbol", symbol), ("origClientOrderId", client_order_id)]
         )
         return reply
 
     async def open_orders(self) -> list[dict[str, Any]]:
         """GET /fapi/v1/openOrders for every symbol (weight 40): the account's open orders."""
-        reply: list[dict[str, Any]] = await self._signed("GET", "/fapi/v1/openOrders", [])
+        reply: list[dict[str, Any]] = await self._request("GET", "/fapi/v1/openOrders", [])
         return reply
 
     async def user_trades(self, symbol: str, exchange_order_id: str) -> list[dict[str, Any]]:
         """GET /fapi/v1/userTrades of one order (weight 5): its fills, oldest first."""
-        reply: list[dict[str, Any]] = await self._signed(
+        reply: list[dict[str, Any]] = await self._request(
             "GET", "/fapi/v1/userTrades", [("symbol", symbol), ("orderId", exchange_order_id)]
         )
         return reply
@@ -208,17 +208,6 @@ class BinanceClient:
         await self._request("PUT", "/fapi/v1/listenKey")
 
     # --- plumbing ----------------------------------------------------------------
-
-    async def _signed(
-        self,
-        method: str,
-        path: str,
-        params: list[tuple[str, str]],
-        *,
-        deadline_ms: int | None = None,
-        after_wait: Callable[[], Awaitable[object]] | None = None,
-    ) -> Any:
-        return await self._request(method, path, params, deadline_ms=deadline_ms, after_wait=after_wait)
 
     async def _request(
         self,

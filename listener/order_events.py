@@ -11,12 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import redis.exceptions
-
 from exchange.user_stream import OrderEvent
 from orders import fsm
-from orders.errors import StoreConflict
-from orders.store import OrderStore
+from orders.store import STORE_OUTAGES, OrderStore
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +36,7 @@ class OrderEventRecorder:
             try:
                 await self._apply(event)
                 return
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, StoreConflict) as exc:
+            except STORE_OUTAGES as exc:
                 log.warning(
                     "recording %s for %s: %r; retrying", event.report.state, event.client_order_id, exc
                 )

@@ -80,10 +80,6 @@ class Listener:
         self._sweep_now = asyncio.Event()
         self._leading: list[asyncio.Task[None]] = []
 
-    @property
-    def leading(self) -> bool:
-        return bool(self._leading)
-
     async def run(self, stop: asyncio.Event) -> None:
         """Hold or wait for the lease until `stop` is set; then hand the lease over."""
         log.info("listener %s started; waiting for the lease", self.holder_id)

@@ -90,8 +90,8 @@ class Reconciler:
         self._resume_after: tuple[int, str] | None = None
         self._reported_unknown: set[str] = set()
         self._gone: set[str] = set()  # final orders whose missing trades the exchange no longer has
-        self._requeued_at: dict[str, int] = {}
-        self._last_snapshot_ms = now_ms()  # NEW orders whose message we queued again, and when
+        self._requeued_at: dict[str, int] = {}  # NEW orders whose message we queued again, and when
+        self._last_snapshot_ms = now_ms()  # the last openOrders snapshot
         self.unknown_orders_seen = 0
 
     async def sweep(self) -> SweepResult:
@@ -173,9 +173,14 @@ class Reconciler:
         return changed
 
     def _claim_live_until(self, order: Order) -> int:
-        """Until when the worker that claimed `order` may still be sending it (see the executor)."""
-        last_start = max(order.sent_at, order.created_at + self._policy.max_order_age_ms)
-        return max(last_start + self._policy.request_timeout_ms, self._window_end(order))
+        """Until when a SUBMITTING order is left alone: its worker may be sending it, or its POST
+        may still be accepted."""
+        live_until = fsm.claim_live_until(
+            order,
+            max_order_age_ms=self._policy.max_order_age_ms,
+            request_timeout_ms=self._policy.request_timeout_ms,
+        )
+        return max(live_until, self._window_end(order))
 
     def _window_end(self, order: Order) -> int:
         return (order.sent_at or order.updated_at) + self._policy.acceptance_window_ms

@@ -76,6 +76,16 @@ def is_settled(order: Order) -> bool:
     return order.state in FINAL_STATES and recorded_quantity(order) >= order.filled_quantity
 
 
+def claim_live_until(order: Order, *, max_order_age_ms: int, request_timeout_ms: int) -> int:
+    """Until when (Unix ms) the worker that claimed `order` may still be sending it.
+
+    A live worker starts its POST before the order's age limit (it may wait for the rate
+    budget until then, and re-stamps `sent_at` when it starts) and has its answer within
+    the request timeout after. Until then a SUBMITTING order must not be taken for dead.
+    """
+    return max(order.sent_at, order.created_at + max_order_age_ms) + request_timeout_ms
+
+
 def recorded_quantity(order: Order) -> Decimal:
     """The quantity of the fills recorded so far."""
     return sum((f.quantity for f in order.fills), Decimal(0))

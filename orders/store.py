@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+import redis.exceptions
 from redis.asyncio.client import Pipeline
 
 from orders import fsm
@@ -32,6 +33,13 @@ from orders.model import Order, OrderState
 from orders.outbox import Outbox, encode_fills
 from orders.settings import Settings
 from orders.store_scripts import COMPARE_AND_SET, CREATE, PUSH
+
+# A store call that failed for one of these may succeed if tried again shortly.
+STORE_OUTAGES: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    StoreConflict,
+)
 
 _MAX_CAS_ATTEMPTS = 16
 # Accepted and not yet answered by the exchange: queued, or claimed and maybe waiting for the budget.

@@ -24,8 +24,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import redis.exceptions
-
 from exchange.client import BinanceClient, to_report
 from exchange.errors import (
     BudgetExceeded,
@@ -41,9 +39,9 @@ from exchange.errors import (
 )
 from exchange.order_sync import sync_order
 from orders import fsm
-from orders.errors import OrderServiceError, StoreConflict
+from orders.errors import OrderServiceError
 from orders.model import Order, OrderState, now_ms
-from orders.store import OrderStore
+from orders.store import STORE_OUTAGES, OrderStore
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +54,7 @@ T = TypeVar("T")
 RECONCILE_DELAYS_MS = (200, 1000, 3000)
 
 # Worth another try: the store was unreachable or busy, or the exchange could not say.
-_TRANSIENT_STORE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, StoreConflict)
-TRANSIENT_ERRORS = (*_TRANSIENT_STORE_ERRORS, NotExecuted, OutcomeUnknown)
+TRANSIENT_ERRORS = (*STORE_OUTAGES, NotExecuted, OutcomeUnknown)
 _BACKOFF_START_S = 0.05
 _BACKOFF_MAX_S = 1.0
 
@@ -114,14 +111,11 @@ class OrderExecutor:
             await self._move(order_id, lambda o: fsm.apply_report(o, report))
 
     def _claim_may_be_live(self, order: Order) -> bool:
-        """Whether the worker that claimed `order` may still be sending it.
-
-        A live worker starts its POST before the order's age limit (it may wait for the
-        rate budget until then) and has its answer within the request timeout after.
-        """
-        return (
-            now_ms() < max(order.sent_at, order.created_at + self.max_order_age_ms) + self.request_timeout_ms
+        """Whether the worker that claimed `order` may still be sending it."""
+        live_until = fsm.claim_live_until(
+            order, max_order_age_ms=self.max_order_age_ms, request_timeout_ms=self.request_timeout_ms
         )
+        return now_ms() < live_until
 
     def _claim(self, order: Order) -> Order | None:
         """NEW -> SUBMITTING, or NEW -> EXPIRED if it waited too long; None for any other state."""
@@ -243,7 +237,7 @@ class OrderExecutor:
         while True:
             try:
                 return await call()
-            except _TRANSIENT_STORE_ERRORS as exc:
+            except STORE_OUTAGES as exc:
                 if now_ms() + backoff * 1000 > deadline:
                     raise
                 log.warning("order store: %r; retrying in %.2f s", exc, backoff)
