@@ -122,12 +122,18 @@ class Account:
     def budget(self) -> RateBudget:
         return RateBudget(self.redis())
 
-    def client(self, budget: RateBudget | None = None) -> BinanceClient:
+    def client(
+        self,
+        budget: RateBudget | None = None,
+        *,
+        handler: Callable[[httpx.Request], httpx.Response] | None = None,
+    ) -> BinanceClient:
+        """A client on the account's budget, talking to `handler` (default: the scripted exchange)."""
         client = BinanceClient(
             "http://exchange.test",
             api_key="k",
             secret_key="s",
-            transport=httpx.MockTransport(self.exchange.handle),
+            transport=httpx.MockTransport(handler or self.exchange.handle),
             budget=budget or self.budget(),
         )
         self.clients.append(client)
@@ -309,14 +315,7 @@ class SkewedExchange:
 
 async def test_clock_skew_resyncs_and_sends_again_on_the_new_clock(account: Account) -> None:
     skewed = SkewedExchange(ahead_ms=10_000)  # our clock jumped 10 s back
-    client = BinanceClient(
-        "http://exchange.test",
-        api_key="k",
-        secret_key="s",
-        transport=httpx.MockTransport(skewed.handle),
-        budget=account.budget(),
-    )
-    account.clients.append(client)
+    client = account.client(handler=skewed.handle)
     executor, store = account.executor(client)
     order = (await store.create(make_order())).order
     await executor.submit(order.order_id)
@@ -332,14 +331,7 @@ async def test_clock_skew_resyncs_and_sends_again_on_the_new_clock(account: Acco
 async def test_a_resync_that_fails_once_is_retried_within_the_age_budget(account: Account) -> None:
     """The exchange refused before execution and then would not tell its time: still safe to retry."""
     skewed = SkewedExchange(ahead_ms=10_000, time_failures=1)
-    client = BinanceClient(
-        "http://exchange.test",
-        api_key="k",
-        secret_key="s",
-        transport=httpx.MockTransport(skewed.handle),
-        budget=account.budget(),
-    )
-    account.clients.append(client)
+    client = account.client(handler=skewed.handle)
     executor, store = account.executor(client)
     order = (await store.create(make_order())).order
     try:
