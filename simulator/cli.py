@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from simulator.app import create_app
 from simulator.config import AccountConfig, SimulatorConfig, load_config
+from simulator.symbols import DATA_FILE, KNOWN_SYMBOLS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
         help="API key and secret of an account (repeatable); one is generated if none is given",
     )
     p.add_argument(
-        "--symbols", help="comma-separated symbols (default BTCUSDT,ETHUSDT,BNBUSDT,SOLUSDT,XRPUSDT)"
+        "--symbols",
+        help=f"comma-separated subset of the contracts in simulator/{DATA_FILE} "
+        f"(default: all {len(KNOWN_SYMBOLS)}: {', '.join(KNOWN_SYMBOLS)})",
     )
     p.add_argument(
         "--price",
@@ -59,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-limit", type=int, help="REQUEST_WEIGHT per minute per IP (default 2400)")
     p.add_argument("--orders-per-10s", type=int, help="ORDERS per 10 s per account (default 300)")
     p.add_argument("--orders-per-minute", type=int, help="ORDERS per minute per account (default 1200)")
+    p.add_argument(
+        "--no-rate-limits",
+        action="store_true",
+        help="load tests only: enforce no REQUEST_WEIGHT/ORDERS limits (never 429/418); headers still count",
+    )
     return p
 
 
@@ -100,6 +108,8 @@ def _overrides(args: argparse.Namespace, base: SimulatorConfig) -> dict[str, Any
             if v is not None
         }
     )
+    if args.no_rate_limits:
+        limits = limits.model_copy(update={"enabled": False})
     out["rate_limits"] = limits
     return out
 
@@ -129,7 +139,19 @@ def _banner(config: SimulatorConfig, port: int, generated: bool) -> str:
     for account in config.accounts:
         tag = " (generated)" if generated else ""
         lines.append(f"  account{tag}  key={account.key}  secret={account.secret}")
+    lines.append(f"  {_rate_limit_line(config)}")
     return "\n".join(lines)
+
+
+def _rate_limit_line(config: SimulatorConfig) -> str:
+    """The banner line that says whether rate limits are enforced, and which."""
+    limits = config.rate_limits
+    if not limits.enabled:
+        return "rate limits: OFF (--no-rate-limits, load tests only)"
+    return (
+        f"rate limits: {limits.weight_per_minute} weight/min per IP, {limits.orders_per_10s} orders/10s "
+        f"and {limits.orders_per_minute} orders/min per account"
+    )
 
 
 async def serve(config: SimulatorConfig, generated: bool) -> None:

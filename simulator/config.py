@@ -14,6 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from simulator.symbols import KNOWN_SYMBOLS, check_known
+
 FaultKind = Literal[
     "latency",
     "http_500",
@@ -63,10 +65,15 @@ class FaultConfig(BaseModel):
 
 
 class RateLimitConfig(BaseModel):
-    """Binance's limits: request weight per IP per minute, orders per account per 10 s and per minute."""
+    """Binance's limits: request weight per IP per minute, orders per account per 10 s and per minute.
+
+    With ``enabled`` false (``--no-rate-limits``, load tests only) nothing is enforced: requests are still
+    counted for the ``X-MBX-USED-WEIGHT-1M`` / ``X-MBX-ORDER-COUNT-*`` headers but never get 429 or 418.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
+    enabled: bool = True
     weight_per_minute: int = Field(default=2400, ge=1)
     orders_per_10s: int = Field(default=300, ge=1)
     orders_per_minute: int = Field(default=1200, ge=1)
@@ -83,7 +90,8 @@ class SimulatorConfig(BaseSettings):
     port: int = Field(default=8090, ge=0, le=65535)
     accounts: list[AccountConfig] = Field(default_factory=list)
     symbols: list[str] = Field(
-        default_factory=lambda: ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT"]
+        default_factory=lambda: list(KNOWN_SYMBOLS),
+        description="contracts served, a subset of simulator/data/usdm_perpetuals.json (default: all)",
     )
     reference_prices: dict[str, Decimal] = Field(default_factory=dict)
     symbol_overrides: dict[str, dict[str, str]] = Field(
@@ -107,8 +115,11 @@ class SimulatorConfig(BaseSettings):
 
     @field_validator("symbols")
     @classmethod
-    def _upper_symbols(cls, value: list[str]) -> list[str]:
-        return [s.strip().upper() for s in value if s.strip()]
+    def _known_symbols(cls, value: list[str]) -> list[str]:
+        """Upper-case and strip the names; ValueError for one not in the data file (lists the known)."""
+        symbols = [s.strip().upper() for s in value if s.strip()]
+        check_known(symbols)
+        return symbols
 
     def scaled_seconds(self, seconds: float) -> float:
         """Convert an exchange duration (e.g. the 60-minute listenKey life) to wall seconds."""

@@ -4,6 +4,9 @@ Windows are fixed and aligned to wall-clock boundaries (minute, 10 seconds), as 
 Going over a limit answers HTTP 429 (-1003 for weight, -1015 for orders) with ``Retry-After`` in seconds;
 an IP that sends more than ``requests_after_429_before_ban`` further requests while limited is banned for
 ``ban_seconds``: HTTP 418, -1003 "Way too many requests; IP banned until <ms>".
+
+With ``RateLimitConfig.enabled`` false (``--no-rate-limits``, load tests only) the limiter only counts, for
+the usual headers: no limit checks, strikes or bans, so never 429 or 418.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class _Window:
     used: int = 0
 
     def add(self, now: float, length: float, amount: int) -> int:
+        """Count ``amount`` in the window containing ``now`` (a new window resets); return its total."""
         start = now - (now % length)
         if start != self.start:
             self.start, self.used = start, 0
@@ -33,11 +37,20 @@ class _Window:
         return max(1, math.ceil(self.start + length - now))
 
 
+def _window(table: dict[str, _Window], key: str) -> _Window:
+    """Return ``key``'s window in ``table``, adding an empty one the first time."""
+    window = table.get(key)
+    if window is None:
+        window = table[key] = _Window()
+    return window
+
+
 class RateLimiter:
     """Per-IP weight and per-account order counters; ``now`` returns Unix seconds (injectable for tests)."""
 
     def __init__(self, limits: RateLimitConfig, now: Callable[[], float] = time.time) -> None:
         self.limits = limits
+        self._enforce = limits.enabled
         self._now = now
         self.reset()
 
@@ -52,13 +65,16 @@ class RateLimiter:
     def charge_ip(self, ip: str, weight: int) -> int:
         """Charge ``weight`` to the IP's minute window and return the weight used so far.
 
-        Raises 418 while the IP is banned, 429 (-1003) when the minute's weight is exhausted.
+        Raises 418 while the IP is banned, 429 (-1003) when the minute's weight is exhausted (never with
+        limits disabled).
         """
         now = self._now()
+        window = _window(self._weight, ip)
+        if not self._enforce:
+            return window.add(now, 60.0, weight)
         banned = self._banned_until.get(ip, 0.0)
         if banned > now:
             raise self._ban_error(banned, now)
-        window = self._weight.setdefault(ip, _Window())
         used = window.add(now, 60.0, weight)
         if used <= self.limits.weight_per_minute:
             self._strikes.pop(ip, None)
@@ -77,12 +93,14 @@ class RateLimiter:
     def charge_orders(self, ip: str, account: str, count_10s: int, count_1m: int) -> tuple[int, int]:
         """Count new orders for ``account``; return (used in 10 s, used in 1 min).
 
-        Raises 429 (-1015) when either window is exhausted (and counts a strike against the IP).
+        Raises 429 (-1015) when either window is exhausted (and counts a strike against the IP); never with
+        limits disabled.
         """
         now = self._now()
-        w10 = self._orders_10s.setdefault(account, _Window())
-        w60 = self._orders_1m.setdefault(account, _Window())
+        w10, w60 = _window(self._orders_10s, account), _window(self._orders_1m, account)
         used10, used60 = w10.add(now, 10.0, count_10s), w60.add(now, 60.0, count_1m)
+        if not self._enforce:
+            return used10, used60
         if used10 > self.limits.orders_per_10s:
             self._strike(ip, now)
             err = errors.too_many_orders(self.limits.orders_per_10s, "10 SECOND")

@@ -1,13 +1,25 @@
-"""Contract specifications and the ``GET /fapi/v1/exchangeInfo`` document, in Binance's exact shapes."""
+"""Contract specifications and the ``GET /fapi/v1/exchangeInfo`` document, in Binance's exact shapes.
+
+The contracts live in ``simulator/data/usdm_perpetuals.json``, the one place to add a contract: copy the
+symbol's pricePrecision, quantityPrecision and filters (keyed by ``filterType``, Binance's field names)
+from the live exchangeInfo and give it an ``initialPrice``. The file is read once, at import; an entry
+that is malformed or inconsistent (initial price off the tick grid or out of bounds, no valid minimum
+MARKET order at that price) raises ValueError naming the symbol.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any
+import json
+import math
+from dataclasses import dataclass, fields
+from decimal import Decimal, InvalidOperation
+from importlib import resources
+from typing import TYPE_CHECKING, Any
 
-from simulator.config import RateLimitConfig
+if TYPE_CHECKING:
+    from simulator.config import RateLimitConfig
 
+DATA_FILE = "data/usdm_perpetuals.json"  # inside the simulator package
 ORDER_TYPES = [
     "LIMIT",
     "MARKET",
@@ -22,7 +34,7 @@ TIME_IN_FORCE = ["GTC", "IOC", "FOK", "GTX", "GTD"]
 
 @dataclass(frozen=True)
 class SymbolSpec:
-    """Trading rules of one perpetual contract (values modelled on the live exchange)."""
+    """Trading rules of one perpetual contract (values from the live exchange, see ``DATA_FILE``)."""
 
     symbol: str
     base_asset: str
@@ -41,94 +53,86 @@ class SymbolSpec:
     multiplier_up: Decimal
     multiplier_down: Decimal
     initial_price: Decimal
+    multiplier_decimal: int = 4
 
 
-def _spec(
-    symbol: str,
-    pp: int,
-    qp: int,
-    price: tuple[str, str, str],
-    lot: tuple[str, str, str],
-    market_lot: tuple[str, str, str],
-    notional: str,
-    initial: str,
-) -> SymbolSpec:
+_INT_FIELDS = frozenset(f.name for f in fields(SymbolSpec) if f.type == "int")
+
+
+def _spec_from_entry(entry: dict[str, Any]) -> SymbolSpec:
+    """Map one ``symbols[]`` entry of the data file to a SymbolSpec; KeyError names a missing field."""
+    f = entry["filters"]
+    price, lot, market = f["PRICE_FILTER"], f["LOT_SIZE"], f["MARKET_LOT_SIZE"]
+    percent = f["PERCENT_PRICE"]
     return SymbolSpec(
-        symbol=symbol,
-        base_asset=symbol.removesuffix("USDT"),
-        price_precision=pp,
-        quantity_precision=qp,
-        min_price=Decimal(price[0]),
-        max_price=Decimal(price[1]),
-        tick_size=Decimal(price[2]),
-        min_qty=Decimal(lot[0]),
-        max_qty=Decimal(lot[1]),
-        step_size=Decimal(lot[2]),
-        market_min_qty=Decimal(market_lot[0]),
-        market_max_qty=Decimal(market_lot[1]),
-        market_step_size=Decimal(market_lot[2]),
-        min_notional=Decimal(notional),
-        multiplier_up=Decimal("1.0500"),
-        multiplier_down=Decimal("0.9500"),
-        initial_price=Decimal(initial),
+        symbol=entry["symbol"],
+        base_asset=entry["baseAsset"],
+        price_precision=int(entry["pricePrecision"]),
+        quantity_precision=int(entry["quantityPrecision"]),
+        min_price=Decimal(price["minPrice"]),
+        max_price=Decimal(price["maxPrice"]),
+        tick_size=Decimal(price["tickSize"]),
+        min_qty=Decimal(lot["minQty"]),
+        max_qty=Decimal(lot["maxQty"]),
+        step_size=Decimal(lot["stepSize"]),
+        market_min_qty=Decimal(market["minQty"]),
+        market_max_qty=Decimal(market["maxQty"]),
+        market_step_size=Decimal(market["stepSize"]),
+        min_notional=Decimal(f["MIN_NOTIONAL"]["notional"]),
+        multiplier_up=Decimal(percent["multiplierUp"]),
+        multiplier_down=Decimal(percent["multiplierDown"]),
+        multiplier_decimal=int(percent["multiplierDecimal"]),
+        initial_price=Decimal(entry["initialPrice"]),
     )
 
 
-KNOWN_SYMBOLS: dict[str, SymbolSpec] = {
-    s.symbol: s
-    for s in (
-        _spec(
-            "BTCUSDT",
-            2,
-            3,
-            ("556.80", "4529764", "0.10"),
-            ("0.001", "1000", "0.001"),
-            ("0.001", "120", "0.001"),
-            "100",
-            "50000",
-        ),
-        _spec(
-            "ETHUSDT",
-            2,
-            3,
-            ("39.86", "306177", "0.01"),
-            ("0.001", "10000", "0.001"),
-            ("0.001", "2000", "0.001"),
-            "20",
-            "3000",
-        ),
-        _spec(
-            "BNBUSDT",
-            3,
-            2,
-            ("6.600", "100000", "0.010"),
-            ("0.01", "100000", "0.01"),
-            ("0.01", "2000", "0.01"),
-            "5",
-            "600",
-        ),
-        _spec(
-            "SOLUSDT",
-            4,
-            0,
-            ("0.4200", "6857", "0.0100"),
-            ("1", "1000000", "1"),
-            ("1", "5000", "1"),
-            "5",
-            "150",
-        ),
-        _spec(
-            "XRPUSDT",
-            4,
-            1,
-            ("0.0143", "100000", "0.0001"),
-            ("0.1", "10000000", "0.1"),
-            ("0.1", "2000000", "0.1"),
-            "5",
-            "0.6000",
-        ),
-    )
-}
+def _min_market_qty(spec: SymbolSpec, price: Decimal) -> Decimal:
+    """Return the smallest MARKET quantity on the step grid that meets MIN_NOTIONAL at ``price``."""
+    steps = math.ceil((spec.min_notional / price - spec.market_min_qty) / spec.market_step_size)
+    return spec.market_min_qty + max(0, steps) * spec.market_step_size
+
+
+def _check(spec: SymbolSpec) -> None:
+    """Raise ValueError unless the initial price is a valid price and a minimum MARKET order fits."""
+    price = spec.initial_price
+    if not spec.min_price <= price <= spec.max_price or (price - spec.min_price) % spec.tick_size != 0:
+        raise ValueError(f"initialPrice {price} is outside PRICE_FILTER or off its tick grid")
+    if _min_market_qty(spec, price) > spec.market_max_qty:
+        raise ValueError(f"no MARKET quantity reaches MIN_NOTIONAL {spec.min_notional} at {price}")
+
+
+def load_specs(text: str) -> dict[str, SymbolSpec]:
+    """Parse the data file's JSON ``text`` into specs by symbol, in file order.
+
+    Raises ValueError naming the entry for a missing or malformed field, an inconsistent contract or a
+    duplicate symbol.
+    """
+    out: dict[str, SymbolSpec] = {}
+    for entry in json.loads(text)["symbols"]:
+        name = entry.get("symbol")
+        try:
+            spec = _spec_from_entry(entry)
+            _check(spec)
+        except KeyError as exc:
+            raise ValueError(f"simulator/{DATA_FILE}: {name}: missing field {exc}") from exc
+        except (TypeError, InvalidOperation, ValueError) as exc:
+            raise ValueError(f"simulator/{DATA_FILE}: {name}: {exc}") from exc
+        if name in out:
+            raise ValueError(f"simulator/{DATA_FILE}: {name}: listed twice")
+        out[name] = spec
+    return out
+
+
+KNOWN_SYMBOLS: dict[str, SymbolSpec] = load_specs(
+    resources.files("simulator").joinpath(DATA_FILE).read_text(encoding="utf-8")
+)
+
+
+def check_known(symbols: list[str]) -> None:
+    """Raise ValueError naming the first symbol not in ``KNOWN_SYMBOLS`` and listing the known ones."""
+    for name in symbols:
+        if name not in KNOWN_SYMBOLS:
+            raise ValueError(f"unknown symbol {name!r}; known: {', '.join(sorted(KNOWN_SYMBOLS))}")
 
 
 def build_specs(
@@ -137,20 +141,19 @@ def build_specs(
     """Return the specs for ``symbols``, initial prices taken from ``prices`` and fields from ``overrides``.
 
     ``overrides`` maps a symbol to SymbolSpec field names and values (decimal strings; integers for the
-    precisions). Raises ValueError for an unknown symbol or field.
+    precisions and ``multiplier_decimal``). Raises ValueError for an unknown symbol or field.
     """
+    check_known(symbols)
     out: dict[str, SymbolSpec] = {}
     for name in symbols:
-        if name not in KNOWN_SYMBOLS:
-            raise ValueError(f"unknown symbol {name!r}; known: {', '.join(sorted(KNOWN_SYMBOLS))}")
-        fields: dict[str, object] = dict(KNOWN_SYMBOLS[name].__dict__)
+        values: dict[str, object] = dict(KNOWN_SYMBOLS[name].__dict__)
         if name in prices:
-            fields["initial_price"] = Decimal(prices[name])
+            values["initial_price"] = Decimal(prices[name])
         for key, value in (overrides or {}).get(name, {}).items():
-            if key not in fields or key in ("symbol", "base_asset"):
+            if key not in values or key in ("symbol", "base_asset"):
                 raise ValueError(f"symbol_overrides.{name}: unknown field {key!r}")
-            fields[key] = int(value) if key.endswith("_precision") else Decimal(str(value))
-        out[name] = SymbolSpec(**fields)  # type: ignore[arg-type]
+            values[key] = int(value) if key in _INT_FIELDS else Decimal(str(value))
+        out[name] = SymbolSpec(**values)  # type: ignore[arg-type]
     return out
 
 
@@ -208,7 +211,7 @@ def symbol_document(spec: SymbolSpec, max_num_orders: int) -> dict[str, Any]:
                 "filterType": "PERCENT_PRICE",
                 "multiplierUp": _plain(spec.multiplier_up),
                 "multiplierDown": _plain(spec.multiplier_down),
-                "multiplierDecimal": "4",
+                "multiplierDecimal": str(spec.multiplier_decimal),
             },
         ],
         "orderTypes": list(ORDER_TYPES),

@@ -128,11 +128,11 @@ async def test_account_and_positions(sim: Sim) -> None:
     await sim.order(symbol="ETHUSDT", side="SELL", type="MARKET", quantity="1.000")
     v2 = (await sim.signed("GET", "/fapi/v2/account")).json()
     assert {"totalWalletBalance", "availableBalance", "assets", "positions", "canTrade"} <= set(v2)
-    assert len(v2["positions"]) == 5 and v2["assets"][0]["asset"] == "USDT"
+    assert len(v2["positions"]) == len(sim.config.symbols) and v2["assets"][0]["asset"] == "USDT"
     v3 = (await sim.signed("GET", "/fapi/v3/account")).json()
     assert [p["symbol"] for p in v3["positions"]] == ["ETHUSDT"] and "canTrade" not in v3
     risk = (await sim.signed("GET", "/fapi/v2/positionRisk")).json()
-    assert len(risk) == 5
+    assert len(risk) == len(sim.config.symbols)
     eth = next(p for p in risk if p["symbol"] == "ETHUSDT")
     assert (
         eth["positionAmt"] == "-1.000"

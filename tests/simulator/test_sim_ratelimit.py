@@ -6,6 +6,9 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
+from simulator.cli import _banner, build_config
 from simulator.config import RateLimitConfig
 from simulator.ratelimit import RateLimiter
 from tests.simulator.sim_helpers import LIMIT, Sim
@@ -103,3 +106,43 @@ async def test_rate_limits_in_exchange_info(make_sim: Any) -> None:
     sim = await make_sim(rate_limits={"weight_per_minute": 50, "orders_per_10s": 7, "orders_per_minute": 9})
     info = (await sim.http.get("/fapi/v1/exchangeInfo")).json()
     assert [x["limit"] for x in info["rateLimits"]] == [50, 9, 7]
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-rate-limits"]])
+async def test_burst_gets_429_only_with_limits_on(make_sim: Any, flag: list[str]) -> None:
+    await away_from_window_edge()
+    limits = ["--orders-per-10s", "3", "--orders-per-minute", "5", "--weight-limit", "4"]
+    sim = await make_sim(rate_limits=build_config([*flag, *limits])[0].rate_limits)
+    statuses = []
+    for i in range(12):
+        timed = await sim.http.get("/fapi/v1/time")
+        ordered = await sim.order(**{**LIMIT, "price": str(49000 - i)})
+        statuses += [timed.status_code, ordered.status_code]
+    if not flag:
+        assert statuses[:6] == [200] * 6 and {429, 418} & set(statuses)
+        return
+    assert statuses == [200] * 24
+    assert timed.headers["X-MBX-USED-WEIGHT-1M"] == "12"
+    assert (ordered.headers["X-MBX-ORDER-COUNT-10S"], ordered.headers["X-MBX-ORDER-COUNT-1M"]) == ("12", "12")
+    info = (await sim.http.get("/fapi/v1/exchangeInfo")).json()
+    assert [x["limit"] for x in info["rateLimits"]] == [4, 5, 3]
+
+
+def test_disabled_limiter_only_counts() -> None:
+    limits = RateLimitConfig(enabled=False, weight_per_minute=1, orders_per_10s=1, orders_per_minute=1)
+    limiter = RateLimiter(limits, now=lambda: 1000.0)
+    for _ in range(50):
+        limiter.charge_ip("ip", 5)
+        limiter.charge_orders("ip", "acct", 1, 1)
+    assert limiter.used_weight("ip") == 250
+    assert limiter.order_counts("acct") == (50, 50)
+
+
+def test_banner_states_rate_limit_mode() -> None:
+    off, _ = build_config(["--no-rate-limits", "--account", "k:s"])
+    assert off.rate_limits.enabled is False
+    assert _banner(off, 8090, False).splitlines()[-1].strip() == (
+        "rate limits: OFF (--no-rate-limits, load tests only)"
+    )
+    on, _ = build_config(["--account", "k:s"])
+    assert "rate limits: 2400 weight/min per IP" in _banner(on, 8090, False)
