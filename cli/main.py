@@ -2,7 +2,7 @@
 
 order-execution up          everything on this machine (gateway, worker, simulator)
 order-execution gateway     the gRPC gateway (50051) with HTTP health/metrics (9091)
-order-execution worker      Dramatiq worker processes running the order actors
+order-execution worker      worker processes running the order actors on the symbol queues
 order-execution listener    user-data stream, reconciler and NATS relay (one leads, others stand by)
 order-execution sim         the local Binance USD-M Futures simulator
 order-execution order ...   create | get | cancel | list | watch orders over gRPC
@@ -15,7 +15,7 @@ import asyncio
 import os
 import sys
 
-from orders.settings import CONFIG_ENV, SettingsError, load_settings
+from orders.settings import CONFIG_ENV, Settings, SettingsError, load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,8 +33,12 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("gateway", help="run the gRPC gateway")
     worker = commands.add_parser("worker", help="run worker processes")
-    worker.add_argument("--processes", type=int, help="worker processes (default: worker.processes)")
-    worker.add_argument("--threads", type=int, help="threads per process (default: worker.threads)")
+    worker.add_argument(
+        "--processes", type=int, help="worker processes (default: worker.processes; 0 = one per CPU core)"
+    )
+    worker.add_argument(
+        "--max-in-flight", type=int, help="orders in flight per process (default: worker.max_in_flight)"
+    )
     worker.add_argument(
         "--queues",
         nargs="+",
@@ -81,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(serve_listener(settings))
             return 0
         if args.command == "worker":
-            return _run_worker(args, settings.worker.processes, settings.worker.threads)
+            return _run_worker(args, settings, argv)
         if args.command == "up":
             from cli.up import run_up
 
@@ -95,21 +99,21 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def _run_worker(args: argparse.Namespace, processes: int, threads: int) -> int:
-    from dramatiq.cli import main as dramatiq_main
-    from dramatiq.cli import make_argument_parser
+def _run_worker(args: argparse.Namespace, settings: Settings, argv: list[str]) -> int:
+    from cli.processes import python_command, run_together, worker_processes
+    from orders.logs import configure_logging
 
-    dramatiq_args = [
-        "workers.process:setup",
-        "--processes",
-        str(args.processes or processes),
-        "--threads",
-        str(args.threads or threads),
-        "--skip-logging",
-    ]
-    if args.queues:
-        dramatiq_args += ["--queues", *args.queues]
-    return int(dramatiq_main(make_argument_parser().parse_args(dramatiq_args)) or 0)
+    processes = worker_processes(args.processes if args.processes is not None else settings.worker.processes)
+    if processes > 1:
+        one = python_command("cli", *argv, "--processes", "1")  # the last --processes wins
+        return run_together([one] * processes)
+    if args.max_in_flight:
+        settings.worker.max_in_flight = args.max_in_flight
+    from workers.process import serve as serve_worker
+
+    configure_logging(settings.logging, process="worker")
+    serve_worker(settings, args.queues)
+    return 0
 
 
 if __name__ == "__main__":

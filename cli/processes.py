@@ -129,6 +129,38 @@ class ManagedProcess:
             self.process.wait(timeout=5)
 
 
+def worker_processes(configured: int) -> int:
+    """`configured`, or one per CPU core for 0."""
+    return configured if configured > 0 else max(os.cpu_count() or 1, 1)
+
+
+def run_together(commands: Sequence[Sequence[str]]) -> int:
+    """Run `commands` as children until a stop signal (forwarded to each) or until one exits.
+
+    When one exits on its own the others are stopped too, so a supervisor sees the failure
+    and restarts the lot. Returns 0 if every child exited 0, else the first non-zero code.
+    """
+    children = [subprocess.Popen(list(command)) for command in commands]
+
+    def forward(signum: int, frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.2)
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        codes = [child.wait() for child in children]
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return next((code for code in codes if code != 0), 0)
+
+
 def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as response:

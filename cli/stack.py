@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 
+from cli import load_test
 from cli.processes import ManagedProcess, free_port, http_ok, python_command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,16 +62,19 @@ def local_stack(
     *,
     redis_db: int,
     log_dir: Path,
-    worker_threads: int = 4,
     simulator_args: tuple[str, ...] = (),
     workers: int = 1,
     listeners: int = 1,
     extra_env: dict[str, str] | None = None,
+    symbols: list[str] | None = None,
+    rate_limits: bool = True,
 ) -> Iterator[LocalStack]:
     """Run the simulator, `workers` workers, `listeners` listeners and the gateway.
 
     Flushes `redis_db` first and stops every process by pid on exit. `extra_env` is added to
-    the service processes' environment (e.g. `ORDER_EXECUTION__WORKER__...` overrides). In
+    the service processes' environment (e.g. `ORDER_EXECUTION__WORKER__...` overrides).
+    `symbols` (default: the settings' default) are listed by the simulator and traded by the
+    service; `rate_limits=False` is load-test mode (cli/load_test.py). In
     `processes` a single worker is "worker" and a single listener "listener"; several are
     "worker-1", "worker-2", ... and "listener-1", ...
     """
@@ -92,8 +96,14 @@ def local_stack(
         "ORDER_EXECUTION__SERVER__GRPC_PORT": str(grpc_port),
         "ORDER_EXECUTION__SERVER__HTTP_PORT": str(http_port),
         "LOG_FORMAT": "text",
+        **({} if rate_limits else load_test.SERVICE_ENV),
+        **({"ORDER_EXECUTION__SYMBOLS": json.dumps(symbols)} if symbols else {}),
         **(extra_env or {}),
     }
+    sim_extra = (
+        *(() if rate_limits else load_test.SIMULATOR_ARGS),
+        *(("--symbols", ",".join(symbols)) if symbols else ()),
+    )
     processes: dict[str, ManagedProcess] = {}
 
     def start(name: str, command: list[str], process_env: dict[str, str]) -> ManagedProcess:
@@ -104,7 +114,13 @@ def local_stack(
         sim = start(
             "simulator",
             python_command(
-                "simulator", "--port", str(sim_port), "--account", f"{key}:{secret}", *simulator_args
+                "simulator",
+                "--port",
+                str(sim_port),
+                "--account",
+                f"{key}:{secret}",
+                *sim_extra,
+                *simulator_args,
             ),
             base_env,
         )
@@ -112,7 +128,7 @@ def local_stack(
         for name in _names("worker", workers):
             start(
                 name,
-                python_command("cli", "worker", "--processes", "1", "--threads", str(worker_threads)),
+                python_command("cli", "worker", "--processes", "1"),
                 env,
             )
         for name in _names("listener", listeners):

@@ -1,6 +1,6 @@
 """Async client for the Binance USD-M Futures REST API (`/fapi`).
 
-One `httpx.AsyncClient` per process keeps connections alive. Every response is
+One keep-alive HTTP transport per process (exchange/http.py). Every response is
 classified into the `exchange.errors` tree here and nowhere else. Timestamps use the
 exchange's clock: `sync_clock` takes the median offset of several RTT-midpoint samples.
 
@@ -19,12 +19,11 @@ import json
 import re
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import redis.exceptions
 
 from exchange.breakers import Breakers, Group
@@ -40,6 +39,7 @@ from exchange.errors import (
     RateLimited,
     UnknownOrder,
 )
+from exchange.http import AiohttpTransport, HttpResponse, HttpTransport, RequestNotSent, ResponseLost
 from exchange.rate_budget import Cost, Priority, RateBudget
 from exchange.signing import signed_query
 from orders.fsm import ExchangeReport
@@ -74,7 +74,7 @@ class BinanceClient:
         secret_key: str,
         recv_window_ms: int = 5000,
         timeout_ms: int = 5000,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: HttpTransport | None = None,
         budget: RateBudget | None = None,
         breakers: Breakers | None = None,
     ) -> None:
@@ -83,12 +83,8 @@ class BinanceClient:
         self.breakers = breakers
         self._recv_window = str(recv_window_ms)
         self.clock_offset_ms = 0
-        self._http = httpx.AsyncClient(
-            base_url=base_url,
-            headers={"X-MBX-APIKEY": api_key},
-            timeout=httpx.Timeout(timeout_ms / 1000),
-            limits=httpx.Limits(max_keepalive_connections=32, max_connections=64),
-            transport=transport,
+        self._http = transport or AiohttpTransport(
+            base_url, headers={"X-MBX-APIKEY": api_key}, timeout_s=timeout_ms / 1000
         )
 
     @classmethod
@@ -107,7 +103,7 @@ class BinanceClient:
         )
 
     async def close(self) -> None:
-        await self._http.aclose()
+        await self._http.close()
 
     # --- public endpoints -------------------------------------------------------
 
@@ -238,7 +234,7 @@ class BinanceClient:
             sent_at = self.exchange_now_ms()
             response = await self._send(method, url)
             await self._learn(response, sent_at)
-            if response.status_code == 200:
+            if response.status == 200:
                 return response.json()
             raise _classify(response)
 
@@ -270,18 +266,18 @@ class BinanceClient:
             waited = True
             await asyncio.sleep(grant.wait_ms / 1000)
 
-    async def _send(self, method: str, url: str) -> httpx.Response:
+    async def _send(self, method: str, url: str) -> HttpResponse:
         read_only = method == "GET"  # a GET executes nothing, so its failure is not ambiguous
         try:
-            return await self._http.request(method, url)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise ExchangeUnavailable(f"could not reach the exchange: {exc!r}") from exc
-        except httpx.TransportError as exc:
+            return await self._http.send(method, url)
+        except RequestNotSent as exc:
+            raise ExchangeUnavailable(f"could not reach the exchange: {exc}") from exc
+        except ResponseLost as exc:
             if read_only:
-                raise ExchangeUnavailable(f"{method} {url.split('?')[0]} failed: {exc!r}") from exc
-            raise OutcomeUnknown(f"no answer to {method} {url.split('?')[0]}: {exc!r}") from exc
+                raise ExchangeUnavailable(f"{method} {url.split('?')[0]} failed: {exc}") from exc
+            raise OutcomeUnknown(f"no answer to {method} {url.split('?')[0]}: {exc}") from exc
 
-    async def _learn(self, response: httpx.Response, sent_at_ms: int) -> None:
+    async def _learn(self, response: HttpResponse, sent_at_ms: int) -> None:
         """Correct the shared budget from the answer's headers; block everyone on 429 and 418."""
         if self.budget is None:
             return
@@ -294,24 +290,24 @@ class BinanceClient:
                 at_ms=sent_at_ms,
                 answered_ms=self.exchange_now_ms(),
             )
-            if response.status_code == 429:
+            if response.status == 429:
                 until = self.exchange_now_ms() + int(_retry_after_s(response) * 1000)
                 await self.budget.block(until, "429: request rate over the exchange's limit")
-            elif response.status_code == 418:
+            elif response.status == 418:
                 until = _ban_end_ms(response, self.exchange_now_ms())
                 await self.budget.block(until, f"418: IP banned by the exchange until {until}")
         except redis.exceptions.RedisError:
             pass  # the answer itself still counts; the next one corrects the budget
 
 
-def _int_header(headers: httpx.Headers, name: str) -> int | None:
+def _int_header(headers: Mapping[str, str], name: str) -> int | None:
     try:
         return int(headers[name])
     except (KeyError, ValueError):
         return None
 
 
-def _ban_end_ms(response: httpx.Response, exchange_now_ms: int) -> int:
+def _ban_end_ms(response: HttpResponse, exchange_now_ms: int) -> int:
     """When a 418 ban ends, on the exchange's clock: "banned until <ms>" in the message, else Retry-After."""
     found = _BANNED_UNTIL.search(response.text)
     if found:
@@ -319,9 +315,9 @@ def _ban_end_ms(response: httpx.Response, exchange_now_ms: int) -> int:
     return exchange_now_ms + int(_retry_after_s(response) * 1000)
 
 
-def _classify(response: httpx.Response) -> ExchangeError:
+def _classify(response: HttpResponse) -> ExchangeError:
     """Map a non-200 response to the most specific ExchangeError."""
-    status = response.status_code
+    status = response.status
     code: int | None = None
     message = response.text[:200]
     try:
@@ -353,7 +349,7 @@ def _classify(response: httpx.Response) -> ExchangeError:
     return OrderRejected(text, code=code, status=status)
 
 
-def _retry_after_s(response: httpx.Response) -> float:
+def _retry_after_s(response: HttpResponse) -> float:
     header = response.headers.get("Retry-After")
     try:
         return max(float(header), 0.0) if header else 1.0

@@ -46,7 +46,6 @@ class Admission:
         self,
         *,
         store: OrderStore,
-        symbols: list[str],
         settings: AdmissionSettings,
         max_order_age_ms: int,
         budget: RateBudget | None,
@@ -54,7 +53,6 @@ class Admission:
         breaker_settings: CircuitBreakerSettings | None = None,
     ) -> None:
         self._store = store
-        self._symbols = symbols
         self._settings = settings
         self._max_age_ms = max_order_age_ms
         self._budget = budget
@@ -90,10 +88,9 @@ class Admission:
 
         Everything it reads (queues, budget, breaker) comes in one Redis round trip.
         """
-        symbols = self._symbols if symbol in self._symbols else [*self._symbols, symbol]
         now = now_ms()
         pipe = self._store.pipeline()
-        read_queued = self._store.read_unsent_counts(pipe, symbols)
+        read_queued = self._store.read_unsent_counts(pipe, symbol)
         read_budget = None
         if self._budget is not None:
             await self._budget.refresh_limits()
@@ -101,10 +98,10 @@ class Admission:
         if self._breaker_keys is not None:
             pipe.mget(self._breaker_keys)
         results = await pipe.execute()
-        queued = read_queued(results)
-        if queued[symbol] >= self._settings.max_queued_per_symbol:
+        queued, ahead = read_queued(results)
+        if queued >= self._settings.max_queued_per_symbol:
             raise Overloaded(
-                f"symbol: {symbol} has {queued[symbol]} orders accepted and not yet sent "
+                f"symbol: {symbol} has {queued} orders accepted and not yet sent "
                 f"(admission.max_queued_per_symbol={self._settings.max_queued_per_symbol}); retry later",
                 limit="queue_bound",
             )
@@ -112,10 +109,9 @@ class Admission:
             self._check_breaker(*results[-1])
         if read_budget is None:
             return
-        state = read_budget(results[len(symbols) :])
+        state = read_budget(results[2:])
         if state.blocked_reason.startswith("418"):
             raise ExchangeNotAccepting(f"the exchange banned this IP: {state.blocked_reason}")
-        ahead = sum(queued.values())
         wait_ms, limited_by = self.projected_wait_ms(state, ahead=ahead, now=now)
         # The projection is to the start of the order's window; leave room for it to go out then.
         if wait_ms > self._max_age_ms - min(1000, self._max_age_ms // 10):

@@ -51,7 +51,6 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     budget = rate_budget(redis_client, settings)
     admission = Admission(
         store=store,
-        symbols=settings.symbols,
         settings=settings.admission,
         max_order_age_ms=settings.worker.max_order_age_ms,
         budget=budget,

@@ -87,7 +87,10 @@ def _check_symbol(symbol: str, rules: dict[str, SymbolRules], risk: RiskSettings
         )
     found = rules.get(symbol)
     if found is None:
-        raise InvalidOrder("symbol", f"{symbol} is not listed by the exchange")
+        raise InvalidOrder(
+            "symbol",
+            f"{symbol} is not traded here (not in the `symbols` setting, or not listed by the exchange)",
+        )
     if found.status != "TRADING":
         raise InvalidOrder("symbol", f"{symbol} is not trading (status {found.status})")
     return found

@@ -56,6 +56,8 @@ class OrderEventRecorder:
                 event.client_order_id,
             )
             return
-        result = await self._store.transition(order.order_id, lambda o: fsm.apply_report(o, event.report))
+        result = await self._store.transition(
+            order.order_id, lambda o: fsm.apply_report(o, event.report), current=order
+        )
         if result.changed:
             self.applied += 1

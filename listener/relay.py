@@ -1,8 +1,9 @@
-"""The outbox relay: every stored change, published to JetStream once and in order.
+"""The outbox relay: every stored change, published to JetStream once.
 
-Reads the outbox through the consumer group `nats-relay`, publishes each entry (the
-order version and the trades it recorded, see `orders.events`) and acks it only after
-JetStream acked the publish. While NATS is down it waits and retries the same entry,
+Reads the outbox through the consumer group `nats-relay` in batches, publishes every
+entry of a batch at once (the order version and the trades it recorded, see
+`orders.events`), in outbox order, and acks them only after JetStream acked each.
+While NATS is down it waits and retries the same entry,
 so nothing is skipped and orders never wait on it (they are already stored). A relay
 that dies leaves its entries pending in the group; the next one claims them first.
 Message ids make the re-publish of an entry that was published but not acked a no-op.
@@ -72,8 +73,10 @@ class OutboxRelay:
             await self._publish_all(bus, entries)
 
     async def _publish_all(self, bus: EventBus, entries: list[OutboxEntry]) -> None:
-        for entry in entries:
-            await self._publish(bus, entry)
+        # All at once: nats-py writes them to the socket together and the acks come back
+        # together, rather than a round trip each. Subjects see them in outbox order unless
+        # one is retried; every message carries its order's version.
+        await asyncio.gather(*(self._publish(bus, entry) for entry in entries))
         await self._outbox.ack(RELAY_GROUP, [e.entry_id for e in entries])
 
     async def _publish(self, bus: EventBus, entry: OutboxEntry) -> None:

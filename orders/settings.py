@@ -133,7 +133,9 @@ class AdmissionSettings(_Section):
 
 
 class RiskSettings(_Section):
-    allowed_symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"])
+    allowed_symbols: list[str] = Field(
+        default_factory=list, description="symbols clients may trade; empty = every symbol in `symbols`"
+    )
     max_order_notional: Decimal = Field(Decimal(1_000_000), gt=0)
     max_order_quantity: Decimal = Field(Decimal(0), ge=0, description="0 = exchange's maxQty only")
 
@@ -145,8 +147,8 @@ class CircuitBreakerSettings(_Section):
 
 
 class WorkerSettings(_Section):
-    processes: int = Field(1, gt=0)
-    threads: int = Field(4, gt=0)
+    processes: int = Field(0, ge=0, description="worker processes `up` and `worker` start; 0 = one per core")
+    max_in_flight: int = Field(64, gt=0, description="orders one worker process works on at once")
     max_order_age_ms: int = Field(5000, gt=0)
 
 

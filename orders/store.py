@@ -7,6 +7,7 @@ Layout (prefix = `settings.redis.namespace`):
   {p}:orders:{SYMBOL}         zset: the same, per symbol
   {p}:unsettled               zset: orders not yet settled (see `fsm.is_settled`), by created_at
   {p}:unsent:{SYMBOL}         zset: orders accepted and not yet sent (NEW, SUBMITTING), by created_at
+  {p}:unsent                  zset: the same for every symbol
   {p}:outbox                  stream: every change, in commit order (`orders.outbox`)
 
 Every change is a compare-and-set on `version` in one Lua script, so concurrent
@@ -32,7 +33,7 @@ from orders.errors import InvalidOrder, OrderNotFound, StoreConflict
 from orders.model import Order, OrderState
 from orders.outbox import Outbox, encode_fills
 from orders.settings import Settings
-from orders.store_scripts import COMPARE_AND_SET, CREATE, PUSH
+from orders.store_scripts import COMPARE_AND_SET, CREATE, FIND_BY_CLIENT_ID, PUSH
 
 # A store call that failed for one of these may succeed if tried again shortly.
 STORE_OUTAGES: tuple[type[Exception], ...] = (
@@ -99,6 +100,7 @@ class OrderStore:
         self._create = client.register_script(CREATE)
         self._cas = client.register_script(COMPARE_AND_SET)
         self._push = client.register_script(PUSH)
+        self._find_by_client_id = client.register_script(FIND_BY_CLIENT_ID)
 
     @classmethod
     def from_settings(cls, client: aioredis.Redis, settings: Settings) -> OrderStore:
@@ -116,22 +118,20 @@ class OrderStore:
     def _client_key(self, client_order_id: str) -> str:
         return f"{self._prefix}:client:{client_order_id}"
 
-    def _unsent_key(self, symbol: str) -> str:
-        return f"{self._prefix}:unsent:{symbol}"
+    def _unsent_key(self, symbol: str = "") -> str:
+        return f"{self._prefix}:unsent:{symbol}" if symbol else f"{self._prefix}:unsent"
 
-    async def unsent_counts(self, symbols: Sequence[str]) -> dict[str, int]:
-        """How many orders of each symbol are accepted but not yet sent (NEW or SUBMITTING)."""
+    async def unsent_counts(self, symbol: str) -> tuple[int, int]:
+        """Orders accepted but not yet sent (NEW or SUBMITTING): of `symbol`, and of every symbol."""
         pipe = self._redis.pipeline(transaction=False)
-        return self.read_unsent_counts(pipe, symbols)(await pipe.execute())
+        return self.read_unsent_counts(pipe, symbol)(await pipe.execute())
 
-    def read_unsent_counts(
-        self, pipe: Pipeline, symbols: Sequence[str]
-    ) -> Callable[[list[Any]], dict[str, int]]:
+    def read_unsent_counts(self, pipe: Pipeline, symbol: str) -> Callable[[list[Any]], tuple[int, int]]:
         """Queue `unsent_counts`' reads on `pipe` (to share its round trip); returns their parser,
         which takes the pipeline's results from this call's first command on."""
-        for symbol in symbols:
-            pipe.zcard(self._unsent_key(symbol))
-        return lambda results: {symbol: int(n) for symbol, n in zip(symbols, results, strict=False)}
+        pipe.zcard(self._unsent_key(symbol))
+        pipe.zcard(self._unsent_key())
+        return lambda results: (int(results[0]), int(results[1]))
 
     def pipeline(self) -> Pipeline:
         """A non-transactional pipeline on the store's connection, for reads batched with others."""
@@ -148,6 +148,7 @@ class OrderStore:
             self.outbox.key,
             self._unsettled_key,
             self._unsent_key(order.symbol),
+            self._unsent_key(),
         ]
         args: list[Any] = [
             order.order_id,
@@ -189,8 +190,10 @@ class OrderStore:
         return [Order.from_json(data) for data in await self._fetch_data(list(order_ids)) if data is not None]
 
     async def find_by_client_id(self, client_order_id: str) -> Order | None:
-        order_id = await self._redis.get(self._client_key(client_order_id))
-        return None if order_id is None else await self.get(_text(order_id))
+        data = await self._find_by_client_id(
+            keys=[self._client_key(client_order_id)], args=[self._order_key("")]
+        )
+        return Order.from_json(data) if data else None
 
     async def transition(
         self,
@@ -198,36 +201,40 @@ class OrderStore:
         change: Callable[[Order], Order | None],
         *,
         enqueue: Callable[[Order], QueuePush | None] | None = None,
+        current: Order | None = None,
     ) -> TransitionResult:
         """Apply `change` to the current order and store the result atomically.
 
         `change` gets the stored order and returns the new one, or None for "no change"
         (typically a `fsm` function). On a concurrent write it is re-run on the fresh
-        order. The new version goes to the outbox in the same atomic step, and so does
-        the push `enqueue` returns for it, if any. Raises OrderNotFound, or
-        StoreConflict after repeated lost races.
+        order. A caller that holds a recent copy passes it as `current`, which saves the
+        read when nobody changed the order since. The new version goes to the outbox in
+        the same atomic step, and so does the push `enqueue` returns for it, if any.
+        Raises OrderNotFound, or StoreConflict after repeated lost races.
         """
         key = self._order_key(order_id)
         for _ in range(_MAX_CAS_ATTEMPTS):
-            data, version = await self._redis.hmget(key, ["data", "version"])
-            if data is None or version is None:
-                raise OrderNotFound(order_id)
-            current = Order.from_json(data)
+            if current is None:
+                data = await self._redis.hget(key, "data")
+                if data is None:
+                    raise OrderNotFound(order_id)
+                current = Order.from_json(data)
             updated = change(current)
             if updated is None:
                 return TransitionResult(current, changed=False)
-            new_version = int(version) + 1
+            new_version = current.version + 1
             updated = updated.replace(version=new_version)
             keys, args = self._record(
                 updated, encode_fills(updated.fills[len(current.fills) :]), current.state
             )
-            args += [int(version), new_version]
+            args += [current.version, new_version]
             _add_push(keys, args, enqueue(updated) if enqueue else None)
             outcome = await self._cas(keys=keys, args=args)
             if outcome == 1:
                 return TransitionResult(updated, changed=True)
             if outcome == -1:
                 raise OrderNotFound(order_id)
+            current = None  # someone else wrote it first: read it again
         raise StoreConflict(f"order {order_id}: gave up after {_MAX_CAS_ATTEMPTS} concurrent updates")
 
     async def enqueue(self, push: QueuePush) -> None:

@@ -22,7 +22,8 @@ end
 
 
 # Shared tail of both scripts: KEYS[1] order hash, KEYS[2] client-id key, KEYS[3] outbox,
-# KEYS[4] unsettled index, KEYS[5] the symbol's unsent (NEW, SUBMITTING) index; ARGV[1] order id,
+# KEYS[4] unsettled index, KEYS[5] the symbol's unsent (NEW, SUBMITTING) index, KEYS[6] the
+# account's unsent index; ARGV[1] order id,
 # ARGV[2] order JSON, ARGV[3] created_at, ARGV[4] 1 if settled, ARGV[5] TTL (s) once
 # settled, ARGV[6] outbox MINID, ARGV[7] new fills JSON, ARGV[8] the state it was in ('' for
 # a new order), ARGV[9] 1 if it is unsent.
@@ -43,27 +44,29 @@ else
 end
 if ARGV[9] == '1' then
   redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
+  redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1])
 else
   redis.call('ZREM', KEYS[5], ARGV[1])
+  redis.call('ZREM', KEYS[6], ARGV[1])
 end
 """
 
-# KEYS[6], KEYS[7]: the time indexes; push at KEYS[8..10] / ARGV[10..12].
+# KEYS[7], KEYS[8]: the time indexes; push at KEYS[9..11] / ARGV[10..12].
 CREATE = (
     """
 local existing = redis.call('GET', KEYS[2])
 if existing then return existing end
 redis.call('SET', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], 'data', ARGV[2], 'version', '1')
-redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[7], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[8], ARGV[3], ARGV[1])
 """
     + _RECORD
-    + _push_lua(key=8, arg=10)
+    + _push_lua(key=9, arg=10)
     + "return ARGV[1]"
 )
 
-# ARGV[10] expected version, ARGV[11] new version; push at KEYS[6..8] / ARGV[12..14].
+# ARGV[10] expected version, ARGV[11] new version; push at KEYS[7..9] / ARGV[12..14].
 COMPARE_AND_SET = (
     """
 local current = redis.call('HGET', KEYS[1], 'version')
@@ -72,8 +75,16 @@ if current ~= ARGV[10] then return 0 end
 redis.call('HSET', KEYS[1], 'data', ARGV[2], 'version', ARGV[11])
 """
     + _RECORD
-    + _push_lua(key=6, arg=12)
+    + _push_lua(key=7, arg=12)
     + "return 1"
 )
 
 PUSH = _push_lua(key=1, arg=1) + "return 1"
+
+# The order a client order id names, in one round trip. KEYS[1] the client-id key;
+# ARGV[1] the order keys' prefix. Returns the order's data, or false.
+FIND_BY_CLIENT_ID = """
+local order_id = redis.call('GET', KEYS[1])
+if not order_id then return false end
+return redis.call('HGET', ARGV[1] .. order_id, 'data')
+"""

@@ -98,17 +98,17 @@ class OrderExecutor:
             reply = await self._post(order)
         except OrderRejected as exc:
             reason = str(exc)
-            await self._move(order_id, lambda o: fsm.transition(o, S.REJECTED, reason=reason))
+            await self._move(order_id, lambda o: fsm.transition(o, S.REJECTED, reason=reason), order)
         except _GaveUpUnsent as exc:
             await self._give_up_unsent(order_id, str(exc))
         except (OutcomeUnknown, DuplicateClientOrderId) as exc:
             log.warning("order %s: outcome unknown (%s); reconciling", order_id, exc)
             reason = str(exc)
-            await self._move(order_id, lambda o: fsm.transition(o, S.UNKNOWN, reason=reason))
+            await self._move(order_id, lambda o: fsm.transition(o, S.UNKNOWN, reason=reason), order)
             await self.reconcile(order_id, attempt=0)
         else:
             report = to_report(reply)
-            await self._move(order_id, lambda o: fsm.apply_report(o, report))
+            await self._move(order_id, lambda o: fsm.apply_report(o, report), order)
 
     def _claim_may_be_live(self, order: Order) -> bool:
         """Whether the worker that claimed `order` may still be sending it."""
@@ -227,8 +227,13 @@ class OrderExecutor:
                     "order %s still unknown (%s); the listener's reconciler will settle it", order_id, exc
                 )
 
-    async def _move(self, order_id: str, change: Callable[[Order], Order | None]) -> None:
-        await self._store_call(lambda: self.store.transition(order_id, change), budget_ms=self.store_retry_ms)
+    async def _move(
+        self, order_id: str, change: Callable[[Order], Order | None], last_seen: Order | None = None
+    ) -> None:
+        """Store `change`; `last_seen` (the order as this worker last wrote it) saves a read."""
+        await self._store_call(
+            lambda: self.store.transition(order_id, change, current=last_seen), budget_ms=self.store_retry_ms
+        )
 
     async def _store_call(self, call: Callable[[], Awaitable[T]], *, budget_ms: int) -> T:
         """Run a store call, retrying Redis connection errors and timeouts for up to `budget_ms`."""

@@ -63,7 +63,7 @@ class ClusterConfig:
     symbols: list[str]
     workers: int
     listeners: int
-    worker_threads: int
+    worker_max_in_flight: int
     sim_seed: int
     liquidity: Mapping[str, str]
     service_env: Mapping[str, str]  # settings for gateway, workers and listeners
@@ -202,7 +202,7 @@ class ChaosCluster:
 
     def start_worker(self, slot: int) -> ManagedProcess:
         command = python_command(
-            "cli", "worker", "--processes", "1", "--threads", str(self.config.worker_threads)
+            "cli", "worker", "--processes", "1", "--max-in-flight", str(self.config.worker_max_in_flight)
         )
         process = self._start(f"worker-{slot}", command, self.service_env())
         if slot < len(self.workers):

@@ -64,7 +64,7 @@ MARKET_SHARE = 0.4
 CANCEL_SHARE = 0.25  # of the LIMIT orders
 CANCEL_DELAY_S = (0.2, 3.0)
 WORKERS = 3
-WORKER_THREADS = 4
+WORKER_MAX_IN_FLIGHT = 16
 LISTENERS = int(os.environ.get("CHAOS_LISTENERS", "2"))
 FAULT_PROBABILITY = 0.03  # each REST fault kind, per matching call
 SILENT_EVENTS = 5  # user-stream events swallowed, each time it is armed
@@ -157,7 +157,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosCluster]:
         symbols=SYMBOLS,
         workers=WORKERS,
         listeners=LISTENERS,
-        worker_threads=WORKER_THREADS,
+        worker_max_in_flight=WORKER_MAX_IN_FLIGHT,
         sim_seed=SEED,
         liquidity={s: plain(sizing_for(s).liquidity) for s in SYMBOLS},
         service_env=service_env,

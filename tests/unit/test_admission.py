@@ -70,7 +70,6 @@ class Setup:
     def admission(self, **settings: Any) -> Admission:
         return Admission(
             store=self.store(),
-            symbols=["BTCUSDT", "ETHUSDT"],
             settings=AdmissionSettings(**settings),
             max_order_age_ms=MAX_ORDER_AGE_MS,
             budget=self.budget(),
@@ -235,7 +234,6 @@ async def running(setup: Setup) -> AsyncIterator[Gateway]:
     redis = setup.redis()
     admission = Admission(
         store=OrderStore(redis),
-        symbols=["BTCUSDT"],
         settings=AdmissionSettings(),
         max_order_age_ms=MAX_ORDER_AGE_MS,
         budget=setup.budget(),

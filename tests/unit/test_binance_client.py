@@ -11,8 +11,10 @@ import pytest
 
 from exchange import errors
 from exchange.client import BinanceClient, to_report
+from exchange.http import ResponseLost
 from exchange.signing import sign
 from orders.model import OrderState, Side
+from tests.exchange_double import HandlerTransport
 from tests.factories import make_order
 
 ORDER = make_order(side=Side.SELL, price=Decimal("50000.10"), post_only=True, client_order_id="oe-abc")
@@ -29,7 +31,10 @@ def client_answering(
         return httpx.Response(status, content=content.encode(), headers=headers)
 
     client = BinanceClient(
-        "http://exchange.test", api_key="key", secret_key="secret", transport=httpx.MockTransport(handler)
+        "http://exchange.test",
+        api_key="key",
+        secret_key="secret",
+        transport=HandlerTransport(handler, api_key="key"),
     )
     return client, seen
 
@@ -123,11 +128,12 @@ async def test_dropped_connection_on_post_is_unknown_but_on_get_is_not() -> None
         raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
 
     client = BinanceClient(
-        "http://exchange.test", api_key="k", secret_key="s", transport=httpx.MockTransport(drop)
+        "http://exchange.test", api_key="k", secret_key="s", transport=HandlerTransport(drop)
     )
     with pytest.raises(errors.OutcomeUnknown) as caught:
         await client.new_order(ORDER)
-    assert isinstance(caught.value.__cause__, httpx.RemoteProtocolError)
+    assert isinstance(caught.value.__cause__, ResponseLost)
+    assert isinstance(caught.value.__cause__.__cause__, httpx.RemoteProtocolError)
     with pytest.raises(errors.ExchangeUnavailable):
         await client.query_order("BTCUSDT", "oe-abc")
     await client.close()
@@ -138,7 +144,7 @@ async def test_connect_failure_means_not_sent() -> None:
         raise httpx.ConnectError("connection refused", request=request)
 
     client = BinanceClient(
-        "http://exchange.test", api_key="k", secret_key="s", transport=httpx.MockTransport(refuse)
+        "http://exchange.test", api_key="k", secret_key="s", transport=HandlerTransport(refuse)
     )
     with pytest.raises(errors.ExchangeUnavailable):
         await client.new_order(ORDER)

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import fakeredis
 import httpx
@@ -22,10 +23,13 @@ import redis
 from exchange import errors
 from exchange.breakers import Breakers, Group, breaker_key
 from exchange.client import BinanceClient
+from exchange.http import ResponseLost
 from orders.settings import CircuitBreakerSettings
+from tests.exchange_double import HandlerTransport
 from tests.factories import make_order
 
 # timeout 2: pybreaker keeps opened_at in whole seconds, so 1 could half-open right after a trip.
+REFRESH_S = 0.05  # how stale another process's view of a breaker may be
 SETTINGS = CircuitBreakerSettings(failure_threshold=3, timeout=2, max_requests=1)
 OPEN_MESSAGE = "circuit breaker binance_create_order is open"
 ORDER = make_order()
@@ -86,7 +90,7 @@ class SharedRedis:
         return connection
 
     def breakers(self) -> Breakers:
-        return Breakers(SETTINGS, client=self.connect(), namespace=self.namespace)
+        return Breakers(SETTINGS, client=self.connect(), namespace=self.namespace, refresh_s=REFRESH_S)
 
     async def close(self) -> None:
         for client in self.clients:
@@ -100,7 +104,7 @@ class SharedRedis:
             "http://exchange.test",
             api_key="k",
             secret_key="s",
-            transport=httpx.MockTransport(exchange.handle),
+            transport=HandlerTransport(exchange.handle),
             breakers=breakers,
         )
         self.clients.append(client)
@@ -192,7 +196,8 @@ async def test_a_timeout_on_the_trip_call_stays_outcome_unknown(shared: SharedRe
     with pytest.raises(errors.ExchangeError) as caught:
         await client.new_order(ORDER)
     assert type(caught.value) is errors.OutcomeUnknown
-    assert isinstance(caught.value.__cause__, httpx.ReadTimeout)
+    assert isinstance(caught.value.__cause__, ResponseLost)
+    assert isinstance(caught.value.__cause__.__cause__, httpx.ReadTimeout)
     assert breakers.state(Group.CREATE) == "open" and len(exchange.requests) == 3
 
 
@@ -279,6 +284,7 @@ async def test_a_breaker_one_process_opens_is_open_for_every_process(any_redis: 
     client_b, exchange_b = any_redis.client(worker_b)
     assert worker_b.state(Group.CREATE) == "closed"
     await open_create_breaker(client_a, exchange_a)
+    await asyncio.sleep(REFRESH_S)  # B re-reads the shared state at most this often
     assert worker_b.state(Group.CREATE) == "open"
     with pytest.raises(errors.CircuitOpen, match=OPEN_MESSAGE):
         await client_b.new_order(ORDER)
@@ -286,6 +292,26 @@ async def test_a_breaker_one_process_opens_is_open_for_every_process(any_redis: 
     exchange_b.answers.append(CANCELED)
     await client_b.cancel_order("BTCUSDT", "oe-1")  # another group, its own breaker
     assert len(exchange_b.requests) == 1
+
+
+async def test_successes_in_the_closed_state_write_nothing_to_redis(shared: SharedRedis) -> None:
+    breakers = shared.breakers()
+    client, exchange = shared.client(breakers)
+    exchange.answers += [NEW] * 3
+    await client.new_order(ORDER)  # first call: reads the shared state
+    connection = shared.connections[-1]
+    writes = []
+    original = connection.execute_command
+
+    def spy(*args: Any, **options: Any) -> Any:
+        writes.append(args[0])
+        return original(*args, **options)  # type: ignore[no-untyped-call]
+
+    connection.execute_command = spy  # type: ignore[method-assign]
+    await client.new_order(ORDER)
+    await client.new_order(ORDER)
+    assert [command for command in writes if command not in ("MGET", "GET")] == []
+    assert len(writes) <= 1  # at most one refresh of the state in REFRESH_S
 
 
 async def test_after_the_timeout_a_successful_trial_closes_it(shared: SharedRedis) -> None:

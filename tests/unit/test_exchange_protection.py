@@ -1,6 +1,6 @@
 """The exchange client on a shared rate budget: what the exchange tells one client holds every client.
 
-A scripted exchange (httpx.MockTransport) answers; the budget is on fakeredis, each
+A scripted exchange (tests/exchange_double.py) answers; the budget is on fakeredis, each
 client with its own connection as separate processes would be. Where the code waits, a
 fake clock stands in for `now_ms` and `asyncio.sleep` in the client and the executor,
 so a one-minute wait takes no time and the test can say exactly how long it was.
@@ -25,6 +25,7 @@ from exchange.errors import BudgetExceeded, ExchangeError, RateLimited
 from exchange.rate_budget import RateBudget
 from orders.model import Order, OrderState, now_ms
 from orders.store import OrderStore
+from tests.exchange_double import HandlerTransport
 from tests.factories import make_order, outbox_orders
 from workers.execution import OrderExecutor
 
@@ -133,7 +134,7 @@ class Account:
             "http://exchange.test",
             api_key="k",
             secret_key="s",
-            transport=httpx.MockTransport(handler or self.exchange.handle),
+            transport=HandlerTransport(handler or self.exchange.handle),
             budget=budget or self.budget(),
         )
         self.clients.append(client)

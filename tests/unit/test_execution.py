@@ -17,6 +17,7 @@ from orders import fsm
 from orders.model import Order, OrderState, now_ms
 from orders.store import OrderStore
 from tests import factories
+from tests.exchange_double import HandlerTransport
 from workers.execution import CancelNotSettled, OrderExecutor
 
 S = OrderState
@@ -99,7 +100,7 @@ async def setup() -> AsyncIterator[
     store = OrderStore(redis)
     exchange = Exchange()
     client = BinanceClient(
-        "http://exchange.test", api_key="k", secret_key="s", transport=httpx.MockTransport(exchange.handle)
+        "http://exchange.test", api_key="k", secret_key="s", transport=HandlerTransport(exchange.handle)
     )
     bus = RecordingBus(redis)
     scheduled: list[tuple[int, int]] = []

@@ -23,6 +23,7 @@ from orders import fsm
 from orders.model import Order, OrderState, now_ms
 from orders.store import OrderStore
 from tests import factories
+from tests.exchange_double import HandlerTransport
 
 S = OrderState
 
@@ -132,7 +133,7 @@ async def rig() -> AsyncIterator[Rig]:
     redis = fakeredis.FakeAsyncRedis()
     venue = Venue()
     client = BinanceClient(
-        "http://exchange.test", api_key="k", secret_key="s", transport=httpx.MockTransport(venue.handle)
+        "http://exchange.test", api_key="k", secret_key="s", transport=HandlerTransport(venue.handle)
     )
     yield Rig(OrderStore(redis, ttl_s=3600), venue, redis, client)
     await client.close()

@@ -1,0 +1,296 @@
+"""The worker's consumer: Dramatiq's symbol queues served by asyncio tasks.
+
+Dramatiq's own Worker runs each message on a thread and parks that thread for the
+whole life of an async actor, so the orders in flight equal the thread count and each
+costs thread hand-offs; its consumers poll. Here one event loop fetches messages, runs
+up to `max_in_flight` handlers at once as tasks, and acks them in batches. Queues,
+message format, ack sets, retries (`retries` option, delayed `.DQ` queues) and dead
+letters (`.XQ`) stay Dramatiq's (tasks/redis_queues.py).
+
+Waking: every enqueue rings its queue's doorbell. With nothing to fetch the consumer
+blocks on all its doorbells at once (BLMPOP: no CPU while idle); a queue that filled
+its share of a fetch is fetched again at once, and each fetch also takes the next rung
+doorbell, so a busy queue cannot starve a quiet one. Every `sweep_interval_s` a sweep
+fetches from every queue whatever the doorbells say: it refreshes the heartbeat and
+finds a message whose doorbell another worker took before it died. Every
+`maintenance_every` sweeps it also runs Dramatiq's maintenance (a dead worker's
+messages go back on their queues).
+
+Delayed messages (retries, scheduled queries) are fetched from `<queue>.DQ`, wait here
+until their eta, then move to their queue. A process that dies loses nothing: what it
+had fetched and not acked comes back to a queue once its heartbeat is stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from dramatiq import Message
+from dramatiq.common import compute_backoff, dq_name, q_name
+
+from orders.store import STORE_OUTAGES
+from tasks.queues import doorbell_key
+from tasks.redis_queues import QueueClient
+
+log = logging.getLogger(__name__)
+
+_RETRY_WAIT_S = 0.5  # after Redis failed us
+_DELAYED_BATCH = 100  # delayed messages taken per fetch (they wait here, not in a slot)
+
+
+def never(retries: int, exc: Exception) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Handler:
+    """What runs an actor's messages, and whether a failure is retried (Dramatiq's options)."""
+
+    run: Callable[..., Awaitable[None]]
+    retry_when: Callable[[int, Exception], bool] = never
+    min_backoff_ms: int = 100
+    max_backoff_ms: int = 5000
+
+
+@dataclass
+class _Settlements:
+    """Acks, dead letters, requeues and enqueues waiting for the next batch."""
+
+    acks: list[tuple[str, str]] = field(default_factory=list)
+    nacks: list[tuple[str, str]] = field(default_factory=list)
+    requeues: list[tuple[str, str]] = field(default_factory=list)
+    enqueues: list[tuple[Message[Any], int | None]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.acks or self.nacks or self.requeues or self.enqueues)
+
+
+class Consumer:
+    """Consumes `queues` (their delayed queues too) with `handlers`, keyed by actor name."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        queues: list[str],
+        handlers: dict[str, Handler],
+        *,
+        max_in_flight: int,
+        sweep_interval_s: float = 1.0,
+        maintenance_every: int = 5,
+        worker_id: str | None = None,
+    ) -> None:
+        self._redis = redis
+        self._client = QueueClient(redis, worker_id=worker_id)
+        self._queues = [*queues, *(dq_name(q) for q in queues)]
+        self._bells = {doorbell_key(q): q for q in self._queues}
+        self._handlers = handlers
+        self.max_in_flight = max_in_flight
+        self._sweep_interval_s = sweep_interval_s
+        self._maintenance_every = maintenance_every
+        self._running: set[asyncio.Task[None]] = set()
+        self._backlog: deque[tuple[str, Message[Any]]] = deque()
+        self._delayed: list[tuple[int, int, str, Message[Any]]] = []  # (eta, seq, queue, message)
+        self._hot: dict[str, None] = {}  # queues to fetch again at once, in order
+        self._slot_freed = asyncio.Event()
+        self._pending = _Settlements()
+        self._settle_wanted = asyncio.Event()
+        self._stopping = False
+        self._seq = 0
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    async def enqueue(self, message: Message[Any], delay_ms: int | None = None) -> None:
+        """Queue `message` now (after `delay_ms`, through its delayed queue); one round trip."""
+        await self._client.settle(enqueues=[(message, delay_ms)])
+
+    async def run(self, stop: asyncio.Event, *, grace_s: float = 10.0) -> None:
+        """Consume until `stop` is set, then finish in-flight messages within `grace_s`."""
+        settler = asyncio.create_task(self._settle_forever())
+        fetcher = asyncio.create_task(self._fetch_forever())
+        await stop.wait()
+        self._stopping = True
+        fetcher.cancel()
+        await asyncio.gather(fetcher, return_exceptions=True)
+        await self._drain(grace_s)
+        settler.cancel()
+        await asyncio.gather(settler, return_exceptions=True)
+        await self._flush()
+
+    async def _fetch_forever(self) -> None:
+        sweeps = 0
+        next_sweep = 0.0
+        while True:
+            try:
+                self._start_backlog()
+                room = self.max_in_flight - len(self._running) - len(self._backlog)
+                now = time.monotonic()
+                if now >= next_sweep:
+                    sweeps += 1
+                    next_sweep = now + self._sweep_interval_s
+                    maintenance = sweeps % self._maintenance_every == 1
+                    await self._fetch(self._queues, max(room, 0), maintenance=maintenance)
+                elif room <= 0:
+                    self._slot_freed.clear()
+                    await _wait(self._slot_freed, min(next_sweep - now, self._until_next_due()))
+                elif self._hot:
+                    await self._fetch(list(self._hot), room)
+                else:
+                    await self._wait_for_bell(next_sweep - now)
+                self._release_due()
+            except asyncio.CancelledError:
+                raise
+            except STORE_OUTAGES as exc:
+                log.warning("queue fetch failed (%r); retrying in %.1f s", exc, _RETRY_WAIT_S)
+                await asyncio.sleep(_RETRY_WAIT_S)
+
+    async def _wait_for_bell(self, timeout_s: float) -> None:
+        """Block until any of our doorbells rings (or `timeout_s`); its queue becomes hot."""
+        timeout_s = min(max(timeout_s, 0.01), self._until_next_due())
+        rung = await self._client.wait_for_bell(list(self._bells), timeout_s)
+        if rung is not None:
+            self._hot[self._bells[rung]] = None
+
+    async def _fetch(self, queues: list[str], room: int, *, maintenance: bool = False) -> None:
+        """Fetch `room` messages spread over `queues` (at least one each) and start them."""
+        main = [q for q in queues if not q.endswith(".DQ")]
+        share = max(room // max(len(main), 1), 1) if room > 0 else 0
+        wanted = [(q, _DELAYED_BATCH if q.endswith(".DQ") else share) for q in queues]
+        quiet = [bell for bell, q in self._bells.items() if q not in queues]
+        fetched, rung = await self._client.fetch(wanted, maintenance=maintenance, bells=quiet)
+        for (queue, payloads), (_, asked) in zip(fetched, wanted, strict=True):
+            if asked and len(payloads) >= asked:
+                self._hot[queue] = None
+            elif asked:  # drained; a queue asked for nothing (no room) may still have more
+                self._hot.pop(queue, None)
+            for payload in payloads:
+                self._accept(queue, Message.decode(payload))
+        if rung is not None:
+            self._hot[self._bells[rung]] = None
+        self._start_backlog()
+
+    def _accept(self, queue: str, message: Message[Any]) -> None:
+        if queue.endswith(".DQ"):
+            self._seq += 1
+            eta = int(message.options.get("eta", 0))
+            heapq.heappush(self._delayed, (eta, self._seq, queue, message))
+        else:
+            self._backlog.append((queue, message))
+
+    def _start_backlog(self) -> None:
+        while self._backlog and len(self._running) < self.max_in_flight and not self._stopping:
+            queue, message = self._backlog.popleft()
+            task = asyncio.create_task(self._process(queue, message))
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._slot_freed.set()
+
+    def _until_next_due(self) -> float:
+        if not self._delayed:
+            return self._sweep_interval_s
+        return max((self._delayed[0][0] - _now_ms()) / 1000, 0.01)
+
+    def _release_due(self) -> None:
+        """Move delayed messages whose eta has come onto their queue (and ack them on .DQ)."""
+        now = _now_ms()
+        while self._delayed and self._delayed[0][0] <= now:
+            _, _, queue, message = heapq.heappop(self._delayed)
+            self._pending.enqueues.append((message.copy(queue_name=q_name(queue)), None))
+            self._pending.acks.append((queue, message.options["redis_message_id"]))
+            self._settle_wanted.set()
+
+    async def _process(self, queue: str, message: Message[Any]) -> None:
+        message_id = message.options["redis_message_id"]
+        handler = self._handlers.get(message.actor_name)
+        try:
+            if handler is None:
+                raise LookupError(f"no actor named {message.actor_name!r} in this worker")
+            await handler.run(*message.args, **message.kwargs)
+        except asyncio.CancelledError:
+            self._pending.requeues.append((queue, message_id))
+            raise
+        except Exception as exc:
+            retries = int(message.options.get("retries", 0))
+            if handler is not None and handler.retry_when(retries, exc):
+                _, delay = compute_backoff(
+                    retries, factor=handler.min_backoff_ms, max_backoff=handler.max_backoff_ms
+                )
+                log.warning("%s failed (%s); retry %d in %d ms", _describe(message), exc, retries + 1, delay)
+                retry = message.copy(options={"retries": retries + 1})
+                self._pending.enqueues.append((retry, delay))
+                self._pending.acks.append((queue, message_id))
+            else:
+                log.error("%s failed for good (%r); dead-lettered", _describe(message), exc)
+                self._pending.nacks.append((queue, message_id))
+        else:
+            self._pending.acks.append((queue, message_id))
+        finally:
+            self._settle_wanted.set()
+
+    async def _settle_forever(self) -> None:
+        while True:
+            await self._settle_wanted.wait()
+            self._settle_wanted.clear()
+            try:
+                await self._flush()
+            except STORE_OUTAGES as exc:
+                log.warning("acking messages failed (%r); retrying in %.1f s", exc, _RETRY_WAIT_S)
+                await asyncio.sleep(_RETRY_WAIT_S)
+                self._settle_wanted.set()
+
+    async def _flush(self) -> None:
+        """Send every pending settlement in one round trip; on failure they stay pending."""
+        batch, self._pending = self._pending, _Settlements()
+        if not batch:
+            return
+        try:
+            await self._client.settle(
+                acks=batch.acks, nacks=batch.nacks, requeues=batch.requeues, enqueues=batch.enqueues
+            )
+        except BaseException:
+            self._pending.acks += batch.acks
+            self._pending.nacks += batch.nacks
+            self._pending.requeues += batch.requeues
+            self._pending.enqueues += batch.enqueues
+            raise
+
+    async def _drain(self, grace_s: float) -> None:
+        """Let in-flight handlers finish within `grace_s`; hand back everything else."""
+        if self._running:
+            log.info("waiting up to %.0f s for %d in-flight messages", grace_s, len(self._running))
+            _, still_running = await asyncio.wait(set(self._running), timeout=grace_s)
+            for task in still_running:
+                task.cancel()
+            await asyncio.gather(*still_running, return_exceptions=True)
+        for queue, message in self._backlog:
+            self._pending.requeues.append((queue, message.options["redis_message_id"]))
+        for _, _, queue, message in self._delayed:
+            self._pending.requeues.append((queue, message.options["redis_message_id"]))
+        self._backlog.clear()
+        self._delayed.clear()
+
+
+async def _wait(event: asyncio.Event, timeout_s: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout=max(timeout_s, 0))
+
+
+def _describe(message: Message[Any]) -> str:
+    return f"{message.actor_name}({', '.join(f'{k}={v}' for k, v in message.kwargs.items())})"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
