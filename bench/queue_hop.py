@@ -1,10 +1,21 @@
-"""Queue hop: enqueue -> actor start, the doorbell consumer against Dramatiq's stock one.
+"""Queue hop: enqueue -> handler start, our asyncio consumer against Dramatiq's stock Worker.
 
-Both run on the real Redis (db 12) with one in-process Dramatiq worker and the same
-number of per-symbol queues. Per run: `--n` messages paced at `--rate`/s, then
-`--probes` single messages each after `--idle-s` of silence (the case where the stock
-consumer is deep in its backoff sleep). Baseline: a bare Redis RPUSH/BLPOP hand-off
-between two threads, measured in the same run.
+Both consume the same 8 per-symbol queues on the real Redis (db 12), in this process,
+and get their messages the same way: enqueued as the gateway does, by the order store's
+script (`OrderStore.enqueue(submit_order_push(order))`), which writes Dramatiq's layout
+and rings the queue's doorbell. Only the consumer differs:
+
+  consumer  workers.consumer.Consumer on its own uvloop thread, configured as a worker
+            process is (sweep every 1 s, max_in_flight 64); idle, it blocks on the
+            doorbells.
+  stock     dramatiq.Worker (2 threads) over Dramatiq's stock RedisBroker consumer
+            (tasks.broker.build_broker); idle, it polls each queue with a growing sleep
+            of up to worker_timeout (1 s).
+
+Per run and consumer: `--n` messages paced at `--rate`/s, round-robin over the queues
+("steady"), then `--probes` single messages each after `--idle-s` of silence ("after
+idle"). Baseline: a bare Redis RPUSH/BLPOP hand-off between two threads, same run.
+About 25 s per run (3 runs by default).
 
 Usage: python bench/queue_hop.py [--runs 3] [--n 400] [--rate 200] [--probes 5] [--idle-s 1.5]
 """
@@ -12,64 +23,162 @@ Usage: python bench/queue_hop.py [--runs 3] [--n 400] [--rate 200] [--probes 5] 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import dramatiq
 import redis
+import redis.asyncio as aioredis
+import uvloop
 from dramatiq import Worker
-from dramatiq.brokers.redis import RedisBroker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import report
+from orders.model import Order, OrderType, Side
+from orders.store import OrderStore
 from tasks.broker import build_broker
+from tasks.messages import submit_order_push
+from tasks.queues import SUBMIT_ORDER, queue_for
+from workers.consumer import Consumer, Handler
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
-QUEUES = [f"orders.SYM{i}" for i in range(8)]
+SYMBOLS = [f"HOP{i}USDT" for i in range(8)]
+QUEUES = [queue_for(symbol) for symbol in SYMBOLS]
+CONSUMER_SWEEP_S = 1.0  # as workers/process.py
+CONSUMER_MAX_IN_FLIGHT = 64  # worker.max_in_flight's default
+STOCK_THREADS = 2
+SETTLE_S = 1.0  # before the first message: let the consumer reach its idle state
+WAIT_S = 10.0  # longest wait for the last message to be handled
 
 
-def measure(
-    broker: dramatiq.Broker, n: int, rate: float, probes: int, idle_s: float
-) -> tuple[list[float], list[float]]:
-    starts: dict[int, float] = {}
-    done = threading.Event()
-    expected = n + probes
+def market_buy(order_id: str, symbol: str) -> Order:
+    return Order(order_id, order_id, symbol, Side.BUY, OrderType.MARKET, Decimal("0.01"), None, None)
 
-    def probe(seq: int) -> None:
-        starts[seq] = time.perf_counter()
-        if len(starts) >= expected:
-            done.set()
 
-    actor: Any = dramatiq.actor(actor_name="probe", broker=broker, queue_name=QUEUES[0])(probe)
+class Starts:
+    """Handler start times by order id; `done` once `expected` have started."""
+
+    def __init__(self, expected: int) -> None:
+        self.at: dict[str, float] = {}
+        self.expected = expected
+        self.done = threading.Event()
+
+    def record(self, order_id: str) -> None:
+        self.at[order_id] = time.perf_counter()
+        if len(self.at) >= self.expected:
+            self.done.set()
+
+
+async def produce(
+    n: int, rate: float, probes: int, idle_s: float
+) -> tuple[list[str], list[str], dict[str, float]]:
+    """Enqueue as the gateway does; returns the steady and probe order ids and their send times."""
+    client = aioredis.Redis.from_url(REDIS_URL)
+    store = OrderStore(client)
+    sent: dict[str, float] = {}
+
+    async def send(order_id: str, symbol: str) -> None:
+        push = submit_order_push(market_buy(order_id, symbol))
+        sent[order_id] = time.perf_counter()
+        await store.enqueue(push)
+
+    steady = [f"s{seq}" for seq in range(n)]
+    idle = [f"p{seq}" for seq in range(probes)]
+    try:
+        await store.enqueue(submit_order_push(market_buy("warm-up", SYMBOLS[0])))  # loads the script
+        for seq, order_id in enumerate(steady):
+            target = time.perf_counter() + 1 / rate
+            await send(order_id, SYMBOLS[seq % len(SYMBOLS)])
+            await asyncio.sleep(max(0.0, target - time.perf_counter()))
+        for seq, order_id in enumerate(idle):
+            await asyncio.sleep(idle_s)
+            await send(order_id, SYMBOLS[seq % len(SYMBOLS)])
+    finally:
+        await client.aclose()
+    return steady, idle, sent
+
+
+@contextmanager
+def our_consumer(starts: Starts) -> Iterator[None]:
+    """workers.consumer.Consumer on its own uvloop thread, stopped (and joined) on exit."""
+    ready = threading.Event()
+    handle: dict[str, Any] = {}
+
+    async def submit(order_id: str) -> None:
+        starts.record(order_id)
+
+    async def serve() -> None:
+        client = aioredis.Redis.from_url(REDIS_URL)
+        stop = asyncio.Event()
+        handle["loop"], handle["stop"] = asyncio.get_running_loop(), stop
+        consumer = Consumer(
+            client,
+            QUEUES,
+            {SUBMIT_ORDER: Handler(run=submit)},
+            max_in_flight=CONSUMER_MAX_IN_FLIGHT,
+            sweep_interval_s=CONSUMER_SWEEP_S,
+        )
+        ready.set()
+        try:
+            await consumer.run(stop, grace_s=1.0)
+        finally:
+            await client.aclose()
+
+    thread = threading.Thread(target=uvloop.run, args=(serve(),), name="queue-hop-consumer", daemon=True)
+    thread.start()
+    if not ready.wait(timeout=WAIT_S):
+        raise RuntimeError("the consumer thread did not start")
+    try:
+        yield
+    finally:
+        handle["loop"].call_soon_threadsafe(handle["stop"].set)
+        thread.join(timeout=WAIT_S)
+
+
+@contextmanager
+def stock_worker(starts: Starts) -> Iterator[None]:
+    """Dramatiq's Worker over its stock RedisBroker consumer, stopped and closed on exit."""
+    broker = build_broker(REDIS_URL)
+
+    def submit(order_id: str) -> None:
+        starts.record(order_id)
+
+    dramatiq.actor(actor_name=SUBMIT_ORDER, broker=broker, queue_name=QUEUES[0])(submit)
     for queue in QUEUES:
         broker.declare_queue(queue)
-    worker = Worker(broker, worker_threads=2)
+    worker = Worker(broker, worker_threads=STOCK_THREADS)
     worker.start()
-    time.sleep(1.0)  # let consumers settle into their idle state
-    sent: dict[int, float] = {}
-    message = actor.message
     try:
-        for seq in range(n):
-            target = time.perf_counter() + 1 / rate
-            msg = message(seq).copy(queue_name=QUEUES[0])
-            sent[seq] = time.perf_counter()
-            broker.enqueue(msg)
-            time.sleep(max(0.0, target - time.perf_counter()))
-        for seq in range(n, n + probes):
-            time.sleep(idle_s)
-            sent[seq] = time.perf_counter()
-            broker.enqueue(message(seq).copy(queue_name=QUEUES[0]))
-        done.wait(timeout=30)
+        yield
     finally:
         worker.stop()
         broker.close()
-    steady = [(starts[s] - sent[s]) * 1000 for s in range(n) if s in starts]
-    idle = [(starts[s] - sent[s]) * 1000 for s in range(n, n + probes) if s in starts]
-    return steady, idle
+
+
+def measure(
+    consumer: Callable[[Starts], Any], n: int, rate: float, probes: int, idle_s: float
+) -> tuple[list[float], list[float]]:
+    """(steady, after idle) hops in ms through `consumer` (a context manager factory)."""
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    starts = Starts(expected=n + probes + 1)  # + the warm-up message that loads the script
+    with consumer(starts):
+        time.sleep(SETTLE_S)
+        steady, idle, sent = asyncio.run(produce(n, rate, probes, idle_s))
+        starts.done.wait(timeout=WAIT_S)
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+    def hops(order_ids: list[str]) -> list[float]:
+        return [(starts.at[i] - sent[i]) * 1000 for i in order_ids if i in starts.at]
+
+    return hops(steady), hops(idle)
 
 
 def raw_blpop(n: int) -> list[float]:
@@ -84,6 +193,7 @@ def raw_blpop(n: int) -> list[float]:
         for _ in range(n):
             _, sent = c.blpop(["bench:raw"])  # type: ignore[misc]
             got.append((time.perf_counter() - float(sent)) * 1000)
+        c.close()
 
     thread = threading.Thread(target=consumer)
     thread.start()
@@ -92,6 +202,8 @@ def raw_blpop(n: int) -> list[float]:
         client.rpush("bench:raw", repr(time.perf_counter()))
         time.sleep(0.002)
     thread.join()
+    client.delete("bench:raw")
+    client.close()
     return got
 
 
@@ -105,39 +217,34 @@ def main() -> int:
     parser.add_argument("--probes", type=int, default=5)
     parser.add_argument("--idle-s", type=float, default=1.5)
     args = parser.parse_args()
-    series: dict[str, list[list[float]]] = {
-        k: []
-        for k in (
-            "raw RPUSH->BLPOP (baseline)",
-            "doorbell steady",
-            "doorbell after idle",
-            "stock steady",
-            "stock after idle",
-        )
-    }
+    consumers: dict[str, Callable[[Starts], Any]] = {"consumer": our_consumer, "stock": stock_worker}
+    series: dict[str, list[list[float]]] = {"raw RPUSH->BLPOP (baseline)": []}
+    for name in consumers:
+        series[f"{name} steady"] = []
+        series[f"{name} after idle"] = []
     for run in range(1, args.runs + 1):
-        print(f"run {run}/{args.runs}: raw baseline, doorbell consumer, stock consumer...", flush=True)
-        redis.Redis.from_url(REDIS_URL).flushdb()
+        print(f"run {run}/{args.runs}: raw baseline, our consumer, Dramatiq's stock worker...", flush=True)
         series["raw RPUSH->BLPOP (baseline)"].append(raw_blpop(args.n))
-        steady, idle = measure(build_broker(REDIS_URL), args.n, args.rate, args.probes, args.idle_s)
-        series["doorbell steady"].append(steady)
-        series["doorbell after idle"].append(idle)
-        redis.Redis.from_url(REDIS_URL).flushdb()
-        stock = RedisBroker(url=REDIS_URL, middleware=[])
-        steady, idle = measure(stock, args.n, args.rate, args.probes, args.idle_s)
-        series["stock steady"].append(steady)
-        series["stock after idle"].append(idle)
-    redis.Redis.from_url(REDIS_URL).flushdb()
+        for name, consumer in consumers.items():
+            steady, idle = measure(consumer, args.n, args.rate, args.probes, args.idle_s)
+            missing = args.n + args.probes - len(steady) - len(idle)
+            if missing:
+                print(f"  {name}: {missing} messages not handled within {WAIT_S:.0f} s", flush=True)
+            series[f"{name} steady"].append(steady)
+            series[f"{name} after idle"].append(idle)
     report(
         "queue_hop",
-        f"Dramatiq queue hop, {len(QUEUES)} queues, enqueue -> actor start",
+        f"Queue hop, {len(QUEUES)} queues, gateway enqueue -> handler start",
         series,
         baseline="raw RPUSH->BLPOP (baseline)",
         notes={
             "rate_per_s": args.rate,
             "idle_s": args.idle_s,
-            "worker_threads": 2,
-            "dramatiq_worker_timeout_ms": 1000,
+            "queues": len(QUEUES),
+            "consumer_sweep_interval_s": CONSUMER_SWEEP_S,
+            "consumer_max_in_flight": CONSUMER_MAX_IN_FLIGHT,
+            "stock_worker_threads": STOCK_THREADS,
+            "stock_worker_timeout_ms": 1000,
         },
     )
     return 0

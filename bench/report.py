@@ -8,9 +8,12 @@ baseline series measured in the same invocation.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -24,6 +27,19 @@ def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+def machine() -> dict[str, object]:
+    """What the numbers were measured on (stored with every result file)."""
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}
+
+
+def write_json(name: str, payload: Mapping[str, Any]) -> Path:
+    """Write results/<name>.json (the directory is created if needed) and return its path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=1))
+    return path
 
 
 def summarize(runs: list[list[float]]) -> dict[str, float]:
@@ -66,11 +82,11 @@ def report(
         "title": title,
         "baseline": baseline,
         "summary": summary,
-        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine(),
         "notes": notes or {},
         "runs_ms": series,
     }
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1))
+    write_json(name, payload)
     _plot(name, title, series)
     print(f"wrote {RESULTS / (name + '.json')} and .png")
     return summary

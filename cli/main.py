@@ -11,9 +11,10 @@ order-execution order ...   create | get | cancel | list | watch orders over gRP
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
+
+import uvloop
 
 from orders.settings import CONFIG_ENV, Settings, SettingsError, load_settings
 
@@ -55,6 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument(
         "--listeners", type=int, default=1, metavar="N", help="user-data-stream listeners (default: 1)"
     )
+    up.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes (default: worker.processes; 0 = one per CPU core)",
+    )
+    up.add_argument(
+        "--no-rate-limits",
+        action="store_true",
+        help="load-test mode: the simulator enforces no rate limits and the service keeps no rate budget",
+    )
     commands.add_parser("sim", help="run the exchange simulator (see `order-execution sim --help`)")
 
     from cli.client import add_order_commands
@@ -75,21 +87,27 @@ def main(argv: list[str] | None = None) -> int:
             from orders.logs import configure_logging
 
             configure_logging(settings.logging, process="gateway")
-            asyncio.run(serve(settings))
+            uvloop.run(serve(settings))
             return 0
         if args.command == "listener":
             from listener.process import serve as serve_listener
             from orders.logs import configure_logging
 
             configure_logging(settings.logging, process="listener")
-            asyncio.run(serve_listener(settings))
+            uvloop.run(serve_listener(settings))
             return 0
         if args.command == "worker":
             return _run_worker(args, settings, argv)
         if args.command == "up":
             from cli.up import run_up
 
-            return run_up(settings, with_simulator=not args.no_simulator, listeners=args.listeners)
+            return run_up(
+                settings,
+                with_simulator=not args.no_simulator,
+                listeners=args.listeners,
+                workers=args.workers if args.workers is not None else settings.worker.processes,
+                rate_limits=not args.no_rate_limits,
+            )
     except SettingsError as exc:
         print(f"order-execution: {exc}", file=sys.stderr)
         return 2

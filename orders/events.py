@@ -13,6 +13,7 @@ duplicate window. Both go to the JetStream stream `settings.nats.stream`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -111,19 +112,24 @@ class EventBus:
 
         Raises nats' errors (timeout, no responders, disconnected) when JetStream did not ack.
         """
-        for fill in fills:
-            await self._js.publish(
+        publishes = [
+            self._js.publish(
                 fill_subject(order.symbol),
                 encode_fill(order, fill),
                 timeout=timeout_s,
                 headers={"Nats-Msg-Id": f"{order.order_id}:fill:{fill.trade_id}"},
             )
-        await self._js.publish(
-            update_subject(order.symbol),
-            encode_update(order, update_type),
-            timeout=timeout_s,
-            headers={"Nats-Msg-Id": f"{order.order_id}:{order.version}"},
+            for fill in fills
+        ]
+        publishes.append(
+            self._js.publish(
+                update_subject(order.symbol),
+                encode_update(order, update_type),
+                timeout=timeout_s,
+                headers={"Nats-Msg-Id": f"{order.order_id}:{order.version}"},
+            )
         )
+        await asyncio.gather(*publishes)  # written together; their acks come back together
 
     @property
     def connected(self) -> bool:

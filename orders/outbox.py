@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -129,13 +130,23 @@ class Outbox:
         return [_decode(entry_id, fields) for entry_id, fields in rows if fields]
 
     async def read_group(
-        self, group: str, consumer: str, *, count: int = 500, block_ms: int = 1000
+        self,
+        group: str,
+        consumer: str,
+        *,
+        count: int = 500,
+        block_ms: int = 1000,
+        ack_first: Sequence[str] = (),
     ) -> list[OutboxEntry]:
-        """New entries for `consumer` of `group`, waiting up to `block_ms`."""
-        reply = cast(
-            _StreamReply,
-            await self._redis.xreadgroup(group, consumer, {self.key: ">"}, count=count, block=block_ms),
-        )
+        """New entries for `consumer` of `group`, waiting up to `block_ms`.
+
+        `ack_first` are entry ids to ack in the same round trip, before reading.
+        """
+        pipe = self._redis.pipeline(transaction=False)
+        if ack_first:
+            pipe.xack(self.key, group, *ack_first)
+        pipe.xreadgroup(group, consumer, {self.key: ">"}, count=count, block=block_ms)
+        reply = cast(_StreamReply, (await pipe.execute())[-1])
         return [_decode(entry_id, fields) for _, rows in reply or () for entry_id, fields in rows]
 
     async def ack(self, group: str, entry_ids: list[str]) -> None:

@@ -21,6 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+import pydantic_settings
 import yaml
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
@@ -298,3 +299,8 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             lines.append(f"  {key}: {err['msg']}{shown}")
         source = f" in {_YamlSource.path} or the environment" if _YamlSource.path else " in the environment"
         raise SettingsError("invalid configuration" + source + ":\n" + "\n".join(lines)) from None
+    except pydantic_settings.SettingsError as exc:  # a list or mapping in the environment is not JSON
+        raise SettingsError(
+            f"invalid configuration in the environment: {exc}. Lists and mappings are JSON there, "
+            """e.g. ORDER_EXECUTION__SYMBOLS='["BTCUSDT", "ETHUSDT"]'"""
+        ) from None

@@ -135,6 +135,8 @@ class QueueClient:
                 self._enqueue(pipe, message, delay_ms)
             for command, queue, message_id in commands:
                 self._call(pipe, command, queue, message_id)
+            for queue in {queue for command, queue, _ in commands if command == "requeue"}:
+                ring(pipe, queue)  # a requeued message is work for whoever is idle
 
         await self._execute(build)
 

@@ -103,7 +103,8 @@ class Consumer:
         self._slot_freed = asyncio.Event()
         self._pending = _Settlements()
         self._settle_wanted = asyncio.Event()
-        self._stopping = False
+        self._stopping = False  # no new fetches or starts
+        self._closing = False  # the settler's last round (run() flushes what follows)
         self._seq = 0
 
     @property
@@ -115,7 +116,12 @@ class Consumer:
         await self._client.settle(enqueues=[(message, delay_ms)])
 
     async def run(self, stop: asyncio.Event, *, grace_s: float = 10.0) -> None:
-        """Consume until `stop` is set, then finish in-flight messages within `grace_s`."""
+        """Consume until `stop` is set, then finish in-flight messages within `grace_s`.
+
+        The loops also end on their flags: redis-py can swallow a cancel that lands
+        mid-command, and the settler is never cancelled (a batch cut off mid-flush would
+        be sent twice).
+        """
         settler = asyncio.create_task(self._settle_forever())
         fetcher = asyncio.create_task(self._fetch_forever())
         await stop.wait()
@@ -123,14 +129,18 @@ class Consumer:
         fetcher.cancel()
         await asyncio.gather(fetcher, return_exceptions=True)
         await self._drain(grace_s)
-        settler.cancel()
+        self._closing = True
+        self._settle_wanted.set()
         await asyncio.gather(settler, return_exceptions=True)
-        await self._flush()
+        try:
+            await self._flush()
+        except STORE_OUTAGES as exc:  # unacked messages come back once our heartbeat is stale
+            log.warning("could not ack the last messages (%r); other workers will redeliver them", exc)
 
     async def _fetch_forever(self) -> None:
         sweeps = 0
         next_sweep = 0.0
-        while True:
+        while not self._stopping:
             try:
                 self._start_backlog()
                 room = self.max_in_flight - len(self._running) - len(self._backlog)
@@ -138,7 +148,7 @@ class Consumer:
                 if now >= next_sweep:
                     sweeps += 1
                     next_sweep = now + self._sweep_interval_s
-                    maintenance = sweeps % self._maintenance_every == 1
+                    maintenance = (sweeps - 1) % self._maintenance_every == 0  # the first, then every n-th
                     await self._fetch(self._queues, max(room, 0), maintenance=maintenance)
                 elif room <= 0:
                     self._slot_freed.clear()
@@ -241,12 +251,12 @@ class Consumer:
             self._settle_wanted.set()
 
     async def _settle_forever(self) -> None:
-        while True:
+        while not self._closing:
             await self._settle_wanted.wait()
             self._settle_wanted.clear()
             try:
                 await self._flush()
-            except STORE_OUTAGES as exc:
+            except Exception as exc:  # a Redis outage above all; nothing may end this loop early
                 log.warning("acking messages failed (%r); retrying in %.1f s", exc, _RETRY_WAIT_S)
                 await asyncio.sleep(_RETRY_WAIT_S)
                 self._settle_wanted.set()

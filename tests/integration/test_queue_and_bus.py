@@ -1,57 +1,65 @@
-"""The doorbell broker and the event bus on the real Redis and NATS."""
+"""The worker's consumer woken by a doorbell, and the event bus, on the real Redis and NATS."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
+import contextlib
 import time
 import uuid
-from typing import Any
 
-import dramatiq
 import nats
 import pytest
-import redis
-from dramatiq import Worker
+import redis.asyncio as aioredis
 
 from orders.events import EventBus, decode_update
-from tasks.broker import build_broker
-from tasks.queues import doorbell_key
+from orders.store import OrderStore
+from tasks.messages import submit_order_push
+from tasks.queues import SUBMIT_ORDER, doorbell_key, queue_for
 from tests.factories import make_order
+from workers.consumer import Consumer, Handler
 
 pytestmark = pytest.mark.integration
 
 BROKER_DB = 12
 
 
-def test_idle_consumer_is_woken_by_the_doorbell(real_redis: str) -> None:
-    """An idle polling consumer would sleep on for >= 1.3 s; the doorbell wakes it at once.
+async def test_idle_consumer_is_woken_by_the_doorbell(real_redis: str) -> None:
+    """A message enqueued while the consumer is idle runs within 100 ms, not at the next sweep.
 
-    After 2.5 s idle with worker_timeout 6 s the stock consumer is in a 2.5-5 s backoff
-    sleep that began before 2.5 s, so it could not run the message within 1 s.
+    The consumer sweeps its queues at start and then every 6 s. The message is enqueued
+    2.5 s after start, as the gateway does (the store's script, which rings the queue's
+    doorbell); without the doorbell it would wait ~3.5 s for the next sweep.
     """
-    url = f"redis://{real_redis}/{BROKER_DB}"
-    redis.Redis.from_url(url).flushdb()
-    broker = build_broker(url)
-    ran = threading.Event()
+    client = aioredis.Redis.from_url(f"redis://{real_redis}/{BROKER_DB}")
+    await client.flushdb()
+    queue = queue_for("TESTUSDT")
+    started: list[float] = []
+    ran = asyncio.Event()
 
-    def probe() -> None:
+    async def submit(order_id: str) -> None:
+        started.append(time.monotonic())
         ran.set()
 
-    actor: Any = dramatiq.actor(actor_name="probe", broker=broker, queue_name="orders.TESTUSDT")(probe)
-    worker = Worker(broker, worker_threads=1, worker_timeout=6_000)
-    worker.start()
+    consumer = Consumer(
+        client, [queue], {SUBMIT_ORDER: Handler(run=submit)}, max_in_flight=4, sweep_interval_s=6.0
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(consumer.run(stop, grace_s=1.0))
     try:
-        time.sleep(2.5)  # long enough for the consumer's backoff to grow to seconds
+        await asyncio.sleep(2.5)  # the start sweep found nothing; the next one is 3.5 s away
+        assert not running.done()
         sent = time.monotonic()
-        actor.send()
-        assert ran.wait(timeout=1.0), "the idle consumer was not woken by the enqueue"
-        assert time.monotonic() - sent < 1.0
-        assert redis.Redis.from_url(url).llen(doorbell_key("orders.TESTUSDT")) == 0  # the ring was consumed
+        await OrderStore(client).enqueue(submit_order_push(make_order(symbol="TESTUSDT")))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ran.wait(), timeout=3.0)
+        assert started, "the idle consumer was not woken by the enqueue"
+        assert started[0] - sent < 0.1, f"ran {started[0] - sent:.3f} s after the enqueue"
+        assert await client.llen(doorbell_key(queue)) == 0  # the ring was taken
     finally:
-        worker.stop()
-        broker.close()
-        redis.Redis.from_url(url).flushdb()
+        stop.set()
+        await running
+        await client.flushdb()
+        await client.aclose()
 
 
 async def test_republishing_the_same_version_is_deduplicated(real_nats: str) -> None:

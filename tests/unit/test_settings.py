@@ -76,6 +76,15 @@ def test_nested_environment_override(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert load_settings(path).server.http_port == 7100
 
 
+def test_symbols_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "symbols: [BTCUSDT]\n")
+    monkeypatch.setenv("ORDER_EXECUTION__SYMBOLS", '["BTCUSDT", "DOGEUSDT", "ARBUSDT"]')
+    assert load_settings(path).symbols == ["BTCUSDT", "DOGEUSDT", "ARBUSDT"]
+    monkeypatch.setenv("ORDER_EXECUTION__SYMBOLS", "BTCUSDT,DOGEUSDT")
+    with pytest.raises(SettingsError, match="symbols"):
+        load_settings(path)
+
+
 def test_config_env_var_chooses_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "other.yaml"
     path.write_text("worker: {max_order_age_ms: 1234}\n")
