@@ -88,7 +88,6 @@ class Consumer:
         maintenance_every: int = 5,
         worker_id: str | None = None,
     ) -> None:
-        self._redis = redis
         self._client = QueueClient(redis, worker_id=worker_id)
         self._queues = [*queues, *(dq_name(q) for q in queues)]
         self._bells = {doorbell_key(q): q for q in self._queues}
@@ -106,10 +105,6 @@ class Consumer:
         self._stopping = False  # no new fetches or starts
         self._closing = False  # the settler's last round (run() flushes what follows)
         self._seq = 0
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._running)
 
     async def enqueue(self, message: Message[Any], delay_ms: int | None = None) -> None:
         """Queue `message` now (after `delay_ms`, through its delayed queue); one round trip."""
