@@ -13,12 +13,12 @@ after connecting, a dropped connection).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
+import orjson
 from yarl import URL
 
 
@@ -37,7 +37,7 @@ class HttpResponse:
     text: str
 
     def json(self) -> Any:
-        return json.loads(self.text)
+        return orjson.loads(self.text)
 
 
 class HttpTransport(Protocol):

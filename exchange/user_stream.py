@@ -15,7 +15,6 @@ Events are parsed into `OrderEvent`s here; what they do to orders is the caller'
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 import aiohttp
+import orjson
 
 from exchange.client import BinanceClient, order_state
 from exchange.errors import ExchangeError
@@ -146,7 +146,7 @@ class UserStream:
             if message.type is not aiohttp.WSMsgType.TEXT:
                 continue
             try:
-                payload: dict[str, Any] = json.loads(message.data)
+                payload: dict[str, Any] = orjson.loads(message.data)
             except ValueError:
                 log.warning("user-data stream: ignoring a frame that is not JSON: %.200s", message.data)
                 continue

@@ -14,11 +14,11 @@ duplicate window. Both go to the JetStream stream `settings.nats.stream`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
 import nats
+import orjson
 from nats.aio.client import Client as NatsClient
 from nats.js.api import StreamConfig
 from nats.js.errors import BadRequestError
@@ -40,18 +40,17 @@ def fill_subject(symbol: str) -> str:
 
 
 def encode_update(order: Order, update_type: str = "") -> bytes:
-    return json.dumps(
+    return orjson.dumps(
         {
             "order": order.to_dict(),
             "update_type": update_type or str(order.state),
             "timestamp": order.updated_at or now_ms(),
-        },
-        separators=(",", ":"),
-    ).encode()
+        }
+    )
 
 
 def encode_fill(order: Order, fill: Fill) -> bytes:
-    return json.dumps(
+    return orjson.dumps(
         {
             "order_id": order.order_id,
             "client_order_id": order.client_order_id,
@@ -59,14 +58,13 @@ def encode_fill(order: Order, fill: Fill) -> bytes:
             "side": str(order.side),
             "fill": fill.to_dict(),
             "order": order.to_dict(),
-        },
-        separators=(",", ":"),
-    ).encode()
+        }
+    )
 
 
 def decode_update(data: bytes) -> Order:
     """The order inside an update message; raises ValueError/KeyError if malformed."""
-    payload: dict[str, Any] = json.loads(data)
+    payload: dict[str, Any] = orjson.loads(data)
     return Order.from_dict(payload["order"])
 
 

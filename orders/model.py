@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
+
+import orjson
 
 
 class Side(enum.StrEnum):
@@ -131,7 +132,7 @@ class Order:
 
     def to_json(self) -> str:
         """Serialize for storage and the event bus; decimals as strings."""
-        return json.dumps(self.to_dict(), separators=(",", ":"))
+        return orjson.dumps(self.to_dict()).decode()
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -146,7 +147,7 @@ class Order:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Order:
-        return cls.from_dict(json.loads(text))
+        return cls.from_dict(orjson.loads(text))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Order:

@@ -18,12 +18,12 @@ Redis time it was written at, so trimming is `XADD ... MINID ~ <now - retention>
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
@@ -61,7 +61,7 @@ def outbox_key(namespace: str) -> str:
 
 
 def encode_fills(fills: tuple[Fill, ...]) -> str:
-    return json.dumps([f.to_dict() for f in fills], separators=(",", ":")) if fills else ""
+    return orjson.dumps([f.to_dict() for f in fills]).decode() if fills else ""
 
 
 class Outbox:
@@ -156,7 +156,7 @@ class Outbox:
 
 def _decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> OutboxEntry:
     raw_fills = fields.get(b"fills") or b""
-    fills = tuple(Fill.from_dict(f) for f in json.loads(raw_fills)) if raw_fills else ()
+    fills = tuple(Fill.from_dict(f) for f in orjson.loads(raw_fills)) if raw_fills else ()
     was = fields.get(b"was") or b""
     return OutboxEntry(
         _text(entry_id), Order.from_json(fields[b"order"]), fills, OrderState(was.decode()) if was else None

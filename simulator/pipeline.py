@@ -9,11 +9,11 @@ the account's order counters (-1015), run the handler, fire post-execution fault
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
 from aiohttp import web
 
 from simulator import errors
@@ -66,7 +66,7 @@ class Endpoint:
 
 def _json(body: Any, status: int, headers: dict[str, str]) -> web.Response:
     return web.Response(
-        body=json.dumps(body, separators=(",", ":")).encode(),
+        body=orjson.dumps(body),
         status=status,
         headers=headers,
         content_type="application/json",
@@ -170,7 +170,7 @@ def _finish(record: RequestRecord, response: web.Response, fault: FaultConfig | 
     if fault is not None:
         record.fault = fault.kind
         if response.content_type == "application/json" and isinstance(response.body, bytes):
-            record.error_code = json.loads(response.body).get("code")
+            record.error_code = orjson.loads(response.body).get("code")
     return response
 
 

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from simulator import errors
@@ -123,7 +124,7 @@ class UserStreams:
         conns = self._conns.get(key) if key else None
         if not conns:
             return
-        payload = json.dumps(event, separators=(",", ":"))
+        payload = orjson.dumps(event).decode()
         for conn in list(conns):
             if conn.events is not None and event.get("e") not in conn.events:
                 continue

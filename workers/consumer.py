@@ -106,6 +106,11 @@ class Consumer:
         self._closing = False  # the settler's last round (run() flushes what follows)
         self._seq = 0
 
+    @property
+    def in_flight(self) -> int:
+        """Handlers running now."""
+        return len(self._running)
+
     async def enqueue(self, message: Message[Any], delay_ms: int | None = None) -> None:
         """Queue `message` now (after `delay_ms`, through its delayed queue); one round trip."""
         await self._client.settle(enqueues=[(message, delay_ms)])
