@@ -1,10 +1,11 @@
 """Throughput, latency under load and CPU cost of the whole order path, over 20 symbols.
 
 Starts the stack in load-test mode (cli/stack.py, cli/load_test.py): simulator with frozen
-prices, one worker, one listener and the gateway, each its own process, on the machine's Redis
-(db 15, see BENCH_DB) and NATS. The client keeps one gRPC channel; one StreamOrderUpdates reader
-(every symbol) stamps, per order, the arrival of the first update that carries the exchange's answer
-(any state beyond NEW/SUBMITTING) and of the final one. Orders are MARKET, BUY/SELL alternating
+prices, the worker processes `up` would start (one per core), one listener and the gateway,
+each its own process, on the machine's Redis (db 15, see BENCH_DB) and NATS. The client keeps
+one gRPC channel; one StreamOrderUpdates reader (every symbol) stamps, per order, the arrival
+of the first update that carries the exchange's answer (any state beyond NEW/SUBMITTING) and
+of the final one. Orders are MARKET, BUY/SELL alternating
 per symbol, each the smallest quantity that meets the symbol's MIN_NOTIONAL at the simulator's
 price (x1.1), sent open-loop: send times come from a schedule fixed at the step's start, and no
 order waits for another.
@@ -61,6 +62,7 @@ import matplotlib.pyplot as plt
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import RESULTS, machine, percentile, write_json
+from cli.processes import worker_processes
 from cli.stack import LocalStack, local_stack
 from exchange.signing import signed_query
 from proto import order_pb2 as pb
@@ -1121,6 +1123,7 @@ def main() -> int:
             symbols=symbols,
             rate_limits=False,
             simulator_args=sim_args,
+            workers=worker_processes(0),  # as `up` runs them: one per core
         ) as stack,
     ):
         print(f"stack up in {time.perf_counter() - started:.1f} s: {', '.join(stack.processes)}", flush=True)

@@ -55,7 +55,7 @@ class OrderDesk:
         if self.admission is not None:
             await self.admission.check_create(order.symbol)
         try:
-            return await self.store.create(order, enqueue=submit_order_push(order))
+            return await self.store.create(order, enqueue=submit_order_push)
         except redis.exceptions.TimeoutError as exc:
             # The write may have landed: only the client id can tell, so say which one.
             raise StoreUnavailable(

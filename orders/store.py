@@ -163,8 +163,11 @@ class OrderStore:
         ]
         return keys, args
 
-    async def create(self, order: Order, enqueue: QueuePush | None = None) -> CreateResult:
-        """Store a new order (version 1) and, atomically with it, its outbox entry and `enqueue`.
+    async def create(
+        self, order: Order, enqueue: Callable[[Order], QueuePush | None] | None = None
+    ) -> CreateResult:
+        """Store a new order (version 1) and, atomically with it, its outbox entry and the push
+        `enqueue` returns for the stored order.
 
         If `order.client_order_id` is already taken, nothing is written or queued and
         the existing order is returned with `created=False`.
@@ -172,7 +175,7 @@ class OrderStore:
         stored = order.replace(version=1)
         keys, args = self._record(stored, "", None)
         keys += [self._index_key(), self._index_key(order.symbol)]
-        _add_push(keys, args, enqueue)
+        _add_push(keys, args, enqueue(stored) if enqueue else None)
         winner = _text(await self._create(keys=keys, args=args))
         if winner == order.order_id:
             return CreateResult(stored, created=True)

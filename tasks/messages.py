@@ -24,14 +24,14 @@ from tasks.queues import (
 )
 
 
-def _push(actor_name: str, order: Order) -> QueuePush:
+def _push(actor_name: str, order: Order, **extra: str) -> QueuePush:
     queue = queue_for(order.symbol)
     redis_message_id = str(uuid4())
     message: Message[object] = Message(
         queue_name=queue,
         actor_name=actor_name,
         args=(),
-        kwargs={"order_id": order.order_id},
+        kwargs={"order_id": order.order_id, **extra},
         options={"redis_message_id": redis_message_id},
     )
     return QueuePush(
@@ -44,8 +44,12 @@ def _push(actor_name: str, order: Order) -> QueuePush:
 
 
 def submit_order_push(order: Order) -> QueuePush:
-    """The message that makes a worker send `order` to the exchange."""
-    return _push(SUBMIT_ORDER, order)
+    """The message that makes a worker send `order` to the exchange.
+
+    It carries the order as queued, so the worker can claim it without reading it first
+    (if the order changed meanwhile, the claim's compare-and-set reads the fresh one).
+    """
+    return _push(SUBMIT_ORDER, order, queued=order.to_json())
 
 
 def cancel_order_push(order: Order) -> QueuePush:

@@ -46,7 +46,10 @@ async def outbox_orders(client: Any, namespace: str = "oe") -> list[Order]:
 
 
 async def queued_messages(client: Any, symbol: str) -> list[tuple[str, dict[str, Any]]]:
-    """(actor name, kwargs) of each Dramatiq message waiting on `symbol`'s queue, oldest first."""
+    """(actor name, kwargs) of each Dramatiq message waiting on `symbol`'s queue, oldest first.
+
+    Leaves out `queued`, the copy of the order a submit message carries to save the worker a read.
+    """
     from dramatiq import Message
 
     from tasks.queues import messages_key, queue_for, queue_key
@@ -55,4 +58,4 @@ async def queued_messages(client: Any, symbol: str) -> list[tuple[str, dict[str,
     ids = await client.lrange(queue_key(queue), 0, -1)
     bodies = [await client.hget(messages_key(queue), i) for i in ids]
     messages = [Message.decode(body) for body in bodies if isinstance(body, bytes)]
-    return [(m.actor_name, dict(m.kwargs)) for m in messages]
+    return [(m.actor_name, {k: v for k, v in m.kwargs.items() if k != "queued"}) for m in messages]

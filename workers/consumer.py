@@ -299,7 +299,9 @@ async def _wait(event: asyncio.Event, timeout_s: float) -> None:
 
 
 def _describe(message: Message[Any]) -> str:
-    return f"{message.actor_name}({', '.join(f'{k}={v}' for k, v in message.kwargs.items())})"
+    """`actor(key=value, ...)` for the log, long values cut short (a message may carry an order)."""
+    shown = ", ".join(f"{k}={str(v)[:40]}" for k, v in message.kwargs.items())
+    return f"{message.actor_name}({shown})"
 
 
 def _now_ms() -> int:

@@ -74,10 +74,15 @@ class OrderExecutor:
     request_timeout_ms: int = 5000
     store_retry_ms: int = 10_000  # how long a write that must land (after a POST) is retried
 
-    async def submit(self, order_id: str) -> None:
-        """Send a NEW order to the exchange once, and record what came back."""
+    async def submit(self, order_id: str, queued: str | None = None) -> None:
+        """Send a NEW order to the exchange once, and record what came back.
+
+        `queued` is the order's JSON as queued, if the message carries it (saves a read).
+        """
+        as_queued = Order.from_json(queued) if queued else None
         claimed = await self._store_call(
-            lambda: self.store.transition(order_id, self._claim), budget_ms=self.max_order_age_ms
+            lambda: self.store.transition(order_id, self._claim, current=as_queued),
+            budget_ms=self.max_order_age_ms,
         )
         order = claimed.order
         if not claimed.changed:

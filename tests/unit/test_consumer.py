@@ -18,6 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 from dramatiq import Message
 
+from orders.model import Order
 from orders.store import OrderStore
 from tasks.messages import submit_order_push
 from tasks.queues import (
@@ -157,7 +158,8 @@ async def test_gateway_pushed_message_runs_with_its_kwargs_and_is_acked(redis: a
     assert await waiting(redis, queue) == 1
     seen: list[str] = []
 
-    async def submit(order_id: str) -> None:
+    async def submit(order_id: str, queued: str) -> None:
+        assert Order.from_json(queued) == order  # the order as queued rides along
         seen.append(order_id)
 
     consumer = Consumer(redis, [queue], {SUBMIT_ORDER: Handler(submit)}, max_in_flight=4, worker_id="w1")

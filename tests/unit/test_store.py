@@ -56,12 +56,13 @@ async def queued_messages(client: aioredis.Redis, symbol: str) -> list[Message[o
 async def test_create_stores_version_one_and_queues_atomically(client: aioredis.Redis) -> None:
     store = OrderStore(client)
     order = make_order()
-    result = await store.create(order, submit_order_push(order))
+    result = await store.create(order, submit_order_push)
     assert result.created and result.order.version == 1
     stored = await store.get(order.order_id)
     assert stored == result.order and stored.price == Decimal("50000.0")
     [message] = await queued_messages(client, "BTCUSDT")
-    assert message.actor_name == SUBMIT_ORDER and message.kwargs == {"order_id": order.order_id}
+    assert message.actor_name == SUBMIT_ORDER and message.kwargs["order_id"] == order.order_id
+    assert Order.from_json(message.kwargs["queued"]) == stored  # the worker claims it without a read
     assert message.queue_name == "orders.BTCUSDT"
     assert await client.llen(doorbell_key(queue_for("BTCUSDT"))) == 1
 
@@ -71,9 +72,9 @@ async def test_repeated_client_order_id_returns_the_original_and_queues_nothing(
 ) -> None:
     store = OrderStore(client)
     first = make_order(1, client_id="same")
-    await store.create(first, submit_order_push(first))
+    await store.create(first, submit_order_push)
     second = make_order(2, client_id="same")
-    result = await store.create(second, submit_order_push(second))
+    result = await store.create(second, submit_order_push)
     assert not result.created and result.order.order_id == first.order_id
     assert len(await queued_messages(client, "BTCUSDT")) == 1
     with pytest.raises(OrderNotFound):
