@@ -112,7 +112,7 @@ def our_consumer(starts: Starts) -> Iterator[None]:
     ready = threading.Event()
     handle: dict[str, Any] = {}
 
-    async def submit(order_id: str) -> None:
+    async def submit(order_id: str, queued: str) -> None:
         starts.record(order_id)
 
     async def serve() -> None:
@@ -148,7 +148,7 @@ def stock_worker(starts: Starts) -> Iterator[None]:
     """Dramatiq's Worker over its stock RedisBroker consumer, stopped and closed on exit."""
     broker = build_broker(REDIS_URL)
 
-    def submit(order_id: str) -> None:
+    def submit(order_id: str, queued: str) -> None:
         starts.record(order_id)
 
     dramatiq.actor(actor_name=SUBMIT_ORDER, broker=broker, queue_name=QUEUES[0])(submit)

@@ -36,7 +36,7 @@ async def test_idle_consumer_is_woken_by_the_doorbell(real_redis: str) -> None:
     started: list[float] = []
     ran = asyncio.Event()
 
-    async def submit(order_id: str) -> None:
+    async def submit(order_id: str, queued: str) -> None:
         started.append(time.monotonic())
         ran.set()
 
