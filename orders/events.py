@@ -110,24 +110,27 @@ class EventBus:
 
         Raises nats' errors (timeout, no responders, disconnected) when JetStream did not ack.
         """
-        publishes = [
-            self._js.publish(
+        # Written together, acks awaited together: cheaper than a request/reply round each.
+        acks = [
+            await self._js.publish_async(
                 fill_subject(order.symbol),
                 encode_fill(order, fill),
-                timeout=timeout_s,
                 headers={"Nats-Msg-Id": f"{order.order_id}:fill:{fill.trade_id}"},
             )
             for fill in fills
         ]
-        publishes.append(
-            self._js.publish(
+        acks.append(
+            await self._js.publish_async(
                 update_subject(order.symbol),
                 encode_update(order, update_type),
-                timeout=timeout_s,
                 headers={"Nats-Msg-Id": f"{order.order_id}:{order.version}"},
             )
         )
-        await asyncio.gather(*publishes)  # written together; their acks come back together
+        try:
+            await asyncio.wait_for(asyncio.gather(*acks), timeout_s)
+        finally:
+            for ack in acks:
+                ack.cancel()  # an ack that never came must not hold nats-py's pending slot
 
     @property
     def connected(self) -> bool:
