@@ -10,11 +10,13 @@ PROTO_OUT := proto/order_pb2.py
 
 setup: $(STAMP) $(PROTO_OUT)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-dashboard.txt
 	@echo "==> creating $(VENV) and installing dependencies (first run takes a minute)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@# the Dramatiq dashboard pins dramatiq<2 and redis<5 in its metadata: no deps, so nothing is downgraded
+	$(BIN)/pip install --quiet --no-deps -r requirements-dashboard.txt
 	@touch $(STAMP)
 
 $(PROTO_OUT): proto/order.proto $(STAMP)

@@ -1,69 +1,232 @@
-"""`order-execution order ...`: a human-friendly gRPC client for a running gateway."""
+"""`order-execution order ...`: a gRPC client for a running gateway, for people and scripts.
+
+The gateway address is `--target HOST:PORT` (accepted before or after the subcommand),
+else the settings' `server.host` and `server.grpc_port` (a wildcard host such as
+0.0.0.0 is reached on 127.0.0.1). Read commands take `--json`: `get` prints one object,
+`list` one object `{"orders": [...], "next_page_token": "..."}`, `watch` one object per
+line. Output piped into a reader that stops early (`| head`) ends the command quietly
+with status 0.
+
+`watch` ends with status 0 when the gateway closes the stream cleanly (it does so on
+shutdown); it then prints, on stderr, the resume token to continue from on another
+replica with `--resume-token`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
+from cli.credentials import open_channel as open_gateway_channel
+from cli.order_format import order_json, order_line, order_text, update_json
+from cli.times import parse_time
+from orders.settings import Settings, load_settings
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 
 _SIDES = {"BUY": pb.BUY, "SELL": pb.SELL}
 _TYPES = {"LIMIT": pb.LIMIT, "MARKET": pb.MARKET}
 _TIFS = {"GTC": pb.GTC, "IOC": pb.IOC, "FOK": pb.FOK, "GTX": pb.GTX}
+_STATES = [name for name, number in pb.OrderState.items() if number]
+_CALL_TIMEOUT_S = 10.0
+_CONNECT_TIMEOUT_S = 3.0
+RESUME_TOKEN_METADATA = "resume-token"  # trailing metadata of a stream the gateway closed
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """Where the CLI sends its calls, and where that address came from (for error messages)."""
+
+    target: str
+    source: str
+
+
+def gateway_target(settings: Settings) -> str:
+    """`host:port` of the gateway in `settings`; a wildcard listen address becomes 127.0.0.1."""
+    host = settings.server.host
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 literal
+    return f"{host}:{settings.server.grpc_port}"
+
+
+def open_channel(target: str, settings: Settings) -> grpc.Channel:
+    """The channel every order command uses: the API key as metadata, TLS per `client.*`
+    (see cli/credentials.py)."""
+    return open_gateway_channel(target, settings.client)
 
 
 def add_order_commands(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", default="127.0.0.1:50051", help="gateway address (default %(default)s)")
-    sub = parser.add_subparsers(dest="order_command", required=True)
+    """Add `create`, `get`, `cancel`, `list` and `watch` under `parser` (the `order` command)."""
+    target = argparse.ArgumentParser(add_help=False)
+    _add_target(target)
+    _add_target(parser)  # so `order --target X get ...` and `order get ... --target X` both work
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument(
+        "--json", action="store_true", help="print JSON for scripts instead of text (see `order --help`)"
+    )
+    parser.description = __doc__
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    sub = parser.add_subparsers(dest="order_command", required=True, metavar="COMMAND")
 
-    create = sub.add_parser("create", help="place an order, e.g. `create BTCUSDT BUY 0.001 --price 45000`")
-    create.add_argument("symbol")
-    create.add_argument("side", type=str.upper, choices=sorted(_SIDES))
-    create.add_argument("quantity", help="decimal, e.g. 0.001")
-    create.add_argument("--price", default="", help="limit price; omit for a MARKET order")
+    create = sub.add_parser(
+        "create",
+        parents=[target, as_json],
+        help="place an order, e.g. `create BTCUSDT BUY 0.001 --price 45000`",
+        description="Place an order; prints its id and state (NEW once stored and queued).",
+    )
+    create.add_argument("symbol", help="e.g. BTCUSDT (case-insensitive)")
+    create.add_argument("side", type=str.upper, choices=sorted(_SIDES), help="BUY or SELL")
+    create.add_argument("quantity", help="decimal base-asset quantity, e.g. 0.001")
+    create.add_argument("--price", default="", help="limit price (decimal); omit for a MARKET order")
     create.add_argument(
         "--type", type=str.upper, choices=sorted(_TYPES), help="default: LIMIT with --price, else MARKET"
     )
     create.add_argument(
-        "--tif", type=str.upper, choices=sorted(_TIFS), help="time in force (LIMIT default GTC)"
+        "--tif",
+        type=str.upper,
+        choices=sorted(_TIFS),
+        help="time in force for LIMIT orders (default GTC; GTX = post-only); MARKET takes none",
     )
-    create.add_argument("--post-only", action="store_true")
-    create.add_argument("--reduce-only", action="store_true")
-    create.add_argument("--client-id", default="", help="idempotency key (1-36 of [.A-Z:/a-z0-9_-])")
+    create.add_argument("--post-only", action="store_true", help="LIMIT only: rest or be rejected (GTX)")
+    create.add_argument("--reduce-only", action="store_true", help="only reduce an open position")
+    create.add_argument(
+        "--client-id",
+        default="",
+        help="idempotency key, 1-36 of [.A-Z:/a-z0-9_-]; a retry returns the same order",
+    )
 
-    get = sub.add_parser("get", help="show one order")
-    get.add_argument("order_id")
-    cancel = sub.add_parser("cancel", help="cancel an order")
-    cancel.add_argument("order_id")
+    get = sub.add_parser(
+        "get", parents=[target, as_json], help="show one order", description="Show one order and its fills."
+    )
+    get.add_argument("order_id", help="the id CreateOrder returned")
+    cancel = sub.add_parser(
+        "cancel",
+        parents=[target, as_json],
+        help="cancel an order",
+        description="Cancel an order: CANCELED at once if not sent yet, else PENDING_CANCEL until "
+        "the exchange answers.",
+    )
+    cancel.add_argument("order_id", help="the id CreateOrder returned")
 
-    listing = sub.add_parser("list", help="list orders, newest first")
-    listing.add_argument("--symbol", default="")
-    listing.add_argument("--state", type=str.upper, default="", choices=["", *pb.OrderState.keys()[1:]])
-    listing.add_argument("--limit", type=int, default=20)
+    listing = sub.add_parser(
+        "list",
+        parents=[target, as_json],
+        help="list orders, newest first",
+        description="List orders, newest first, a page at a time (--all for every page).",
+    )
+    listing.add_argument("--symbol", default="", help="only this symbol (default: all)")
+    listing.add_argument(
+        "--state",
+        type=str.upper,
+        default="",
+        choices=["", *_STATES],
+        metavar="STATE",
+        help=f"only orders in this state: {', '.join(_STATES)}",
+    )
+    listing.add_argument(
+        "--since",
+        type=_time_arg,
+        default=0,
+        metavar="WHEN",
+        help="created at or after WHEN: an age (90s, 10m, 2h, 1d, 1w) or an ISO time "
+        "(2026-12-04T10:00, local unless it has an offset)",
+    )
+    listing.add_argument(
+        "--until", type=_time_arg, default=0, metavar="WHEN", help="created before WHEN (same forms)"
+    )
+    listing.add_argument("--limit", type=int, default=20, help="orders per page, 1-500 (default %(default)s)")
+    listing.add_argument("--page-token", default="", help="continue where the previous page ended")
+    listing.add_argument("--all", action="store_true", help="fetch every page, not just the first")
 
-    watch = sub.add_parser("watch", help="print order updates as they happen")
-    watch.add_argument("--symbol", action="append", default=[], help="repeatable; default all symbols")
+    watch = sub.add_parser(
+        "watch",
+        parents=[target, as_json],
+        help="print order updates as they happen",
+        description="Print every order update as it happens: every state (NEW, SUBMITTING, "
+        "SUBMITTED, ...) and every fill.",
+    )
+    watch.add_argument(
+        "--symbol", action="append", default=[], help="only this symbol; repeatable (default: all)"
+    )
+    watch.add_argument("--user", default="", help="only this user's orders (default: every user)")
+    watch.add_argument(
+        "--resume-token", default="", help="continue after this update (printed when a stream ends)"
+    )
     watch.add_argument("--count", type=int, default=0, help="stop after this many updates (0 = never)")
     watch.add_argument("--timeout", type=float, default=0, help="stop after this many seconds (0 = never)")
 
 
-def run_order_command(args: argparse.Namespace) -> int:
-    with grpc.insecure_channel(args.target) as channel:
+def _add_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--target",
+        metavar="HOST:PORT",
+        default=argparse.SUPPRESS,  # given on either level, it is not reset by the other
+        help="gateway address (default: server.host and server.grpc_port from the settings, "
+        "i.e. --config or $ORDER_EXECUTION__SERVER__GRPC_PORT; 127.0.0.1:50051 if unset)",
+    )
+
+
+def _time_arg(text: str) -> int:
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def run_order_command(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    """Run the parsed `order` command; returns the exit status (0 ok, 1 the call failed)."""
+    settings = settings or load_settings()
+    gateway = (
+        Gateway(args.target, "--target")
+        if getattr(args, "target", None)
+        else Gateway(gateway_target(settings), "settings server.host/server.grpc_port")
+    )
+    with _quiet_broken_pipe(), open_channel(gateway.target, settings) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=_CONNECT_TIMEOUT_S)
+        except grpc.FutureTimeoutError:
+            _error(
+                f"cannot reach the gateway at {gateway.target} (from {gateway.source}).\n"
+                "  Start one with `order-execution up`, or point the CLI at a running one with\n"
+                "  --target HOST:PORT (or set server.grpc_port in the settings, e.g. "
+                "ORDER_EXECUTION__SERVER__GRPC_PORT)."
+            )
+            return 1
         stub = order_pb2_grpc.OrderServiceStub(channel)
         try:
             return _COMMANDS[args.order_command](stub, args)
         except grpc.RpcError as exc:
-            code = exc.code()
-            detail = exc.details()
-            hint = ""
-            if code == grpc.StatusCode.UNAVAILABLE:
-                hint = f"\n  is the gateway running at {args.target}? start it with `make run`"
-            print(f"error: {code.name}: {detail}{hint}", file=sys.stderr)
+            _error(_explain(exc, args, gateway))
             return 1
+    return 0  # a reader that went away: nothing more to say
+
+
+def _explain(exc: grpc.RpcError, args: argparse.Namespace, gateway: Gateway) -> str:
+    """The error as a person should read it: code, the gateway's words, what to do next."""
+    code: grpc.StatusCode = exc.code()
+    detail: str = exc.details() or ""
+    hints = {
+        grpc.StatusCode.UNAVAILABLE: f"the gateway at {gateway.target} (from {gateway.source}) or what it "
+        "depends on is unavailable; retry shortly, or check `/health` on its HTTP port",
+        grpc.StatusCode.NOT_FOUND: "`order-execution order list` shows recent orders and their ids",
+        grpc.StatusCode.INVALID_ARGUMENT: f"see `order-execution order {args.order_command} --help`",
+        grpc.StatusCode.RESOURCE_EXHAUSTED: "a limit was reached; wait a moment and retry",
+        grpc.StatusCode.DEADLINE_EXCEEDED: f"the gateway at {gateway.target} did not answer in time; retry",
+        grpc.StatusCode.OUT_OF_RANGE: "the resume token is too old; watch again without --resume-token",
+        grpc.StatusCode.UNAUTHENTICATED: "set client.api_key in the settings ($ORDER_EXECUTION_API_KEY)",
+    }
+    hint = hints.get(code)
+    return f"{code.name}: {detail}" + (f"\n  {hint}" if hint else "")
 
 
 def _create(stub: order_pb2_grpc.OrderServiceStub, args: argparse.Namespace) -> int:
@@ -80,103 +243,139 @@ def _create(stub: order_pb2_grpc.OrderServiceStub, args: argparse.Namespace) -> 
             post_only=args.post_only,
             reduce_only=args.reduce_only,
             client_order_id=args.client_id,
-        )
+        ),
+        timeout=_CALL_TIMEOUT_S,
     )
+    if args.json:
+        _print_json({"duplicate": reply.duplicate, "order": order_json(reply.order)})
+        return 0
     note = " (already existed: same client id)" if reply.duplicate else ""
     print(f"order {reply.order_id} {pb.OrderState.Name(reply.state)}{note}")
-    print(_describe(reply.order))
+    print(order_text(reply.order))
     return 0
 
 
 def _get(stub: order_pb2_grpc.OrderServiceStub, args: argparse.Namespace) -> int:
-    print(_describe(stub.GetOrder(pb.GetOrderRequest(order_id=args.order_id)).order))
+    order = stub.GetOrder(pb.GetOrderRequest(order_id=args.order_id), timeout=_CALL_TIMEOUT_S).order
+    if args.json:
+        _print_json(order_json(order))
+    else:
+        print(order_text(order))
     return 0
 
 
 def _cancel(stub: order_pb2_grpc.OrderServiceStub, args: argparse.Namespace) -> int:
-    reply = stub.CancelOrder(pb.CancelOrderRequest(order_id=args.order_id))
-    print(f"order {reply.order_id} {pb.OrderState.Name(reply.state)}")
+    reply = stub.CancelOrder(pb.CancelOrderRequest(order_id=args.order_id), timeout=_CALL_TIMEOUT_S)
+    if args.json:
+        _print_json(order_json(reply.order))
+    else:
+        print(f"order {reply.order_id} {pb.OrderState.Name(reply.state)}")
     return 0
 
 
 def _list(stub: order_pb2_grpc.OrderServiceStub, args: argparse.Namespace) -> int:
-    state = pb.OrderState.Value(args.state) if args.state else pb.STATE_UNSPECIFIED
-    reply = stub.ListOrders(pb.ListOrdersRequest(symbol=args.symbol.upper(), state=state, limit=args.limit))
-    if not reply.orders:
+    orders: list[pb.Order] = []
+    token = args.page_token
+    while True:
+        reply = stub.ListOrders(
+            pb.ListOrdersRequest(
+                symbol=args.symbol.upper(),
+                state=pb.OrderState.Value(args.state) if args.state else pb.STATE_UNSPECIFIED,
+                start_time=args.since,
+                end_time=args.until,
+                limit=args.limit,
+                page_token=token,
+            ),
+            timeout=_CALL_TIMEOUT_S,
+        )
+        token = reply.next_page_token
+        if args.json:
+            orders.extend(reply.orders)
+        else:
+            for order in reply.orders:
+                print(order_line(order))
+        if not args.all or not token:
+            break
+        if not args.json:
+            sys.stdout.flush()
+    if args.json:
+        _print_json({"orders": [order_json(o) for o in orders], "next_page_token": token})
+    elif not reply.orders and not args.page_token:
         print("no orders")
-    for order in reply.orders:
-        print(_line(order))
+    elif token:
+        print(f"(more: --page-token {token}, or --all)")
     return 0
 
 
 def _watch(stub: order_pb2_grpc.OrderServiceStub, args: argparse.Namespace) -> int:
     symbols = [s.upper() for s in args.symbol]
-    print(f"watching {', '.join(symbols) or 'all symbols'} (Ctrl-C to stop)", flush=True)
+    if not args.json:
+        print(f"watching {', '.join(symbols) or 'all symbols'} (Ctrl-C to stop)", flush=True)
     stream = stub.StreamOrderUpdates(
-        pb.StreamOrderUpdatesRequest(symbols=symbols), timeout=args.timeout or None
+        pb.StreamOrderUpdatesRequest(symbols=symbols, user_id=args.user, resume_token=args.resume_token),
+        timeout=args.timeout or None,
     )
     seen = 0
+    last_token = args.resume_token
     try:
         for update in stream:
-            print(_line(update.order), flush=True)
+            if args.json:
+                _print_json(update_json(update))
+            else:
+                print(order_line(update.order, update_type=update.update_type, fills=list(update.fills)))
+            sys.stdout.flush()
+            last_token = update.resume_token or last_token
             seen += 1
             if args.count and seen >= args.count:
                 stream.cancel()
-                break
+                return 0
     except grpc.RpcError as exc:
-        if exc.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
-            raise
+        if exc.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+            return 0
+        raise
     except KeyboardInterrupt:
         stream.cancel()
+        return 0
+    except BrokenPipeError:
+        stream.cancel()
+        raise
+    trailing = dict(stream.trailing_metadata() or ())
+    token = str(trailing.get(RESUME_TOKEN_METADATA, "")) or last_token
+    _error(
+        "the gateway closed the stream (it is shutting down); continue on another replica with\n"
+        f"  order-execution order watch --resume-token {token or '<none: no update yet>'}"
+    )
     return 0
 
 
-def _line(order: pb.Order) -> str:
-    when = datetime.fromtimestamp((order.updated_at or order.created_at) / 1000, UTC).strftime("%H:%M:%S.%f")[
-        :-3
-    ]
-    price = order.price or "MARKET"
-    filled = f" filled {order.filled_quantity}" if order.filled_quantity not in ("", "0") else ""
-    reason = f"  ({order.reject_reason})" if order.reject_reason else ""
-    return (
-        f"{when} {order.order_id} {order.symbol} {pb.OrderSide.Name(order.side)} {order.quantity} @ {price} "
-        f"{pb.OrderState.Name(order.state)}{filled} v{order.version}{reason}"
-    )
+def _print_json(value: dict[str, Any]) -> None:
+    print(json.dumps(value, separators=(",", ":")))
 
 
-def _describe(order: pb.Order) -> str:
-    created = datetime.fromtimestamp(order.created_at / 1000, UTC).isoformat(timespec="milliseconds")
-    rows = [
-        ("order id", order.order_id),
-        ("client id", order.client_order_id),
-        ("symbol", order.symbol),
-        ("side", pb.OrderSide.Name(order.side)),
-        ("type", pb.OrderType.Name(order.type)),
-        ("quantity", order.quantity),
-        ("price", order.price or "-"),
-        ("time in force", pb.TimeInForce.Name(order.time_in_force)),
-        ("state", pb.OrderState.Name(order.state)),
-        ("filled", order.filled_quantity),
-        ("average price", order.average_price),
-        ("fee", f"{order.fee} {order.fee_asset}".strip()),
-        ("exchange id", order.exchange_order_id or "-"),
-        ("created", created),
-        ("version", str(order.version)),
-    ]
-    if order.reject_reason:
-        rows.append(("reason", order.reject_reason))
-    for fill in order.fills:
-        role = "maker" if fill.maker else "taker"
-        rows.append(
-            (
-                "fill",
-                f"{fill.quantity} @ {fill.price}, fee {fill.fee} {fill.fee_asset}, {role}, "
-                f"trade {fill.trade_id}",
-            )
-        )
-    return "\n".join(f"  {name:<14} {value}" for name, value in rows)
+def _error(message: str) -> None:
+    print(f"order-execution: {message}", file=sys.stderr)
 
 
-_COMMANDS = {"create": _create, "get": _get, "cancel": _cancel, "list": _list, "watch": _watch}
+@contextmanager
+def _quiet_broken_pipe() -> Iterator[None]:
+    """A reader that closed the pipe (`| head`) ends the command quietly, not with a traceback.
 
-__all__ = ["add_order_commands", "run_order_command"]
+    stdout is pointed at /dev/null so that the interpreter's final flush cannot fail again.
+    """
+    try:
+        yield
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+_COMMANDS: dict[str, Callable[[order_pb2_grpc.OrderServiceStub, argparse.Namespace], int]] = {
+    "create": _create,
+    "get": _get,
+    "cancel": _cancel,
+    "list": _list,
+    "watch": _watch,
+}
+
+__all__ = ["Gateway", "add_order_commands", "gateway_target", "open_channel", "run_order_command"]

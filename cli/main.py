@@ -4,6 +4,7 @@ order-execution up          everything on this machine (gateway, worker, simulat
 order-execution gateway     the gRPC gateway (50051) with HTTP health/metrics (9091)
 order-execution worker      worker processes running the order actors on the symbol queues
 order-execution listener    user-data stream, reconciler and NATS relay (one leads, others stand by)
+order-execution dashboard   the Dramatiq dashboard over the symbol queues (127.0.0.1:9181/dashboard/)
 order-execution sim         the local Binance USD-M Futures simulator
 order-execution order ...   create | get | cancel | list | watch orders over gRPC
 """
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         help="consume only these queues, e.g. orders.BTCUSDT (default: every symbol)",
     )
     commands.add_parser("listener", help="run a listener replica (user stream, reconciler, NATS relay)")
+    commands.add_parser(
+        "dashboard", help="serve the Dramatiq dashboard (dashboard.host, dashboard.port, dashboard.path)"
+    )
     up = commands.add_parser("up", help="run gateway, worker, listener and simulator together")
     up.add_argument(
         "--no-simulator",
@@ -88,6 +92,13 @@ def main(argv: list[str] | None = None) -> int:
 
             configure_logging(settings.logging, process="gateway")
             uvloop.run(serve(settings))
+            return 0
+        if args.command == "dashboard":
+            from cli.dashboard import serve as serve_dashboard
+            from orders.logs import configure_logging
+
+            configure_logging(settings.logging, process="dashboard")
+            serve_dashboard(settings)
             return 0
         if args.command == "listener":
             from listener.process import serve as serve_listener

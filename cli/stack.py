@@ -12,13 +12,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from cli import load_test
+from cli.credentials import local_client_json
 from cli.processes import ManagedProcess, free_port, http_ok, python_command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +34,9 @@ class LocalStack:
     processes: dict[str, ManagedProcess]
     api_key: str = ""  # the simulator account the service trades on
     secret_key: str = ""
+    metrics_urls: dict[str, str] = field(default_factory=dict)  # worker/listener name -> its /metrics
+    log_dir: Path | None = None
+    grpc_api_key: str = ""  # with auth=True: the key gRPC calls send as metadata x-api-key
 
     def health(self) -> dict[str, Any]:
         """The gateway's /health JSON, whatever its status code (503 still has a body)."""
@@ -68,6 +72,7 @@ def local_stack(
     extra_env: dict[str, str] | None = None,
     symbols: list[str] | None = None,
     rate_limits: bool = True,
+    auth: bool = False,
 ) -> Iterator[LocalStack]:
     """Run the simulator, `workers` workers, `listeners` listeners and the gateway.
 
@@ -77,10 +82,15 @@ def local_stack(
     service; `rate_limits=False` is load-test mode (cli/load_test.py). In
     `processes` a single worker is "worker" and a single listener "listener"; several are
     "worker-1", "worker-2", ... and "listener-1", ...
+
+    `auth=True` runs the gateway as production does, requiring an API key: one client
+    "local" with a fresh key (`LocalStack.grpc_api_key`); by default auth is off, so
+    tests call it with no key.
     """
     redis.Redis.from_url(f"redis://{redis_address}/{redis_db}").flushdb()
     log_dir.mkdir(parents=True, exist_ok=True)
     key, secret = secrets.token_hex(32), secrets.token_hex(32)
+    grpc_api_key = secrets.token_urlsafe(32) if auth else ""
     sim_port, grpc_port, http_port = free_port(), free_port(), free_port()
     exchange = f"http://127.0.0.1:{sim_port}"
     base_env = {"PYTHONPATH": str(REPO), "ORDER_EXECUTION_CONFIG": ""}
@@ -96,6 +106,8 @@ def local_stack(
         "ORDER_EXECUTION__SERVER__GRPC_PORT": str(grpc_port),
         "ORDER_EXECUTION__SERVER__HTTP_PORT": str(http_port),
         "LOG_FORMAT": "text",
+        "ORDER_EXECUTION__AUTH__ENABLED": "true" if auth else "false",
+        **({"ORDER_EXECUTION__AUTH__CLIENTS": local_client_json(grpc_api_key)} if auth else {}),
         **({} if rate_limits else load_test.SERVICE_ENV),
         **({"ORDER_EXECUTION__SYMBOLS": json.dumps(symbols)} if symbols else {}),
         **(extra_env or {}),
@@ -125,18 +137,29 @@ def local_stack(
             base_env,
         )
         sim.wait_until("listening", lambda: http_ok(f"{exchange}/fapi/v1/time"))
-        for name in _names("worker", workers):
-            start(
-                name,
-                python_command("cli", "worker", "--processes", "1"),
-                env,
-            )
-        for name in _names("listener", listeners):
-            start(name, python_command("cli", "listener"), env)
+        metrics_urls: dict[str, str] = {}
+        for kind, count in (("worker", workers), ("listener", listeners)):
+            for name in _names(kind, count):
+                port = free_port()
+                metrics_urls[name] = f"http://127.0.0.1:{port}/metrics"
+                port_env = {f"ORDER_EXECUTION__MONITORING__{kind.upper()}_METRICS_PORT": str(port)}
+                command = ["worker", "--processes", "1"] if kind == "worker" else ["listener"]
+                start(name, python_command("cli", *command), {**env, **port_env})
         gateway = start("gateway", python_command("cli", "gateway"), env)
         http_base = f"http://127.0.0.1:{http_port}"
         gateway.wait_until("ready", lambda: http_ok(f"{http_base}/health/ready"), timeout_s=60)
-        yield LocalStack(f"127.0.0.1:{grpc_port}", http_base, exchange, nats_url, processes, key, secret)
+        yield LocalStack(
+            f"127.0.0.1:{grpc_port}",
+            http_base,
+            exchange,
+            nats_url,
+            processes,
+            key,
+            secret,
+            metrics_urls=metrics_urls,
+            log_dir=log_dir,
+            grpc_api_key=grpc_api_key,
+        )
     finally:
         for process in reversed(list(processes.values())):
             process.stop()

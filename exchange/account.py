@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 
-import redis
 import redis.asyncio as aioredis
 
 from exchange.breakers import Breakers
@@ -38,19 +37,24 @@ def rate_budget(client: aioredis.Redis, settings: Settings) -> RateBudget | None
     )
 
 
-def breakers(settings: Settings) -> Breakers:
-    """The account's endpoint breakers, their state in Redis (pybreaker needs a sync client)."""
-    client = redis.Redis.from_url(
-        settings.redis.url,
-        socket_timeout=settings.redis.socket_timeout_ms / 1000,
-        socket_connect_timeout=settings.redis.connect_timeout_ms / 1000,
-    )
+def breakers(client: aioredis.Redis, settings: Settings) -> Breakers:
+    """The account's endpoint breakers, shared through `client`.
+
+    Their state is kept in memory and synced with Redis by a background task (see
+    exchange/breakers.py), each round bounded by `redis.socket_timeout_ms`, so a slow or
+    frozen Redis never holds an exchange request.
+    """
     namespace = f"{settings.redis.namespace}:{account_id(settings)}"
-    return Breakers(settings.circuit_breaker, client=client, namespace=namespace)
+    return Breakers(
+        settings.circuit_breaker,
+        client=client,
+        namespace=namespace,
+        sync_timeout_s=settings.redis.socket_timeout_ms / 1000,
+    )
 
 
 def exchange_client(client: aioredis.Redis, settings: Settings) -> BinanceClient:
-    """The REST client with the shared budget and breakers."""
+    """The REST client with the shared budget and breakers; its `close` stops the breakers' sync."""
     return BinanceClient.from_settings(
-        settings.exchange, budget=rate_budget(client, settings), breakers=breakers(settings)
+        settings.exchange, budget=rate_budget(client, settings), breakers=breakers(client, settings)
     )

@@ -26,6 +26,7 @@ from typing import Any
 
 import redis.exceptions
 
+from exchange import metrics as exchange_metrics
 from exchange.breakers import Breakers, Group
 from exchange.errors import (
     BudgetExceeded,
@@ -43,6 +44,7 @@ from exchange.http import AiohttpTransport, HttpResponse, HttpTransport, Request
 from exchange.rate_budget import Cost, Priority, RateBudget
 from exchange.signing import signed_query
 from orders.fsm import ExchangeReport
+from orders.logs import redact
 from orders.model import Fill, Order, OrderState, OrderType, decimal_str, now_ms
 from orders.settings import ExchangeSettings
 
@@ -103,7 +105,10 @@ class BinanceClient:
         )
 
     async def close(self) -> None:
+        """Close the HTTP transport, then stop the breakers' Redis sync (sending their last writes)."""
         await self._http.close()
+        if self.breakers is not None:
+            await self.breakers.aclose()
 
     # --- public endpoints -------------------------------------------------------
 
@@ -230,13 +235,20 @@ class BinanceClient:
             url += "?" + signed_query(
                 [*params, ("recvWindow", self._recv_window), ("timestamp", timestamp)], self._secret
             )
+        endpoint = exchange_metrics.endpoint_label(method, path)
         with self._guard(group):
             sent_at = self.exchange_now_ms()
-            response = await self._send(method, url)
+            started = time.perf_counter()
+            try:
+                response = await self._send(method, url)
+            finally:
+                exchange_metrics.record_sent(endpoint, time.perf_counter() - started)
             await self._learn(response, sent_at)
             if response.status == 200:
                 return response.json()
-            raise _classify(response)
+            error = _classify(response)
+            exchange_metrics.record_answer_error(endpoint, error)
+            raise error
 
     def _guard(self, group: Group | None) -> AbstractContextManager[None]:
         if self.breakers is None or group is None:
@@ -259,23 +271,31 @@ class BinanceClient:
             if not grant.wait_ms:
                 return waited
             if now_ms() + grant.wait_ms > deadline_ms:
+                exchange_metrics.record_budget("budget_exceeded")
                 raise BudgetExceeded(
                     f"the rate budget ({grant.limited_by}) would hold it {grant.wait_ms} ms, too long",
                     wait_ms=grant.wait_ms,
                 )
+            if not waited:
+                exchange_metrics.record_budget("budget_wait")
             waited = True
             await asyncio.sleep(grant.wait_ms / 1000)
 
     async def _send(self, method: str, url: str) -> HttpResponse:
         read_only = method == "GET"  # a GET executes nothing, so its failure is not ambiguous
+        path = url.split("?")[0]
+        endpoint = exchange_metrics.endpoint_label(method, path)
+        # The transport's text may quote the signed URL; these messages reach logs and orders' reasons.
         try:
             return await self._http.send(method, url)
         except RequestNotSent as exc:
-            raise ExchangeUnavailable(f"could not reach the exchange: {exc}") from exc
+            exchange_metrics.record_error(endpoint, exchange_metrics.NOT_SENT)
+            raise ExchangeUnavailable(f"could not reach the exchange: {redact(str(exc))}") from exc
         except ResponseLost as exc:
+            exchange_metrics.record_error(endpoint, exchange_metrics.NO_ANSWER)
             if read_only:
-                raise ExchangeUnavailable(f"{method} {url.split('?')[0]} failed: {exc}") from exc
-            raise OutcomeUnknown(f"no answer to {method} {url.split('?')[0]}: {exc}") from exc
+                raise ExchangeUnavailable(f"{method} {path} failed: {redact(str(exc))}") from exc
+            raise OutcomeUnknown(f"no answer to {method} {path}: {redact(str(exc))}") from exc
 
     async def _learn(self, response: HttpResponse, sent_at_ms: int) -> None:
         """Correct the shared budget from the answer's headers; block everyone on 429 and 418."""

@@ -2,7 +2,8 @@
 
 Before an order is stored the gateway checks, in order:
 1. the client's own request rate (`admission.client_requests_per_second` / `client_burst`,
-   per user_id, else per peer, in this gateway) — a runaway strategy cannot flood the queue;
+   per API client with its own `auth.clients[].requests_per_second` if set; with auth off
+   per user_id, else per peer; in this gateway) — a runaway strategy cannot flood the queue;
 2. the symbol's queue of accepted-but-unsent orders (`admission.max_queued_per_symbol`);
 3. the create breaker: open → UNAVAILABLE "circuit breaker binance_create_order is open";
    an exchange ban (418) → UNAVAILABLE until it ends;
@@ -68,9 +69,13 @@ class Admission:
         self._breaker_timeout_s = (breaker_settings or CircuitBreakerSettings()).timeout
         self._clients: dict[str, _Bucket] = {}
 
-    def check_client(self, client: str) -> None:
-        """Charge one request to `client`'s bucket; raises Overloaded when it is empty."""
-        rate, burst = self._settings.client_requests_per_second, self._settings.client_burst
+    def check_client(self, client: str, *, rate: float | None = None, burst: int | None = None) -> None:
+        """Charge one request to `client`'s bucket; raises Overloaded when it is empty.
+
+        `rate` (requests/s) and `burst` are the client's own; None: the admission settings'.
+        """
+        rate = rate or self._settings.client_requests_per_second
+        burst = burst or self._settings.client_burst
         now = time.monotonic()
         bucket = self._clients.setdefault(client, _Bucket(float(burst), now))
         bucket.tokens = min(burst, bucket.tokens + (now - bucket.at) * rate)

@@ -3,6 +3,11 @@
 The desk knows nothing of gRPC's transport; the servicer maps requests and errors
 around it. It publishes nothing itself: each change it stores goes to the outbox in
 the same write, and from there to the update streams and NATS.
+
+With authentication on, every call comes with its `Caller`: an order records the
+caller that placed it as its `owner`, and a caller reads, lists and cancels only its
+own orders; another's answers NOT_FOUND, exactly like an id never used, so ids cannot
+be probed. With auth off (`caller=None`) nothing is scoped.
 """
 
 from __future__ import annotations
@@ -14,10 +19,25 @@ from dataclasses import dataclass
 import redis.exceptions
 
 from gateway.admission import Admission
+from gateway.auth import Caller
 from gateway.rules_cache import RulesCache
-from gateway.validation import build_order
+from gateway.validation import (
+    MAX_ORDER_ID_CHARS,
+    MAX_PAGE_TOKEN_CHARS,
+    build_order,
+    check_create_text,
+    check_length,
+    check_symbol_text,
+)
 from orders import fsm
-from orders.errors import InvalidOrder, OrderNotCancelable, StoreUnavailable, SymbolRulesUnavailable
+from orders.errors import (
+    InvalidOrder,
+    OrderAlreadyExists,
+    OrderNotCancelable,
+    OrderNotFound,
+    StoreUnavailable,
+    SymbolRulesUnavailable,
+)
 from orders.model import Order, OrderState
 from orders.settings import RiskSettings
 from orders.store import CreateResult, OrderPage, OrderStore, QueuePush
@@ -37,43 +57,68 @@ class OrderDesk:
     risk: RiskSettings
     admission: Admission | None = None
 
-    async def create(self, req: pb.CreateOrderRequest, client: str = "") -> CreateResult:
+    async def create(
+        self, req: pb.CreateOrderRequest, client: str = "", caller: Caller | None = None
+    ) -> CreateResult:
         """Validate, admit, store and queue an order in one atomic step; idempotent on client_order_id.
 
-        Raises InvalidOrder, Overloaded or ExchangeNotAccepting (see `gateway.admission`),
-        or SymbolRulesUnavailable before any worker has loaded the rules.
+        A repeated client_order_id returns the stored order only if it is the same
+        caller's order with the same terms; otherwise OrderAlreadyExists names what
+        differs (client ids are unique per exchange account, so another client's id
+        cannot be reused either). Raises InvalidOrder, PermissionDenied (a symbol the
+        caller may not trade), Overloaded or ExchangeNotAccepting (see
+        `gateway.admission`), or SymbolRulesUnavailable before any worker loaded the rules.
         """
+        check_create_text(req)
+        if self.admission is not None:
+            if caller is not None:
+                self.admission.check_client(caller.name, rate=caller.requests_per_second, burst=caller.burst)
+            else:
+                self.admission.check_client(client or req.user_id or "anonymous")
+        if caller is not None:
+            caller.check_symbol(req.symbol)
         if req.symbol not in self.rules.current:
             await self.rules.reload_on_miss()
             if not self.rules.current:
                 raise SymbolRulesUnavailable(
                     "no exchange trading rules loaded yet; start a worker (it fetches exchangeInfo)"
                 )
-        if self.admission is not None:
-            self.admission.check_client(client or req.user_id or "anonymous")
         order = build_order(req, self.rules.current, self.risk)
+        if caller is not None:
+            order = order.replace(owner=caller.name)
         if self.admission is not None:
             await self.admission.check_create(order.symbol)
         try:
-            return await self.store.create(order, enqueue=submit_order_push)
+            result = await self.store.create(order, enqueue=submit_order_push)
         except redis.exceptions.TimeoutError as exc:
             # The write may have landed: only the client id can tell, so say which one.
             raise StoreUnavailable(
                 f"order store (Redis) did not answer in time; order {order.order_id} may have been stored. "
                 f"Retry with client_order_id {order.client_order_id!r} (idempotent) or GetOrder it"
             ) from exc
+        if not result.created:
+            _check_same_order(result.order, order)
+        return result
 
-    async def cancel(self, order_id: str, symbol: str = "", client: str = "") -> Order:
+    async def cancel(
+        self, order_id: str, symbol: str = "", client: str = "", caller: Caller | None = None
+    ) -> Order:
         """Cancel an order: locally if it is still NEW, else at the exchange through a worker.
 
         Returns the order as it is now (CANCELED, or PENDING_CANCEL while the exchange
-        answers). Raises OrderNotFound, InvalidOrder (symbol mismatch) or
-        OrderNotCancelable (already final), or Overloaded (the client's request rate).
+        answers). Raises OrderNotFound (also for another caller's order), InvalidOrder
+        (symbol mismatch) or OrderNotCancelable (already final), or Overloaded (the
+        client's request rate).
         """
         _require_id(order_id)
+        if symbol:
+            check_symbol_text("symbol", symbol)
         if self.admission is not None:
-            self.admission.check_client(client or "anonymous")
-        order = await self.store.get(order_id)
+            if caller is not None:
+                self.admission.check_client(caller.name, rate=caller.requests_per_second, burst=caller.burst)
+            else:
+                self.admission.check_client(client or "anonymous")
+        order = await self.get(order_id, caller)
         if symbol and symbol != order.symbol:
             raise InvalidOrder("symbol", f"does not match the order's symbol {order.symbol}")
 
@@ -90,9 +135,13 @@ class OrderDesk:
             raise OrderNotCancelable(f"order {order_id} is {result.order.state}; nothing to cancel")
         return result.order
 
-    async def get(self, order_id: str) -> Order:
+    async def get(self, order_id: str, caller: Caller | None = None) -> Order:
+        """The stored order; raises OrderNotFound if there is none or it is another caller's."""
         _require_id(order_id)
-        return await self.store.get(order_id)
+        order = await self.store.get(order_id)
+        if caller is not None and order.owner != caller.name:
+            raise OrderNotFound(order_id)
+        return order
 
     async def list_orders(
         self,
@@ -103,7 +152,12 @@ class OrderDesk:
         end_ms: int,
         limit: int,
         page_token: str,
+        caller: Caller | None = None,
     ) -> OrderPage:
+        """Orders newest first (the caller's own only), filtered; see `OrderStore.search`."""
+        if symbol:
+            check_symbol_text("symbol", symbol)
+        check_length("page_token", page_token, MAX_PAGE_TOKEN_CHARS)
         if limit < 0 or limit > MAX_PAGE:
             raise InvalidOrder("limit", f"must be between 1 and {MAX_PAGE} (0 means 100)")
         if start_ms < 0 or end_ms < 0 or (end_ms and start_ms and end_ms <= start_ms):
@@ -115,9 +169,44 @@ class OrderDesk:
             end_ms=end_ms,
             limit=limit or 100,
             page_token=page_token,
+            owner=caller.name if caller is not None else None,
         )
 
 
 def _require_id(order_id: str) -> None:
     if not order_id:
         raise InvalidOrder("order_id", "is required")
+    check_length("order_id", order_id, MAX_ORDER_ID_CHARS)
+
+
+# What makes two requests "the same order" for an idempotent retry, in the order they are named.
+_TERMS = (
+    "symbol",
+    "side",
+    "type",
+    "quantity",
+    "price",
+    "time_in_force",
+    "reduce_only",
+    "post_only",
+    "user_id",
+)
+
+
+def _check_same_order(stored: Order, requested: Order) -> None:
+    """Raise OrderAlreadyExists unless `requested` is a retry of `stored` by the same caller."""
+    client_order_id = requested.client_order_id
+    if stored.owner != requested.owner:
+        raise OrderAlreadyExists(
+            "client_order_id",
+            f"{client_order_id!r} is already used on this exchange account by another client; "
+            "client order ids are unique per account, choose another",
+        )
+    for term in _TERMS:
+        if getattr(stored, term) != getattr(requested, term):
+            raise OrderAlreadyExists(
+                term,
+                f"differs from the order already placed with client_order_id {client_order_id!r} "
+                f"(order {stored.order_id}); a retry must repeat the order exactly, a new order needs "
+                "a new client_order_id",
+            )

@@ -1,26 +1,57 @@
-"""The gateway's Prometheus metrics, under the original service's names."""
+"""The gateway's metrics: the shared ones it moves (orders/metrics.py), its own, and the
+cluster-wide gauges it reads from Redis when scraped (gateway/cluster_gauges.py).
+
+`ORDERS_REJECTED` here is the gateway's share of `order_execution_orders_rejected_total`
+(stage="gateway": CreateOrder refused); orders rejected at or for the exchange count
+under stage="exchange" where that happens. Orders canceled count where they reach
+CANCELED (the store); `ORDERS_CANCELED` here counts cancel requests the gateway accepted.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
 
-_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+from orders import metrics as shared
 
-ORDERS_CREATED = Counter("order_execution_orders_created_total", "Orders accepted and queued")
-ORDERS_REJECTED = Counter("order_execution_orders_rejected_total", "CreateOrder calls refused by the gateway")
-ORDERS_CANCELED = Counter("order_execution_orders_canceled_total", "Cancel requests accepted")
-ORDER_LATENCY = Histogram(
-    "order_execution_order_latency_seconds",
-    "CreateOrder time from request to queued reply",
-    buckets=_BUCKETS,
-)
+ORDERS_CREATED = shared.ORDERS_CREATED
+ORDERS_REJECTED = shared.ORDERS_REJECTED.labels("gateway")
+ORDER_LATENCY = shared.ORDER_LATENCY
+RATE_LIMIT_HITS = shared.RATE_LIMIT_HITS
+ORDERS_CANCELED = Counter("order_execution_cancel_requests_total", "CancelOrder requests accepted")
 UPDATE_STREAMS = Gauge("order_execution_update_streams", "Open StreamOrderUpdates calls")
-RATE_LIMIT_HITS = Counter(
-    "order_execution_rate_limit_hits_total", "Requests the gateway refused for a rate limit", ["limit"]
-)
+
+# Read from Redis at scrape time: the whole cluster's view, whichever gateway is scraped.
 EXCHANGE_BAN_SECONDS = Gauge(
     "order_execution_exchange_block_seconds", "Seconds every replica still holds off sending (429/418)"
 )
+EXCHANGE_BANNED = Gauge(
+    "order_execution_exchange_banned", "1 while the exchange has banned the IP (418), else 0"
+)
 RATE_BUDGET_USED = Gauge(
     "order_execution_rate_budget_used", "The shared budget's counters in the current window", ["window"]
+)
+RATE_BUDGET_REMAINING = Gauge(
+    "order_execution_rate_budget_remaining",
+    "What is left of the shared budget in the current window (our share of the exchange's limits)",
+    ["window"],
+)
+QUEUE_DEPTH = Gauge("order_execution_queue_depth", "Messages waiting in the symbol's queue", ["symbol"])
+QUEUE_DELAYED = Gauge(
+    "order_execution_queue_delayed", "Delayed messages (retries, scheduled queries) of the symbol", ["symbol"]
+)
+QUEUE_DEAD_LETTERS = Gauge(
+    "order_execution_queue_dead_letters", "Dead-lettered messages of the symbol's queue", ["symbol"]
+)
+ORDER_STATE = Gauge(
+    "order_execution_orders_by_state",
+    "Unsettled orders by state (UNKNOWN: sent, answer lost); final states only while fills are missing",
+    ["state"],
+)
+ORDERS_UNSETTLED = Gauge("order_execution_orders_unsettled", "Orders not yet settled, every state")
+USER_STREAM_CONNECTED = Gauge(
+    "order_execution_user_stream_connected", "1 while the leading listener's user-data stream is connected"
+)
+LISTENER_LEADING = Gauge("order_execution_listener_leading", "1 while a listener holds the leader lease")
+WORKERS_CONSUMING = Gauge(
+    "order_execution_workers_consuming", "Worker processes with a fresh heartbeat on the queues"
 )

@@ -13,10 +13,12 @@ from grpc_reflection.v1alpha import reflection
 
 from exchange.account import account_id, rate_budget
 from gateway.admission import Admission
+from gateway.auth import Authenticator
 from gateway.desk import OrderDesk
 from gateway.http import HealthChecks, build_http_app
 from gateway.rules_cache import RulesCache
 from gateway.servicer import OrderServicer
+from gateway.tls import add_port
 from gateway.updates import UpdateHub
 from orders.listener_status import ListenerStatus
 from orders.outbox import Outbox
@@ -27,6 +29,8 @@ from orders.store import OrderStore
 from proto import order_pb2, order_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+_CLEANUP_FLOOR_S = 0.2  # each shutdown step gets at least this, even past the grace period
 
 SERVICE_NAME = order_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name
 
@@ -60,38 +64,53 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     desk = OrderDesk(store=store, rules=rules, risk=settings.risk, admission=admission)
 
     server = grpc.aio.server()
-    order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(desk, hub), server)
+    auth = Authenticator(settings.auth)
+    order_pb2_grpc.add_OrderServiceServicer_to_server(
+        OrderServicer(desk, hub, auth if auth.enabled else None), server
+    )
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     grpc_address = f"{settings.server.host}:{settings.server.grpc_port}"
-    server.add_insecure_port(grpc_address)
+    add_port(server, grpc_address, settings.server.tls)
     await server.start()
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
 
     listener = ListenerStatus(redis_client, namespace=settings.redis.namespace)
-    runner = web.AppRunner(build_http_app(HealthChecks(store, rules, listener, budget)), access_log=None)
+    runner = web.AppRunner(
+        build_http_app(HealthChecks(settings, store, rules, listener, budget)), access_log=None
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.server.host, settings.server.http_port)
     await site.start()
     log.info(
-        "gateway serving gRPC on %s and HTTP on %s:%d",
+        "gateway serving gRPC on %s (%s, %s) and HTTP on %s:%d",
         grpc_address,
+        "TLS" if settings.server.tls.enabled else "plaintext",
+        "API keys required" if auth.enabled else "NO authentication",
         settings.server.host,
         settings.server.http_port,
     )
 
     await stop.wait()
-    log.info("gateway stopping")
+    log.info("gateway stopping: refusing new calls, ending update streams with their resume token")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.server.shutdown_grace_ms / 1000
+    # New calls are refused at once; calls in progress get the grace period, then are cancelled.
+    stopping = asyncio.create_task(server.stop(settings.server.shutdown_grace_ms / 1000))
     await health_servicer.enter_graceful_shutdown()
-    # Streams are cancelled after the grace period, so shutdown never hangs on a client.
-    await server.stop(settings.server.shutdown_grace_ms / 1000)
-    await hub.stop()
-    await rules.stop()
-    await runner.cleanup()
-    await tail_client.aclose()
-    await redis_client.aclose()
+    await hub.close_streams()  # each stream ends OK, its resume token in the trailing metadata
+    await stopping
+    for step in (rules.stop, runner.cleanup, tail_client.aclose, redis_client.aclose):
+        try:  # each bounded by what is left of the grace period (a Redis outage must not hang us)
+            async with asyncio.timeout(max(deadline - loop.time(), _CLEANUP_FLOOR_S)):
+                await step()
+        except Exception as exc:
+            log.warning(
+                "gateway shutdown: %s did not finish cleanly (%r)", getattr(step, "__qualname__", step), exc
+            )
+    log.info("gateway stopped")
 
 
 def _stop_on_signals() -> asyncio.Event:

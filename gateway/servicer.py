@@ -1,4 +1,8 @@
-"""OrderService over gRPC: parse, call the desk, map results and errors to the wire."""
+"""OrderService over gRPC: identify the caller, call the desk, map results and errors to the wire.
+
+Every method first identifies its caller from the call's API key (`gateway.auth`);
+gRPC health and reflection are other services and stay open.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,14 @@ import grpc
 import redis.exceptions
 
 from gateway import metrics
+from gateway.auth import Authenticator, Caller, PermissionDenied, Unauthenticated
 from gateway.desk import OrderDesk
-from gateway.updates import SlowSubscriber, UpdateHub
+from gateway.updates import RESUME_TOKEN_METADATA, SlowSubscriber, UpdateHub
+from gateway.validation import check_stream_request
 from orders.errors import (
     ExchangeNotAccepting,
     InvalidOrder,
+    OrderAlreadyExists,
     OrderNotCancelable,
     OrderNotFound,
     OrderServiceError,
@@ -25,7 +32,9 @@ from orders.errors import (
     StoreUnavailable,
     SymbolRulesUnavailable,
 )
+from orders.model import Order
 from orders.proto_mapping import STATE_FROM_PB, order_to_pb, update_to_pb
+from orders.store import CreateResult, OrderPage
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 
@@ -35,7 +44,10 @@ T = TypeVar("T")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (InvalidOrder, grpc.StatusCode.INVALID_ARGUMENT),
+    (OrderAlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
     (ExchangeNotAccepting, grpc.StatusCode.UNAVAILABLE),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
@@ -70,16 +82,28 @@ def _client(user_id: str, context: Context) -> str:
 
 
 class OrderServicer(order_pb2_grpc.OrderServiceServicer):
-    def __init__(self, desk: OrderDesk, hub: UpdateHub) -> None:
+    """The OrderService methods; `auth` None means authentication is off (tests)."""
+
+    def __init__(self, desk: OrderDesk, hub: UpdateHub, auth: Authenticator | None = None) -> None:
         self._desk = desk
         self._hub = hub
+        self._auth = auth
+
+    def _caller(self, context: Context) -> Caller | None:
+        """The authenticated caller (None with auth off); raises Unauthenticated."""
+        if self._auth is None:
+            return None
+        return self._auth.identify(context.invocation_metadata())
 
     async def CreateOrder(self, request: pb.CreateOrderRequest, context: Context) -> pb.CreateOrderResponse:
         started = time.perf_counter()
+
+        async def create() -> CreateResult:
+            caller = self._caller(context)
+            return await self._desk.create(request, _client(request.user_id, context), caller)
+
         try:
-            result = await _answer(
-                context, lambda: self._desk.create(request, _client(request.user_id, context))
-            )
+            result = await _answer(context, create)
         except Exception:
             metrics.ORDERS_REJECTED.inc()
             raise
@@ -97,9 +121,11 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         )
 
     async def CancelOrder(self, request: pb.CancelOrderRequest, context: Context) -> pb.CancelOrderResponse:
-        order = await _answer(
-            context, lambda: self._desk.cancel(request.order_id, request.symbol, _client("", context))
-        )
+        async def cancel() -> Order:
+            caller = self._caller(context)
+            return await self._desk.cancel(request.order_id, request.symbol, _client("", context), caller)
+
+        order = await _answer(context, cancel)
         metrics.ORDERS_CANCELED.inc()
         message = order_to_pb(order)
         return pb.CancelOrderResponse(
@@ -107,24 +133,29 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         )
 
     async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.GetOrderResponse:
-        order = await _answer(context, lambda: self._desk.get(request.order_id))
+        async def get() -> Order:
+            return await self._desk.get(request.order_id, self._caller(context))
+
+        order = await _answer(context, get)
         return pb.GetOrderResponse(order=order_to_pb(order))
 
     async def ListOrders(self, request: pb.ListOrdersRequest, context: Context) -> pb.ListOrdersResponse:
-        if request.state != pb.STATE_UNSPECIFIED and request.state not in STATE_FROM_PB:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"state: unknown value {request.state}")
-        states = [STATE_FROM_PB[request.state]] if request.state in STATE_FROM_PB else []
-        page = await _answer(
-            context,
-            lambda: self._desk.list_orders(
+        async def list_orders() -> OrderPage:
+            caller = self._caller(context)
+            if request.state != pb.STATE_UNSPECIFIED and request.state not in STATE_FROM_PB:
+                raise InvalidOrder("state", f"unknown value {request.state}")
+            states = [STATE_FROM_PB[request.state]] if request.state in STATE_FROM_PB else []
+            return await self._desk.list_orders(
                 symbol=request.symbol,
                 states=states,
                 start_ms=request.start_time,
                 end_ms=request.end_time,
                 limit=request.limit,
                 page_token=request.page_token,
-            ),
-        )
+                caller=caller,
+            )
+
+        page = await _answer(context, list_orders)
         return pb.ListOrdersResponse(
             orders=[order_to_pb(o) for o in page.orders], next_page_token=page.next_page_token
         )
@@ -132,13 +163,18 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     async def StreamOrderUpdates(
         self, request: pb.StreamOrderUpdatesRequest, context: Context
     ) -> AsyncIterator[pb.OrderUpdate]:
-        async def resume_point() -> str:
-            return self._hub.resume_point(request.resume_token)
+        async def start() -> tuple[Caller | None, str]:
+            caller = self._caller(context)
+            check_stream_request(request.symbols, request.user_id, request.resume_token)
+            return caller, self._hub.resume_point(request.resume_token)
 
-        after = await _answer(context, resume_point)
+        caller, after = await _answer(context, start)
+        owner = caller.name if caller is not None else None
         metrics.UPDATE_STREAMS.inc()
         try:
-            async with self._hub.subscribe(request.symbols, user_id=request.user_id, after=after) as updates:
+            async with self._hub.subscribe(
+                request.symbols, user_id=request.user_id, after=after, owner=owner
+            ) as updates:
                 async for entry in updates:
                     yield update_to_pb(
                         entry.order,
@@ -146,6 +182,8 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
                         fills=entry.fills,
                         resume_token=entry.entry_id,
                     )
+            # The gateway is shutting down: end with OK, and say where to resume elsewhere.
+            context.set_trailing_metadata(((RESUME_TOKEN_METADATA, updates.resume_token),))
         except SlowSubscriber as exc:
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED, f"{exc}; reconnect with resume_token {exc.resume_token!r}"

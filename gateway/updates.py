@@ -10,6 +10,12 @@ A stream that passes a resume token (the entry id of the last update it got) fir
 replays what it missed from the outbox, then continues live with no gap and no
 repeat. A stream that falls `max_backlog` updates behind is closed with its last
 token, so its client can resume, rather than slowing every other stream.
+
+On shutdown `close_streams` stops the tail and ends every stream once it has been
+given what the tail had already read; the stream's `resume_token` is then the outbox
+position the hub had reached, so a client resuming from it on another replica gets
+exactly the updates written after what it saw (its filter's updates before that
+position were all delivered).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from orders.outbox import Outbox, OutboxEntry
 log = logging.getLogger(__name__)
 
 _REPLAY_PAGE = 500
+RESUME_TOKEN_METADATA = "resume-token"  # trailing metadata of a stream ended by shutdown
 _TAIL_BLOCK_MS = 1000
 
 
@@ -45,27 +52,68 @@ def _position(entry_id: str) -> tuple[int, int]:
 
 
 class _Subscriber:
-    def __init__(self, symbols: frozenset[str], user_id: str, max_backlog: int) -> None:
+    def __init__(self, symbols: frozenset[str], user_id: str, max_backlog: int, owner: str | None) -> None:
         self.symbols = symbols
         self.user_id = user_id
-        self.queue: asyncio.Queue[OutboxEntry | None] = asyncio.Queue(maxsize=max_backlog)
+        self.owner = owner
+        self.max_backlog = max_backlog
+        # One slot more than the backlog, so the end-of-stream marker always fits.
+        self.queue: asyncio.Queue[OutboxEntry | None] = asyncio.Queue(maxsize=max_backlog + 1)
         self.overflowed = False
+        self.ended = False
 
     def wants(self, entry: OutboxEntry) -> bool:
         order = entry.order
-        return (not self.symbols or order.symbol in self.symbols) and (
-            not self.user_id or order.user_id == self.user_id
+        return (
+            (not self.symbols or order.symbol in self.symbols)
+            and (not self.user_id or order.user_id == self.user_id)
+            and (self.owner is None or order.owner == self.owner)
         )
 
     def offer(self, entry: OutboxEntry) -> None:
-        if self.overflowed or not self.wants(entry):
+        if self.overflowed or self.ended or not self.wants(entry):
             return
-        try:
+        if self.queue.qsize() < self.max_backlog:
             self.queue.put_nowait(entry)
-        except asyncio.QueueFull:
+        else:
             self.overflowed = True
-            self.queue.get_nowait()
             self.queue.put_nowait(None)  # wakes the reader, which then raises SlowSubscriber
+
+    def end(self) -> None:
+        """No more entries: the reader stops once it has taken what is queued."""
+        if not self.ended and not self.overflowed:
+            self.ended = True
+            self.queue.put_nowait(None)
+
+
+class Subscription:
+    """A registered stream's updates (`async for`); `resume_token` continues it elsewhere."""
+
+    def __init__(self, hub: UpdateHub, subscriber: _Subscriber, after: str) -> None:
+        self._hub = hub
+        self._subscriber = subscriber
+        self._after = after
+        self._last = after
+        self._iterator = hub._iterate(subscriber, after, self)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> OutboxEntry:
+        return await anext(self._iterator)
+
+    def delivered(self, entry_id: str) -> None:
+        self._last = entry_id
+
+    @property
+    def resume_token(self) -> str:
+        """Where a client continues from: after the last update given, or, once the hub
+        closed the stream, after the hub's outbox position ("" if neither is known).
+        """
+        reached = self._hub.position if self._subscriber.ended else ""
+        if reached and reached != "0-0" and (not self._last or _position(reached) > _position(self._last)):
+            return reached
+        return self._last
 
 
 class UpdateHub:
@@ -77,6 +125,8 @@ class UpdateHub:
         self._max_backlog = max_backlog
         self._task: asyncio.Task[None] | None = None
         self._started = asyncio.Event()
+        self._closed = False
+        self.position = ""  # the outbox entry id the tail has read up to ("" before the first read)
 
     async def start(self, *, wait_s: float = 2.0) -> None:
         """Start tailing from the outbox's current end; waits up to `wait_s` for Redis to answer.
@@ -89,9 +139,21 @@ class UpdateHub:
             await asyncio.wait_for(self._started.wait(), timeout=wait_s)
 
     async def stop(self) -> None:
+        """Stop tailing (streams still open stay registered; see `close_streams`)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+    async def close_streams(self) -> None:
+        """Stop tailing and end every stream, present and future, after what it was given.
+
+        Each stream's iteration then ends normally (its `resume_token` says where to
+        continue); a stream opened afterwards ends at once.
+        """
+        self._closed = True
+        await self.stop()
+        for subscriber in tuple(self._subscribers):
+            subscriber.end()
 
     async def _tail(self) -> None:
         last_id = ""
@@ -99,7 +161,7 @@ class UpdateHub:
         while True:
             try:
                 if not last_id:
-                    last_id = await self._outbox.last_id()
+                    last_id = self.position = await self._outbox.last_id()
                     self._started.set()
                 entries = await self._outbox.read_after(last_id, count=_REPLAY_PAGE, block_ms=_TAIL_BLOCK_MS)
                 backoff = 0.1
@@ -112,7 +174,7 @@ class UpdateHub:
                 for subscriber in tuple(self._subscribers):
                     subscriber.offer(entry)
             if entries:
-                last_id = entries[-1].entry_id
+                last_id = self.position = entries[-1].entry_id
 
     def resume_point(self, resume_token: str) -> str:
         """The outbox position a client's `resume_token` stands for ("" = from now).
@@ -124,27 +186,35 @@ class UpdateHub:
 
     @asynccontextmanager
     async def subscribe(
-        self, symbols: Iterable[str], *, user_id: str = "", after: str = ""
-    ) -> AsyncIterator[AsyncIterator[OutboxEntry]]:
-        """Register a stream for `symbols` (empty = all) and `user_id` (empty = all) for the block.
+        self, symbols: Iterable[str], *, user_id: str = "", after: str = "", owner: str | None = None
+    ) -> AsyncIterator[Subscription]:
+        """Register a stream for `symbols` (empty = all) and `user_id` (empty = all) for the block;
+        with `owner`, only orders that API client placed (None: every client's).
 
         With `after` (see `resume_point`), the entries written after it are replayed first.
+        Iterating raises SlowSubscriber if the reader falls behind, and ends normally when
+        the hub closes its streams (shutdown).
         """
-        subscriber = _Subscriber(frozenset(symbols), user_id, self._max_backlog)
+        subscriber = _Subscriber(frozenset(symbols), user_id, self._max_backlog, owner)
         self._subscribers.add(subscriber)
+        if self._closed:
+            subscriber.end()
         try:
-            yield self._iterate(subscriber, after)
+            yield Subscription(self, subscriber, after)
         finally:
             self._subscribers.discard(subscriber)
 
-    async def _iterate(self, subscriber: _Subscriber, after: str) -> AsyncIterator[OutboxEntry]:
+    async def _iterate(
+        self, subscriber: _Subscriber, after: str, subscription: Subscription
+    ) -> AsyncIterator[OutboxEntry]:
         last = cursor = after
-        while cursor:  # replay: registered first, so nothing written meanwhile is missed
+        while cursor and not subscriber.ended:  # replay: registered first, so nothing meanwhile is missed
             page = await self._outbox.range_after(cursor, count=_REPLAY_PAGE)
             for entry in page:
                 if subscriber.wants(entry):
                     yield entry
                     last = entry.entry_id
+                    subscription.delivered(last)
             if page:
                 cursor = page[-1].entry_id
             if len(page) < _REPLAY_PAGE:
@@ -152,6 +222,8 @@ class UpdateHub:
         replayed_to = _position(cursor) if cursor else (0, 0)
         while True:
             live = await subscriber.queue.get()
+            if live is None and subscriber.ended:
+                return
             if live is None or subscriber.overflowed:
                 raise SlowSubscriber(
                     f"stream fell more than {self._max_backlog} updates behind", resume_token=last
@@ -159,4 +231,5 @@ class UpdateHub:
             if _position(live.entry_id) <= replayed_to:
                 continue  # already replayed
             last = live.entry_id
+            subscription.delivered(last)
             yield live

@@ -3,11 +3,16 @@
 Checks the request's shape, the symbol's exchange filters (tick, step, min/max,
 min notional) with Decimal arithmetic, and our risk limits. Nothing is stored until
 this has passed.
+
+Every string a client sends has a length bound, checked before anything else reads
+it, and an error quotes at most a short prefix of a bad value (`quote`): a gRPC status
+message travels in a trailer, and one echoing a 10 kB field would not arrive at all.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from decimal import Decimal
 from uuid import uuid4
 
@@ -20,6 +25,88 @@ from proto import order_pb2 as pb
 
 CLIENT_ORDER_ID = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
+_ASCII_DECIMAL = frozenset("0123456789.")
+_PRINTABLE = re.compile(r"^[\x21-\x7e]*$")  # printable ASCII, no spaces
+_QUOTED_CHARS = 16
+_CLIENT_ORDER_ID_RULE = "must be 1-36 characters of [.A-Z:/a-z0-9_-]"
+
+MAX_SYMBOL_CHARS = 30
+MAX_DECIMAL_CHARS = 40
+MAX_CLIENT_ORDER_ID_CHARS = 36
+MAX_USER_ID_CHARS = 64
+MAX_ORDER_ID_CHARS = 64
+MAX_PAGE_TOKEN_CHARS = 256
+MAX_RESUME_TOKEN_CHARS = 64
+MAX_STREAM_SYMBOLS = 100
+
+
+def quote(value: str) -> str:
+    """`value` quoted for an error message: at most its first 16 characters, and its length if cut."""
+    if len(value) <= _QUOTED_CHARS:
+        return repr(value)
+    return f"{value[:_QUOTED_CHARS]!r}... ({len(value)} characters)"
+
+
+def check_length(field: str, value: str, max_chars: int) -> None:
+    """Raise InvalidOrder naming `field` if `value` is longer than `max_chars` characters."""
+    if len(value) > max_chars:
+        raise InvalidOrder(field, f"must be at most {max_chars} characters, got {len(value)}")
+
+
+def check_user_id(field: str, user_id: str) -> None:
+    """`user_id`: optional, at most 64 printable ASCII characters without spaces."""
+    check_length(field, user_id, MAX_USER_ID_CHARS)
+    if not _PRINTABLE.match(user_id):
+        raise InvalidOrder(
+            field,
+            f"must be printable ASCII without spaces (at most {MAX_USER_ID_CHARS}), got {quote(user_id)}",
+        )
+
+
+def check_symbol_text(field: str, symbol: str) -> None:
+    """A symbol's shape only (2-30 upper-case letters and digits); whether it trades is checked later."""
+    check_length(field, symbol, MAX_SYMBOL_CHARS)
+    if not _SYMBOL.match(symbol):
+        raise InvalidOrder(
+            field, f"must be 2-30 upper-case letters and digits, e.g. BTCUSDT, got {quote(symbol)}"
+        )
+
+
+def check_create_text(req: pb.CreateOrderRequest) -> None:
+    """Bound every string field of a CreateOrderRequest before anything else reads it.
+
+    Raises InvalidOrder naming the field and its limit.
+    """
+    check_length("symbol", req.symbol, MAX_SYMBOL_CHARS)
+    check_length("quantity", req.quantity, MAX_DECIMAL_CHARS)
+    check_length("price", req.price, MAX_DECIMAL_CHARS)
+    if len(req.client_order_id) > MAX_CLIENT_ORDER_ID_CHARS:
+        raise InvalidOrder(
+            "client_order_id", f"{_CLIENT_ORDER_ID_RULE}, got {len(req.client_order_id)} characters"
+        )
+    check_user_id("user_id", req.user_id)
+
+
+def check_stream_request(symbols: Sequence[str], user_id: str, resume_token: str) -> None:
+    """Bound StreamOrderUpdates' fields: at most 100 well-formed symbols, user_id, resume_token."""
+    if len(symbols) > MAX_STREAM_SYMBOLS:
+        raise InvalidOrder("symbols", f"at most {MAX_STREAM_SYMBOLS} symbols per stream, got {len(symbols)}")
+    for symbol in symbols:
+        check_symbol_text("symbols", symbol)
+    check_user_id("user_id", user_id)
+    check_length("resume_token", resume_token, MAX_RESUME_TOKEN_CHARS)
+
+
+def parse_request_decimal(field: str, text: str) -> Decimal:
+    """A request's decimal string: ASCII digits and at most one '.', nothing else (no exponent,
+    sign, NaN or Unicode digits, which Python's Decimal would accept). Raises InvalidOrder."""
+    check_length(field, text, MAX_DECIMAL_CHARS)
+    stripped = text.strip()
+    if stripped and not _ASCII_DECIMAL.issuperset(stripped):
+        raise InvalidOrder(
+            field, f"must be a plain decimal string like '0.001' (ASCII digits and '.'), got {quote(text)}"
+        )
+    return parse_decimal(field, text)
 
 
 def mint_client_order_id() -> str:
@@ -32,19 +119,20 @@ def build_order(req: pb.CreateOrderRequest, rules: dict[str, SymbolRules], risk:
 
     Raises InvalidOrder (or RiskLimitExceeded) naming the first field that breaks a rule.
     """
+    check_create_text(req)
     symbol_rules = _check_symbol(req.symbol, rules, risk)
     if req.side not in SIDE_FROM_PB:
         raise InvalidOrder("side", _enum_rule(req.side, "BUY or SELL"))
     if req.type not in TYPE_FROM_PB:
         raise InvalidOrder("type", _enum_rule(req.type, "LIMIT or MARKET"))
     order_type = TYPE_FROM_PB[req.type]
-    quantity = parse_decimal("quantity", req.quantity)
+    quantity = parse_request_decimal("quantity", req.quantity)
     symbol_rules.check_quantity(quantity, order_type)
 
     price: Decimal | None = None
     tif: TimeInForce | None = None
     if order_type is OrderType.LIMIT:
-        price = parse_decimal("price", req.price)
+        price = parse_request_decimal("price", req.price)
         symbol_rules.check_price(price)
         tif = _limit_time_in_force(req)
         symbol_rules.check_notional(price, quantity, reduce_only=req.reduce_only)
@@ -60,7 +148,7 @@ def build_order(req: pb.CreateOrderRequest, rules: dict[str, SymbolRules], risk:
 
     client_order_id = req.client_order_id or mint_client_order_id()
     if not CLIENT_ORDER_ID.match(client_order_id):
-        raise InvalidOrder("client_order_id", "must be 1-36 characters of [.A-Z:/a-z0-9_-]")
+        raise InvalidOrder("client_order_id", f"{_CLIENT_ORDER_ID_RULE}, got {quote(client_order_id)}")
     return Order(
         order_id=str(uuid4()),
         client_order_id=client_order_id,
@@ -79,8 +167,7 @@ def build_order(req: pb.CreateOrderRequest, rules: dict[str, SymbolRules], risk:
 def _check_symbol(symbol: str, rules: dict[str, SymbolRules], risk: RiskSettings) -> SymbolRules:
     if not symbol:
         raise InvalidOrder("symbol", "is required, e.g. BTCUSDT")
-    if not _SYMBOL.match(symbol):
-        raise InvalidOrder("symbol", f"must be upper-case letters and digits, got {symbol!r}")
+    check_symbol_text("symbol", symbol)
     if risk.allowed_symbols and symbol not in risk.allowed_symbols:
         raise InvalidOrder(
             "symbol", f"{symbol} is not traded here (allowed: {', '.join(risk.allowed_symbols)})"

@@ -13,6 +13,7 @@ import logging
 
 from exchange.user_stream import OrderEvent
 from orders import fsm
+from orders.logs import order_fields, order_ref
 from orders.store import STORE_OUTAGES, OrderStore
 
 log = logging.getLogger(__name__)
@@ -38,12 +39,20 @@ class OrderEventRecorder:
                 return
             except STORE_OUTAGES as exc:
                 log.warning(
-                    "recording %s for %s: %r; retrying", event.report.state, event.client_order_id, exc
+                    "recording %s for %s: %r; retrying",
+                    event.report.state,
+                    event.client_order_id,
+                    exc,
+                    extra=order_ref("", event.client_order_id, event.symbol),
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
         self.dropped += 1
-        log.error("gave up recording an event for %s; the reconciler will settle it", event.client_order_id)
+        log.error(
+            "gave up recording an event for %s; the reconciler will settle it",
+            event.client_order_id,
+            extra=order_ref("", event.client_order_id, event.symbol),
+        )
 
     async def _apply(self, event: OrderEvent) -> None:
         order = await self._store.find_by_client_id(event.client_order_id)
@@ -54,6 +63,7 @@ class OrderEventRecorder:
                 event.symbol,
                 event.report.state,
                 event.client_order_id,
+                extra=order_ref("", event.client_order_id, event.symbol),
             )
             return
         result = await self._store.transition(
@@ -61,3 +71,4 @@ class OrderEventRecorder:
         )
         if result.changed:
             self.applied += 1
+            log.debug("user stream: %s now %s", order.order_id, result.order.state, extra=order_fields(order))

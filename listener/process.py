@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -29,17 +28,21 @@ from listener.lease import LeaderLease
 from listener.order_events import OrderEventRecorder
 from listener.reconciler import ReconcilePolicy, Reconciler
 from listener.relay import OutboxRelay
+from orders import metrics
 from orders.events import EventBus
 from orders.listener_status import ListenerStatus
+from orders.metrics_http import MetricsEndpoint
 from orders.model import now_ms
 from orders.redis_connection import open_redis
 from orders.settings import Settings
+from orders.shutdown import stop_on_signals
 from orders.store import OrderStore
 
 log = logging.getLogger(__name__)
 
 _MAINTENANCE_EVERY_S = 60.0
 _RELAY_BLOCK_MS = 500
+_STEP_FLOOR_S = 0.1  # a shutdown step is tried even when the grace period is used up
 
 
 def replica_id() -> str:
@@ -90,11 +93,13 @@ class Listener:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=renew_s)
         finally:
-            await self._step_down()
-            with contextlib.suppress(redis.exceptions.RedisError):
-                await self.lease.release()
-            await self.exchange.close()
-            await self._redis.aclose()
+            # Every step bounded by what is left of the grace period: Redis may be unreachable.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.settings.server.shutdown_grace_ms / 1000
+            for step in (self._step_down, self.lease.release, self.exchange.close, self._redis.aclose):
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(max(deadline - loop.time(), _STEP_FLOOR_S)):
+                        await step()
 
     async def _hold_or_follow(self) -> None:
         try:
@@ -124,6 +129,13 @@ class Listener:
             "unknown_orders_at_exchange": self.reconciler.unknown_orders_seen,
             "foreign_events": self.recorder.foreign,
         }
+
+    async def publish_metrics(self) -> None:
+        """Set this replica's gauges (a scrape calls this): leading, user stream, breakers."""
+        metrics.LISTENER_LEADER.set(1 if self._leading else 0)
+        metrics.LISTENER_USER_STREAM.set(1 if self._leading and self.stream.connected else 0)
+        if self.exchange.breakers is not None:
+            self.exchange.breakers.publish_states()
 
     def _lead(self) -> None:
         self._sweep_now.set()  # sweep at once: whatever happened while nobody led
@@ -185,9 +197,20 @@ async def _every(period_s: float, job: Callable[[], Awaitable[None]]) -> None:
 
 
 async def serve(settings: Settings) -> None:
-    """Run one listener replica until SIGINT/SIGTERM."""
+    """Run one listener replica until SIGINT/SIGTERM; its /metrics on `monitoring.listener_metrics_port`."""
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await Listener(settings).run(stop)
+    stop_on_signals(stop, grace_s=settings.server.shutdown_grace_ms / 1000, process="listener")
+    metrics.set_symbols(settings.symbols)
+    listener = Listener(settings)
+    monitoring = settings.monitoring
+    endpoint = MetricsEndpoint(
+        settings.server.host,
+        monitoring.listener_metrics_port,
+        port_search=monitoring.port_search,
+        refresh=listener.publish_metrics,
+    )
+    await endpoint.start()
+    try:
+        await listener.run(stop)
+    finally:
+        await endpoint.stop()

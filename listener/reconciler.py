@@ -34,7 +34,8 @@ from typing import Any
 from exchange.client import BinanceClient, to_report
 from exchange.errors import ExchangeError, OrderNotFoundAtExchange, UnknownOrder
 from exchange.order_sync import sync_order
-from orders import fsm
+from orders import fsm, metrics
+from orders.logs import order_fields
 from orders.model import Order, OrderState, now_ms
 from orders.settings import Settings
 from orders.store import OrderStore
@@ -127,7 +128,13 @@ class Reconciler:
                 if await self._check(order, snapshot, result):
                     result.changed += 1
             except ExchangeError as exc:
-                log.info("reconcile %s (%s): %s; trying again next sweep", order.order_id, order.state, exc)
+                log.info(
+                    "reconcile %s (%s): %s; trying again next sweep",
+                    order.order_id,
+                    order.state,
+                    exc,
+                    extra=order_fields(order),
+                )
         if snapshot is not None:
             await self._report_unknown(snapshot, {o.client_order_id for o in orders}, result)
         return result
@@ -170,6 +177,15 @@ class Reconciler:
         if synced.order.state is S.PENDING_CANCEL and result.queries < self._policy.max_queries:
             result.queries += 1
             changed |= await self._cancel_now(synced.order)
+        if changed:
+            _mismatch("state")
+            log.info(
+                "reconciled %s: %s -> %s from the exchange",
+                order.order_id,
+                order.state,
+                synced.order.state,
+                extra=order_fields(order),
+            )
         return changed
 
     def _claim_live_until(self, order: Order) -> int:
@@ -189,18 +205,32 @@ class Reconciler:
         age = now - order.created_at
         if age > self._policy.max_order_age_ms:
             limit = self._policy.max_order_age_ms
+            _mismatch("unpicked_expired")
             return await self._move(order, S.EXPIRED, f"not picked up within max_order_age_ms={limit}")
         # Once per grace period at most: a long queue must not be flooded with copies.
         if now - self._requeued_at.get(order.order_id, 0) < max(self._policy.grace_ms, 1000):
             return False
         self._requeued_at[order.order_id] = now
-        log.warning("order %s NEW for %d ms; queueing its submit message again", order.order_id, age)
+        log.warning(
+            "order %s NEW for %d ms; queueing its submit message again",
+            order.order_id,
+            age,
+            extra=order_fields(order),
+        )
         await self._store.enqueue(submit_order_push(order))
         return False
 
     async def _never_placed(self, order: Order) -> bool:
         """Not found after the acceptance window: the exchange never got it."""
         waited = now_ms() - (order.sent_at or order.updated_at)
+        _mismatch("never_placed")
+        log.warning(
+            "order %s (%s) not at the exchange %d ms after it was sent: never placed",
+            order.order_id,
+            order.state,
+            waited,
+            extra=order_fields(order),
+        )
         if order.state is S.PENDING_CANCEL:
             return await self._move(order, S.CANCELED, "canceled; it never reached the exchange")
         if not self._policy.resend_unplaced:
@@ -208,7 +238,10 @@ class Reconciler:
                 order, S.REJECTED, f"never placed: the exchange did not have it {waited} ms after it was sent"
             )
         log.warning(
-            "order %s not at the exchange %d ms after it was sent; sending again", order.order_id, waited
+            "order %s not at the exchange %d ms after it was sent; sending again",
+            order.order_id,
+            waited,
+            extra=order_fields(order),
         )
         result = await self._store.transition(
             order.order_id,
@@ -226,10 +259,12 @@ class Reconciler:
     async def _vanished(self, order: Order) -> bool:
         """The exchange acknowledged it once but has no record now (past Binance's retention, or a
         different exchange behind the same settings): nothing more will ever be learned of it."""
+        _mismatch("vanished")
         log.warning(
             "order %s (exchange id %s) is no longer known to the exchange; marking it EXPIRED",
             order.order_id,
             order.exchange_order_id,
+            extra=order_fields(order),
         )
         if order.state in fsm.FINAL_STATES:
             # Its missing trades are gone with it; say so once rather than query it every sweep.
@@ -257,6 +292,7 @@ class Reconciler:
                 continue
             self._reported_unknown.add(client_id)
             self.unknown_orders_seen += 1
+            _mismatch("foreign_order")
             result.unknown_at_exchange.append(client_id)
             log.warning(
                 "open order at the exchange that we did not place: %s %s %s %s @ %s (clientOrderId %s);"
@@ -267,4 +303,10 @@ class Reconciler:
                 row.get("type"),
                 row.get("price"),
                 client_id,
+                extra={"client_order_id": client_id, "symbol": str(row.get("symbol", ""))},
             )
+
+
+def _mismatch(kind: str) -> None:
+    """Count an order found out of line with the exchange (`kind` is one of metrics.MISMATCH_KINDS)."""
+    metrics.RECONCILE_MISMATCHES.labels(kind).inc()

@@ -71,3 +71,15 @@ class Overloaded(OrderServiceError):
 
 class ExchangeNotAccepting(OrderServiceError):
     """The exchange cannot take orders now (a breaker is open, or it banned our IP)."""
+
+
+class OrderAlreadyExists(OrderServiceError):
+    """A client_order_id already names another order (of another client, or with different terms).
+
+    Client order ids are unique per exchange account, so the id cannot be reused; `field`
+    names what differs ("client_order_id" when it belongs to someone else).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field

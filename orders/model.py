@@ -107,6 +107,7 @@ class Order:
     reduce_only: bool = False
     post_only: bool = False
     user_id: str = ""
+    owner: str = ""  # the authenticated API client that placed it ("" with auth off); scopes reads
     state: OrderState = OrderState.NEW
     filled_quantity: Decimal = Decimal(0)
     average_price: Decimal = Decimal(0)
@@ -165,6 +166,7 @@ class Order:
             reduce_only=bool(data.get("reduce_only", False)),
             post_only=bool(data.get("post_only", False)),
             user_id=data.get("user_id", ""),
+            owner=data.get("owner", ""),
             state=OrderState(data.get("state", OrderState.NEW)),
             filled_quantity=Decimal(data.get("filled_quantity", "0")),
             average_price=Decimal(data.get("average_price", "0")),

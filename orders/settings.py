@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import pydantic_settings
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -41,6 +41,7 @@ _SEED_ENV: dict[str, tuple[str, str]] = {
     "NATS_ADDRESS": ("nats", "address"),
     "LOG_LEVEL": ("logging", "level"),
     "LOG_FORMAT": ("logging", "format"),
+    "ORDER_EXECUTION_API_KEY": ("client", "api_key"),
 }
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -54,11 +55,81 @@ class _Section(BaseModel):
     model_config = {"extra": "forbid"}
 
 
+class TlsSettings(_Section):
+    """TLS on the gRPC port: on when `cert_file` and `key_file` are set (PEM files)."""
+
+    cert_file: str = Field("", description="server certificate chain (PEM); empty = plaintext gRPC")
+    key_file: str = Field("", description="the certificate's private key (PEM)")
+    client_ca_file: str = Field(
+        "",
+        description="CA (PEM) of client certificates; set = mutual TLS, clients without one are refused",
+    )
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> TlsSettings:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("cert_file and key_file must be set together")
+        if self.client_ca_file and not self.cert_file:
+            raise ValueError("client_ca_file needs cert_file and key_file (mutual TLS is TLS first)")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+
 class ServerSettings(_Section):
     host: str = "0.0.0.0"
     grpc_port: int = Field(50051, ge=0, le=65535)
     http_port: int = Field(9091, ge=0, le=65535)
     shutdown_grace_ms: int = Field(5000, ge=0)
+    tls: TlsSettings = TlsSettings()
+
+
+class ApiClientSettings(_Section):
+    """One gRPC client: its name, the SHA-256 of its API key (never the key), what it may do."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$", description="owner of the orders it places")
+    key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the API key")
+    allowed_symbols: list[str] = Field(
+        default_factory=list, description="symbols it may trade; empty = every symbol traded here"
+    )
+    requests_per_second: float | None = Field(
+        None,
+        gt=0,
+        description="its CreateOrder/CancelOrder rate; default admission.client_requests_per_second",
+    )
+    burst: int | None = Field(None, gt=0, description="default admission.client_burst")
+
+
+class AuthSettings(_Section):
+    """API keys on the gRPC port (metadata `x-api-key`); each client sees only its own orders."""
+
+    enabled: bool = Field(
+        True, description="false: no keys, every caller sees every order (local tests only)"
+    )
+    clients: list[ApiClientSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> AuthSettings:
+        names = [c.name for c in self.clients]
+        if len(set(names)) != len(names):
+            raise ValueError("client names must be unique")
+        if len({c.key_sha256 for c in self.clients}) != len(self.clients):
+            raise ValueError("two clients have the same key_sha256")
+        return self
+
+
+class ClientSettings(_Section):
+    """How `order-execution order` talks to the gateway."""
+
+    api_key: SecretStr = Field(
+        SecretStr(""),
+        description="sent as x-api-key ($ORDER_EXECUTION_API_KEY); empty = .run/api-key if present",
+    )
+    tls_ca_file: str = Field("", description="CA (PEM) that signed the gateway's certificate; set = use TLS")
+    tls_cert_file: str = Field("", description="client certificate (PEM) for mutual TLS")
+    tls_key_file: str = Field("", description="its private key (PEM)")
 
 
 class ExchangeSettings(_Section):
@@ -188,9 +259,27 @@ class PerformanceSettings(_Section):
     symbol_info_refresh: int = Field(300, gt=0, description="seconds between exchangeInfo refreshes")
 
 
+class DashboardSettings(_Section):
+    """The Dramatiq dashboard (`order-execution dashboard`, started by `up`)."""
+
+    host: str = Field("127.0.0.1", description="loopback by default: the dashboard can delete messages")
+    port: int = Field(9181, ge=0, le=65535)
+    path: str = Field("/dashboard", pattern=r"^/[A-Za-z0-9._~/-]*[A-Za-z0-9._~-]$", description="URL prefix")
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "warn", "error"] = "info"
     format: Literal["json", "text", "console"] = "json"
+
+
+class MonitoringSettings(_Section):
+    """Worker and listener /metrics endpoints (the gateway's is server.http_port) and health probes."""
+
+    worker_metrics_port: int = Field(9095, ge=0, le=65535, description="first worker process's; 0 = none")
+    listener_metrics_port: int = Field(9094, ge=0, le=65535, description="0 = none")
+    port_search: int = Field(32, gt=0, description="a process whose port is taken tries the next ones")
+    probe_timeout_ms: int = Field(1000, gt=0, description="/health's exchange ping and NATS probe give up")
+    probe_cache_ms: int = Field(5000, ge=0, description="/health reuses a probe's answer this long")
 
 
 class Settings(BaseSettings):
@@ -213,6 +302,10 @@ class Settings(BaseSettings):
     reconcile: ReconcileSettings = ReconcileSettings()
     performance: PerformanceSettings = PerformanceSettings()
     logging: LoggingSettings = LoggingSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
+    auth: AuthSettings = AuthSettings()
+    client: ClientSettings = ClientSettings()
+    dashboard: DashboardSettings = DashboardSettings()
     symbols: list[str] = Field(
         default_factory=lambda: ["BTCUSDT", "ETHUSDT"],
         description="Symbols that get a queue; workers consume these.",
@@ -259,10 +352,37 @@ class _YamlSource(PydanticBaseSettingsSource):
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
-            raise SettingsError(f"{self.path}: not valid YAML: {exc}") from exc
+            raise SettingsError(f"{self.path}: not valid YAML: {_yaml_problem(exc)}") from None
         if not isinstance(data, dict):
             raise SettingsError(f"{self.path}: the top level must be a mapping of sections")
         return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where (line, column), without the quoted source line: it may hold a secret."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        problem = exc.problem or exc.context or "syntax error"
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return type(exc).__name__
+
+
+_SECRET_NAME = re.compile(r"key|secret|password|passwd|token|credential|auth", re.IGNORECASE)
+
+
+def _shown_input(err: Any) -> str:
+    """ " (got <value>)" for a validation error, unless the value may be a secret.
+
+    Hidden: mappings (whole sections), values of keys whose name says secret (key, secret,
+    password, token, credential, auth: SecretStr fields are all named so), and values
+    of unknown keys, which may be a mistyped secret.
+    """
+    got = err.get("input")
+    if isinstance(got, dict):
+        return ""
+    if err.get("type") == "extra_forbidden" or any(_SECRET_NAME.search(str(p)) for p in err["loc"]):
+        return " (value hidden)"
+    return f" (got {got!r})"
 
 
 def expand_env(text: str) -> str:
@@ -294,9 +414,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         lines = []
         for err in exc.errors():
             key = ".".join(str(part) for part in err["loc"])
-            got = err.get("input")
-            shown = "" if isinstance(got, dict) else f" (got {got!r})"
-            lines.append(f"  {key}: {err['msg']}{shown}")
+            lines.append(f"  {key}: {err['msg']}{_shown_input(err)}")
         source = f" in {_YamlSource.path} or the environment" if _YamlSource.path else " in the environment"
         raise SettingsError("invalid configuration" + source + ":\n" + "\n".join(lines)) from None
     except pydantic_settings.SettingsError as exc:  # a list or mapping in the environment is not JSON

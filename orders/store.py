@@ -5,6 +5,7 @@ Layout (prefix = `settings.redis.namespace`):
   {p}:client:{client_id}      string: order_id, for CreateOrder idempotency
   {p}:orders                  zset: order_id by created_at (ms)
   {p}:orders:{SYMBOL}         zset: the same, per symbol
+  {p}:orders:@{owner}         zset: the same, per owner (the API client that placed it, if any)
   {p}:unsettled               zset: orders not yet settled (see `fsm.is_settled`), by created_at
   {p}:unsent:{SYMBOL}         zset: orders accepted and not yet sent (NEW, SUBMITTING), by created_at
   {p}:unsent                  zset: the same for every symbol
@@ -28,7 +29,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.client import Pipeline
 
-from orders import fsm
+from orders import fsm, metrics
 from orders.errors import InvalidOrder, OrderNotFound, StoreConflict
 from orders.model import Order, OrderState
 from orders.outbox import Outbox, encode_fills
@@ -140,6 +141,10 @@ class OrderStore:
     def _index_key(self, symbol: str = "") -> str:
         return f"{self._prefix}:orders:{symbol}" if symbol else f"{self._prefix}:orders"
 
+    def _owner_index_key(self, owner: str) -> str:
+        """The owner's time index; '@' keeps it apart from symbols (upper-case letters and digits)."""
+        return f"{self._prefix}:orders:@{owner}" if owner else self._index_key()
+
     def _record(self, order: Order, new_fills: str, was: OrderState | None) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of the scripts' shared tail (`_RECORD`)."""
         keys = [
@@ -174,7 +179,7 @@ class OrderStore:
         """
         stored = order.replace(version=1)
         keys, args = self._record(stored, "", None)
-        keys += [self._index_key(), self._index_key(order.symbol)]
+        keys += [self._index_key(), self._index_key(order.symbol), self._owner_index_key(order.owner)]
         _add_push(keys, args, enqueue(stored) if enqueue else None)
         winner = _text(await self._create(keys=keys, args=args))
         if winner == order.order_id:
@@ -185,7 +190,9 @@ class OrderStore:
         """The stored order; raises OrderNotFound."""
         data = await self._redis.hget(self._order_key(order_id), "data")
         if data is None:
+            metrics.CACHE_MISSES.labels("orders").inc()
             raise OrderNotFound(order_id)
+        metrics.CACHE_HITS.labels("orders").inc()
         return Order.from_json(data)
 
     async def get_many(self, order_ids: Sequence[str]) -> list[Order]:
@@ -234,6 +241,7 @@ class OrderStore:
             _add_push(keys, args, enqueue(updated) if enqueue else None)
             outcome = await self._cas(keys=keys, args=args)
             if outcome == 1:
+                metrics.order_changed(current.state, updated)
                 return TransitionResult(updated, changed=True)
             if outcome == -1:
                 raise OrderNotFound(order_id)
@@ -269,7 +277,7 @@ class OrderStore:
     async def trim_indexes(self, *, older_than_ms: int, batch: int = 500) -> int:
         """Drop index entries created before `older_than_ms` whose order has expired; returns how many."""
         removed = 0
-        for index in [self._index_key(), *await self._symbol_indexes()]:
+        for index in [self._index_key(), *await self._narrow_indexes()]:
             rows = cast(
                 list[bytes], await self._redis.zrangebyscore(index, "-inf", older_than_ms, start=0, num=batch)
             )
@@ -279,7 +287,8 @@ class OrderStore:
                 removed += int(await self._redis.zrem(index, *gone))
         return removed
 
-    async def _symbol_indexes(self) -> list[str]:
+    async def _narrow_indexes(self) -> list[str]:
+        """Every symbol's and every owner's time index."""
         return [_text(k) async for k in self._redis.scan_iter(match=f"{self._index_key()}:*", count=200)]
 
     async def search(
@@ -291,11 +300,15 @@ class OrderStore:
         end_ms: int = 0,
         limit: int = 100,
         page_token: str = "",
+        owner: str | None = None,
     ) -> OrderPage:
-        """Orders newest first, created in [start_ms, end_ms), filtered by symbol and state.
+        """Orders newest first, created in [start_ms, end_ms), filtered by symbol and state,
+        and by `owner` unless it is None (then every owner's).
 
         `page_token` continues a previous call; an empty `next_page_token` means the end.
         """
+        # An owner's own index keeps a client with few orders from scanning everyone's.
+        index = self._index_key(symbol) if owner is None else self._owner_index_key(owner)
         high: str | int = f"({end_ms}" if end_ms else "+inf"
         seen_score, seen_id = _decode_token(page_token)
         if seen_score is not None:
@@ -310,7 +323,7 @@ class OrderStore:
             rows = cast(
                 list[tuple[bytes, float]],
                 await self._redis.zrevrangebyscore(
-                    self._index_key(symbol), high, low, start=offset, num=batch, withscores=True
+                    index, high, low, start=offset, num=batch, withscores=True
                 ),
             )
             if not rows:
@@ -328,6 +341,8 @@ class OrderStore:
                     continue  # expired between the index read and now
                 order = Order.from_json(data)
                 if wanted and order.state not in wanted:
+                    continue
+                if owner is not None and (order.owner != owner or (symbol and order.symbol != symbol)):
                     continue
                 found.append(order)
                 if len(found) == limit:

@@ -51,7 +51,8 @@ else
 end
 """
 
-# KEYS[7], KEYS[8]: the time indexes; push at KEYS[9..11] / ARGV[10..12].
+# KEYS[7], KEYS[8], KEYS[9]: the time indexes (all, the symbol's, the owner's — the first
+# again for an order without owner); push at KEYS[10..12] / ARGV[10..12].
 CREATE = (
     """
 local existing = redis.call('GET', KEYS[2])
@@ -60,9 +61,10 @@ redis.call('SET', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], 'data', ARGV[2], 'version', '1')
 redis.call('ZADD', KEYS[7], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[8], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[9], ARGV[3], ARGV[1])
 """
     + _RECORD
-    + _push_lua(key=9, arg=10)
+    + _push_lua(key=10, arg=10)
     + "return ARGV[1]"
 )
 

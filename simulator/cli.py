@@ -85,7 +85,10 @@ def _overrides(args: argparse.Namespace, base: SimulatorConfig) -> dict[str, Any
     for item in args.account:
         key, sep, secret = item.partition(":")
         if not sep or not key or not secret:
-            raise ValueError(f"--account expects KEY:SECRET, got {item!r}")
+            raise ValueError(
+                f"--account expects KEY:SECRET, both non-empty, got {item!r} "
+                "(docker-compose: set BINANCE_API_KEY and BINANCE_SECRET_KEY in .env)"
+            )
         accounts.append(AccountConfig(key=key, secret=secret))
     if accounts:
         out["accounts"] = accounts

@@ -2,13 +2,17 @@
 
 Real services (Redis on 127.0.0.1:6379, NATS on 127.0.0.1:4222) are required by the
 integration tier: a missing one skips the test locally and fails it in CI (CI=true).
+
+The settings the user has exported (`ORDER_EXECUTION__*`, `ORDER_EXECUTION_CONFIG` and
+the seed's names such as `REDIS_ADDRESS`) are removed for the whole session, so no test
+and no process a test starts reads them: each sets what it needs explicitly.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 
 import fakeredis
 import pytest
@@ -16,6 +20,28 @@ import redis
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 NATS_URL = "nats://127.0.0.1:4222"
+# What orders/settings.py reads from the environment: its own prefix and config-file
+# variable, and the original service's flat names.
+SETTINGS_ENV_PREFIXES = ("ORDER_EXECUTION_", "BINANCE_")
+SEED_ENV_NAMES = frozenset({"REDIS_ADDRESS", "REDIS_PASSWORD", "NATS_ADDRESS", "LOG_LEVEL", "LOG_FORMAT"})
+
+
+def user_settings_env(names: Iterable[str]) -> list[str]:
+    """Those of the environment variable `names` that the service's settings would read."""
+    return [name for name in names if name.startswith(SETTINGS_ENV_PREFIXES) or name in SEED_ENV_NAMES]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_user_settings_env() -> Iterator[None]:
+    """Run the session without the user's exported settings (restored afterwards).
+
+    Session-scoped so that stacks started by session or module fixtures do not inherit
+    them either; tests that need a variable set it with `monkeypatch.setenv`.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        for name in user_settings_env(os.environ):
+            patch.delenv(name)
+        yield
 
 
 def _require(service: str, available: bool, how: str) -> None:

@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 
 _RETRY_WAIT_S = 0.5  # after Redis failed us
 _DELAYED_BATCH = 100  # delayed messages taken per fetch (they wait here, not in a slot)
+_SETTLE_RESERVE_S = 1.0  # of the shutdown grace, kept for the last acks and requeues
+_UNWIND_S = 0.2  # for a cancelled handler to record its requeue
+_LAST_FLUSH_FLOOR_S = 0.1  # the last flush is tried even when the grace is used up
+_LAST_FLUSH_FAILURES: tuple[type[Exception], ...] = (TimeoutError, *STORE_OUTAGES)
 
 
 def never(retries: int, exc: Exception) -> bool:
@@ -116,7 +120,14 @@ class Consumer:
         await self._client.settle(enqueues=[(message, delay_ms)])
 
     async def run(self, stop: asyncio.Event, *, grace_s: float = 10.0) -> None:
-        """Consume until `stop` is set, then finish in-flight messages within `grace_s`.
+        """Consume until `stop` is set, then drain within `grace_s`, Redis up or not.
+
+        Draining: stop fetching; in-flight handlers get the grace period less a reserve
+        for settling, then are cancelled (their messages handed back to their queues);
+        the acks, requeues and enqueues then go out in one batch. A step that overruns
+        (Redis unreachable) is abandoned at the deadline: the messages it would have
+        settled stay in this worker's ack set, and any other worker's maintenance puts
+        them back on their queues once this worker's heartbeat is stale.
 
         The loops also end on their flags: redis-py can swallow a cancel that lands
         mid-command, and the settler is never cancelled (a batch cut off mid-flush would
@@ -125,17 +136,21 @@ class Consumer:
         settler = asyncio.create_task(self._settle_forever())
         fetcher = asyncio.create_task(self._fetch_forever())
         await stop.wait()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        reserve_s = min(_SETTLE_RESERVE_S, grace_s / 4)
         self._stopping = True
         fetcher.cancel()
-        await asyncio.gather(fetcher, return_exceptions=True)
-        await self._drain(grace_s)
+        await asyncio.wait({fetcher}, timeout=max(deadline - reserve_s - loop.time(), 0))
+        await self._drain(max(deadline - reserve_s - loop.time(), 0))
         self._closing = True
         self._settle_wanted.set()
-        await asyncio.gather(settler, return_exceptions=True)
+        await asyncio.wait({settler}, timeout=max(deadline - loop.time(), 0))
         try:
-            await self._flush()
-        except STORE_OUTAGES as exc:  # unacked messages come back once our heartbeat is stale
-            log.warning("could not ack the last messages (%r); other workers will redeliver them", exc)
+            async with asyncio.timeout(max(deadline - loop.time(), _LAST_FLUSH_FLOOR_S)):
+                await self._flush()
+        except _LAST_FLUSH_FAILURES as exc:  # what is unacked comes back once our heartbeat is stale
+            log.warning("could not settle the last messages (%r); other workers will redeliver them", exc)
 
     async def _fetch_forever(self) -> None:
         sweeps = 0
@@ -278,13 +293,18 @@ class Consumer:
             raise
 
     async def _drain(self, grace_s: float) -> None:
-        """Let in-flight handlers finish within `grace_s`; hand back everything else."""
+        """Let in-flight handlers finish within `grace_s`; hand back everything else.
+
+        A cancelled handler gets a moment to unwind; one that ignores its cancel is left
+        behind (its message stays unacked, so it is redelivered).
+        """
         if self._running:
-            log.info("waiting up to %.0f s for %d in-flight messages", grace_s, len(self._running))
+            log.info("waiting up to %.1f s for %d in-flight messages", grace_s, len(self._running))
             _, still_running = await asyncio.wait(set(self._running), timeout=grace_s)
             for task in still_running:
                 task.cancel()
-            await asyncio.gather(*still_running, return_exceptions=True)
+            if still_running:
+                await asyncio.wait(still_running, timeout=_UNWIND_S)
         for queue, message in self._backlog:
             self._pending.requeues.append((queue, message.options["redis_message_id"]))
         for _, _, queue, message in self._delayed:

@@ -40,6 +40,7 @@ from exchange.errors import (
 from exchange.order_sync import sync_order
 from orders import fsm
 from orders.errors import OrderServiceError
+from orders.logs import order_fields
 from orders.model import Order, OrderState, now_ms
 from orders.store import STORE_OUTAGES, OrderStore
 
@@ -87,7 +88,11 @@ class OrderExecutor:
         order = claimed.order
         if not claimed.changed:
             if order.state is S.SUBMITTING and self._claim_may_be_live(order):
-                log.info("order %s is being sent by another worker; leaving it", order_id)
+                log.info(
+                    "order %s is being sent by another worker; leaving it",
+                    order_id,
+                    extra=order_fields(order),
+                )
             elif order.state is S.SUBMITTING:
                 # The worker that claimed it died mid-send: the POST may have happened.
                 await self._move(
@@ -95,7 +100,7 @@ class OrderExecutor:
                 )
                 await self.reconcile(order_id, attempt=0)
             else:
-                log.info("order %s is %s; not sending", order_id, order.state)
+                log.info("order %s is %s; not sending", order_id, order.state, extra=order_fields(order))
             return
         if order.state is S.EXPIRED:
             return
@@ -107,7 +112,9 @@ class OrderExecutor:
         except _GaveUpUnsent as exc:
             await self._give_up_unsent(order_id, str(exc))
         except (OutcomeUnknown, DuplicateClientOrderId) as exc:
-            log.warning("order %s: outcome unknown (%s); reconciling", order_id, exc)
+            log.warning(
+                "order %s: outcome unknown (%s); reconciling", order_id, exc, extra=order_fields(order)
+            )
             reason = str(exc)
             await self._move(order_id, lambda o: fsm.transition(o, S.UNKNOWN, reason=reason), order)
             await self.reconcile(order_id, attempt=0)
@@ -154,12 +161,23 @@ class OrderExecutor:
                     try:
                         await self.exchange.sync_clock()
                     except ExchangeError as sync_failed:  # the backoff below tries again
-                        log.warning("order %s: clock resync failed (%s)", order_id, sync_failed)
+                        log.warning(
+                            "order %s: clock resync failed (%s)",
+                            order_id,
+                            sync_failed,
+                            extra=order_fields(order),
+                        )
                 wait_s = exc.retry_after_s if isinstance(exc, RateLimited) else backoff
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
                 if now_ms() + wait_s * 1000 > order.created_at + self.max_order_age_ms:
                     raise _GaveUpUnsent(f"not sent within max_order_age_ms: {exc}") from exc
-                log.warning("order %s: %s; sending again in %.2f s", order.order_id, exc, wait_s)
+                log.warning(
+                    "order %s: %s; sending again in %.2f s",
+                    order.order_id,
+                    exc,
+                    wait_s,
+                    extra=order_fields(order),
+                )
                 await asyncio.sleep(wait_s)
                 order = await self._restamp(order_id, f"retrying after {exc}")
 
@@ -229,7 +247,10 @@ class OrderExecutor:
                 await self.schedule_reconcile(order, attempt + 1, RECONCILE_DELAYS_MS[attempt])
             else:
                 log.warning(
-                    "order %s still unknown (%s); the listener's reconciler will settle it", order_id, exc
+                    "order %s still unknown (%s); the listener's reconciler will settle it",
+                    order_id,
+                    exc,
+                    extra=order_fields(order),
                 )
 
     async def _move(

@@ -5,24 +5,27 @@ network, so a message already queued never meets an unwired worker. The exchange
 and the trading rules are then fetched in the background, retried until they succeed,
 and refreshed every `performance.symbol_info_refresh` seconds. SIGTERM or SIGINT stops
 fetching, lets in-flight orders finish within `server.shutdown_grace_ms` and hands the
-rest back to their queues.
+rest back to their queues (orders/shutdown.py ends the process if that overruns).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import signal
 from uuid import uuid4
 
 import uvloop
 
 from exchange.account import exchange_client
 from exchange.client import BinanceClient
+from orders import metrics
+from orders.metrics_http import MetricsEndpoint
 from orders.model import Order
 from orders.redis_connection import open_redis
 from orders.rules_store import RulesStore
 from orders.settings import Settings
+from orders.shutdown import stop_on_signals
 from orders.store import OrderStore
 from tasks.messages import reconcile_message
 from tasks.queues import queue_for
@@ -34,6 +37,7 @@ from workers.execution import OrderExecutor
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 1.0
+_CLOSE_TIMEOUT_S = 0.5
 
 
 def serve(settings: Settings, queues: list[str] | None = None) -> None:
@@ -43,9 +47,8 @@ def serve(settings: Settings, queues: list[str] | None = None) -> None:
 
 async def _serve(settings: Settings, queues: list[str]) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    grace_s = settings.server.shutdown_grace_ms / 1000
+    stop_on_signals(stop, grace_s=grace_s, process="worker")
     redis = open_redis(settings.redis, blocking_reads_ms=int(SWEEP_INTERVAL_S * 1000))
     exchange = exchange_client(redis, settings)
     consumer: Consumer | None = None
@@ -71,14 +74,36 @@ async def _serve(settings: Settings, queues: list[str]) -> None:
     )
     rules = RulesStore(redis, namespace=settings.redis.namespace)
     refresh = asyncio.create_task(_refresh_forever(exchange, rules, settings))
+    endpoint = _metrics_endpoint(settings, exchange)
+    await endpoint.start()
     log.info("worker consuming %d queues, up to %d orders in flight", len(queues), consumer.max_in_flight)
     try:
-        await consumer.run(stop, grace_s=settings.server.shutdown_grace_ms / 1000)
+        await consumer.run(stop, grace_s=grace_s)
     finally:
         refresh.cancel()
-        await exchange.close()
-        await redis.aclose()
+        await endpoint.stop()
+        for close in (exchange.close, redis.aclose):  # bounded: Redis may be unreachable
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                    await close()
     log.info("worker stopped")
+
+
+def _metrics_endpoint(settings: Settings, exchange: BinanceClient) -> MetricsEndpoint:
+    """This process's /metrics (`monitoring.worker_metrics_port`, or the next free port)."""
+    metrics.set_symbols(settings.symbols)
+
+    async def publish_breakers() -> None:
+        if exchange.breakers is not None:
+            exchange.breakers.publish_states()
+
+    monitoring = settings.monitoring
+    return MetricsEndpoint(
+        settings.server.host,
+        monitoring.worker_metrics_port,
+        port_search=monitoring.port_search,
+        refresh=publish_breakers,
+    )
 
 
 async def _refresh_forever(exchange: BinanceClient, rules: RulesStore, settings: Settings) -> None:

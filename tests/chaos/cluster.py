@@ -129,6 +129,7 @@ class ChaosCluster:
             "ORDER_EXECUTION__SERVER__HTTP_PORT": str(self.http_port),
             "ORDER_EXECUTION__REDIS__NAMESPACE": self.config.namespace,
             "LOG_FORMAT": "text",
+            "ORDER_EXECUTION__AUTH__ENABLED": "false",  # the chaos clients call without an API key
             **self.config.service_env,
         }
 

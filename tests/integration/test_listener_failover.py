@@ -63,7 +63,7 @@ async def test_the_standby_listener_takes_over_when_the_leader_is_killed(
                 assert time.monotonic() < deadline, "no fill recorded after the takeover"
                 await asyncio.sleep(0.1)
         deadline = time.monotonic() + 10
-        while (listener := stack.health()["checks"]["listener"])["status"] != "healthy":
+        while (listener := stack.health()["checks"]["user_stream"])["status"] != "healthy":
             assert time.monotonic() < deadline, f"listener health after takeover: {listener}"
             time.sleep(0.1)
         lease.close()

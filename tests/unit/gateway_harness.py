@@ -11,39 +11,75 @@ import grpc
 
 from cli.processes import free_port
 from gateway.admission import Admission
+from gateway.auth import Authenticator
 from gateway.desk import OrderDesk
 from gateway.rules_cache import RulesCache
 from gateway.servicer import OrderServicer
+from gateway.tls import add_port
 from gateway.updates import UpdateHub
+from orders.rules import SymbolRules
 from orders.rules_store import RulesStore
-from orders.settings import RiskSettings
+from orders.settings import AuthSettings, RiskSettings, TlsSettings
 from orders.store import OrderStore
 from proto import order_pb2_grpc
 from tests.factories import BTC_RULES
+
+ETH_RULES = SymbolRules.from_exchange_info(
+    {
+        "symbol": "ETHUSDT",
+        "status": "TRADING",
+        "filters": [
+            {"filterType": "PRICE_FILTER", "minPrice": "39.86", "maxPrice": "306177", "tickSize": "0.01"},
+            {"filterType": "LOT_SIZE", "minQty": "0.001", "maxQty": "10000", "stepSize": "0.001"},
+            {"filterType": "MARKET_LOT_SIZE", "minQty": "0.001", "maxQty": "2000", "stepSize": "0.001"},
+            {"filterType": "MIN_NOTIONAL", "notional": "20"},
+        ],
+    }
+)
+
+
+@asynccontextmanager
+async def serving_gateway(
+    orders_redis: Any,
+    rules_redis: fakeredis.FakeAsyncRedis,
+    *,
+    admission: Admission | None = None,
+    auth: AuthSettings | None = None,
+    tls: TlsSettings | None = None,
+) -> AsyncIterator[str]:
+    """Serve the gateway's servicer on 127.0.0.1 and yield its address.
+
+    Orders go to `orders_redis`; BTCUSDT and ETHUSDT rules are loaded and both may be
+    traded. `auth` None: authentication off (as `auth.enabled: false`); `tls` None: plaintext.
+    """
+    rules_store = RulesStore(rules_redis)
+    await rules_store.save([BTC_RULES, ETH_RULES])
+    rules = RulesCache(rules_store)
+    await rules.load()
+    store = OrderStore(orders_redis)
+    hub = UpdateHub(store.outbox)
+    await hub.start(wait_s=0.2)
+    desk = OrderDesk(store, rules, RiskSettings(allowed_symbols=["BTCUSDT", "ETHUSDT"]), admission=admission)
+    server = grpc.aio.server()
+    authenticator = Authenticator(auth) if auth is not None else None
+    order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(desk, hub, authenticator), server)
+    port = free_port()
+    add_port(server, f"127.0.0.1:{port}", tls or TlsSettings())
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(0)
+        await hub.stop()
 
 
 @asynccontextmanager
 async def running_gateway(
     orders_redis: Any, rules_redis: fakeredis.FakeAsyncRedis, *, admission: Admission | None = None
 ) -> AsyncIterator[order_pb2_grpc.OrderServiceAsyncStub]:
-    """The gateway's servicer on a real gRPC socket, its orders in `orders_redis`, BTCUSDT rules loaded."""
-    rules_store = RulesStore(rules_redis)
-    await rules_store.save([BTC_RULES])
-    rules = RulesCache(rules_store)
-    await rules.load()
-    store = OrderStore(orders_redis)
-    hub = UpdateHub(store.outbox)
-    await hub.start(wait_s=0.2)
-    desk = OrderDesk(store, rules, RiskSettings(allowed_symbols=["BTCUSDT"]), admission=admission)
-    server = grpc.aio.server()
-    order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(desk, hub), server)
-    port = free_port()
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
+    """The gateway's servicer on a real gRPC socket, without auth, and a plaintext stub to it."""
+    async with (
+        serving_gateway(orders_redis, rules_redis, admission=admission) as target,
+        grpc.aio.insecure_channel(target) as channel,
+    ):
         yield order_pb2_grpc.OrderServiceStub(channel)
-    finally:
-        await channel.close(None)
-        await server.stop(0)
-        await hub.stop()

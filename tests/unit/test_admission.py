@@ -62,8 +62,8 @@ class Setup:
         return RateBudget(self.redis(), requests_per_second=10, burst=20, cancel_reserve=0.2)
 
     def breakers(self) -> Breakers:
-        """A worker's breakers (pybreaker's sync client), on the same Redis."""
-        connection = fakeredis.FakeRedis(server=self.server)
+        """A worker's breakers, on the same Redis."""
+        connection = fakeredis.FakeAsyncRedis(server=self.server)
         self.connections.append(connection)
         return Breakers(BREAKER_SETTINGS, client=connection)
 
@@ -97,12 +97,14 @@ async def setup() -> AsyncIterator[Setup]:
             connection.close()
 
 
-def open_breaker(breakers: Breakers, group: Group = Group.CREATE) -> None:
-    """Three exchange faults in a row, as a worker meets them."""
+async def open_breaker(breakers: Breakers, group: Group = Group.CREATE) -> None:
+    """Three exchange faults in a row, as a worker meets them; then the worker stops, its
+    breakers' last writes sent to Redis."""
     for _ in range(BREAKER_SETTINGS.failure_threshold):
         with pytest.raises(ExchangeUnavailable), breakers.guard(group):
             raise ExchangeUnavailable("HTTP 503 -1001: Service Unavailable.")
     assert breakers.state(group) == "open"
+    await breakers.aclose()
 
 
 # --- Admission on its own ---------------------------------------------------------------
@@ -190,9 +192,9 @@ async def test_an_open_create_breaker_refuses_until_its_timeout(
     setup: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     admission = setup.admission()
-    open_breaker(setup.breakers(), Group.CANCEL)  # cancels failing do not stop creates
+    await open_breaker(setup.breakers(), Group.CANCEL)  # cancels failing do not stop creates
     await admission.check_create("BTCUSDT")
-    open_breaker(setup.breakers())
+    await open_breaker(setup.breakers())
     with pytest.raises(ExchangeNotAccepting, match=OPEN_MESSAGE):
         await admission.check_create("BTCUSDT")
     # Once the timeout has passed, the next order is the breaker's trial call: let it through.
@@ -275,7 +277,7 @@ async def test_create_order_over_the_budget_is_resource_exhausted_and_stores_not
 async def test_create_order_while_the_create_breaker_is_open_is_unavailable_and_stores_nothing(
     running: Gateway,
 ) -> None:
-    open_breaker(running.setup.breakers())
+    await open_breaker(running.setup.breakers())
     before = await running.keys()
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await running.stub.CreateOrder(limit_order("during-outage"), timeout=5)

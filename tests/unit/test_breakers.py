@@ -2,28 +2,31 @@
 
 Their state is in Redis (fakeredis here, and once the machine's Redis, db 14), so a
 breaker one process opens is open for all; each `Breakers` below has its own connection,
-as another process would.
+as another process would. The request path never waits on Redis: a frozen Redis (a
+fakeredis client whose round trips hang while `frozen`) neither holds the calls nor the
+event loop, and the shared state resumes syncing once it answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import fakeredis
 import httpx
 import pytest
-import redis
+import redis.asyncio as aioredis
 
 from exchange import errors
 from exchange.breakers import Breakers, Group, breaker_key
 from exchange.client import BinanceClient
-from exchange.http import ResponseLost
+from exchange.http import HttpResponse, ResponseLost
 from orders.settings import CircuitBreakerSettings
 from tests.exchange_double import HandlerTransport
 from tests.factories import make_order
@@ -75,51 +78,123 @@ class Exchange:
         return self.answers.pop(0)(request)
 
 
+class FreezableRedis:
+    """A fakeredis asyncio client that stops answering while `frozen`, as a SIGSTOPped Redis or a
+    partition does: each pipeline round trip then hangs until cancelled. It records the
+    commands of every round trip in `sent`, and of every one given up while frozen in `lost`."""
+
+    def __init__(self, server: fakeredis.FakeServer) -> None:
+        self.redis = fakeredis.FakeAsyncRedis(server=server)
+        self.frozen = False
+        self.sent: list[list[str]] = []
+        self.lost: list[list[str]] = []
+
+    def lost_a_write(self) -> bool:
+        return any(set(commands) - {"MGET"} for commands in self.lost)
+
+    def pipeline(self, transaction: bool = True) -> FreezablePipeline:
+        return FreezablePipeline(self, self.redis.pipeline(transaction=transaction))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.redis, name)
+
+
+class FreezablePipeline:
+    def __init__(self, owner: FreezableRedis, pipe: Any) -> None:
+        self._owner = owner
+        self._pipe = pipe
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipe, name)
+
+    def __len__(self) -> int:
+        return len(self._pipe)
+
+    async def __aenter__(self) -> FreezablePipeline:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._pipe.reset()
+
+    async def execute(self) -> list[Any]:
+        commands = [str(args[0]) for args, _ in self._pipe.command_stack]
+        if self._owner.frozen:
+            try:
+                await asyncio.Event().wait()  # no answer, ever
+            finally:
+                self._owner.lost.append(commands)
+        self._owner.sent.append(commands)
+        return cast(list[Any], await self._pipe.execute())
+
+
 @dataclass
 class SharedRedis:
     """One Redis the breakers of one account live in; `breakers()` is another process's view."""
 
-    new_connection: Callable[[], redis.Redis]
+    new_connection: Callable[[], Any]
     namespace: str = field(default_factory=lambda: f"test-{uuid.uuid4().hex[:8]}")
     clients: list[BinanceClient] = field(default_factory=list)
-    connections: list[redis.Redis] = field(default_factory=list)
+    connections: list[Any] = field(default_factory=list)
 
-    def connect(self) -> redis.Redis:
+    def connect(self) -> Any:
         connection = self.new_connection()
         self.connections.append(connection)
         return connection
 
-    def breakers(self) -> Breakers:
-        return Breakers(SETTINGS, client=self.connect(), namespace=self.namespace, refresh_s=REFRESH_S)
+    def breakers(self, connection: Any = None, **options: Any) -> Breakers:
+        return Breakers(
+            SETTINGS,
+            client=cast(aioredis.Redis, connection or self.connect()),
+            namespace=self.namespace,
+            refresh_s=REFRESH_S,
+            **options,
+        )
 
     async def close(self) -> None:
         for client in self.clients:
             await client.close()
         for connection in self.connections:
-            connection.close()
+            await connection.aclose()
 
-    def client(self, breakers: Breakers) -> tuple[BinanceClient, Exchange]:
+    def client(self, breakers: Breakers, *, exchange_s: float = 0.0) -> tuple[BinanceClient, Exchange]:
+        """A client on `breakers`; each exchange answer takes `exchange_s` (the loop runs meanwhile)."""
         exchange = Exchange(breakers)
         client = BinanceClient(
             "http://exchange.test",
             api_key="k",
             secret_key="s",
-            transport=HandlerTransport(exchange.handle),
+            transport=SlowTransport(exchange.handle, exchange_s),
             breakers=breakers,
         )
         self.clients.append(client)
         return client, exchange
 
-    def opened_at_s(self) -> int:
-        raw = self.connect().get(breaker_key(self.namespace, Group.CREATE, "opened_at"))
-        assert isinstance(raw, bytes)
+    async def get(self, group: Group, name: str) -> str | None:
+        """`name` of `group`'s breaker as stored in Redis (read on a connection of its own)."""
+        raw = await self.connect().get(breaker_key(self.namespace, group, name))
+        return None if raw is None else str(raw.decode())
+
+    async def opened_at_s(self, breakers: Breakers) -> int:
+        await breakers.sync()  # the trip's writes are in Redis
+        raw = await self.get(Group.CREATE, "opened_at")
+        assert raw is not None
         return int(raw)
+
+
+class SlowTransport(HandlerTransport):
+    def __init__(self, handler: Handler, seconds: float) -> None:
+        super().__init__(handler)
+        self._seconds = seconds
+
+    async def send(self, method: str, path_and_query: str) -> HttpResponse:
+        await asyncio.sleep(self._seconds)
+        return await super().send(method, path_and_query)
 
 
 @pytest.fixture
 async def shared() -> AsyncIterator[SharedRedis]:
     server = fakeredis.FakeServer()
-    shared = SharedRedis(lambda: fakeredis.FakeRedis(server=server))
+    shared = SharedRedis(lambda: FreezableRedis(server))
     yield shared
     await shared.close()
 
@@ -129,15 +204,25 @@ async def any_redis(request: pytest.FixtureRequest) -> AsyncIterator[SharedRedis
     """`shared`, on fakeredis and on the machine's Redis (db 14, flushed before and after)."""
     if request.param == "fakeredis":
         server = fakeredis.FakeServer()
-        shared = SharedRedis(lambda: fakeredis.FakeRedis(server=server))
+        shared = SharedRedis(lambda: fakeredis.FakeAsyncRedis(server=server))
     else:
         host, port = str(request.getfixturevalue("real_redis")).split(":")
-        shared = SharedRedis(lambda: redis.Redis(host=host, port=int(port), db=REAL_REDIS_DB))
+        shared = SharedRedis(lambda: aioredis.Redis(host=host, port=int(port), db=REAL_REDIS_DB))
     admin = shared.connect()
-    admin.flushdb()
+    await admin.flushdb()
     yield shared
-    admin.flushdb()
+    await admin.flushdb()
     await shared.close()
+
+
+async def eventually(condition: Callable[[], object], within_s: float) -> float:
+    """Poll `condition` until it holds; returns how long that took, fails after `within_s`."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while not condition():
+        assert loop.time() - started < within_s, f"not within {within_s} s"
+        await asyncio.sleep(0.005)
+    return loop.time() - started
 
 
 async def open_create_breaker(client: BinanceClient, exchange: Exchange) -> None:
@@ -148,9 +233,9 @@ async def open_create_breaker(client: BinanceClient, exchange: Exchange) -> None
             await client.new_order(ORDER)
 
 
-async def wait_out_the_timeout(shared: SharedRedis) -> None:
+async def wait_out_the_timeout(shared: SharedRedis, breakers: Breakers) -> None:
     """Sleep until the open breaker's timeout has passed (pybreaker keeps whole seconds)."""
-    delay = shared.opened_at_s() + SETTINGS.timeout - time.time()
+    delay = await shared.opened_at_s(breakers) + SETTINGS.timeout - time.time()
     assert delay <= SETTINGS.timeout
     await asyncio.sleep(max(0.0, delay) + 0.02)
 
@@ -284,8 +369,8 @@ async def test_a_breaker_one_process_opens_is_open_for_every_process(any_redis: 
     client_b, exchange_b = any_redis.client(worker_b)
     assert worker_b.state(Group.CREATE) == "closed"
     await open_create_breaker(client_a, exchange_a)
-    await asyncio.sleep(REFRESH_S)  # B re-reads the shared state at most this often
-    assert worker_b.state(Group.CREATE) == "open"
+    # A sends its trip at once; B re-reads the shared state every REFRESH_S (plus its round trip).
+    await eventually(lambda: worker_b.state(Group.CREATE) == "open", within_s=REFRESH_S + 0.1)
     with pytest.raises(errors.CircuitOpen, match=OPEN_MESSAGE):
         await client_b.new_order(ORDER)
     assert exchange_b.requests == []
@@ -294,24 +379,40 @@ async def test_a_breaker_one_process_opens_is_open_for_every_process(any_redis: 
     assert len(exchange_b.requests) == 1
 
 
+async def test_faults_are_counted_in_redis_and_add_up_across_processes(shared: SharedRedis) -> None:
+    worker_a, worker_b = shared.breakers(), shared.breakers()
+    client_a, exchange_a = shared.client(worker_a)
+    client_b, exchange_b = shared.client(worker_b)
+    exchange_a.answers.append(read_timeout)
+    with pytest.raises(errors.OutcomeUnknown):
+        await client_a.new_order(ORDER)
+    await worker_a.sync()
+    assert await shared.get(Group.CREATE, "fail_counter") == "1"
+    await worker_b.sync()  # B learns A's fault: two of its own now trip the breaker for everyone
+    exchange_b.answers += [read_timeout, read_timeout]
+    for _ in range(2):
+        with pytest.raises(errors.OutcomeUnknown):
+            await client_b.new_order(ORDER)
+    assert worker_b.state(Group.CREATE) == "open"
+    await worker_b.sync()
+    assert await shared.get(Group.CREATE, "fail_counter") == "3"
+    assert await shared.get(Group.CREATE, "state") == "open"
+    assert int(await shared.get(Group.CREATE, "opened_at") or 0) == pytest.approx(time.time(), abs=2)
+
+
 async def test_successes_in_the_closed_state_write_nothing_to_redis(shared: SharedRedis) -> None:
-    breakers = shared.breakers()
+    connection = shared.connect()
+    breakers = shared.breakers(connection)
     client, exchange = shared.client(breakers)
     exchange.answers += [NEW] * 3
-    await client.new_order(ORDER)  # first call: reads the shared state
-    connection = shared.connections[-1]
-    writes = []
-    original = connection.execute_command
-
-    def spy(*args: Any, **options: Any) -> Any:
-        writes.append(args[0])
-        return original(*args, **options)  # type: ignore[no-untyped-call]
-
-    connection.execute_command = spy  # type: ignore[method-assign]
     await client.new_order(ORDER)
-    await client.new_order(ORDER)
-    assert [command for command in writes if command not in ("MGET", "GET")] == []
-    assert len(writes) <= 1  # at most one refresh of the state in REFRESH_S
+    await breakers.sync()
+    connection.sent.clear()
+    for _ in range(2):
+        await client.new_order(ORDER)
+    await breakers.sync()
+    # Every round trip since (the periodic ones and ours) only read the shared state.
+    assert connection.sent and {command for sent in connection.sent for command in sent} == {"MGET"}
 
 
 async def test_after_the_timeout_a_successful_trial_closes_it(shared: SharedRedis) -> None:
@@ -320,7 +421,7 @@ async def test_after_the_timeout_a_successful_trial_closes_it(shared: SharedRedi
     await open_create_breaker(client, exchange)
     with pytest.raises(errors.CircuitOpen):
         await client.new_order(ORDER)
-    await wait_out_the_timeout(shared)
+    await wait_out_the_timeout(shared, breakers)
     exchange.answers += [NEW, NEW]
     assert (await client.new_order(ORDER))["status"] == "NEW"
     assert exchange.create_states[-1] == "half-open"  # the trial call went out half-open
@@ -333,7 +434,7 @@ async def test_a_timed_out_trial_opens_it_again_and_stays_outcome_unknown(shared
     breakers = shared.breakers()
     client, exchange = shared.client(breakers)
     await open_create_breaker(client, exchange)
-    await wait_out_the_timeout(shared)
+    await wait_out_the_timeout(shared, breakers)
     exchange.answers.append(read_timeout)
     with pytest.raises(errors.ExchangeError) as caught:
         await client.new_order(ORDER)
@@ -343,3 +444,95 @@ async def test_a_timed_out_trial_opens_it_again_and_stays_outcome_unknown(shared
     with pytest.raises(errors.CircuitOpen):
         await client.new_order(ORDER)
     assert len(exchange.requests) == 4
+
+
+# --- a frozen Redis ---------------------------------------------------------------------
+
+
+@dataclass
+class Ticker:
+    """Notes the loop's time every 10 ms: its longest gap is how long the event loop was held."""
+
+    times: list[float] = field(default_factory=list)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self.times.append(loop.time())
+            await asyncio.sleep(0.01)
+
+    def longest_gap_s(self) -> float:
+        return max(b - a for a, b in zip(self.times, self.times[1:], strict=False))
+
+
+async def test_a_frozen_redis_holds_neither_the_calls_nor_the_loop_and_syncing_resumes(
+    shared: SharedRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    connection = shared.connect()
+    worker = shared.breakers(connection, sync_timeout_s=0.1)  # several rounds time out while frozen
+    client, exchange = shared.client(worker, exchange_s=0.001)
+    other = shared.breakers()  # another replica, its Redis answering
+    await worker.sync()
+    caplog.set_level(logging.WARNING, logger="exchange.breakers")
+    connection.frozen = True
+    ticker = Ticker()
+    ticking = asyncio.create_task(ticker.run())
+
+    exchange.answers += [NEW] * 200
+    started = time.perf_counter()
+    for _ in range(200):
+        await client.new_order(ORDER)
+    took_s = time.perf_counter() - started
+    # Faults while frozen still open the breaker here, at once, for this process.
+    await open_create_breaker(client, exchange)
+    with pytest.raises(errors.CircuitOpen):
+        await client.new_order(ORDER)
+    # Another replica opens the query breaker meanwhile: unseen here until Redis answers.
+    other_client, other_exchange = shared.client(other)
+    other_exchange.answers += [read_timeout] * SETTINGS.failure_threshold
+    for _ in range(SETTINGS.failure_threshold):
+        with pytest.raises(errors.ExchangeUnavailable):
+            await other_client.query_order("BTCUSDT", "oe-1")
+    await other.sync()
+    await eventually(connection.lost_a_write, within_s=1.0)  # a round with the trip timed out
+    ticking.cancel()
+
+    assert took_s < 1.0, f"200 calls took {took_s:.2f} s with Redis frozen"
+    assert ticker.longest_gap_s() < 0.05, f"the event loop was held {ticker.longest_gap_s():.3f} s"
+    assert len(exchange.requests) == 203
+    assert worker.state(Group.QUERY) == "closed"  # the last state it knew
+    assert await shared.get(Group.CREATE, "state") == "closed"  # its trip is still held here
+    outage_logs = [r for r in caplog.records if "does not answer" in r.getMessage()]
+    assert len(outage_logs) == 1, "the outage is logged once, not once per round"
+
+    connection.frozen = False
+    await eventually(lambda: worker.state(Group.QUERY) == "open", within_s=REFRESH_S + 0.2)
+    await eventually(lambda: other.state(Group.CREATE) == "open", within_s=2 * REFRESH_S + 0.2)
+    assert await shared.get(Group.CREATE, "state") == "open"
+    assert await shared.get(Group.CREATE, "fail_counter") == str(SETTINGS.failure_threshold)
+    assert await shared.get(Group.CREATE, "opened_at") is not None
+    assert any("answers again" in r.getMessage() for r in caplog.records)
+
+
+async def test_closing_sends_the_writes_still_pending(shared: SharedRedis) -> None:
+    connection = shared.connect()
+    worker = shared.breakers(connection, sync_timeout_s=0.1)
+    client, exchange = shared.client(worker)
+    await worker.sync()
+    connection.frozen = True
+    await open_create_breaker(client, exchange)
+    await eventually(connection.lost_a_write, within_s=1.0)  # a round with the trip timed out
+    connection.frozen = False
+    await client.close()
+    assert await shared.get(Group.CREATE, "state") == "open"
+    assert await shared.get(Group.CREATE, "fail_counter") == str(SETTINGS.failure_threshold)
+
+
+async def test_without_redis_the_breakers_are_per_process() -> None:
+    breakers = Breakers(SETTINGS)
+    for _ in range(SETTINGS.failure_threshold):
+        with pytest.raises(errors.ExchangeUnavailable), breakers.guard(Group.CANCEL):
+            raise errors.ExchangeUnavailable("HTTP 503")
+    assert breakers.state(Group.CANCEL) == "open" and breakers.state(Group.CREATE) == "closed"
+    await breakers.sync()  # nothing to sync with
+    await breakers.aclose()

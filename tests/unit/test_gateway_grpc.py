@@ -164,3 +164,93 @@ async def test_list_and_stream(gateway: Any) -> None:
     ids = {o.order_id for o in listed.orders} | {o.order_id for o in rest.orders}
     assert ids == {c.order_id for c in created}
     assert Decimal(rest.orders[0].price) == Decimal("50000")
+
+
+HUGE = "9" * 10_000
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"quantity": HUGE}, "quantity: must be at most 40 characters, got 10000"),
+        ({"price": HUGE}, "price: must be at most 40 characters, got 10000"),
+        ({"symbol": "X" * 10_000}, "symbol: must be at most 30 characters, got 10000"),
+        ({"client_order_id": "c" * 10_000}, "client_order_id: must be 1-36 characters of"),
+        ({"user_id": "u" * 10_000}, "user_id: must be at most 64 characters, got 10000"),
+        ({"user_id": "desk 7"}, "user_id: must be printable ASCII without spaces"),
+        # Full-width digits (U+FF10-FF19), which Python's Decimal accepts as "0.002" and "50000":
+        (
+            {"quantity": "\uff10.\uff10\uff10\uff12"},
+            "quantity: must be a plain decimal string like '0.001' (ASCII digits",
+        ),
+        (
+            {"price": "\uff15\uff10\uff10\uff10\uff10"},
+            "price: must be a plain decimal string like '0.001' (ASCII digits",
+        ),
+        (
+            {"price": "5\u0660\u0660\u0660\u0660"},
+            "price: must be a plain decimal string",
+        ),  # Arabic-Indic zeros
+        ({"quantity": "0.002x" + "9" * 30}, "quantity: must be a plain decimal string"),
+    ],
+)
+async def test_oversized_and_non_ascii_fields_get_a_short_clear_error(
+    gateway: Any, changes: dict[str, Any], message: str
+) -> None:
+    stub, redis, _ = gateway
+    before = sorted(await redis.keys("*"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CreateOrder(limit(**changes))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = caught.value.details() or ""
+    assert details.startswith(message)
+    assert len(details) < 200  # quotes at most a short prefix of the value
+    assert sorted(await redis.keys("*")) == before
+
+
+async def test_a_long_bad_value_is_quoted_by_its_prefix(gateway: Any) -> None:
+    stub, _, _ = gateway
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CreateOrder(limit(quantity="0.002x" + "9" * 30))
+    assert caught.value.details() == (
+        "quantity: must be a plain decimal string like '0.001' (ASCII digits and '.'), "
+        "got '0.002x9999999999'... (36 characters)"
+    )
+
+
+async def test_every_other_string_field_is_bounded(gateway: Any) -> None:
+    stub, _, _ = gateway
+    calls = [
+        (stub.GetOrder(pb.GetOrderRequest(order_id=HUGE)), "order_id: must be at most 64 characters"),
+        (stub.CancelOrder(pb.CancelOrderRequest(order_id=HUGE)), "order_id: must be at most 64 characters"),
+        (
+            stub.CancelOrder(pb.CancelOrderRequest(order_id="o1", symbol=HUGE)),
+            "symbol: must be at most 30 characters",
+        ),
+        (stub.ListOrders(pb.ListOrdersRequest(symbol=HUGE)), "symbol: must be at most 30 characters"),
+        (
+            stub.ListOrders(pb.ListOrdersRequest(page_token=HUGE)),
+            "page_token: must be at most 256 characters",
+        ),
+        (
+            stub.StreamOrderUpdates(pb.StreamOrderUpdatesRequest(resume_token=HUGE)).read(),
+            "resume_token: must be at most 64 characters",
+        ),
+        (
+            stub.StreamOrderUpdates(pb.StreamOrderUpdatesRequest(user_id=HUGE)).read(),
+            "user_id: must be at most 64 characters",
+        ),
+        (
+            stub.StreamOrderUpdates(pb.StreamOrderUpdatesRequest(symbols=["BTCUSDT", HUGE])).read(),
+            "symbols: must be at most 30 characters",
+        ),
+        (
+            stub.StreamOrderUpdates(pb.StreamOrderUpdatesRequest(symbols=["BTCUSDT"] * 101)).read(),
+            "symbols: at most 100 symbols per stream, got 101",
+        ),
+    ]
+    for call, message in calls:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, message
+        assert (caught.value.details() or "").startswith(message)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from orders.settings import SettingsError, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -130,3 +135,32 @@ def test_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     example = Path(__file__).resolve().parents[2] / "config.example.yaml"
     s = load_settings(example)
     assert s.symbols == ["BTCUSDT", "ETHUSDT"]
+
+
+# The README's own examples, and the seed's names, as a user may have them exported.
+USER_EXPORTS = {
+    "ORDER_EXECUTION__SERVER__GRPC_PORT": "6000",
+    "ORDER_EXECUTION__SERVER__HTTP_PORT": "6001",
+    "ORDER_EXECUTION__SYMBOLS": '["BTCUSDT", "ETHUSDT", "SOLUSDT", "DOGEUSDT"]',
+    "ORDER_EXECUTION__LOGGING__LEVEL": "debug",
+    "ORDER_EXECUTION_CONFIG": "/nonexistent/config.yaml",
+    "REDIS_ADDRESS": "elsewhere:6390",
+    "NATS_ADDRESS": "nats://elsewhere:4333",
+    "BINANCE_API_KEY": "exported-key",
+    "LOG_FORMAT": "text",
+}
+
+
+def test_the_suite_ignores_exported_settings() -> None:
+    """These settings tests pass with the user's variables exported (tests/conftest.py)."""
+    env = {**os.environ, **USER_EXPORTS, "PYTEST_ADDOPTS": ""}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "not exported"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.validation import build_order
+from gateway.validation import build_order, quote
 from orders.errors import InvalidOrder, RiskLimitExceeded
 from orders.model import OrderType, TimeInForce
 from orders.rules import SymbolRules
@@ -103,6 +103,19 @@ def test_post_only_goes_out_as_gtx() -> None:
         ),
         ({"client_order_id": "has space"}, "client_order_id", "1-36 characters"),
         ({"client_order_id": "x" * 37}, "client_order_id", "1-36 characters"),
+        # Digits other than ASCII ones, which Python's Decimal would read as numbers:
+        ({"quantity": "\uff10.\uff10\uff11\uff10"}, "quantity", "ASCII digits"),  # full-width
+        ({"quantity": "0.0\uff110"}, "quantity", "ASCII digits"),
+        ({"price": "45000.\u0660"}, "price", "ASCII digits"),  # Arabic-Indic
+        ({"price": "\u0664\u0665000"}, "price", "ASCII digits"),
+        ({"price": "4\u00b2000"}, "price", "ASCII digits"),  # superscript two: isdigit() says yes
+        # Length bounds, said with the field's name:
+        ({"symbol": "B" * 31}, "symbol", "at most 30 characters, got 31"),
+        ({"quantity": "0" * 40 + "1"}, "quantity", "at most 40 characters, got 41"),
+        ({"price": "4" * 41}, "price", "at most 40 characters, got 41"),
+        ({"user_id": "u" * 65}, "user_id", "at most 64 characters, got 65"),
+        ({"user_id": "desk\n7"}, "user_id", "printable ASCII without spaces"),
+        ({"user_id": "d\u00e9sk"}, "user_id", "printable ASCII without spaces"),
     ],
 )
 def test_rejections_name_field_and_rule(changes: dict[str, Any], field: str, rule: str) -> None:
@@ -129,3 +142,18 @@ def test_risk_limit_on_quantity() -> None:
     risk = RISK.model_copy(update={"max_order_quantity": Decimal("0.5")})
     with pytest.raises(RiskLimitExceeded, match=r"risk\.max_order_quantity"):
         build_order(request(quantity="0.6", type=pb.MARKET, price="", time_in_force=0), RULES, risk)
+
+
+def test_user_id_up_to_the_bound_is_kept() -> None:
+    assert build_order(request(user_id="strategy-7@desk.eu:" + "x" * 45), RULES, RISK).user_id.endswith("x")
+
+
+def test_errors_quote_only_a_short_prefix_of_a_bad_value() -> None:
+    assert quote("btc") == "'btc'"
+    assert quote("y" * 5000) == f"{'y' * 16!r}... (5000 characters)"
+    with pytest.raises(InvalidOrder) as caught:
+        build_order(request(symbol="btc" + "x" * 27), RULES, RISK)
+    assert str(caught.value) == (
+        "symbol: must be 2-30 upper-case letters and digits, e.g. BTCUSDT, "
+        "got 'btcxxxxxxxxxxxxx'... (30 characters)"
+    )

@@ -1,0 +1,77 @@
+"""The exchange client's metrics: what was sent, how long it took, how it failed.
+
+Label values are bounded: an endpoint is one of `ENDPOINTS` (else "other"), an error
+code one of the Binance codes this service knows (else "other"), `http_<status>` for an
+answer without a code, or `not_sent` / `no_answer` when no answer came.
+"""
+
+from __future__ import annotations
+
+from exchange.errors import ExchangeError, RateLimited
+from orders import metrics
+from orders.metrics import OTHER, bounded
+
+ENDPOINTS = frozenset(
+    f"{method} {path}"
+    for method, path in (
+        ("POST", "/fapi/v1/order"),
+        ("DELETE", "/fapi/v1/order"),
+        ("GET", "/fapi/v1/order"),
+        ("GET", "/fapi/v1/openOrders"),
+        ("GET", "/fapi/v1/userTrades"),
+        ("GET", "/fapi/v1/time"),
+        ("GET", "/fapi/v1/ping"),
+        ("GET", "/fapi/v1/exchangeInfo"),
+        ("POST", "/fapi/v1/listenKey"),
+        ("PUT", "/fapi/v1/listenKey"),
+        ("DELETE", "/fapi/v1/listenKey"),
+    )
+)
+# Binance codes worth a series of their own: ambiguous outcomes, overload, clock, lookups,
+# and the business rejections an operator acts on (margin, post-only, filters, keys).
+KNOWN_CODES = frozenset(
+    str(code)
+    for code in (
+        -1000, -1001, -1003, -1006, -1007, -1008, -1013, -1015, -1021, -1022, -1102, -1111, -1116,
+        -1117, -1125, -2010, -2011, -2013, -2014, -2015, -2019, -2022, -4003, -4116, -4164, -5022,
+    )
+)  # fmt: skip
+_KNOWN_STATUSES = frozenset({400, 401, 403, 404, 408, 409, 418, 429, 500, 502, 503, 504})
+NOT_SENT = "not_sent"
+NO_ANSWER = "no_answer"
+
+
+def endpoint_label(method: str, path: str) -> str:
+    """`"<METHOD> <path>"` for an endpoint of the fixed table, else "other"."""
+    return bounded(f"{method} {path}", ENDPOINTS)
+
+
+def error_code(exc: ExchangeError) -> str:
+    """The bounded `code` label of a classified error answer."""
+    if exc.code is not None:
+        return bounded(str(exc.code), KNOWN_CODES)
+    if exc.status is not None:
+        return f"http_{exc.status}" if exc.status in _KNOWN_STATUSES else "http_other"
+    return OTHER
+
+
+def record_sent(endpoint: str, seconds: float) -> None:
+    """A request went out and its round trip ended (answered or not) after `seconds`."""
+    metrics.EXCHANGE_REQUESTS.labels(endpoint).inc()
+    metrics.EXCHANGE_LATENCY.labels(endpoint).observe(seconds)
+
+
+def record_error(endpoint: str, code: str) -> None:
+    metrics.EXCHANGE_ERRORS.labels(endpoint, code).inc()
+
+
+def record_answer_error(endpoint: str, exc: ExchangeError) -> None:
+    """An answer that is an error: counted by code, and a 429/418 as a rate-limit hit."""
+    record_error(endpoint, error_code(exc))
+    if isinstance(exc, RateLimited) and exc.status in (418, 429):
+        metrics.RATE_LIMIT_HITS.labels(str(exc.status)).inc()
+
+
+def record_budget(limit: str) -> None:
+    """The shared budget made a request wait ("budget_wait") or refused it ("budget_exceeded")."""
+    metrics.RATE_LIMIT_HITS.labels(limit).inc()

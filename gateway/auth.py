@@ -1,0 +1,104 @@
+"""Who is calling: API keys in gRPC metadata, checked against the hashed keys in the settings.
+
+A client sends its key as metadata `x-api-key`. The settings hold only each key's
+SHA-256 (`auth.clients[].key_sha256`): keys are high-entropy random strings, so a plain
+hash is enough and a leaked settings file does not leak a key. The presented key's
+hash is compared with every configured hash in constant time, so timing says nothing
+about how close a guess came. A missing key and a wrong key get the same answer.
+
+With `auth.enabled: false` there is no caller (None): no scoping, every caller sees
+every order; meant for local tests only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from orders.errors import OrderServiceError
+from orders.settings import AuthSettings
+
+log = logging.getLogger(__name__)
+
+API_KEY_HEADER = "x-api-key"
+_MAX_KEY_CHARS = 256
+_REFUSED = f"missing or invalid API key (send it as gRPC metadata {API_KEY_HEADER!r})"
+
+
+class Unauthenticated(OrderServiceError):
+    """No valid API key came with the call."""
+
+
+class PermissionDenied(OrderServiceError):
+    """The caller's key is valid, but it may not do this (e.g. trade this symbol)."""
+
+
+def hash_key(key: str) -> str:
+    """The hex SHA-256 of an API key, as `auth.clients[].key_sha256` holds it."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated client: it owns the orders it places and sees only those."""
+
+    name: str
+    allowed_symbols: frozenset[str] = frozenset()
+    requests_per_second: float | None = None
+    burst: int | None = None
+
+    def check_symbol(self, symbol: str) -> None:
+        """Raise PermissionDenied naming `symbol` if this client may not trade it (empty set: any)."""
+        if self.allowed_symbols and symbol not in self.allowed_symbols:
+            raise PermissionDenied(
+                f"symbol: client {self.name} may not trade {symbol} "
+                f"(allowed: {', '.join(sorted(self.allowed_symbols))})"
+            )
+
+
+class Authenticator:
+    """Maps a call's metadata to its Caller, per `auth` settings."""
+
+    def __init__(self, settings: AuthSettings) -> None:
+        self.enabled = settings.enabled
+        self._clients = [
+            (
+                bytes.fromhex(c.key_sha256),
+                Caller(c.name, frozenset(c.allowed_symbols), c.requests_per_second, c.burst),
+            )
+            for c in settings.clients
+        ]
+        if self.enabled and not self._clients:
+            log.warning(
+                "auth.enabled is true but auth.clients is empty: every OrderService call will be refused "
+                "(add a client, see README 'Security', or set auth.enabled: false for local tests)"
+            )
+
+    def identify(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Caller | None:
+        """The caller whose key is in `metadata`; None when auth is off.
+
+        Raises Unauthenticated, with the same message whether the key is missing or wrong.
+        """
+        if not self.enabled:
+            return None
+        key = _api_key(metadata or ())
+        if not key or len(key) > _MAX_KEY_CHARS:
+            raise Unauthenticated(_REFUSED)
+        digest = hashlib.sha256(key.encode()).digest()
+        found: Caller | None = None
+        for expected, caller in self._clients:  # no early exit: every key costs the same
+            if hmac.compare_digest(digest, expected):
+                found = caller
+        if found is None:
+            raise Unauthenticated(_REFUSED)
+        return found
+
+
+def _api_key(metadata: Iterable[tuple[str, str | bytes]]) -> str:
+    for name, value in metadata:
+        if name == API_KEY_HEADER:
+            return value.decode(errors="replace") if isinstance(value, bytes) else value
+    return ""

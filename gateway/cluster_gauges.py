@@ -1,0 +1,110 @@
+"""Cluster-wide gauges, read from Redis when the gateway's /metrics is scraped.
+
+Queue depths, unsettled orders by state, the shared rate budget and ban, the shared
+breakers, the listener's user stream and the live workers belong to no one process, so
+the gateway reports them as Redis holds them: the same figures whichever gateway
+replica is scraped. Nothing here runs on the order path.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from dramatiq.common import dq_name, xq_name
+
+from exchange.breakers import Group, breaker_key
+from exchange.rate_budget import Priority, RateBudget
+from gateway import metrics
+from orders import metrics as shared
+from orders.listener_status import ListenerStatus
+from orders.model import OrderState, now_ms
+from orders.store import OrderStore
+from tasks.queues import DRAMATIQ_NAMESPACE, queue_for, queue_key
+from tasks.redis_queues import HEARTBEAT_TIMEOUT_MS
+
+STATE_SAMPLE = 5000  # unsettled orders read per scrape for the per-state gauge (oldest first)
+_HEARTBEATS = f"{DRAMATIQ_NAMESPACE}:__heartbeats__"
+_WORKER_PREFIX = "worker-"  # the worker process's consumer id (workers/process.py)
+
+
+async def live_workers(store: OrderStore) -> int:
+    """Worker processes whose consumer refreshed its Dramatiq heartbeat within its timeout."""
+    pipe = store.pipeline()
+    pipe.zrangebyscore(_HEARTBEATS, now_ms() - HEARTBEAT_TIMEOUT_MS, "+inf")
+    (members,) = await pipe.execute()
+    return sum(1 for m in members if _text(m).startswith(_WORKER_PREFIX))
+
+
+@dataclass
+class ClusterGauges:
+    store: OrderStore
+    listener: ListenerStatus
+    symbols: list[str]
+    budget: RateBudget | None = None
+    breaker_namespace: str = ""
+
+    async def refresh(self) -> None:
+        """Set every cluster gauge; raises redis errors (the caller keeps the last values)."""
+        await self._queues_and_breakers()
+        await self._order_states()
+        await self._listener()
+        metrics.WORKERS_CONSUMING.set(await live_workers(self.store))
+        if self.budget is not None:
+            await self._budget(self.budget)
+
+    async def _queues_and_breakers(self) -> None:
+        pipe = self.store.pipeline()
+        for symbol in self.symbols:
+            queue = queue_for(symbol)
+            pipe.llen(queue_key(queue))
+            pipe.llen(queue_key(dq_name(queue)))
+            pipe.zcard(queue_key(xq_name(queue)))
+        groups = list(Group) if self.breaker_namespace else []
+        for group in groups:
+            pipe.get(breaker_key(self.breaker_namespace, group))
+        results: list[Any] = await pipe.execute()
+        for index, symbol in enumerate(self.symbols):
+            ready, delayed, dead = results[3 * index : 3 * index + 3]
+            metrics.QUEUE_DEPTH.labels(symbol).set(ready)
+            metrics.QUEUE_DELAYED.labels(symbol).set(delayed)
+            metrics.QUEUE_DEAD_LETTERS.labels(symbol).set(dead)
+        for group, state in zip(groups, results[3 * len(self.symbols) :], strict=True):
+            shared.breaker_state(str(group), _text(state) if state is not None else "closed")
+
+    async def _order_states(self) -> None:
+        ids = await self.store.unsettled(limit=STATE_SAMPLE)
+        counts = Counter(order.state for order in await self.store.get_many(ids))
+        for state in OrderState:
+            metrics.ORDER_STATE.labels(state.value).set(counts.get(state, 0))
+        metrics.ORDERS_UNSETTLED.set(len(ids))
+
+    async def _listener(self) -> None:
+        status = await self.listener.read()
+        metrics.LISTENER_LEADING.set(1 if status else 0)
+        metrics.USER_STREAM_CONNECTED.set(1 if status.get("user_stream") == "connected" else 0)
+
+    async def _budget(self, budget: RateBudget) -> None:
+        """Used and left per window; "left" is of our whole share (safety margin, cancels' reserve
+        included) of the exchange's limits."""
+        await budget.refresh_limits()
+        state = await budget.state()
+        blocked_s = max(0, state.blocked_until_ms - now_ms()) / 1000
+        metrics.EXCHANGE_BAN_SECONDS.set(blocked_s)
+        metrics.EXCHANGE_BANNED.set(1 if blocked_s and state.blocked_reason.startswith("418") else 0)
+        limits = budget.limits
+        for window, used, limit in (
+            ("weight_1m", state.weight_used, budget.effective(limits.weight_per_minute, Priority.CANCEL)),
+            ("orders_10s", state.orders_10s, budget.effective(limits.orders_per_10s, Priority.CANCEL)),
+            ("orders_1m", state.orders_1m, budget.effective(limits.orders_per_minute, Priority.CANCEL)),
+            ("tokens", state.tokens, None),
+        ):
+            metrics.RATE_BUDGET_USED.labels(window).set(used)
+            metrics.RATE_BUDGET_REMAINING.labels(window).set(
+                state.tokens if limit is None else max(limit - used, 0)
+            )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

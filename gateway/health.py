@@ -1,0 +1,200 @@
+"""The gateway's health checks, as /health, /health/ready and /metrics use them.
+
+Each check answers `{"name", "status": "healthy"|"unhealthy", "duration_ms", "message"?}`
+within `monitoring.probe_timeout_ms`. Two gate readiness — Redis (every order goes
+through it) and the trading rules (no order can be validated without them). The others
+only degrade: NATS (updates wait in the outbox), the exchange (queued orders wait), the
+user-data stream (fills wait for the reconciler), the workers (nothing is sent) and the
+rate limits (every replica holds off after a 429/418). The exchange ping and the NATS
+probe are cached `monitoring.probe_cache_ms`, so frequent probes cost the exchange nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from exchange.rate_budget import RateBudget
+from gateway.cluster_gauges import live_workers
+from gateway.rules_cache import RulesCache
+from orders.listener_status import ListenerStatus
+from orders.settings import Settings
+from orders.store import OrderStore
+
+Check = Callable[[], Awaitable[str]]
+READINESS = ("redis", "trading_rules")
+
+
+class CachedProbe:
+    """Runs `probe` at most once per `ttl_s`; concurrent callers share one run. A failure is cached too."""
+
+    def __init__(self, probe: Check, ttl_s: float) -> None:
+        self._probe = probe
+        self._ttl_s = ttl_s
+        self._lock = asyncio.Lock()
+        self._at = float("-inf")
+        self._result: str | BaseException = ""
+
+    async def __call__(self) -> str:
+        async with self._lock:
+            if time.monotonic() - self._at >= self._ttl_s:
+                try:
+                    self._result = await self._probe()
+                except Exception as exc:
+                    self._result = exc
+                self._at = time.monotonic()
+        if isinstance(self._result, BaseException):
+            raise self._result
+        return self._result
+
+
+@dataclass
+class HealthChecks:
+    settings: Settings
+    store: OrderStore
+    rules: RulesCache
+    listener: ListenerStatus
+    budget: RateBudget | None = None
+    _session: aiohttp.ClientSession | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        cache_s = self.settings.monitoring.probe_cache_ms / 1000
+        self._timeout_s = self.settings.monitoring.probe_timeout_ms / 1000
+        self._exchange = CachedProbe(self._ping_exchange, cache_s)
+        self._nats = CachedProbe(self._probe_nats, cache_s)
+
+    async def readiness(self) -> dict[str, dict[str, object]]:
+        """The checks that gate readiness."""
+        return await self._run({"redis": self._redis, "trading_rules": self._rules})
+
+    async def all(self) -> dict[str, dict[str, object]]:
+        """Every check, run concurrently."""
+        return await self._run(
+            {
+                "redis": self._redis,
+                "trading_rules": self._rules,
+                "nats": self._nats,
+                "exchange": self._exchange,
+                "user_stream": self._user_stream,
+                "workers": self.workers,
+                "rate_limits": self._rate_limits,
+            }
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _run(self, checks: dict[str, Check]) -> dict[str, dict[str, object]]:
+        results = await asyncio.gather(*(self._timed(name, check) for name, check in checks.items()))
+        return {str(r["name"]): r for r in results}
+
+    async def _timed(self, name: str, check: Check) -> dict[str, object]:
+        started = time.perf_counter()
+        try:
+            detail = await asyncio.wait_for(check(), self._timeout_s)
+            status = "healthy"
+        except TimeoutError:
+            detail, status = f"no answer within {self._timeout_s * 1000:.0f} ms", "unhealthy"
+        except Exception as exc:
+            detail, status = str(exc) or type(exc).__name__, "unhealthy"
+        result: dict[str, object] = {
+            "name": name,
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+        if detail:
+            result["message"] = detail
+        return result
+
+    async def _redis(self) -> str:
+        await self.store.ping()
+        return ""
+
+    async def _rules(self) -> str:
+        if not self.rules.current:
+            await self.rules.reload_on_miss()
+        if not self.rules.current:
+            raise LookupError("no trading rules yet; a worker loads them from the exchange at start")
+        return f"{len(self.rules.current)} symbols"
+
+    async def workers(self) -> str:
+        """Healthy while at least one worker process consumes the queues (a fresh heartbeat)."""
+        count = await live_workers(self.store)
+        if not count:
+            raise LookupError(
+                "no worker is consuming the queues: orders wait; start `order-execution worker`"
+            )
+        return f"{count} worker process(es) consuming"
+
+    async def _user_stream(self) -> str:
+        status = await self.listener.read()
+        if not status:
+            raise LookupError(
+                "no listener leads: fills, reconciliation and NATS updates wait; "
+                "start `order-execution listener`"
+            )
+        if status.get("user_stream") != "connected":
+            raise ConnectionError(
+                f"listener {status.get('leader')}: user-data stream {status.get('user_stream')}"
+            )
+        return f"connected (listener {status.get('leader')})"
+
+    async def _rate_limits(self) -> str:
+        if self.budget is None:
+            return "off (rate_limit.enabled: false)"
+        state = await self.budget.state()
+        if state.blocked_until_ms:
+            raise ConnectionRefusedError(f"every replica holds off sending: {state.blocked_reason}")
+        limits = self.budget.limits
+        return (
+            f"weight {state.weight_used}/{limits.weight_per_minute} per minute, orders {state.orders_10s}/"
+            f"{limits.orders_per_10s} per 10 s, {state.orders_1m}/{limits.orders_per_minute} per minute, "
+            f"{state.tokens:.1f}/{self.budget.burst} request tokens"
+        )
+
+    async def _ping_exchange(self) -> str:
+        """GET /fapi/v1/ping (weight 1, unsigned), outside the order path's budget and breakers."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout_s))
+        url = f"{self.settings.exchange.rest_url}/fapi/v1/ping"
+        try:
+            async with self._session.get(url) as response:
+                if response.status != 200:
+                    raise ConnectionError(f"{url}: HTTP {response.status}")
+        except aiohttp.ClientError as exc:
+            raise ConnectionError(f"{url}: {type(exc).__name__}") from exc
+        return self.settings.exchange.rest_url
+
+    async def _probe_nats(self) -> str:
+        """Connect to each configured NATS server until one greets with INFO (no NATS session)."""
+        failures = []
+        for server in self.settings.nats.address.split(","):
+            host, port = _host_port(server)
+            try:
+                reader, writer = await asyncio.open_connection(host, port)
+                try:
+                    greeting = await reader.readline()
+                finally:
+                    writer.close()
+                    with contextlib.suppress(OSError):
+                        await writer.wait_closed()
+            except OSError as exc:
+                failures.append(f"{host}:{port}: {exc.strerror or type(exc).__name__}")
+                continue
+            if greeting.startswith(b"INFO"):
+                return f"{host}:{port}"
+            failures.append(f"{host}:{port}: not a NATS server")
+        raise ConnectionError("; ".join(failures))
+
+
+def _host_port(server: str) -> tuple[str, int]:
+    """("host", port) of a NATS URL such as nats://user:pass@host:4222 (default port 4222)."""
+    hostport = server.strip().split("://", 1)[-1].rsplit("@", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", "")
+    return host or "127.0.0.1", int(port or 4222)
