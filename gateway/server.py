@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 import grpc
 from aiohttp import web
@@ -25,6 +24,7 @@ from orders.outbox import Outbox
 from orders.redis_connection import open_redis
 from orders.rules_store import RulesStore
 from orders.settings import Settings
+from orders.shutdown import stop_on_signals
 from orders.store import OrderStore
 from proto import order_pb2, order_pb2_grpc
 
@@ -37,7 +37,9 @@ SERVICE_NAME = order_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Run the gateway until `stop` is set or SIGINT/SIGTERM arrives."""
-    stop = stop or _stop_on_signals()
+    if stop is None:
+        stop = asyncio.Event()
+        stop_on_signals(stop, grace_s=settings.server.shutdown_grace_ms / 1000, process="gateway")
     redis_client = open_redis(settings.redis)
     store = OrderStore.from_settings(redis_client, settings)
     rules = RulesCache(RulesStore(redis_client, namespace=settings.redis.namespace))
@@ -111,11 +113,3 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
                 "gateway shutdown: %s did not finish cleanly (%r)", getattr(step, "__qualname__", step), exc
             )
     log.info("gateway stopped")
-
-
-def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop

@@ -126,6 +126,7 @@ class UpdateHub:
         self._task: asyncio.Task[None] | None = None
         self._started = asyncio.Event()
         self._closed = False
+        self._stopping = False
         self.position = ""  # the outbox entry id the tail has read up to ("" before the first read)
 
     async def start(self, *, wait_s: float = 2.0) -> None:
@@ -142,7 +143,10 @@ class UpdateHub:
         """Stop tailing (streams still open stay registered; see `close_streams`)."""
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            # A cancel that lands in redis-py's blocking read can be swallowed; the loop then
+            # sees `_stopping` and ends at its next turn (at most one read block later).
+            self._stopping = True
+            await asyncio.wait({self._task}, timeout=_TAIL_BLOCK_MS / 1000 + 1)
 
     async def close_streams(self) -> None:
         """Stop tailing and end every stream, present and future, after what it was given.
@@ -158,7 +162,7 @@ class UpdateHub:
     async def _tail(self) -> None:
         last_id = ""
         backoff = 0.1
-        while True:
+        while not self._stopping:
             try:
                 if not last_id:
                     last_id = self.position = await self._outbox.last_id()

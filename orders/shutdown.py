@@ -1,9 +1,9 @@
 """Stopping a process on SIGTERM/SIGINT within its grace period, whatever blocks it.
 
 Each process drains with every step bounded by `server.shutdown_grace_ms`. What no
-asyncio timeout can bound is a call that blocks the event loop itself (the circuit
-breakers' synchronous Redis client while Redis does not answer) or a task that
-swallows its cancel; so the signal also arms a timer thread that ends the process
+asyncio timeout can bound is a call that blocks the event loop itself or a task that
+swallows its cancel (a redis-py blocking read can); so the signal also arms a timer
+thread that ends the process
 `margin_s` after the grace period if it is still running. What it had not settled is
 still in Dramatiq's ack set or the outbox's pending list, and is redelivered from there.
 """

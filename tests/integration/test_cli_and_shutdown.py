@@ -163,6 +163,7 @@ def test_sigterm_ends_open_streams_cleanly_and_the_gateway_exits_within_grace(
     gateway = ManagedProcess(
         "gateway-2", python_command("cli", "gateway"), env, log_dir=tmp_path, cwd=tmp_path
     )
+    create(stack, type=pb.MARKET)  # the outbox is not empty: the stream has a real resume point
     gateway.start()
     try:
         gateway.wait_until(
