@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-PROTO_OUT := proto/order_pb2.py
+PROTOS    := $(wildcard proto/*.proto)
+PROTO_OUT := $(PROTOS:.proto=_pb2.py)
 
 .PHONY: setup run test lint unit integration bench clean
 
@@ -19,10 +20,11 @@ $(STAMP): pyproject.toml requirements-dashboard.txt
 	$(BIN)/pip install --quiet --no-deps -r requirements-dashboard.txt
 	@touch $(STAMP)
 
-$(PROTO_OUT): proto/order.proto $(STAMP)
-	@echo "==> generating gRPC code from proto/order.proto"
+# Every proto/*.proto gets its own modules (proto/admin.proto -> proto/admin_pb2.py, ...).
+proto/%_pb2.py: proto/%.proto $(STAMP)
+	@echo "==> generating gRPC code from $<"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I . \
-		--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. proto/order.proto
+		--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. $<
 
 run: setup
 	$(BIN)/order-execution up

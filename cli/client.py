@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 
 from cli.credentials import open_channel as open_gateway_channel
 from cli.order_format import order_json, order_line, order_text, update_json
@@ -33,7 +34,8 @@ from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 
 _SIDES = {"BUY": pb.BUY, "SELL": pb.SELL}
-_TYPES = {"LIMIT": pb.LIMIT, "MARKET": pb.MARKET}
+_TYPES = {name: number for name, number in pb.OrderType.items() if number}
+_WORKING_TYPES = {name: number for name, number in pb.WorkingType.items() if number}
 _TIFS = {"GTC": pb.GTC, "IOC": pb.IOC, "FOK": pb.FOK, "GTX": pb.GTX}
 _STATES = [name for name, number in pb.OrderState.items() if number]
 _CALL_TIMEOUT_S = 10.0
@@ -66,7 +68,8 @@ def open_channel(target: str, settings: Settings) -> grpc.Channel:
 
 
 def add_order_commands(parser: argparse.ArgumentParser) -> None:
-    """Add `create`, `get`, `cancel`, `list` and `watch` under `parser` (the `order` command)."""
+    """Add `create`, `batch`, `get`, `cancel`, `cancel-all`, `amend`, `list` and `watch` under
+    `parser` (the `order` command)."""
     target = argparse.ArgumentParser(add_help=False)
     _add_target(target)
     _add_target(parser)  # so `order --target X get ...` and `order get ... --target X` both work
@@ -86,11 +89,35 @@ def add_order_commands(parser: argparse.ArgumentParser) -> None:
     )
     create.add_argument("symbol", help="e.g. BTCUSDT (case-insensitive)")
     create.add_argument("side", type=str.upper, choices=sorted(_SIDES), help="BUY or SELL")
-    create.add_argument("quantity", help="decimal base-asset quantity, e.g. 0.001")
+    create.add_argument(
+        "quantity",
+        nargs="?",
+        default="",
+        help="decimal base-asset quantity, e.g. 0.001 (none with --close-position)",
+    )
     create.add_argument("--price", default="", help="limit price (decimal); omit for a MARKET order")
     create.add_argument(
-        "--type", type=str.upper, choices=sorted(_TYPES), help="default: LIMIT with --price, else MARKET"
+        "--type",
+        type=str.upper,
+        choices=sorted(_TYPES),
+        help="default: LIMIT with --price, else MARKET; STOP_MARKET, STOP, TAKE_PROFIT, "
+        "TAKE_PROFIT_MARKET and TRAILING_STOP_MARKET wait at the exchange for their trigger",
     )
+    create.add_argument("--trigger-price", default="", help="conditional orders: the price that fires it")
+    create.add_argument(
+        "--working-type",
+        type=str.upper,
+        choices=sorted(_WORKING_TYPES),
+        help="conditional orders: price watched",
+    )
+    create.add_argument("--price-protect", action="store_true", help="conditional orders: trigger protection")
+    create.add_argument(
+        "--close-position",
+        action="store_true",
+        help="STOP_MARKET/TAKE_PROFIT_MARKET: close the whole position",
+    )
+    create.add_argument("--callback-rate", default="", help="TRAILING_STOP_MARKET: percent, 0.1-10")
+    create.add_argument("--activation-price", default="", help="TRAILING_STOP_MARKET: start trailing here")
     create.add_argument(
         "--tif",
         type=str.upper,
@@ -105,6 +132,18 @@ def add_order_commands(parser: argparse.ArgumentParser) -> None:
         help="idempotency key, 1-36 of [.A-Z:/a-z0-9_-]; a retry returns the same order",
     )
 
+    batch = sub.add_parser(
+        "batch",
+        parents=[target, as_json],
+        help="place several orders in one call, from JSON lines",
+        description="Place up to 20 orders in one call. Each input line is one JSON object with "
+        "CreateOrderRequest's field names and enum names, e.g. "
+        '{"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "quantity": "0.001", "price": "45000", '
+        '"time_in_force": "GTC", "client_order_id": "a1"}. Each item succeeds or fails on its own; '
+        "the status is 1 if any failed.",
+    )
+    batch.add_argument("file", nargs="?", default="-", help="file of JSON lines (default: stdin)")
+
     get = sub.add_parser(
         "get", parents=[target, as_json], help="show one order", description="Show one order and its fills."
     )
@@ -117,6 +156,22 @@ def add_order_commands(parser: argparse.ArgumentParser) -> None:
         "the exchange answers.",
     )
     cancel.add_argument("order_id", help="the id CreateOrder returned")
+    cancel_all = sub.add_parser(
+        "cancel-all",
+        parents=[target, as_json],
+        help="cancel every open order in a symbol",
+        description="Cancel every open order (conditional ones too) in SYMBOL; lists the orders moved.",
+    )
+    cancel_all.add_argument("symbol", help="e.g. BTCUSDT (case-insensitive)")
+    amend = sub.add_parser(
+        "amend",
+        parents=[target, as_json],
+        help="change price/quantity of a resting LIMIT order",
+        description="Amend a resting LIMIT order; the new version arrives as an update (see `watch`).",
+    )
+    amend.add_argument("order_id", help="the id CreateOrder returned")
+    amend.add_argument("--price", default="", help="new limit price (default: unchanged)")
+    amend.add_argument("--quantity", default="", help="new quantity (default: unchanged)")
 
     listing = sub.add_parser(
         "list",
@@ -243,6 +298,14 @@ def _create(stub: order_pb2_grpc.OrderServiceStub, args: argparse.Namespace) -> 
             post_only=args.post_only,
             reduce_only=args.reduce_only,
             client_order_id=args.client_id,
+            trigger_price=args.trigger_price,
+            working_type=_WORKING_TYPES[args.working_type]
+            if args.working_type
+            else pb.WORKING_TYPE_UNSPECIFIED,
+            price_protect=args.price_protect,
+            close_position=args.close_position,
+            callback_rate=args.callback_rate,
+            activation_price=args.activation_price,
         ),
         timeout=_CALL_TIMEOUT_S,
     )
@@ -270,6 +333,68 @@ def _cancel(stub: order_pb2_grpc.OrderServiceStub, args: argparse.Namespace) -> 
         _print_json(order_json(reply.order))
     else:
         print(f"order {reply.order_id} {pb.OrderState.Name(reply.state)}")
+    return 0
+
+
+def _batch(stub: order_pb2_grpc.OrderServiceStub, args: argparse.Namespace) -> int:
+    try:
+        requests = _read_batch(args.file)
+    except (OSError, ValueError, json_format.ParseError) as exc:
+        _error(f"cannot read the batch: {exc}")
+        return 1
+    reply = stub.CreateOrders(pb.CreateOrdersRequest(orders=requests), timeout=_CALL_TIMEOUT_S)
+    failed = 0
+    for number, result in enumerate(reply.results, 1):
+        failed += bool(result.error_code)
+        if args.json:
+            ok = {"duplicate": result.response.duplicate, "order": order_json(result.response.order)}
+            _print_json(
+                {
+                    "item": number,
+                    **(
+                        {"error": result.error_code, "message": result.error_message}
+                        if result.error_code
+                        else ok
+                    ),
+                }
+            )
+        elif result.error_code:
+            print(f"{number}: {result.error_code}: {result.error_message}")
+        else:
+            created = result.response
+            note = " (already existed: same client id)" if created.duplicate else ""
+            print(f"{number}: order {created.order_id} {pb.OrderState.Name(created.state)}{note}")
+    return 1 if failed else 0
+
+
+def _read_batch(path: str) -> list[pb.CreateOrderRequest]:
+    """CreateOrderRequests from JSON lines in `path` ("-" = stdin); blank lines are skipped."""
+    with open(sys.stdin.fileno() if path == "-" else path, closefd=path != "-") as source:
+        lines = [line for line in source if line.strip()]
+    return [json_format.Parse(line, pb.CreateOrderRequest()) for line in lines]
+
+
+def _cancel_all(stub: order_pb2_grpc.OrderServiceStub, args: argparse.Namespace) -> int:
+    reply = stub.CancelAllOrders(
+        pb.CancelAllOrdersRequest(symbol=args.symbol.upper()), timeout=_CALL_TIMEOUT_S
+    )
+    if args.json:
+        _print_json({"orders": [order_json(o) for o in reply.orders]})
+        return 0
+    for order in reply.orders:
+        print(order_line(order))
+    if not reply.orders:
+        print(f"no open orders of ours in {args.symbol.upper()}")
+    return 0
+
+
+def _amend(stub: order_pb2_grpc.OrderServiceStub, args: argparse.Namespace) -> int:
+    request = pb.AmendOrderRequest(order_id=args.order_id, price=args.price, quantity=args.quantity)
+    order = stub.AmendOrder(request, timeout=_CALL_TIMEOUT_S).order
+    if args.json:
+        _print_json(order_json(order))
+    else:
+        print(f"order {order.order_id}: amendment queued (see `order get` or `order watch`)")
     return 0
 
 
@@ -372,8 +497,11 @@ def _quiet_broken_pipe() -> Iterator[None]:
 
 _COMMANDS: dict[str, Callable[[order_pb2_grpc.OrderServiceStub, argparse.Namespace], int]] = {
     "create": _create,
+    "batch": _batch,
     "get": _get,
     "cancel": _cancel,
+    "cancel-all": _cancel_all,
+    "amend": _amend,
     "list": _list,
     "watch": _watch,
 }

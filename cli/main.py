@@ -7,6 +7,8 @@ order-execution listener    user-data stream, reconciler and NATS relay (one lea
 order-execution dashboard   the Dramatiq dashboard over the symbol queues (127.0.0.1:9181/dashboard/)
 order-execution sim         the local Binance USD-M Futures simulator
 order-execution order ...   create | get | cancel | list | watch orders over gRPC
+order-execution risk ...    show | halt | reduce | resume | set: kill switch and risk limits
+order-execution account ... show | leverage | margin-type: account settings at the exchange
 """
 
 from __future__ import annotations
@@ -76,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     from cli.client import add_order_commands
 
     add_order_commands(commands.add_parser("order", help="create, inspect and watch orders"))
+    from cli.risk import add_risk_commands
+
+    add_risk_commands(commands.add_parser("risk", help="kill switch and risk limits (show, halt, ...)"))
+    from cli.account import add_account_commands
+
+    add_account_commands(commands.add_parser("account", help="leverage, margin type and position mode"))
 
     args = parser.parse_args(argv)
     if args.config:
@@ -85,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
             from cli.client import run_order_command
 
             return run_order_command(args)
+        if args.command == "risk":
+            from cli.risk import run_risk_command
+
+            return run_risk_command(args)
+        if args.command == "account":
+            from cli.account import run_account_command
+
+            return run_account_command(args)
         settings = load_settings()
         if args.command == "gateway":
             from gateway.server import serve

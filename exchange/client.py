@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import re
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from asyncio import Lock
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from decimal import Decimal
 from typing import Any
@@ -27,30 +26,23 @@ from typing import Any
 import redis.exceptions
 
 from exchange import metrics as exchange_metrics
+from exchange.algo_orders import algo_order_params
+from exchange.answers import ban_end_ms, classify, int_header, order_state, retry_after_s, to_fill, to_report
 from exchange.breakers import Breakers, Group
 from exchange.errors import (
     BudgetExceeded,
-    ClockSkew,
-    DuplicateClientOrderId,
-    ExchangeError,
     ExchangeUnavailable,
-    OrderNotFoundAtExchange,
     OrderRejected,
     OutcomeUnknown,
-    RateLimited,
-    UnknownOrder,
 )
 from exchange.http import AiohttpTransport, HttpResponse, HttpTransport, RequestNotSent, ResponseLost
+from exchange.position_mode import POSITION_SIDE_MISMATCH, position_params
 from exchange.rate_budget import Cost, Priority, RateBudget
 from exchange.signing import signed_query
-from orders.fsm import ExchangeReport
 from orders.logs import redact
-from orders.model import Fill, Order, OrderState, OrderType, decimal_str, now_ms
+from orders.model import Order, OrderType, decimal_str, now_ms
 from orders.settings import ExchangeSettings
 
-_OUTCOME_UNKNOWN_CODES = {-1000, -1006, -1007}
-_NOT_EXECUTED_CODES = {-1008, -1003, -1015}
-_BANNED_UNTIL = re.compile(r"banned until (\d{10,})")
 _CLOCK_SAMPLES = 5
 _DEFAULT_MAX_WAIT_MS = 10_000
 
@@ -61,6 +53,16 @@ _ENDPOINTS: dict[tuple[str, str], tuple[Cost, Priority, Group | None]] = {
     ("GET", "/fapi/v1/order"): (Cost(weight=1), Priority.QUERY, Group.QUERY),
     ("GET", "/fapi/v1/openOrders"): (Cost(weight=40), Priority.QUERY, Group.QUERY),
     ("GET", "/fapi/v1/userTrades"): (Cost(weight=5), Priority.QUERY, Group.QUERY),
+    ("GET", "/fapi/v1/positionSide/dual"): (Cost(weight=30), Priority.QUERY, Group.QUERY),
+    ("GET", "/fapi/v2/positionRisk"): (Cost(weight=10), Priority.QUERY, Group.QUERY),
+    ("POST", "/fapi/v1/countdownCancelAll"): (Cost(weight=10), Priority.CANCEL, None),
+    ("PUT", "/fapi/v1/order"): (Cost(weight=0, orders=1), Priority.CREATE, Group.CREATE),
+    ("DELETE", "/fapi/v1/allOpenOrders"): (Cost(weight=1), Priority.CANCEL, Group.CANCEL),
+    ("POST", "/fapi/v1/algoOrder"): (Cost(weight=0, orders=1), Priority.CREATE, Group.CREATE),
+    ("DELETE", "/fapi/v1/algoOrder"): (Cost(weight=1), Priority.CANCEL, Group.CANCEL),
+    ("GET", "/fapi/v1/algoOrder"): (Cost(weight=1), Priority.QUERY, Group.QUERY),
+    ("GET", "/fapi/v1/openAlgoOrders"): (Cost(weight=40), Priority.QUERY, Group.QUERY),
+    ("DELETE", "/fapi/v1/algoOpenOrders"): (Cost(weight=1), Priority.CANCEL, Group.CANCEL),
 }
 _OTHER_ENDPOINT: tuple[Cost, Priority, Group | None] = (Cost(weight=1), Priority.QUERY, None)
 
@@ -85,6 +87,9 @@ class BinanceClient:
         self.breakers = breakers
         self._recv_window = str(recv_window_ms)
         self.clock_offset_ms = 0
+        # One-way (Binance's default) unless `forget_position_mode` makes the next order ask first.
+        self._hedge_mode: bool | None = False
+        self._mode_lookup = Lock()  # bound by name: tests stand in for the module's `asyncio`
         self._http = transport or AiohttpTransport(
             base_url, headers={"X-MBX-APIKEY": api_key}, timeout_s=timeout_ms / 1000
         )
@@ -135,6 +140,11 @@ class BinanceClient:
         result: dict[str, Any] = await self._request("GET", "/fapi/v1/exchangeInfo")
         return result
 
+    async def premium_index(self) -> list[dict[str, Any]]:
+        """GET /fapi/v1/premiumIndex for every symbol (weight 1, unsigned): mark prices."""
+        result: list[dict[str, Any]] = await self._request("GET", "/fapi/v1/premiumIndex")
+        return result
+
     # --- orders -----------------------------------------------------------------
 
     async def new_order(
@@ -163,12 +173,16 @@ class BinanceClient:
                 ("price", decimal_str(order.price)),
                 ("timeInForce", str(order.exchange_time_in_force)),
             ]
-        if order.reduce_only:
-            params.append(("reduceOnly", "true"))
+        params += position_params(order, hedge_mode=await self.hedge_mode(deadline_ms=deadline_ms))
         params += [("newClientOrderId", order.client_order_id), ("newOrderRespType", "RESULT")]
-        reply: dict[str, Any] = await self._request(
-            "POST", "/fapi/v1/order", params, deadline_ms=deadline_ms, after_wait=after_wait
-        )
+        try:
+            reply: dict[str, Any] = await self._request(
+                "POST", "/fapi/v1/order", params, deadline_ms=deadline_ms, after_wait=after_wait
+            )
+        except OrderRejected as exc:
+            if exc.code == POSITION_SIDE_MISMATCH:
+                self._hedge_mode = None  # the account's mode changed: ask again before the next order
+            raise
         return reply
 
     async def query_order(self, symbol: str, client_order_id: str) -> dict[str, Any]:
@@ -196,6 +210,132 @@ class BinanceClient:
             "GET", "/fapi/v1/userTrades", [("symbol", symbol), ("orderId", exchange_order_id)]
         )
         return reply
+
+    async def query_order_by_id(self, symbol: str, exchange_order_id: str) -> dict[str, Any]:
+        """GET /fapi/v1/order by orderId (a triggered order's); raises OrderNotFoundAtExchange (-2013)."""
+        reply: dict[str, Any] = await self._request(
+            "GET", "/fapi/v1/order", [("symbol", symbol), ("orderId", exchange_order_id)]
+        )
+        return reply
+
+    async def cancel_order_by_id(self, symbol: str, exchange_order_id: str) -> dict[str, Any]:
+        """DELETE /fapi/v1/order by orderId (a triggered order's); raises UnknownOrder (-2011)."""
+        reply: dict[str, Any] = await self._request(
+            "DELETE", "/fapi/v1/order", [("symbol", symbol), ("orderId", exchange_order_id)]
+        )
+        return reply
+
+    async def amend_order(self, order: Order, *, price: Decimal, quantity: Decimal) -> dict[str, Any]:
+        """PUT /fapi/v1/order: new price and quantity for a resting LIMIT order (by our client id).
+
+        Raises OrderRejected (-5027 nothing to change, -2011/-2013 gone) like any refusal.
+        """
+        params = [
+            ("symbol", order.symbol),
+            ("origClientOrderId", order.client_order_id),
+            ("side", str(order.side)),
+            ("quantity", decimal_str(quantity)),
+            ("price", decimal_str(price)),
+        ]
+        reply: dict[str, Any] = await self._request("PUT", "/fapi/v1/order", params)
+        return reply
+
+    async def cancel_all_orders(self, symbol: str) -> None:
+        """DELETE /fapi/v1/allOpenOrders and /fapi/v1/algoOpenOrders of `symbol` (code-200 bodies)."""
+        await self._request("DELETE", "/fapi/v1/allOpenOrders", [("symbol", symbol)])
+        await self._request("DELETE", "/fapi/v1/algoOpenOrders", [("symbol", symbol)])
+
+    # --- conditional (algo) orders -------------------------------------------------
+
+    async def new_algo_order(
+        self,
+        order: Order,
+        *,
+        deadline_ms: int | None = None,
+        after_wait: Callable[[], Awaitable[object]] | None = None,
+    ) -> dict[str, Any]:
+        """POST /fapi/v1/algoOrder (algoType CONDITIONAL) with our client id as clientAlgoId.
+
+        Budget and `after_wait` as in `new_order`; returns the algo order object.
+        """
+        reply: dict[str, Any] = await self._request(
+            "POST",
+            "/fapi/v1/algoOrder",
+            algo_order_params(
+                order, position_params(order, hedge_mode=await self.hedge_mode(deadline_ms=deadline_ms))
+            ),
+            deadline_ms=deadline_ms,
+            after_wait=after_wait,
+        )
+        return reply
+
+    async def query_algo_order(self, client_algo_id: str) -> dict[str, Any]:
+        """GET /fapi/v1/algoOrder by clientAlgoId; raises OrderNotFoundAtExchange (-2013)."""
+        reply: dict[str, Any] = await self._request(
+            "GET", "/fapi/v1/algoOrder", [("clientAlgoId", client_algo_id)]
+        )
+        return reply
+
+    async def cancel_algo_order(self, client_algo_id: str) -> dict[str, Any]:
+        """DELETE /fapi/v1/algoOrder by clientAlgoId; raises UnknownOrder (-2011) once it fired or ended."""
+        reply: dict[str, Any] = await self._request(
+            "DELETE", "/fapi/v1/algoOrder", [("clientAlgoId", client_algo_id)]
+        )
+        return reply
+
+    async def open_algo_orders(self) -> list[dict[str, Any]]:
+        """GET /fapi/v1/openAlgoOrders for every symbol (weight 40): algo orders waiting to trigger."""
+        reply: list[dict[str, Any]] = await self._request("GET", "/fapi/v1/openAlgoOrders", [])
+        return reply
+
+    # --- account settings and the dead-man switch ------------------------------------
+
+    def forget_position_mode(self) -> None:
+        """Make the next order ask the exchange for the position mode first (a worker does at start)."""
+        self._hedge_mode = None
+
+    async def hedge_mode(self, *, deadline_ms: int | None = None) -> bool:
+        """True if the account is in hedge (dual-side) mode: asked (GET positionSide/dual) when not known,
+        then remembered until an order meets -4061 (the mode changed).
+
+        Concurrent callers share one request (it weighs 30), whose budget wait ends at `deadline_ms`
+        like the order's own would (BudgetExceeded past it).
+        """
+        async with self._mode_lookup:
+            if self._hedge_mode is None:
+                reply = await self._request("GET", "/fapi/v1/positionSide/dual", [], deadline_ms=deadline_ms)
+                self._hedge_mode = bool(reply["dualSidePosition"])
+            return self._hedge_mode
+
+    async def position_mode(self) -> str:
+        """Ask the exchange (GET positionSide/dual, weight 30) and remember: "hedge" or "one-way"."""
+        self.forget_position_mode()
+        return "hedge" if await self.hedge_mode() else "one-way"
+
+    async def set_leverage(self, symbol: str, leverage: int) -> dict[str, Any]:
+        """POST /fapi/v1/leverage: `{leverage, maxNotionalValue, symbol}`; OrderRejected (-4028, -2027)."""
+        reply: dict[str, Any] = await self._request(
+            "POST", "/fapi/v1/leverage", [("symbol", symbol), ("leverage", str(leverage))]
+        )
+        return reply
+
+    async def set_margin_type(self, symbol: str, margin_type: str) -> None:
+        """POST /fapi/v1/marginType (ISOLATED or CROSSED); OrderRejected (-4046 unchanged, -4047, -4048)."""
+        await self._request("POST", "/fapi/v1/marginType", [("symbol", symbol), ("marginType", margin_type)])
+
+    async def position_risk(self, symbol: str = "") -> list[dict[str, Any]]:
+        """GET /fapi/v2/positionRisk (weight 5): leverage, margin type and position of each symbol/side."""
+        reply: list[dict[str, Any]] = await self._request(
+            "GET", "/fapi/v2/positionRisk", [("symbol", symbol)] if symbol else []
+        )
+        return reply
+
+    async def countdown_cancel_all(self, symbol: str, countdown_ms: int) -> None:
+        """POST /fapi/v1/countdownCancelAll (weight 10): the exchange cancels every open order of
+        `symbol` unless called again within `countdown_ms`; 0 stops the countdown."""
+        await self._request(
+            "POST", "/fapi/v1/countdownCancelAll", [("symbol", symbol), ("countdownTime", str(countdown_ms))]
+        )
 
     # --- user-data stream ----------------------------------------------------------
 
@@ -246,7 +386,7 @@ class BinanceClient:
             await self._learn(response, sent_at)
             if response.status == 200:
                 return response.json()
-            error = _classify(response)
+            error = classify(response)
             exchange_metrics.record_answer_error(endpoint, error)
             raise error
 
@@ -304,121 +444,20 @@ class BinanceClient:
         headers = response.headers
         try:
             await self.budget.correct(
-                weight_1m=_int_header(headers, "x-mbx-used-weight-1m"),
-                orders_10s=_int_header(headers, "x-mbx-order-count-10s"),
-                orders_1m=_int_header(headers, "x-mbx-order-count-1m"),
+                weight_1m=int_header(headers, "x-mbx-used-weight-1m"),
+                orders_10s=int_header(headers, "x-mbx-order-count-10s"),
+                orders_1m=int_header(headers, "x-mbx-order-count-1m"),
                 at_ms=sent_at_ms,
                 answered_ms=self.exchange_now_ms(),
             )
             if response.status == 429:
-                until = self.exchange_now_ms() + int(_retry_after_s(response) * 1000)
+                until = self.exchange_now_ms() + int(retry_after_s(response) * 1000)
                 await self.budget.block(until, "429: request rate over the exchange's limit")
             elif response.status == 418:
-                until = _ban_end_ms(response, self.exchange_now_ms())
+                until = ban_end_ms(response, self.exchange_now_ms())
                 await self.budget.block(until, f"418: IP banned by the exchange until {until}")
         except redis.exceptions.RedisError:
             pass  # the answer itself still counts; the next one corrects the budget
 
 
-def _int_header(headers: Mapping[str, str], name: str) -> int | None:
-    try:
-        return int(headers[name])
-    except (KeyError, ValueError):
-        return None
-
-
-def _ban_end_ms(response: HttpResponse, exchange_now_ms: int) -> int:
-    """When a 418 ban ends, on the exchange's clock: "banned until <ms>" in the message, else Retry-After."""
-    found = _BANNED_UNTIL.search(response.text)
-    if found:
-        return int(found.group(1))
-    return exchange_now_ms + int(_retry_after_s(response) * 1000)
-
-
-def _classify(response: HttpResponse) -> ExchangeError:
-    """Map a non-200 response to the most specific ExchangeError."""
-    status = response.status
-    code: int | None = None
-    message = response.text[:200]
-    try:
-        body = response.json()
-        if isinstance(body, dict) and "code" in body:
-            code = int(body["code"])
-            message = str(body.get("msg", ""))
-    except (json.JSONDecodeError, ValueError):
-        pass
-    text = f"HTTP {status}" + (f" {code}" if code is not None else "") + f": {message}"
-
-    if status in (418, 429):
-        retry_after = _retry_after_s(response)
-        return RateLimited(text, retry_after_s=retry_after, code=code, status=status)
-    if code in _OUTCOME_UNKNOWN_CODES or "Unknown error" in message:
-        return OutcomeUnknown(text, code=code, status=status)
-    if code == -1021:
-        return ClockSkew(text, code=code, status=status)
-    if code in _NOT_EXECUTED_CODES or (status == 503 and "Service Unavailable" in message) or status == 403:
-        return ExchangeUnavailable(text, code=code, status=status)
-    if status >= 500:
-        return OutcomeUnknown(text, code=code, status=status)
-    if code == -2013:
-        return OrderNotFoundAtExchange(text, code=code, status=status)
-    if code == -2011:
-        return UnknownOrder(text, code=code, status=status)
-    if code == -4116:
-        return DuplicateClientOrderId(text, code=code, status=status)
-    return OrderRejected(text, code=code, status=status)
-
-
-def _retry_after_s(response: HttpResponse) -> float:
-    header = response.headers.get("Retry-After")
-    try:
-        return max(float(header), 0.0) if header else 1.0
-    except ValueError:
-        return 1.0
-
-
-_STATUS = {
-    "NEW": OrderState.SUBMITTED,
-    "PARTIALLY_FILLED": OrderState.PARTIALLY_FILLED,
-    "FILLED": OrderState.FILLED,
-    "CANCELED": OrderState.CANCELED,
-    "EXPIRED": OrderState.EXPIRED,
-    "EXPIRED_IN_MATCH": OrderState.EXPIRED,
-    "REJECTED": OrderState.REJECTED,
-}
-
-
-def order_state(status: str) -> OrderState:
-    """Our state for a Binance order status (`X`); raises ExchangeError for one we do not know."""
-    if status not in _STATUS:
-        raise ExchangeError(f"unexpected order status {status!r}")
-    return _STATUS[status]
-
-
-def to_report(reply: dict[str, Any], fills: tuple[Fill, ...] = ()) -> ExchangeReport:
-    """An ExchangeReport from a Binance order object (new, query or cancel reply), with `fills`.
-
-    Raises ExchangeError for a status we do not know, rather than guessing.
-    """
-    status = str(reply.get("status", ""))
-    return ExchangeReport(
-        state=order_state(status),
-        filled_quantity=Decimal(str(reply.get("executedQty", "0"))),
-        average_price=Decimal(str(reply.get("avgPrice", "0"))),
-        exchange_order_id=str(reply.get("orderId", "")),
-        reason=f"exchange status {status}" if status == "REJECTED" else "",
-        fills=fills,
-    )
-
-
-def to_fill(trade: dict[str, Any]) -> Fill:
-    """A Fill from a `userTrades` row."""
-    return Fill(
-        trade_id=str(trade["id"]),
-        quantity=Decimal(str(trade["qty"])),
-        price=Decimal(str(trade["price"])),
-        fee=Decimal(str(trade.get("commission", "0"))),
-        fee_asset=str(trade.get("commissionAsset", "")),
-        maker=bool(trade.get("maker", False)),
-        time=int(trade.get("time", 0)),
-    )
+__all__ = ["BinanceClient", "order_state", "to_fill", "to_report"]

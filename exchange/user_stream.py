@@ -3,7 +3,8 @@
 `UserStream.run` holds one websocket at a time for as long as it is told to:
 * a listenKey from `POST /fapi/v1/listenKey`, kept alive with `PUT` every
   `keepalive_interval_s` (Binance: valid 60 min; peers refresh every 30);
-* `<stream base>/private/ws?listenKey=<key>&events=ORDER_TRADE_UPDATE` (the current URL);
+* `<stream base>/private/ws?listenKey=<key>&events=ORDER_TRADE_UPDATE/ALGO_UPDATE` (the
+  current URL); ALGO_UPDATE reports conditional orders, keyed by our clientAlgoId;
 * reconnects with a capped exponential backoff after any failure, at once after
   `listenKeyExpired`, and before Binance's 24 h cap (`reconnect_after_s`);
 * `on_connect` runs after every (re)connection, once the socket is open, so whatever
@@ -24,14 +25,16 @@ from typing import Any
 import aiohttp
 import orjson
 
-from exchange.client import BinanceClient, order_state
+from exchange.algo_orders import algo_event_report
+from exchange.answers import order_state
+from exchange.client import BinanceClient
 from exchange.errors import ExchangeError
 from orders.fsm import ExchangeReport
 from orders.model import Fill
 
 log = logging.getLogger(__name__)
 
-_EVENTS = "ORDER_TRADE_UPDATE"
+_EVENTS = "ORDER_TRADE_UPDATE/ALGO_UPDATE/ACCOUNT_UPDATE"
 # Binance pings every 3 min; with no frame at all for this long the socket is presumed dead.
 _RECEIVE_TIMEOUT_S = 600.0
 
@@ -44,6 +47,13 @@ class OrderEvent:
     symbol: str
     report: ExchangeReport
     event_time: int
+    conditional: bool = False  # an ALGO_UPDATE: `client_order_id` is the clientAlgoId
+
+
+def parse_algo_event(event: dict[str, Any]) -> OrderEvent:
+    """An OrderEvent from an ALGO_UPDATE payload; raises KeyError/ValueError/ExchangeError if malformed."""
+    o = event["o"]
+    return OrderEvent(str(o["caid"]), str(o["s"]), algo_event_report(o), int(event.get("E", 0)), True)
 
 
 def parse_order_event(event: dict[str, Any]) -> OrderEvent:
@@ -77,6 +87,12 @@ def parse_order_event(event: dict[str, Any]) -> OrderEvent:
     return OrderEvent(str(o["c"]), str(o["s"]), report, int(event.get("E", 0)))
 
 
+_PARSERS: dict[str, Callable[[dict[str, Any]], OrderEvent]] = {
+    "ORDER_TRADE_UPDATE": parse_order_event,
+    "ALGO_UPDATE": parse_algo_event,
+}
+
+
 class UserStream:
     """Keeps the user-data stream connected; see the module docstring."""
 
@@ -88,8 +104,10 @@ class UserStream:
         keepalive_interval_s: float = 1800,
         reconnect_after_s: float = 23.5 * 3600,
         backoff_max_s: float = 10.0,
+        on_account: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         self._exchange = exchange
+        self._on_account = on_account  # gets each ACCOUNT_UPDATE payload (positions, balances)
         self._base = stream_base_url.rstrip("/")
         self._keepalive_s = keepalive_interval_s
         self._reconnect_after_s = reconnect_after_s
@@ -154,12 +172,17 @@ class UserStream:
             if kind == "listenKeyExpired":
                 log.warning("user-data stream: listenKey expired; reconnecting with a new one")
                 return
-            if kind != "ORDER_TRADE_UPDATE":
+            if kind == "ACCOUNT_UPDATE":
+                if self._on_account is not None:
+                    await self._on_account(payload)
+                continue
+            parse = _PARSERS.get(str(kind))
+            if parse is None:
                 continue
             try:
-                event = parse_order_event(payload)
+                event = parse(payload)
             except (KeyError, ValueError, ExchangeError) as exc:
-                log.error("user-data stream: malformed ORDER_TRADE_UPDATE (%r): %.300s", exc, message.data)
+                log.error("user-data stream: malformed %s (%r): %.300s", kind, exc, message.data)
                 continue
             await on_event(event)
         raise ConnectionError(f"websocket closed ({ws.close_code})")

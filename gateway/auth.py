@@ -49,6 +49,12 @@ class Caller:
     allowed_symbols: frozenset[str] = frozenset()
     requests_per_second: float | None = None
     burst: int | None = None
+    admin: bool = False
+
+    def check_admin(self) -> None:
+        """Raise PermissionDenied unless this client has the admin role (`auth.clients[].admin`)."""
+        if not self.admin:
+            raise PermissionDenied(f"admin: client {self.name} has no admin role (auth.clients[].admin)")
 
     def check_symbol(self, symbol: str) -> None:
         """Raise PermissionDenied naming `symbol` if this client may not trade it (empty set: any)."""
@@ -67,7 +73,7 @@ class Authenticator:
         self._clients = [
             (
                 bytes.fromhex(c.key_sha256),
-                Caller(c.name, frozenset(c.allowed_symbols), c.requests_per_second, c.burst),
+                Caller(c.name, frozenset(c.allowed_symbols), c.requests_per_second, c.burst, c.admin),
             )
             for c in settings.clients
         ]

@@ -4,6 +4,10 @@ The desk knows nothing of gRPC's transport; the servicer maps requests and error
 around it. It publishes nothing itself: each change it stores goes to the outbox in
 the same write, and from there to the update streams and NATS.
 
+With a `RiskGate`, an order also passes pre-trade risk: the limits in force and the
+mark-price checks there, the kill switch and the counting limits in the store's create
+step (atomic across replicas). Each refusal is counted by limit.
+
 With authentication on, every call comes with its `Caller`: an order records the
 caller that placed it as its `owner`, and a caller reads, lists and cancels only its
 own orders; another's answers NOT_FOUND, exactly like an id never used, so ids cannot
@@ -20,6 +24,7 @@ import redis.exceptions
 
 from gateway.admission import Admission
 from gateway.auth import Caller
+from gateway.risk import RiskGate
 from gateway.rules_cache import RulesCache
 from gateway.validation import (
     MAX_ORDER_ID_CHARS,
@@ -29,12 +34,13 @@ from gateway.validation import (
     check_length,
     check_symbol_text,
 )
-from orders import fsm
+from orders import fsm, metrics
 from orders.errors import (
     InvalidOrder,
     OrderAlreadyExists,
     OrderNotCancelable,
     OrderNotFound,
+    RiskLimitExceeded,
     StoreUnavailable,
     SymbolRulesUnavailable,
 )
@@ -48,6 +54,7 @@ log = logging.getLogger(__name__)
 
 S = OrderState
 MAX_PAGE = 500
+_CANCEL_BATCH = 200
 
 
 @dataclass
@@ -56,6 +63,7 @@ class OrderDesk:
     rules: RulesCache
     risk: RiskSettings
     admission: Admission | None = None
+    risk_gate: RiskGate | None = None
 
     async def create(
         self, req: pb.CreateOrderRequest, client: str = "", caller: Caller | None = None
@@ -67,8 +75,16 @@ class OrderDesk:
         differs (client ids are unique per exchange account, so another client's id
         cannot be reused either). Raises InvalidOrder, PermissionDenied (a symbol the
         caller may not trade), Overloaded or ExchangeNotAccepting (see
-        `gateway.admission`), or SymbolRulesUnavailable before any worker loaded the rules.
+        `gateway.admission`), SymbolRulesUnavailable before any worker loaded the rules, or
+        RiskLimitExceeded (counted in `order_execution_risk_refusals_total`).
         """
+        try:
+            return await self._create(req, client, caller)
+        except RiskLimitExceeded as exc:
+            metrics.RISK_REFUSALS.labels(metrics.bounded(exc.limit, metrics.RISK_LIMITS)).inc()
+            raise
+
+    async def _create(self, req: pb.CreateOrderRequest, client: str, caller: Caller | None) -> CreateResult:
         check_create_text(req)
         if self.admission is not None:
             if caller is not None:
@@ -83,13 +99,15 @@ class OrderDesk:
                 raise SymbolRulesUnavailable(
                     "no exchange trading rules loaded yet; start a worker (it fetches exchangeInfo)"
                 )
-        order = build_order(req, self.rules.current, self.risk)
+        rules = self.rules.current
+        order = build_order(req, rules, self.risk_gate.limits if self.risk_gate else self.risk)
         if caller is not None:
             order = order.replace(owner=caller.name)
+        risk = await self.risk_gate.check(order, rules[order.symbol]) if self.risk_gate else None
         if self.admission is not None:
             await self.admission.check_create(order.symbol)
         try:
-            result = await self.store.create(order, enqueue=submit_order_push)
+            result = await self.store.create(order, enqueue=submit_order_push, risk=risk)
         except redis.exceptions.TimeoutError as exc:
             # The write may have landed: only the client id can tell, so say which one.
             raise StoreUnavailable(
@@ -122,18 +140,32 @@ class OrderDesk:
         if symbol and symbol != order.symbol:
             raise InvalidOrder("symbol", f"does not match the order's symbol {order.symbol}")
 
-        def cancel_now(current: Order) -> Order | None:
-            if current.state is S.NEW:
-                return fsm.transition(current, S.CANCELED, reason="canceled before it was sent")
-            return fsm.transition(current, S.PENDING_CANCEL)
-
-        def cancel_message(updated: Order) -> QueuePush | None:
-            return cancel_order_push(updated) if updated.state is S.PENDING_CANCEL else None
-
-        result = await self.store.transition(order_id, cancel_now, enqueue=cancel_message)
+        result = await self.store.transition(order_id, _cancel_now, enqueue=_cancel_message)
         if not result.changed and result.order.state in fsm.FINAL_STATES:
             raise OrderNotCancelable(f"order {order_id} is {result.order.state}; nothing to cancel")
         return result.order
+
+    async def cancel_open(self) -> int:
+        """Cancel every open order of every client, through the same path as `cancel`.
+
+        For the kill switch (HALTED with cancel-open): orders still NEW are canceled
+        locally, the others get a cancel queued for the exchange. Returns how many
+        orders changed; one that ended meanwhile is skipped.
+        """
+        changed = 0
+        after: tuple[int, str] | None = None
+        while ids := await self.store.unsettled(after=after, limit=_CANCEL_BATCH):
+            for order in await self.store.get_many(ids):
+                after = (order.created_at, order.order_id)
+                if order.state in fsm.FINAL_STATES:
+                    continue
+                result = await self.store.transition(
+                    order.order_id, _cancel_now, enqueue=_cancel_message, current=order
+                )
+                changed += int(result.changed)
+            if len(ids) < _CANCEL_BATCH:
+                break
+        return changed
 
     async def get(self, order_id: str, caller: Caller | None = None) -> Order:
         """The stored order; raises OrderNotFound if there is none or it is another caller's."""
@@ -173,6 +205,17 @@ class OrderDesk:
         )
 
 
+def _cancel_now(current: Order) -> Order | None:
+    """A NEW order is canceled here; one at the exchange waits for its cancel (PENDING_CANCEL)."""
+    if current.state is S.NEW:
+        return fsm.transition(current, S.CANCELED, reason="canceled before it was sent")
+    return fsm.transition(current, S.PENDING_CANCEL)
+
+
+def _cancel_message(updated: Order) -> QueuePush | None:
+    return cancel_order_push(updated) if updated.state is S.PENDING_CANCEL else None
+
+
 def _require_id(order_id: str) -> None:
     if not order_id:
         raise InvalidOrder("order_id", "is required")
@@ -190,6 +233,12 @@ _TERMS = (
     "reduce_only",
     "post_only",
     "user_id",
+    "trigger_price",
+    "working_type",
+    "price_protect",
+    "close_position",
+    "callback_rate",
+    "activation_price",
 )
 
 

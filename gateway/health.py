@@ -2,10 +2,12 @@
 
 Each check answers `{"name", "status": "healthy"|"unhealthy", "duration_ms", "message"?}`
 within `monitoring.probe_timeout_ms`. Two gate readiness — Redis (every order goes
-through it) and the trading rules (no order can be validated without them). The others
+through it) and the trading rules (no order can be validated without them), plus, for the first 15 s after
+start, the mark prices (so a fresh stack does not refuse its first MARKET orders). The others
 only degrade: NATS (updates wait in the outbox), the exchange (queued orders wait), the
 user-data stream (fills wait for the reconciler), the workers (nothing is sent) and the
-rate limits (every replica holds off after a 429/418). The exchange ping and the NATS
+rate limits (every replica holds off after a 429/418), and trading (the kill switch:
+unhealthy while REDUCING or HALTED, saying who set it, when and why). The exchange ping and the NATS
 probe are cached `monitoring.probe_cache_ms`, so frequent probes cost the exchange nothing.
 """
 
@@ -23,11 +25,16 @@ from exchange.rate_budget import RateBudget
 from gateway.cluster_gauges import live_workers
 from gateway.rules_cache import RulesCache
 from orders.listener_status import ListenerStatus
+from orders.risk_state import RiskState, TradingMode
 from orders.settings import Settings
 from orders.store import OrderStore
 
 Check = Callable[[], Awaitable[str]]
-READINESS = ("redis", "trading_rules")
+READINESS = ("redis", "trading_rules", "mark_prices")
+# Readiness waits this long after start for the listener's first mark prices (MARKET orders
+# cannot be priced against risk.max_order_notional without them); after that it stops
+# gating on them, so a listener outage never takes every gateway out of service.
+MARK_PRICE_STARTUP_WAIT_S = 15.0
 
 
 class CachedProbe:
@@ -60,6 +67,7 @@ class HealthChecks:
     rules: RulesCache
     listener: ListenerStatus
     budget: RateBudget | None = None
+    risk: RiskState | None = None
     _session: aiohttp.ClientSession | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -67,10 +75,14 @@ class HealthChecks:
         self._timeout_s = self.settings.monitoring.probe_timeout_ms / 1000
         self._exchange = CachedProbe(self._ping_exchange, cache_s)
         self._nats = CachedProbe(self._probe_nats, cache_s)
+        self._started = time.monotonic()
+        self._marks_seen = False
 
     async def readiness(self) -> dict[str, dict[str, object]]:
         """The checks that gate readiness."""
-        return await self._run({"redis": self._redis, "trading_rules": self._rules})
+        return await self._run(
+            {"redis": self._redis, "trading_rules": self._rules, "mark_prices": self._mark_prices}
+        )
 
     async def all(self) -> dict[str, dict[str, object]]:
         """Every check, run concurrently."""
@@ -78,11 +90,13 @@ class HealthChecks:
             {
                 "redis": self._redis,
                 "trading_rules": self._rules,
+                "mark_prices": self._mark_prices,
                 "nats": self._nats,
                 "exchange": self._exchange,
                 "user_stream": self._user_stream,
                 "workers": self.workers,
                 "rate_limits": self._rate_limits,
+                "trading": self._trading,
             }
         )
 
@@ -156,6 +170,30 @@ class HealthChecks:
             f"weight {state.weight_used}/{limits.weight_per_minute} per minute, orders {state.orders_10s}/"
             f"{limits.orders_per_10s} per 10 s, {state.orders_1m}/{limits.orders_per_minute} per minute, "
             f"{state.tokens:.1f}/{self.budget.burst} request tokens"
+        )
+
+    async def _mark_prices(self) -> str:
+        """Unhealthy only until the first mark prices arrive, at most MARK_PRICE_STARTUP_WAIT_S."""
+        if self.risk is None or self._marks_seen:
+            return ""
+        if await self.risk.marks():
+            self._marks_seen = True
+            return ""
+        if time.monotonic() - self._started > MARK_PRICE_STARTUP_WAIT_S:
+            self._marks_seen = True
+            return "none yet: MARKET orders are refused until the listener polls premiumIndex"
+        raise LookupError("waiting for the listener's first mark prices (premiumIndex)")
+
+    async def _trading(self) -> str:
+        """The kill switch: healthy while ACTIVE; REDUCING and HALTED report who set it and why."""
+        if self.risk is None:
+            return "ACTIVE (no kill switch wired)"
+        status = await self.risk.mode()
+        if status.mode is TradingMode.ACTIVE:
+            return "ACTIVE"
+        raise PermissionError(
+            f"{status.mode.value}: set by {status.set_by or '?'} at {status.set_at} (Unix ms)"
+            f"{': ' + status.reason if status.reason else ''}"
         )
 
     async def _ping_exchange(self) -> str:

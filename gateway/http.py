@@ -5,8 +5,9 @@
                "degraded" (200) when only NATS, the exchange, the user stream, the workers or
                the rate limits fail; "unhealthy" (503) when Redis or the trading rules do
 /health/live   200 "alive" while the process serves
-/health/ready  200 "ready" when Redis answers and trading rules are loaded (with a note when
-               no worker consumes the queues), else 503 "not ready: <why>"
+/health/ready  200 "ready" when Redis answers and trading rules are loaded (and, in the first
+               15 s after start, mark prices; with a note when no worker consumes the
+               queues), else 503 "not ready: <why>"
 /metrics       Prometheus text: this process's series, then the cluster gauges read from Redis
 Any other path answers 404.
 """

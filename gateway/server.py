@@ -11,10 +11,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from exchange.account import account_id, rate_budget
+from gateway.account_admin import AccountServicer
+from gateway.admin_servicer import AdminServicer
 from gateway.admission import Admission
 from gateway.auth import Authenticator
 from gateway.desk import OrderDesk
 from gateway.http import HealthChecks, build_http_app
+from gateway.risk import RiskGate
 from gateway.rules_cache import RulesCache
 from gateway.servicer import OrderServicer
 from gateway.tls import add_port
@@ -22,17 +25,20 @@ from gateway.updates import UpdateHub
 from orders.listener_status import ListenerStatus
 from orders.outbox import Outbox
 from orders.redis_connection import open_redis
+from orders.risk_state import RiskState
 from orders.rules_store import RulesStore
 from orders.settings import Settings
 from orders.shutdown import stop_on_signals
 from orders.store import OrderStore
-from proto import order_pb2, order_pb2_grpc
+from proto import admin_pb2, admin_pb2_grpc, order_pb2, order_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 _CLEANUP_FLOOR_S = 0.2  # each shutdown step gets at least this, even past the grace period
 
 SERVICE_NAME = order_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name
+ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+ACCOUNT_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name
 
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
@@ -63,16 +69,33 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         breaker_namespace=f"{settings.redis.namespace}:{account_id(settings)}",
         breaker_settings=settings.circuit_breaker,
     )
-    desk = OrderDesk(store=store, rules=rules, risk=settings.risk, admission=admission)
+    risk_gate = RiskGate(RiskState(redis_client, namespace=settings.redis.namespace), settings.risk)
+    risk_gate.start()  # limits, mark prices and the kill switch, reloaded every 0.25 s
+    desk = OrderDesk(store=store, rules=rules, risk=settings.risk, admission=admission, risk_gate=risk_gate)
 
     server = grpc.aio.server()
     auth = Authenticator(settings.auth)
     order_pb2_grpc.add_OrderServiceServicer_to_server(
         OrderServicer(desk, hub, auth if auth.enabled else None), server
     )
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(
+        AdminServicer(risk_gate, desk, auth if auth.enabled else None), server
+    )
+    admin_pb2_grpc.add_AccountServiceServicer_to_server(
+        AccountServicer(settings, redis_client, auth if auth.enabled else None), server
+    )
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection(
+        (
+            SERVICE_NAME,
+            ADMIN_SERVICE_NAME,
+            ACCOUNT_SERVICE_NAME,
+            health.SERVICE_NAME,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
     grpc_address = f"{settings.server.host}:{settings.server.grpc_port}"
     add_port(server, grpc_address, settings.server.tls)
     await server.start()
@@ -81,7 +104,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
 
     listener = ListenerStatus(redis_client, namespace=settings.redis.namespace)
     runner = web.AppRunner(
-        build_http_app(HealthChecks(settings, store, rules, listener, budget)), access_log=None
+        build_http_app(HealthChecks(settings, store, rules, listener, budget, risk=risk_gate.state)),
+        access_log=None,
     )
     await runner.setup()
     site = web.TCPSite(runner, settings.server.host, settings.server.http_port)
@@ -104,7 +128,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     await health_servicer.enter_graceful_shutdown()
     await hub.close_streams()  # each stream ends OK, its resume token in the trailing metadata
     await stopping
-    for step in (rules.stop, runner.cleanup, tail_client.aclose, redis_client.aclose):
+    for step in (rules.stop, risk_gate.stop, runner.cleanup, tail_client.aclose, redis_client.aclose):
         try:  # each bounded by what is left of the grace period (a Redis outage must not hang us)
             async with asyncio.timeout(max(deadline - loop.time(), _CLEANUP_FLOOR_S)):
                 await step()

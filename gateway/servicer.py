@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 import grpc
 import redis.exceptions
 
-from gateway import metrics
+from gateway import amend, bulk_orders, metrics
 from gateway.auth import Authenticator, Caller, PermissionDenied, Unauthenticated
+from gateway.bulk_orders import ItemResult
 from gateway.desk import OrderDesk
 from gateway.updates import RESUME_TOKEN_METADATA, SlowSubscriber, UpdateHub
 from gateway.validation import check_stream_request
@@ -23,11 +24,13 @@ from orders.errors import (
     ExchangeNotAccepting,
     InvalidOrder,
     OrderAlreadyExists,
+    OrderNotAmendable,
     OrderNotCancelable,
     OrderNotFound,
     OrderServiceError,
     Overloaded,
     ResumePointExpired,
+    RiskLimitExceeded,
     StoreConflict,
     StoreUnavailable,
     SymbolRulesUnavailable,
@@ -46,6 +49,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (RiskLimitExceeded, grpc.StatusCode.FAILED_PRECONDITION),  # before InvalidOrder, its base
     (InvalidOrder, grpc.StatusCode.INVALID_ARGUMENT),
     (OrderAlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
@@ -54,6 +58,7 @@ _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (ResumePointExpired, grpc.StatusCode.OUT_OF_RANGE),
     (OrderNotFound, grpc.StatusCode.NOT_FOUND),
     (OrderNotCancelable, grpc.StatusCode.FAILED_PRECONDITION),
+    (OrderNotAmendable, grpc.StatusCode.FAILED_PRECONDITION),
     (SymbolRulesUnavailable, grpc.StatusCode.UNAVAILABLE),
     (StoreConflict, grpc.StatusCode.ABORTED),
 )
@@ -160,6 +165,36 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             orders=[order_to_pb(o) for o in page.orders], next_page_token=page.next_page_token
         )
 
+    async def CreateOrders(
+        self, request: pb.CreateOrdersRequest, context: Context
+    ) -> pb.CreateOrdersResponse:
+        async def create_all() -> list[ItemResult]:
+            caller = self._caller(context)
+            return await bulk_orders.create_many(self._desk, request.orders, _client("", context), caller)
+
+        results = await _answer(context, create_all)
+        return pb.CreateOrdersResponse(results=[_item_to_pb(item) for item in results])
+
+    async def CancelAllOrders(
+        self, request: pb.CancelAllOrdersRequest, context: Context
+    ) -> pb.CancelAllOrdersResponse:
+        async def cancel_all() -> list[Order]:
+            caller = self._caller(context)
+            return await bulk_orders.cancel_all(self._desk, request.symbol, _client("", context), caller)
+
+        orders = await _answer(context, cancel_all)
+        metrics.ORDERS_CANCELED.inc(len(orders))
+        return pb.CancelAllOrdersResponse(orders=[order_to_pb(o) for o in orders])
+
+    async def AmendOrder(self, request: pb.AmendOrderRequest, context: Context) -> pb.AmendOrderResponse:
+        async def amend_order() -> Order:
+            caller = self._caller(context)
+            return await amend.amend(
+                self._desk, request.order_id, request.price, request.quantity, _client("", context), caller
+            )
+
+        return pb.AmendOrderResponse(order=order_to_pb(await _answer(context, amend_order)))
+
     async def StreamOrderUpdates(
         self, request: pb.StreamOrderUpdatesRequest, context: Context
     ) -> AsyncIterator[pb.OrderUpdate]:
@@ -190,3 +225,30 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             )
         finally:
             metrics.UPDATE_STREAMS.dec()
+
+
+def status_of(exc: OrderServiceError) -> grpc.StatusCode:
+    """The gRPC status an error of the service answers with (INTERNAL for one not mapped)."""
+    for kind, code in _STATUS:
+        if isinstance(exc, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def _item_to_pb(item: ItemResult) -> pb.CreateOrderResult:
+    """One batch item on the wire: its CreateOrder answer, or its error's status name and message."""
+    if item.error is not None:
+        return pb.CreateOrderResult(error_code=status_of(item.error).name, error_message=str(item.error))
+    assert item.created is not None
+    order = item.created.order
+    message = order_to_pb(order)
+    return pb.CreateOrderResult(
+        response=pb.CreateOrderResponse(
+            order_id=order.order_id,
+            client_order_id=order.client_order_id,
+            state=message.state,
+            timestamp=order.created_at,
+            duplicate=not item.created.created,
+            order=message,
+        )
+    )

@@ -118,14 +118,22 @@ def build_order(req: pb.CreateOrderRequest, rules: dict[str, SymbolRules], risk:
     """Validate `req` and return the NEW order it describes.
 
     Raises InvalidOrder (or RiskLimitExceeded) naming the first field that breaks a rule.
+    `risk` is the limits in force; MARKET notional and the mark-price checks are
+    `gateway.risk`'s, the counting limits the order store's.
+    Conditional kinds are checked by `gateway.order_kinds`.
     """
+    from gateway.order_kinds import CONDITIONAL_KINDS, build_conditional_order, check_plain_order
+
     check_create_text(req)
     symbol_rules = _check_symbol(req.symbol, rules, risk)
     if req.side not in SIDE_FROM_PB:
         raise InvalidOrder("side", _enum_rule(req.side, "BUY or SELL"))
     if req.type not in TYPE_FROM_PB:
-        raise InvalidOrder("type", _enum_rule(req.type, "LIMIT or MARKET"))
+        raise InvalidOrder("type", _enum_rule(req.type, f"LIMIT, MARKET, {CONDITIONAL_KINDS}"))
     order_type = TYPE_FROM_PB[req.type]
+    if order_type.is_conditional:
+        return build_conditional_order(req, order_type, symbol_rules, risk)
+    check_plain_order(req)
     quantity = parse_request_decimal("quantity", req.quantity)
     symbol_rules.check_quantity(quantity, order_type)
 
@@ -168,15 +176,17 @@ def _check_symbol(symbol: str, rules: dict[str, SymbolRules], risk: RiskSettings
     if not symbol:
         raise InvalidOrder("symbol", "is required, e.g. BTCUSDT")
     check_symbol_text("symbol", symbol)
-    if risk.allowed_symbols and symbol not in risk.allowed_symbols:
-        raise InvalidOrder(
-            "symbol", f"{symbol} is not traded here (allowed: {', '.join(risk.allowed_symbols)})"
-        )
     found = rules.get(symbol)
     if found is None:
         raise InvalidOrder(
             "symbol",
             f"{symbol} is not traded here (not in the `symbols` setting, or not listed by the exchange)",
+        )
+    if risk.allowed_symbols and symbol not in risk.allowed_symbols:
+        raise RiskLimitExceeded(
+            "symbol",
+            f"{symbol} is not traded here (allowed: {', '.join(risk.allowed_symbols)}; risk.allowed_symbols)",
+            limit="allowed_symbols",
         )
     if found.status != "TRADING":
         raise InvalidOrder("symbol", f"{symbol} is not trading (status {found.status})")
@@ -199,13 +209,17 @@ def _limit_time_in_force(req: pb.CreateOrderRequest) -> TimeInForce:
 def _check_risk(notional: Decimal | None, quantity: Decimal, risk: RiskSettings) -> None:
     if risk.max_order_quantity and quantity > risk.max_order_quantity:
         raise RiskLimitExceeded(
-            "quantity", f"must be at most {decimal_str(risk.max_order_quantity)} (risk.max_order_quantity)"
+            "quantity",
+            f"{decimal_str(quantity)} must be at most {decimal_str(risk.max_order_quantity)} "
+            "(risk.max_order_quantity)",
+            limit="max_order_quantity",
         )
     if notional is not None and notional > risk.max_order_notional:
         raise RiskLimitExceeded(
             "quantity",
             f"price x quantity = {decimal_str(notional)} exceeds "
             f"{decimal_str(risk.max_order_notional)} (risk.max_order_notional)",
+            limit="max_order_notional",
         )
 
 

@@ -4,6 +4,11 @@ Each ORDER_TRADE_UPDATE is applied to the order with that client id through the 
 machine, so it lands correctly whatever else already arrived (the REST reply, the
 reconciler, an earlier copy of the same event). Events about orders this service did
 not place are counted and logged, never adopted.
+
+ALGO_UPDATE events (conditional orders) are applied the same way, by clientAlgoId. When
+one names the order a conditional order triggered, that order is queried at once (its
+own events may have come first, before anything linked them to us) and its exchange
+client id linked to ours, so its later events find it.
 """
 
 from __future__ import annotations
@@ -11,24 +16,34 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from exchange.client import BinanceClient
+from exchange.errors import ExchangeError
+from exchange.order_sync import sync_triggered
 from exchange.user_stream import OrderEvent
 from orders import fsm
 from orders.logs import order_fields, order_ref
+from orders.model import Order, OrderState, now_ms
 from orders.store import STORE_OUTAGES, OrderStore
 
 log = logging.getLogger(__name__)
 
 _RETRIES = 8
+# After one of our conditional orders fired, events of unknown client ids in its symbol are
+# taken for its resulting order (not yet linked) rather than foreign, for this long.
+_LINK_WINDOW_MS = 10_000
 
 
 class OrderEventRecorder:
     """Applies stream events to stored orders."""
 
-    def __init__(self, store: OrderStore) -> None:
+    def __init__(self, store: OrderStore, exchange: BinanceClient | None = None) -> None:
         self._store = store
+        self._exchange = exchange
         self.applied = 0
         self.foreign = 0
         self.dropped = 0
+        self.awaiting_link = 0  # events of a triggered order that came before the news linking it
+        self._fired_at: dict[str, int] = {}  # symbol -> when a conditional order of ours last fired
 
     async def record(self, event: OrderEvent) -> None:
         """Apply `event`; a store outage is retried briefly, then left to the reconciler."""
@@ -57,6 +72,17 @@ class OrderEventRecorder:
     async def _apply(self, event: OrderEvent) -> None:
         order = await self._store.find_by_client_id(event.client_order_id)
         if order is None or order.symbol != event.symbol:
+            if not event.conditional and now_ms() - self._fired_at.get(event.symbol, 0) < _LINK_WINDOW_MS:
+                self.awaiting_link += 1
+                log.info(
+                    "user stream: %s %s for clientOrderId %s, probably the order one of ours just "
+                    "triggered; it is read once the trigger news names it",
+                    event.symbol,
+                    event.report.state,
+                    event.client_order_id,
+                    extra=order_ref("", event.client_order_id, event.symbol),
+                )
+                return
             self.foreign += 1
             log.warning(
                 "user stream: %s %s for clientOrderId %s, which this service did not place; ignored",
@@ -72,3 +98,23 @@ class OrderEventRecorder:
         if result.changed:
             self.applied += 1
             log.debug("user stream: %s now %s", order.order_id, result.order.state, extra=order_fields(order))
+        updated = result.order
+        if event.conditional and event.report.state is OrderState.TRIGGERED:
+            self._fired_at[event.symbol] = now_ms()
+        if event.conditional and updated.exchange_order_id and not order.exchange_order_id:
+            await self._follow_triggered(updated)
+
+    async def _follow_triggered(self, order: Order) -> None:
+        """Read the order a conditional order just triggered; the reconciler retries a failure."""
+        if self._exchange is None:
+            return
+        try:
+            await sync_triggered(self._store, self._exchange, order)
+        except ExchangeError as exc:
+            log.info(
+                "triggered order %s of %s not read yet (%s); the reconciler will",
+                order.exchange_order_id,
+                order.order_id,
+                exc,
+                extra=order_fields(order),
+            )

@@ -6,7 +6,10 @@ it loses the lease or stops:
 * the reconciler: a sweep at start, after every stream (re)connection, and every
   `reconcile.interval_s`; plus index trimming of expired orders;
 * the outbox relay to NATS JetStream;
-* the exchange clock sync the reconciler's signed queries need.
+* mark prices and positions for the gateways' pre-trade risk (`listener.risk_feeds`);
+* the exchange clock sync the reconciler's signed queries need;
+* the dead-man switch (`listener.dead_man`, setting `dead_man`): the exchange's countdownCancelAll
+  kept armed for every symbol with open orders.
 Standbys retry the lease every third of its TTL and take over when it lapses. The
 replica's id is `<hostname>:<pid>` (the lease's value), so an operator can tell who leads.
 """
@@ -24,16 +27,19 @@ import redis.exceptions
 
 from exchange.account import exchange_client
 from exchange.user_stream import UserStream
+from listener.dead_man import DeadManSwitch
 from listener.lease import LeaderLease
 from listener.order_events import OrderEventRecorder
 from listener.reconciler import ReconcilePolicy, Reconciler
 from listener.relay import OutboxRelay
+from listener.risk_feeds import RiskFeeds
 from orders import metrics
 from orders.events import EventBus
 from orders.listener_status import ListenerStatus
 from orders.metrics_http import MetricsEndpoint
 from orders.model import now_ms
 from orders.redis_connection import open_redis
+from orders.risk_state import RiskState
 from orders.settings import Settings
 from orders.shutdown import stop_on_signals
 from orders.store import OrderStore
@@ -62,14 +68,18 @@ class Listener:
         self.lease = LeaderLease(
             self._redis, namespace=s.redis.namespace, holder_id=self.holder_id, ttl_ms=s.listener.lease_ttl_ms
         )
+        self.risk_feeds = RiskFeeds(
+            RiskState(self._redis, namespace=s.redis.namespace), self.exchange, symbols=s.symbols
+        )
         self.stream = UserStream(
             self.exchange,
             s.exchange.user_stream_url,
             keepalive_interval_s=s.listener.keepalive_interval_s,
             reconnect_after_s=s.listener.reconnect_after_s,
             backoff_max_s=s.listener.reconnect_backoff_max_s,
+            on_account=self.risk_feeds.on_account_update,
         )
-        self.recorder = OrderEventRecorder(self.store)
+        self.recorder = OrderEventRecorder(self.store, self.exchange)
         self.reconciler = Reconciler(self.store, self.exchange, ReconcilePolicy.from_settings(s))
         self.relay = OutboxRelay(
             self.store.outbox,
@@ -80,6 +90,7 @@ class Listener:
             block_ms=_RELAY_BLOCK_MS,
         )
         self.status = ListenerStatus(self._redis, namespace=s.redis.namespace)
+        self.dead_man = DeadManSwitch(self.store, self.exchange, countdown_ms=s.dead_man.countdown_ms)
         self._sweep_now = asyncio.Event()
         self._leading: list[asyncio.Task[None]] = []
 
@@ -128,6 +139,8 @@ class Listener:
             "relayed": self.relay.published,
             "unknown_orders_at_exchange": self.reconciler.unknown_orders_seen,
             "foreign_events": self.recorder.foreign,
+            "awaiting_link_events": self.recorder.awaiting_link,
+            "dead_man_armed": sorted(self.dead_man.armed),
         }
 
     async def publish_metrics(self) -> None:
@@ -144,7 +157,11 @@ class Listener:
             asyncio.create_task(self._reconcile_forever()),
             asyncio.create_task(self.relay.run()),
             asyncio.create_task(_every(self.settings.performance.symbol_info_refresh, self._sync_clock)),
+            asyncio.create_task(self.risk_feeds.run_marks(self.settings.risk.mark_price_poll_ms / 1000)),
+            asyncio.create_task(self.risk_feeds.run_positions(self.settings.risk.position_refresh_s)),
         ]
+        if self.settings.dead_man.enabled:
+            self._leading.append(asyncio.create_task(self.dead_man.run(self.settings.dead_man.interval_s)))
 
     async def _step_down(self) -> None:
         tasks, self._leading = self._leading, []

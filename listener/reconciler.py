@@ -14,7 +14,11 @@ sweep's query budget ran out) and, for each order whose last news is older than
 * PENDING_CANCEL — queried; still open: canceled now; ended: its final state; never
   placed (as above): CANCELED;
 * SUBMITTED, PARTIALLY_FILLED — checked against one `openOrders` snapshot per sweep;
-  queried only when the exchange shows more fills or no longer lists it;
+  queried only when the exchange shows more fills or no longer lists it (the order a
+  conditional order triggered is looked up by its orderId);
+* WAITING_TRIGGER — checked against one `openAlgoOrders` snapshot per sweep; queried on
+  the algo service (by clientAlgoId) only when it is no longer listed;
+* TRIGGERED — queried: the algo order, then the order it triggered;
 * final but fills missing — its trades fetched (`userTrades`);
 * acknowledged once (it has an exchange id) but unknown to the exchange now — past
   Binance's retention, or a fresh simulator behind `up`: EXPIRED, as nothing more will
@@ -31,9 +35,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from exchange.client import BinanceClient, to_report
+from exchange.client import BinanceClient
 from exchange.errors import ExchangeError, OrderNotFoundAtExchange, UnknownOrder
-from exchange.order_sync import sync_order
+from exchange.order_sync import cancel_at_exchange, sync_order
 from orders import fsm, metrics
 from orders.logs import order_fields
 from orders.model import Order, OrderState, now_ms
@@ -116,6 +120,9 @@ class Reconciler:
         if any(o.state in _OPEN for o in due) or now - self._last_snapshot_ms > _FOREIGN_CHECK_MS:
             self._last_snapshot_ms = now
             snapshot = await self._open_orders_snapshot(result)
+        waiting: set[str] | None = None
+        if any(o.state is S.WAITING_TRIGGER for o in due):
+            waiting = await self._open_algo_snapshot(result)
         resumed_from, self._resume_after = self._resume_after, None
         last_checked: tuple[int, str] | None = None
         for order in due:
@@ -125,6 +132,12 @@ class Reconciler:
                 break
             last_checked = (order.created_at, order.order_id)
             try:
+                if (
+                    order.state is S.WAITING_TRIGGER
+                    and waiting is not None
+                    and order.client_order_id in waiting
+                ):
+                    continue  # still waiting for its trigger at the exchange
                 if await self._check(order, snapshot, result):
                     result.changed += 1
             except ExchangeError as exc:
@@ -147,6 +160,15 @@ class Reconciler:
             log.info("reconcile: openOrders failed (%s); querying open orders one by one", exc)
             return None
 
+    async def _open_algo_snapshot(self, result: SweepResult) -> set[str] | None:
+        """The clientAlgoIds of the account's algo orders waiting for their trigger; None if unread."""
+        result.queries += 1
+        try:
+            return {str(row["clientAlgoId"]) for row in await self._exchange.open_algo_orders()}
+        except ExchangeError as exc:
+            log.info("reconcile: openAlgoOrders failed (%s); querying waiting orders one by one", exc)
+            return None
+
     async def _check(
         self, order: Order, snapshot: dict[str, dict[str, Any]] | None, result: SweepResult
     ) -> bool:
@@ -155,7 +177,7 @@ class Reconciler:
         if order.state is S.NEW:
             return await self._unstick_new(order, now)
         if order.state in _OPEN and snapshot is not None:
-            listed = snapshot.get(order.client_order_id)
+            listed = _listed(snapshot, order)
             if listed is not None and Decimal(str(listed.get("executedQty", "0"))) <= order.filled_quantity:
                 return False  # open at the exchange with nothing new
         if order.state is S.SUBMITTING and now < self._claim_live_until(order):
@@ -275,10 +297,9 @@ class Reconciler:
     async def _cancel_now(self, order: Order) -> bool:
         """A PENDING_CANCEL order still open at the exchange (its cancel message gave up): cancel it."""
         try:
-            reply = await self._exchange.cancel_order(order.symbol, order.client_order_id)
+            report = await cancel_at_exchange(self._exchange, order)
         except UnknownOrder:
             return False  # it ended meanwhile; the next sweep reads how
-        report = to_report(reply)
         result = await self._store.transition(order.order_id, lambda o: fsm.apply_report(o, report))
         return result.changed
 
@@ -305,6 +326,16 @@ class Reconciler:
                 client_id,
                 extra={"client_order_id": client_id, "symbol": str(row.get("symbol", ""))},
             )
+
+
+def _listed(snapshot: dict[str, dict[str, Any]], order: Order) -> dict[str, Any] | None:
+    """`order`'s row in an openOrders snapshot: by our client id, or for the order a conditional
+    order triggered (its client id is the exchange's) by its orderId."""
+    if not order.type.is_conditional:
+        return snapshot.get(order.client_order_id)
+    return next(
+        (row for row in snapshot.values() if str(row.get("orderId")) == order.exchange_order_id), None
+    )
 
 
 def _mismatch(kind: str) -> None:

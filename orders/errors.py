@@ -26,7 +26,16 @@ class InvalidOrder(OrderServiceError):
 
 
 class RiskLimitExceeded(InvalidOrder):
-    """A valid order that our own risk limits refuse."""
+    """A valid order that our own risk limits (or the trading mode) refuse; nothing was stored.
+
+    `limit` names the limit for metrics and operators ("max_open_orders", "trading_mode",
+    ...); the message names the field, the value and the allowance. The gateway answers
+    FAILED_PRECONDITION: the request is well formed, the account's state refuses it.
+    """
+
+    def __init__(self, field: str, rule: str, *, limit: str) -> None:
+        super().__init__(field, rule)
+        self.limit = limit
 
 
 class OrderNotFound(OrderServiceError):
@@ -39,6 +48,10 @@ class OrderNotFound(OrderServiceError):
 
 class OrderNotCancelable(OrderServiceError):
     """The order is in a final state, so there is nothing to cancel."""
+
+
+class OrderNotAmendable(OrderServiceError):
+    """The order cannot be amended now: not a LIMIT order, or not resting at the exchange."""
 
 
 class StoreConflict(OrderServiceError):

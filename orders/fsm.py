@@ -14,6 +14,14 @@ safe whatever the order of arrival:
 * evidence beats inference: an order we marked REJECTED ourselves (the exchange never
   showed it) takes the exchange's state if the exchange later reports it after all.
 
+Conditional orders (STOP*, TAKE_PROFIT*, TRAILING_STOP_MARKET) go NEW -> SUBMITTING ->
+WAITING_TRIGGER (the exchange's algo service holds it) -> TRIGGERED (it fired and placed
+its resulting order) -> the resulting order's states (SUBMITTED, PARTIALLY_FILLED,
+FILLED...). News of the resulting order may overtake the trigger news, so every state
+after WAITING_TRIGGER may follow it directly; a report of an earlier stage never moves
+an order back. The algo id and the resulting order's id are kept from whichever report
+brings them first.
+
 An order is *settled* when its state is final and every fill of its filled quantity is
 recorded; until then something (worker, listener, reconciler) still owes it news.
 
@@ -32,17 +40,26 @@ S = OrderState
 FINAL_STATES: frozenset[OrderState] = frozenset({S.FILLED, S.CANCELED, S.REJECTED, S.EXPIRED})
 
 _EXCHANGE_OUTCOMES = frozenset({S.SUBMITTED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED})
+# What the resulting order of a fired conditional order can report.
+_AFTER_TRIGGER = frozenset(
+    {S.SUBMITTED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED, S.REJECTED, S.PENDING_CANCEL}
+)
+_CONDITIONAL = frozenset({S.WAITING_TRIGGER, S.TRIGGERED})
+# Reports that leave a PENDING_CANCEL order waiting: the order is still live at the exchange.
+_STILL_LIVE = frozenset({S.SUBMITTED, S.PARTIALLY_FILLED, S.WAITING_TRIGGER, S.TRIGGERED})
 
 TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     S.NEW: frozenset({S.SUBMITTING, S.CANCELED, S.EXPIRED, S.REJECTED}),
     # NEW (from SUBMITTING or UNKNOWN): the exchange never got it, so it is queued to be sent
     # once more with the same client id (reconcile.unknown_not_found = resend).
-    S.SUBMITTING: _EXCHANGE_OUTCOMES | {S.REJECTED, S.UNKNOWN, S.PENDING_CANCEL, S.NEW},
+    S.SUBMITTING: _EXCHANGE_OUTCOMES | _CONDITIONAL | {S.REJECTED, S.UNKNOWN, S.PENDING_CANCEL, S.NEW},
     S.SUBMITTED: frozenset({S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED, S.PENDING_CANCEL}),
     S.PARTIALLY_FILLED: frozenset({S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED, S.PENDING_CANCEL}),
     # REJECTED: the cancel was asked for while the create was in flight and the create failed.
     S.PENDING_CANCEL: frozenset({S.SUBMITTED, S.FILLED, S.CANCELED, S.EXPIRED, S.REJECTED}),
-    S.UNKNOWN: _EXCHANGE_OUTCOMES | {S.REJECTED, S.PENDING_CANCEL, S.NEW},
+    S.UNKNOWN: _EXCHANGE_OUTCOMES | _CONDITIONAL | {S.REJECTED, S.PENDING_CANCEL, S.NEW},
+    S.WAITING_TRIGGER: _AFTER_TRIGGER | {S.TRIGGERED},
+    S.TRIGGERED: _AFTER_TRIGGER,
     S.FILLED: frozenset(),
     S.CANCELED: frozenset(),
     S.REJECTED: frozenset(),
@@ -69,6 +86,7 @@ class ExchangeReport:
     exchange_order_id: str = ""
     reason: str = ""
     fills: tuple[Fill, ...] = ()
+    algo_id: str = ""  # a conditional order's algoId (algo-service reports only)
 
 
 def is_settled(order: Order) -> bool:
@@ -114,18 +132,25 @@ def apply_report(order: Order, report: ExchangeReport) -> Order | None:
     filled = max(order.filled_quantity, report.filled_quantity, recorded)
     fills_grew = filled > order.filled_quantity
     exchange_id = order.exchange_order_id or report.exchange_order_id
+    algo_id = order.algo_id or report.algo_id
 
     state = order.state
     if _overturns_local_verdict(order, report):
         state = report.state
     elif order.state in FINAL_STATES:
         pass  # a final state stays; only a late fill is recorded
-    elif order.state is S.PENDING_CANCEL and report.state in (S.SUBMITTED, S.PARTIALLY_FILLED):
+    elif order.state is S.PENDING_CANCEL and report.state in _STILL_LIVE:
         pass  # still waiting for the cancel's outcome
     elif report.state is not order.state and can_transition(order.state, report.state):
         state = report.state
 
-    if state is order.state and not fills_grew and not new_fills and exchange_id == order.exchange_order_id:
+    if (
+        state is order.state
+        and not fills_grew
+        and not new_fills
+        and exchange_id == order.exchange_order_id
+        and algo_id == order.algo_id
+    ):
         return None
     return order.replace(
         state=state,
@@ -135,6 +160,7 @@ def apply_report(order: Order, report: ExchangeReport) -> Order | None:
         fee_asset=fills[-1].fee_asset if fills else order.fee_asset,
         fills=fills,
         exchange_order_id=exchange_id,
+        algo_id=algo_id,
         reject_reason=report.reason if state is S.REJECTED else order.reject_reason,
         updated_at=now_ms(),
     )
@@ -145,7 +171,8 @@ def _overturns_local_verdict(order: Order, report: ExchangeReport) -> bool:
     return (
         order.state is S.REJECTED
         and not order.exchange_order_id
-        and bool(report.exchange_order_id)
+        and not order.algo_id
+        and bool(report.exchange_order_id or report.algo_id)
         and report.state is not S.REJECTED
     )
 
@@ -159,3 +186,11 @@ def _average_price(
     if recorded and recorded == filled:
         return sum((f.quantity * f.price for f in fills), Decimal(0)) / recorded
     return order.average_price
+
+
+def amend(order: Order, *, price: Decimal, quantity: Decimal) -> Order | None:
+    """Record an amendment the exchange confirmed (new limit price and quantity) of an order
+    still open; None if it is final or nothing changes."""
+    if order.state in FINAL_STATES or (order.price == price and order.quantity == quantity):
+        return None
+    return order.replace(price=price, quantity=quantity, updated_at=now_ms())

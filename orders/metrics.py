@@ -67,6 +67,30 @@ CACHE_MISSES = Counter(
     "order_execution_cache_misses_total", "Order lookups (by id or client id) not found in Redis", ["cache"]
 )
 
+# --- pre-trade risk ------------------------------------------------------------------
+
+RISK_REFUSALS = Counter(
+    "order_execution_risk_refusals_total",
+    "Orders the gateway refused for a risk limit or the kill switch, by limit",
+    ["limit"],
+)
+RISK_LIMITS = (
+    "allowed_symbols",
+    "max_order_quantity",
+    "max_order_notional",
+    "max_position_quantity",
+    "max_open_orders",
+    "max_orders_per_day",
+    "price_band_percent",
+    "percent_price",
+    "mark_price",
+    "trading_mode",
+)
+TRADING_MODE = Gauge(
+    "order_execution_trading_mode",
+    "The kill switch as this process last read it: 0 active, 1 reducing, 2 halted",
+)
+
 # --- exchange ----------------------------------------------------------------------
 
 EXCHANGE_REQUESTS = Counter(
@@ -137,6 +161,8 @@ def _initialise() -> None:
         ORDERS_REJECTED.labels(stage)
     for limit in RATE_LIMITS:
         RATE_LIMIT_HITS.labels(limit)
+    for limit in RISK_LIMITS:
+        RISK_REFUSALS.labels(limit)
     for kind in MISMATCH_KINDS:
         RECONCILE_MISMATCHES.labels(kind)
     CACHE_HITS.labels("orders")

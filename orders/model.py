@@ -24,6 +24,28 @@ class Side(enum.StrEnum):
 class OrderType(enum.StrEnum):
     LIMIT = "LIMIT"
     MARKET = "MARKET"
+    STOP_MARKET = "STOP_MARKET"
+    STOP = "STOP"
+    TAKE_PROFIT = "TAKE_PROFIT"
+    TAKE_PROFIT_MARKET = "TAKE_PROFIT_MARKET"
+    TRAILING_STOP_MARKET = "TRAILING_STOP_MARKET"
+
+    @property
+    def is_conditional(self) -> bool:
+        """Placed on the exchange's algo service (waits for a trigger), not the order book."""
+        return self not in (OrderType.LIMIT, OrderType.MARKET)
+
+    @property
+    def has_limit_price(self) -> bool:
+        """Rests (or triggers into) a LIMIT order at `price`."""
+        return self in (OrderType.LIMIT, OrderType.STOP, OrderType.TAKE_PROFIT)
+
+
+class WorkingType(enum.StrEnum):
+    """The price a conditional order's trigger watches."""
+
+    CONTRACT_PRICE = "CONTRACT_PRICE"
+    MARK_PRICE = "MARK_PRICE"
 
 
 class TimeInForce(enum.StrEnum):
@@ -44,6 +66,8 @@ class OrderState(enum.StrEnum):
     REJECTED = "REJECTED"
     EXPIRED = "EXPIRED"
     UNKNOWN = "UNKNOWN"
+    WAITING_TRIGGER = "WAITING_TRIGGER"  # a conditional order the exchange holds until its trigger
+    TRIGGERED = "TRIGGERED"  # the conditional order fired; its resulting order is being placed
 
 
 def now_ms() -> int:
@@ -120,6 +144,16 @@ class Order:
     version: int = 0
     sent_at: int = 0  # when a worker started the POST: the exchange's acceptance window runs from here
     fills: tuple[Fill, ...] = ()
+    # Conditional orders (type.is_conditional) only:
+    trigger_price: Decimal | None = None
+    working_type: WorkingType | None = None
+    price_protect: bool = False
+    close_position: bool = False
+    callback_rate: Decimal | None = None
+    activation_price: Decimal | None = None
+    algo_id: str = ""  # the exchange's algoId; exchange_order_id is the order it triggered
+    # Hedge-mode accounts: "LONG"/"SHORT" forces the side; "" derives it from side and reduce_only.
+    position_side: str = ""
 
     @property
     def exchange_time_in_force(self) -> TimeInForce | None:
@@ -179,4 +213,16 @@ class Order:
             version=int(data.get("version", 0)),
             sent_at=int(data.get("sent_at", 0)),
             fills=tuple(Fill.from_dict(f) for f in data.get("fills", ())),
+            trigger_price=_optional_decimal(data.get("trigger_price")),
+            working_type=WorkingType(data["working_type"]) if data.get("working_type") else None,
+            price_protect=bool(data.get("price_protect", False)),
+            close_position=bool(data.get("close_position", False)),
+            callback_rate=_optional_decimal(data.get("callback_rate")),
+            activation_price=_optional_decimal(data.get("activation_price")),
+            algo_id=data.get("algo_id", ""),
+            position_side=data.get("position_side", ""),
         )
+
+
+def _optional_decimal(value: str | None) -> Decimal | None:
+    return Decimal(value) if value is not None else None

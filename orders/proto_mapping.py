@@ -5,11 +5,22 @@ Unspecified enums never map to a default: the gateway rejects them before this r
 
 from __future__ import annotations
 
-from orders.model import Fill, Order, OrderState, OrderType, Side, TimeInForce, decimal_str
+from decimal import Decimal
+
+from orders.model import Fill, Order, OrderState, OrderType, Side, TimeInForce, WorkingType, decimal_str
 from proto import order_pb2 as pb
 
 SIDE_FROM_PB = {pb.BUY: Side.BUY, pb.SELL: Side.SELL}
-TYPE_FROM_PB = {pb.LIMIT: OrderType.LIMIT, pb.MARKET: OrderType.MARKET}
+TYPE_FROM_PB = {
+    pb.LIMIT: OrderType.LIMIT,
+    pb.MARKET: OrderType.MARKET,
+    pb.STOP_MARKET: OrderType.STOP_MARKET,
+    pb.STOP: OrderType.STOP,
+    pb.TAKE_PROFIT: OrderType.TAKE_PROFIT,
+    pb.TAKE_PROFIT_MARKET: OrderType.TAKE_PROFIT_MARKET,
+    pb.TRAILING_STOP_MARKET: OrderType.TRAILING_STOP_MARKET,
+}
+WORKING_TYPE_FROM_PB = {pb.CONTRACT_PRICE: WorkingType.CONTRACT_PRICE, pb.MARK_PRICE: WorkingType.MARK_PRICE}
 TIF_FROM_PB = {
     pb.GTC: TimeInForce.GTC,
     pb.IOC: TimeInForce.IOC,
@@ -27,11 +38,18 @@ STATE_TO_PB: dict[OrderState, pb.OrderState.ValueType] = {
     OrderState.REJECTED: pb.REJECTED,
     OrderState.EXPIRED: pb.EXPIRED,
     OrderState.UNKNOWN: pb.UNKNOWN,
+    OrderState.WAITING_TRIGGER: pb.WAITING_TRIGGER,
+    OrderState.TRIGGERED: pb.TRIGGERED,
 }
 STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
 _SIDE_TO_PB = {v: k for k, v in SIDE_FROM_PB.items()}
 _TYPE_TO_PB = {v: k for k, v in TYPE_FROM_PB.items()}
 _TIF_TO_PB = {v: k for k, v in TIF_FROM_PB.items()}
+_WORKING_TYPE_TO_PB = {v: k for k, v in WORKING_TYPE_FROM_PB.items()}
+
+
+def _optional(value: Decimal | None) -> str:
+    return decimal_str(value) if value is not None else ""
 
 
 def order_to_pb(order: Order) -> pb.Order:
@@ -58,6 +76,15 @@ def order_to_pb(order: Order) -> pb.Order:
         version=order.version,
         reject_reason=order.reject_reason,
         fills=[fill_to_pb(f) for f in order.fills],
+        trigger_price=_optional(order.trigger_price),
+        working_type=_WORKING_TYPE_TO_PB[order.working_type]
+        if order.working_type
+        else pb.WORKING_TYPE_UNSPECIFIED,
+        price_protect=order.price_protect,
+        close_position=order.close_position,
+        callback_rate=_optional(order.callback_rate),
+        activation_price=_optional(order.activation_price),
+        algo_id=order.algo_id,
     )
 
 

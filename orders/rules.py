@@ -16,7 +16,11 @@ from orders.model import OrderType, decimal_str
 
 @dataclass(frozen=True, slots=True)
 class SymbolRules:
-    """PRICE_FILTER, LOT_SIZE, MARKET_LOT_SIZE and MIN_NOTIONAL of one symbol."""
+    """PRICE_FILTER, LOT_SIZE, MARKET_LOT_SIZE, MIN_NOTIONAL and PERCENT_PRICE of one symbol.
+
+    PERCENT_PRICE is against the mark price, which changes every second: the gateway's
+    risk checks apply it (`percent_price_up`/`_down` 0 = the filter is not listed).
+    """
 
     symbol: str
     status: str
@@ -30,6 +34,8 @@ class SymbolRules:
     market_min_qty: Decimal
     market_max_qty: Decimal
     min_notional: Decimal
+    percent_price_up: Decimal = Decimal(0)  # PERCENT_PRICE multiplierUp: BUY price <= mark x up
+    percent_price_down: Decimal = Decimal(0)  # multiplierDown: SELL price >= mark x down
 
     @classmethod
     def from_exchange_info(cls, entry: dict[str, Any]) -> SymbolRules:
@@ -42,6 +48,7 @@ class SymbolRules:
         lot = filters["LOT_SIZE"]
         market_lot = filters.get("MARKET_LOT_SIZE", lot)
         notional = filters.get("MIN_NOTIONAL", {}).get("notional", "0")
+        percent = filters.get("PERCENT_PRICE", {})
         return cls(
             symbol=entry["symbol"],
             status=entry.get("status", "TRADING"),
@@ -55,6 +62,8 @@ class SymbolRules:
             market_min_qty=Decimal(market_lot["minQty"]),
             market_max_qty=Decimal(market_lot["maxQty"]),
             min_notional=Decimal(notional),
+            percent_price_up=Decimal(percent.get("multiplierUp", "0")),
+            percent_price_down=Decimal(percent.get("multiplierDown", "0")),
         )
 
     def to_dict(self) -> dict[str, str]:
@@ -65,10 +74,12 @@ class SymbolRules:
 
     @classmethod
     def from_dict(cls, data: dict[str, str]) -> SymbolRules:
+        """From `to_dict`'s output; a filter field missing (stored by an older worker) is left default."""
         return cls(
             **{
                 name: data[name] if name in ("symbol", "status") else Decimal(data[name])
                 for name in cls.__dataclass_fields__
+                if name in data
             }  # type: ignore[arg-type]
         )
 

@@ -100,6 +100,7 @@ class ApiClientSettings(_Section):
         description="its CreateOrder/CancelOrder rate; default admission.client_requests_per_second",
     )
     burst: int | None = Field(None, gt=0, description="default admission.client_burst")
+    admin: bool = Field(False, description="may call AdminService (risk limits, kill switch)")
 
 
 class AuthSettings(_Section):
@@ -205,11 +206,31 @@ class AdmissionSettings(_Section):
 
 
 class RiskSettings(_Section):
+    """Pre-trade risk limits of the account: defaults that AdminService overrides at runtime (Redis)."""
+
     allowed_symbols: list[str] = Field(
         default_factory=list, description="symbols clients may trade; empty = every symbol in `symbols`"
     )
-    max_order_notional: Decimal = Field(Decimal(1_000_000), gt=0)
+    max_order_notional: Decimal = Field(
+        Decimal(1_000_000), gt=0, description="USDT per order; MARKET orders priced at the mark price"
+    )
     max_order_quantity: Decimal = Field(Decimal(0), ge=0, description="0 = exchange's maxQty only")
+    max_position_quantity: dict[str, Decimal] = Field(
+        default_factory=dict,
+        description="symbol -> largest |position + open orders on one side| (base asset); absent = none",
+    )
+    max_open_orders: int = Field(0, ge=0, description="orders not yet final, every symbol; 0 = no limit")
+    max_orders_per_day: int = Field(0, ge=0, description="orders accepted per UTC day; 0 = no limit")
+    price_band_percent: Decimal = Field(
+        Decimal(0), ge=0, description="a LIMIT price must lie within this % of the mark price; 0 = off"
+    )
+    mark_price_max_age_ms: int = Field(
+        5000, gt=0, description="an older mark price cannot price a check (MARKET notional is refused)"
+    )
+    mark_price_poll_ms: int = Field(1000, gt=0, description="the listener polls premiumIndex this often")
+    position_refresh_s: int = Field(
+        60, gt=0, description="the listener re-reads positionRisk this often (ACCOUNT_UPDATE in between)"
+    )
 
 
 class CircuitBreakerSettings(_Section):
@@ -231,6 +252,22 @@ class ListenerSettings(_Section):
         23 * 3600 + 30 * 60, gt=0, description="reconnect the user stream before Binance's 24 h cap"
     )
     reconnect_backoff_max_s: float = Field(10.0, gt=0)
+
+
+class DeadManSettings(_Section):
+    """The exchange's countdownCancelAll, kept armed by the leading listener for symbols with open orders."""
+
+    enabled: bool = Field(True, description="false: no countdown; resting orders outlive a dead service")
+    interval_s: float = Field(30.0, gt=0, description="seconds between heartbeats (re-arming each symbol)")
+    countdown_ms: int = Field(
+        120_000, gt=0, description="the exchange cancels a symbol's orders this long after the last heartbeat"
+    )
+
+    @model_validator(mode="after")
+    def _countdown_outlasts_interval(self) -> DeadManSettings:
+        if self.countdown_ms <= self.interval_s * 1000:
+            raise ValueError("countdown_ms must be longer than interval_s, or a healthy service is canceled")
+        return self
 
 
 class ReconcileSettings(_Section):
@@ -300,6 +337,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     listener: ListenerSettings = ListenerSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
+    dead_man: DeadManSettings = DeadManSettings()
     performance: PerformanceSettings = PerformanceSettings()
     logging: LoggingSettings = LoggingSettings()
     monitoring: MonitoringSettings = MonitoringSettings()

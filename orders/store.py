@@ -30,9 +30,10 @@ import redis.exceptions
 from redis.asyncio.client import Pipeline
 
 from orders import fsm, metrics
-from orders.errors import InvalidOrder, OrderNotFound, StoreConflict
-from orders.model import Order, OrderState
+from orders.errors import InvalidOrder, OrderNotFound, RiskLimitExceeded, StoreConflict
+from orders.model import Order, OrderState, decimal_str
 from orders.outbox import Outbox, encode_fills
+from orders.risk_state import DAY_COUNTER_TTL_S, RiskCheck, RiskKeys, from_units, to_units, utc_day
 from orders.settings import Settings
 from orders.store_scripts import COMPARE_AND_SET, CREATE, FIND_BY_CLIENT_ID, PUSH
 
@@ -98,6 +99,7 @@ class OrderStore:
         self._ttl_s = ttl_s
         self.outbox = Outbox(client, namespace=namespace, retention_s=update_retention_s)
         self._unsettled_key = f"{namespace}:unsettled"
+        self.risk_keys = RiskKeys(namespace)
         self._create = client.register_script(CREATE)
         self._cas = client.register_script(COMPARE_AND_SET)
         self._push = client.register_script(PUSH)
@@ -154,6 +156,8 @@ class OrderStore:
             self._unsettled_key,
             self._unsent_key(order.symbol),
             self._unsent_key(),
+            self.risk_keys.reserved,
+            self.risk_keys.open_qty,
         ]
         args: list[Any] = [
             order.order_id,
@@ -165,23 +169,39 @@ class OrderStore:
             new_fills,
             str(was or ""),
             1 if order.state in _UNSENT else 0,
+            _open_units(order),
         ]
         return keys, args
 
     async def create(
-        self, order: Order, enqueue: Callable[[Order], QueuePush | None] | None = None
+        self,
+        order: Order,
+        enqueue: Callable[[Order], QueuePush | None] | None = None,
+        *,
+        risk: RiskCheck | None = None,
     ) -> CreateResult:
         """Store a new order (version 1) and, atomically with it, its outbox entry and the push
         `enqueue` returns for the stored order.
 
         If `order.client_order_id` is already taken, nothing is written or queued and
-        the existing order is returned with `created=False`.
+        the existing order is returned with `created=False`. With `risk`, the same step
+        checks the trading mode and the counting limits and reserves the order against
+        them until it is final; a refusal raises RiskLimitExceeded and writes nothing.
         """
         stored = order.replace(version=1)
         keys, args = self._record(stored, "", None)
         keys += [self._index_key(), self._index_key(order.symbol), self._owner_index_key(order.owner)]
+        keys += [
+            self.risk_keys.mode,
+            self.risk_keys.positions,
+            self.risk_keys.orders_on(utc_day(order.created_at)),
+        ]
+        args += _risk_args(stored, risk)
         _add_push(keys, args, enqueue(stored) if enqueue else None)
-        winner = _text(await self._create(keys=keys, args=args))
+        answer = await self._create(keys=keys, args=args)
+        if isinstance(answer, list):
+            raise _refusal(stored, [_text(part) for part in answer])
+        winner = _text(answer)
         if winner == order.order_id:
             return CreateResult(stored, created=True)
         return CreateResult(await self.get(winner), created=False)
@@ -204,6 +224,11 @@ class OrderStore:
             keys=[self._client_key(client_order_id)], args=[self._order_key("")]
         )
         return Order.from_json(data) if data else None
+
+    async def link_client_id(self, client_order_id: str, order_id: str) -> None:
+        """Make `client_order_id` (an id the exchange chose, e.g. for the order a conditional
+        order triggered) find `order_id` too; an id already taken is left as it is."""
+        await self._redis.set(self._client_key(client_order_id), order_id, nx=True, ex=self._ttl_s)
 
     async def transition(
         self,
@@ -361,6 +386,56 @@ class OrderStore:
 
     async def ping(self) -> bool:
         return bool(await self._redis.ping())
+
+
+def _open_units(order: Order) -> int:
+    """The order's quantity still open, in 1e-8 units; -1 once it is final (release it)."""
+    if order.state in fsm.FINAL_STATES:
+        return -1
+    return max(to_units(order.quantity - order.filled_quantity), 0)
+
+
+def _risk_args(order: Order, risk: RiskCheck | None) -> list[Any]:
+    """ARGV[11..20] of CREATE: the risk gate's order and limits (see `orders.store_scripts`)."""
+    if risk is None:
+        return [0, "", "", "", 0, 0, 0, 0, -1, DAY_COUNTER_TTL_S]
+    return [
+        1,
+        f"{order.symbol}:{order.side}",
+        str(order.side),
+        order.symbol,
+        to_units(order.quantity),
+        1 if order.reduce_only else 0,
+        risk.max_open_orders,
+        risk.max_orders_per_day,
+        -1 if risk.max_position is None else to_units(risk.max_position),
+        DAY_COUNTER_TTL_S,
+    ]
+
+
+def _refusal(order: Order, answer: list[str]) -> RiskLimitExceeded:
+    """The RiskLimitExceeded for the risk gate's {limit, value, allowance}."""
+    limit, value, allowance = answer
+    if limit == "trading_mode":
+        return RiskLimitExceeded(
+            "trading_mode",
+            f"trading is {value}: {allowance} (kill switch; see `order-execution risk show`)",
+            limit=limit,
+        )
+    if limit == "max_position_quantity":
+        return RiskLimitExceeded(
+            "quantity",
+            f"{order.symbol} position with open {order.side} orders would reach "
+            f"{decimal_str(from_units(value))}, above the allowance {decimal_str(from_units(allowance))} "
+            f"(risk.max_position_quantity)",
+            limit=limit,
+        )
+    what = "open orders" if limit == "max_open_orders" else "orders today (UTC)"
+    return RiskLimitExceeded(
+        limit,
+        f"this order would make {value} {what}, above the allowance {allowance} (risk.{limit})",
+        limit=limit,
+    )
 
 
 def _add_push(keys: list[str], args: list[Any], push: QueuePush | None) -> None:

@@ -8,7 +8,8 @@
 * ``GET /admin/requests`` (``path``, ``method``, ``clientOrderId``, ``account``): every REST request.
 * ``POST /admin/faults`` (a FaultConfig) → the armed fault; ``GET /admin/faults``; ``DELETE /admin/faults``.
 * ``POST /admin/reset``: clear orders, trades, positions, requests, faults, counters and listenKeys.
-* ``GET /admin/state``: accounts with wallet, positions and listenKey state (for debugging).
+* ``GET /admin/state``: accounts with wallet, positions (hedge-mode ones as ``SYMBOL:LONG``), position
+  mode, leverage and margin-type settings and the symbols whose countdownCancelAll timer runs.
 """
 
 from __future__ import annotations
@@ -167,9 +168,16 @@ async def describe(request: web.Request) -> web.Response:
             "key": a.key,
             "wallet": format(a.wallet, "f"),
             "positions": {
-                s: {"amount": format(p.amount, "f"), "entryPrice": format(p.entry_price, "f")}
-                for s, p in a.positions.items()
+                (s if p.position_side == "BOTH" else f"{s}:{p.position_side}"): {
+                    "amount": format(p.amount, "f"),
+                    "entryPrice": format(p.entry_price, "f"),
+                }
+                for s, p in a.every_position()
             },
+            "dualSidePosition": a.dual_side,
+            "leverage": {s: a.leverage_for(s) for s in state.engine.specs},
+            "isolated": sorted(a.isolated),
+            "countdowns": [s for k, s in state.countdowns.armed() if k == a.key],
         }
         for a in state.engine.accounts.values()
     ]

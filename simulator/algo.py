@@ -5,7 +5,10 @@ and TAKE_PROFIT_MARKET the other way round; a trailing stop activates at ``activ
 triggers when the price retraces ``callbackRate`` percent from its best since activation. A condition that
 already holds when the order is placed is rejected with -2021. On trigger the algo order becomes TRIGGERED,
 places its LIMIT (GTC) or MARKET order on the engine, and ends FINISHED (or REJECTED if that order fails);
-each change is pushed as ``ALGO_UPDATE``.
+each change is pushed as ``ALGO_UPDATE``. ``workingType`` (MARK_PRICE or CONTRACT_PRICE; both watch the one
+reference price here) and ``priceProtect`` are checked and echoed; ``closePosition=true`` (STOP_MARKET and
+TAKE_PROFIT_MARKET only, without quantity or reduceOnly) fires a reduce-only MARKET order for the whole
+position at trigger time, and is REJECTED then if there is no position it would reduce.
 """
 
 from __future__ import annotations
@@ -52,10 +55,21 @@ def new_algo_order(call: Call) -> dict[str, Any]:
     order_type = require(p, "type")
     if order_type not in CONDITIONAL_TYPES:
         raise errors.error(errors.INVALID_ORDER_TYPE)
+    close_position = parse_bool(p, "closePosition")
+    working_type = p.get("workingType") or "CONTRACT_PRICE"
+    if working_type not in ("CONTRACT_PRICE", "MARK_PRICE"):
+        raise errors.invalid_parameter("workingType")
     quantity = parse_decimal(p, "quantity")
-    if quantity is None:
+    if close_position:
+        if order_type not in ("STOP_MARKET", "TAKE_PROFIT_MARKET"):
+            raise errors.invalid_parameter("closePosition")
+        if quantity is not None or parse_bool(p, "reduceOnly"):
+            raise errors.invalid_parameter("closePosition")
+        quantity = ZERO
+    elif quantity is None:
         raise errors.mandatory("quantity")
-    check_quantity(spec, quantity, market=order_type.endswith("MARKET"))
+    else:
+        check_quantity(spec, quantity, market=order_type.endswith("MARKET"))
     price = ZERO
     if order_type in ("STOP", "TAKE_PROFIT"):
         limit_price = parse_decimal(p, "price")
@@ -90,6 +104,9 @@ def new_algo_order(call: Call) -> dict[str, Any]:
         trigger_price=trigger or ZERO,
         time_in_force=p.get("timeInForce") or "GTC",
         reduce_only=parse_bool(p, "reduceOnly"),
+        working_type=working_type,
+        price_protect=parse_bool(p, "priceProtect"),
+        close_position=close_position,
         activate_price=activate if trailing else ZERO,
         callback_rate=callback,
         create_time=now,
@@ -167,15 +184,23 @@ def on_price(state: SimulatorState) -> Callable[[str, Decimal], None]:
             algo.trigger_time = state.clock.now_ms()
             _set_status(state, algo, "TRIGGERED")
             market = algo.order_type.endswith("MARKET")
+            quantity, reduce_only = algo.quantity, algo.reduce_only
+            if algo.close_position:
+                held = engine.accounts[algo.account_key].position(symbol).amount
+                quantity, reduce_only = abs(held), True
+                if held == 0 or (held > 0) == (algo.side == "BUY"):
+                    algo.reject_reason = "ReduceOnly Order is rejected."
+                    _set_status(state, algo, "REJECTED")
+                    continue
             req = OrderRequest(
                 spec=algo.spec,
                 side=algo.side,
                 type="MARKET" if market else "LIMIT",
-                time_in_force="GTC",
-                quantity=algo.quantity,
+                time_in_force="GTC" if market else algo.time_in_force,
+                quantity=quantity,
                 price=ZERO if market else algo.price,
                 client_order_id=None,
-                reduce_only=algo.reduce_only,
+                reduce_only=reduce_only,
                 position_side="BOTH",
                 resp_type="ACK",
                 stp_mode="EXPIRE_MAKER",

@@ -37,6 +37,9 @@ class AlgoOrder:
     callback_rate: Decimal
     create_time: int
     update_time: int
+    working_type: str = "CONTRACT_PRICE"
+    price_protect: bool = False
+    close_position: bool = False
     status: str = "NEW"
     trigger_time: int = 0
     actual_order_id: str = ""
@@ -63,10 +66,10 @@ class AlgoOrder:
             "price": fmt(self.price, pp),
             "icebergQuantity": None,
             "selfTradePreventionMode": "EXPIRE_MAKER",
-            "workingType": "CONTRACT_PRICE",
+            "workingType": self.working_type,
             "priceMatch": "NONE",
-            "closePosition": False,
-            "priceProtect": False,
+            "closePosition": self.close_position,
+            "priceProtect": self.price_protect,
             "reduceOnly": self.reduce_only,
             "activatePrice": fmt(self.activate_price, pp),
             "callbackRate": format(self.callback_rate, "f"),
@@ -101,10 +104,10 @@ class AlgoOrder:
                 "tp": fmt(self.trigger_price, pp),
                 "p": fmt(self.price, pp),
                 "V": "EXPIRE_MAKER",
-                "wt": "CONTRACT_PRICE",
+                "wt": self.working_type,
                 "pm": "NONE",
-                "cp": False,
-                "pP": False,
+                "cp": self.close_position,
+                "pP": self.price_protect,
                 "R": self.reduce_only,
                 "tt": self.trigger_time,
                 "gtd": 0,

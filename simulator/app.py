@@ -13,7 +13,7 @@ from functools import partial
 
 from aiohttp import web
 
-from simulator import admin, algo, rest_account, rest_trade
+from simulator import admin, algo, rest_account, rest_account_settings, rest_trade
 from simulator.admin import STATE_KEY
 from simulator.config import SimulatorConfig
 from simulator.pipeline import Endpoint, dispatch
@@ -52,7 +52,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/fapi/v2/balance", "SIGNED", rest_account.balance_v2, 5),
     Endpoint("GET", "/fapi/v2/positionRisk", "SIGNED", rest_account.position_risk, 5),
     Endpoint("GET", "/fapi/v3/positionRisk", "SIGNED", rest_account.position_risk_v3, 5),
-    Endpoint("GET", "/fapi/v1/positionSide/dual", "SIGNED", rest_account.position_mode, 30),
+    Endpoint("GET", "/fapi/v1/positionSide/dual", "SIGNED", rest_account_settings.position_mode, 30),
+    Endpoint("POST", "/fapi/v1/positionSide/dual", "SIGNED", rest_account_settings.change_position_mode, 1),
+    Endpoint("POST", "/fapi/v1/leverage", "SIGNED", rest_account_settings.change_leverage, 1),
+    Endpoint("POST", "/fapi/v1/marginType", "SIGNED", rest_account_settings.change_margin_type, 1),
+    Endpoint("GET", "/fapi/v1/leverageBracket", "SIGNED", rest_account_settings.leverage_bracket, 1),
+    Endpoint("POST", "/fapi/v1/countdownCancelAll", "SIGNED", rest_account_settings.countdown_cancel_all, 10),
     Endpoint("GET", "/fapi/v1/commissionRate", "SIGNED", rest_account.commission_rate, 20),
     Endpoint("POST", "/fapi/v1/listenKey", "USER_STREAM", rest_account.listen_key_create, 1),
     Endpoint("PUT", "/fapi/v1/listenKey", "USER_STREAM", rest_account.listen_key_keepalive, 1),

@@ -51,6 +51,7 @@ MARGIN_NOT_SUFFICIENT: Final = -2019
 ORDER_WOULD_TRIGGER: Final = -2021
 REDUCE_ONLY_REJECT: Final = -2022
 MAX_OPEN_ORDERS: Final = -2025
+MAX_LEVERAGE_RATIO: Final = -2027
 PRICE_LESS_THAN_ZERO: Final = -4001
 PRICE_GREATER_THAN_MAX: Final = -4002
 QTY_LESS_THAN_ZERO: Final = -4003
@@ -62,7 +63,14 @@ INVALID_CL_ORD_ID: Final = -4015
 PRICE_ABOVE_CAP: Final = -4016
 QTY_NOT_ON_STEP: Final = -4023
 PRICE_BELOW_FLOOR: Final = -4024
+INVALID_LEVERAGE: Final = -4028
+NO_NEED_TO_CHANGE_MARGIN_TYPE: Final = -4046
+MARGIN_TYPE_OPEN_ORDERS: Final = -4047
+MARGIN_TYPE_POSITION: Final = -4048
+NO_NEED_TO_CHANGE_POSITION_SIDE: Final = -4059
 POSITION_SIDE_NOT_MATCH: Final = -4061
+POSITION_SIDE_OPEN_ORDERS: Final = -4067
+POSITION_SIDE_POSITION: Final = -4068
 DUPLICATED_CLIENT_ORDER_ID: Final = -4116
 STOP_ORDER_SWITCH_ALGO: Final = -4120
 MIN_NOTIONAL: Final = -4164
@@ -110,6 +118,13 @@ _MESSAGES: Final[dict[int, str]] = {
     QTY_NOT_ON_STEP: "Qty not increased by step size.",
     PRICE_BELOW_FLOOR: "Price is lower than mark price multiplier floor.",
     POSITION_SIDE_NOT_MATCH: "Order's position side does not match user's setting.",
+    NO_NEED_TO_CHANGE_MARGIN_TYPE: "No need to change margin type.",
+    MARGIN_TYPE_OPEN_ORDERS: "Margin type cannot be changed if there exists open orders.",
+    MARGIN_TYPE_POSITION: "Margin type cannot be changed if there exists position.",
+    NO_NEED_TO_CHANGE_POSITION_SIDE: "No need to change position side.",
+    POSITION_SIDE_OPEN_ORDERS: "Position side cannot be changed if there exists open orders.",
+    POSITION_SIDE_POSITION: "Position side cannot be changed if there exists position.",
+    MAX_LEVERAGE_RATIO: "Exceeded the maximum allowable position at current leverage.",
     DUPLICATED_CLIENT_ORDER_ID: "ClientOrderId is duplicated.",
     STOP_ORDER_SWITCH_ALGO: (
         "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead."
@@ -164,6 +179,11 @@ def illegal_chars(param: str, legal_range: str) -> BinanceError:
 def invalid_parameter(param: str) -> BinanceError:
     """-1130 for a parameter whose value is not valid."""
     return BinanceError(INVALID_PARAMETER, f"Data sent for parameter '{param}' is not valid.")
+
+
+def invalid_leverage(leverage: str) -> BinanceError:
+    """-4028 for a leverage outside 1..125 (or above the symbol's first bracket)."""
+    return BinanceError(INVALID_LEVERAGE, f"Leverage {leverage} is not valid")
 
 
 def min_notional(notional: str) -> BinanceError:

@@ -93,13 +93,18 @@ def account_update(
                     "bep": fmt(position.entry_price, 8),
                     "cr": fmt(position.realized, 8),
                     "up": fmt(unrealized, 8),
-                    "mt": "cross",
+                    "mt": "isolated" if symbol in account.isolated else "cross",
                     "iw": "0",
-                    "ps": "BOTH",
+                    "ps": position.position_side,
                 }
             ],
         },
     }
+
+
+def account_config_update(symbol: str, leverage: int, now_ms: int) -> dict[str, Any]:
+    """Return the ``ACCOUNT_CONFIG_UPDATE`` sent when a symbol's leverage changes."""
+    return {"e": "ACCOUNT_CONFIG_UPDATE", "E": now_ms, "T": now_ms, "ac": {"s": symbol, "l": leverage}}
 
 
 def listen_key_expired(listen_key: str, now_ms: int) -> dict[str, Any]:

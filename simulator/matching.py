@@ -19,7 +19,7 @@ from simulator import errors
 from simulator.clock import ExchangeClock
 from simulator.config import SimulatorConfig
 from simulator.events import account_update, order_trade_update
-from simulator.models import ZERO, Account, Order, Trade
+from simulator.models import ZERO, Account, Order, Trade, closes_hedge_side
 from simulator.symbols import SymbolSpec
 from simulator.validation import OrderRequest
 
@@ -29,6 +29,19 @@ PriceListener = Callable[[str, Decimal], None]
 _ID_ALPHABET = string.ascii_letters + string.digits
 FIRST_ORDER_ID = 4_000_000_001
 FIRST_TRADE_ID = 300_000_001
+
+
+def check_position_side(account: Account, req: OrderRequest) -> None:
+    """Binance's position-mode rules: one-way mode takes only ``BOTH``; hedge mode needs ``LONG`` or
+    ``SHORT`` (-4061 "Order's position side does not match user's setting.") and refuses ``reduceOnly``
+    (-1106: closing a side is what makes a hedge-mode order reduce)."""
+    if account.dual_side:
+        if req.position_side == "BOTH":
+            raise errors.error(errors.POSITION_SIDE_NOT_MATCH)
+        if req.reduce_only:
+            raise errors.not_required("reduceOnly")
+    elif req.position_side != "BOTH":
+        raise errors.error(errors.POSITION_SIDE_NOT_MATCH)
 
 
 def _generated_client_id() -> str:
@@ -73,11 +86,14 @@ class MatchingEngine:
     def place(self, account: Account, req: OrderRequest, dry_run: bool = False) -> Order:
         """Accept and match a validated order, returning it in its state after the first match.
 
-        Raises -4116 (client id open), -2025 (MAX_NUM_ORDERS), -2022 (reduce-only would not reduce),
+        Raises -4061 (positionSide does not fit the account's position mode), -1106 (reduceOnly in hedge
+        mode), -4116 (client id open), -2025 (MAX_NUM_ORDERS), -2022 (reduce-only, or closing a hedge side,
+        would not reduce),
         -2019 (margin), -5022 (GTX would cross) or -5021 (FOK cannot fill in full); rejected orders leave no
         record and no event. With ``dry_run`` only the checks run (``/order/test``).
         """
         symbol = req.spec.symbol
+        check_position_side(account, req)
         client_id = req.client_order_id or _generated_client_id()
         if (symbol, client_id) in account.open_by_client_id:
             raise errors.error(errors.DUPLICATED_CLIENT_ORDER_ID)
@@ -85,12 +101,13 @@ class MatchingEngine:
         if sum(1 for o in book.values() if o.account_key == account.key) >= self._config.max_num_orders:
             raise errors.error(errors.MAX_OPEN_ORDERS)
         ref = self.prices[symbol]
-        position = account.position(symbol)
-        if req.reduce_only and (position.amount == 0 or (position.amount > 0) == (req.side == "BUY")):
+        position = account.position(symbol, req.position_side)
+        reduces = req.reduce_only or closes_hedge_side(req.side, req.position_side)
+        if reduces and (position.amount == 0 or (position.amount > 0) == (req.side == "BUY")):
             raise errors.error(errors.REDUCE_ONLY_REJECT)
-        if not req.reduce_only:
+        if not reduces:
             notional = (ref if req.type == "MARKET" else req.price) * req.quantity
-            if notional / account.leverage > self.available_balance(account):
+            if notional / account.leverage_for(symbol) > self.available_balance(account):
                 raise errors.error(errors.MARGIN_NOT_SUFFICIENT)
         crosses = req.type == "MARKET" or (req.price >= ref if req.side == "BUY" else req.price <= ref)
         available = self.liquidity.get(symbol)
@@ -219,20 +236,21 @@ class MatchingEngine:
     def available_balance(self, account: Account) -> Decimal:
         """Wallet + unrealised PnL - position margin - open-order margin, in USDT."""
         value = account.wallet
-        for symbol, pos in account.positions.items():
+        for symbol, pos in account.every_position():
             mark = self.prices[symbol]
-            value += (mark - pos.entry_price) * pos.amount - abs(pos.amount) * mark / account.leverage
+            leverage = account.leverage_for(symbol)
+            value += (mark - pos.entry_price) * pos.amount - abs(pos.amount) * mark / leverage
         for book in self._books.values():
             for o in book.values():
-                if o.account_key == account.key and not o.reduce_only:
-                    value -= o.remaining * o.price / account.leverage
+                if o.account_key == account.key and not o.reduces:
+                    value -= o.remaining * o.price / account.leverage_for(o.symbol)
         return value
 
     def _fill(self, account: Account, order: Order, price: Decimal, maker: bool) -> None:
         available = self.liquidity.get(order.symbol)
         qty = order.remaining if available is None else min(order.remaining, available)
-        position = account.position(order.symbol)
-        if order.reduce_only:
+        position = account.position(order.symbol, order.position_side)
+        if order.reduces:
             reducible = position.amount != 0 and (position.amount > 0) == (order.side == "SELL")
             qty = min(qty, abs(position.amount)) if reducible else ZERO
             if qty <= 0:
@@ -260,7 +278,7 @@ class MatchingEngine:
             self._sink(account.key, order_trade_update(order, "TRADE", now, trade))
             mark = self.prices[order.symbol]
             self._sink(account.key, account_update(account, order.symbol, position, mark, now))
-        if order.reduce_only and order.is_open and position.amount == 0:
+        if order.reduces and order.is_open and position.amount == 0:
             # The position is closed: the rest of a reduce-only order expires (er=4).
             self._end(account, order, "EXPIRED", expiry_reason=4)
 

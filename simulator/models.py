@@ -20,6 +20,11 @@ def fmt(value: Decimal, places: int) -> str:
     return format(value.quantize(_QUANTS[places]), "f")
 
 
+def closes_hedge_side(side: str, position_side: str) -> bool:
+    """True for a hedge-mode order that closes its side: SELL on LONG, BUY on SHORT."""
+    return (position_side, side) in (("LONG", "SELL"), ("SHORT", "BUY"))
+
+
 @dataclass
 class Order:
     """One order the exchange accepted; mutated in place as it fills, is amended or ends."""
@@ -59,6 +64,11 @@ class Order:
     def remaining(self) -> Decimal:
         """Quantity still to fill."""
         return self.orig_qty - self.executed_qty
+
+    @property
+    def reduces(self) -> bool:
+        """True if the order may only shrink a position: reduce-only, or closing a hedge-mode side."""
+        return self.reduce_only or closes_hedge_side(self.side, self.position_side)
 
     @property
     def avg_price(self) -> Decimal:
@@ -135,12 +145,14 @@ class Trade:
 
 @dataclass
 class Position:
-    """A one-way (``BOTH``) position: signed amount, entry price and realised profit so far."""
+    """A position (``BOTH`` in one-way mode, ``LONG``/``SHORT`` in hedge mode): signed amount, entry
+    price and realised profit so far (a SHORT position's amount is negative, as Binance reports it)."""
 
     amount: Decimal = ZERO
     entry_price: Decimal = ZERO
     realized: Decimal = ZERO
     update_time_ms: int = 0
+    position_side: str = "BOTH"
 
     def apply_fill(self, side: str, qty: Decimal, price: Decimal) -> Decimal:
         """Apply a fill, returning the profit it realised (non-zero only when the position shrinks)."""
@@ -165,21 +177,43 @@ class Position:
 
 @dataclass
 class Account:
-    """One API key's book: wallet, leverage, positions per symbol, orders and trades."""
+    """One API key's book: wallet, settings, positions per symbol, orders and trades.
+
+    ``leverage`` is the default of every symbol, ``symbol_leverage`` what ``POST /fapi/v1/leverage`` set;
+    ``dual_side`` is hedge mode, whose LONG/SHORT positions live in ``sided_positions`` (one-way
+    ``BOTH`` positions in ``positions``); ``isolated`` lists the symbols in ISOLATED margin.
+    """
 
     key: str
     secret: str
     wallet: Decimal
     leverage: int
     positions: dict[str, Position] = field(default_factory=dict)
+    sided_positions: dict[tuple[str, str], Position] = field(default_factory=dict)
+    symbol_leverage: dict[str, int] = field(default_factory=dict)
+    isolated: set[str] = field(default_factory=set)
+    dual_side: bool = False
     orders: dict[int, Order] = field(default_factory=dict)
     open_by_client_id: dict[tuple[str, str], Order] = field(default_factory=dict)
     by_client_id: dict[tuple[str, str], Order] = field(default_factory=dict)
     trades: list[Trade] = field(default_factory=list)
 
-    def position(self, symbol: str) -> Position:
-        """Return (creating if needed) the position in ``symbol``."""
+    def position(self, symbol: str, position_side: str = "BOTH") -> Position:
+        """Return (creating if needed) the ``position_side`` position in ``symbol``."""
+        if position_side != "BOTH":
+            sided = self.sided_positions.get((symbol, position_side))
+            if sided is None:
+                sided = self.sided_positions[(symbol, position_side)] = Position(position_side=position_side)
+            return sided
         pos = self.positions.get(symbol)
         if pos is None:
             pos = self.positions[symbol] = Position()
         return pos
+
+    def every_position(self) -> list[tuple[str, Position]]:
+        """Every (symbol, position) the account holds, one-way and hedge-mode ones alike."""
+        return [*self.positions.items(), *((s, p) for (s, _), p in self.sided_positions.items())]
+
+    def leverage_for(self, symbol: str) -> int:
+        """The leverage ``symbol`` trades at: the one set for it, else the account's default."""
+        return self.symbol_leverage.get(symbol, self.leverage)

@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from simulator import errors
+from simulator.brackets import max_notional
 from simulator.models import ZERO, Account, fmt
 from simulator.pipeline import Call
 from simulator.symbols import exchange_info
@@ -67,17 +68,21 @@ def ticker_price(call: Call) -> Any:
 
 
 def _position_rows(call: Call, account: Account, only_active: bool) -> list[dict[str, Any]]:
+    """One row per symbol and position side: ``BOTH`` in one-way mode, ``LONG`` and ``SHORT`` in hedge."""
     rows = []
     engine = call.state.engine
-    for symbol in engine.specs:
-        pos = account.positions.get(symbol)
+    sides = ("LONG", "SHORT") if account.dual_side else ("BOTH",)
+    for symbol, side in ((s, side) for s in engine.specs for side in sides):
+        pos = account.positions.get(symbol) if side == "BOTH" else account.sided_positions.get((symbol, side))
         amount = pos.amount if pos else ZERO
         if only_active and amount == 0 and not engine.open_orders(account, symbol):
             continue
         mark = engine.prices[symbol]
         entry = pos.entry_price if pos else ZERO
         unrealized = (mark - entry) * amount
-        margin = abs(amount) * mark / account.leverage
+        leverage = account.leverage_for(symbol)
+        margin = abs(amount) * mark / leverage
+        isolated = symbol in account.isolated
         rows.append(
             {
                 "symbol": symbol,
@@ -88,19 +93,20 @@ def _position_rows(call: Call, account: Account, only_active: bool) -> list[dict
                 "unRealizedProfit": fmt(unrealized, 8),
                 "unrealizedProfit": fmt(unrealized, 8),
                 "liquidationPrice": "0",
-                "leverage": str(account.leverage),
-                "maxNotionalValue": "1000000",
-                "marginType": "cross",
-                "isolatedMargin": "0.00000000",
+                "leverage": str(leverage),
+                "maxNotionalValue": str(max_notional(leverage)),
+                "marginType": "isolated" if isolated else "cross",
+                "isolatedMargin": fmt(margin if isolated else ZERO, 8),
                 "isAutoAddMargin": "false",
-                "positionSide": "BOTH",
+                "positionSide": side,
                 "notional": fmt(amount * mark, 8),
-                "isolatedWallet": "0",
+                "isolatedWallet": fmt(margin if isolated else ZERO, 8),
                 "initialMargin": fmt(margin, 8),
                 "maintMargin": fmt(margin / 4, 8),
                 "positionInitialMargin": fmt(margin, 8),
                 "openOrderInitialMargin": "0",
-                "isolated": False,
+                "isolated": isolated,
+                "maxNotional": str(max_notional(leverage)),
                 "updateTime": pos.update_time_ms if pos else 0,
                 "marginAsset": "USDT",
             }
@@ -127,12 +133,10 @@ def position_risk_v3(call: Call) -> list[dict[str, Any]]:
 
 def _totals(call: Call, account: Account) -> dict[str, str]:
     engine = call.state.engine
-    unrealized = sum(
-        ((engine.prices[s] - p.entry_price) * p.amount for s, p in account.positions.items()), Decimal(0)
-    )
+    held = account.every_position()
+    unrealized = sum(((engine.prices[s] - p.entry_price) * p.amount for s, p in held), Decimal(0))
     position_margin = sum(
-        (abs(p.amount) * engine.prices[s] / account.leverage for s, p in account.positions.items()),
-        Decimal(0),
+        (abs(p.amount) * engine.prices[s] / account.leverage_for(s) for s, p in held), Decimal(0)
     )
     available = engine.available_balance(account)
     order_margin = account.wallet + unrealized - position_margin - available
@@ -221,11 +225,6 @@ def balance_v2(call: Call) -> list[dict[str, Any]]:
             "updateTime": call.state.clock.now_ms(),
         }
     ]
-
-
-def position_mode(call: Call) -> dict[str, Any]:
-    """``GET /fapi/v1/positionSide/dual``: always one-way mode."""
-    return {"dualSidePosition": False}
 
 
 def commission_rate(call: Call) -> dict[str, Any]:

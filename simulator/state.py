@@ -8,6 +8,7 @@ from simulator.algobook import AlgoBook
 from simulator.auth import Credentials
 from simulator.clock import ExchangeClock
 from simulator.config import SimulatorConfig
+from simulator.countdown import CountdownTimers
 from simulator.faults import FaultRegistry
 from simulator.journal import Journal
 from simulator.matching import MatchingEngine
@@ -18,7 +19,7 @@ from simulator.userstream import UserStreams
 
 @dataclass
 class SimulatorState:
-    """Clock, matching engine, user streams, faults, rate limiter and request journal."""
+    """Clock, matching engine, user streams, faults, rate limiter, request journal, algo book, countdowns."""
 
     config: SimulatorConfig
     clock: ExchangeClock
@@ -29,6 +30,7 @@ class SimulatorState:
     journal: Journal
     credentials: dict[str, Credentials]
     algos: AlgoBook
+    countdowns: CountdownTimers
 
     @classmethod
     def build(cls, config: SimulatorConfig, endpoints: frozenset[str] = frozenset()) -> SimulatorState:
@@ -58,6 +60,7 @@ class SimulatorState:
             journal=Journal(config.journal_size),
             credentials={a.key: Credentials(a.key, a.secret) for a in config.accounts},
             algos=AlgoBook(),
+            countdowns=CountdownTimers(),
         )
         for fault in config.faults:
             faults.arm(fault)
@@ -67,6 +70,7 @@ class SimulatorState:
         """Clear orders, positions, requests, faults, counters and listenKeys (prices back to initial)."""
         self.engine.reset()
         self.algos.reset()
+        self.countdowns.reset()
         self.journal.clear()
         self.faults.clear()
         self.limiter.reset()

@@ -182,9 +182,8 @@ def parse_order(
     if client_id is not None:
         check_client_order_id(client_id)
     reduce_only = parse_bool(params, "reduceOnly")
+    # Whether it fits the account's position mode (-4061) is the engine's check: it knows the account.
     position_side = _enum(params, "positionSide", frozenset({"BOTH", "LONG", "SHORT"}), "BOTH")
-    if position_side != "BOTH":
-        raise errors.error(errors.POSITION_SIDE_NOT_MATCH)
     resp_type = _enum(params, "newOrderRespType", frozenset({"ACK", "RESULT"}), "ACK")
     stp_mode = _enum(params, "selfTradePreventionMode", STP_MODES, "EXPIRE_MAKER")
     good_till = 0

@@ -14,6 +14,8 @@ from dramatiq import Message
 from orders.model import Order
 from orders.store import QueuePush
 from tasks.queues import (
+    AMEND_ORDER,
+    CANCEL_ALL_ORDERS,
     CANCEL_ORDER,
     RECONCILE_ORDER,
     SUBMIT_ORDER,
@@ -25,13 +27,17 @@ from tasks.queues import (
 
 
 def _push(actor_name: str, order: Order, **extra: str) -> QueuePush:
-    queue = queue_for(order.symbol)
+    return _symbol_push(actor_name, order.symbol, order_id=order.order_id, **extra)
+
+
+def _symbol_push(actor_name: str, queue_symbol: str, **kwargs: str) -> QueuePush:
+    queue = queue_for(queue_symbol)
     redis_message_id = str(uuid4())
     message: Message[object] = Message(
         queue_name=queue,
         actor_name=actor_name,
         args=(),
-        kwargs={"order_id": order.order_id, **extra},
+        kwargs=kwargs,
         options={"redis_message_id": redis_message_id},
     )
     return QueuePush(
@@ -55,6 +61,18 @@ def submit_order_push(order: Order) -> QueuePush:
 def cancel_order_push(order: Order) -> QueuePush:
     """The message that makes a worker cancel `order` at the exchange."""
     return _push(CANCEL_ORDER, order)
+
+
+def amend_order_push(order: Order, *, price: str, quantity: str) -> QueuePush:
+    """The message that makes a worker amend resting LIMIT `order` to `price` and `quantity`
+    (plain decimal strings)."""
+    return _push(AMEND_ORDER, order, price=price, quantity=quantity)
+
+
+def cancel_all_push(symbol: str) -> QueuePush:
+    """The message that makes a worker cancel every open order and algo order of `symbol` at
+    the exchange; each of our orders then settles from its own events."""
+    return _symbol_push(CANCEL_ALL_ORDERS, symbol, symbol=symbol)
 
 
 def reconcile_message(order: Order, attempt: int) -> Message[object]:

@@ -12,6 +12,8 @@ DRAMATIQ_NAMESPACE = "dramatiq"
 SUBMIT_ORDER = "submit_order"
 CANCEL_ORDER = "cancel_order"
 RECONCILE_ORDER = "reconcile_order"
+AMEND_ORDER = "amend_order"
+CANCEL_ALL_ORDERS = "cancel_all_orders"
 
 ACTOR_QUEUE = "orders"  # actors' home queue; order messages are routed per symbol
 

@@ -9,7 +9,7 @@ the listener's reconciler, which sweeps every unsettled order, settles it.
 
 from __future__ import annotations
 
-from tasks.queues import CANCEL_ORDER, RECONCILE_ORDER, SUBMIT_ORDER
+from tasks.queues import AMEND_ORDER, CANCEL_ALL_ORDERS, CANCEL_ORDER, RECONCILE_ORDER, SUBMIT_ORDER
 from workers.consumer import Handler
 from workers.execution import TRANSIENT_ERRORS, CancelNotSettled, OrderExecutor
 
@@ -18,7 +18,8 @@ MAX_RECONCILE_RETRIES = 5
 
 
 def order_handlers(executor: OrderExecutor) -> dict[str, Handler]:
-    """The handlers by actor name (messages carry `order_id`, reconciles also `attempt`)."""
+    """The handlers by actor name (messages carry `order_id`, reconciles also `attempt`, amends
+    `price` and `quantity`; cancel-all carries `symbol` only)."""
 
     def retry_cancel(retries: int, exc: Exception) -> bool:
         return isinstance(exc, (CancelNotSettled, *TRANSIENT_ERRORS)) and retries < MAX_CANCEL_RETRIES
@@ -29,6 +30,10 @@ def order_handlers(executor: OrderExecutor) -> dict[str, Handler]:
     return {
         SUBMIT_ORDER: Handler(executor.submit),
         CANCEL_ORDER: Handler(executor.cancel, retry_cancel, min_backoff_ms=100, max_backoff_ms=2_000),
+        CANCEL_ALL_ORDERS: Handler(
+            executor.cancel_all, retry_cancel, min_backoff_ms=100, max_backoff_ms=2_000
+        ),
+        AMEND_ORDER: Handler(executor.amend, retry_reconcile, min_backoff_ms=100, max_backoff_ms=2_000),
         RECONCILE_ORDER: Handler(
             executor.reconcile, retry_reconcile, min_backoff_ms=500, max_backoff_ms=5_000
         ),

@@ -22,9 +22,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, TypeVar
 
-from exchange.client import BinanceClient, to_report
+from exchange.algo_orders import to_algo_report
+from exchange.answers import to_report
+from exchange.client import BinanceClient
 from exchange.errors import (
     BudgetExceeded,
     ClockSkew,
@@ -37,7 +40,7 @@ from exchange.errors import (
     RateLimited,
     UnknownOrder,
 )
-from exchange.order_sync import sync_order
+from exchange.order_sync import cancel_at_exchange, sync_order
 from orders import fsm
 from orders.errors import OrderServiceError
 from orders.logs import order_fields
@@ -119,7 +122,7 @@ class OrderExecutor:
             await self._move(order_id, lambda o: fsm.transition(o, S.UNKNOWN, reason=reason), order)
             await self.reconcile(order_id, attempt=0)
         else:
-            report = to_report(reply)
+            report = to_algo_report(reply) if order.type.is_conditional else to_report(reply)
             await self._move(order_id, lambda o: fsm.apply_report(o, report), order)
 
     def _claim_may_be_live(self, order: Order) -> bool:
@@ -148,8 +151,9 @@ class OrderExecutor:
         order_id = order.order_id
         backoff = _BACKOFF_START_S
         while True:
+            send = self.exchange.new_algo_order if order.type.is_conditional else self.exchange.new_order
             try:
-                return await self.exchange.new_order(
+                return await send(
                     order,
                     deadline_ms=order.created_at + self.max_order_age_ms,
                     after_wait=lambda: self._restamp(order_id, "waiting for the rate budget"),
@@ -213,14 +217,49 @@ class OrderExecutor:
         if order.state is not S.PENDING_CANCEL:
             return
         try:
-            reply = await self.exchange.cancel_order(order.symbol, order.client_order_id)
+            report = await cancel_at_exchange(self.exchange, order)
         except UnknownOrder:
             await self._settle_from_query(order)
         except (NotExecuted, OutcomeUnknown) as exc:
             raise CancelNotSettled(f"order {order_id}: {exc}") from exc
         else:
-            report = to_report(reply)
             await self._move(order_id, lambda o: fsm.apply_report(o, report))
+
+    async def cancel_all(self, symbol: str) -> None:
+        """Cancel every open order and algo order of `symbol` at the exchange.
+
+        Our orders the gateway moved to PENDING_CANCEL settle from their own events (or
+        the reconciler's query). Raises CancelNotSettled when it should be tried again.
+        """
+        try:
+            await self.exchange.cancel_all_orders(symbol)
+        except (NotExecuted, OutcomeUnknown) as exc:
+            raise CancelNotSettled(f"cancel-all {symbol}: {exc}") from exc
+        log.info("canceled every open order of %s at the exchange", symbol)
+
+    async def amend(self, order_id: str, price: str, quantity: str) -> None:
+        """Amend a resting LIMIT order at the exchange (PUT) and store its new version.
+
+        An order no longer open is left alone; a refusal (-5027 nothing to change, -2013
+        gone, a filter) is logged and changes nothing. Raises the transient errors for a retry.
+        """
+        order = await self._store_call(lambda: self.store.get(order_id), budget_ms=self.store_retry_ms)
+        if order.state not in (S.SUBMITTED, S.PARTIALLY_FILLED):
+            log.info("order %s is %s; not amending", order_id, order.state, extra=order_fields(order))
+            return
+        try:
+            reply = await self.exchange.amend_order(order, price=Decimal(price), quantity=Decimal(quantity))
+        except (OrderRejected, UnknownOrder, OrderNotFoundAtExchange) as exc:
+            log.warning("order %s: amendment refused: %s", order_id, exc, extra=order_fields(order))
+            return
+        report = to_report(reply)
+        new_price, new_quantity = Decimal(str(reply["price"])), Decimal(str(reply["origQty"]))
+
+        def amended(current: Order) -> Order | None:
+            changed = fsm.amend(current, price=new_price, quantity=new_quantity) or current
+            return fsm.apply_report(changed, report) or (changed if changed is not current else None)
+
+        await self._move(order_id, amended)
 
     async def _settle_from_query(self, order: Order) -> None:
         try:

@@ -51,6 +51,7 @@ async def _serve(settings: Settings, queues: list[str]) -> None:
     stop_on_signals(stop, grace_s=grace_s, process="worker")
     redis = open_redis(settings.redis, blocking_reads_ms=int(SWEEP_INTERVAL_S * 1000))
     exchange = exchange_client(redis, settings)
+    exchange.forget_position_mode()  # hedge or one-way: the first order asks, if the refresh has not yet
     consumer: Consumer | None = None
 
     async def schedule_reconcile(order: Order, attempt: int, delay_ms: int) -> None:
@@ -107,13 +108,19 @@ def _metrics_endpoint(settings: Settings, exchange: BinanceClient) -> MetricsEnd
 
 
 async def _refresh_forever(exchange: BinanceClient, rules: RulesStore, settings: Settings) -> None:
-    """Clock offset and trading rules now (retrying until they load), then periodically."""
+    """Clock offset, trading rules and position mode now (retrying until they load), then periodically."""
     retry_s = 1.0
     while True:
         try:
             offset = await exchange.sync_clock()
             stored = await refresh_rules(exchange, rules, settings.symbols)
-            log.info("exchange clock offset %d ms; trading rules loaded for %s", offset, stored)
+            mode = await exchange.position_mode()
+            log.info(
+                "exchange clock offset %d ms; trading rules loaded for %s; %s position mode",
+                offset,
+                stored,
+                mode,
+            )
             retry_s = float(settings.performance.symbol_info_refresh)
         except Exception as exc:
             log.warning("loading exchangeInfo failed (%r); trying again in %.0f s", exc, retry_s)

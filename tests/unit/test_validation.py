@@ -75,7 +75,7 @@ def test_post_only_goes_out_as_gtx() -> None:
         ({"symbol": "XYZUSDT", "price": "1", "quantity": "1"}, "symbol", "not trading (status SETTLING)"),
         ({"side": pb.SIDE_UNSPECIFIED}, "side", "is required (BUY or SELL)"),
         ({"side": 7}, "side", "unknown value 7"),
-        ({"type": pb.TYPE_UNSPECIFIED}, "type", "is required (LIMIT or MARKET)"),
+        ({"type": pb.TYPE_UNSPECIFIED}, "type", "is required (LIMIT, MARKET, STOP_MARKET"),
         ({"quantity": ""}, "quantity", "is required"),
         ({"quantity": "0"}, "quantity", "must be greater than zero"),
         ({"quantity": "0.000"}, "quantity", "must be greater than zero"),

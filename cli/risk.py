@@ -1,0 +1,171 @@
+"""`order-execution risk ...`: the kill switch and the risk limits of a running gateway.
+
+  risk show [--json] [--audit N]         trading mode, who set it and why, limits, audit trail
+  risk halt [--reason R] [--cancel-open] no new orders; --cancel-open cancels every open order
+  risk reduce [--reason R]               only orders that shrink a position
+  risk resume [--reason R]               back to ACTIVE
+  risk set FIELD=VALUE ... [--reason R]  change limits on every replica, e.g.
+                                         max_open_orders=50 max_position_quantity=BTCUSDT:2,ETHUSDT:20
+                                         allowed_symbols=BTCUSDT,ETHUSDT max_order_notional=100000
+
+Calls AdminService on the gateway (`--target HOST:PORT`, else the settings' server
+address) with the API key of `client.api_key`, which must belong to a client with
+`admin: true` when authentication is on. Exit status 0 when the call succeeded, 1 if not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from cli.client import gateway_target, open_channel
+from orders.settings import Settings, load_settings
+from proto import admin_pb2 as apb
+from proto import admin_pb2_grpc
+
+_CALL_TIMEOUT_S = 30.0  # HALTED with --cancel-open walks every open order
+_MODES = {"halt": apb.HALTED, "reduce": apb.REDUCING, "resume": apb.ACTIVE}
+
+
+def add_risk_commands(parser: argparse.ArgumentParser) -> None:
+    """Add `show`, `halt`, `reduce`, `resume` and `set` under `parser` (the `risk` command)."""
+    parser.description = __doc__
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--target", metavar="HOST:PORT", default="", help="gateway address")
+    sub = parser.add_subparsers(dest="risk_command", required=True, metavar="COMMAND")
+    show = sub.add_parser("show", parents=[common], help="trading mode, limits and audit trail")
+    show.add_argument("--json", action="store_true", help="print one JSON object")
+    show.add_argument("--audit", type=int, default=10, help="audit entries to show (default %(default)s)")
+    for name, text in (
+        ("halt", "stop all new orders"),
+        ("reduce", "accept only orders that reduce a position"),
+        ("resume", "accept orders again (ACTIVE)"),
+    ):
+        command = sub.add_parser(name, parents=[common], help=text)
+        command.add_argument("--reason", default="", help="why, for the audit trail")
+        if name == "halt":
+            command.add_argument("--cancel-open", action="store_true", help="also cancel every open order")
+    change = sub.add_parser("set", parents=[common], help="change risk limits (FIELD=VALUE ...)")
+    change.add_argument("assignments", nargs="+", metavar="FIELD=VALUE")
+    change.add_argument("--reason", default="", help="why, for the audit trail")
+
+
+def run_risk_command(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    """Run the parsed `risk` command; returns the exit status."""
+    settings = settings or load_settings()
+    target = args.target or gateway_target(settings)
+    with open_channel(target, settings) as channel:
+        stub = admin_pb2_grpc.AdminServiceStub(channel)
+        try:
+            if args.risk_command == "show":
+                return _show(stub, args)
+            if args.risk_command == "set":
+                return _set(stub, args)
+            return _switch(stub, args)
+        except ValueError as exc:
+            print(f"order-execution risk: {exc}", file=sys.stderr)
+            return 1
+        except grpc.RpcError as exc:
+            hint = ""
+            if exc.code() is grpc.StatusCode.PERMISSION_DENIED:
+                hint = (
+                    "\n  the API key (client.api_key) must belong to an auth.clients entry with admin: true"
+                )
+            elif exc.code() is grpc.StatusCode.UNAVAILABLE:
+                hint = f"\n  is a gateway running at {target}? (--target HOST:PORT)"
+            print(f"{exc.code().name}: {exc.details()}{hint}", file=sys.stderr)
+            return 1
+
+
+def _show(stub: admin_pb2_grpc.AdminServiceStub, args: argparse.Namespace) -> int:
+    status = stub.GetTradingMode(apb.GetTradingModeRequest(audit_limit=args.audit), timeout=_CALL_TIMEOUT_S)
+    limits = stub.GetRiskLimits(apb.GetRiskLimitsRequest(), timeout=_CALL_TIMEOUT_S)
+    if args.json:
+        print(json.dumps({"trading": _as_dict(status), "limits": _as_dict(limits)}))
+        return 0
+    print(_mode_line(status))
+    print("limits:")
+    for name, value in _as_dict(limits).items():
+        print(f"  {name}: {value}")
+    print("audit (newest first):")
+    for entry in status.audit:
+        canceled = f" ({entry.canceled_orders} orders canceled)" if entry.canceled_orders else ""
+        why = f": {entry.reason}" if entry.reason else ""
+        print(f"  {_when(entry.time)}  {entry.actor}  {entry.action}{canceled}{why}")
+    return 0
+
+
+def _switch(stub: admin_pb2_grpc.AdminServiceStub, args: argparse.Namespace) -> int:
+    request = apb.SetTradingModeRequest(
+        mode=_MODES[args.risk_command],
+        reason=args.reason,
+        cancel_open=bool(getattr(args, "cancel_open", False)),
+    )
+    status = stub.SetTradingMode(request, timeout=_CALL_TIMEOUT_S)
+    print(_mode_line(status))
+    if request.cancel_open:
+        print(f"{status.canceled_orders} open orders canceled or being canceled")
+    return 0
+
+
+def _set(stub: admin_pb2_grpc.AdminServiceStub, args: argparse.Namespace) -> int:
+    limits = apb.RiskLimits()
+    fields: list[str] = []
+    for assignment in args.assignments:
+        name, sep, value = assignment.partition("=")
+        if not sep or name not in apb.RiskLimits.DESCRIPTOR.fields_by_name:
+            known = ", ".join(apb.RiskLimits.DESCRIPTOR.fields_by_name)
+            raise ValueError(f"{assignment!r}: expected FIELD=VALUE with FIELD one of {known}")
+        _assign(limits, name, value)
+        fields.append(name)
+    reply = stub.SetRiskLimits(
+        apb.SetRiskLimitsRequest(limits=limits, fields=fields, reason=args.reason), timeout=_CALL_TIMEOUT_S
+    )
+    for name, value in _as_dict(reply).items():
+        print(f"{name}: {value}")
+    return 0
+
+
+def _assign(limits: apb.RiskLimits, name: str, value: str) -> None:
+    """Set one field of `limits` from its command-line text; raises ValueError."""
+    if name == "max_position_quantity":
+        for pair in filter(None, value.split(",")):
+            symbol, sep, quantity = pair.partition(":")
+            if not sep:
+                raise ValueError(f"max_position_quantity: expected SYMBOL:QTY[,SYMBOL:QTY], got {pair!r}")
+            limits.max_position_quantity[symbol.upper()] = quantity
+    elif name == "allowed_symbols":
+        limits.allowed_symbols.extend(s.upper() for s in value.split(",") if s)
+    elif name in ("max_open_orders", "max_orders_per_day", "mark_price_max_age_ms"):
+        try:
+            setattr(limits, name, int(value))
+        except ValueError:
+            raise ValueError(f"{name}: expected a whole number, got {value!r}") from None
+    else:
+        setattr(limits, name, value)
+
+
+def _mode_line(status: apb.TradingModeStatus) -> str:
+    mode = apb.TradingMode.Name(status.mode)
+    if not status.set_at:
+        return f"trading: {mode} (never switched)"
+    why = f": {status.reason}" if status.reason else ""
+    return f"trading: {mode} since {_when(status.set_at)} by {status.set_by}{why}"
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _as_dict(message: Any) -> dict[str, Any]:
+    result: dict[str, Any] = MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    return result

@@ -1,0 +1,159 @@
+"""AccountService over gRPC (proto/admin.proto): leverage, margin type and position mode at the exchange.
+
+The gateway calls the exchange directly here (no queue: these are rare operator actions, and idempotent),
+through the shared rate budget, with a client built for the call and closed after it. Admin clients only,
+as AdminService (`auth.clients[].admin`). Errors map once, at this edge: the exchange refusing
+(OrderRejected) is FAILED_PRECONDITION with Binance's code and message, an exchange or budget that
+cannot take the call (NotExecuted, OutcomeUnknown) is UNAVAILABLE; bad input is INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import grpc
+import redis.asyncio as aioredis
+
+from exchange.account import rate_budget
+from exchange.client import BinanceClient
+from exchange.errors import ExchangeError, OrderRejected
+from gateway.auth import Authenticator
+from gateway.servicer import Context, _answer
+from orders.errors import InvalidOrder
+from orders.settings import Settings
+from proto import admin_pb2 as apb
+from proto import admin_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_NO_CHANGE_MARGIN_TYPE = -4046  # "No need to change margin type."
+_MAX_LEVERAGE = 125
+_MARGIN_TYPES = {apb.CROSSED: "CROSSED", apb.ISOLATED: "ISOLATED"}
+_MARGIN_FROM_RISK: dict[str, apb.MarginType.ValueType] = {
+    "cross": apb.CROSSED,
+    "crossed": apb.CROSSED,
+    "isolated": apb.ISOLATED,
+}
+
+
+class AccountServicer(admin_pb2_grpc.AccountServiceServicer):
+    """The AccountService methods; `auth` None means authentication is off (tests, local runs)."""
+
+    def __init__(self, settings: Settings, redis_client: aioredis.Redis, auth: Authenticator | None) -> None:
+        self._settings = settings
+        self._redis = redis_client
+        self._auth = auth
+
+    def _admin(self, context: Context) -> str:
+        """The calling admin's name ("anonymous" with auth off); raises Unauthenticated/PermissionDenied."""
+        caller = self._auth.identify(context.invocation_metadata()) if self._auth is not None else None
+        if caller is None:
+            return "anonymous"
+        caller.check_admin()
+        return caller.name
+
+    def _symbol(self, symbol: str) -> str:
+        if symbol not in self._settings.symbols:
+            raise InvalidOrder("symbol", f"must be one of the traded symbols {self._settings.symbols}")
+        return symbol
+
+    async def _exchange_call(self, context: Context, call: Callable[[BinanceClient], Awaitable[T]]) -> T:
+        """Run `call` on a fresh exchange client (clock synced), mapping exchange errors to statuses."""
+        client = BinanceClient.from_settings(
+            self._settings.exchange, budget=rate_budget(self._redis, self._settings)
+        )
+        try:
+            await client.sync_clock(samples=3)
+            return await call(client)
+        except OrderRejected as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"the exchange refused: {exc}")
+            raise
+        except ExchangeError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the exchange could not take it: {exc}")
+            raise
+        finally:
+            await client.close()
+
+    async def SetLeverage(self, request: apb.SetLeverageRequest, context: Context) -> apb.SetLeverageResponse:
+        async def checked() -> tuple[str, str]:
+            actor = self._admin(context)
+            if not 1 <= request.leverage <= _MAX_LEVERAGE:
+                raise InvalidOrder("leverage", f"must be 1-{_MAX_LEVERAGE}, got {request.leverage}")
+            return actor, self._symbol(request.symbol)
+
+        actor, symbol = await _answer(context, checked)
+        reply = await self._exchange_call(context, lambda c: c.set_leverage(symbol, request.leverage))
+        log.warning("leverage of %s set to %d by %s", symbol, request.leverage, actor)
+        return apb.SetLeverageResponse(
+            symbol=symbol,
+            leverage=int(reply["leverage"]),
+            max_notional=str(Decimal(str(reply["maxNotionalValue"]))),
+        )
+
+    async def SetMarginType(
+        self, request: apb.SetMarginTypeRequest, context: Context
+    ) -> apb.SetMarginTypeResponse:
+        async def checked() -> tuple[str, str]:
+            actor = self._admin(context)
+            if request.margin_type not in _MARGIN_TYPES:
+                raise InvalidOrder("margin_type", "must be CROSSED or ISOLATED")
+            return actor, self._symbol(request.symbol)
+
+        actor, symbol = await _answer(context, checked)
+        margin_type = _MARGIN_TYPES[request.margin_type]
+
+        async def change(client: BinanceClient) -> bool:
+            try:
+                await client.set_margin_type(symbol, margin_type)
+            except OrderRejected as exc:
+                if exc.code == _NO_CHANGE_MARGIN_TYPE:
+                    return False
+                raise
+            return True
+
+        changed = await self._exchange_call(context, change)
+        if changed:
+            log.warning("margin type of %s set to %s by %s", symbol, margin_type, actor)
+        return apb.SetMarginTypeResponse(symbol=symbol, margin_type=request.margin_type, changed=changed)
+
+    async def GetAccountSettings(
+        self, request: apb.GetAccountSettingsRequest, context: Context
+    ) -> apb.AccountSettings:
+        async def checked() -> list[str]:
+            self._admin(context)
+            return [self._symbol(s) for s in request.symbols] or list(self._settings.symbols)
+
+        symbols = await _answer(context, checked)
+
+        async def read(client: BinanceClient) -> tuple[str, list[dict[str, Any]]]:
+            return await client.position_mode(), await client.position_risk()
+
+        mode, rows = await self._exchange_call(context, read)
+        return settings_to_pb(mode, rows, symbols)
+
+
+def settings_to_pb(mode: str, risk_rows: list[dict[str, Any]], symbols: list[str]) -> apb.AccountSettings:
+    """AccountSettings from the position mode and positionRisk rows (first row per symbol), in `symbols`
+    order; a symbol the exchange did not list is left out."""
+    first: dict[str, dict[str, Any]] = {}
+    for row in risk_rows:
+        first.setdefault(str(row["symbol"]), row)
+    return apb.AccountSettings(
+        position_mode=apb.HEDGE if mode == "hedge" else apb.ONE_WAY,
+        symbols=[
+            apb.SymbolSettings(
+                symbol=symbol,
+                leverage=int(first[symbol]["leverage"]),
+                margin_type=_MARGIN_FROM_RISK.get(
+                    str(first[symbol]["marginType"]).lower(), apb.MARGIN_TYPE_UNSPECIFIED
+                ),
+                max_notional=str(first[symbol].get("maxNotionalValue", "")),
+            )
+            for symbol in symbols
+            if symbol in first
+        ],
+    )

@@ -1,0 +1,173 @@
+"""AdminService over gRPC: risk limits and the kill switch (proto/admin.proto).
+
+Every method first identifies its caller; with authentication on, only a client with
+`auth.clients[].admin: true` may call, every other key answers PERMISSION_DENIED.
+The audit trail records the caller's name ("anonymous" with authentication off).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gateway.auth import Authenticator, Caller
+from gateway.desk import OrderDesk
+from gateway.risk import RiskGate
+from gateway.servicer import Context, _answer
+from gateway.validation import check_length, parse_request_decimal
+from orders.errors import InvalidOrder
+from orders.model import decimal_str
+from orders.risk_state import ModeStatus, TradingMode
+from orders.settings import RiskSettings
+from proto import admin_pb2 as apb
+from proto import admin_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+_MAX_REASON_CHARS = 200
+_MAX_AUDIT = 200
+_MODE_FROM_PB = {
+    apb.ACTIVE: TradingMode.ACTIVE,
+    apb.REDUCING: TradingMode.REDUCING,
+    apb.HALTED: TradingMode.HALTED,
+}
+_MODE_TO_PB = {mode: value for value, mode in _MODE_FROM_PB.items()}
+LIMIT_FIELDS = tuple(apb.RiskLimits.DESCRIPTOR.fields_by_name)
+
+
+class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+    """The AdminService methods; `auth` None means authentication is off (tests, local runs)."""
+
+    def __init__(self, gate: RiskGate, desk: OrderDesk, auth: Authenticator | None = None) -> None:
+        self._gate = gate
+        self._desk = desk
+        self._auth = auth
+
+    def _admin(self, context: Context) -> str:
+        """The calling admin's name ("anonymous" with auth off); raises Unauthenticated/PermissionDenied."""
+        caller: Caller | None = None
+        if self._auth is not None:
+            caller = self._auth.identify(context.invocation_metadata())
+        if caller is None:
+            return "anonymous"
+        caller.check_admin()
+        return caller.name
+
+    async def GetRiskLimits(self, request: apb.GetRiskLimitsRequest, context: Context) -> apb.RiskLimits:
+        async def get() -> RiskSettings:
+            self._admin(context)
+            return await self._gate.state.limits(self._gate.defaults)
+
+        return limits_to_pb(await _answer(context, get))
+
+    async def SetRiskLimits(self, request: apb.SetRiskLimitsRequest, context: Context) -> apb.RiskLimits:
+        async def set_limits() -> RiskSettings:
+            actor = self._admin(context)
+            check_length("reason", request.reason, _MAX_REASON_CHARS)
+            changes = limits_from_pb(request.limits, list(request.fields))
+            try:
+                limits = await self._gate.set_limits(changes, actor=actor, reason=request.reason)
+            except ValueError as exc:
+                raise InvalidOrder("limits", _first_error(exc)) from exc
+            log.warning("risk limits changed by %s (%s): %s", actor, request.reason or "no reason", changes)
+            return limits
+
+        return limits_to_pb(await _answer(context, set_limits))
+
+    async def GetTradingMode(
+        self, request: apb.GetTradingModeRequest, context: Context
+    ) -> apb.TradingModeStatus:
+        async def get() -> apb.TradingModeStatus:
+            self._admin(context)
+            return await self._status(await self._gate.state.mode(), request.audit_limit)
+
+        return await _answer(context, get)
+
+    async def SetTradingMode(
+        self, request: apb.SetTradingModeRequest, context: Context
+    ) -> apb.TradingModeStatus:
+        async def set_mode() -> apb.TradingModeStatus:
+            actor = self._admin(context)
+            if request.mode not in _MODE_FROM_PB:
+                raise InvalidOrder("mode", f"is required (ACTIVE, REDUCING or HALTED), got {request.mode}")
+            check_length("reason", request.reason, _MAX_REASON_CHARS)
+            mode = _MODE_FROM_PB[request.mode]
+            if request.cancel_open and mode is not TradingMode.HALTED:
+                raise InvalidOrder("cancel_open", "applies to HALTED only")
+            status = await self._gate.set_mode(mode, actor=actor, reason=request.reason)
+            log.warning("trading mode set to %s by %s (%s)", mode, actor, request.reason or "no reason")
+            canceled = 0
+            if request.cancel_open:
+                canceled = await self._desk.cancel_open()
+                await self._gate.state.audit_cancels(actor=actor, reason=request.reason, canceled=canceled)
+                log.warning("kill switch: %d open orders canceled or being canceled", canceled)
+            reply = await self._status(status, 0)
+            reply.canceled_orders = canceled
+            return reply
+
+        return await _answer(context, set_mode)
+
+    async def _status(self, status: ModeStatus, audit_limit: int) -> apb.TradingModeStatus:
+        limit = min(audit_limit or 20, _MAX_AUDIT)
+        audit = await self._gate.state.audit(limit)
+        return apb.TradingModeStatus(
+            mode=_MODE_TO_PB[status.mode],
+            reason=status.reason,
+            set_by=status.set_by,
+            set_at=status.set_at,
+            audit=[
+                apb.AuditEntry(
+                    time=e.time,
+                    actor=e.actor,
+                    action=e.action,
+                    reason=e.reason,
+                    canceled_orders=e.canceled_orders,
+                )
+                for e in audit
+            ],
+        )
+
+
+def limits_to_pb(limits: RiskSettings) -> apb.RiskLimits:
+    """The limits in force on the wire."""
+    return apb.RiskLimits(
+        max_order_notional=decimal_str(limits.max_order_notional),
+        max_order_quantity=decimal_str(limits.max_order_quantity),
+        max_position_quantity={s: decimal_str(q) for s, q in limits.max_position_quantity.items()},
+        max_open_orders=limits.max_open_orders,
+        max_orders_per_day=limits.max_orders_per_day,
+        allowed_symbols=list(limits.allowed_symbols),
+        price_band_percent=decimal_str(limits.price_band_percent),
+        mark_price_max_age_ms=limits.mark_price_max_age_ms,
+    )
+
+
+def limits_from_pb(message: apb.RiskLimits, fields: list[str]) -> dict[str, Any]:
+    """The changes SetRiskLimits names in `fields`, as the settings take them; raises InvalidOrder."""
+    if not fields:
+        raise InvalidOrder("fields", f"name at least one limit to change ({', '.join(LIMIT_FIELDS)})")
+    changes: dict[str, Any] = {}
+    for name in fields:
+        if name not in LIMIT_FIELDS:
+            raise InvalidOrder("fields", f"{name[:40]!r} is not a risk limit ({', '.join(LIMIT_FIELDS)})")
+        value = getattr(message, name)
+        if name in ("max_order_notional", "max_order_quantity", "price_band_percent"):
+            changes[name] = str(parse_request_decimal(name, value))
+        elif name == "max_position_quantity":
+            changes[name] = {
+                symbol: str(parse_request_decimal(f"max_position_quantity[{symbol[:30]}]", quantity))
+                for symbol, quantity in value.items()
+            }
+        elif name == "allowed_symbols":
+            changes[name] = list(value)
+        else:
+            changes[name] = int(value)
+    return changes
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return str(exc)

@@ -1,0 +1,63 @@
+"""AmendOrder: new price and/or quantity for a resting LIMIT order.
+
+The gateway checks the request against the order and the symbol's filters and queues an
+amend message; a worker sends `PUT /fapi/v1/order` and stores the amended version, which
+reaches clients as an update like any other change. The order itself is not changed here.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from gateway.auth import Caller
+from gateway.desk import OrderDesk
+from gateway.validation import parse_request_decimal
+from orders.errors import InvalidOrder, OrderNotAmendable, SymbolRulesUnavailable
+from orders.model import Order, OrderState, OrderType, decimal_str
+from tasks.messages import amend_order_push
+
+_RESTING = (OrderState.SUBMITTED, OrderState.PARTIALLY_FILLED)
+
+
+async def amend(
+    desk: OrderDesk, order_id: str, price: str, quantity: str, client: str = "", caller: Caller | None = None
+) -> Order:
+    """Queue the amendment of `order_id` to `price` / `quantity` (empty = unchanged); returns the order.
+
+    Raises OrderNotFound, OrderNotAmendable (not LIMIT, or not resting), InvalidOrder
+    naming the field (filters, quantity not above the filled part, nothing changes), or
+    Overloaded (the client's request rate).
+    """
+    if desk.admission is not None:
+        if caller is not None:
+            desk.admission.check_client(caller.name, rate=caller.requests_per_second, burst=caller.burst)
+        else:
+            desk.admission.check_client(client or "anonymous")
+    order = await desk.get(order_id, caller)
+    if order.type is not OrderType.LIMIT:
+        raise OrderNotAmendable(f"order {order_id} is {order.type}; only LIMIT orders can be amended")
+    if order.state not in _RESTING:
+        raise OrderNotAmendable(f"order {order_id} is {order.state}; only a resting order can be amended")
+    if not price.strip() and not quantity.strip():
+        raise InvalidOrder("price", "price or quantity (or both) is required")
+    rules = desk.rules.current.get(order.symbol)
+    if rules is None:
+        raise SymbolRulesUnavailable(f"no trading rules loaded for {order.symbol}")
+    assert order.price is not None
+    new_price = parse_request_decimal("price", price) if price.strip() else order.price
+    new_quantity = parse_request_decimal("quantity", quantity) if quantity.strip() else order.quantity
+    rules.check_price(new_price)
+    rules.check_quantity(new_quantity, OrderType.LIMIT)
+    if new_quantity <= order.filled_quantity:
+        raise InvalidOrder(
+            "quantity", f"must be more than the filled quantity {decimal_str(order.filled_quantity)}"
+        )
+    rules.check_notional(new_price, new_quantity, reduce_only=order.reduce_only)
+    if new_price == order.price and new_quantity == order.quantity:
+        raise InvalidOrder("price", "and quantity equal the order's own; nothing to amend")
+    await desk.store.enqueue(amend_order_push(order, price=_text(new_price), quantity=_text(new_quantity)))
+    return order
+
+
+def _text(value: Decimal) -> str:
+    return decimal_str(value)

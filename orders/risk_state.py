@@ -1,0 +1,281 @@
+"""Pre-trade risk state shared by every replica through Redis.
+
+What lives here, all under `{namespace}:risk:`:
+* `limits` — overrides of the settings' `risk` section set at runtime (AdminService
+  SetRiskLimits): field -> JSON value; the settings are the defaults;
+* `mode` — the kill switch: ACTIVE, REDUCING or HALTED, with who set it, when and why;
+* `audit` — a stream of every change of the two above (who, when, why);
+* `marks` — mark prices the listener polls from premiumIndex: symbol -> "<price> <ms>";
+* `positions` — the account's position per symbol in 1e-8 units (signed), kept by the
+  listener from positionRisk and ACCOUNT_UPDATE;
+* `reserved`, `open_qty`, `orders:<UTC day>` — the counting the order store's Lua does
+  (`orders.store_scripts`), named here so every reader agrees.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_CEILING, Decimal
+from enum import StrEnum
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+
+from orders.model import decimal_str, now_ms
+from orders.settings import RiskSettings
+
+QTY_SCALE = 10**8  # quantities in the Lua counting are integers of 1e-8 of the base asset
+DAY_COUNTER_TTL_S = 2 * 86400
+_AUDIT_MAX = 1000
+
+
+class TradingMode(StrEnum):
+    """The kill switch. REDUCING takes only orders that shrink a position; HALTED takes none."""
+
+    ACTIVE = "ACTIVE"
+    REDUCING = "REDUCING"
+    HALTED = "HALTED"
+
+
+MODE_VALUES = {TradingMode.ACTIVE: 0, TradingMode.REDUCING: 1, TradingMode.HALTED: 2}
+
+
+def to_units(quantity: Decimal) -> int:
+    """`quantity` in 1e-8 units, rounded up (a limit is never under-counted)."""
+    return int((quantity * QTY_SCALE).to_integral_value(rounding=ROUND_CEILING))
+
+
+def from_units(units: int | str) -> Decimal:
+    """A 1e-8 unit count back to a Decimal quantity."""
+    return Decimal(int(units)) / QTY_SCALE
+
+
+def utc_day(ms: int) -> str:
+    """The UTC date of a Unix ms time, as the per-day order counter names it (2026-12-04)."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+
+
+@dataclass(frozen=True, slots=True)
+class MarkPrice:
+    price: Decimal
+    time_ms: int  # when the listener read it (Unix ms)
+
+
+@dataclass(frozen=True, slots=True)
+class ModeStatus:
+    mode: TradingMode
+    reason: str = ""
+    set_by: str = ""
+    set_at: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    time: int
+    actor: str
+    action: str
+    reason: str
+    canceled_orders: int = 0
+
+
+class RiskKeys:
+    """The Redis keys of the risk state of one namespace."""
+
+    def __init__(self, namespace: str) -> None:
+        prefix = f"{namespace}:risk"
+        self.limits = f"{prefix}:limits"
+        self.mode = f"{prefix}:mode"
+        self.audit = f"{prefix}:audit"
+        self.marks = f"{prefix}:marks"
+        self.positions = f"{prefix}:positions"
+        self.reserved = f"{prefix}:reserved"
+        self.open_qty = f"{prefix}:open_qty"
+
+    def orders_on(self, day: str) -> str:
+        """The counter of orders accepted on a UTC day."""
+        return f"{self.limits.rsplit(':', 1)[0]}:orders:{day}"
+
+
+class RiskState:
+    """Reads and writes the shared risk state (see the module docstring)."""
+
+    def __init__(self, client: aioredis.Redis, *, namespace: str = "oe") -> None:
+        self._redis = client
+        self.keys = RiskKeys(namespace)
+
+    # --- limits -------------------------------------------------------------------
+
+    async def limits(self, defaults: RiskSettings) -> RiskSettings:
+        """The limits in force: `defaults` overlaid with the stored overrides."""
+        raw = cast(dict[Any, Any], await self._redis.hgetall(self.keys.limits))
+        return overlay(defaults, {_text(k): json.loads(v) for k, v in raw.items()})
+
+    async def set_limits(
+        self, defaults: RiskSettings, changes: dict[str, Any], *, actor: str, reason: str
+    ) -> RiskSettings:
+        """Store `changes` (field -> value, as the settings take it) and audit them.
+
+        Raises ValueError naming a field that is unknown or a value the settings refuse;
+        nothing is stored then. Returns the limits now in force.
+        """
+        current = await self.limits(defaults)
+        merged = overlay(current, changes)  # validates before anything is written
+        stored = {name: json.dumps(merged.model_dump(mode="json")[name]) for name in changes}
+        action = "limits " + ", ".join(f"{name}={stored[name]}" for name in sorted(stored))
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(self.keys.limits, mapping={name: value for name, value in stored.items()})
+        self._audit(pipe, AuditEntry(now_ms(), actor, action, reason))
+        await pipe.execute()
+        return merged
+
+    # --- the kill switch ------------------------------------------------------------
+
+    async def mode(self) -> ModeStatus:
+        """The trading mode (ACTIVE if never set)."""
+        raw = {_text(k): _text(v) for k, v in (await self._redis.hgetall(self.keys.mode)).items()}
+        if not raw:
+            return ModeStatus(TradingMode.ACTIVE)
+        return ModeStatus(
+            TradingMode(raw.get("mode", "ACTIVE")),
+            raw.get("reason", ""),
+            raw.get("set_by", ""),
+            int(raw.get("set_at", "0")),
+        )
+
+    async def set_mode(self, mode: TradingMode, *, actor: str, reason: str) -> ModeStatus:
+        """Set the mode for every replica at once and audit it; returns the new status."""
+        status = ModeStatus(mode, reason, actor, now_ms())
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(
+            self.keys.mode,
+            mapping={"mode": mode.value, "reason": reason, "set_by": actor, "set_at": str(status.set_at)},
+        )
+        self._audit(pipe, AuditEntry(status.set_at, actor, f"mode {mode.value}", reason))
+        await pipe.execute()
+        return status
+
+    async def audit_cancels(self, *, actor: str, reason: str, canceled: int) -> None:
+        """Audit the cancels a HALTED switch queued for the open orders."""
+        pipe = self._redis.pipeline(transaction=False)
+        self._audit(pipe, AuditEntry(now_ms(), actor, "cancel open orders", reason, canceled))
+        await pipe.execute()
+
+    async def audit(self, limit: int = 20) -> list[AuditEntry]:
+        """The newest `limit` audit entries, newest first."""
+        rows = cast(
+            list[tuple[bytes, dict[bytes, bytes]]], await self._redis.xrevrange(self.keys.audit, count=limit)
+        )
+        entries = []
+        for _, fields in rows:
+            f = {_text(k): _text(v) for k, v in fields.items()}
+            entries.append(
+                AuditEntry(
+                    int(f.get("time", "0")),
+                    f.get("actor", ""),
+                    f.get("action", ""),
+                    f.get("reason", ""),
+                    int(f.get("canceled", "0")),
+                )
+            )
+        return entries
+
+    def _audit(self, pipe: Any, entry: AuditEntry) -> None:
+        pipe.xadd(
+            self.keys.audit,
+            {
+                "time": str(entry.time),
+                "actor": entry.actor,
+                "action": entry.action,
+                "reason": entry.reason,
+                "canceled": str(entry.canceled_orders),
+            },
+            maxlen=_AUDIT_MAX,
+            approximate=True,
+        )
+
+    # --- mark prices and positions ---------------------------------------------------
+
+    async def save_marks(self, marks: dict[str, Decimal], *, time_ms: int) -> None:
+        """Store mark prices read at `time_ms` (Unix ms)."""
+        if marks:
+            await self._redis.hset(
+                self.keys.marks, mapping={s: f"{decimal_str(p)} {time_ms}" for s, p in marks.items()}
+            )
+
+    async def marks(self) -> dict[str, MarkPrice]:
+        """Every stored mark price by symbol."""
+        raw = await self._redis.hgetall(self.keys.marks)
+        return {_text(k): _mark(_text(v)) for k, v in raw.items()}
+
+    async def mark(self, symbol: str) -> MarkPrice | None:
+        """One symbol's stored mark price, or None."""
+        raw = await self._redis.hget(self.keys.marks, symbol)
+        return _mark(_text(raw)) if raw is not None else None
+
+    async def set_positions(self, positions: dict[str, Decimal], *, replace: bool = False) -> None:
+        """Store signed position amounts by symbol; `replace` drops symbols not in `positions`."""
+        pipe = self._redis.pipeline(transaction=True)
+        if replace:
+            pipe.delete(self.keys.positions)
+        if positions:
+            pipe.hset(
+                self.keys.positions,
+                mapping={s: str(_signed_units(q)) for s, q in positions.items()},
+            )
+        await pipe.execute()
+
+    async def positions(self) -> dict[str, Decimal]:
+        """The stored position amount per symbol (signed: negative is short)."""
+        raw = await self._redis.hgetall(self.keys.positions)
+        return {_text(k): from_units(_text(v)) for k, v in raw.items()}
+
+    async def open_quantities(self) -> dict[str, Decimal]:
+        """Quantity of open orders per '<SYMBOL>:<SIDE>' (what the position limit counts)."""
+        raw = await self._redis.hgetall(self.keys.open_qty)
+        return {_text(k): from_units(_text(v)) for k, v in raw.items() if int(_text(v))}
+
+    async def open_orders(self) -> int:
+        """Orders holding a risk reservation (placed with risk on and not final yet)."""
+        return int(await self._redis.hlen(self.keys.reserved))
+
+    async def orders_today(self) -> int:
+        """Orders accepted today (UTC) under the per-day limit."""
+        return int(await self._redis.get(self.keys.orders_on(utc_day(now_ms()))) or 0)
+
+
+def overlay(base: RiskSettings, changes: dict[str, Any]) -> RiskSettings:
+    """`base` with `changes` applied and validated; raises ValueError naming a bad field."""
+    unknown = sorted(set(changes) - set(RiskSettings.model_fields))
+    if unknown:
+        raise ValueError(f"{unknown[0]}: not a risk limit (known: {', '.join(RiskSettings.model_fields)})")
+    data = base.model_dump(mode="json")
+    data.update(changes)
+    return RiskSettings.model_validate(data)
+
+
+def _signed_units(quantity: Decimal) -> int:
+    units = to_units(abs(quantity))
+    return -units if quantity < 0 else units
+
+
+def _mark(text: str) -> MarkPrice:
+    price, _, at = text.partition(" ")
+    return MarkPrice(Decimal(price), int(at or "0"))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True, slots=True)
+class RiskCheck:
+    """The counting limits the order store checks and reserves atomically with a create.
+
+    `max_open_orders` and `max_orders_per_day` 0 mean no limit; `max_position` None too.
+    """
+
+    max_open_orders: int = 0
+    max_orders_per_day: int = 0
+    max_position: Decimal | None = None

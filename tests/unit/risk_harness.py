@@ -1,0 +1,96 @@
+"""A gateway replica with pre-trade risk and AdminService on a real gRPC socket, on any Redis.
+
+Several replicas on the same Redis client behave as gateways behind a load balancer:
+they share orders, limits, the kill switch and the risk counts, nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import grpc
+
+from cli.processes import free_port
+from gateway.admin_servicer import AdminServicer
+from gateway.auth import Authenticator
+from gateway.desk import OrderDesk
+from gateway.risk import RiskGate
+from gateway.rules_cache import RulesCache
+from gateway.servicer import OrderServicer
+from gateway.updates import UpdateHub
+from orders.model import now_ms
+from orders.risk_state import RiskState
+from orders.rules_store import RulesStore
+from orders.settings import AuthSettings, RiskSettings
+from orders.store import OrderStore
+from proto import admin_pb2_grpc, order_pb2_grpc
+from tests.factories import BTC_RULES
+from tests.unit.gateway_harness import ETH_RULES
+
+# BTCUSDT as the exchange lists it, PERCENT_PRICE included (multiplierUp 1.05, multiplierDown 0.95).
+BTC_RULES_PP = dataclasses.replace(
+    BTC_RULES, percent_price_up=Decimal("1.0500"), percent_price_down=Decimal("0.9500")
+)
+
+
+@dataclass
+class Replica:
+    """One running gateway replica: stubs to its two services and its desk and gate."""
+
+    orders: order_pb2_grpc.OrderServiceAsyncStub
+    admin: admin_pb2_grpc.AdminServiceAsyncStub
+    desk: OrderDesk
+    gate: RiskGate
+    store: OrderStore
+    target: str  # host:port of the gRPC server
+
+
+async def set_marks(redis: Any, age_ms: int = 0, **prices: str) -> None:
+    """Store mark prices as the listener does, read `age_ms` ago."""
+    await RiskState(redis).save_marks({s: Decimal(p) for s, p in prices.items()}, time_ms=now_ms() - age_ms)
+
+
+@asynccontextmanager
+async def risk_replica(
+    redis: Any, limits: RiskSettings | None = None, *, auth: AuthSettings | None = None
+) -> AsyncIterator[Replica]:
+    """Serve OrderService and AdminService with a RiskGate whose defaults are `limits`.
+
+    BTCUSDT (with PERCENT_PRICE) and ETHUSDT rules are loaded; `auth` None: authentication off.
+    """
+    rules_store = RulesStore(redis)
+    await rules_store.save([BTC_RULES_PP, ETH_RULES])
+    rules = RulesCache(rules_store)
+    await rules.load()
+    store = OrderStore(redis)
+    hub = UpdateHub(store.outbox)
+    await hub.start(wait_s=0.2)
+    defaults = limits or RiskSettings(allowed_symbols=["BTCUSDT", "ETHUSDT"])
+    gate = RiskGate(RiskState(redis), defaults)
+    await gate.load()
+    desk = OrderDesk(store, rules, defaults, risk_gate=gate)
+    authenticator = Authenticator(auth) if auth is not None else None
+    server = grpc.aio.server()
+    order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(desk, hub, authenticator), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(gate, desk, authenticator), server)
+    port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield Replica(
+                order_pb2_grpc.OrderServiceStub(channel),
+                admin_pb2_grpc.AdminServiceStub(channel),
+                desk,
+                gate,
+                store,
+                f"127.0.0.1:{port}",
+            )
+    finally:
+        await server.stop(0)
+        await hub.stop()
