@@ -117,7 +117,16 @@ async def test_stop_limit_and_take_profit_trigger_into_their_orders(
     take = await create(
         stub, side=pb.SELL, type=pb.TAKE_PROFIT_MARKET, quantity="0.010", trigger_price="51500"
     )
-    for created in (stop, take):
+    take_limit = await create(
+        stub,
+        side=pb.SELL,
+        type=pb.TAKE_PROFIT,
+        quantity="0.010",
+        price="51520",
+        trigger_price="51500",
+        time_in_force=pb.GTC,
+    )
+    for created in (stop, take, take_limit):
         await wait_state(stub, created.order_id, {pb.WAITING_TRIGGER})
     stack.admin("/admin/price", {"symbol": "BTCUSDT", "price": "51050"})
     stop_done = await wait_state(stub, stop.order_id, {pb.FILLED})
@@ -127,6 +136,8 @@ async def test_stop_limit_and_take_profit_trigger_into_their_orders(
     assert still.state == pb.WAITING_TRIGGER  # 51050 is below its 51500 trigger
     stack.admin("/admin/price", {"symbol": "BTCUSDT", "price": "51600"})
     await wait_state(stub, take.order_id, {pb.FILLED})
+    take_limit_done = await wait_state(stub, take_limit.order_id, {pb.FILLED})
+    assert take_limit_done.average_price and float(take_limit_done.average_price) >= 51520
 
 
 async def test_trailing_stop_follows_the_price(
