@@ -11,9 +11,12 @@ from decimal import Decimal
 
 from gateway.auth import Caller
 from gateway.desk import OrderDesk
-from gateway.validation import parse_request_decimal
-from orders.errors import InvalidOrder, OrderNotAmendable, SymbolRulesUnavailable
+from gateway.risk import RiskGate
+from gateway.validation import check_order_size, parse_request_decimal
+from orders.errors import InvalidOrder, OrderNotAmendable, RiskLimitExceeded, SymbolRulesUnavailable
 from orders.model import Order, OrderState, OrderType, decimal_str
+from orders.risk_state import TradingMode
+from orders.rules import SymbolRules
 from tasks.messages import amend_order_push
 
 _RESTING = (OrderState.SUBMITTED, OrderState.PARTIALLY_FILLED)
@@ -55,8 +58,31 @@ async def amend(
     rules.check_notional(new_price, new_quantity, reduce_only=order.reduce_only)
     if new_price == order.price and new_quantity == order.quantity:
         raise InvalidOrder("price", "and quantity equal the order's own; nothing to amend")
+    if desk.risk_gate is not None:
+        await _check_risk(desk.risk_gate, order, new_price, new_quantity, rules)
     await desk.store.enqueue(amend_order_push(order, price=_text(new_price), quantity=_text(new_quantity)))
     return order
+
+
+async def _check_risk(
+    gate: RiskGate, order: Order, price: Decimal, quantity: Decimal, rules: SymbolRules
+) -> None:
+    """The amended order meets the limits a new one would: order size and notional, the
+    price band and PERCENT_PRICE; and while the kill switch is not ACTIVE, an amend may
+    not add quantity (a price change, or less quantity, still may).
+
+    Raises RiskLimitExceeded. The position and open-order counts follow the stored
+    quantity once the exchange confirms (the store's reservation), not here.
+    """
+    mode = gate.mode.mode
+    if mode is not TradingMode.ACTIVE and quantity > order.quantity:
+        raise RiskLimitExceeded(
+            "quantity",
+            f"trading is {mode} ({gate.mode.reason or 'no reason given'}); an amend may not add quantity",
+            limit="trading_mode",
+        )
+    check_order_size(price * quantity, quantity, gate.limits)
+    await gate.check(order.replace(price=price, quantity=quantity), rules)
 
 
 def _text(value: Decimal) -> str:

@@ -144,7 +144,7 @@ def build_order(req: pb.CreateOrderRequest, rules: dict[str, SymbolRules], risk:
         symbol_rules.check_price(price)
         tif = _limit_time_in_force(req)
         symbol_rules.check_notional(price, quantity, reduce_only=req.reduce_only)
-        _check_risk(price * quantity, quantity, risk)
+        check_order_size(price * quantity, quantity, risk)
     else:
         if req.price.strip():
             raise InvalidOrder("price", "must be empty for MARKET orders")
@@ -152,7 +152,7 @@ def build_order(req: pb.CreateOrderRequest, rules: dict[str, SymbolRules], risk:
             raise InvalidOrder("time_in_force", "must be unset for MARKET orders")
         if req.post_only:
             raise InvalidOrder("post_only", "applies to LIMIT orders only")
-        _check_risk(None, quantity, risk)
+        check_order_size(None, quantity, risk)
 
     client_order_id = req.client_order_id or mint_client_order_id()
     if not CLIENT_ORDER_ID.match(client_order_id):
@@ -206,7 +206,8 @@ def _limit_time_in_force(req: pb.CreateOrderRequest) -> TimeInForce:
     return tif
 
 
-def _check_risk(notional: Decimal | None, quantity: Decimal, risk: RiskSettings) -> None:
+def check_order_size(notional: Decimal | None, quantity: Decimal, risk: RiskSettings) -> None:
+    """Raise RiskLimitExceeded if `quantity` or `notional` is over the risk settings' per-order limits."""
     if risk.max_order_quantity and quantity > risk.max_order_quantity:
         raise RiskLimitExceeded(
             "quantity",

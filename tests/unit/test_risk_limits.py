@@ -11,8 +11,11 @@ import grpc
 import pytest
 
 from cli.main import main
+from gateway.amend import amend
 from orders import metrics
-from orders.risk_state import RiskState
+from orders.errors import RiskLimitExceeded
+from orders.model import OrderState
+from orders.risk_state import RiskState, TradingMode
 from orders.settings import RiskSettings
 from proto import admin_pb2 as apb
 from proto import order_pb2 as pb
@@ -316,3 +319,29 @@ async def test_the_cli_sets_and_shows_limits(
         assert await asyncio.to_thread(main, ["risk", "set", "max_open_orders=x", "--target", target]) == 1
         assert "expected a whole number" in capsys.readouterr().err
         assert gw.gate.limits.max_open_orders == 3
+
+
+async def test_an_amend_meets_the_limits_a_new_order_would(fake_redis: fakeredis.FakeAsyncRedis) -> None:
+    limits = RiskSettings(
+        allowed_symbols=ALLOWED, price_band_percent=Decimal(1), max_order_notional=Decimal(1000)
+    )
+    await set_marks(fake_redis, BTCUSDT="50000")
+    async with risk_replica(fake_redis, limits) as gw:
+        created = await gw.orders.CreateOrder(limit_buy("0.01"), timeout=5)
+        await gw.store.transition(created.order_id, lambda o: o.replace(state=OrderState.SUBMITTED))
+
+        async def amend_refused(price: str = "", quantity: str = "") -> str:
+            before = (await gw.store.get(created.order_id)).version
+            with pytest.raises(RiskLimitExceeded) as caught:
+                await amend(gw.desk, created.order_id, price, quantity)
+            assert (await gw.store.get(created.order_id)).version == before  # nothing queued or stored
+            return str(caught.value)
+
+        assert "risk.price_band_percent" in await amend_refused(price="50500.1")
+        assert "risk.max_order_notional" in await amend_refused(quantity="0.021")
+        await amend(gw.desk, created.order_id, "50400", "")  # inside the band: queued
+
+        await RiskState(fake_redis).set_mode(TradingMode.HALTED, actor="test", reason="incident")
+        await gw.gate.load()
+        assert "may not add quantity" in await amend_refused(quantity="0.015")
+        await amend(gw.desk, created.order_id, "", "0.005")  # less exposure is still allowed
