@@ -24,12 +24,13 @@ from gateway.validation import (
     CLIENT_ORDER_ID,
     MAX_DECIMAL_CHARS,
     check_length,
+    check_order_size,
     mint_client_order_id,
     parse_request_decimal,
     quote,
 )
-from orders.errors import InvalidOrder, RiskLimitExceeded
-from orders.model import Order, OrderType, TimeInForce, WorkingType, decimal_str
+from orders.errors import InvalidOrder
+from orders.model import Order, OrderType, TimeInForce, WorkingType
 from orders.proto_mapping import SIDE_FROM_PB, TIF_FROM_PB, WORKING_TYPE_FROM_PB
 from orders.rules import SymbolRules
 from orders.settings import RiskSettings
@@ -80,9 +81,9 @@ def build_conditional_order(
     if quantity and reference:
         if order_type.has_limit_price:
             rules.check_notional(reference, quantity, reduce_only=req.reduce_only)
-        _check_risk(reference * quantity, quantity, risk)
+        check_order_size(reference * quantity, quantity, risk)  # the trigger or limit price stands in
     elif quantity:
-        _check_risk(None, quantity, risk)
+        check_order_size(None, quantity, risk)
     client_order_id = req.client_order_id or mint_client_order_id()
     if not CLIENT_ORDER_ID.match(client_order_id):
         raise InvalidOrder(
@@ -198,20 +199,3 @@ def _check_on_filter(field: str, value: Decimal, rules: SymbolRules) -> None:
         rules.check_price(value)
     except InvalidOrder as exc:
         raise InvalidOrder(field, exc.rule) from exc
-
-
-def _check_risk(notional: Decimal | None, quantity: Decimal, risk: RiskSettings) -> None:
-    """The per-order limits, the trigger (or limit) price standing in for the fill price."""
-    if risk.max_order_quantity and quantity > risk.max_order_quantity:
-        raise RiskLimitExceeded(
-            "quantity",
-            f"must be at most {decimal_str(risk.max_order_quantity)} (risk.max_order_quantity)",
-            limit="max_order_quantity",
-        )
-    if notional is not None and notional > risk.max_order_notional:
-        raise RiskLimitExceeded(
-            "quantity",
-            f"trigger or limit price x quantity = {decimal_str(notional)} exceeds "
-            f"{decimal_str(risk.max_order_notional)} (risk.max_order_notional)",
-            limit="max_order_notional",
-        )
