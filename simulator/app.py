@@ -13,12 +13,25 @@ from functools import partial
 
 from aiohttp import web
 
-from simulator import admin, algo, rest_account, rest_account_settings, rest_trade
+from simulator import (
+    admin,
+    admin_clock,
+    algo,
+    rest_account,
+    rest_account_settings,
+    rest_history,
+    rest_market,
+    rest_trade,
+)
 from simulator.admin import STATE_KEY
 from simulator.config import SimulatorConfig
+from simulator.market_streams import MarketStreams
 from simulator.pipeline import Endpoint, dispatch
+from simulator.schedule import run_schedule, tick
 from simulator.state import SimulatorState
 from simulator.walk import run_housekeeping, run_walk
+
+MARKET_STREAMS_KEY = web.AppKey("market_streams", MarketStreams)
 
 
 def _with_symbol(light: int, heavy: int) -> partial[int]:
@@ -36,6 +49,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/fapi/v1/premiumIndex", "NONE", rest_account.premium_index, 1),
     Endpoint("GET", "/fapi/v1/ticker/price", "NONE", rest_account.ticker_price, _with_symbol(1, 2)),
     Endpoint("GET", "/fapi/v2/ticker/price", "NONE", rest_account.ticker_price, _with_symbol(1, 2)),
+    Endpoint("GET", "/fapi/v1/depth", "NONE", rest_market.depth, rest_market.depth_weight),
+    Endpoint("GET", "/fapi/v1/trades", "NONE", rest_market.trades, 5),
+    Endpoint("GET", "/fapi/v1/aggTrades", "NONE", rest_market.agg_trades, 20),
+    Endpoint("GET", "/fapi/v1/klines", "NONE", rest_market.klines, rest_market.klines_weight),
+    Endpoint("GET", "/fapi/v1/markPriceKlines", "NONE", rest_market.price_klines, rest_market.klines_weight),
+    Endpoint("GET", "/fapi/v1/indexPriceKlines", "NONE", rest_market.price_klines, rest_market.klines_weight),
+    Endpoint("GET", "/fapi/v1/ticker/24hr", "NONE", rest_market.ticker_24hr, _with_symbol(1, 40)),
+    Endpoint("GET", "/fapi/v1/ticker/bookTicker", "NONE", rest_market.book_ticker, _with_symbol(2, 5)),
+    Endpoint("GET", "/fapi/v1/fundingRate", "NONE", rest_market.funding_rate, 1),
+    Endpoint("GET", "/fapi/v1/openInterest", "NONE", rest_market.open_interest, 1),
     Endpoint("POST", "/fapi/v1/order", "SIGNED", rest_trade.new_order, 0, (1, 1)),
     Endpoint("POST", "/fapi/v1/order/test", "SIGNED", rest_trade.test_order, 1),
     Endpoint("GET", "/fapi/v1/order", "SIGNED", rest_trade.query_order, 1),
@@ -43,10 +66,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("PUT", "/fapi/v1/order", "SIGNED", rest_trade.amend_order, 0, (1, 1)),
     Endpoint("GET", "/fapi/v1/openOrder", "SIGNED", rest_trade.query_open_order, 1),
     Endpoint("GET", "/fapi/v1/openOrders", "SIGNED", rest_trade.open_orders, _with_symbol(1, 40)),
-    Endpoint("GET", "/fapi/v1/allOrders", "SIGNED", rest_trade.all_orders, 5),
+    Endpoint("GET", "/fapi/v1/allOrders", "SIGNED", rest_history.all_orders, 5),
     Endpoint("DELETE", "/fapi/v1/allOpenOrders", "SIGNED", rest_trade.cancel_all, 1),
     Endpoint("POST", "/fapi/v1/batchOrders", "SIGNED", rest_trade.batch_orders, 5, (5, 1)),
-    Endpoint("GET", "/fapi/v1/userTrades", "SIGNED", rest_trade.user_trades, 5),
+    Endpoint("GET", "/fapi/v1/userTrades", "SIGNED", rest_history.user_trades, 5),
+    Endpoint("GET", "/fapi/v1/income", "SIGNED", rest_history.income, 30),
     Endpoint("GET", "/fapi/v2/account", "SIGNED", rest_account.account_v2, 5),
     Endpoint("GET", "/fapi/v3/account", "SIGNED", rest_account.account_v3, 5),
     Endpoint("GET", "/fapi/v2/balance", "SIGNED", rest_account.balance_v2, 5),
@@ -86,7 +110,12 @@ async def _not_found(request: web.Request) -> web.Response:
 async def _background(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE_KEY]
     state.engine.price_listeners.append(algo.on_price(state))
-    tasks = [asyncio.create_task(run_walk(state)), asyncio.create_task(run_housekeeping(state))]
+    tasks = [
+        asyncio.create_task(run_walk(state)),
+        asyncio.create_task(run_housekeeping(state)),
+        asyncio.create_task(run_schedule(state)),
+        asyncio.create_task(app[MARKET_STREAMS_KEY].run()),
+    ]
     yield
     for task in tasks:
         task.cancel()
@@ -94,6 +123,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await state.streams.shutdown()
+    await app[MARKET_STREAMS_KEY].shutdown()
 
 
 def create_app(config: SimulatorConfig) -> web.Application:
@@ -104,8 +134,12 @@ def create_app(config: SimulatorConfig) -> web.Application:
     for endpoint in ENDPOINTS:
         app.router.add_route(endpoint.method, endpoint.path, _route(endpoint))
     app.router.add_get("/private/ws", state.streams.handle)
-    app.router.add_get("/ws/{listen_key}", state.streams.handle)
+    market_streams = app[MARKET_STREAMS_KEY] = MarketStreams(state)
+    app.router.add_get("/ws/{listen_key:.+}", market_streams.handle_ws)
+    app.router.add_get("/stream", market_streams.handle_combined)
     admin.add_routes(app)
+    admin_clock.add_routes(app)
+    state.clock.on_advance(partial(tick, state))
     app.router.add_route("*", "/fapi/{tail:.*}", _not_found)
     app.cleanup_ctx.append(_background)
     return app

@@ -57,7 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--walk-step-bps", type=Decimal, help="std. deviation of one walk step in basis points")
     p.add_argument(
-        "--time-scale", type=float, help="exchange seconds per wall second for listenKey expiry (default 1)"
+        "--time-scale",
+        type=float,
+        help="exchange seconds per wall second of the simulated clock (server time, funding, listenKey "
+        "expiry; default 1)",
     )
     p.add_argument("--weight-limit", type=int, help="REQUEST_WEIGHT per minute per IP (default 2400)")
     p.add_argument("--orders-per-10s", type=int, help="ORDERS per 10 s per account (default 300)")

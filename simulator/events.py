@@ -110,3 +110,44 @@ def account_config_update(symbol: str, leverage: int, now_ms: int) -> dict[str, 
 def listen_key_expired(listen_key: str, now_ms: int) -> dict[str, Any]:
     """Return the ``listenKeyExpired`` event."""
     return {"e": "listenKeyExpired", "E": now_ms, "listenKey": listen_key}
+
+
+def funding_update(
+    account: Account,
+    symbol: str,
+    position: Position,
+    mark: Decimal,
+    fee: Decimal,
+    now_ms: int,
+    with_position: bool,
+) -> dict[str, Any]:
+    """Return the ``ACCOUNT_UPDATE`` (reason FUNDING_FEE) for a funding ``fee`` charged on ``position``.
+
+    ``bc`` is the fee (negative when paid). Binance lists the position only in isolated margin
+    (``with_position``); in cross margin ``P`` is empty.
+    """
+    event = account_update(account, symbol, position, mark, now_ms, balance_change=fee)
+    event["a"]["m"] = "FUNDING_FEE"
+    if not with_position:
+        event["a"]["P"] = []
+    return event
+
+
+def trade_lite(order_event: dict[str, Any]) -> dict[str, Any]:
+    """Return the ``TRADE_LITE`` event for an ``ORDER_TRADE_UPDATE`` of execution type TRADE."""
+    o = order_event["o"]
+    return {
+        "e": "TRADE_LITE",
+        "E": order_event["E"],
+        "T": o["T"],
+        "s": o["s"],
+        "q": o["q"],
+        "p": o["p"],
+        "m": o["m"],
+        "c": o["c"],
+        "S": o["S"],
+        "L": o["L"],
+        "l": o["l"],
+        "t": o["t"],
+        "i": o["i"],
+    }

@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from simulator import errors
-from simulator.auth import identify, merge_params, verify_signed
+from simulator.auth import Credentials, identify, merge_params, verify_signed
 from simulator.config import FaultConfig
 from simulator.errors import BinanceError
 from simulator.faults import POST_KINDS, PRE_KINDS
@@ -188,7 +188,22 @@ def _authenticate(
     creds = identify(request.headers.get("X-MBX-APIKEY"), state.credentials)
     record.account = creds.key
     if endpoint.security == "SIGNED":
-        verify_signed(
-            creds, params, raw_query, raw_body, state.clock.now_ms(), state.config.max_recv_window_ms
-        )
+        _verify_signed(state, creds, params, raw_query, raw_body)
     return state.engine.accounts[creds.key]
+
+
+def _verify_signed(
+    state: SimulatorState, creds: Credentials, params: Mapping[str, str], raw_query: str, raw_body: str
+) -> None:
+    """Check a SIGNED request against the exchange time; while simulated time runs ahead of the wall
+    clock (``time_scale`` > 1 or ``POST /admin/clock``), a timestamp valid against wall time passes too, so
+    clients that sign with their local clock keep working."""
+    limit = state.config.max_recv_window_ms
+    now = state.clock.now_ms()
+    try:
+        verify_signed(creds, params, raw_query, raw_body, now, limit)
+    except BinanceError as exc:
+        wall = state.clock.wall_ms()
+        if exc.code != errors.INVALID_TIMESTAMP or wall == now:
+            raise
+        verify_signed(creds, params, raw_query, raw_body, wall, limit)

@@ -2,8 +2,11 @@
 
 Windows are fixed and aligned to wall-clock boundaries (minute, 10 seconds), as Binance's counters are.
 Going over a limit answers HTTP 429 (-1003 for weight, -1015 for orders) with ``Retry-After`` in seconds;
-an IP that sends more than ``requests_after_429_before_ban`` further requests while limited is banned for
-``ban_seconds``: HTTP 418, -1003 "Way too many requests; IP banned until <ms>".
+an IP that sends more than ``requests_after_429_before_ban`` further requests while limited is banned:
+HTTP 418, -1003 "Way too many requests; IP banned until <ms>". Bans escalate for repeat offenders, "from
+2 minutes to 3 days" as Binance puts it: the first lasts ``ban_seconds`` (120), each later one
+``BAN_ESCALATION`` (4) times the one before, capped at ``MAX_BAN_SECONDS`` (3 days): 2 min, 8 min, 32 min,
+~2 h, ~8.5 h, ~34 h, then 3 days. An IP's ban count is forgotten only by ``reset`` (``POST /admin/reset``).
 
 With ``RateLimitConfig.enabled`` false (``--no-rate-limits``, load tests only) the limiter only counts, for
 the usual headers: no limit checks, strikes or bans, so never 429 or 418.
@@ -18,6 +21,9 @@ from dataclasses import dataclass
 
 from simulator import errors
 from simulator.config import RateLimitConfig
+
+BAN_ESCALATION = 4
+MAX_BAN_SECONDS = 3 * 24 * 3600
 
 
 @dataclass
@@ -61,6 +67,7 @@ class RateLimiter:
         self._orders_1m: dict[str, _Window] = {}
         self._strikes: dict[str, int] = {}
         self._banned_until: dict[str, float] = {}
+        self._bans: dict[str, int] = {}
 
     def charge_ip(self, ip: str, weight: int) -> int:
         """Charge ``weight`` to the IP's minute window and return the weight used so far.
@@ -126,9 +133,22 @@ class RateLimiter:
         self._strikes[ip] = strikes
         if strikes > self.limits.requests_after_429_before_ban + 1:
             self._strikes.pop(ip, None)
-            until = now + self.limits.ban_seconds
+            until = now + self.ban_seconds(self._bans.get(ip, 0) + 1)
+            self._bans[ip] = self._bans.get(ip, 0) + 1
             self._banned_until[ip] = until
             raise self._ban_error(until, now)
+
+    def ban_seconds(self, nth: int) -> int:
+        """Length of an IP's ``nth`` ban (1-based): ``ban_seconds`` x ``BAN_ESCALATION``^(nth-1), at most
+        ``MAX_BAN_SECONDS``."""
+        first = self.limits.ban_seconds
+        if nth <= 1:
+            return min(first, MAX_BAN_SECONDS)
+        return int(min(first * BAN_ESCALATION ** min(nth - 1, 32), MAX_BAN_SECONDS))
+
+    def bans(self, ip: str) -> int:
+        """How many times ``ip`` has been banned since the last reset."""
+        return self._bans.get(ip, 0)
 
     @staticmethod
     def _ban_error(until: float, now: float) -> errors.BinanceError:

@@ -40,17 +40,19 @@ def _symbols(call: Call) -> list[str]:
 
 
 def premium_index(call: Call) -> Any:
-    """``GET /fapi/v1/premiumIndex``: mark/index price (= the reference price), one symbol or all."""
+    """``GET /fapi/v1/premiumIndex``: mark/index price (= the reference price), one symbol or all, with the
+    symbol's funding rate (``POST /admin/funding``) and the next funding time on the simulated clock."""
     now = call.state.clock.now_ms()
+    funding = call.state.funding
     docs = [
         {
             "symbol": s,
             "markPrice": format(call.state.engine.prices[s], "f"),
             "indexPrice": format(call.state.engine.prices[s], "f"),
             "estimatedSettlePrice": "0",
-            "lastFundingRate": "0.00010000",
+            "lastFundingRate": fmt(funding.rates[s], 8),
             "interestRate": "0.00010000",
-            "nextFundingTime": now - now % 28_800_000 + 28_800_000,
+            "nextFundingTime": funding.next_funding_ms,
             "time": now,
         }
         for s in _symbols(call)
@@ -191,8 +193,38 @@ def account_v2(call: Call) -> dict[str, Any]:
     }
 
 
+_V3_ASSET_FIELDS = (
+    "asset",
+    "walletBalance",
+    "unrealizedProfit",
+    "marginBalance",
+    "maintMargin",
+    "initialMargin",
+    "positionInitialMargin",
+    "openOrderInitialMargin",
+    "crossWalletBalance",
+    "crossUnPnl",
+    "availableBalance",
+    "maxWithdrawAmount",
+    "updateTime",
+)
+_V3_POSITION_FIELDS = (
+    "symbol",
+    "positionSide",
+    "positionAmt",
+    "unrealizedProfit",
+    "isolatedMargin",
+    "notional",
+    "isolatedWallet",
+    "initialMargin",
+    "maintMargin",
+    "updateTime",
+)
+
+
 def account_v3(call: Call) -> dict[str, Any]:
-    """``GET /fapi/v3/account``: totals, assets and only the active positions."""
+    """``GET /fapi/v3/account``: totals, assets and only the active positions, in v3's narrower shapes
+    (no fee/can* fields; positions with only the ten fields Binance lists for v3)."""
     doc = account_v2(call)
     for key in (
         "feeTier",
@@ -205,7 +237,10 @@ def account_v3(call: Call) -> dict[str, Any]:
         "tradeGroupId",
     ):
         doc.pop(key)
-    doc["positions"] = _position_rows(call, call.acct, only_active=True)
+    doc["assets"] = [{k: a[k] for k in _V3_ASSET_FIELDS} for a in doc["assets"]]
+    doc["positions"] = [
+        {k: p[k] for k in _V3_POSITION_FIELDS} for p in _position_rows(call, call.acct, only_active=True)
+    ]
     return doc
 
 

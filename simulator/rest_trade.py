@@ -125,14 +125,6 @@ def open_orders(call: Call) -> list[dict[str, Any]]:
     return [o.to_json() for o in call.state.engine.open_orders(call.acct, symbol)]
 
 
-def all_orders(call: Call) -> list[dict[str, Any]]:
-    """``GET /fapi/v1/allOrders``: the account's orders in ``symbol``, oldest first (``limit`` ≤ 1000)."""
-    spec = _spec(call)
-    limit = min(int(call.params.get("limit") or 500), 1000)
-    mine = [o for o in call.acct.orders.values() if o.symbol == spec.symbol]
-    return [o.to_json() for o in mine[-limit:]]
-
-
 def cancel_all(call: Call) -> dict[str, Any]:
     """``DELETE /fapi/v1/allOpenOrders``: cancel all open orders in ``symbol``; Binance's code-200 body."""
     spec = _spec(call)
@@ -161,16 +153,3 @@ def batch_orders(call: Call) -> list[dict[str, Any]]:
         except BinanceError as exc:
             out.append(exc.body())
     return out
-
-
-def user_trades(call: Call) -> list[dict[str, Any]]:
-    """``GET /fapi/v1/userTrades``: the account's fills in ``symbol`` (optional ``orderId``, ``limit``)."""
-    spec = _spec(call)
-    raw_order = call.params.get("orderId")
-    limit = min(int(call.params.get("limit") or 500), 1000)
-    trades = [
-        t
-        for t in call.acct.trades
-        if t.order.symbol == spec.symbol and (raw_order is None or str(t.order.order_id) == raw_order)
-    ]
-    return [t.to_json() for t in trades[-limit:]]

@@ -10,7 +10,10 @@ from simulator.clock import ExchangeClock
 from simulator.config import SimulatorConfig
 from simulator.countdown import CountdownTimers
 from simulator.faults import FaultRegistry
+from simulator.funding import FundingSchedule
+from simulator.income import IncomeLedger
 from simulator.journal import Journal
+from simulator.market import MarketData
 from simulator.matching import MatchingEngine
 from simulator.ratelimit import RateLimiter
 from simulator.symbols import build_specs
@@ -19,7 +22,8 @@ from simulator.userstream import UserStreams
 
 @dataclass
 class SimulatorState:
-    """Clock, matching engine, user streams, faults, rate limiter, request journal, algo book, countdowns."""
+    """Clock, matching engine, user streams, faults, rate limiter, request journal, algo book, countdowns,
+    income ledger, funding schedule and public market data."""
 
     config: SimulatorConfig
     clock: ExchangeClock
@@ -31,6 +35,9 @@ class SimulatorState:
     credentials: dict[str, Credentials]
     algos: AlgoBook
     countdowns: CountdownTimers
+    market: MarketData
+    income: IncomeLedger
+    funding: FundingSchedule
 
     @classmethod
     def build(cls, config: SimulatorConfig, endpoints: frozenset[str] = frozenset()) -> SimulatorState:
@@ -40,7 +47,7 @@ class SimulatorState:
         """
         if not config.accounts:
             raise ValueError("the simulator needs at least one account")
-        clock = ExchangeClock()
+        clock = ExchangeClock(config.time_scale)
         faults = FaultRegistry(clock, config.seed, endpoints)
         streams = UserStreams(config, clock, faults)
         engine = MatchingEngine(
@@ -50,6 +57,8 @@ class SimulatorState:
             streams.publish,
             streams.has_listeners,
         )
+        income = IncomeLedger()
+        income.reset(engine.accounts.values(), clock.now_ms())
         state = cls(
             config=config,
             clock=clock,
@@ -61,14 +70,23 @@ class SimulatorState:
             credentials={a.key: Credentials(a.key, a.secret) for a in config.accounts},
             algos=AlgoBook(),
             countdowns=CountdownTimers(),
+            market=MarketData(engine.specs, config.seed, clock),
+            income=income,
+            funding=FundingSchedule(clock, engine, income, streams.publish),
         )
+        state.market.start(engine.prices)
+        engine.price_listeners.append(state.market.on_price)
         for fault in config.faults:
             faults.arm(fault)
         return state
 
     def reset(self) -> None:
-        """Clear orders, positions, requests, faults, counters and listenKeys (prices back to initial)."""
+        """Clear orders, positions, requests, faults, counters, listenKeys, income and funding settlements
+        (prices and funding rates back to initial; the clock keeps running)."""
         self.engine.reset()
+        self.market.start(self.engine.prices)
+        self.income.reset(self.engine.accounts.values(), self.clock.now_ms())
+        self.funding.reset()
         self.algos.reset()
         self.countdowns.reset()
         self.journal.clear()

@@ -1,13 +1,17 @@
 """The user-data stream: listenKey lifecycle and the websocket that pushes account events.
 
 * One listenKey per account. ``POST`` returns the account's live key (extending it) or a new one; ``PUT``
-  extends it (-1125 if it does not exist); ``DELETE`` ends it. A key lives ``listen_key_ttl_s`` exchange
-  seconds (3600) divided by ``time_scale``; on expiry each connection on it gets ``listenKeyExpired`` and
-  then nothing more.
+  extends it (-1125 if it does not exist); ``DELETE`` ends it. A key lives ``listen_key_ttl_s`` (3600)
+  seconds of simulated time (``ExchangeClock.sim_ms``, so ``time_scale`` and ``POST /admin/clock`` shorten
+  it in wall time); on expiry each connection on it gets ``listenKeyExpired`` and then nothing more.
+* A connection lasts at most ``MAX_CONNECTION_MS`` (24 h) of simulated time, keepalives or not: then the
+  server closes it (close frame 1000), as Binance does; the key stays valid for a new connection.
 * Websockets at ``/private/ws?listenKey=…[&events=A/B]`` (only the listed event types are sent;
   ``listenKeyExpired`` always is) and the legacy ``/ws/<listenKey>``; the server pings every
   ``ws_ping_interval_s`` and answers client pings. Each connection has a queue and a sender task, so events
   leave in the order the engine produced them.
+* ``TRADE_LITE`` (Binance's trade-only event) goes, just before the fill's ``ORDER_TRADE_UPDATE``, only to
+  connections that list it in ``events=``; connections without ``events=`` keep the older event set.
 * Faults: ``user_stream_silent`` swallows an event, ``user_stream_drop`` cuts the TCP connection abruptly
   (no close frame) instead of delivering it.
 """
@@ -18,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import secrets
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,8 +31,10 @@ from aiohttp import web
 from simulator import errors
 from simulator.clock import ExchangeClock
 from simulator.config import SimulatorConfig
-from simulator.events import listen_key_expired
+from simulator.events import listen_key_expired, trade_lite
 from simulator.faults import USER_STREAM_KINDS, FaultRegistry
+
+MAX_CONNECTION_MS = 24 * 3600 * 1000
 
 
 @dataclass(eq=False)
@@ -38,6 +43,7 @@ class _Connection:
     request: web.Request
     listen_key: str
     events: frozenset[str] | None = None
+    opened_ms: int = 0
     queue: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
 
     def abort(self) -> None:
@@ -56,13 +62,14 @@ class UserStreams:
         self._faults = faults
         self._key_of: dict[str, str] = {}
         self._account_of: dict[str, str] = {}
-        self._expires: dict[str, float] = {}
+        self._expires: dict[str, int] = {}
         self._conns: dict[str, set[_Connection]] = {}
         self.delivered = 0
 
     # ------------------------------------------------------------- listenKey
-    def _ttl(self) -> float:
-        return self._config.scaled_seconds(self._config.listen_key_ttl_s)
+    def _deadline(self) -> int:
+        """Simulated ms at which a key created or kept alive now expires."""
+        return self._clock.sim_ms() + int(self._config.listen_key_ttl_s * 1000)
 
     def create(self, account: str) -> str:
         """Return the account's live listenKey (extended) or a new 64-character one."""
@@ -70,7 +77,7 @@ class UserStreams:
         if key is None:
             key = secrets.token_urlsafe(48)[:64]
             self._key_of[account], self._account_of[key] = key, account
-        self._expires[key] = time.monotonic() + self._ttl()
+        self._expires[key] = self._deadline()
         return key
 
     def keepalive(self, account: str) -> str:
@@ -78,7 +85,7 @@ class UserStreams:
         key = self._key_of.get(account)
         if key is None:
             raise errors.error(errors.INVALID_LISTEN_KEY)
-        self._expires[key] = time.monotonic() + self._ttl()
+        self._expires[key] = self._deadline()
         return key
 
     def close(self, account: str) -> None:
@@ -97,7 +104,7 @@ class UserStreams:
 
     def expire_due(self) -> None:
         """Expire keys past their deadline, telling their connections with ``listenKeyExpired``."""
-        now = time.monotonic()
+        now = self._clock.sim_ms()
         for key, deadline in list(self._expires.items()):
             if deadline <= now:
                 account = self._account_of.pop(key)
@@ -106,6 +113,14 @@ class UserStreams:
                 payload = json.dumps(listen_key_expired(key, self._clock.now_ms()))
                 for conn in self._conns.get(key, ()):
                     conn.queue.put_nowait(payload)
+
+    def close_aged(self) -> None:
+        """Close every connection open for ``MAX_CONNECTION_MS`` of simulated time (Binance's 24 h cap)."""
+        cutoff = self._clock.sim_ms() - MAX_CONNECTION_MS
+        for conns in self._conns.values():
+            for conn in list(conns):
+                if conn.opened_ms <= cutoff:
+                    conn.queue.put_nowait(None)
 
     def reset(self) -> None:
         """Forget all keys and close all connections."""
@@ -125,7 +140,12 @@ class UserStreams:
         if not conns:
             return
         payload = orjson.dumps(event).decode()
+        lite: str | None = None
         for conn in list(conns):
+            if conn.events is not None and "TRADE_LITE" in conn.events and _is_fill(event):
+                lite = lite or orjson.dumps(trade_lite(event)).decode()
+                conn.queue.put_nowait(lite)
+                self.delivered += 1
             if conn.events is not None and event.get("e") not in conn.events:
                 continue
             fired = self._faults.draw("WS /private/ws", USER_STREAM_KINDS)
@@ -146,7 +166,7 @@ class UserStreams:
         await ws.prepare(request)
         wanted = request.query.get("events")
         events = frozenset(e for e in wanted.split("/") if e) if wanted else None
-        conn = _Connection(ws, request, key, events)
+        conn = _Connection(ws, request, key, events, opened_ms=self._clock.sim_ms())
         self._conns.setdefault(key, set()).add(conn)
         sender = asyncio.create_task(self._send_loop(conn))
         pinger = asyncio.create_task(self._ping_loop(conn))
@@ -187,3 +207,8 @@ class UserStreams:
             for conn in list(conns):
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await conn.ws.close(code=1001, message=b"server shutdown")
+
+
+def _is_fill(event: dict[str, Any]) -> bool:
+    """True for an ``ORDER_TRADE_UPDATE`` that reports a fill (execution type TRADE)."""
+    return event.get("e") == "ORDER_TRADE_UPDATE" and event.get("o", {}).get("x") == "TRADE"
