@@ -225,7 +225,10 @@ class RiskSettings(_Section):
         Decimal(0), ge=0, description="a LIMIT price must lie within this % of the mark price; 0 = off"
     )
     mark_price_max_age_ms: int = Field(
-        5000, gt=0, description="an older mark price cannot price a check (MARKET notional is refused)"
+        60_000,
+        gt=0,
+        description="an older mark price cannot price a check (MARKET notional is refused); long enough "
+        "to ride out a listener failover, short enough that the price is still near",
     )
     mark_price_poll_ms: int = Field(1000, gt=0, description="the listener polls premiumIndex this often")
     position_refresh_s: int = Field(

@@ -57,6 +57,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--walk-step-bps", type=Decimal, help="std. deviation of one walk step in basis points")
     p.add_argument(
+        "--replay",
+        action="append",
+        default=[],
+        metavar="SYMBOL=PATH",
+        help="drive SYMBOL's price from a CSV of trades or klines (Binance dump layout; repeatable); "
+        "the walk takes over from the last price when it ends",
+    )
+    p.add_argument("--replay-speed", type=float, help="replay time factor: 1 real time (default), 10 faster")
+    p.add_argument(
         "--time-scale",
         type=float,
         help="exchange seconds per wall second of the simulated clock (server time, funding, listenKey "
@@ -81,6 +90,7 @@ def _overrides(args: argparse.Namespace, base: SimulatorConfig) -> dict[str, Any
         "walk_interval_ms": args.walk_interval_ms,
         "walk_step_bps": args.walk_step_bps,
         "time_scale": args.time_scale,
+        "replay_speed": args.replay_speed,
     }
     if args.symbols:
         out["symbols"] = [s for s in args.symbols.split(",") if s]
@@ -103,6 +113,14 @@ def _overrides(args: argparse.Namespace, base: SimulatorConfig) -> dict[str, Any
                 raise ValueError(f"--price expects SYMBOL=PRICE, got {item!r}")
             prices[symbol.upper()] = Decimal(value)
         out["reference_prices"] = prices
+    if args.replay:
+        replay = dict(base.replay)
+        for item in args.replay:
+            symbol, sep, path = item.partition("=")
+            if not sep or not symbol or not path:
+                raise ValueError(f"--replay expects SYMBOL=PATH, got {item!r}")
+            replay[symbol.upper()] = Path(path)
+        out["replay"] = replay
     limits = base.rate_limits.model_copy(
         update={
             k: v
@@ -142,6 +160,8 @@ def _banner(config: SimulatorConfig, port: int, generated: bool) -> str:
         f"  admin      {base}/admin/  (orders, requests, faults, price, reset)",
         f"  symbols    {', '.join(config.symbols)}",
     ]
+    for symbol, path in config.replay.items():
+        lines.append(f"  replay     {symbol} from {path} at {config.replay_speed:g}x")
     for account in config.accounts:
         tag = " (generated)" if generated else ""
         lines.append(f"  account{tag}  key={account.key}  secret={account.secret}")

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from simulator.replay import check_series
 from simulator.symbols import KNOWN_SYMBOLS, check_known
 
 FaultKind = Literal[
@@ -112,6 +113,11 @@ class SimulatorConfig(BaseSettings):
     rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
     faults: list[FaultConfig] = Field(default_factory=list)
     journal_size: int = Field(default=100000, ge=1)
+    replay: dict[str, Path] = Field(
+        default_factory=dict,
+        description="per symbol, a CSV of trades or klines driving its reference price (simulator.replay)",
+    )
+    replay_speed: float = Field(default=1.0, gt=0, description="replay time factor: 1 real time, 10 faster")
 
     @field_validator("symbols")
     @classmethod
@@ -120,6 +126,18 @@ class SimulatorConfig(BaseSettings):
         symbols = [s.strip().upper() for s in value if s.strip()]
         check_known(symbols)
         return symbols
+
+    @model_validator(mode="after")
+    def _check_replay(self) -> SimulatorConfig:
+        """Upper-case replay symbols; ValueError for one not served or a file that is not a usable series
+        (the message names the file and line). Reads every replay file once."""
+        self.replay = {s.strip().upper(): p for s, p in self.replay.items()}
+        unknown = sorted(set(self.replay) - set(self.symbols))
+        if unknown:
+            raise ValueError(f"replay: symbols not served: {', '.join(unknown)}")
+        for path in self.replay.values():
+            check_series(path)
+        return self
 
     def scaled_seconds(self, seconds: float) -> float:
         """Convert an exchange duration (e.g. the 60-minute listenKey life) to wall seconds."""

@@ -1,89 +1,56 @@
 """Public market websocket streams: ``/ws/<stream>[/<stream>…]`` (raw events) and
-``/stream?streams=a/b`` (combined: ``{"stream": name, "data": event}``), in Binance's USD-M event shapes.
+``/stream?streams=a/b`` (combined: ``{"stream": name, "data": event}``), in Binance's USD-M event shapes;
+the same under ``/public`` and ``/market`` (Binance's 2026 URL split; every stream is served on each).
 
-Streams (symbol in lower case): ``<s>@aggTrade`` (on every aggregate trade), ``<s>@depth`` and
-``<s>@depth@100ms|250ms|500ms`` (diffs with ``U``/``u``/``pu``; 250 ms by default), ``<s>@depth5|10|20``
-(+ the same speeds: the top levels), ``<s>@bookTicker`` (when the best level changes), ``<s>@markPrice``
-(every 3 s; ``@markPrice@1s``), ``<s>@kline_<interval>`` (every 250 ms while it changes, then once closed).
-``/ws/<name>`` serves a listenKey's user-data stream when ``<name>`` is a live key, else market streams;
-an unknown stream name is 400 ``{"code": -1121}``/-1100. A 100 ms loop produces the timed events.
+Streams (symbol in lower case): ``<s>@aggTrade`` (on every aggregate trade), ``<s>@trade`` (each trade of
+it), ``<s>@depth`` and ``<s>@depth@100ms|250ms|500ms`` (diffs with ``U``/``u``/``pu``; 250 ms by default),
+``<s>@depth5|10|20`` (+ the same speeds: the top levels), ``<s>@bookTicker`` (when the best level
+changes), ``<s>@markPrice`` (every 3 s; ``@markPrice@1s``), ``<s>@kline_<interval>`` (every 250 ms while
+it changes, then once closed). ``/ws/<name>`` serves a listenKey's user-data stream when ``<name>`` is a
+live key, else market streams; an unknown stream name in the URL is 400 ``{"code": -1121}``/-1130;
+all-digit path segments (ccxt's ``/ws/0``) are ignored. A connection (``/ws`` and ``/stream`` may name
+none) takes SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS / SET_PROPERTY / GET_PROPERTY requests
+(``simulator.stream_requests``). A 100 ms loop produces the timed events.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from simulator import errors
 from simulator.book import merge_updates
 from simulator.funding import FUNDING_INTERVAL_MS
-from simulator.klines import INTERVALS, bucket_end, bucket_start
+from simulator.klines import bucket_end, bucket_start
 from simulator.market import AggTrade
 from simulator.models import fmt
 from simulator.state import SimulatorState
-from simulator.symbols import SymbolSpec
+from simulator.stream_names import StreamSub, parse_stream, path_streams
+from simulator.stream_requests import StreamRequest, StreamRequestError, parse_request
 
 TICK_S = 0.1
-_NAME = re.compile(
-    r"^(?P<sym>[a-z0-9]+)@(?:(?P<agg>aggTrade)|(?P<bt>bookTicker)"
-    r"|depth(?P<levels>5|10|20)?(?:@(?P<speed>100|250|500)ms)?|markPrice(?P<mark1s>@1s)?"
-    r"|kline_(?P<interval>\w+))$"
-)
-
-
-@dataclass(eq=False)
-class _Sub:
-    name: str
-    spec: SymbolSpec
-    kind: str
-    period_ms: int = 0
-    levels: int = 0
-    interval: str = ""
-    last_ms: int = 0
-    last_u: int = -1
-    last_key: Any = None
+_ROUTE_PREFIXES = ("", "/public", "/market")
 
 
 @dataclass(eq=False)
 class _Conn:
     ws: web.WebSocketResponse
-    subs: list[_Sub]
+    subs: list[StreamSub]
     combined: bool
     queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
 
-    def push(self, sub: _Sub, event: dict[str, Any]) -> None:
+    def push(self, sub: StreamSub, event: dict[str, Any]) -> None:
         body = {"stream": sub.name, "data": event} if self.combined else event
         self.queue.put_nowait(orjson.dumps(body))
 
-
-def _parse(name: str, specs: dict[str, SymbolSpec]) -> _Sub:
-    """A subscription for stream ``name``; BinanceError for a name or symbol the simulator does not serve."""
-    m = _NAME.match(name)
-    if m is None:
-        raise errors.invalid_parameter("streams")
-    spec = specs.get(m["sym"].upper())
-    if spec is None:
-        raise errors.error(errors.BAD_SYMBOL)
-    if m["agg"]:
-        return _Sub(name, spec, "aggTrade")
-    if m["bt"]:
-        return _Sub(name, spec, "bookTicker", period_ms=100)
-    if m["interval"]:
-        if m["interval"] not in INTERVALS:
-            raise errors.invalid_parameter("streams")
-        return _Sub(name, spec, "kline", period_ms=250, interval=m["interval"])
-    if name.split("@", 1)[1].startswith("markPrice"):
-        return _Sub(name, spec, "markPrice", period_ms=1000 if m["mark1s"] else 3000)
-    speed = int(m["speed"] or 250)
-    levels = int(m["levels"] or 0)
-    return _Sub(name, spec, "partialDepth" if levels else "depth", period_ms=speed, levels=levels)
+    def reply(self, frame: dict[str, Any]) -> None:
+        self.queue.put_nowait(orjson.dumps(frame))
 
 
 class MarketStreams:
@@ -94,63 +61,150 @@ class MarketStreams:
         self._conns: set[_Conn] = set()
         state.market.agg_listeners.append(self.on_agg_trade)
 
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        """Serve ``/ws``, ``/ws/<streams>`` (or a listenKey), ``/stream`` and the same under ``/public``
+        and ``/market`` (every stream is served on every route)."""
+        router.add_get("/ws", self.handle_raw)
+        router.add_get("/ws/{listen_key:.+}", self.handle_ws)
+        for prefix in _ROUTE_PREFIXES:
+            router.add_get(f"{prefix}/stream", self.handle_combined)
+            if prefix:
+                router.add_get(f"{prefix}/ws", self.handle_raw)
+                router.add_get(prefix + "/ws/{tail:.+}", self.handle_raw)
+
     def on_agg_trade(self, agg: AggTrade) -> None:
-        """Push an ``aggTrade`` event to every subscriber of the symbol."""
+        """Push ``aggTrade`` (and per-trade ``trade``) events to every subscriber of the symbol."""
         for conn in list(self._conns):
             for sub in conn.subs:
-                if sub.kind == "aggTrade" and sub.spec.symbol == agg.symbol:
-                    p, q = sub.spec.price_precision, sub.spec.quantity_precision
-                    event = {
-                        "e": "aggTrade",
-                        "E": self._state.clock.now_ms(),
-                        "s": agg.symbol,
-                        "a": agg.agg_id,
-                        "p": fmt(agg.price, p),
-                        "q": fmt(agg.qty, q),
-                        "f": agg.first_id,
-                        "l": agg.last_id,
-                        "T": agg.time_ms,
-                        "m": agg.buyer_maker,
-                    }
-                    conn.push(sub, event)
+                if sub.spec.symbol != agg.symbol:
+                    continue
+                if sub.kind == "aggTrade":
+                    conn.push(sub, self._agg_event(sub, agg))
+                elif sub.kind == "trade":
+                    for event in self._trade_events(sub, agg):
+                        conn.push(sub, event)
+
+    def _agg_event(self, sub: StreamSub, agg: AggTrade) -> dict[str, Any]:
+        p, q = sub.spec.price_precision, sub.spec.quantity_precision
+        return {
+            "e": "aggTrade",
+            "E": self._state.clock.now_ms(),
+            "s": agg.symbol,
+            "a": agg.agg_id,
+            "p": fmt(agg.price, p),
+            "q": fmt(agg.qty, q),
+            "f": agg.first_id,
+            "l": agg.last_id,
+            "T": agg.time_ms,
+            "m": agg.buyer_maker,
+        }
+
+    def _trade_events(self, sub: StreamSub, agg: AggTrade) -> list[dict[str, Any]]:
+        p, q = sub.spec.price_precision, sub.spec.quantity_precision
+        recent = self._state.market.trades(agg.symbol)[-(agg.last_id - agg.first_id + 1) :]
+        now = self._state.clock.now_ms()
+        return [
+            {
+                "e": "trade",
+                "E": now,
+                "T": t.time_ms,
+                "s": agg.symbol,
+                "t": t.trade_id,
+                "p": fmt(t.price, p),
+                "q": fmt(t.qty, q),
+                "X": "MARKET",
+                "m": t.buyer_maker,
+            }
+            for t in recent
+            if agg.first_id <= t.trade_id <= agg.last_id
+        ]
 
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
         """``/ws/<name>``: a live listenKey's user stream, else the market streams named in the path."""
         name = request.match_info["listen_key"]
         if self._state.streams.is_live(name):
             return await self._state.streams.handle(request)
-        return await self._serve(request, name.split("/"), combined=False)
+        return await self._serve(request, path_streams(name), combined=False)
+
+    async def handle_raw(self, request: web.Request) -> web.StreamResponse:
+        """``[/public|/market]/ws[/<streams>]``: raw market streams, none until the client subscribes if
+        the path names none."""
+        return await self._serve(request, path_streams(request.match_info.get("tail", "")), combined=False)
 
     async def handle_combined(self, request: web.Request) -> web.StreamResponse:
-        """``/stream?streams=a/b``: the named market streams, each event wrapped with its stream name."""
+        """``/stream?streams=a/b``: the named market streams (or none), each event wrapped with its name."""
         names = [n for n in request.query.get("streams", "").split("/") if n]
-        if not names:
-            return web.json_response(errors.mandatory("streams").body(), status=400)
         return await self._serve(request, names, combined=True)
 
     async def _serve(self, request: web.Request, names: list[str], combined: bool) -> web.StreamResponse:
         try:
-            subs = [_parse(n, self._state.engine.specs) for n in names]
+            subs = self._unique([parse_stream(n, self._state.engine.specs) for n in names])
         except errors.BinanceError as exc:
             return web.json_response(exc.body(), status=400)
         ws = web.WebSocketResponse(autoping=True, heartbeat=None)
         await ws.prepare(request)
-        conn = _Conn(ws, subs, combined)
-        for sub in subs:
-            if sub.kind == "depth":
-                feed = self._state.market.book(sub.spec.symbol, self._state.engine.prices[sub.spec.symbol])
-                sub.last_u = feed.last_update_id
+        conn = _Conn(ws, [], combined)
+        self._add(conn, subs)
         self._conns.add(conn)
         sender = asyncio.create_task(self._send(conn))
         try:
-            async for _ in ws:
-                pass
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    self._on_request(conn, msg.data)
         finally:
             self._conns.discard(conn)
             conn.queue.put_nowait(None)
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                 await sender
         return ws
+
+    @staticmethod
+    def _unique(subs: list[StreamSub]) -> list[StreamSub]:
+        seen: dict[str, StreamSub] = {}
+        for sub in subs:
+            seen.setdefault(sub.name, sub)
+        return list(seen.values())
+
+    def _add(self, conn: _Conn, subs: list[StreamSub]) -> None:
+        """Subscribe ``conn`` to ``subs`` it does not have yet; depth diffs start at the current book."""
+        have = {s.name for s in conn.subs}
+        fresh = [s for s in subs if s.name not in have]
+        for sub in fresh:
+            if sub.kind == "depth":
+                feed = self._state.market.book(sub.spec.symbol, self._state.engine.prices[sub.spec.symbol])
+                sub.last_u = feed.last_update_id
+        conn.subs = [*conn.subs, *fresh]
+
+    def _on_request(self, conn: _Conn, text: str) -> None:
+        """Apply one control request (SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS, SET/GET_PROPERTY) and
+        queue its reply behind the events already queued."""
+        try:
+            req = parse_request(text)
+            conn.reply(req.reply(self._apply(conn, req)))
+        except StreamRequestError as exc:
+            conn.reply(exc.reply())
+
+    def _apply(self, conn: _Conn, req: StreamRequest) -> Any:
+        if req.method == "SUBSCRIBE":
+            subs = []
+            for name in req.params:
+                try:
+                    subs.append(parse_stream(name, self._state.engine.specs))
+                except errors.BinanceError as exc:
+                    msg = f"Invalid request: invalid stream name `{name}`"
+                    raise StreamRequestError(2, msg, req.request_id) from exc
+            self._add(conn, self._unique(subs))
+            return None
+        if req.method == "UNSUBSCRIBE":
+            gone = set(req.params)
+            conn.subs = [s for s in conn.subs if s.name not in gone]
+            return None
+        if req.method == "LIST_SUBSCRIPTIONS":
+            return [s.name for s in conn.subs]
+        if req.method == "SET_PROPERTY":
+            conn.combined = bool(req.params[1])
+            return None
+        return conn.combined
 
     async def _send(self, conn: _Conn) -> None:
         while (payload := await conn.queue.get()) is not None and not conn.ws.closed:
@@ -171,7 +225,7 @@ class MarketStreams:
         refreshed: set[str] = set()
         for conn in list(self._conns):
             for sub in conn.subs:
-                if sub.kind == "aggTrade" or now - sub.last_ms < sub.period_ms:
+                if sub.kind in ("aggTrade", "trade") or now - sub.last_ms < sub.period_ms:
                     continue
                 symbol = sub.spec.symbol
                 if symbol not in refreshed and sub.kind in ("depth", "partialDepth", "bookTicker"):
@@ -181,7 +235,7 @@ class MarketStreams:
                 for event in self._events(sub, now):
                     conn.push(sub, event)
 
-    def _events(self, sub: _Sub, now: int) -> list[dict[str, Any]]:
+    def _events(self, sub: StreamSub, now: int) -> list[dict[str, Any]]:
         spec, market = sub.spec, self._state.market
         p, q = spec.price_precision, spec.quantity_precision
         head = {"E": now, "s": spec.symbol}
@@ -245,7 +299,7 @@ class MarketStreams:
             ]
         return self._kline_events(sub, now, head)
 
-    def _kline_events(self, sub: _Sub, now: int, head: dict[str, Any]) -> list[dict[str, Any]]:
+    def _kline_events(self, sub: StreamSub, now: int, head: dict[str, Any]) -> list[dict[str, Any]]:
         opened = bucket_start(sub.interval, now)
         out = []
         if isinstance(sub.last_key, tuple) and sub.last_key[0] != opened:
@@ -257,7 +311,7 @@ class MarketStreams:
         sub.last_key = key
         return out
 
-    def _kline(self, sub: _Sub, opened: int, head: dict[str, Any], closed: bool) -> dict[str, Any]:
+    def _kline(self, sub: StreamSub, opened: int, head: dict[str, Any], closed: bool) -> dict[str, Any]:
         spec = sub.spec
         closes = bucket_end(sub.interval, opened)
         b = self._state.market.span(spec.symbol, opened, closes)

@@ -82,7 +82,8 @@ async def test_max_order_notional_prices_market_orders_at_the_mark(
 async def test_a_market_order_without_a_fresh_mark_price_is_refused(
     fake_redis: fakeredis.FakeAsyncRedis,
 ) -> None:
-    async with risk_replica(fake_redis) as gw:
+    limits = RiskSettings(allowed_symbols=ALLOWED, mark_price_max_age_ms=5000)
+    async with risk_replica(fake_redis, limits) as gw:
         assert "no mark price of BTCUSDT" in await refused(gw, market("0.002"))
         await set_marks(fake_redis, age_ms=10_000, BTCUSDT="50000")  # older than 5000 ms
         before = refusals("mark_price")
