@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands.add_parser("sim", help="run the exchange simulator (see `order-execution sim --help`)")
 
-    from cli.client import add_order_commands
+    from cli.order_args import add_order_commands
 
     add_order_commands(commands.add_parser("order", help="create, inspect and watch orders"))
     from cli.risk import add_risk_commands

@@ -17,7 +17,8 @@ from uuid import uuid4
 import grpc
 import pytest
 
-from cli.client import add_order_commands, run_order_command
+from cli.client import run_order_command
+from cli.order_args import add_order_commands
 from cli.stack import LocalStack, local_stack
 from orders.settings import Settings
 from proto import order_pb2 as pb

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cli.client import add_order_commands, gateway_target
+from cli.client import gateway_target
+from cli.order_args import add_order_commands
 from cli.order_format import order_json, order_line, order_text, update_json
 from cli.times import format_ms, parse_time
 from orders.settings import load_settings
