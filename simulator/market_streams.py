@@ -6,8 +6,9 @@ Streams (symbol in lower case): ``<s>@aggTrade`` (on every aggregate trade), ``<
 it), ``<s>@depth`` and ``<s>@depth@100ms|250ms|500ms`` (diffs with ``U``/``u``/``pu``; 250 ms by default),
 ``<s>@depth5|10|20`` (+ the same speeds: the top levels), ``<s>@bookTicker`` (when the best level
 changes), ``<s>@markPrice`` (every 3 s; ``@markPrice@1s``), ``<s>@kline_<interval>`` (every 250 ms while
-it changes, then once closed). ``/ws/<name>`` serves a listenKey's user-data stream when ``<name>`` is a
-live key, else market streams; an unknown stream name in the URL is 400 ``{"code": -1121}``/-1130;
+it changes, then once closed), ``<s>@ticker`` and ``<s>@miniTicker`` (24 h statistics every 2 s).
+``/ws/<name>`` serves a listenKey's user-data stream when ``<name>`` is a live key, else market
+streams; an unknown stream name in the URL is 400 ``{"code": -1121}``/-1130;
 all-digit path segments (ccxt's ``/ws/0``) are ignored. A connection (``/ws`` and ``/stream`` may name
 none) takes SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS / SET_PROPERTY / GET_PROPERTY requests
 (``simulator.stream_requests``). A 100 ms loop produces the timed events.
@@ -30,6 +31,7 @@ from simulator.funding import FUNDING_INTERVAL_MS
 from simulator.klines import bucket_end, bucket_start
 from simulator.market import AggTrade
 from simulator.models import fmt
+from simulator.rest_market import ticker_stats
 from simulator.state import SimulatorState
 from simulator.stream_names import StreamSub, parse_stream, path_streams
 from simulator.stream_requests import StreamRequest, StreamRequestError, parse_request
@@ -283,6 +285,8 @@ class MarketStreams:
                     "A": fmt(aq, q),
                 }
             ]
+        if sub.kind in ("ticker", "miniTicker"):
+            return [_ticker_event(sub.kind, head, ticker_stats(self._state, spec, now))]
         if sub.kind == "markPrice":
             price = self._state.engine.prices[spec.symbol]
             rate = self._state.funding.rates.get(spec.symbol, Decimal(0))
@@ -342,3 +346,32 @@ class MarketStreams:
         for conn in list(self._conns):
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await conn.ws.close(code=1001, message=b"server shutdown")
+
+
+def _ticker_event(kind: str, head: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+    """A ``24hrTicker`` (``@ticker``) or ``24hrMiniTicker`` (``@miniTicker``) event, from the numbers
+    ``ticker/24hr`` returns."""
+    mini = {
+        "c": stats["lastPrice"],
+        "o": stats["openPrice"],
+        "h": stats["highPrice"],
+        "l": stats["lowPrice"],
+        "v": stats["volume"],
+        "q": stats["quoteVolume"],
+    }
+    if kind == "miniTicker":
+        return {"e": "24hrMiniTicker", **head, **mini}
+    return {
+        "e": "24hrTicker",
+        **head,
+        "p": stats["priceChange"],
+        "P": stats["priceChangePercent"],
+        "w": stats["weightedAvgPrice"],
+        "Q": stats["lastQty"],
+        **mini,
+        "O": stats["openTime"],
+        "C": stats["closeTime"],
+        "F": stats["firstId"],
+        "L": stats["lastId"],
+        "n": stats["count"],
+    }

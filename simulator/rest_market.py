@@ -18,6 +18,7 @@ from simulator.funding import DEFAULT_FUNDING_RATE, FUNDING_INTERVAL_MS
 from simulator.klines import INTERVALS, Bar
 from simulator.models import fmt
 from simulator.pipeline import Call
+from simulator.state import SimulatorState
 from simulator.symbols import SymbolSpec
 
 DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
@@ -246,35 +247,36 @@ def price_klines(call: Call) -> list[list[Any]]:
 def ticker_24hr(call: Call) -> Any:
     """``GET /fapi/v1/ticker/24hr``: rolling 24 h statistics from the bars, one symbol or all."""
     now = call.state.clock.now_ms()
+    return _one_or_all(call, [ticker_stats(call.state, spec, now) for spec in _specs(call)])
+
+
+def ticker_stats(state: SimulatorState, spec: SymbolSpec, now: int) -> dict[str, Any]:
+    """One symbol's rolling 24 h statistics up to ``now``, as ``ticker/24hr`` returns them (the
+    ``@ticker`` and ``@miniTicker`` streams send the same numbers)."""
     opened = now - _DAY_MS
-    docs = []
-    for spec in _specs(call):
-        bar = call.state.market.span(spec.symbol, opened, now + 1)
-        last = call.state.engine.prices[spec.symbol]
-        recent = call.state.market.trades(spec.symbol)
-        p, q = spec.price_precision, spec.quantity_precision
-        change = last - bar.open
-        docs.append(
-            {
-                "symbol": spec.symbol,
-                "priceChange": fmt(change, p),
-                "priceChangePercent": fmt(change / bar.open * 100, 3),
-                "weightedAvgPrice": fmt(bar.quote_volume / bar.volume if bar.volume else last, p),
-                "lastPrice": fmt(last, p),
-                "lastQty": fmt(recent[-1].qty if recent else Decimal(0), q),
-                "openPrice": fmt(bar.open, p),
-                "highPrice": fmt(max(bar.high, last), p),
-                "lowPrice": fmt(min(bar.low, last), p),
-                "volume": fmt(bar.volume, q),
-                "quoteVolume": fmt(bar.quote_volume, 2),
-                "openTime": opened,
-                "closeTime": now,
-                "firstId": bar.first_trade_id,
-                "lastId": bar.last_trade_id,
-                "count": bar.count,
-            }
-        )
-    return _one_or_all(call, docs)
+    bar = state.market.span(spec.symbol, opened, now + 1)
+    last = state.engine.prices[spec.symbol]
+    recent = state.market.trades(spec.symbol)
+    p, q = spec.price_precision, spec.quantity_precision
+    change = last - bar.open
+    return {
+        "symbol": spec.symbol,
+        "priceChange": fmt(change, p),
+        "priceChangePercent": fmt(change / bar.open * 100, 3),
+        "weightedAvgPrice": fmt(bar.quote_volume / bar.volume if bar.volume else last, p),
+        "lastPrice": fmt(last, p),
+        "lastQty": fmt(recent[-1].qty if recent else Decimal(0), q),
+        "openPrice": fmt(bar.open, p),
+        "highPrice": fmt(max(bar.high, last), p),
+        "lowPrice": fmt(min(bar.low, last), p),
+        "volume": fmt(bar.volume, q),
+        "quoteVolume": fmt(bar.quote_volume, 2),
+        "openTime": opened,
+        "closeTime": now,
+        "firstId": bar.first_trade_id,
+        "lastId": bar.last_trade_id,
+        "count": bar.count,
+    }
 
 
 def funding_rate(call: Call) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """Market stream names the simulator serves, parsed into subscriptions (``<symbol>@<kind>[@<speed>]``).
 
 Names (symbol in lower case): ``<s>@aggTrade``, ``<s>@trade``, ``<s>@depth[@100ms|250ms|500ms]``,
-``<s>@depth5|10|20[@speed]``, ``<s>@bookTicker``, ``<s>@markPrice[@1s]``, ``<s>@kline_<interval>``.
+``<s>@depth5|10|20[@speed]``, ``<s>@bookTicker``, ``<s>@markPrice[@1s]``, ``<s>@kline_<interval>``,
+``<s>@ticker``, ``<s>@miniTicker``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from simulator.symbols import SymbolSpec
 _NAME = re.compile(
     r"^(?P<sym>[a-z0-9]+)@(?:(?P<agg>aggTrade)|(?P<trade>trade)|(?P<bt>bookTicker)"
     r"|depth(?P<levels>5|10|20)?(?:@(?P<speed>100|250|500)ms)?|markPrice(?P<mark1s>@1s)?"
-    r"|kline_(?P<interval>\w+))$"
+    r"|kline_(?P<interval>\w+)|(?P<ticker>ticker|miniTicker))$"
 )
 
 
@@ -53,6 +54,8 @@ def parse_stream(name: str, specs: dict[str, SymbolSpec]) -> StreamSub:
         return StreamSub(name, spec, "trade")
     if m["bt"]:
         return StreamSub(name, spec, "bookTicker", period_ms=100)
+    if m["ticker"]:  # Binance pushes both every 2 s
+        return StreamSub(name, spec, m["ticker"], period_ms=2000)
     if m["interval"]:
         if m["interval"] not in INTERVALS:
             raise errors.invalid_parameter("streams")

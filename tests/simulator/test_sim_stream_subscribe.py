@@ -126,5 +126,8 @@ async def test_ccxt_pro_watches_book_trades_ohlcv_and_quotes(sim: Sim) -> None:
         assert ohlcv[-1][4] == ohlcv[-1][2] == 51600  # close and high of the current minute
         quotes = await asyncio.wait_for(ex.watch_bids_asks([sym]), 10)
         assert quotes[sym]["bid"] < quotes[sym]["ask"]
+        ticker = await asyncio.wait_for(ex.watch_ticker(sym), 10)  # @ticker, every 2 s
+        assert ticker["symbol"] == sym and ticker["last"] == 51600
+        assert ticker["high"] >= 51600 and ticker["open"] and ticker["baseVolume"] is not None
     finally:
         await ex.close()
