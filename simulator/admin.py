@@ -31,11 +31,13 @@ def _state(request: web.Request) -> SimulatorState:
     return request.app[STATE_KEY]
 
 
-def _bad(message: str) -> web.Response:
+def bad_request(message: str) -> web.Response:
+    """HTTP 400 with ``{"error": message}``, as every admin call answers bad input."""
     return web.json_response({"error": message}, status=400)
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
+async def read_object(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object body; raises HTTP 400 ``{"error": ...}`` if it is not one."""
     try:
         data = await request.json()
     except json.JSONDecodeError as exc:
@@ -63,10 +65,10 @@ def _prices(state: SimulatorState) -> dict[str, Any]:
 async def set_price(request: web.Request) -> web.Response:
     """Set a symbol's reference price (and liquidity) and run matching."""
     state = _state(request)
-    body = await _body(request)
+    body = await read_object(request)
     symbol = body.get("symbol")
     if symbol not in state.engine.specs:
-        return _bad(f"unknown symbol {symbol!r}")
+        return bad_request(f"unknown symbol {symbol!r}")
     if "liquidity" in body:
         if body["liquidity"] is None:
             state.engine.liquidity.pop(symbol, None)
@@ -74,14 +76,14 @@ async def set_price(request: web.Request) -> web.Response:
             try:
                 state.engine.liquidity[symbol] = Decimal(str(body["liquidity"]))
             except InvalidOperation:
-                return _bad("liquidity must be a decimal string or null")
+                return bad_request("liquidity must be a decimal string or null")
     if "price" in body:
         try:
             price = Decimal(str(body["price"]))
         except InvalidOperation:
-            return _bad("price must be a decimal string")
+            return bad_request("price must be a decimal string")
         if not price.is_finite() or price <= 0:
-            return _bad("price must be positive")
+            return bad_request("price must be positive")
         state.engine.set_price(symbol, price)
     return web.json_response(_prices(state))
 
@@ -131,15 +133,15 @@ async def list_requests(request: web.Request) -> web.Response:
 
 async def arm_fault(request: web.Request) -> web.Response:
     """Arm one fault (FaultConfig JSON); 400 naming the bad field if invalid."""
-    body = await _body(request)
+    body = await read_object(request)
     try:
         spec = FaultConfig.model_validate(body)
     except ValidationError as exc:
-        return _bad(str(exc))
+        return bad_request(str(exc))
     try:
         armed = _state(request).faults.arm(spec)
     except ValueError as exc:
-        return _bad(str(exc))
+        return bad_request(str(exc))
     return web.json_response(armed.to_json())
 
 

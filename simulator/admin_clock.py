@@ -10,33 +10,13 @@
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from aiohttp import web
 
-from simulator.admin import STATE_KEY
+from simulator.admin import STATE_KEY, bad_request, read_object
 from simulator.state import SimulatorState
-
-
-def _bad(message: str) -> web.Response:
-    return web.json_response({"error": message}, status=400)
-
-
-async def _read_object(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object body; HTTP 400 ``{"error": ...}`` if it is not one."""
-    try:
-        data = await request.json()
-    except json.JSONDecodeError as exc:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": f"invalid JSON: {exc}"}), content_type="application/json"
-        ) from exc
-    if not isinstance(data, dict):
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": "body must be a JSON object"}), content_type="application/json"
-        )
-    return data
 
 
 def _clock_doc(state: SimulatorState) -> dict[str, Any]:
@@ -75,10 +55,10 @@ async def get_clock(request: web.Request) -> web.Response:
 async def advance_clock(request: web.Request) -> web.Response:
     """Advance simulated time by ``advance_ms`` (a non-negative integer); 400 otherwise."""
     state = request.app[STATE_KEY]
-    body = await _read_object(request)
+    body = await read_object(request)
     ms = body.get("advance_ms")
     if not isinstance(ms, int) or isinstance(ms, bool) or ms < 0:
-        return _bad("advance_ms must be a non-negative integer (milliseconds)")
+        return bad_request("advance_ms must be a non-negative integer (milliseconds)")
     state.clock.advance(ms)
     return web.json_response(_clock_doc(state))
 
@@ -91,16 +71,16 @@ async def get_funding(request: web.Request) -> web.Response:
 async def set_funding(request: web.Request) -> web.Response:
     """Set one symbol's funding rate; 400 for an unknown symbol or a rate that is not a decimal."""
     state = request.app[STATE_KEY]
-    body = await _read_object(request)
+    body = await read_object(request)
     symbol = body.get("symbol")
     if symbol not in state.engine.specs:
-        return _bad(f"unknown symbol {symbol!r}")
+        return bad_request(f"unknown symbol {symbol!r}")
     try:
         rate = Decimal(str(body.get("rate")))
     except InvalidOperation:
-        return _bad('rate must be a decimal string, e.g. "0.0001"')
+        return bad_request('rate must be a decimal string, e.g. "0.0001"')
     if not rate.is_finite():
-        return _bad("rate must be finite")
+        return bad_request("rate must be finite")
     state.funding.set_rate(symbol, rate)
     return web.json_response(_funding_doc(state))
 
