@@ -18,7 +18,7 @@ import sys
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from cli.client import gateway_target, open_channel
+from cli.client import explain_admin_error, gateway_target, open_channel
 from orders.settings import Settings, load_settings
 from proto import admin_pb2 as apb
 from proto import admin_pb2_grpc
@@ -68,16 +68,9 @@ def run_account_command(args: argparse.Namespace, settings: Settings | None = No
                 _show(stub, args)
             return 0
         except grpc.RpcError as exc:
-            hint = ""
-            if exc.code() is grpc.StatusCode.PERMISSION_DENIED:
-                hint = (
-                    "\n  the API key (client.api_key) must belong to an auth.clients entry with admin: true"
-                )
-            elif exc.code() is grpc.StatusCode.UNAVAILABLE:
-                hint = (
-                    f"\n  is a gateway running at {target}, and the exchange reachable? (--target HOST:PORT)"
-                )
-            print(f"{exc.code().name}: {exc.details()}{hint}", file=sys.stderr)
+            print(
+                explain_admin_error(exc, target, unavailable=", and the exchange reachable"), file=sys.stderr
+            )
             return 1
 
 

@@ -96,6 +96,19 @@ def _explain(exc: grpc.RpcError, args: argparse.Namespace, gateway: Gateway) -> 
     return f"{code.name}: {detail}" + (f"\n  {hint}" if hint else "")
 
 
+def explain_admin_error(exc: grpc.RpcError, target: str, *, unavailable: str = "") -> str:
+    """An admin call's failure (`risk`, `account`) as a person reads it, with what to do next.
+
+    `unavailable` is what else to check when the gateway answers UNAVAILABLE.
+    """
+    hint = ""
+    if exc.code() is grpc.StatusCode.PERMISSION_DENIED:
+        hint = "\n  the API key (client.api_key) must belong to an auth.clients entry with admin: true"
+    elif exc.code() is grpc.StatusCode.UNAVAILABLE:
+        hint = f"\n  is a gateway running at {target}{unavailable}? (--target HOST:PORT)"
+    return f"{exc.code().name}: {exc.details()}{hint}"
+
+
 def _create(stub: order_pb2_grpc.OrderServiceStub, args: argparse.Namespace) -> int:
     order_type = args.type or ("LIMIT" if args.price else "MARKET")
     tif = args.tif or ("GTC" if order_type == "LIMIT" and not args.post_only else "")
@@ -318,4 +331,4 @@ _COMMANDS: dict[str, Callable[[order_pb2_grpc.OrderServiceStub, argparse.Namespa
     "watch": _watch,
 }
 
-__all__ = ["Gateway", "gateway_target", "open_channel", "run_order_command"]
+__all__ = ["Gateway", "explain_admin_error", "gateway_target", "open_channel", "run_order_command"]
