@@ -21,13 +21,12 @@ from decimal import Decimal
 from uuid import uuid4
 
 from gateway.validation import (
-    CLIENT_ORDER_ID,
     MAX_DECIMAL_CHARS,
     check_length,
     check_order_size,
-    mint_client_order_id,
     parse_request_decimal,
     quote,
+    request_client_order_id,
 )
 from orders.errors import InvalidOrder
 from orders.model import Order, OrderType, TimeInForce, WorkingType
@@ -84,11 +83,7 @@ def build_conditional_order(
         check_order_size(reference * quantity, quantity, risk)  # the trigger or limit price stands in
     elif quantity:
         check_order_size(None, quantity, risk)
-    client_order_id = req.client_order_id or mint_client_order_id()
-    if not CLIENT_ORDER_ID.match(client_order_id):
-        raise InvalidOrder(
-            "client_order_id", f"must be 1-36 characters of [.A-Z:/a-z0-9_-], got {quote(client_order_id)}"
-        )
+    client_order_id = request_client_order_id(req)
     return Order(
         order_id=str(uuid4()),
         client_order_id=client_order_id,

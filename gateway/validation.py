@@ -154,9 +154,7 @@ def build_order(req: pb.CreateOrderRequest, rules: dict[str, SymbolRules], risk:
             raise InvalidOrder("post_only", "applies to LIMIT orders only")
         check_order_size(None, quantity, risk)
 
-    client_order_id = req.client_order_id or mint_client_order_id()
-    if not CLIENT_ORDER_ID.match(client_order_id):
-        raise InvalidOrder("client_order_id", f"{_CLIENT_ORDER_ID_RULE}, got {quote(client_order_id)}")
+    client_order_id = request_client_order_id(req)
     return Order(
         order_id=str(uuid4()),
         client_order_id=client_order_id,
@@ -228,3 +226,14 @@ def _enum_rule(value: int, allowed: str) -> str:
     if value == 0:
         return f"is required ({allowed})"
     return f"unknown value {value} (expected {allowed})"
+
+
+def request_client_order_id(req: pb.CreateOrderRequest) -> str:
+    """The request's client_order_id, or a fresh one if it has none.
+
+    Raises InvalidOrder if the given one breaks the rule.
+    """
+    client_order_id = req.client_order_id or mint_client_order_id()
+    if not CLIENT_ORDER_ID.match(client_order_id):
+        raise InvalidOrder("client_order_id", f"{_CLIENT_ORDER_ID_RULE}, got {quote(client_order_id)}")
+    return client_order_id
