@@ -1,4 +1,4 @@
-"""Test data shared by the unit tests: an order factory and BTCUSDT's trading rules."""
+"""Test data shared by the tests: an order factory, BTCUSDT's trading rules, the seed's metric names."""
 
 from __future__ import annotations
 
@@ -59,3 +59,23 @@ async def queued_messages(client: Any, symbol: str) -> list[tuple[str, dict[str,
     bodies = [await client.hget(messages_key(queue), i) for i in ids]
     messages = [Message.decode(body) for body in bodies if isinstance(body, bytes)]
     return [(m.actor_name, {k: v for k, v in m.kwargs.items() if k != "queued"}) for m in messages]
+
+
+# The metric names the original service's README promises (its public surface), spelled out here
+# rather than imported from the code, so a rename in the code fails the tests.
+SEED_METRICS = frozenset(
+    {
+        "order_execution_orders_created_total",
+        "order_execution_orders_filled_total",
+        "order_execution_orders_canceled_total",
+        "order_execution_orders_rejected_total",
+        "order_execution_order_latency_seconds",
+        "order_execution_exchange_requests_total",
+        "order_execution_exchange_errors_total",
+        "order_execution_exchange_latency_seconds",
+        "order_execution_rate_limit_hits_total",
+        "order_execution_circuit_breaker_state",
+        "order_execution_cache_hits_total",
+        "order_execution_cache_misses_total",
+    }
+)

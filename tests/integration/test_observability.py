@@ -29,24 +29,11 @@ from cli.processes import ManagedProcess, free_port, http_ok, python_command
 from cli.stack import REPO, LocalStack, local_stack
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
+from tests.factories import SEED_METRICS
 
 pytestmark = pytest.mark.integration
 
 REDIS_DB = 12
-SEED_METRICS = (
-    "order_execution_orders_created_total",
-    "order_execution_orders_filled_total",
-    "order_execution_orders_canceled_total",
-    "order_execution_orders_rejected_total",
-    "order_execution_order_latency_seconds",
-    "order_execution_exchange_requests_total",
-    "order_execution_exchange_errors_total",
-    "order_execution_exchange_latency_seconds",
-    "order_execution_rate_limit_hits_total",
-    "order_execution_circuit_breaker_state",
-    "order_execution_cache_hits_total",
-    "order_execution_cache_misses_total",
-)
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 

@@ -22,24 +22,12 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.factories import SEED_METRICS
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
 
-SEED_METRICS = {
-    "order_execution_orders_created_total",
-    "order_execution_orders_filled_total",
-    "order_execution_orders_canceled_total",
-    "order_execution_orders_rejected_total",
-    "order_execution_order_latency_seconds",
-    "order_execution_exchange_requests_total",
-    "order_execution_exchange_errors_total",
-    "order_execution_exchange_latency_seconds",
-    "order_execution_rate_limit_hits_total",
-    "order_execution_circuit_breaker_state",
-    "order_execution_cache_hits_total",
-    "order_execution_cache_misses_total",
-}
 KNOWN_METRICS = SEED_METRICS | {"order_execution_orders_by_state", "order_execution_queue_depth"}
 _METRIC = re.compile(r"\border_execution_[a-z_]+")
 _HISTOGRAM_SERIES = ("_bucket", "_count", "_sum")
