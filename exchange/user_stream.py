@@ -48,6 +48,7 @@ class OrderEvent:
     report: ExchangeReport
     event_time: int
     conditional: bool = False  # an ALGO_UPDATE: `client_order_id` is the clientAlgoId
+    amended: tuple[Decimal, Decimal] | None = None  # an AMENDMENT: the order's new (price, quantity)
 
 
 def parse_algo_event(event: dict[str, Any]) -> OrderEvent:
@@ -59,7 +60,8 @@ def parse_algo_event(event: dict[str, Any]) -> OrderEvent:
 def parse_order_event(event: dict[str, Any]) -> OrderEvent:
     """An OrderEvent from an ORDER_TRADE_UPDATE payload; raises KeyError/ValueError if malformed.
 
-    A TRADE execution (`x`) carries its fill (`t`, `l`, `L`, `n`, `N`, `m`, `T`);
+    A TRADE execution (`x`) carries its fill (`t`, `l`, `L`, `n`, `N`, `m`, `T`), an AMENDMENT
+    the order's new price (`p`) and quantity (`q`);
     `z` and `ap` are cumulative, so events apply in any order and more than once.
     """
     o = event["o"]
@@ -84,7 +86,8 @@ def parse_order_event(event: dict[str, Any]) -> OrderEvent:
         reason="exchange status REJECTED" if o["X"] == "REJECTED" else "",
         fills=fills,
     )
-    return OrderEvent(str(o["c"]), str(o["s"]), report, int(event.get("E", 0)))
+    amended = (Decimal(str(o["p"])), Decimal(str(o["q"]))) if o.get("x") == "AMENDMENT" else None
+    return OrderEvent(str(o["c"]), str(o["s"]), report, int(event.get("E", 0)), amended=amended)
 
 
 _PARSERS: dict[str, Callable[[dict[str, Any]], OrderEvent]] = {

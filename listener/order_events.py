@@ -5,6 +5,9 @@ machine, so it lands correctly whatever else already arrived (the REST reply, th
 reconciler, an earlier copy of the same event). Events about orders this service did
 not place are counted and logged, never adopted.
 
+An AMENDMENT event records the order's new price and quantity, so an amendment the
+exchange made is stored even when the worker that sent it died before storing it.
+
 ALGO_UPDATE events (conditional orders) are applied the same way, by clientAlgoId. When
 one names the order a conditional order triggered, that order is queried at once (its
 own events may have come first, before anything linked them to us) and its exchange
@@ -92,9 +95,7 @@ class OrderEventRecorder:
                 extra=order_ref("", event.client_order_id, event.symbol),
             )
             return
-        result = await self._store.transition(
-            order.order_id, lambda o: fsm.apply_report(o, event.report), current=order
-        )
+        result = await self._store.transition(order.order_id, lambda o: _applied(o, event), current=order)
         if result.changed:
             self.applied += 1
             log.debug("user stream: %s now %s", order.order_id, result.order.state, extra=order_fields(order))
@@ -118,3 +119,10 @@ class OrderEventRecorder:
                 exc,
                 extra=order_fields(order),
             )
+
+
+def _applied(order: Order, event: OrderEvent) -> Order | None:
+    """`order` with `event` applied: an amendment's new terms (the worker may have died before it
+    stored them, or its PUT timed out), then the report; None if nothing changes."""
+    amended = fsm.amend(order, price=event.amended[0], quantity=event.amended[1]) if event.amended else None
+    return fsm.apply_report(amended or order, event.report) or amended

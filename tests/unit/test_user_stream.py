@@ -200,6 +200,19 @@ async def test_an_event_for_a_stored_order_is_applied(store: OrderStore) -> None
     assert (recorder.applied, recorder.foreign) == (1, 0)
 
 
+async def test_an_amendment_event_records_the_new_price_and_quantity(store: OrderStore) -> None:
+    """Even when the worker that sent the PUT died before storing its answer."""
+    recorder = OrderEventRecorder(store)
+    await recorder.record(parse_order_event(order_trade_update("NEW", "NEW")))
+    amendment = order_trade_update("AMENDMENT", "NEW")
+    amendment["o"].update(p="49000", q="0.020")
+    await recorder.record(parse_order_event(amendment))
+    order = await store.get("o1")
+    assert (order.state, order.price, order.quantity) == (S.SUBMITTED, Decimal("49000"), Decimal("0.020"))
+    await recorder.record(parse_order_event(amendment))  # the stream repeats itself: nothing changes
+    assert await store.get("o1") == order
+
+
 @pytest.mark.parametrize(
     "event",
     [
