@@ -38,8 +38,12 @@ def ensure_local_key(path: Path = LOCAL_KEY_FILE) -> str:
 
 
 def local_client_json(key: str) -> str:
-    """`auth.clients` for the local key, as JSON for `ORDER_EXECUTION__AUTH__CLIENTS`: its hash only."""
-    return f'[{{"name": "local", "key_sha256": "{hash_key(key)}"}}]'
+    """`auth.clients` for the local key, as JSON for `ORDER_EXECUTION__AUTH__CLIENTS`: its hash only.
+
+    The local key is the operator's own (whoever runs `up`), so it also holds the admin role:
+    `order-execution risk` and `account` work with no setup, as `order` does.
+    """
+    return f'[{{"name": "local", "key_sha256": "{hash_key(key)}", "admin": true}}]'
 
 
 def api_key(settings: ClientSettings, local_file: Path = LOCAL_KEY_FILE) -> str:

@@ -34,7 +34,7 @@ def test_the_gateway_gets_only_the_hash(tmp_path: Path, monkeypatch: pytest.Monk
     assert key not in local_client_json(key)
     monkeypatch.setenv("ORDER_EXECUTION__AUTH__CLIENTS", local_client_json(key))
     clients = load_settings().auth.clients
-    assert [(c.name, c.key_sha256) for c in clients] == [("local", hash_key(key))]
+    assert [(c.name, c.key_sha256, c.admin) for c in clients] == [("local", hash_key(key), True)]
 
 
 def test_up_makes_a_key_only_when_auth_is_on_and_none_is_configured(
