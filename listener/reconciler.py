@@ -178,7 +178,10 @@ class Reconciler:
             return await self._unstick_new(order, now)
         if order.state in _OPEN and snapshot is not None:
             listed = _listed(snapshot, order)
-            if listed is not None and Decimal(str(listed.get("executedQty", "0"))) <= order.filled_quantity:
+            # Compared with the fills recorded, not the filled quantity reported: a reply can carry
+            # the quantity while the trade event with the fill itself was lost.
+            executed = Decimal(str(listed.get("executedQty", "0"))) if listed is not None else None
+            if executed is not None and executed <= fsm.recorded_quantity(order):
                 return False  # open at the exchange with nothing new
         if order.state is S.SUBMITTING and now < self._claim_live_until(order):
             return False  # a worker may still be sending it (or waiting for the rate budget to)

@@ -347,6 +347,19 @@ async def test_listed_with_more_executed_than_recorded_is_queried_for_its_fills(
     assert rig.venue.calls() == ["GET openOrders", "GET order oe-1", "GET userTrades 99"]
 
 
+async def test_listed_with_its_quantity_known_but_its_fill_missing_is_queried_for_its_fills(rig: Rig) -> None:
+    """A reply gave the filled quantity but the trade event with the fill was lost: the fill is read."""
+    await stored(rig.store, S.SUBMITTING, S.SUBMITTED, quiet_ms=QUIET, exchange_order_id="99")
+    await rig.store.transition(
+        "o1", lambda o: o.replace(state=S.PARTIALLY_FILLED, filled_quantity=Decimal("0.004"))
+    )
+    rig.venue.add("oe-1", "PARTIALLY_FILLED", "0.004")
+    await rig.reconciler().sweep()
+    order = await rig.store.get("o1")
+    assert order.state is S.PARTIALLY_FILLED and [f.trade_id for f in order.fills] == ["500"]
+    assert rig.venue.calls() == ["GET openOrders", "GET order oe-1", "GET userTrades 99"]
+
+
 async def test_acknowledged_order_the_exchange_no_longer_knows_expires(rig: Rig) -> None:
     """Past Binance's retention, or a fresh simulator: nothing more will ever be learned of it."""
     await stored(rig.store, S.SUBMITTING, S.SUBMITTED, quiet_ms=QUIET, exchange_order_id="99")
