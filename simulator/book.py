@@ -1,7 +1,7 @@
 """A synthetic order book around each symbol's reference price, and the update-id feed clients follow.
 
 The book is a pure function of (seed, symbol, reference price, time): ``book_levels`` returns the levels a
-consumer (REST ``depth``, the depth streams, or a future matching engine) sees. Best bid and best ask sit
+consumer (REST ``depth``, the depth streams, the matching engine in book mode) sees. Best bid and best ask sit
 1-3 ticks apart with the reference price between them (inclusive); each side has up to ``MAX_LEVELS``
 contiguous tick levels. A level's size depends on its absolute price and a version that advances every
 few ``EPOCH_MS`` periods (staggered per price), so depth moves without a timer and tests can replay it.
@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
+from typing import Literal
 
 from simulator.symbols import SymbolSpec
 
@@ -25,6 +26,7 @@ _MASK = (1 << 64) - 1
 _LOG_SIZE = 2000
 
 Level = tuple[Decimal, Decimal]
+BookSide = Literal["bids", "asks"]
 
 
 def mix(*values: int) -> int:
@@ -78,10 +80,10 @@ def top_of_book(spec: SymbolSpec, seed: int, ref: Decimal, now_ms: int) -> tuple
     return bid, bid + spread
 
 
-def book_levels(
-    spec: SymbolSpec, seed: int, ref: Decimal, now_ms: int, depth: int = MAX_LEVELS
-) -> tuple[list[Level], list[Level]]:
-    """(bids best first, asks best first), at most ``depth`` levels each, prices within the PRICE_FILTER.
+def side_levels(
+    spec: SymbolSpec, seed: int, ref: Decimal, now_ms: int, side: BookSide, depth: int = MAX_LEVELS
+) -> list[Level]:
+    """One side of the book, best first: at most ``depth`` levels, prices within the PRICE_FILTER.
 
     Sizes are multiples of the LOT_SIZE step and at least ``minQty``.
     """
@@ -89,19 +91,43 @@ def book_levels(
     epoch = now_ms // EPOCH_MS
     bid, ask = top_of_book(spec, seed, ref, now_ms)
     base = base_quantity(spec, ref)
-    min_ticks = int((spec.min_price / spec.tick_size).to_integral_value(ROUND_FLOOR))
-    max_ticks = int((spec.max_price / spec.tick_size).to_integral_value(ROUND_FLOOR))
-    bids = [
-        (spec.tick_size * t, _round_step(_level_size(seed, key, 0, t, i, epoch, base), spec))
-        for i, t in enumerate(range(bid, bid - depth, -1))
-        if t >= min_ticks
+    if side == "bids":
+        min_ticks = int((spec.min_price / spec.tick_size).to_integral_value(ROUND_FLOOR))
+        ticks = [t for t in range(bid, bid - depth, -1) if t >= min_ticks]
+    else:
+        max_ticks = int((spec.max_price / spec.tick_size).to_integral_value(ROUND_FLOOR))
+        ticks = [t for t in range(ask, ask + depth) if t <= max_ticks]
+    code = 0 if side == "bids" else 1
+    return [
+        (spec.tick_size * t, _round_step(_level_size(seed, key, code, t, i, epoch, base), spec))
+        for i, t in enumerate(ticks)
     ]
-    asks = [
-        (spec.tick_size * t, _round_step(_level_size(seed, key, 1, t, i, epoch, base), spec))
-        for i, t in enumerate(range(ask, ask + depth))
-        if t <= max_ticks
-    ]
-    return bids, asks
+
+
+def level_size_at(
+    spec: SymbolSpec, seed: int, ref: Decimal, now_ms: int, side: BookSide, price: Decimal
+) -> Decimal:
+    """The size ``side_levels`` shows at ``price``, or 0 if the price is not on that side of the book."""
+    bid, ask = top_of_book(spec, seed, ref, now_ms)
+    ticks = int((price / spec.tick_size).to_integral_value(ROUND_FLOOR))
+    distance = bid - ticks if side == "bids" else ticks - ask
+    if not 0 <= distance < MAX_LEVELS or not spec.min_price <= price <= spec.max_price:
+        return Decimal(0)
+    code = 0 if side == "bids" else 1
+    size = _level_size(
+        seed, symbol_key(spec.symbol), code, ticks, distance, now_ms // EPOCH_MS, base_quantity(spec, ref)
+    )
+    return _round_step(size, spec)
+
+
+def book_levels(
+    spec: SymbolSpec, seed: int, ref: Decimal, now_ms: int, depth: int = MAX_LEVELS
+) -> tuple[list[Level], list[Level]]:
+    """(bids best first, asks best first), each side as ``side_levels`` gives it."""
+    return (
+        side_levels(spec, seed, ref, now_ms, "bids", depth),
+        side_levels(spec, seed, ref, now_ms, "asks", depth),
+    )
 
 
 @dataclass(frozen=True)
@@ -130,9 +156,10 @@ class DepthFeed:
     def __post_init__(self) -> None:
         self.last_update_id = 1_000_000 + mix(self.seed, symbol_key(self.spec.symbol)) % 1_000_000
 
-    def refresh(self, ref: Decimal, now_ms: int) -> BookUpdate | None:
-        """Bring the book to (``ref``, ``now_ms``); log and return the change, or None if nothing moved."""
-        bid_list, ask_list = book_levels(self.spec, self.seed, ref, now_ms)
+    def refresh(self, levels: tuple[list[Level], list[Level]], now_ms: int) -> BookUpdate | None:
+        """Bring the book to ``levels`` (bids, asks) as of ``now_ms``; log and return the change, or None
+        if nothing moved."""
+        bid_list, ask_list = levels
         bids, asks = dict(bid_list), dict(ask_list)
         changed_bids = _diff(self.bids, bids)
         changed_asks = _diff(self.asks, asks)

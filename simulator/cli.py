@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--walk-step-bps", type=Decimal, help="std. deviation of one walk step in basis points")
     p.add_argument(
+        "--matching",
+        choices=("book", "reference"),
+        help="book (default): orders walk each symbol's order book and rest in its queue; "
+        "reference: they trade at the reference price, in full unless liquidity is capped",
+    )
+    p.add_argument(
         "--replay",
         action="append",
         default=[],
@@ -89,6 +95,7 @@ def _overrides(args: argparse.Namespace, base: SimulatorConfig) -> dict[str, Any
         "seed": args.seed,
         "walk_interval_ms": args.walk_interval_ms,
         "walk_step_bps": args.walk_step_bps,
+        "matching": args.matching,
         "time_scale": args.time_scale,
         "replay_speed": args.replay_speed,
     }
@@ -165,8 +172,15 @@ def _banner(config: SimulatorConfig, port: int, generated: bool) -> str:
     for account in config.accounts:
         tag = " (generated)" if generated else ""
         lines.append(f"  account{tag}  key={account.key}  secret={account.secret}")
+    lines.append(f"  matching: {_MATCHING_LINES[config.matching]}")
     lines.append(f"  {_rate_limit_line(config)}")
     return "\n".join(lines)
+
+
+_MATCHING_LINES = {
+    "book": "order book (MARKET orders walk it, resting orders queue and fill as the market trades)",
+    "reference": "reference price (--matching reference: orders trade at the reference price)",
+}
 
 
 def _rate_limit_line(config: SimulatorConfig) -> str:

@@ -102,6 +102,10 @@ class SimulatorConfig(BaseSettings):
     seed: int = 1
     walk_interval_ms: int = Field(default=1000, ge=0)
     walk_step_bps: Decimal = Field(default=Decimal("2"), ge=0)
+    matching: Literal["book", "reference"] = Field(
+        default="book",
+        description="book: orders walk a per-symbol order book; reference: they trade at the reference price",
+    )
     liquidity_qty: dict[str, Decimal] = Field(default_factory=dict)
     maker_fee_rate: Decimal = Decimal("0.0002")
     taker_fee_rate: Decimal = Decimal("0.0005")
@@ -109,6 +113,15 @@ class SimulatorConfig(BaseSettings):
     listen_key_ttl_s: float = Field(default=3600.0, gt=0)
     time_scale: float = Field(default=1.0, gt=0)
     ws_ping_interval_s: float = Field(default=180.0, gt=0)
+    market_ws_max_streams: int = Field(
+        default=1024, ge=1, description="streams one market websocket connection may hold (Binance: 1024)"
+    )
+    market_ws_max_messages_per_s: int = Field(
+        default=10,
+        ge=1,
+        description="incoming messages per second on a market connection before it is closed (Binance: 10); "
+        "not enforced with rate_limits.enabled false",
+    )
     max_recv_window_ms: int = Field(default=60000, ge=1)
     rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
     faults: list[FaultConfig] = Field(default_factory=list)

@@ -1,10 +1,12 @@
-"""User-data-stream payloads (``ORDER_TRADE_UPDATE``, ``ACCOUNT_UPDATE``) with every field Binance sends."""
+"""User-data-stream payloads (``ORDER_TRADE_UPDATE``, ``ACCOUNT_UPDATE``, ``MARGIN_CALL``, …) with every
+field Binance sends."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
 
+from simulator.margin import Leg
 from simulator.models import ZERO, Account, Order, Position, Trade, fmt
 
 
@@ -151,3 +153,29 @@ def trade_lite(order_event: dict[str, Any]) -> dict[str, Any]:
         "t": o["t"],
         "i": o["i"],
     }
+
+
+def margin_call(legs: list[Leg], cross_wallet: Decimal | None, now_ms: int) -> dict[str, Any]:
+    """Return a ``MARGIN_CALL`` for the positions ``legs`` of the pools that reached the threshold.
+
+    ``cw`` (cross wallet balance) is sent only when the call is about cross positions (``cross_wallet``
+    given), as Binance documents; ``mt`` is ``CROSSED`` or ``ISOLATED``, ``iw`` the isolated wallet
+    (0 in cross), ``mm`` the maintenance margin required.
+    """
+    event: dict[str, Any] = {"e": "MARGIN_CALL", "E": now_ms}
+    if cross_wallet is not None:
+        event["cw"] = fmt(cross_wallet, 8)
+    event["p"] = [
+        {
+            "s": leg.symbol,
+            "ps": leg.position_side,
+            "pa": format(leg.amount, "f"),
+            "mt": "ISOLATED" if leg.isolated else "CROSSED",
+            "iw": fmt(leg.isolated_wallet, 8),
+            "mp": fmt(leg.mark, 8),
+            "up": fmt(leg.unrealized, 8),
+            "mm": fmt(leg.maint_margin, 8),
+        }
+        for leg in legs
+    ]
+    return event

@@ -3,8 +3,9 @@
 ``MarketData`` listens to reference-price changes (the walk, ``POST /admin/price``). Each change prints
 1-3 public trades at the new price (taker buys when the price rose, sells when it fell; sizes seeded by
 trade id) which form one aggregate trade, and moves the current one-minute bar. The last 24 h of bars are
-kept; earlier klines come from ``SyntheticPast``. Books come from ``simulator.book`` (one ``DepthFeed``
-per symbol, refreshed on demand). Our own orders do not trade against this market (see README).
+kept; earlier klines come from ``SyntheticPast``. In book mode those trades also reach our resting orders
+(``market_trade_listeners``), and our orders' own fills are printed on the tape (``print_trades``). Books
+come from the engine (one ``DepthFeed`` per symbol, refreshed on demand).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
-from itertools import islice
+from itertools import groupby, islice
 
-from simulator.book import DepthFeed, mix, symbol_key, unit
+from simulator.book import DepthFeed, Level, mix, symbol_key, unit
 from simulator.clock import ExchangeClock
 from simulator.klines import (
     MINUTE_MS,
@@ -60,6 +61,9 @@ class AggTrade:
 
 
 AggTradeListener = Callable[[AggTrade], None]
+# (symbol, price, quantity, taker sold): a trade of the outside market, which may fill resting orders.
+MarketTradeListener = Callable[[str, Decimal, Decimal, bool], None]
+LevelSource = Callable[[str], tuple[list[Level], list[Level]]]
 
 
 @dataclass
@@ -76,11 +80,16 @@ class _Tape:
 class MarketData:
     """Trades, bars and books of every symbol; fed by reference-price changes, read by REST and streams."""
 
-    def __init__(self, specs: dict[str, SymbolSpec], seed: int, clock: ExchangeClock) -> None:
+    def __init__(
+        self, specs: dict[str, SymbolSpec], seed: int, clock: ExchangeClock, levels: LevelSource
+    ) -> None:
+        """``levels`` gives a symbol's current book (bids, asks; best first) for the depth feeds."""
         self._specs = specs
         self._seed = seed
         self._clock = clock
+        self._levels = levels
         self.agg_listeners: list[AggTradeListener] = []
+        self.market_trade_listeners: list[MarketTradeListener] = []
         self._tapes: dict[str, _Tape] = {}
         self._feeds: dict[str, DepthFeed] = {}
         self._next_trade_id = FIRST_PUBLIC_TRADE_ID
@@ -130,32 +139,55 @@ class MarketData:
         tape = self._tapes.get(symbol)
         if tape is None:
             return
-        now = self._clock.now_ms()
-        self._roll(tape, now)
         key = symbol_key(symbol)
         if price != tape.last_price:
             buyer_maker = price < tape.last_price
         else:
             buyer_maker = mix(self._seed, key, self._next_trade_id) % 2 == 0
-        tape.current.move(price)
-        first_id, total = self._next_trade_id, Decimal(0)
-        for _ in range(1 + mix(self._seed, key, first_id) % 3):
-            notional = 200 + 4800 * unit(self._seed, key, self._next_trade_id) ** 2
+        sizes = []
+        for i in range(1 + mix(self._seed, key, self._next_trade_id) % 3):
+            notional = 200 + 4800 * unit(self._seed, key, self._next_trade_id + i) ** 2
             steps = (Decimal(int(notional)) / price / tape.spec.step_size).to_integral_value(ROUND_FLOOR)
-            qty = max(tape.spec.min_qty, steps * tape.spec.step_size)
+            sizes.append(max(tape.spec.min_qty, steps * tape.spec.step_size))
+        agg = self._print(tape, price, sizes, buyer_maker)
+        tape.last_price = price
+        for listener in list(self.market_trade_listeners):
+            listener(symbol, price, agg.qty, buyer_maker)
+
+    def print_trades(self, symbol: str, fills: list[Level], taker_bought: bool) -> None:
+        """Put one of our orders' fills on the tape: one trade per (price, qty), one aggregate per price."""
+        tape = self._tapes.get(symbol)
+        if tape is None:
+            return
+        for price, group in groupby(fills, key=lambda fill: fill[0]):
+            self._print(tape, price, [qty for _, qty in group], not taker_bought)
+
+    def _print(self, tape: _Tape, price: Decimal, sizes: list[Decimal], buyer_maker: bool) -> AggTrade:
+        """Record trades of ``sizes`` at ``price`` as one aggregate trade; tell the stream listeners."""
+        now = self._clock.now_ms()
+        self._roll(tape, now)
+        tape.current.move(price)
+        first_id = self._next_trade_id
+        for qty in sizes:
             trade = PublicTrade(self._next_trade_id, price, qty, now, buyer_maker)
             tape.trades.append(trade)
             tape.current.add_trade(trade.trade_id, price, qty, not buyer_maker)
-            total += qty
             self._next_trade_id += 1
         agg = AggTrade(
-            self._next_agg_id, symbol, price, total, first_id, self._next_trade_id - 1, now, buyer_maker
+            self._next_agg_id,
+            tape.spec.symbol,
+            price,
+            sum(sizes, Decimal(0)),
+            first_id,
+            self._next_trade_id - 1,
+            now,
+            buyer_maker,
         )
         self._next_agg_id += 1
         tape.aggs.append(agg)
-        tape.last_price = price
         for listener in list(self.agg_listeners):
             listener(agg)
+        return agg
 
     # ------------------------------------------------------------------ reading
     def trades(self, symbol: str) -> list[PublicTrade]:
@@ -223,10 +255,10 @@ class MarketData:
         bars = self._recorded(tape, minute, minute + MINUTE_MS)
         return bars[0].open if bars else tape.last_price
 
-    def book(self, symbol: str, ref: Decimal) -> DepthFeed:
-        """``symbol``'s depth feed brought up to now at reference price ``ref``."""
+    def book(self, symbol: str) -> DepthFeed:
+        """``symbol``'s depth feed brought up to now."""
         feed = self._feeds[symbol]
-        feed.refresh(ref, self._clock.now_ms())
+        feed.refresh(self._levels(symbol), self._clock.now_ms())
         return feed
 
     def feed(self, symbol: str) -> DepthFeed:

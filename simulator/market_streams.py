@@ -12,18 +12,23 @@ streams; an unknown stream name in the URL is 400 ``{"code": -1121}``/-1130;
 all-digit path segments (ccxt's ``/ws/0``) are ignored. A connection (``/ws`` and ``/stream`` may name
 none) takes SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS / SET_PROPERTY / GET_PROPERTY requests
 (``simulator.stream_requests``). A 100 ms loop produces the timed events.
+
+Limits per connection: ``market_ws_max_streams`` (1024; a URL naming more is 400 -1130, a SUBSCRIBE that
+would go past it is refused with code 2) and ``market_ws_max_messages_per_s`` (10 incoming frames a wall
+second, pings included; the next closes it with 1008 unless ``rate_limits.enabled`` is false).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from simulator import errors
 from simulator.book import merge_updates
@@ -34,7 +39,13 @@ from simulator.models import fmt
 from simulator.rest_market import ticker_stats
 from simulator.state import SimulatorState
 from simulator.stream_names import StreamSub, parse_stream, path_streams
-from simulator.stream_requests import StreamRequest, StreamRequestError, parse_request
+from simulator.stream_requests import (
+    MessageRate,
+    StreamRequest,
+    StreamRequestError,
+    parse_request,
+    too_many_streams,
+)
 
 TICK_S = 0.1
 _ROUTE_PREFIXES = ("", "/public", "/market")
@@ -139,19 +150,28 @@ class MarketStreams:
         return await self._serve(request, names, combined=True)
 
     async def _serve(self, request: web.Request, names: list[str], combined: bool) -> web.StreamResponse:
+        config = self._state.config
         try:
             subs = self._unique([parse_stream(n, self._state.engine.specs) for n in names])
+            if len(subs) > config.market_ws_max_streams:
+                raise errors.invalid_parameter("streams")
         except errors.BinanceError as exc:
             return web.json_response(exc.body(), status=400)
-        ws = web.WebSocketResponse(autoping=True, heartbeat=None)
+        ws = web.WebSocketResponse(autoping=False, heartbeat=None)  # pings count against the rate
         await ws.prepare(request)
         conn = _Conn(ws, [], combined)
         self._add(conn, subs)
         self._conns.add(conn)
         sender = asyncio.create_task(self._send(conn))
+        rate = MessageRate(config.market_ws_max_messages_per_s) if config.rate_limits.enabled else None
         try:
             async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
+                if rate is not None and not rate.admit(time.monotonic()):
+                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"Too many requests")
+                    break
+                if msg.type == WSMsgType.PING:
+                    await ws.pong(msg.data)
+                elif msg.type == WSMsgType.TEXT:
                     self._on_request(conn, msg.data)
         finally:
             self._conns.discard(conn)
@@ -173,7 +193,7 @@ class MarketStreams:
         fresh = [s for s in subs if s.name not in have]
         for sub in fresh:
             if sub.kind == "depth":
-                feed = self._state.market.book(sub.spec.symbol, self._state.engine.prices[sub.spec.symbol])
+                feed = self._state.market.book(sub.spec.symbol)
                 sub.last_u = feed.last_update_id
         conn.subs = [*conn.subs, *fresh]
 
@@ -195,6 +215,9 @@ class MarketStreams:
                 except errors.BinanceError as exc:
                     msg = f"Invalid request: invalid stream name `{name}`"
                     raise StreamRequestError(2, msg, req.request_id) from exc
+            limit = self._state.config.market_ws_max_streams
+            if len({s.name for s in conn.subs} | {s.name for s in subs}) > limit:
+                raise too_many_streams(limit, req.request_id)
             self._add(conn, self._unique(subs))
             return None
         if req.method == "UNSUBSCRIBE":
@@ -231,7 +254,7 @@ class MarketStreams:
                     continue
                 symbol = sub.spec.symbol
                 if symbol not in refreshed and sub.kind in ("depth", "partialDepth", "bookTicker"):
-                    self._state.market.book(symbol, self._state.engine.prices[symbol])
+                    self._state.market.book(symbol)
                     refreshed.add(symbol)
                 sub.last_ms = now
                 for event in self._events(sub, now):

@@ -1,24 +1,38 @@
-"""The matching engine: orders against a per-symbol reference price, fills, fees, trade ids, positions.
+"""The matching engine: orders against the market, fills, fees, trade ids, positions.
 
-There is no counterparty book. The reference price stands for the market: an order that crosses it trades
-at once as taker at the reference price, and a resting limit order trades as maker at its own price when
-the reference price moves through it. ``liquidity`` caps the quantity one order may fill per match event
-(one placement, or one price change), which is how partial fills happen. Every change is pushed to the
-event sink (the user-data stream) synchronously, in order, before the REST reply is written.
+Two models, chosen by ``SimulatorConfig.matching``:
+
+* ``book`` (default): each symbol has an order book, the outside market's levels around the reference
+  price (``simulator.liquidity``) plus our accounts' resting orders. A MARKET or crossing LIMIT order walks
+  it best price first (``simulator.crossing``), trading at each level's price, so a large order fills at
+  several prices; the taker's self-trade prevention mode applies when it meets its own account's order. A
+  resting order trades as the market's trades reach it: a trade at its price fills it after the quantity
+  queued ahead of it, up to the trade's size (partial fills); a trade beyond its price has swept its level
+  and fills it in full.
+* ``reference``: no book. An order that crosses the reference price trades at once as taker at the
+  reference price; a resting order trades as maker at its own price when the reference price moves
+  through it.
+
+In both, ``liquidity`` caps the quantity one order may fill per match event (one placement, or one price
+change). Every change is pushed to the event sink (the user-data stream) synchronously, in order, before
+the REST reply is written.
 """
 
 from __future__ import annotations
 
 import secrets
 import string
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import Any
 
 from simulator import errors
+from simulator.book import BookSide, Level, book_levels
 from simulator.clock import ExchangeClock
 from simulator.config import SimulatorConfig
+from simulator.crossing import Maker, fillable_qty, makers
 from simulator.events import account_update, order_trade_update
+from simulator.liquidity import MarketLiquidity
 from simulator.models import ZERO, Account, Order, Trade, closes_hedge_side
 from simulator.symbols import SymbolSpec
 from simulator.validation import OrderRequest
@@ -26,6 +40,8 @@ from simulator.validation import OrderRequest
 EventSink = Callable[[str, dict[str, Any]], None]
 ListenerCheck = Callable[[str], bool]
 PriceListener = Callable[[str, Decimal], None]
+# (symbol, [(price, qty), ...] in the order traded, taker bought): our orders' trades, for the public tape.
+TradeListener = Callable[[str, list[Level], bool], None]
 _ID_ALPHABET = string.ascii_letters + string.digits
 FIRST_ORDER_ID = 4_000_000_001
 FIRST_TRADE_ID = 300_000_001
@@ -65,7 +81,10 @@ class MatchingEngine:
         self._clock = clock
         self._sink = sink
         self._listening = listening
+        self._by_book = config.matching == "book"
+        self._market = MarketLiquidity(specs, config.seed, clock)
         self.price_listeners: list[PriceListener] = []
+        self.trade_listeners: list[TradeListener] = []
         self.accounts: dict[str, Account] = {}
         self.reset()
 
@@ -79,6 +98,7 @@ class MatchingEngine:
         }
         self.orders: list[Order] = []
         self._books: dict[str, dict[int, Order]] = {s: {} for s in self.specs}
+        self._market.reset()
         self._next_order_id = FIRST_ORDER_ID
         self._next_trade_id = FIRST_TRADE_ID
 
@@ -109,13 +129,10 @@ class MatchingEngine:
             notional = (ref if req.type == "MARKET" else req.price) * req.quantity
             if notional / account.leverage_for(symbol) > self.available_balance(account):
                 raise errors.error(errors.MARGIN_NOT_SUFFICIENT)
-        crosses = req.type == "MARKET" or (req.price >= ref if req.side == "BUY" else req.price <= ref)
-        available = self.liquidity.get(symbol)
+        crosses = self._crosses(req)
         if req.time_in_force == "GTX" and crosses:
             raise errors.error(errors.GTX_REJECT)
-        if req.time_in_force == "FOK" and (
-            not crosses or (available is not None and available < req.quantity)
-        ):
+        if req.time_in_force == "FOK" and self._fillable(req, crosses) < req.quantity:
             raise errors.error(errors.FOK_REJECT)
         now = self._clock.now_ms()
         order = Order(
@@ -144,12 +161,14 @@ class MatchingEngine:
         account.open_by_client_id[(symbol, client_id)] = order
         account.by_client_id[(symbol, client_id)] = order
         self._emit(account, order, "NEW")
-        if crosses:
-            self._fill(account, order, ref, maker=False)
+        if crosses and self._by_book:
+            self._take(account, order)
+        elif crosses:
+            self._fill(account, order, ref, self._cap(order), maker=False)
         if order.is_open and (req.type == "MARKET" or req.time_in_force in ("IOC", "FOK")):
             self._end(account, order, "EXPIRED", expiry_reason=9 if req.type == "MARKET" else 2)
         if order.is_open:
-            book[order.order_id] = order
+            self._rest(order)
         return order
 
     def find(
@@ -206,7 +225,14 @@ class MatchingEngine:
         order.stp_mode = "NONE"
         order.update_time_ms = self._clock.now_ms()
         self._emit(account, order, "AMENDMENT")
-        self._match_resting(order)
+        if self._by_book:
+            # Amended, the order loses its place: it takes what it now crosses, then queues afresh.
+            self._books[order.symbol].pop(order.order_id, None)
+            self._take(account, order)
+            if order.is_open:
+                self._rest(order)
+        else:
+            self._match_resting(order)
         return order
 
     # ----------------------------------------------------------------- prices
@@ -215,8 +241,10 @@ class MatchingEngine:
         if symbol not in self.specs:
             raise KeyError(symbol)
         self.prices[symbol] = price
-        for order in list(self._books[symbol].values()):
-            self._match_resting(order)
+        if not self._by_book:
+            for order in list(self._books[symbol].values()):
+                self._match_resting(order)
+        # In book mode the market's trades for this move reach resting orders through on_market_trade.
         for listener in list(self.price_listeners):
             listener(symbol, price)
 
@@ -227,10 +255,151 @@ class MatchingEngine:
                 if order.good_till_date and order.good_till_date <= now_ms:
                     self._end(self.accounts[order.account_key], order, "EXPIRED", expiry_reason=6)
 
+    def on_market_trade(self, symbol: str, price: Decimal, qty: Decimal, taker_sold: bool) -> None:
+        """Book mode: fill resting orders that the outside market's trade of ``qty`` at ``price`` reaches.
+
+        A taker sale reaches resting BUYs at ``price`` or above, a taker purchase resting SELLs at ``price``
+        or below, best price first, oldest first. One beyond ``price`` was swept with its level and fills
+        in full; one at ``price`` fills from what is left of the trade after the quantity queued ahead of it.
+        """
+        side = "BUY" if taker_sold else "SELL"
+        reached = [
+            o
+            for o in self._books[symbol].values()
+            if o.side == side and (o.price >= price if side == "BUY" else o.price <= price)
+        ]
+        reached.sort(key=lambda o: (-o.price if side == "BUY" else o.price, o.order_id))
+        left = qty
+        for order in reached:
+            if order.price == price:
+                ahead = min(order.queue_ahead, left)
+                order.queue_ahead -= ahead
+                left -= ahead
+                wanted = min(order.remaining, left)
+                left -= wanted
+            else:
+                wanted = order.remaining
+            if wanted > 0:
+                self._fill(
+                    self.accounts[order.account_key],
+                    order,
+                    order.price,
+                    min(wanted, self._cap(order)),
+                    maker=True,
+                )
+
+    def book_levels(self, symbol: str) -> tuple[list[Level], list[Level]]:
+        """The book clients see (bids, asks; best first): in book mode the market's levels less what our
+        orders took, plus our resting orders; in reference mode the synthetic book alone."""
+        ref = self.prices[symbol]
+        if not self._by_book:
+            return book_levels(self.specs[symbol], self._config.seed, ref, self._clock.now_ms())
+        sides: dict[str, dict[Decimal, Decimal]] = {
+            "bids": dict(self._market.levels(symbol, ref, "bids")),
+            "asks": dict(self._market.levels(symbol, ref, "asks")),
+        }
+        for order in self._books[symbol].values():
+            levels = sides["bids" if order.side == "BUY" else "asks"]
+            levels[order.price] = levels.get(order.price, ZERO) + order.remaining
+        bids = sorted(((p, q) for p, q in sides["bids"].items() if q > 0), reverse=True)
+        asks = sorted((p, q) for p, q in sides["asks"].items() if q > 0)
+        return bids, asks
+
     def _match_resting(self, order: Order) -> None:
         ref = self.prices[order.symbol]
         if order.is_open and (ref <= order.price if order.side == "BUY" else ref >= order.price):
-            self._fill(self.accounts[order.account_key], order, order.price, maker=True)
+            self._fill(self.accounts[order.account_key], order, order.price, self._cap(order), maker=True)
+
+    def _crosses(self, req: OrderRequest) -> bool:
+        """Whether ``req`` would trade at once: MARKET always; LIMIT if its price reaches the best maker
+        (book mode) or the reference price."""
+        if req.type == "MARKET":
+            return True
+        if self._by_book:
+            return next(self._makers(req.spec.symbol, req.side, req.price), None) is not None
+        ref = self.prices[req.spec.symbol]
+        return req.price >= ref if req.side == "BUY" else req.price <= ref
+
+    def _fillable(self, req: OrderRequest, crosses: bool) -> Decimal:
+        """How much of ``req`` one match could fill at once (the FOK test)."""
+        limit = None if req.type == "MARKET" else req.price
+        if not crosses:
+            return ZERO
+        cap = self.liquidity.get(req.spec.symbol)
+        wanted = req.quantity if cap is None else min(req.quantity, cap)
+        if not self._by_book:
+            return wanted
+        return fillable_qty(self._makers(req.spec.symbol, req.side, limit), wanted)
+
+    # ----------------------------------------------------------------- book mode
+    def _makers(self, symbol: str, taker_side: str, limit: Decimal | None) -> Iterator[Maker]:
+        """The makers a ``taker_side`` order limited to ``limit`` meets, in order (``crossing.makers``)."""
+        market = self._market.walk(symbol, self.prices[symbol], "asks" if taker_side == "BUY" else "bids")
+        resting = [o for o in self._books[symbol].values() if o.side != taker_side]
+        return makers(taker_side, market, resting, limit)
+
+    def _take(self, account: Account, order: Order) -> None:
+        """Walk the book for ``order`` as taker until it is filled, ends, or meets its limit price."""
+        symbol = order.symbol
+        opposite: BookSide = "asks" if order.side == "BUY" else "bids"
+        limit = None if order.type == "MARKET" else order.price
+        budget = self._cap(order)
+        traded: list[Level] = []
+        for maker in self._makers(symbol, order.side, limit):
+            if not order.is_open or budget <= 0:
+                break
+            resting = maker.order
+            if resting is None:
+                qty = self._fill(account, order, maker.price, min(maker.qty, budget), maker=False)
+                self._market.take(symbol, opposite, maker.price, qty)
+            elif (
+                resting.account_key == account.key
+                and order.stp_mode != "NONE"
+                and order.time_in_force not in ("FOK", "GTX")
+            ):
+                self._prevent_self_trade(account, order, resting)
+                continue
+            else:
+                owner = self.accounts[resting.account_key]
+                qty = self._reducible(owner, resting, min(maker.qty, budget))
+                if qty <= 0:
+                    # A reduce-only maker with nothing left to reduce expires (er=4) instead of trading.
+                    self._end(owner, resting, "EXPIRED", expiry_reason=4)
+                    continue
+                qty = self._fill(account, order, maker.price, qty, maker=False)
+                if qty > 0:
+                    self._fill(owner, resting, maker.price, qty, maker=True)
+            budget -= qty
+            if qty > 0:
+                traded.append((maker.price, qty))
+        if traded:
+            for listener in list(self.trade_listeners):
+                listener(symbol, traded, order.side == "BUY")
+
+    def _prevent_self_trade(self, account: Account, taker: Order, maker: Order) -> None:
+        """The taker's STP mode decides which of the two expires (``EXPIRED_IN_MATCH``, er=1; er=3 for
+        an IOC taker)."""
+        mode = taker.stp_mode
+        if mode in ("EXPIRE_MAKER", "EXPIRE_BOTH"):
+            self._end(account, maker, "EXPIRED_IN_MATCH", expiry_reason=1)
+        if mode in ("EXPIRE_TAKER", "EXPIRE_BOTH"):
+            self._end(
+                account, taker, "EXPIRED_IN_MATCH", expiry_reason=3 if taker.time_in_force == "IOC" else 1
+            )
+
+    def _rest(self, order: Order) -> None:
+        """Put an open order on the book, behind the market's quantity already shown at its price."""
+        if self._by_book:
+            side: BookSide = "bids" if order.side == "BUY" else "asks"
+            order.queue_ahead = self._market.level_qty(
+                order.symbol, self.prices[order.symbol], side, order.price
+            )
+        self._books[order.symbol][order.order_id] = order
+
+    def _cap(self, order: Order) -> Decimal:
+        """The most ``order`` may fill in one match event: ``liquidity`` if set, else all of it."""
+        cap = self.liquidity.get(order.symbol)
+        return order.remaining if cap is None else min(order.remaining, cap)
 
     # ----------------------------------------------------------------- accounting
     def available_balance(self, account: Account) -> Decimal:
@@ -246,19 +415,27 @@ class MatchingEngine:
                     value -= o.remaining * o.price / account.leverage_for(o.symbol)
         return value
 
-    def _fill(self, account: Account, order: Order, price: Decimal, maker: bool) -> None:
-        available = self.liquidity.get(order.symbol)
-        qty = order.remaining if available is None else min(order.remaining, available)
+    def _reducible(self, account: Account, order: Order, qty: Decimal) -> Decimal:
+        """``qty``, or less for an order that may only reduce a position: at most what it can reduce."""
+        if not order.reduces:
+            return qty
         position = account.position(order.symbol, order.position_side)
-        if order.reduces:
-            reducible = position.amount != 0 and (position.amount > 0) == (order.side == "SELL")
-            qty = min(qty, abs(position.amount)) if reducible else ZERO
-            if qty <= 0:
+        reducible = position.amount != 0 and (position.amount > 0) == (order.side == "SELL")
+        return min(qty, abs(position.amount)) if reducible else ZERO
+
+    def _fill(self, account: Account, order: Order, price: Decimal, qty: Decimal, maker: bool) -> Decimal:
+        """Fill up to ``qty`` of ``order`` at ``price``; return what was filled.
+
+        A reduce-only order fills at most what reduces its position, and expires (er=4) when there is
+        nothing left to reduce.
+        """
+        position = account.position(order.symbol, order.position_side)
+        qty = self._reducible(account, order, min(qty, order.remaining))
+        if qty <= 0:
+            if order.reduces:
                 # Nothing left to reduce: Binance expires the order (er=4).
                 self._end(account, order, "EXPIRED", expiry_reason=4)
-                return
-        if qty <= 0:
-            return
+            return ZERO
         rate = self._config.maker_fee_rate if maker else self._config.taker_fee_rate
         commission = price * qty * rate
         realized = position.apply_fill(order.side, qty, price)
@@ -281,13 +458,15 @@ class MatchingEngine:
         if order.reduces and order.is_open and position.amount == 0:
             # The position is closed: the rest of a reduce-only order expires (er=4).
             self._end(account, order, "EXPIRED", expiry_reason=4)
+        return qty
 
     def _end(self, account: Account, order: Order, status: str, expiry_reason: int = 0) -> None:
         order.status = status
         order.expiry_reason = expiry_reason
         order.update_time_ms = self._clock.now_ms()
         self._close(account, order)
-        self._emit(account, order, "EXPIRED" if status == "EXPIRED" else status)
+        # EXPIRED_IN_MATCH is reported as x=EXPIRED, X=EXPIRED_IN_MATCH.
+        self._emit(account, order, "EXPIRED" if status.startswith("EXPIRED") else status)
 
     def _close(self, account: Account, order: Order) -> None:
         self._books[order.symbol].pop(order.order_id, None)

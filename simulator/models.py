@@ -49,6 +49,7 @@ class Order:
     executed_qty: Decimal = ZERO
     cum_quote: Decimal = ZERO
     expiry_reason: int = 0
+    queue_ahead: Decimal = ZERO  # book mode: the market's quantity ahead of it at its price
 
     @property
     def symbol(self) -> str:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from simulator import errors
 from simulator.brackets import max_notional
+from simulator.margin import account_legs, cross_wallet, liquidation_price
 from simulator.models import ZERO, Account, fmt
 from simulator.pipeline import Call
 from simulator.symbols import exchange_info
@@ -70,9 +70,14 @@ def ticker_price(call: Call) -> Any:
 
 
 def _position_rows(call: Call, account: Account, only_active: bool) -> list[dict[str, Any]]:
-    """One row per symbol and position side: ``BOTH`` in one-way mode, ``LONG`` and ``SHORT`` in hedge."""
+    """One row per symbol and position side: ``BOTH`` in one-way mode, ``LONG`` and ``SHORT`` in hedge.
+
+    ``maintMargin``, ``isolatedWallet`` and ``liquidationPrice`` come from ``simulator.margin``;
+    ``isolatedMargin`` is the isolated wallet plus the unrealised PnL, as Binance reports it.
+    """
     rows = []
     engine = call.state.engine
+    legs = {(leg.symbol, leg.position_side): leg for leg in account_legs(account, engine.prices)}
     sides = ("LONG", "SHORT") if account.dual_side else ("BOTH",)
     for symbol, side in ((s, side) for s in engine.specs for side in sides):
         pos = account.positions.get(symbol) if side == "BOTH" else account.sided_positions.get((symbol, side))
@@ -85,6 +90,9 @@ def _position_rows(call: Call, account: Account, only_active: bool) -> list[dict
         leverage = account.leverage_for(symbol)
         margin = abs(amount) * mark / leverage
         isolated = symbol in account.isolated
+        leg = legs.get((symbol, side))
+        wallet = leg.isolated_wallet if leg else ZERO
+        liquidation = liquidation_price(account, list(legs.values()), leg) if leg else ZERO
         rows.append(
             {
                 "symbol": symbol,
@@ -94,17 +102,17 @@ def _position_rows(call: Call, account: Account, only_active: bool) -> list[dict
                 "markPrice": fmt(mark, 8),
                 "unRealizedProfit": fmt(unrealized, 8),
                 "unrealizedProfit": fmt(unrealized, 8),
-                "liquidationPrice": "0",
+                "liquidationPrice": fmt(liquidation, 8) if liquidation else "0",
                 "leverage": str(leverage),
                 "maxNotionalValue": str(max_notional(leverage)),
                 "marginType": "isolated" if isolated else "cross",
-                "isolatedMargin": fmt(margin if isolated else ZERO, 8),
+                "isolatedMargin": fmt(wallet + unrealized if isolated else ZERO, 8),
                 "isAutoAddMargin": "false",
                 "positionSide": side,
                 "notional": fmt(amount * mark, 8),
-                "isolatedWallet": fmt(margin if isolated else ZERO, 8),
+                "isolatedWallet": fmt(wallet, 8),
                 "initialMargin": fmt(margin, 8),
-                "maintMargin": fmt(margin / 4, 8),
+                "maintMargin": fmt(leg.maint_margin if leg else ZERO, 8),
                 "positionInitialMargin": fmt(margin, 8),
                 "openOrderInitialMargin": "0",
                 "isolated": isolated,
@@ -134,24 +142,25 @@ def position_risk_v3(call: Call) -> list[dict[str, Any]]:
 
 
 def _totals(call: Call, account: Account) -> dict[str, str]:
+    """The account totals; maintenance margin and the cross wallet from ``simulator.margin`` (the cross
+    figures leave out isolated positions)."""
     engine = call.state.engine
-    held = account.every_position()
-    unrealized = sum(((engine.prices[s] - p.entry_price) * p.amount for s, p in held), Decimal(0))
-    position_margin = sum(
-        (abs(p.amount) * engine.prices[s] / account.leverage_for(s) for s, p in held), Decimal(0)
-    )
+    legs = account_legs(account, engine.prices)
+    unrealized = sum((leg.unrealized for leg in legs), ZERO)
+    cross_unrealized = sum((leg.unrealized for leg in legs if not leg.isolated), ZERO)
+    position_margin = sum((abs(leg.amount) * leg.mark / leg.leverage for leg in legs), ZERO)
     available = engine.available_balance(account)
     order_margin = account.wallet + unrealized - position_margin - available
     return {
         "totalInitialMargin": fmt(position_margin + order_margin, 8),
-        "totalMaintMargin": fmt(position_margin / 4, 8),
+        "totalMaintMargin": fmt(sum((leg.maint_margin for leg in legs), ZERO), 8),
         "totalWalletBalance": fmt(account.wallet, 8),
         "totalUnrealizedProfit": fmt(unrealized, 8),
         "totalMarginBalance": fmt(account.wallet + unrealized, 8),
         "totalPositionInitialMargin": fmt(position_margin, 8),
         "totalOpenOrderInitialMargin": fmt(order_margin, 8),
-        "totalCrossWalletBalance": fmt(account.wallet, 8),
-        "totalCrossUnPnl": fmt(unrealized, 8),
+        "totalCrossWalletBalance": fmt(cross_wallet(account, legs), 8),
+        "totalCrossUnPnl": fmt(cross_unrealized, 8),
         "availableBalance": fmt(available, 8),
         "maxWithdrawAmount": fmt(max(available, ZERO), 8),
     }

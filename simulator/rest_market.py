@@ -96,7 +96,7 @@ def depth(call: Call) -> dict[str, Any]:
     """``GET /fapi/v1/depth``: ``lastUpdateId``, ``E``, ``T`` and the best ``limit`` bids and asks."""
     spec = _spec(call)
     limit = _depth_limit(call.params.get("limit"))
-    feed = call.state.market.book(spec.symbol, call.state.engine.prices[spec.symbol])
+    feed = call.state.market.book(spec.symbol)
     bids, asks = feed.top(limit)
     now = call.state.clock.now_ms()
     return {
@@ -112,7 +112,7 @@ def book_ticker(call: Call) -> Any:
     """``GET /fapi/v1/ticker/bookTicker``: best bid/ask with sizes, one symbol or all."""
     docs = []
     for spec in _specs(call):
-        feed = call.state.market.book(spec.symbol, call.state.engine.prices[spec.symbol])
+        feed = call.state.market.book(spec.symbol)
         bids, asks = feed.top(1)
         (bp, bq), (ap, aq) = bids[0], asks[0]
         docs.append(

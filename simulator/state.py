@@ -13,6 +13,7 @@ from simulator.faults import FaultRegistry
 from simulator.funding import FundingSchedule
 from simulator.income import IncomeLedger
 from simulator.journal import Journal
+from simulator.margin_calls import MarginCalls
 from simulator.market import MarketData
 from simulator.matching import MatchingEngine
 from simulator.ratelimit import RateLimiter
@@ -38,6 +39,7 @@ class SimulatorState:
     market: MarketData
     income: IncomeLedger
     funding: FundingSchedule
+    margin_calls: MarginCalls
 
     @classmethod
     def build(cls, config: SimulatorConfig, endpoints: frozenset[str] = frozenset()) -> SimulatorState:
@@ -70,12 +72,17 @@ class SimulatorState:
             credentials={a.key: Credentials(a.key, a.secret) for a in config.accounts},
             algos=AlgoBook(),
             countdowns=CountdownTimers(),
-            market=MarketData(engine.specs, config.seed, clock),
+            market=MarketData(engine.specs, config.seed, clock, engine.book_levels),
             income=income,
             funding=FundingSchedule(clock, engine, income, streams.publish),
+            margin_calls=MarginCalls(engine, clock, streams.publish),
         )
         state.market.start(engine.prices)
         engine.price_listeners.append(state.market.on_price)
+        engine.price_listeners.append(state.margin_calls.on_price)
+        engine.trade_listeners.append(state.market.print_trades)
+        if config.matching == "book":
+            state.market.market_trade_listeners.append(engine.on_market_trade)
         for fault in config.faults:
             faults.arm(fault)
         return state
@@ -87,6 +94,7 @@ class SimulatorState:
         self.market.start(self.engine.prices)
         self.income.reset(self.engine.accounts.values(), self.clock.now_ms())
         self.funding.reset()
+        self.margin_calls.reset()
         self.algos.reset()
         self.countdowns.reset()
         self.journal.clear()

@@ -6,10 +6,17 @@
 ``{"result": …, "id": n}``; failures are ``{"error": {"code": c, "msg": m}, "id": n}`` with Binance's
 documented codes and messages (0 unknown property, 1 value not a boolean, 2 invalid request, 3 invalid
 JSON). The message for a stream name the simulator does not serve is the simulator's own (code 2).
+
+Binance's per-connection limits (USD-M "Websocket Market Streams" page): at most 1024 streams — a
+SUBSCRIBE that would go past it is refused whole with code 2 (``too_many_streams``; Binance documents the
+limit, not the reply, so the wording is the simulator's) — and at most 10 incoming messages per second
+(``MessageRate``; every frame the client sends counts: requests, pings, pongs) — past it the connection is
+closed with 1008 "Too many requests".
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +38,28 @@ class StreamRequestError(Exception):
     def reply(self) -> dict[str, Any]:
         """The error frame sent to the client."""
         return {"error": {"code": self.code, "msg": self.msg}, "id": self.request_id}
+
+
+def too_many_streams(limit: int, request_id: int | None) -> StreamRequestError:
+    """Code 2 for a SUBSCRIBE that would leave the connection with more than ``limit`` streams."""
+    return StreamRequestError(
+        2, f"Invalid request: too many streams: a connection can listen to at most {limit}", request_id
+    )
+
+
+class MessageRate:
+    """Incoming messages of one connection in a sliding one-second window (monotonic seconds)."""
+
+    def __init__(self, per_second: int) -> None:
+        self._per_second = per_second
+        self._times: deque[float] = deque()
+
+    def admit(self, now_s: float) -> bool:
+        """Count a message arriving at ``now_s``; False once more than ``per_second`` arrived within 1 s."""
+        while self._times and self._times[0] <= now_s - 1.0:
+            self._times.popleft()
+        self._times.append(now_s)
+        return len(self._times) <= self._per_second
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,8 @@ async def test_a_resting_order_fills_partly_then_fully_with_every_fill_and_fee(
         service.admin("/admin/price", {"symbol": "BTCUSDT", "price": "48990", "liquidity": "0.001"})
         partial = await eventually(stub, created.order_id, lambda o: o.state == pb.PARTIALLY_FILLED)
         assert partial.filled_quantity == "0.001" and len(partial.fills) == 1
-        for _ in range(3):  # each match event fills at most `liquidity`
+        for _ in range(3):  # each fall through its price fills at most `liquidity`
+            service.admin("/admin/price", {"symbol": "BTCUSDT", "price": "48995"})
             service.admin("/admin/price", {"symbol": "BTCUSDT", "price": "48990"})
         filled = await eventually(
             stub, created.order_id, lambda o: o.state == pb.FILLED and len(o.fills) == 4

@@ -118,9 +118,14 @@ class Sim:
 
 
 async def start_sim(**overrides: Any) -> Sim:
-    """Start a simulator (price frozen, two accounts unless given) on a free 127.0.0.1 port."""
+    """Start a simulator (price frozen, two accounts unless given) on a free 127.0.0.1 port.
+
+    Matching is ``reference`` unless given: most tests check fills at exact prices; the book model has
+    its own tests (``test_sim_book_matching.py``).
+    """
     accounts = overrides.pop("accounts", None) or [new_account(), new_account()]
     overrides.setdefault("walk_interval_ms", 0)
+    overrides.setdefault("matching", "reference")
     config = SimulatorConfig(accounts=accounts, **overrides)
     server = TestServer(create_app(config), host="127.0.0.1", port=0)
     await server.start_server()

@@ -215,7 +215,7 @@ async def test_account_v3_and_balance_follow_positions_fees_and_funding(sim: Sim
             "notional": "505.00000000",
             "isolatedWallet": "0.00000000",
             "initialMargin": "25.25000000",
-            "maintMargin": "6.31250000",
+            "maintMargin": "2.02000000",  # 505 notional * 0.4 % (bracket 1)
             "updateTime": doc["positions"][0]["updateTime"],
         }
     ]

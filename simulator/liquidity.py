@@ -1,0 +1,95 @@
+"""The outside market's resting liquidity that our orders trade against in book mode.
+
+Each symbol's book is the synthetic one of ``simulator.book`` less what our taker orders have taken from it.
+A taken level stays depleted until ``REFILL_MS`` of exchange time after its last take, when the market's
+makers are assumed to have replaced it. The displayed book (REST ``depth`` and the depth streams) is that
+plus the quantity our own resting orders add at their prices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+
+from simulator.book import MAX_LEVELS, BookSide, Level, level_size_at, side_levels
+from simulator.clock import ExchangeClock
+from simulator.symbols import SymbolSpec
+
+REFILL_MS = 1000
+_FIRST_DEPTH = 8
+_PRUNE_AT = 4096
+
+
+@dataclass(slots=True)
+class _Taken:
+    qty: Decimal
+    at_ms: int
+
+
+class MarketLiquidity:
+    """Synthetic levels per symbol and side, less the quantities recently taken by our orders."""
+
+    def __init__(self, specs: dict[str, SymbolSpec], seed: int, clock: ExchangeClock) -> None:
+        self._specs = specs
+        self._seed = seed
+        self._clock = clock
+        self._taken: dict[tuple[str, BookSide, Decimal], _Taken] = {}
+
+    def reset(self) -> None:
+        """Forget every take: the whole synthetic book is back."""
+        self._taken.clear()
+
+    def walk(self, symbol: str, ref: Decimal, side: BookSide) -> Iterator[Level]:
+        """The levels of ``side`` best first with what is left of each (empty levels skipped).
+
+        Computes a few levels first and more only if the caller keeps walking, so a small order costs a
+        handful of levels, not the thousand the book holds.
+        """
+        depth = _FIRST_DEPTH
+        seen = 0
+        while True:
+            levels = self.levels(symbol, ref, side, depth)
+            for price, qty in levels[seen:]:
+                if qty > 0:
+                    yield price, qty
+            if len(levels) < depth or depth >= MAX_LEVELS:
+                return
+            seen, depth = len(levels), min(depth * 8, MAX_LEVELS)
+
+    def levels(self, symbol: str, ref: Decimal, side: BookSide, depth: int = MAX_LEVELS) -> list[Level]:
+        """The best ``depth`` synthetic levels of ``side`` with takes subtracted (a level may show 0)."""
+        now = self._clock.now_ms()
+        levels = side_levels(self._specs[symbol], self._seed, ref, now, side, depth)
+        if not self._taken:
+            return levels
+        return [(price, self._left(symbol, side, price, qty, now)) for price, qty in levels]
+
+    def level_qty(self, symbol: str, ref: Decimal, side: BookSide, price: Decimal) -> Decimal:
+        """What is left at ``price`` on ``side`` (0 off the book)."""
+        now = self._clock.now_ms()
+        qty = level_size_at(self._specs[symbol], self._seed, ref, now, side, price)
+        return self._left(symbol, side, price, qty, now) if qty else qty
+
+    def take(self, symbol: str, side: BookSide, price: Decimal, qty: Decimal) -> None:
+        """Record that our order took ``qty`` from the level at ``price``."""
+        now = self._clock.now_ms()
+        key = (symbol, side, price)
+        taken = self._taken.get(key)
+        if taken is None or now - taken.at_ms >= REFILL_MS:
+            if len(self._taken) >= _PRUNE_AT:
+                self._taken = {k: t for k, t in self._taken.items() if now - t.at_ms < REFILL_MS}
+            self._taken[key] = _Taken(qty, now)
+        else:
+            taken.qty += qty
+            taken.at_ms = now
+
+    def _left(self, symbol: str, side: BookSide, price: Decimal, qty: Decimal, now_ms: int) -> Decimal:
+        key = (symbol, side, price)
+        taken = self._taken.get(key)
+        if taken is None:
+            return qty
+        if now_ms - taken.at_ms >= REFILL_MS:
+            del self._taken[key]
+            return qty
+        return max(qty - taken.qty, Decimal(0))
