@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -54,13 +56,27 @@ _ROUTE_PREFIXES = ("", "/public", "/market")
 @dataclass(eq=False)
 class _Conn:
     ws: web.WebSocketResponse
+    request: web.Request
     subs: list[StreamSub]
     combined: bool
     queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    user_feeds: dict[str, Callable[[], None]] = field(default_factory=dict)  # listenKey -> stop relay
 
     def push(self, sub: StreamSub, event: dict[str, Any]) -> None:
         body = {"stream": sub.name, "data": event} if self.combined else event
         self.queue.put_nowait(orjson.dumps(body))
+
+    def push_user_event(self, listen_key: str, payload: str) -> None:
+        data = payload.encode()
+        self.queue.put_nowait(
+            b'{"stream":"%s","data":%s}' % (listen_key.encode(), data) if self.combined else data
+        )
+
+    def stop_user_feeds(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            stop = self.user_feeds.pop(key, None)
+            if stop is not None:
+                stop()
 
     def reply(self, frame: dict[str, Any]) -> None:
         self.queue.put_nowait(orjson.dumps(frame))
@@ -159,7 +175,7 @@ class MarketStreams:
             return web.json_response(exc.body(), status=400)
         ws = web.WebSocketResponse(autoping=False, heartbeat=None)  # pings count against the rate
         await ws.prepare(request)
-        conn = _Conn(ws, [], combined)
+        conn = _Conn(ws, request, [], combined)
         self._add(conn, subs)
         self._conns.add(conn)
         sender = asyncio.create_task(self._send(conn))
@@ -174,6 +190,7 @@ class MarketStreams:
                 elif msg.type == WSMsgType.TEXT:
                     self._on_request(conn, msg.data)
         finally:
+            conn.stop_user_feeds(list(conn.user_feeds))
             self._conns.discard(conn)
             conn.queue.put_nowait(None)
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
@@ -210,6 +227,12 @@ class MarketStreams:
         if req.method == "SUBSCRIBE":
             subs = []
             for name in req.params:
+                if self._state.streams.is_live(name) and name not in conn.user_feeds:
+                    push = functools.partial(conn.push_user_event, name)
+                    conn.user_feeds[name] = self._state.streams.relay(name, conn.request, push)
+                    continue
+                if name in conn.user_feeds:
+                    continue
                 try:
                     subs.append(parse_stream(name, self._state.engine.specs))
                 except errors.BinanceError as exc:
@@ -223,9 +246,10 @@ class MarketStreams:
         if req.method == "UNSUBSCRIBE":
             gone = set(req.params)
             conn.subs = [s for s in conn.subs if s.name not in gone]
+            conn.stop_user_feeds(gone)
             return None
         if req.method == "LIST_SUBSCRIPTIONS":
-            return [s.name for s in conn.subs]
+            return [s.name for s in conn.subs] + list(conn.user_feeds)
         if req.method == "SET_PROPERTY":
             conn.combined = bool(req.params[1])
             return None

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +40,7 @@ MAX_CONNECTION_MS = 24 * 3600 * 1000
 
 @dataclass(eq=False)
 class _Connection:
-    ws: web.WebSocketResponse
+    ws: web.WebSocketResponse | None  # None: relayed into a market-stream connection (``relay``)
     request: web.Request
     listen_key: str
     events: frozenset[str] | None = None
@@ -168,8 +169,8 @@ class UserStreams:
         events = frozenset(e for e in wanted.split("/") if e) if wanted else None
         conn = _Connection(ws, request, key, events, opened_ms=self._clock.sim_ms())
         self._conns.setdefault(key, set()).add(conn)
-        sender = asyncio.create_task(self._send_loop(conn))
-        pinger = asyncio.create_task(self._ping_loop(conn))
+        sender = asyncio.create_task(self._send_loop(conn.queue, ws))
+        pinger = asyncio.create_task(self._ping_loop(ws))
         try:
             async for _ in ws:
                 pass
@@ -183,28 +184,51 @@ class UserStreams:
                 await sender
         return ws
 
-    async def _send_loop(self, conn: _Connection) -> None:
+    def relay(self, key: str, request: web.Request, push: Callable[[str], None]) -> Callable[[], None]:
+        """Deliver the live listenKey ``key``'s events to ``push`` until the returned function is called.
+
+        For a market-stream connection that subscribes the listenKey as a stream (Binance accepts it, and
+        binance-futures-connector's websocket client does so); faults apply as on ``/private/ws``.
+        """
+        conn = _Connection(None, request, key, opened_ms=self._clock.sim_ms())
+        self._conns.setdefault(key, set()).add(conn)
+
+        async def pump() -> None:
+            while (payload := await conn.queue.get()) is not None:
+                push(payload)
+
+        task = asyncio.create_task(pump())
+
+        def stop() -> None:
+            self._conns.get(key, set()).discard(conn)
+            task.cancel()
+
+        return stop
+
+    async def _send_loop(self, queue: asyncio.Queue[str | None], ws: web.WebSocketResponse) -> None:
         while True:
-            payload = await conn.queue.get()
-            if payload is None or conn.ws.closed:
+            payload = await queue.get()
+            if payload is None or ws.closed:
                 break
             try:
-                await conn.ws.send_str(payload)
+                await ws.send_str(payload)
             except ConnectionError:
                 break
-        if not conn.ws.closed:
-            await conn.ws.close()
+        if not ws.closed:
+            await ws.close()
 
-    async def _ping_loop(self, conn: _Connection) -> None:
-        while not conn.ws.closed:
+    async def _ping_loop(self, ws: web.WebSocketResponse) -> None:
+        while not ws.closed:
             await asyncio.sleep(self._config.ws_ping_interval_s)
             with contextlib.suppress(ConnectionError, RuntimeError):
-                await conn.ws.ping(b"ping")
+                await ws.ping(b"ping")
 
     async def shutdown(self) -> None:
         """Close every connection (server going away)."""
         for conns in list(self._conns.values()):
             for conn in list(conns):
+                if conn.ws is None:
+                    continue  # relayed: its market-stream connection is closed by its own server
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await conn.ws.close(code=1001, message=b"server shutdown")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import grpc
@@ -94,7 +95,12 @@ async def test_limit_market_and_cancel_reach_every_observer(
         assert stream_seen[order_id][0] == pb.NEW
         assert stream_seen[order_id][-1] == state
     filled = (await stub.GetOrder(pb.GetOrderRequest(order_id=market.order_id))).order
-    assert filled.filled_quantity == "0.002" and filled.average_price == "50000"
+    records = service.admin(f"/admin/orders?clientOrderId={market.client_order_id}")
+    assert isinstance(records, list) and len(records) == 1
+    at_exchange = records[0]
+    assert filled.filled_quantity == "0.002" and at_exchange["executedQty"] == "0.002"
+    # A SELL at the best bid, a few ticks under the 50000 reference price; the same price we recorded.
+    assert Decimal("49999.7") <= Decimal(filled.average_price) == Decimal(at_exchange["avgPrice"]) <= 50000
 
     # The exchange saw each order exactly once, signed with our client id.
     for reply in (resting, market, to_cancel):
