@@ -101,7 +101,9 @@ CLIENT_LAG_MS = 20.0
 OTHER_WARN_PCT = 10.0  # "rest of machine" CPU while idle above which the run is flagged as disturbed
 ANSWERED = frozenset({pb.SUBMITTED, pb.PARTIALLY_FILLED, pb.FILLED, pb.CANCELED, pb.REJECTED, pb.EXPIRED})
 FINAL = frozenset({pb.FILLED, pb.CANCELED, pb.REJECTED, pb.EXPIRED})
-SIM_ARGS = ("--walk-interval-ms", "0")
+# The exchange stand-in shares the two cores with the service, so it runs in its cheaper reference-price
+# matching (about 0.2 ms less CPU per order than its order book); the service does the same work either way.
+SIM_ARGS = ("--walk-interval-ms", "0", "--matching", "reference")
 
 
 def ms(start: float, end: float | None) -> float | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
+from functools import lru_cache
 from typing import Literal
 
 from simulator.symbols import SymbolSpec
@@ -59,11 +60,18 @@ def base_quantity(spec: SymbolSpec, price: Decimal) -> Decimal:
     return _round_step(Decimal(15_000) / price, spec)
 
 
+@lru_cache(maxsize=1 << 16)
+def _level_rhythm(seed: int, key: int, side: int, ticks: int) -> tuple[int, int]:
+    """(period, phase) in EPOCH_MS units of the level at ``ticks``: fixed per level, so cached."""
+    period = 4 + mix(seed, key, side, ticks) % 8
+    return period, mix(seed, key, ticks, side, 7) % period
+
+
 def _level_size(
     seed: int, key: int, side: int, ticks: int, distance: int, epoch: int, base: Decimal
 ) -> Decimal:
-    period = 4 + mix(seed, key, side, ticks) % 8
-    version = (epoch + mix(seed, key, ticks, side, 7) % period) // period
+    period, phase = _level_rhythm(seed, key, side, ticks)
+    version = (epoch + phase) // period
     u = unit(seed, key, side, ticks, version)
     factor = Decimal(int((0.05 + 1.6 * u * u) * (1 + distance / 25) * 1000)) / 1000
     return base * factor

@@ -12,12 +12,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
-from simulator.book import MAX_LEVELS, BookSide, Level, level_size_at, side_levels
+from simulator.book import EPOCH_MS, MAX_LEVELS, BookSide, Level, level_size_at, side_levels
 from simulator.clock import ExchangeClock
 from simulator.symbols import SymbolSpec
 
 REFILL_MS = 1000
-_FIRST_DEPTH = 8
+_FIRST_DEPTH = 2
 _PRUNE_AT = 4096
 
 
@@ -35,6 +35,8 @@ class MarketLiquidity:
         self._seed = seed
         self._clock = clock
         self._taken: dict[tuple[str, BookSide, Decimal], _Taken] = {}
+        # (symbol, side) -> ((ref, epoch), levels, whether that is the whole side)
+        self._cache: dict[tuple[str, BookSide], tuple[tuple[Decimal, int], list[Level], bool]] = {}
 
     def reset(self) -> None:
         """Forget every take: the whole synthetic book is back."""
@@ -60,10 +62,21 @@ class MarketLiquidity:
     def levels(self, symbol: str, ref: Decimal, side: BookSide, depth: int = MAX_LEVELS) -> list[Level]:
         """The best ``depth`` synthetic levels of ``side`` with takes subtracted (a level may show 0)."""
         now = self._clock.now_ms()
-        levels = side_levels(self._specs[symbol], self._seed, ref, now, side, depth)
+        levels = self._synthetic(symbol, ref, side, depth, now)
         if not self._taken:
             return levels
         return [(price, self._left(symbol, side, price, qty, now)) for price, qty in levels]
+
+    def _synthetic(self, symbol: str, ref: Decimal, side: BookSide, depth: int, now_ms: int) -> list[Level]:
+        # The synthetic book only changes with the reference price and the EPOCH_MS period, so orders
+        # arriving within one period share one computation (it costs ~10 us a level).
+        epoch = now_ms // EPOCH_MS
+        cached = self._cache.get((symbol, side))
+        if cached is not None and cached[0] == (ref, epoch) and (len(cached[1]) >= depth or cached[2]):
+            return cached[1][:depth]
+        levels = side_levels(self._specs[symbol], self._seed, ref, now_ms, side, depth)
+        self._cache[(symbol, side)] = ((ref, epoch), levels, len(levels) < depth)
+        return levels
 
     def level_qty(self, symbol: str, ref: Decimal, side: BookSide, price: Decimal) -> Decimal:
         """What is left at ``price`` on ``side`` (0 off the book)."""
