@@ -8,7 +8,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import httpx
@@ -115,6 +115,21 @@ class Sim:
         url = f"{self.ws_base}/ws/{key}" if legacy else f"{self.ws_base}/private/ws?listenKey={key}"
         ws = await self.session.ws_connect(url)
         return key, ws
+
+
+def ccxt_client(sim: Sim, module: Any, *, signed: bool = True) -> Any:
+    """``module.binanceusdm`` (ccxt.async_support or ccxt.pro) with every fapi URL on ``sim`` and, for
+    ccxt.pro, the futures websocket too: what a user changes to trade against the simulator."""
+    config: dict[str, Any] = {"enableRateLimit": False, "options": {"fetchCurrencies": False}}
+    if signed:
+        config.update(apiKey=sim.account.key, secret=sim.account.secret)
+    exchange = module.binanceusdm(config)
+    for name, url in list(exchange.urls["api"].items()):
+        if isinstance(url, str):
+            exchange.urls["api"][name] = sim.base_url + urlsplit(url).path
+    if "ws" in exchange.urls["api"]:  # ccxt.pro
+        exchange.urls["api"]["ws"]["linear"] = f"{sim.ws_base}/ws"
+    return exchange
 
 
 async def start_sim(**overrides: Any) -> Sim:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit
 
 import ccxt.async_support as ccxt_async
 import pytest
@@ -18,7 +17,7 @@ import pytest
 from simulator.book import level_size_at, top_of_book
 from simulator.liquidity import REFILL_MS
 from simulator.symbols import SymbolSpec, build_specs
-from tests.simulator.sim_helpers import Sim, next_event, start_sim, stop_sim
+from tests.simulator.sim_helpers import Sim, ccxt_client, next_event, start_sim, stop_sim
 
 SEED = 1
 TICK = Decimal("0.10")
@@ -39,6 +38,15 @@ async def _trades(sim: Sim, order_id: int, account: Any = None) -> list[dict[str
     r = await sim.signed("GET", "/fapi/v1/userTrades", account=account, symbol="BTCUSDT", orderId=order_id)
     assert r.status_code == 200, r.text
     return list(r.json())
+
+
+async def _gtc(sim: Sim, side: str, quantity: str, price: Decimal, **extra: Any) -> dict[str, Any]:
+    """Place a GTC LIMIT order for BTCUSDT; return the reply."""
+    r = await sim.order(
+        side=side, type="LIMIT", timeInForce="GTC", quantity=quantity, price=str(price), **extra
+    )
+    assert r.status_code == 200, r.text
+    return dict(r.json())
 
 
 async def _order(sim: Sim, client_id: str) -> dict[str, Any]:
@@ -95,15 +103,7 @@ async def test_resting_order_fills_partly_then_fully_as_trades_pass_through(book
     prints trades that first eat the queue, then fill it in parts; a fall below it fills the rest."""
     spec = _spec(book_sim)
     price = Decimal("49999.00")
-    r = await book_sim.order(
-        side="BUY",
-        type="LIMIT",
-        timeInForce="GTC",
-        quantity="0.500",
-        price=str(price),
-        newClientOrderId="rest",
-    )
-    placed = r.json()
+    placed = await _gtc(book_sim, "BUY", "0.500", price, newClientOrderId="rest")
     assert placed["status"] == "NEW"
     queue = level_size_at(spec, SEED, Decimal("50000"), placed["updateTime"], "bids", price)
     assert queue > 0
@@ -146,15 +146,7 @@ async def test_resting_order_fills_partly_then_fully_as_trades_pass_through(book
 
 async def test_crossing_limit_takes_to_its_price_then_rests(book_sim: Sim) -> None:
     limit = Decimal("50000.30")
-    r = await book_sim.order(
-        side="BUY",
-        type="LIMIT",
-        timeInForce="GTC",
-        quantity="5.000",
-        price=str(limit),
-        newOrderRespType="RESULT",
-    )
-    order = r.json()
+    order = await _gtc(book_sim, "BUY", "5.000", limit, newOrderRespType="RESULT")
     assert order["status"] == "PARTIALLY_FILLED"
     trades = await _trades(book_sim, order["orderId"])
     assert all(Decimal(t["price"]) <= limit for t in trades)
@@ -190,16 +182,8 @@ async def _rest_at_best_ask(sim: Sim, client_id: str, account: Any = None) -> tu
     """Rest a SELL of 0.010 at the best ask; return (price, market quantity ahead of it there)."""
     depth = (await sim.http.get("/fapi/v1/depth", params={"symbol": "BTCUSDT", "limit": 5})).json()
     price, market = (Decimal(x) for x in depth["asks"][0])
-    r = await sim.order(
-        account=account,
-        side="SELL",
-        type="LIMIT",
-        timeInForce="GTC",
-        quantity="0.010",
-        price=str(price),
-        newClientOrderId=client_id,
-    )
-    assert r.json()["status"] == "NEW", r.text
+    placed = await _gtc(sim, "SELL", "0.010", price, account=account, newClientOrderId=client_id)
+    assert placed["status"] == "NEW"
     return price, market
 
 
@@ -213,20 +197,18 @@ async def _rest_at_best_ask(sim: Sim, client_id: str, account: Any = None) -> tu
     ],
 )
 async def test_self_trade_prevention(book_sim: Sim, mode: str, maker_status: str, taker_status: str) -> None:
-    """A MARKET BUY big enough to reach the account's own resting SELL at the best ask."""
+    """A BUY crossing up to 50100, big enough to reach the account's own resting SELL at the best ask."""
     await _rest_at_best_ask(book_sim, "mine")
     _, ws = await book_sim.user_stream()
-    r = await book_sim.order(
-        side="BUY",
-        type="LIMIT",
-        timeInForce="GTC",
-        quantity="3.000",
-        price="50100",
+    await _gtc(
+        book_sim,
+        "BUY",
+        "3.000",
+        Decimal(50100),
         selfTradePreventionMode=mode,
         newClientOrderId="taker",
         newOrderRespType="RESULT",
     )
-    assert r.status_code == 200, r.text
     maker = await _order(book_sim, "mine")
     taker = await _order(book_sim, "taker")
     assert (maker["status"], taker["status"]) == (maker_status, taker_status)
@@ -260,16 +242,7 @@ async def test_another_accounts_resting_order_is_filled_as_maker(book_sim: Sim) 
 async def test_ccxt_trades_against_the_book(book_sim: Sim) -> None:
     """ccxt's binanceusdm, only its URLs changed: a market order larger than the top level comes back
     with its fills at several prices, and the order book it then fetches shows the levels it took."""
-    ex = ccxt_async.binanceusdm(
-        {
-            "apiKey": book_sim.account.key,
-            "secret": book_sim.account.secret,
-            "enableRateLimit": False,
-            "options": {"fetchCurrencies": False},
-        }
-    )
-    for name, url in list(ex.urls["api"].items()):
-        ex.urls["api"][name] = book_sim.base_url + urlsplit(url).path
+    ex = ccxt_client(book_sim, ccxt_async)
     try:
         await ex.load_markets()
         before = await ex.fetch_order_book("BTC/USDT:USDT", 5)

@@ -3,31 +3,15 @@ simulator, unchanged apart from the base URL, after a funding time has passed on
 
 from __future__ import annotations
 
-from typing import Any
-from urllib.parse import urlsplit
-
 import ccxt.async_support as ccxt_async
 
-from tests.simulator.sim_helpers import Sim
+from tests.simulator.sim_helpers import Sim, ccxt_client
 
 SYMBOL = "BTC/USDT:USDT"
 
 
-def _point_at(exchange: Any, base_url: str) -> None:
-    for name, url in list(exchange.urls["api"].items()):
-        exchange.urls["api"][name] = base_url + urlsplit(url).path
-
-
 async def test_ccxt_account_calls(sim: Sim) -> None:
-    ex = ccxt_async.binanceusdm(
-        {
-            "apiKey": sim.account.key,
-            "secret": sim.account.secret,
-            "enableRateLimit": False,
-            "options": {"fetchCurrencies": False},
-        }
-    )
-    _point_at(ex, sim.base_url)
+    ex = ccxt_client(sim, ccxt_async)
     try:
         await ex.load_markets()
         await ex.create_order(SYMBOL, "market", "buy", 0.01)

@@ -9,15 +9,13 @@ from typing import Any
 import ccxt.async_support as ccxt_async
 from binance.um_futures import UMFutures
 
-from tests.simulator.sim_helpers import Sim
-from tests.simulator.test_sim_third_party import _point_at
+from tests.simulator.sim_helpers import Sim, ccxt_client
 
 
 async def test_ccxt_market_data(sim: Sim) -> None:
     for price in ("50100", "49950.5"):
         await sim.set_price("BTCUSDT", price)
-    ex = ccxt_async.binanceusdm({"enableRateLimit": False, "options": {"fetchCurrencies": False}})
-    _point_at(ex, sim.base_url)
+    ex = ccxt_client(sim, ccxt_async, signed=False)
     try:
         await ex.load_markets()
         sym = "BTC/USDT:USDT"

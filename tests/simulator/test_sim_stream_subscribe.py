@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import urlsplit
 
 import ccxt.pro as ccxt_pro
 
-from tests.simulator.sim_helpers import Sim, next_event
+from tests.simulator.sim_helpers import Sim, ccxt_client, next_event
 
 
 async def _reply(ws: Any, request_id: int | None) -> dict[str, Any]:
@@ -88,18 +87,8 @@ async def test_bad_requests_get_binance_errors(sim: Sim) -> None:
     await ws.close()
 
 
-def _pro_client(sim: Sim) -> Any:
-    """ccxt.pro binanceusdm with its REST families and its futures websocket URL sent to the simulator."""
-    ex = ccxt_pro.binanceusdm({"enableRateLimit": False, "options": {"fetchCurrencies": False}})
-    for name, url in list(ex.urls["api"].items()):
-        if isinstance(url, str):
-            ex.urls["api"][name] = sim.base_url + urlsplit(url).path
-    ex.urls["api"]["ws"]["linear"] = f"{sim.ws_base}/ws"
-    return ex
-
-
 async def test_ccxt_pro_watches_book_trades_ohlcv_and_quotes(sim: Sim) -> None:
-    ex = _pro_client(sim)
+    ex = ccxt_client(sim, ccxt_pro, signed=False)
     sym = "BTC/USDT:USDT"
     try:
         await ex.load_markets()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
-from urllib.parse import urlsplit
 
 import ccxt
 import ccxt.async_support as ccxt_async
@@ -14,25 +13,11 @@ import pytest
 from binance.error import ClientError
 from binance.um_futures import UMFutures
 
-from tests.simulator.sim_helpers import Sim
-
-
-def _point_at(exchange: Any, base_url: str) -> None:
-    """Send every ccxt API family to the simulator (fapi paths keep their /fapi/vN suffix)."""
-    for name, url in list(exchange.urls["api"].items()):
-        exchange.urls["api"][name] = base_url + urlsplit(url).path
+from tests.simulator.sim_helpers import Sim, ccxt_client
 
 
 async def test_ccxt_binanceusdm_round_trip(sim: Sim) -> None:
-    ex = ccxt_async.binanceusdm(
-        {
-            "apiKey": sim.account.key,
-            "secret": sim.account.secret,
-            "enableRateLimit": False,
-            "options": {"fetchCurrencies": False},
-        }
-    )
-    _point_at(ex, sim.base_url)
+    ex = ccxt_client(sim, ccxt_async)
     try:
         markets = await ex.load_markets()
         btc = markets["BTC/USDT:USDT"]

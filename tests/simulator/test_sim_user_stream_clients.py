@@ -8,14 +8,13 @@ import json
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import ccxt.pro as ccxt_pro
 import pytest
 from binance.um_futures import UMFutures
 from binance.websocket.um_futures.websocket_client import UMFuturesWebsocketClient
 
-from tests.simulator.sim_helpers import Sim, start_sim, stop_sim
+from tests.simulator.sim_helpers import Sim, ccxt_client, start_sim, stop_sim
 
 SYMBOL = "BTC/USDT:USDT"
 
@@ -28,18 +27,7 @@ async def book_sim() -> AsyncIterator[Sim]:
 
 
 async def test_ccxt_pro_watch_orders_sees_new_partial_and_filled(book_sim: Sim) -> None:
-    ex = ccxt_pro.binanceusdm(
-        {
-            "apiKey": book_sim.account.key,
-            "secret": book_sim.account.secret,
-            "enableRateLimit": False,
-            "options": {"fetchCurrencies": False},
-        }
-    )
-    for name, url in list(ex.urls["api"].items()):
-        if isinstance(url, str):
-            ex.urls["api"][name] = book_sim.base_url + urlsplit(url).path
-    ex.urls["api"]["ws"]["linear"] = f"{book_sim.ws_base}/ws"
+    ex = ccxt_client(book_sim, ccxt_pro)
     try:
         await ex.load_markets()
         watching = asyncio.ensure_future(ex.watch_orders(SYMBOL))
