@@ -1,4 +1,6 @@
-"""The matching engine: orders against the market, fills, fees, trade ids, positions.
+"""The matching engine: accepts orders, matches them against the market, keeps the books and prices.
+
+Fills, fees, trade ids, positions and the events they push are the ``simulator.ledger``'s.
 
 Two models, chosen by ``SimulatorConfig.matching``:
 
@@ -24,27 +26,23 @@ import secrets
 import string
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
-from typing import Any
 
 from simulator import errors
 from simulator.book import BookSide, Level, book_levels
 from simulator.clock import ExchangeClock
 from simulator.config import SimulatorConfig
 from simulator.crossing import Maker, fillable_qty, makers
-from simulator.events import account_update, order_trade_update
+from simulator.ledger import EventSink, Ledger, ListenerCheck
 from simulator.liquidity import MarketLiquidity
-from simulator.models import ZERO, Account, Order, Trade, closes_hedge_side
+from simulator.models import ZERO, Account, Order, closes_hedge_side
 from simulator.symbols import SymbolSpec
 from simulator.validation import OrderRequest
 
-EventSink = Callable[[str, dict[str, Any]], None]
-ListenerCheck = Callable[[str], bool]
 PriceListener = Callable[[str, Decimal], None]
 # (symbol, [(price, qty), ...] in the order traded, taker bought): our orders' trades, for the public tape.
 TradeListener = Callable[[str, list[Level], bool], None]
 _ID_ALPHABET = string.ascii_letters + string.digits
 FIRST_ORDER_ID = 4_000_000_001
-FIRST_TRADE_ID = 300_000_001
 
 
 def check_position_side(account: Account, req: OrderRequest) -> None:
@@ -98,9 +96,11 @@ class MatchingEngine:
         }
         self.orders: list[Order] = []
         self._books: dict[str, dict[int, Order]] = {s: {} for s in self.specs}
+        self._ledger = Ledger(
+            self._config, self._clock, self._sink, self._listening, self.prices, self._books
+        )
         self._market.reset()
         self._next_order_id = FIRST_ORDER_ID
-        self._next_trade_id = FIRST_TRADE_ID
 
     # ----------------------------------------------------------------- orders
     def place(self, account: Account, req: OrderRequest, dry_run: bool = False) -> Order:
@@ -127,7 +127,7 @@ class MatchingEngine:
             raise errors.error(errors.REDUCE_ONLY_REJECT)
         if not reduces:
             notional = (ref if req.type == "MARKET" else req.price) * req.quantity
-            if notional / account.leverage_for(symbol) > self.available_balance(account):
+            if notional / account.leverage_for(symbol) > self._ledger.available_balance(account):
                 raise errors.error(errors.MARGIN_NOT_SUFFICIENT)
         crosses = self._crosses(req)
         if req.time_in_force == "GTX" and crosses:
@@ -160,13 +160,13 @@ class MatchingEngine:
         account.orders[order.order_id] = order
         account.open_by_client_id[(symbol, client_id)] = order
         account.by_client_id[(symbol, client_id)] = order
-        self._emit(account, order, "NEW")
+        self._ledger.emit(account, order, "NEW")
         if crosses and self._by_book:
             self._take(account, order)
         elif crosses:
-            self._fill(account, order, ref, self._cap(order), maker=False)
+            self._ledger.fill(account, order, ref, self._cap(order), maker=False)
         if order.is_open and (req.type == "MARKET" or req.time_in_force in ("IOC", "FOK")):
-            self._end(account, order, "EXPIRED", expiry_reason=9 if req.type == "MARKET" else 2)
+            self._ledger.end(account, order, "EXPIRED", expiry_reason=9 if req.type == "MARKET" else 2)
         if order.is_open:
             self._rest(order)
         return order
@@ -193,14 +193,14 @@ class MatchingEngine:
         order = self.find(account, symbol, order_id, client_id)
         if order is None or not order.is_open:
             raise errors.error(errors.CANCEL_REJECTED)
-        self._end(account, order, "CANCELED")
+        self._ledger.end(account, order, "CANCELED")
         return order
 
     def cancel_all(self, account: Account, symbol: str) -> list[Order]:
         """Cancel every open order of the account in ``symbol``; return them."""
         mine = [o for o in self._books[symbol].values() if o.account_key == account.key]
         for order in mine:
-            self._end(account, order, "CANCELED")
+            self._ledger.end(account, order, "CANCELED")
         return mine
 
     def open_orders(self, account: Account, symbol: str | None) -> list[Order]:
@@ -224,7 +224,7 @@ class MatchingEngine:
         order.orig_qty, order.price = quantity, price
         order.stp_mode = "NONE"
         order.update_time_ms = self._clock.now_ms()
-        self._emit(account, order, "AMENDMENT")
+        self._ledger.emit(account, order, "AMENDMENT")
         if self._by_book:
             # Amended, the order loses its place: it takes what it now crosses, then queues afresh.
             self._books[order.symbol].pop(order.order_id, None)
@@ -253,7 +253,7 @@ class MatchingEngine:
         for book in self._books.values():
             for order in list(book.values()):
                 if order.good_till_date and order.good_till_date <= now_ms:
-                    self._end(self.accounts[order.account_key], order, "EXPIRED", expiry_reason=6)
+                    self._ledger.end(self.accounts[order.account_key], order, "EXPIRED", expiry_reason=6)
 
     def on_market_trade(self, symbol: str, price: Decimal, qty: Decimal, taker_sold: bool) -> None:
         """Book mode: fill resting orders that the outside market's trade of ``qty`` at ``price`` reaches.
@@ -280,7 +280,7 @@ class MatchingEngine:
             else:
                 wanted = order.remaining
             if wanted > 0:
-                self._fill(
+                self._ledger.fill(
                     self.accounts[order.account_key],
                     order,
                     order.price,
@@ -308,7 +308,9 @@ class MatchingEngine:
     def _match_resting(self, order: Order) -> None:
         ref = self.prices[order.symbol]
         if order.is_open and (ref <= order.price if order.side == "BUY" else ref >= order.price):
-            self._fill(self.accounts[order.account_key], order, order.price, self._cap(order), maker=True)
+            self._ledger.fill(
+                self.accounts[order.account_key], order, order.price, self._cap(order), maker=True
+            )
 
     def _crosses(self, req: OrderRequest) -> bool:
         """Whether ``req`` would trade at once: MARKET always; LIMIT if its price reaches the best maker
@@ -350,7 +352,7 @@ class MatchingEngine:
                 break
             resting = maker.order
             if resting is None:
-                qty = self._fill(account, order, maker.price, min(maker.qty, budget), maker=False)
+                qty = self._ledger.fill(account, order, maker.price, min(maker.qty, budget), maker=False)
                 self._market.take(symbol, opposite, maker.price, qty)
             elif (
                 resting.account_key == account.key
@@ -361,14 +363,14 @@ class MatchingEngine:
                 continue
             else:
                 owner = self.accounts[resting.account_key]
-                qty = self._reducible(owner, resting, min(maker.qty, budget))
+                qty = self._ledger.reducible(owner, resting, min(maker.qty, budget))
                 if qty <= 0:
                     # A reduce-only maker with nothing left to reduce expires (er=4) instead of trading.
-                    self._end(owner, resting, "EXPIRED", expiry_reason=4)
+                    self._ledger.end(owner, resting, "EXPIRED", expiry_reason=4)
                     continue
-                qty = self._fill(account, order, maker.price, qty, maker=False)
+                qty = self._ledger.fill(account, order, maker.price, qty, maker=False)
                 if qty > 0:
-                    self._fill(owner, resting, maker.price, qty, maker=True)
+                    self._ledger.fill(owner, resting, maker.price, qty, maker=True)
             budget -= qty
             if qty > 0:
                 traded.append((maker.price, qty))
@@ -381,9 +383,9 @@ class MatchingEngine:
         an IOC taker)."""
         mode = taker.stp_mode
         if mode in ("EXPIRE_MAKER", "EXPIRE_BOTH"):
-            self._end(account, maker, "EXPIRED_IN_MATCH", expiry_reason=1)
+            self._ledger.end(account, maker, "EXPIRED_IN_MATCH", expiry_reason=1)
         if mode in ("EXPIRE_TAKER", "EXPIRE_BOTH"):
-            self._end(
+            self._ledger.end(
                 account, taker, "EXPIRED_IN_MATCH", expiry_reason=3 if taker.time_in_force == "IOC" else 1
             )
 
@@ -401,78 +403,6 @@ class MatchingEngine:
         cap = self.liquidity.get(order.symbol)
         return order.remaining if cap is None else min(order.remaining, cap)
 
-    # ----------------------------------------------------------------- accounting
     def available_balance(self, account: Account) -> Decimal:
-        """Wallet + unrealised PnL - position margin - open-order margin, in USDT."""
-        value = account.wallet
-        for symbol, pos in account.every_position():
-            mark = self.prices[symbol]
-            leverage = account.leverage_for(symbol)
-            value += (mark - pos.entry_price) * pos.amount - abs(pos.amount) * mark / leverage
-        for book in self._books.values():
-            for o in book.values():
-                if o.account_key == account.key and not o.reduces:
-                    value -= o.remaining * o.price / account.leverage_for(o.symbol)
-        return value
-
-    def _reducible(self, account: Account, order: Order, qty: Decimal) -> Decimal:
-        """``qty``, or less for an order that may only reduce a position: at most what it can reduce."""
-        if not order.reduces:
-            return qty
-        position = account.position(order.symbol, order.position_side)
-        reducible = position.amount != 0 and (position.amount > 0) == (order.side == "SELL")
-        return min(qty, abs(position.amount)) if reducible else ZERO
-
-    def _fill(self, account: Account, order: Order, price: Decimal, qty: Decimal, maker: bool) -> Decimal:
-        """Fill up to ``qty`` of ``order`` at ``price``; return what was filled.
-
-        A reduce-only order fills at most what reduces its position, and expires (er=4) when there is
-        nothing left to reduce.
-        """
-        position = account.position(order.symbol, order.position_side)
-        qty = self._reducible(account, order, min(qty, order.remaining))
-        if qty <= 0:
-            if order.reduces:
-                # Nothing left to reduce: Binance expires the order (er=4).
-                self._end(account, order, "EXPIRED", expiry_reason=4)
-            return ZERO
-        rate = self._config.maker_fee_rate if maker else self._config.taker_fee_rate
-        commission = price * qty * rate
-        realized = position.apply_fill(order.side, qty, price)
-        account.wallet += realized - commission
-        now = self._clock.now_ms()
-        position.update_time_ms = now
-        order.executed_qty += qty
-        order.cum_quote += price * qty
-        order.status = "FILLED" if order.remaining == 0 else "PARTIALLY_FILLED"
-        order.update_time_ms = now
-        trade = Trade(self._next_trade_id, order, price, qty, commission, realized, maker, now)
-        self._next_trade_id += 1
-        account.trades.append(trade)
-        if order.status == "FILLED":
-            self._close(account, order)
-        if self._listening(account.key):
-            self._sink(account.key, order_trade_update(order, "TRADE", now, trade))
-            mark = self.prices[order.symbol]
-            self._sink(account.key, account_update(account, order.symbol, position, mark, now))
-        if order.reduces and order.is_open and position.amount == 0:
-            # The position is closed: the rest of a reduce-only order expires (er=4).
-            self._end(account, order, "EXPIRED", expiry_reason=4)
-        return qty
-
-    def _end(self, account: Account, order: Order, status: str, expiry_reason: int = 0) -> None:
-        order.status = status
-        order.expiry_reason = expiry_reason
-        order.update_time_ms = self._clock.now_ms()
-        self._close(account, order)
-        # EXPIRED_IN_MATCH is reported as x=EXPIRED, X=EXPIRED_IN_MATCH.
-        self._emit(account, order, "EXPIRED" if status.startswith("EXPIRED") else status)
-
-    def _close(self, account: Account, order: Order) -> None:
-        self._books[order.symbol].pop(order.order_id, None)
-        account.open_by_client_id.pop((order.symbol, order.client_order_id), None)
-
-    def _emit(self, account: Account, order: Order, execution_type: str) -> None:
-        if not self._listening(account.key):
-            return
-        self._sink(account.key, order_trade_update(order, execution_type, self._clock.now_ms()))
+        """Wallet + unrealised PnL - position margin - open-order margin, in USDT (``Ledger``)."""
+        return self._ledger.available_balance(account)
