@@ -36,6 +36,11 @@ def python_command(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
+def simulator_command(port: int, key: str, secret: str, *args: str) -> list[str]:
+    """Run the bundled simulator on 127.0.0.1:`port` with one account (`key`, `secret`)."""
+    return python_command("simulator", "--port", str(port), "--account", f"{key}:{secret}", *args)
+
+
 @dataclass
 class ManagedProcess:
     """One child process with its own log file; stopped by pid, never left behind."""

@@ -20,7 +20,7 @@ import redis
 
 from cli import load_test
 from cli.credentials import local_client_json
-from cli.processes import ManagedProcess, free_port, http_ok, python_command
+from cli.processes import ManagedProcess, free_port, http_ok, python_command, simulator_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,15 +125,7 @@ def local_stack(
     try:
         sim = start(
             "simulator",
-            python_command(
-                "simulator",
-                "--port",
-                str(sim_port),
-                "--account",
-                f"{key}:{secret}",
-                *sim_extra,
-                *simulator_args,
-            ),
+            simulator_command(sim_port, key, secret, *sim_extra, *simulator_args),
             base_env,
         )
         sim.wait_until("listening", lambda: http_ok(f"{exchange}/fapi/v1/time"))

@@ -27,7 +27,15 @@ import redis
 
 from cli import load_test
 from cli.credentials import LOCAL_KEY_FILE, ensure_local_key, local_client_json
-from cli.processes import ManagedProcess, free_port, http_ok, port_open, python_command, worker_processes
+from cli.processes import (
+    ManagedProcess,
+    free_port,
+    http_ok,
+    port_open,
+    python_command,
+    simulator_command,
+    worker_processes,
+)
 from cli.supervisor import Supervisor
 from orders.settings import Settings
 
@@ -80,12 +88,10 @@ def run_up(
             sim = _start(
                 supervisor,
                 "simulator",
-                python_command(
-                    "simulator",
-                    "--port",
-                    str(sim_port),
-                    "--account",
-                    f"{key}:{secret}",
+                simulator_command(
+                    sim_port,
+                    key,
+                    secret,
                     "--symbols",
                     ",".join(settings.symbols),
                     *(() if rate_limits else load_test.SIMULATOR_ARGS),

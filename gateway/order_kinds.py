@@ -18,19 +18,18 @@ Errors are InvalidOrder naming the field and the rule.
 from __future__ import annotations
 
 from decimal import Decimal
-from uuid import uuid4
 
 from gateway.validation import (
     MAX_DECIMAL_CHARS,
     check_length,
     check_order_size,
+    new_order,
     parse_request_decimal,
     quote,
-    request_client_order_id,
 )
 from orders.errors import InvalidOrder
 from orders.model import Order, OrderType, TimeInForce, WorkingType
-from orders.proto_mapping import SIDE_FROM_PB, TIF_FROM_PB, WORKING_TYPE_FROM_PB
+from orders.proto_mapping import TIF_FROM_PB, WORKING_TYPE_FROM_PB
 from orders.rules import SymbolRules
 from orders.settings import RiskSettings
 from proto import order_pb2 as pb
@@ -83,18 +82,12 @@ def build_conditional_order(
         check_order_size(reference * quantity, quantity, risk)  # the trigger or limit price stands in
     elif quantity:
         check_order_size(None, quantity, risk)
-    client_order_id = request_client_order_id(req)
-    return Order(
-        order_id=str(uuid4()),
-        client_order_id=client_order_id,
-        symbol=req.symbol,
-        side=SIDE_FROM_PB[req.side],
-        type=order_type,
-        quantity=quantity,
-        price=price,
-        time_in_force=tif,
-        reduce_only=req.reduce_only,
-        user_id=req.user_id,
+    return new_order(
+        req,
+        order_type,
+        quantity,
+        price,
+        tif,
         trigger_price=None if trailing else trigger,
         working_type=_working_type(req),
         price_protect=req.price_protect,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any
 from uuid import uuid4
 
 from orders.errors import InvalidOrder, RiskLimitExceeded
@@ -154,19 +155,31 @@ def build_order(req: pb.CreateOrderRequest, rules: dict[str, SymbolRules], risk:
             raise InvalidOrder("post_only", "applies to LIMIT orders only")
         check_order_size(None, quantity, risk)
 
-    client_order_id = request_client_order_id(req)
+    return new_order(req, order_type, quantity, price, tif, post_only=req.post_only)
+
+
+def new_order(
+    req: pb.CreateOrderRequest,
+    order_type: OrderType,
+    quantity: Decimal,
+    price: Decimal | None,
+    time_in_force: TimeInForce | None,
+    **terms: Any,
+) -> Order:
+    """A new Order (fresh id, the request's or a generated client id) from checked terms; ``terms`` are
+    the further Order fields of its kind (post_only, trigger_price...)."""
     return Order(
         order_id=str(uuid4()),
-        client_order_id=client_order_id,
+        client_order_id=request_client_order_id(req),
         symbol=req.symbol,
         side=SIDE_FROM_PB[req.side],
         type=order_type,
         quantity=quantity,
         price=price,
-        time_in_force=tif,
+        time_in_force=time_in_force,
         reduce_only=req.reduce_only,
-        post_only=req.post_only,
         user_id=req.user_id,
+        **terms,
     )
 
 
