@@ -3,10 +3,11 @@ field Binance sends."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from simulator.margin import Leg
+from simulator.margin import Leg, account_legs, cross_wallet
 from simulator.models import ZERO, Account, Order, Position, Trade, fmt
 
 
@@ -67,12 +68,19 @@ def account_update(
     account: Account,
     symbol: str,
     position: Position,
-    mark: Decimal,
+    prices: Mapping[str, Decimal],
     now_ms: int,
     balance_change: Decimal = ZERO,
 ) -> dict[str, Any]:
-    """Return an ``ACCOUNT_UPDATE`` (reason ORDER) with the USDT balance and the changed position."""
+    """Return an ``ACCOUNT_UPDATE`` (reason ORDER) with the USDT balance and the changed position.
+
+    ``cw`` is the cross wallet (the wallet less isolated margin) and ``iw`` the position's isolated
+    wallet, as ``simulator.margin`` and the REST account views reckon them.
+    """
+    mark = prices[symbol]
     unrealized = (mark - position.entry_price) * position.amount if position.amount else ZERO
+    legs = account_legs(account, prices)
+    own = next((g for g in legs if g.symbol == symbol and g.position_side == position.position_side), None)
     return {
         "e": "ACCOUNT_UPDATE",
         "E": now_ms,
@@ -83,7 +91,7 @@ def account_update(
                 {
                     "a": "USDT",
                     "wb": fmt(account.wallet, 8),
-                    "cw": fmt(account.wallet, 8),
+                    "cw": fmt(cross_wallet(account, legs), 8),
                     "bc": fmt(balance_change, 8),
                 }
             ],
@@ -96,7 +104,7 @@ def account_update(
                     "cr": fmt(position.realized, 8),
                     "up": fmt(unrealized, 8),
                     "mt": "isolated" if symbol in account.isolated else "cross",
-                    "iw": "0",
+                    "iw": fmt(own.isolated_wallet, 8) if own is not None else "0",
                     "ps": position.position_side,
                 }
             ],
@@ -118,7 +126,7 @@ def funding_update(
     account: Account,
     symbol: str,
     position: Position,
-    mark: Decimal,
+    prices: Mapping[str, Decimal],
     fee: Decimal,
     now_ms: int,
     with_position: bool,
@@ -128,7 +136,7 @@ def funding_update(
     ``bc`` is the fee (negative when paid). Binance lists the position only in isolated margin
     (``with_position``); in cross margin ``P`` is empty.
     """
-    event = account_update(account, symbol, position, mark, now_ms, balance_change=fee)
+    event = account_update(account, symbol, position, prices, now_ms, balance_change=fee)
     event["a"]["m"] = "FUNDING_FEE"
     if not with_position:
         event["a"]["P"] = []

@@ -102,6 +102,12 @@ class FundingSchedule:
                 self._income.record(account.key, "FUNDING_FEE", symbol, fee, at_ms)
                 isolated = symbol in account.isolated
                 event = funding_update(
-                    account, symbol, position, mark, fee, self._clock.now_ms(), with_position=isolated
+                    account,
+                    symbol,
+                    position,
+                    engine.prices,
+                    fee,
+                    self._clock.now_ms(),
+                    with_position=isolated,
                 )
                 self._sink(account.key, event)

@@ -94,8 +94,7 @@ class Ledger:
             self._close(account, order)
         if self._listening(account.key):
             self._sink(account.key, order_trade_update(order, "TRADE", now, trade))
-            mark = self._prices[order.symbol]
-            self._sink(account.key, account_update(account, order.symbol, position, mark, now))
+            self._sink(account.key, account_update(account, order.symbol, position, self._prices, now))
         if order.reduces and order.is_open and position.amount == 0:
             # The position is closed: the rest of a reduce-only order expires (er=4).
             self.end(account, order, "EXPIRED", expiry_reason=4)

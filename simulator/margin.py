@@ -21,6 +21,7 @@ price. Pure: it reads an account and the mark prices and changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -77,7 +78,7 @@ def maintenance_margin(notional: Decimal) -> Decimal:
     return notional * bracket.maint_margin_ratio - bracket.cum
 
 
-def account_legs(account: Account, prices: dict[str, Decimal]) -> list[Leg]:
+def account_legs(account: Account, prices: Mapping[str, Decimal]) -> list[Leg]:
     """The account's open positions (one-way and hedge-mode alike) at the mark ``prices``."""
     return [
         Leg(

@@ -81,21 +81,28 @@ async def test_market_order_larger_than_the_top_level_walks_the_book(book_sim: S
 
 
 async def test_taken_levels_show_in_the_depth_until_they_refill(book_sim: Sim) -> None:
+    """Depth shows each level our order took from as the market's size less what it took (the book is
+    a function of time, so the size is the one at the depth's own time ``T``), then full again."""
+    spec, ref = _spec(book_sim), Decimal("50000")
     r = await book_sim.order(side="SELL", type="MARKET", quantity="0.500", newOrderRespType="RESULT")
-    order = r.json()
-    trades = await _trades(book_sim, order["orderId"])
-    first = trades[0]
-    depth = (await book_sim.http.get("/fapi/v1/depth", params={"symbol": "BTCUSDT", "limit": 1000})).json()
-    bids = {Decimal(p): Decimal(q) for p, q in depth["bids"]}
-    spec = _spec(book_sim)
-    now_size = level_size_at(spec, SEED, Decimal("50000"), first["time"], "bids", Decimal(first["price"]))
-    if len(trades) > 1:
-        assert Decimal(first["price"]) not in bids, "a level taken whole leaves the book"
-    else:
-        assert bids[Decimal(first["price"])] <= now_size - Decimal(first["qty"])
+    trades = await _trades(book_sim, r.json()["orderId"])
+    taken: dict[Decimal, Decimal] = {}
+    for t in trades:
+        taken[Decimal(t["price"])] = taken.get(Decimal(t["price"]), Decimal(0)) + Decimal(t["qty"])
+
+    async def shown() -> tuple[int, dict[Decimal, Decimal]]:
+        depth = (await book_sim.http.get("/fapi/v1/depth", params={"symbol": "BTCUSDT", "limit": 50})).json()
+        return depth["T"], {Decimal(p): Decimal(q) for p, q in depth["bids"]}
+
+    at, bids = await shown()
+    for price, qty in taken.items():
+        left = max(level_size_at(spec, SEED, ref, at, "bids", price) - qty, Decimal(0))
+        assert bids.get(price, Decimal(0)) == left
     await book_sim.http.post("/admin/clock", json={"advance_ms": REFILL_MS * 3})
-    depth = (await book_sim.http.get("/fapi/v1/depth", params={"symbol": "BTCUSDT", "limit": 1000})).json()
-    assert Decimal(first["price"]) in {Decimal(p) for p, _ in depth["bids"]}
+    at, bids = await shown()
+    for price in taken:
+        assert bids.get(price, Decimal(0)) == level_size_at(spec, SEED, ref, at, "bids", price)
+    assert any(bids.get(price) for price in taken), "the taken levels are back"
 
 
 async def test_resting_order_fills_partly_then_fully_as_trades_pass_through(book_sim: Sim) -> None:
