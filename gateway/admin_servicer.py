@@ -94,12 +94,16 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             mode = _MODE_FROM_PB[request.mode]
             if request.cancel_open and mode is not TradingMode.HALTED:
                 raise InvalidOrder("cancel_open", "applies to HALTED only")
-            status = await self._gate.set_mode(mode, actor=actor, reason=request.reason)
+            # The cancel of the open orders is recorded with the mode, before the walk: if this
+            # gateway dies midway, the leading listener finishes it (orders.kill_switch).
+            status = await self._gate.set_mode(
+                mode, actor=actor, reason=request.reason, cancel_open=request.cancel_open
+            )
             log.warning("trading mode set to %s by %s (%s)", mode, actor, request.reason or "no reason")
             canceled = 0
-            if request.cancel_open:
+            if status.cancel_open is not None:
                 canceled = await self._desk.cancel_open()
-                await self._gate.state.audit_cancels(actor=actor, reason=request.reason, canceled=canceled)
+                await self._gate.state.finish_cancel_open(status.cancel_open, actor=actor, canceled=canceled)
                 log.warning("kill switch: %d open orders canceled or being canceled", canceled)
             reply = await self._status(status, 0)
             reply.canceled_orders = canceled

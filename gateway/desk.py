@@ -44,17 +44,16 @@ from orders.errors import (
     StoreUnavailable,
     SymbolRulesUnavailable,
 )
+from orders.kill_switch import cancel_enqueue, cancel_open_orders, request_cancel
 from orders.model import Order, OrderState
 from orders.settings import RiskSettings
-from orders.store import CreateResult, OrderPage, OrderStore, QueuePush
+from orders.store import CreateResult, OrderPage, OrderStore
 from proto import order_pb2 as pb
 from tasks.messages import cancel_order_push, submit_order_push
 
 log = logging.getLogger(__name__)
 
-S = OrderState
 MAX_PAGE = 500
-_CANCEL_BATCH = 200
 
 
 @dataclass
@@ -140,7 +139,7 @@ class OrderDesk:
         if symbol and symbol != order.symbol:
             raise InvalidOrder("symbol", f"does not match the order's symbol {order.symbol}")
 
-        result = await self.store.transition(order_id, _cancel_now, enqueue=_cancel_message)
+        result = await self.store.transition(order_id, request_cancel, enqueue=_cancel_message)
         if not result.changed and result.order.state in fsm.FINAL_STATES:
             raise OrderNotCancelable(f"order {order_id} is {result.order.state}; nothing to cancel")
         return result.order
@@ -148,24 +147,11 @@ class OrderDesk:
     async def cancel_open(self) -> int:
         """Cancel every open order of every client, through the same path as `cancel`.
 
-        For the kill switch (HALTED with cancel-open): orders still NEW are canceled
-        locally, the others get a cancel queued for the exchange. Returns how many
-        orders changed; one that ended meanwhile is skipped.
+        For the kill switch (HALTED with cancel-open; see `orders.kill_switch`): orders still
+        NEW are canceled locally, the others get a cancel queued for the exchange. Returns how
+        many orders changed; one that ended meanwhile is skipped.
         """
-        changed = 0
-        after: tuple[int, str] | None = None
-        while ids := await self.store.unsettled(after=after, limit=_CANCEL_BATCH):
-            for order in await self.store.get_many(ids):
-                after = (order.created_at, order.order_id)
-                if order.state in fsm.FINAL_STATES:
-                    continue
-                result = await self.store.transition(
-                    order.order_id, _cancel_now, enqueue=_cancel_message, current=order
-                )
-                changed += int(result.changed)
-            if len(ids) < _CANCEL_BATCH:
-                break
-        return changed
+        return await cancel_open_orders(self.store, cancel_order_push)
 
     async def get(self, order_id: str, caller: Caller | None = None) -> Order:
         """The stored order; raises OrderNotFound if there is none or it is another caller's."""
@@ -205,15 +191,7 @@ class OrderDesk:
         )
 
 
-def _cancel_now(current: Order) -> Order | None:
-    """A NEW order is canceled here; one at the exchange waits for its cancel (PENDING_CANCEL)."""
-    if current.state is S.NEW:
-        return fsm.transition(current, S.CANCELED, reason="canceled before it was sent")
-    return fsm.transition(current, S.PENDING_CANCEL)
-
-
-def _cancel_message(updated: Order) -> QueuePush | None:
-    return cancel_order_push(updated) if updated.state is S.PENDING_CANCEL else None
+_cancel_message = cancel_enqueue(cancel_order_push)
 
 
 def _require_id(order_id: str) -> None:

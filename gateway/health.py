@@ -7,7 +7,8 @@ start, the mark prices (so a fresh stack does not refuse its first MARKET orders
 only degrade: NATS (updates wait in the outbox), the exchange (queued orders wait), the
 user-data stream (fills wait for the reconciler), the workers (nothing is sent) and the
 rate limits (every replica holds off after a 429/418), and trading (the kill switch:
-unhealthy while REDUCING or HALTED, saying who set it, when and why). The exchange ping and the NATS
+unhealthy while REDUCING or HALTED, saying who set it, when and why, and whether a cancel of every
+open order is still pending). The exchange ping and the NATS
 probe are cached `monitoring.probe_cache_ms`, so frequent probes cost the exchange nothing.
 """
 
@@ -191,9 +192,15 @@ class HealthChecks:
         status = await self.risk.mode()
         if status.mode is TradingMode.ACTIVE:
             return "ACTIVE"
+        pending = status.cancel_open
         raise PermissionError(
             f"{status.mode.value}: set by {status.set_by or '?'} at {status.set_at} (Unix ms)"
             f"{': ' + status.reason if status.reason else ''}"
+            + (
+                f"; cancel of every open order pending since {pending.requested_at} (Unix ms)"
+                if pending is not None
+                else ""
+            )
         )
 
     async def _ping_exchange(self) -> str:

@@ -71,9 +71,12 @@ class RiskGate:
         self.limits = await self.state.set_limits(self.defaults, changes, actor=actor, reason=reason)
         return self.limits
 
-    async def set_mode(self, mode: TradingMode, *, actor: str, reason: str) -> ModeStatus:
-        """Set the kill switch for every replica (the store's create step reads it at once)."""
-        self.mode = await self.state.set_mode(mode, actor=actor, reason=reason)
+    async def set_mode(
+        self, mode: TradingMode, *, actor: str, reason: str, cancel_open: bool = False
+    ) -> ModeStatus:
+        """Set the kill switch for every replica (the store's create step reads it at once);
+        `cancel_open` records a pending cancel of every open order with it (`RiskState.set_mode`)."""
+        self.mode = await self.state.set_mode(mode, actor=actor, reason=reason, cancel_open=cancel_open)
         metrics.TRADING_MODE.set(MODE_VALUES[mode])
         return self.mode
 

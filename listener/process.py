@@ -9,7 +9,9 @@ it loses the lease or stops:
 * mark prices and positions for the gateways' pre-trade risk (`listener.risk_feeds`);
 * the exchange clock sync the reconciler's signed queries need;
 * the dead-man switch (`listener.dead_man`, setting `dead_man`): the exchange's countdownCancelAll
-  kept armed for every symbol with open orders.
+  kept armed for every symbol with open orders;
+* the kill switch's cancel of every open order, when the gateway that took it did not finish
+  it within `risk.cancel_open_grace_ms` (`orders.kill_switch`), checked every second.
 Standbys retry the lease every third of its TTL and take over when it lapses. The
 replica's id is `<hostname>:<pid>` (the lease's value), so an operator can tell who leads.
 """
@@ -35,6 +37,7 @@ from listener.relay import OutboxRelay
 from listener.risk_feeds import RiskFeeds
 from orders import metrics
 from orders.events import EventBus
+from orders.kill_switch import finish_overdue_cancel_open
 from orders.listener_status import ListenerStatus
 from orders.metrics_http import MetricsEndpoint
 from orders.model import now_ms
@@ -43,12 +46,14 @@ from orders.risk_state import RiskState
 from orders.settings import Settings
 from orders.shutdown import stop_on_signals
 from orders.store import OrderStore
+from tasks.messages import cancel_order_push
 
 log = logging.getLogger(__name__)
 
 _MAINTENANCE_EVERY_S = 60.0
 _RELAY_BLOCK_MS = 500
 _STEP_FLOOR_S = 0.1  # a shutdown step is tried even when the grace period is used up
+_CANCEL_OPEN_CHECK_S = 1.0  # how often the leader looks for a kill switch's unfinished cancel-open
 
 
 def replica_id() -> str:
@@ -68,9 +73,8 @@ class Listener:
         self.lease = LeaderLease(
             self._redis, namespace=s.redis.namespace, holder_id=self.holder_id, ttl_ms=s.listener.lease_ttl_ms
         )
-        self.risk_feeds = RiskFeeds(
-            RiskState(self._redis, namespace=s.redis.namespace), self.exchange, symbols=s.symbols
-        )
+        self.risk_state = RiskState(self._redis, namespace=s.redis.namespace)
+        self.risk_feeds = RiskFeeds(self.risk_state, self.exchange, symbols=s.symbols)
         self.stream = UserStream(
             self.exchange,
             s.exchange.user_stream_url,
@@ -159,6 +163,7 @@ class Listener:
             asyncio.create_task(_every(self.settings.performance.symbol_info_refresh, self._sync_clock)),
             asyncio.create_task(self.risk_feeds.run_marks(self.settings.risk.mark_price_poll_ms / 1000)),
             asyncio.create_task(self.risk_feeds.run_positions(self.settings.risk.position_refresh_s)),
+            asyncio.create_task(_every(_CANCEL_OPEN_CHECK_S, self.finish_cancel_open)),
         ]
         if self.settings.dead_man.enabled:
             self._leading.append(asyncio.create_task(self.dead_man.run(self.settings.dead_man.interval_s)))
@@ -196,6 +201,16 @@ class Listener:
                     await self.store.trim_indexes(older_than_ms=now_ms() - ttl_ms)
             except Exception as exc:
                 log.warning("reconcile sweep failed (%r); next one in %.1f s", exc, interval)
+
+    async def finish_cancel_open(self) -> None:
+        """Complete a kill switch's cancel of every open order that its gateway left pending."""
+        await finish_overdue_cancel_open(
+            self.risk_state,
+            self.store,
+            cancel_order_push,
+            grace_ms=self.settings.risk.cancel_open_grace_ms,
+            actor=f"listener {self.holder_id}",
+        )
 
     async def _sync_clock(self) -> None:
         offset = await self.exchange.sync_clock()

@@ -4,7 +4,11 @@ What lives here, all under `{namespace}:risk:`:
 * `limits` — overrides of the settings' `risk` section set at runtime (AdminService
   SetRiskLimits): field -> JSON value; the settings are the defaults;
 * `mode` — the kill switch: ACTIVE, REDUCING or HALTED, with who set it, when and why;
-* `audit` — a stream of every change of the two above (who, when, why);
+* `cancel_open` — the last "cancel every open order" a HALTED switch asked for: who, when,
+  why, and whether it is still pending, done (by whom, how many orders) or dropped (the mode
+  left HALTED first). Written with the mode in one transaction, before any order is walked,
+  so that the leading listener finishes it when the gateway that took it dies midway;
+* `audit` — a stream of every change of the above (who, when, why);
 * `marks` — mark prices the listener polls from premiumIndex: symbol -> "<price> <ms>";
 * `positions` — the account's position per symbol in 1e-8 units (signed), kept by the
   listener from positionRisk and ACCOUNT_UPDATE;
@@ -15,6 +19,7 @@ What lives here, all under `{namespace}:risk:`:
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
@@ -29,6 +34,7 @@ from orders.settings import RiskSettings
 QTY_SCALE = 10**8  # quantities in the Lua counting are integers of 1e-8 of the base asset
 DAY_COUNTER_TTL_S = 2 * 86400
 _AUDIT_MAX = 1000
+CANCEL_OPEN_ACTION = "cancel open orders"  # the audit action of a completed walk over the open orders
 
 
 class TradingMode(StrEnum):
@@ -63,12 +69,51 @@ class MarkPrice:
     time_ms: int  # when the listener read it (Unix ms)
 
 
+class CancelOpenState(StrEnum):
+    """Where a kill switch's cancel of every open order stands."""
+
+    PENDING = "PENDING"  # asked for; the walk over the open orders has not completed
+    DONE = "DONE"  # the walk completed (every open order canceled or its cancel queued)
+    DROPPED = "DROPPED"  # the mode left HALTED before it completed: the operator changed their mind
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOpenRequest:
+    """A HALTED switch's order to cancel every open order, as recorded in Redis."""
+
+    request_id: str
+    requested_by: str
+    requested_at: int  # Unix ms
+    reason: str = ""
+    state: CancelOpenState = CancelOpenState.PENDING
+    done_by: str = ""
+    done_at: int = 0  # Unix ms; 0 while pending
+    canceled_orders: int = 0
+
+    @property
+    def pending(self) -> bool:
+        return self.state is CancelOpenState.PENDING
+
+    def _fields(self) -> dict[str, str]:
+        return {
+            "id": self.request_id,
+            "requested_by": self.requested_by,
+            "requested_at": str(self.requested_at),
+            "reason": self.reason,
+            "state": self.state.value,
+            "done_by": self.done_by,
+            "done_at": str(self.done_at),
+            "canceled": str(self.canceled_orders),
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class ModeStatus:
     mode: TradingMode
     reason: str = ""
     set_by: str = ""
     set_at: int = 0
+    cancel_open: CancelOpenRequest | None = None  # a cancel of the open orders still pending
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +132,7 @@ class RiskKeys:
         prefix = f"{namespace}:risk"
         self.limits = f"{prefix}:limits"
         self.mode = f"{prefix}:mode"
+        self.cancel_open = f"{prefix}:cancel_open"
         self.audit = f"{prefix}:audit"
         self.marks = f"{prefix}:marks"
         self.positions = f"{prefix}:positions"
@@ -133,34 +179,108 @@ class RiskState:
     # --- the kill switch ------------------------------------------------------------
 
     async def mode(self) -> ModeStatus:
-        """The trading mode (ACTIVE if never set)."""
-        raw = {_text(k): _text(v) for k, v in (await self._redis.hgetall(self.keys.mode)).items()}
+        """The trading mode (ACTIVE if never set), with the cancel of open orders still pending, if any."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.mode)
+        pipe.hgetall(self.keys.cancel_open)
+        mode_raw, cancel_raw = await pipe.execute()
+        raw = {_text(k): _text(v) for k, v in mode_raw.items()}
+        request = _cancel_open(cancel_raw)
+        pending = request if request is not None and request.pending else None
         if not raw:
-            return ModeStatus(TradingMode.ACTIVE)
+            return ModeStatus(TradingMode.ACTIVE, cancel_open=pending)
         return ModeStatus(
             TradingMode(raw.get("mode", "ACTIVE")),
             raw.get("reason", ""),
             raw.get("set_by", ""),
             int(raw.get("set_at", "0")),
+            pending,
         )
 
-    async def set_mode(self, mode: TradingMode, *, actor: str, reason: str) -> ModeStatus:
-        """Set the mode for every replica at once and audit it; returns the new status."""
+    async def set_mode(
+        self, mode: TradingMode, *, actor: str, reason: str, cancel_open: bool = False
+    ) -> ModeStatus:
+        """Set the mode for every replica at once and audit it; returns the new status.
+
+        `cancel_open` (HALTED only, else ValueError) records in the same transaction that
+        every open order is to be canceled: the caller walks them (`orders.kill_switch`) and
+        then calls `finish_cancel_open`; if it dies first, the leading listener finishes it.
+        Leaving HALTED drops a cancel still pending (audited), so a listener never cancels
+        orders placed after trading resumed.
+        """
+        if cancel_open and mode is not TradingMode.HALTED:
+            raise ValueError("cancel_open applies to HALTED only")
         status = ModeStatus(mode, reason, actor, now_ms())
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(
-            self.keys.mode,
-            mapping={"mode": mode.value, "reason": reason, "set_by": actor, "set_at": str(status.set_at)},
-        )
-        self._audit(pipe, AuditEntry(status.set_at, actor, f"mode {mode.value}", reason))
-        await pipe.execute()
+        if cancel_open:
+            request = CancelOpenRequest(secrets.token_hex(8), actor, status.set_at, reason)
+            status = ModeStatus(mode, reason, actor, status.set_at, request)
+
+        async def write(pipe: Any) -> None:
+            previous = _cancel_open(await pipe.hgetall(self.keys.cancel_open))
+            pipe.multi()
+            pipe.hset(
+                self.keys.mode,
+                mapping={"mode": mode.value, "reason": reason, "set_by": actor, "set_at": str(status.set_at)},
+            )
+            self._audit(pipe, AuditEntry(status.set_at, actor, f"mode {mode.value}", reason))
+            if status.cancel_open is not None:
+                pipe.hset(self.keys.cancel_open, mapping=status.cancel_open._fields())  # every field
+            elif mode is not TradingMode.HALTED and previous is not None and previous.pending:
+                pipe.hset(
+                    self.keys.cancel_open,
+                    mapping={
+                        "state": CancelOpenState.DROPPED.value,
+                        "done_by": actor,
+                        "done_at": str(status.set_at),
+                    },
+                )
+                why = (
+                    f"mode {mode.value} before the cancel of open orders requested by "
+                    f"{previous.requested_by} at {previous.requested_at} (Unix ms) completed"
+                )
+                self._audit(pipe, AuditEntry(status.set_at, actor, "cancel open orders dropped", why))
+
+        await self._redis.transaction(write, self.keys.cancel_open)
         return status
 
-    async def audit_cancels(self, *, actor: str, reason: str, canceled: int) -> None:
-        """Audit the cancels a HALTED switch queued for the open orders."""
-        pipe = self._redis.pipeline(transaction=False)
-        self._audit(pipe, AuditEntry(now_ms(), actor, "cancel open orders", reason, canceled))
-        await pipe.execute()
+    async def cancel_open(self) -> CancelOpenRequest | None:
+        """The last cancel of every open order a HALTED switch asked for (any state), or None."""
+        return _cancel_open(await self._redis.hgetall(self.keys.cancel_open))
+
+    async def finish_cancel_open(
+        self,
+        request: CancelOpenRequest,
+        *,
+        actor: str,
+        canceled: int,
+        action: str = CANCEL_OPEN_ACTION,
+    ) -> bool:
+        """Audit a completed walk over the open orders and mark `request` DONE.
+
+        The audit entry is written whatever happened meanwhile (the walk did change those
+        orders); the record is marked DONE only if it is still this request and pending, so
+        a walk that ends late never closes a newer request. Returns whether it marked it.
+        """
+        done_at = now_ms()
+
+        async def write(pipe: Any) -> bool:
+            current = _cancel_open(await pipe.hgetall(self.keys.cancel_open))
+            mark = current is not None and current.pending and current.request_id == request.request_id
+            pipe.multi()
+            if mark:
+                pipe.hset(
+                    self.keys.cancel_open,
+                    mapping={
+                        "state": CancelOpenState.DONE.value,
+                        "done_by": actor,
+                        "done_at": str(done_at),
+                        "canceled": str(canceled),
+                    },
+                )
+            self._audit(pipe, AuditEntry(done_at, actor, action, request.reason, canceled))
+            return mark
+
+        return bool(await self._redis.transaction(write, self.keys.cancel_open, value_from_callable=True))
 
     async def audit(self, limit: int = 20) -> list[AuditEntry]:
         """The newest `limit` audit entries, newest first."""
@@ -263,6 +383,22 @@ def _signed_units(quantity: Decimal) -> int:
 def _mark(text: str) -> MarkPrice:
     price, _, at = text.partition(" ")
     return MarkPrice(Decimal(price), int(at or "0"))
+
+
+def _cancel_open(raw: dict[Any, Any]) -> CancelOpenRequest | None:
+    f = {_text(k): _text(v) for k, v in raw.items()}
+    if not f.get("id"):
+        return None
+    return CancelOpenRequest(
+        f["id"],
+        f.get("requested_by", ""),
+        int(f.get("requested_at", "0")),
+        f.get("reason", ""),
+        CancelOpenState(f.get("state", CancelOpenState.PENDING.value)),
+        f.get("done_by", ""),
+        int(f.get("done_at", "0")),
+        int(f.get("canceled", "0")),
+    )
 
 
 def _text(value: bytes | str) -> str:

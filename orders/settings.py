@@ -234,6 +234,12 @@ class RiskSettings(_Section):
     position_refresh_s: int = Field(
         60, gt=0, description="the listener re-reads positionRisk this often (ACCOUNT_UPDATE in between)"
     )
+    cancel_open_grace_ms: int = Field(
+        10_000,
+        gt=0,
+        description="a kill switch's cancel of every open order still pending this long after it was "
+        "asked for (its gateway died midway) is completed by the leading listener",
+    )
 
 
 class CircuitBreakerSettings(_Section):
