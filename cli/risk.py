@@ -84,6 +84,11 @@ def _show(stub: admin_pb2_grpc.AdminServiceStub, args: argparse.Namespace) -> in
         print(json.dumps({"trading": _as_dict(status), "limits": _as_dict(limits)}))
         return 0
     print(_mode_line(status))
+    if status.cancel_open_pending_since:
+        print(
+            f"cancel of every open order: PENDING since {_when(status.cancel_open_pending_since)} "
+            f"(asked by {status.cancel_open_requested_by}); the leading listener completes it"
+        )
     print("limits:")
     for name, value in _as_dict(limits).items():
         print(f"  {name}: {value}")

@@ -7,6 +7,7 @@ The audit trail records the caller's name ("anonymous" with authentication off).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -105,6 +106,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 canceled = await self._desk.cancel_open()
                 await self._gate.state.finish_cancel_open(status.cancel_open, actor=actor, canceled=canceled)
                 log.warning("kill switch: %d open orders canceled or being canceled", canceled)
+                status = dataclasses.replace(status, cancel_open=None)  # done: no longer pending
             reply = await self._status(status, 0)
             reply.canceled_orders = canceled
             return reply
@@ -114,11 +116,14 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def _status(self, status: ModeStatus, audit_limit: int) -> apb.TradingModeStatus:
         limit = min(audit_limit or 20, _MAX_AUDIT)
         audit = await self._gate.state.audit(limit)
+        pending = status.cancel_open
         return apb.TradingModeStatus(
             mode=_MODE_TO_PB[status.mode],
             reason=status.reason,
             set_by=status.set_by,
             set_at=status.set_at,
+            cancel_open_pending_since=pending.requested_at if pending else 0,
+            cancel_open_requested_by=pending.requested_by if pending else "",
             audit=[
                 apb.AuditEntry(
                     time=e.time,

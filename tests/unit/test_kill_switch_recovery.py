@@ -3,12 +3,14 @@ the HALTED mode before the walk, marked done after it, and finished by the liste
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import fakeredis
 import grpc
 import pytest
 
+from cli.main import main
 from orders.kill_switch import LISTENER_ACTION, cancel_open_orders, finish_overdue_cancel_open
 from orders.model import OrderState
 from orders.risk_state import CancelOpenState, RiskState, TradingMode
@@ -77,7 +79,7 @@ async def test_halt_with_cancel_open_records_the_request_before_the_walk_and_clo
 
         gw.desk.cancel_open = observed_walk  # type: ignore[method-assign]
         status = await gw.admin.SetTradingMode(switch(apb.HALTED, "incident", cancel_open=True), timeout=5)
-    assert status.canceled_orders == 1
+    assert status.canceled_orders == 1 and status.cancel_open_pending_since == 0  # done by the reply
     pending = seen_during_walk[0]
     assert pending is not None and (pending.requested_by, pending.reason) == ("anonymous", "incident")
     assert pending.state is CancelOpenState.PENDING and pending.requested_at == status.set_at
@@ -86,6 +88,21 @@ async def test_halt_with_cancel_open_records_the_request_before_the_walk_and_clo
     assert (done.state, done.done_by, done.canceled_orders) == (CancelOpenState.DONE, "anonymous", 1)
     assert (await state.mode()).cancel_open is None  # nothing left pending
     assert [e.action for e in await state.audit()] == ["cancel open orders", "mode HALTED"]
+
+
+async def test_trading_mode_shows_a_cancel_open_left_pending(
+    fake_redis: fakeredis.FakeAsyncRedis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """GetTradingMode names a pending cancel-open and who asked; `risk show` prints it."""
+    state = RiskState(fake_redis)
+    await state.set_mode(TradingMode.HALTED, actor="ops", reason="incident", cancel_open=True)
+    async with risk_replica(fake_redis) as gw:
+        shown = await gw.admin.GetTradingMode(apb.GetTradingModeRequest(), timeout=5)
+        assert await asyncio.to_thread(main, ["risk", "show", "--target", gw.target]) == 0
+    asked = await state.cancel_open()
+    assert asked is not None
+    assert (shown.cancel_open_pending_since, shown.cancel_open_requested_by) == (asked.requested_at, "ops")
+    assert "cancel of every open order: PENDING since" in capsys.readouterr().out
 
 
 async def test_a_halt_without_cancel_open_records_none(fake_redis: fakeredis.FakeAsyncRedis) -> None:
