@@ -29,6 +29,11 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[index]
 
 
+def fmt(value: float | None, digits: int = 1) -> str:
+    """`value` with `digits` decimals for a printed table; "-" when there is none."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def machine() -> dict[str, object]:
     """What the numbers were measured on (stored with every result file)."""
     return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}

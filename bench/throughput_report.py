@@ -1,0 +1,323 @@
+"""The throughput bench's output: the printed tables, the PNG plots and the JSON results file.
+
+Writes bench/results/throughput.json and throughput_latency.png, throughput_distribution.png,
+throughput_cpu.png (bench/report.py's RESULTS).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from bench.cpu_meter import OTHER
+from bench.load_phases import BURST_N, IDLE_CPU_S, IDLE_S, RunResult
+from bench.load_session import LOST_AFTER_S
+from bench.report import RESULTS, fmt, machine, write_json
+from bench.throughput_summary import KNEE_P99_MS, closest
+
+NAME = "throughput"
+CPU_RATE = 200  # CPU per order is printed at this rate and at the knee
+OTHER_WARN_PCT = 10.0  # "rest of machine" CPU while idle above which the run is flagged as disturbed
+
+
+def ratio(value: float | None, base: float | None) -> str:
+    return "-" if value is None or not base else f"{value / base:.1f}x"
+
+
+def print_tables(summary: dict[str, Any], symbols: list[str]) -> list[str]:
+    """Print the rate sweep, summary, overhead and CPU tables; return the printed lines."""
+    lines: list[str] = []
+
+    def out(line: str = "") -> None:
+        print(line)
+        lines.append(line)
+
+    steps: dict[int, dict[str, Any]] = summary["steps"]
+    knee = summary["knee_rate"]
+    out(
+        f"\nThroughput: {len(symbols)} symbols, MARKET orders, "
+        "gRPC client -> exchange answer on StreamOrderUpdates"
+    )
+    out("Rate sweep (ms; medians over runs of each run's p50 / p99; lost and refused summed over runs)")
+    out(
+        f"{'rate/s':>7} {'runs':>4} {'sent/s':>7} {'lag p99':>8} {'ack p50':>8} {'ack p99':>8} "
+        f"{'upd p50':>8} {'upd p99':>8} {'fin p50':>8} {'fin p99':>8} {'lost':>5} {'refus':>5}  note"
+    )
+    for rate, s in steps.items():
+        note = []
+        if rate == knee:
+            note.append("<- knee")
+        if s["behind_schedule"]:
+            note.append(f"client behind schedule in {s['behind_schedule']}/{s['runs']} runs")
+        if s["answer_p99_ms"] is not None and s["answer_p99_ms"] > KNEE_P99_MS:
+            note.append(f"p99 > {KNEE_P99_MS:.0f} ms")
+        out(
+            f"{rate:>7} {s['runs']:>4} {fmt(s['achieved_rate'], 0):>7} {fmt(s['send_lag_p99_ms']):>8} "
+            f"{fmt(s['ack_p50_ms']):>8} {fmt(s['ack_p99_ms']):>8} {fmt(s['answer_p50_ms']):>8} "
+            f"{fmt(s['answer_p99_ms']):>8} {fmt(s['final_p50_ms']):>8} {fmt(s['final_p99_ms']):>8} "
+            f"{s['lost']:>5} {s['refused']:>5}  {', '.join(note)}"
+        )
+
+    httpx_p50, ccxt_p50 = summary["httpx"]["p50_ms"], summary["ccxt"]["p50_ms"]
+    rows: list[tuple[str, float | None, float | None, str]] = []
+    low = min(steps) if steps else None
+    at_cpu = closest(steps, CPU_RATE)
+    focus: dict[int, list[str]] = defaultdict(list)
+    for label, maybe_rate in (("lowest", low), ("CPU rate", at_cpu), ("knee", knee)):
+        if maybe_rate is not None:
+            focus[maybe_rate].append(label)
+    focus = dict(sorted(focus.items()))
+    for rate, labels in focus.items():
+        s = steps[rate]
+        rows.append(
+            (
+                f"submit -> stream update @{rate}/s ({', '.join(labels)})",
+                s["answer_p50_ms"],
+                s["answer_p99_ms"],
+                "" if s["lost"] == s["refused"] == 0 else f"lost {s['lost']}, refused {s['refused']}",
+            )
+        )
+        rows.append((f"CreateOrder ack @{rate}/s", s["ack_p50_ms"], s["ack_p99_ms"], ""))
+    b = summary["burst"]
+    rows.append((f"burst {BURST_N}: CreateOrder ack", b["ack_p50_ms"], b["ack_p99_ms"], ""))
+    rows.append(
+        (
+            f"burst {BURST_N}: submit -> stream update",
+            b["answer_p50_ms"],
+            b["answer_p99_ms"],
+            f"first submit -> last answer {fmt(b['first_submit_to_last_answer_ms'])} ms",
+        )
+    )
+    a = summary["after_idle"]
+    rows.append(
+        (
+            f"after {IDLE_S:.0f} s idle: submit -> stream update",
+            a["answer"]["p50_ms"],
+            a["answer"]["p99_ms"],
+            "",
+        )
+    )
+    rows.append((f"after {IDLE_S:.0f} s idle: CreateOrder ack", a["ack"]["p50_ms"], a["ack"]["p99_ms"], ""))
+    rows.append(
+        (
+            "baseline: signed httpx POST /fapi/v1/order",
+            httpx_p50,
+            summary["httpx"]["p99_ms"],
+            "floor of the exchange hop",
+        )
+    )
+    rows.append(
+        ("baseline: ccxt binanceusdm create_order", ccxt_p50, summary["ccxt"]["p99_ms"], "user without us")
+    )
+    width = max(len(r[0]) for r in rows) + 2
+    out(
+        f"\nSummary (ms; medians over runs)   knee: {f'{knee}/s' if knee else 'none'} "
+        f"(p99 update <= {KNEE_P99_MS:.0f} ms)"
+    )
+    out(f"{'metric':<{width}} {'p50':>8} {'p99':>8} {'p50/httpx':>10} {'p50/ccxt':>9}  note")
+    for metric, p50, p99, remark in rows:
+        out(
+            f"{metric:<{width}} {fmt(p50, 2):>8} {fmt(p99, 2):>8} "
+            f"{ratio(p50, httpx_p50):>10} {ratio(p50, ccxt_p50):>9}  {remark}"
+        )
+    if ccxt_p50 is not None:
+        title = "service p50 minus ccxt create_order p50 (ms)"
+        out(f"\n{title:<46} {'stream update':>14} {'CreateOrder ack':>16}")
+        overheads = [
+            (f"@{rate}/s ({', '.join(labels)})", steps[rate]["answer_p50_ms"], steps[rate]["ack_p50_ms"])
+            for rate, labels in focus.items()
+        ]
+        overheads.append((f"after {IDLE_S:.0f} s idle", a["answer"]["p50_ms"], a["ack"]["p50_ms"]))
+        overheads.append((f"burst {BURST_N}", b["answer_p50_ms"], b["ack_p50_ms"]))
+        for label, update, ack in overheads:
+            diffs = [f"{v - ccxt_p50:+.2f}" if v is not None else "-" for v in (update, ack)]
+            out(f"{label:<46} {diffs[0]:>14} {diffs[1]:>16}")
+    out(
+        f"idle ({IDLE_CPU_S:.0f} s, {len(symbols)} symbol queues, no orders): "
+        f"worker {fmt(summary['idle_worker_cpu_pct'])}% of a core"
+    )
+
+    names = list(next(iter(steps.values()))["cpu"]) if steps else []
+    columns = [(f"@{r}/s" + (" knee" if r == knee else ""), r) for r in sorted(focus) if r in (at_cpu, knee)]
+    out("\nCPU per order by process (ms of CPU per order; % of one core) during the sweep step, and idle")
+    header = "".join(f" {label + ' ms/ord':>17} {'%core':>6}" for label, _ in columns)
+    name_width = max([len(n) for n in names] + [7]) + 2
+    out(f"{'process':<{name_width}}{header} {'idle %core':>11}")
+    totals = [[0.0, 0.0] for _ in columns]
+    for name in names:
+        cells = ""
+        for i, (_, column_rate) in enumerate(columns):
+            cpu = steps[column_rate]["cpu"][name]
+            per, pct = cpu.get("ms_per_order"), cpu.get("pct_core")
+            totals[i][0] += per or 0
+            totals[i][1] += pct or 0
+            cells += f" {fmt(per, 3):>17} {fmt(pct, 1):>6}"
+        out(f"{name:<{name_width}}{cells} {fmt(summary['idle_cpu_pct'].get(name), 1):>11}")
+    total_idle = sum(v or 0 for v in summary["idle_cpu_pct"].values())
+    out(
+        f"{'total':<{name_width}}"
+        + "".join(f" {t[0]:>17.3f} {t[1]:>6.1f}" for t in totals)
+        + f" {total_idle:>11.1f}"
+    )
+    out(f"({OTHER}: all CPUs' busy time minus the rows above, i.e. anything else running on the machine)")
+    other_idle = summary["idle_cpu_pct"].get(OTHER) or 0.0
+    if other_idle > OTHER_WARN_PCT:
+        out(
+            f"WARNING: other processes kept {other_idle:.0f}% of a core busy while the stack was idle: "
+            "the machine was shared during this run, so latencies and the knee are pessimistic"
+        )
+    return lines
+
+
+def plot(summary: dict[str, Any], runs: list[RunResult]) -> list[Path]:
+    """Write the latency-vs-rate, latency CDF and CPU-per-order PNGs to RESULTS; return their paths."""
+    steps: dict[int, dict[str, Any]] = summary["steps"]
+    knee = summary["knee_rate"]
+    rates = list(steps)
+    paths = []
+    RESULTS.mkdir(parents=True, exist_ok=True)
+
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for key, label, style in (
+        ("answer_p50_ms", "submit -> stream update p50", "o-"),
+        ("answer_p99_ms", "submit -> stream update p99", "s-"),
+        ("final_p99_ms", "submit -> final state p99", "d:"),
+        ("ack_p99_ms", "CreateOrder ack p99", "^--"),
+    ):
+        xs = [r for r in rates if steps[r][key] is not None]
+        ax.plot(xs, [steps[r][key] for r in xs], style, label=label)
+    lost = [r for r in rates if steps[r]["lost"] or steps[r]["refused"]]
+    if lost:
+        ax.plot(
+            lost,
+            [steps[r]["answer_p99_ms"] or LOST_AFTER_S * 1000 for r in lost],
+            "rx",
+            ms=12,
+            label="orders lost or refused",
+        )
+    ax.axhline(KNEE_P99_MS, color="grey", linestyle=":", label=f"{KNEE_P99_MS:.0f} ms limit")
+    if knee:
+        ax.axvline(knee, color="green", linestyle="--", label=f"knee {knee}/s")
+    ax.set_yscale("log")
+    ax.set_xscale("log")
+    ax.set_xticks(rates, [str(r) for r in rates])
+    ax.minorticks_off()
+    ax.set_xlabel("offered rate (orders/s, log scale)")
+    ax.set_ylabel("latency (ms, log scale)")
+    ax.set_title(f"Latency vs rate (median over {len(runs)} runs)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", fontsize="small")
+    fig.tight_layout()
+    paths.append(RESULTS / f"{NAME}_latency.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(9, 6))
+    at = closest(steps, CPU_RATE)
+    series: dict[str, tuple[list[float], str]] = {}
+    plotted: set[int] = set()
+    for rate, style in ((at, "-"), (knee, "-.")):
+        if rate is None or rate in plotted:
+            continue
+        plotted.add(rate)
+        note = " (knee)" if rate == knee else ""
+        series[f"service: submit -> stream update @{rate}/s{note}"] = (
+            [x for r in runs for x in r.samples.get(rate, {}).get("answer", [])],
+            style,
+        )
+        series[f"service: CreateOrder ack @{rate}/s{note}"] = (
+            [x for r in runs for x in r.samples.get(rate, {}).get("ack", [])],
+            style,
+        )
+    series["baseline: signed httpx POST /fapi/v1/order"] = ([x for r in runs for x in r.httpx_ms], ":")
+    series["baseline: ccxt binanceusdm create_order"] = ([x for r in runs for x in r.ccxt_ms], ":")
+    for label, (samples, style) in series.items():
+        if samples:
+            ordered = sorted(samples)
+            ax.plot(
+                ordered,
+                [(i + 1) / len(ordered) for i in range(len(ordered))],
+                style,
+                label=f"{label} (n={len(ordered)})",
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms, log scale)")
+    ax.set_ylabel("fraction of orders <= x")
+    ax.set_title("Latency distribution (CDF), all runs pooled")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize="small")
+    fig.tight_layout()
+    paths.append(RESULTS / f"{NAME}_distribution.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(10, 5))
+    names = list(steps[rates[0]]["cpu"]) if rates else []
+    bottoms = [0.0] * len(rates)
+    positions = list(range(len(rates)))
+    for name in names:
+        values = [steps[r]["cpu"][name]["ms_per_order"] or 0.0 for r in rates]
+        other = name == OTHER
+        ax.bar(
+            positions,
+            values,
+            bottom=bottoms,
+            label=name,
+            color="lightgrey" if other else None,
+            hatch="//" if other else None,
+        )
+        bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
+    for x, total, r in zip(positions, bottoms, rates, strict=True):
+        busy = sum(v["pct_core"] or 0.0 for v in steps[r]["cpu"].values())
+        ax.annotate(
+            f"{total:.1f} ms\n{busy:.0f}% core", (x, total), ha="center", va="bottom", fontsize="small"
+        )
+    ax.set_xticks(positions, [f"{r}/s" + ("\n(knee)" if r == knee else "") for r in rates])
+    ax.set_ylim(0, max(bottoms, default=1) * 1.18)
+    ax.set_xlabel("offered rate (annotated: total CPU per order; CPU busy, % of one core)")
+    ax.set_ylabel("CPU ms per order")
+    ax.set_title("CPU per order by process, during each sweep step (median over runs)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
+    fig.tight_layout()
+    paths.append(RESULTS / f"{NAME}_cpu.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def write_results(
+    summary: dict[str, Any], runs: list[RunResult], table: list[str], notes: dict[str, Any]
+) -> Path:
+    """Write RESULTS/throughput.json: the summary, the printed table, each run's numbers and the
+    samples at the CPU rate, with `notes` on how the bench ran; return its path."""
+    at = closest(summary["steps"], CPU_RATE)
+    return write_json(
+        NAME,
+        {
+            "bench": NAME,
+            "title": "Throughput, latency under load and CPU per order (simulator exchange)",
+            "machine": machine(),
+            "notes": notes,
+            "summary": {**summary, "steps": {str(k): v for k, v in summary["steps"].items()}},
+            "table": table,
+            "runs": [
+                {
+                    "sweep": r.sweep,
+                    "burst": r.burst,
+                    "idle_cpu_pct": r.idle_cpu_pct,
+                    "after_idle_ms": r.after_idle,
+                    "httpx_ms": r.httpx_ms,
+                    "ccxt_ms": r.ccxt_ms,
+                    f"samples_at_{at}_ms": r.samples.get(at) if at is not None else None,
+                }
+                for r in runs
+            ],
+        },
+    )
