@@ -1,73 +1,36 @@
-"""Async client for the Binance USD-M Futures REST API (`/fapi`).
+"""Async client for the Binance USD-M Futures REST API (`/fapi`): one method per endpoint.
 
-One keep-alive HTTP transport per process (exchange/http.py). Every response is
-classified into the `exchange.errors` tree here and nowhere else. Timestamps use the
-exchange's clock: `sync_clock` takes the median offset of several RTT-midpoint samples.
-
-With a `RateBudget`, every request first acquires its cost (weight, orders) from the
-budget all replicas share, waiting if it must (up to the request's deadline), and every
-answer corrects the budget from its X-MBX-* headers; a 429 or 418 blocks every replica
-until the exchange will listen again. With `Breakers`, order creates, cancels and
-queries each pass their endpoint group's circuit breaker.
+Each method builds its request and reads its answer. The hop itself (each endpoint's
+cost in the shared rate budget, the circuit breakers, signing, sending, classifying every
+answer into the `exchange.errors` tree) is `SignedRest`'s, in exchange/signed_rest.py.
+Timestamps use the exchange's clock: `sync_clock` takes the median offset of several
+RTT-midpoint samples.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import statistics
 import time
 from asyncio import Lock
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
 from decimal import Decimal
 from typing import Any
 
-import redis.exceptions
-
-from exchange import metrics as exchange_metrics
 from exchange.algo_orders import algo_order_params
-from exchange.answers import ban_end_ms, classify, int_header, order_state, retry_after_s, to_fill, to_report
-from exchange.breakers import Breakers, Group
-from exchange.errors import (
-    BudgetExceeded,
-    ExchangeUnavailable,
-    OrderRejected,
-    OutcomeUnknown,
-)
-from exchange.http import AiohttpTransport, HttpResponse, HttpTransport, RequestNotSent, ResponseLost
+from exchange.answers import order_state, to_fill, to_report
+from exchange.breakers import Breakers
+from exchange.errors import OrderRejected
+from exchange.http import AiohttpTransport, HttpTransport
 from exchange.position_mode import POSITION_SIDE_MISMATCH, position_params
-from exchange.rate_budget import Cost, Priority, RateBudget
-from exchange.signing import signed_query
-from orders.logs import redact
-from orders.model import Order, OrderType, decimal_str, now_ms
+from exchange.rate_budget import RateBudget
+from exchange.signed_rest import SignedRest
+from orders.model import Order, OrderType, decimal_str
 from orders.settings import ExchangeSettings
 
 _CLOCK_SAMPLES = 5
-_DEFAULT_MAX_WAIT_MS = 10_000
-
-# What each endpoint spends (Binance's weights and order counts), its priority, its breaker.
-_ENDPOINTS: dict[tuple[str, str], tuple[Cost, Priority, Group | None]] = {
-    ("POST", "/fapi/v1/order"): (Cost(weight=0, orders=1), Priority.CREATE, Group.CREATE),
-    ("DELETE", "/fapi/v1/order"): (Cost(weight=1), Priority.CANCEL, Group.CANCEL),
-    ("GET", "/fapi/v1/order"): (Cost(weight=1), Priority.QUERY, Group.QUERY),
-    ("GET", "/fapi/v1/openOrders"): (Cost(weight=40), Priority.QUERY, Group.QUERY),
-    ("GET", "/fapi/v1/userTrades"): (Cost(weight=5), Priority.QUERY, Group.QUERY),
-    ("GET", "/fapi/v1/positionSide/dual"): (Cost(weight=30), Priority.QUERY, Group.QUERY),
-    ("GET", "/fapi/v2/positionRisk"): (Cost(weight=10), Priority.QUERY, Group.QUERY),
-    ("POST", "/fapi/v1/countdownCancelAll"): (Cost(weight=10), Priority.CANCEL, None),
-    ("PUT", "/fapi/v1/order"): (Cost(weight=0, orders=1), Priority.CREATE, Group.CREATE),
-    ("DELETE", "/fapi/v1/allOpenOrders"): (Cost(weight=1), Priority.CANCEL, Group.CANCEL),
-    ("POST", "/fapi/v1/algoOrder"): (Cost(weight=0, orders=1), Priority.CREATE, Group.CREATE),
-    ("DELETE", "/fapi/v1/algoOrder"): (Cost(weight=1), Priority.CANCEL, Group.CANCEL),
-    ("GET", "/fapi/v1/algoOrder"): (Cost(weight=1), Priority.QUERY, Group.QUERY),
-    ("GET", "/fapi/v1/openAlgoOrders"): (Cost(weight=40), Priority.QUERY, Group.QUERY),
-    ("DELETE", "/fapi/v1/algoOpenOrders"): (Cost(weight=1), Priority.CANCEL, Group.CANCEL),
-}
-_OTHER_ENDPOINT: tuple[Cost, Priority, Group | None] = (Cost(weight=1), Priority.QUERY, None)
 
 
-class BinanceClient:
+class BinanceClient(SignedRest):
     """Signed REST calls. Methods return Binance's JSON or raise an `ExchangeError`."""
 
     def __init__(
@@ -82,17 +45,19 @@ class BinanceClient:
         budget: RateBudget | None = None,
         breakers: Breakers | None = None,
     ) -> None:
-        self._secret = secret_key
-        self.budget = budget
-        self.breakers = breakers
-        self._recv_window = str(recv_window_ms)
-        self.clock_offset_ms = 0
-        # One-way (Binance's default) unless `forget_position_mode` makes the next order ask first.
-        self._hedge_mode: bool | None = False
-        self._mode_lookup = Lock()  # bound by name: tests stand in for the module's `asyncio`
-        self._http = transport or AiohttpTransport(
+        http = transport or AiohttpTransport(
             base_url, headers={"X-MBX-APIKEY": api_key}, timeout_s=timeout_ms / 1000
         )
+        super().__init__(
+            http,
+            secret_key=secret_key,
+            recv_window_ms=recv_window_ms,
+            budget=budget,
+            breakers=breakers,
+        )
+        # One-way (Binance's default) unless `forget_position_mode` makes the next order ask first.
+        self._hedge_mode: bool | None = False
+        self._mode_lookup = Lock()
 
     @classmethod
     def from_settings(
@@ -108,12 +73,6 @@ class BinanceClient:
             budget=budget,
             breakers=breakers,
         )
-
-    async def close(self) -> None:
-        """Close the HTTP transport, then stop the breakers' Redis sync (sending their last writes)."""
-        await self._http.close()
-        if self.breakers is not None:
-            await self.breakers.aclose()
 
     # --- public endpoints -------------------------------------------------------
 
@@ -131,10 +90,6 @@ class BinanceClient:
             offsets.append(server - (before + after) // 2)
         self.clock_offset_ms = int(statistics.median(offsets))
         return self.clock_offset_ms
-
-    def exchange_now_ms(self) -> int:
-        """Now on the exchange's clock, as far as we know it."""
-        return now_ms() + self.clock_offset_ms
 
     async def exchange_info(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._request("GET", "/fapi/v1/exchangeInfo")
@@ -347,117 +302,6 @@ class BinanceClient:
     async def keepalive_listen_key(self) -> None:
         """PUT /fapi/v1/listenKey: extend the key 60 min; raises OrderRejected (-1125) if it is gone."""
         await self._request("PUT", "/fapi/v1/listenKey")
-
-    # --- plumbing ----------------------------------------------------------------
-
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        params: list[tuple[str, str]] | None = None,
-        *,
-        deadline_ms: int | None = None,
-        after_wait: Callable[[], Awaitable[object]] | None = None,
-    ) -> Any:
-        """Spend the budget, sign (if `params` is given, with a fresh timestamp), send, classify.
-
-        `after_wait` runs when the budget made the request wait, just before it is sent.
-        """
-        cost, priority, group = _ENDPOINTS.get((method, path), _OTHER_ENDPOINT)
-        # Without a deadline of its own a request waits for the budget at most this long, so a
-        # cancel or a query never sleeps through a ban: it fails (NotExecuted) and is retried.
-        waited = await self._spend(cost, priority, deadline_ms or now_ms() + _DEFAULT_MAX_WAIT_MS)
-        if waited and after_wait is not None:
-            await after_wait()
-        url = path
-        if params is not None:
-            timestamp = str(self.exchange_now_ms())
-            url += "?" + signed_query(
-                [*params, ("recvWindow", self._recv_window), ("timestamp", timestamp)], self._secret
-            )
-        endpoint = exchange_metrics.endpoint_label(method, path)
-        with self._guard(group):
-            sent_at = self.exchange_now_ms()
-            started = time.perf_counter()
-            try:
-                response = await self._send(method, url)
-            finally:
-                exchange_metrics.record_sent(endpoint, time.perf_counter() - started)
-            await self._learn(response, sent_at)
-            if response.status == 200:
-                return response.json()
-            error = classify(response)
-            exchange_metrics.record_answer_error(endpoint, error)
-            raise error
-
-    def _guard(self, group: Group | None) -> AbstractContextManager[None]:
-        if self.breakers is None or group is None:
-            return contextlib.nullcontext()
-        return self.breakers.guard(group)
-
-    async def _spend(self, cost: Cost, priority: Priority, deadline_ms: int) -> bool:
-        """Wait until the shared budget grants `cost`; True if that took a wait.
-
-        Raises BudgetExceeded, having waited for nothing, if the grant would come past the deadline.
-        """
-        if self.budget is None:
-            return False
-        waited = False
-        while True:
-            try:
-                grant = await self.budget.acquire(cost, priority, at_ms=self.exchange_now_ms())
-            except redis.exceptions.RedisError as exc:
-                raise ExchangeUnavailable(f"the shared rate budget (Redis) is unreachable: {exc!r}") from exc
-            if not grant.wait_ms:
-                return waited
-            if now_ms() + grant.wait_ms > deadline_ms:
-                exchange_metrics.record_budget("budget_exceeded")
-                raise BudgetExceeded(
-                    f"the rate budget ({grant.limited_by}) would hold it {grant.wait_ms} ms, too long",
-                    wait_ms=grant.wait_ms,
-                )
-            if not waited:
-                exchange_metrics.record_budget("budget_wait")
-            waited = True
-            await asyncio.sleep(grant.wait_ms / 1000)
-
-    async def _send(self, method: str, url: str) -> HttpResponse:
-        read_only = method == "GET"  # a GET executes nothing, so its failure is not ambiguous
-        path = url.split("?")[0]
-        endpoint = exchange_metrics.endpoint_label(method, path)
-        # The transport's text may quote the signed URL; these messages reach logs and orders' reasons.
-        try:
-            return await self._http.send(method, url)
-        except RequestNotSent as exc:
-            exchange_metrics.record_error(endpoint, exchange_metrics.NOT_SENT)
-            raise ExchangeUnavailable(f"could not reach the exchange: {redact(str(exc))}") from exc
-        except ResponseLost as exc:
-            exchange_metrics.record_error(endpoint, exchange_metrics.NO_ANSWER)
-            if read_only:
-                raise ExchangeUnavailable(f"{method} {path} failed: {redact(str(exc))}") from exc
-            raise OutcomeUnknown(f"no answer to {method} {path}: {redact(str(exc))}") from exc
-
-    async def _learn(self, response: HttpResponse, sent_at_ms: int) -> None:
-        """Correct the shared budget from the answer's headers; block everyone on 429 and 418."""
-        if self.budget is None:
-            return
-        headers = response.headers
-        try:
-            await self.budget.correct(
-                weight_1m=int_header(headers, "x-mbx-used-weight-1m"),
-                orders_10s=int_header(headers, "x-mbx-order-count-10s"),
-                orders_1m=int_header(headers, "x-mbx-order-count-1m"),
-                at_ms=sent_at_ms,
-                answered_ms=self.exchange_now_ms(),
-            )
-            if response.status == 429:
-                until = self.exchange_now_ms() + int(retry_after_s(response) * 1000)
-                await self.budget.block(until, "429: request rate over the exchange's limit")
-            elif response.status == 418:
-                until = ban_end_ms(response, self.exchange_now_ms())
-                await self.budget.block(until, f"418: IP banned by the exchange until {until}")
-        except redis.exceptions.RedisError:
-            pass  # the answer itself still counts; the next one corrects the budget
 
 
 __all__ = ["BinanceClient", "order_state", "to_fill", "to_report"]

@@ -47,7 +47,8 @@ from orders.errors import (
 from orders.kill_switch import cancel_enqueue, cancel_open_orders, request_cancel
 from orders.model import Order, OrderState
 from orders.settings import RiskSettings
-from orders.store import CreateResult, OrderPage, OrderStore
+from orders.store import CreateResult, OrderStore
+from orders.store_queries import OrderPage
 from proto import order_pb2 as pb
 from tasks.messages import cancel_order_push, submit_order_push
 

@@ -37,7 +37,8 @@ from orders.errors import (
 )
 from orders.model import Order
 from orders.proto_mapping import STATE_FROM_PB, order_to_pb, update_to_pb
-from orders.store import CreateResult, OrderPage
+from orders.store import CreateResult
+from orders.store_queries import OrderPage
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 

@@ -11,23 +11,47 @@ Sources, highest priority first:
 
 A bad value raises `SettingsError` naming the key, e.g. "server.grpc_port: Input should be
 a valid integer".
+
+The sections (each key's type, default and bounds) are in orders/settings_sections.py;
+they are re-exported here, with the `Settings` object that holds them.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pydantic_settings
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from orders.errors import OrderServiceError
+from orders.settings_sections import (
+    AdmissionSettings,
+    ApiClientSettings,
+    AuthSettings,
+    CircuitBreakerSettings,
+    ClientSettings,
+    DashboardSettings,
+    DeadManSettings,
+    ExchangeSettings,
+    ListenerSettings,
+    LoggingSettings,
+    MonitoringSettings,
+    NatsSettings,
+    PerformanceSettings,
+    RateLimitSettings,
+    ReconcileSettings,
+    RedisSettings,
+    RiskSettings,
+    ServerSettings,
+    TlsSettings,
+    WorkerSettings,
+)
 
 CONFIG_ENV = "ORDER_EXECUTION_CONFIG"
 
@@ -49,283 +73,6 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 class SettingsError(OrderServiceError):
     """The configuration is invalid; the message names each bad key and what it must be."""
-
-
-class _Section(BaseModel):
-    model_config = {"extra": "forbid"}
-
-
-class TlsSettings(_Section):
-    """TLS on the gRPC port: on when `cert_file` and `key_file` are set (PEM files)."""
-
-    cert_file: str = Field("", description="server certificate chain (PEM); empty = plaintext gRPC")
-    key_file: str = Field("", description="the certificate's private key (PEM)")
-    client_ca_file: str = Field(
-        "",
-        description="CA (PEM) of client certificates; set = mutual TLS, clients without one are refused",
-    )
-
-    @model_validator(mode="after")
-    def _both_or_neither(self) -> TlsSettings:
-        if bool(self.cert_file) != bool(self.key_file):
-            raise ValueError("cert_file and key_file must be set together")
-        if self.client_ca_file and not self.cert_file:
-            raise ValueError("client_ca_file needs cert_file and key_file (mutual TLS is TLS first)")
-        return self
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.cert_file)
-
-
-class ServerSettings(_Section):
-    host: str = "0.0.0.0"
-    grpc_port: int = Field(50051, ge=0, le=65535)
-    http_port: int = Field(9091, ge=0, le=65535)
-    shutdown_grace_ms: int = Field(5000, ge=0)
-    tls: TlsSettings = TlsSettings()
-
-
-class ApiClientSettings(_Section):
-    """One gRPC client: its name, the SHA-256 of its API key (never the key), what it may do."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$", description="owner of the orders it places")
-    key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the API key")
-    allowed_symbols: list[str] = Field(
-        default_factory=list, description="symbols it may trade; empty = every symbol traded here"
-    )
-    requests_per_second: float | None = Field(
-        None,
-        gt=0,
-        description="its CreateOrder/CancelOrder rate; default admission.client_requests_per_second",
-    )
-    burst: int | None = Field(None, gt=0, description="default admission.client_burst")
-    admin: bool = Field(False, description="may call AdminService (risk limits, kill switch)")
-
-
-class AuthSettings(_Section):
-    """API keys on the gRPC port (metadata `x-api-key`); each client sees only its own orders."""
-
-    enabled: bool = Field(
-        True, description="false: no keys, every caller sees every order (local tests only)"
-    )
-    clients: list[ApiClientSettings] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _unique(self) -> AuthSettings:
-        names = [c.name for c in self.clients]
-        if len(set(names)) != len(names):
-            raise ValueError("client names must be unique")
-        if len({c.key_sha256 for c in self.clients}) != len(self.clients):
-            raise ValueError("two clients have the same key_sha256")
-        return self
-
-
-class ClientSettings(_Section):
-    """How `order-execution order` talks to the gateway."""
-
-    api_key: SecretStr = Field(
-        SecretStr(""),
-        description="sent as x-api-key ($ORDER_EXECUTION_API_KEY); empty = .run/api-key if present",
-    )
-    tls_ca_file: str = Field("", description="CA (PEM) that signed the gateway's certificate; set = use TLS")
-    tls_cert_file: str = Field("", description="client certificate (PEM) for mutual TLS")
-    tls_key_file: str = Field("", description="its private key (PEM)")
-
-
-class ExchangeSettings(_Section):
-    api_key: SecretStr = SecretStr("")
-    secret_key: SecretStr = SecretStr("")
-    testnet: bool = True
-    base_url: str = Field("", description="Overrides the production/testnet URL, e.g. the simulator's.")
-    recv_window_ms: int = Field(5000, gt=0, le=60000)
-    request_timeout_ms: int = Field(5000, gt=0)
-
-    stream_url: str = Field(
-        "", description="Overrides the user-data websocket base; default follows base_url"
-    )
-
-    @property
-    def rest_url(self) -> str:
-        if self.base_url:
-            return self.base_url.rstrip("/")
-        return "https://demo-fapi.binance.com" if self.testnet else "https://fapi.binance.com"
-
-    @property
-    def user_stream_url(self) -> str:
-        """Base of the user-data websocket (`<base>/private/ws?listenKey=...`)."""
-        if self.stream_url:
-            return self.stream_url.rstrip("/")
-        if self.base_url:
-            return "ws" + self.rest_url.removeprefix("http")
-        return "wss://fstream.binancefuture.com" if self.testnet else "wss://fstream.binance.com"
-
-
-class RedisSettings(_Section):
-    address: str = "localhost:6379"
-    password: SecretStr = SecretStr("")
-    db: int = Field(0, ge=0)
-    namespace: str = "oe"
-    socket_timeout_ms: int = Field(
-        1000, gt=0, description="a command that takes longer fails (UNAVAILABLE), never hangs"
-    )
-    connect_timeout_ms: int = Field(1000, gt=0)
-
-    @property
-    def url(self) -> str:
-        if "://" in self.address:
-            return self.address
-        auth = f":{self.password.get_secret_value()}@" if self.password.get_secret_value() else ""
-        return f"redis://{auth}{self.address}/{self.db}"
-
-
-class NatsSettings(_Section):
-    address: str = "nats://localhost:4222"
-    stream: str = "ORDERS"
-    ping_interval_s: int = Field(10, gt=0)
-
-
-class RateLimitSettings(_Section):
-    enabled: bool = Field(True, description="false: no budget of our own (load tests against a simulator)")
-    requests_per_second: float = Field(10, gt=0, description="our token bucket, per account, every request")
-    burst: int = Field(20, gt=0)
-    safety_margin: float = Field(
-        0.9, gt=0, le=1, description="share of the exchange's limits (exchangeInfo rateLimits) we use"
-    )
-    cancel_reserve: float = Field(
-        0.2, ge=0, lt=1, description="share of the bucket and weight that creates leave for cancels"
-    )
-
-
-class AdmissionSettings(_Section):
-    client_requests_per_second: float = Field(
-        200, gt=0, description="CreateOrder/CancelOrder per client (user_id, else peer) per gateway"
-    )
-    client_burst: int = Field(400, gt=0)
-    max_queued_per_symbol: int = Field(1000, gt=0, description="orders accepted but not yet sent, per symbol")
-
-
-class RiskSettings(_Section):
-    """Pre-trade risk limits of the account: defaults that AdminService overrides at runtime (Redis)."""
-
-    allowed_symbols: list[str] = Field(
-        default_factory=list, description="symbols clients may trade; empty = every symbol in `symbols`"
-    )
-    max_order_notional: Decimal = Field(
-        Decimal(1_000_000), gt=0, description="USDT per order; MARKET orders priced at the mark price"
-    )
-    max_order_quantity: Decimal = Field(Decimal(0), ge=0, description="0 = exchange's maxQty only")
-    max_position_quantity: dict[str, Decimal] = Field(
-        default_factory=dict,
-        description="symbol -> largest |position + open orders on one side| (base asset); absent = none",
-    )
-    max_open_orders: int = Field(0, ge=0, description="orders not yet final, every symbol; 0 = no limit")
-    max_orders_per_day: int = Field(0, ge=0, description="orders accepted per UTC day; 0 = no limit")
-    price_band_percent: Decimal = Field(
-        Decimal(0), ge=0, description="a LIMIT price must lie within this % of the mark price; 0 = off"
-    )
-    mark_price_max_age_ms: int = Field(
-        60_000,
-        gt=0,
-        description="an older mark price cannot price a check (MARKET notional is refused); long enough "
-        "to ride out a listener failover, short enough that the price is still near",
-    )
-    mark_price_poll_ms: int = Field(1000, gt=0, description="the listener polls premiumIndex this often")
-    position_refresh_s: int = Field(
-        60, gt=0, description="the listener re-reads positionRisk this often (ACCOUNT_UPDATE in between)"
-    )
-    cancel_open_grace_ms: int = Field(
-        10_000,
-        gt=0,
-        description="a kill switch's cancel of every open order still pending this long after it was "
-        "asked for (its gateway died midway) is completed by the leading listener",
-    )
-
-
-class CircuitBreakerSettings(_Section):
-    failure_threshold: int = Field(5, gt=0)
-    timeout: int = Field(30, gt=0, description="seconds the breaker stays open")
-    max_requests: int = Field(3, gt=0)
-
-
-class WorkerSettings(_Section):
-    processes: int = Field(0, ge=0, description="worker processes `up` and `worker` start; 0 = one per core")
-    max_in_flight: int = Field(64, gt=0, description="orders one worker process works on at once")
-    max_order_age_ms: int = Field(5000, gt=0)
-
-
-class ListenerSettings(_Section):
-    lease_ttl_ms: int = Field(5000, gt=0, description="a standby takes over this long after the leader dies")
-    keepalive_interval_s: int = Field(1800, gt=0, description="listenKey keepalive (PUT) period")
-    reconnect_after_s: int = Field(
-        23 * 3600 + 30 * 60, gt=0, description="reconnect the user stream before Binance's 24 h cap"
-    )
-    reconnect_backoff_max_s: float = Field(10.0, gt=0)
-
-
-class DeadManSettings(_Section):
-    """The exchange's countdownCancelAll, kept armed by the leading listener for symbols with open orders."""
-
-    enabled: bool = Field(True, description="false: no countdown; resting orders outlive a dead service")
-    interval_s: float = Field(30.0, gt=0, description="seconds between heartbeats (re-arming each symbol)")
-    countdown_ms: int = Field(
-        120_000, gt=0, description="the exchange cancels a symbol's orders this long after the last heartbeat"
-    )
-
-    @model_validator(mode="after")
-    def _countdown_outlasts_interval(self) -> DeadManSettings:
-        if self.countdown_ms <= self.interval_s * 1000:
-            raise ValueError("countdown_ms must be longer than interval_s, or a healthy service is canceled")
-        return self
-
-
-class ReconcileSettings(_Section):
-    interval_s: float = Field(5.0, gt=0, description="seconds between sweeps of unsettled orders")
-    max_queries_per_cycle: int = Field(50, gt=0, description="exchange queries one sweep may spend")
-    grace_ms: int = Field(
-        2000, ge=0, description="news younger than this is left to the workers and the user stream"
-    )
-    acceptance_margin_ms: int = Field(
-        5000,
-        ge=0,
-        description="added to request timeout + recvWindow: after that an order not found was never placed",
-    )
-    unknown_not_found: Literal["reject", "resend"] = Field(
-        "reject", description="what to do with an UNKNOWN order the exchange never got"
-    )
-
-
-class PerformanceSettings(_Section):
-    order_cache_ttl: int = Field(
-        86400 * 30, gt=0, description="seconds a final order is kept in Redis (open orders never expire)"
-    )
-    update_retention_s: int = Field(
-        86400, gt=0, description="seconds StreamOrderUpdates can resume back (the Redis outbox)"
-    )
-    symbol_info_refresh: int = Field(300, gt=0, description="seconds between exchangeInfo refreshes")
-
-
-class DashboardSettings(_Section):
-    """The Dramatiq dashboard (`order-execution dashboard`, started by `up`)."""
-
-    host: str = Field("127.0.0.1", description="loopback by default: the dashboard can delete messages")
-    port: int = Field(9181, ge=0, le=65535)
-    path: str = Field("/dashboard", pattern=r"^/[A-Za-z0-9._~/-]*[A-Za-z0-9._~-]$", description="URL prefix")
-
-
-class LoggingSettings(_Section):
-    level: Literal["debug", "info", "warning", "warn", "error"] = "info"
-    format: Literal["json", "text", "console"] = "json"
-
-
-class MonitoringSettings(_Section):
-    """Worker and listener /metrics endpoints (the gateway's is server.http_port) and health probes."""
-
-    worker_metrics_port: int = Field(9095, ge=0, le=65535, description="first worker process's; 0 = none")
-    listener_metrics_port: int = Field(9094, ge=0, le=65535, description="0 = none")
-    port_search: int = Field(32, gt=0, description="a process whose port is taken tries the next ones")
-    probe_timeout_ms: int = Field(1000, gt=0, description="/health's exchange ping and NATS probe give up")
-    probe_cache_ms: int = Field(5000, ge=0, description="/health reuses a probe's answer this long")
 
 
 class Settings(BaseSettings):
@@ -469,3 +216,33 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             f"invalid configuration in the environment: {exc}. Lists and mappings are JSON there, "
             """e.g. ORDER_EXECUTION__SYMBOLS='["BTCUSDT", "ETHUSDT"]'"""
         ) from None
+
+
+__all__ = [
+    "CONFIG_ENV",
+    "AdmissionSettings",
+    "ApiClientSettings",
+    "AuthSettings",
+    "CircuitBreakerSettings",
+    "ClientSettings",
+    "DashboardSettings",
+    "DeadManSettings",
+    "ExchangeSettings",
+    "ListenerSettings",
+    "LoggingSettings",
+    "MonitoringSettings",
+    "NatsSettings",
+    "PerformanceSettings",
+    "RateLimitSettings",
+    "ReconcileSettings",
+    "RedisSettings",
+    "RiskSettings",
+    "ServerSettings",
+    "Settings",
+    "SettingsError",
+    "TlsSettings",
+    "WorkerSettings",
+    "config_path",
+    "expand_env",
+    "load_settings",
+]

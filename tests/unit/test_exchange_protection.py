@@ -18,7 +18,7 @@ import fakeredis
 import httpx
 import pytest
 
-import exchange.client
+import exchange.signed_rest
 import workers.execution
 from exchange.client import BinanceClient
 from exchange.errors import BudgetExceeded, ExchangeError, RateLimited
@@ -100,7 +100,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     """A clock one second into the next minute, standing in for the client's and executor's."""
     now = now_ms()
     fake = FakeClock(now - now % 60_000 + 61_000)
-    for module in (exchange.client, workers.execution):
+    for module in (exchange.signed_rest, workers.execution):
         monkeypatch.setattr(module, "now_ms", fake.now_ms)
         monkeypatch.setattr(module, "asyncio", SimpleNamespace(sleep=fake.sleep))
     return fake

@@ -1,7 +1,7 @@
 """Every change is written with its outbox entry; the gateway's streams deliver each version once, in order.
 
-Covers the store's outbox and unsettled bookkeeping (orders/store.py, orders/outbox.py) and
-the gateway's fan-out of the outbox to update streams (gateway/updates.py).
+Covers the store's outbox and unsettled bookkeeping (orders/store.py, orders/store_queries.py,
+orders/outbox.py) and the gateway's fan-out of the outbox to update streams (gateway/updates.py).
 """
 
 from __future__ import annotations
