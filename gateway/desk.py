@@ -36,10 +36,12 @@ from gateway.validation import (
 )
 from orders import fsm, metrics
 from orders.errors import (
+    ExchangeNotAccepting,
     InvalidOrder,
     OrderAlreadyExists,
     OrderNotCancelable,
     OrderNotFound,
+    Overloaded,
     RiskLimitExceeded,
     StoreUnavailable,
     SymbolRulesUnavailable,
@@ -103,9 +105,18 @@ class OrderDesk:
         order = build_order(req, rules, self.risk_gate.limits if self.risk_gate else self.risk)
         if caller is not None:
             order = order.replace(owner=caller.name)
-        risk = await self.risk_gate.check(order, rules[order.symbol]) if self.risk_gate else None
-        if self.admission is not None:
-            await self.admission.check_create(order.symbol)
+        try:
+            risk = await self.risk_gate.check(order, rules[order.symbol]) if self.risk_gate else None
+            if self.admission is not None:
+                await self.admission.check_create(order.symbol)
+        except (RiskLimitExceeded, Overloaded, ExchangeNotAccepting):
+            # A retry of an order already stored (its first answer was lost, say with the gateway
+            # that took it) gets that order back, even if the market or the queues have moved since.
+            stored = await self.store.find_by_client_id(order.client_order_id)
+            if stored is None:
+                raise
+            _check_same_order(stored, order)
+            return CreateResult(stored, created=False)
         try:
             result = await self.store.create(order, enqueue=submit_order_push, risk=risk)
         except redis.exceptions.TimeoutError as exc:

@@ -125,6 +125,23 @@ async def test_an_idempotent_retry_is_not_counted_again(fake_redis: fakeredis.Fa
         await refused(gw, limit_buy("0.002", client_order_id="twice"))
 
 
+async def test_a_retry_of_a_stored_order_is_answered_even_if_the_market_moved(
+    fake_redis: fakeredis.FakeAsyncRedis,
+) -> None:
+    """The first answer was lost (say the gateway died after storing it); by the retry the mark has
+    moved out of the price band. The retry gets the stored order back, not a refusal: the order exists
+    and will execute, so refusing it would invite the client to place it again under a new id."""
+    limits = RiskSettings(allowed_symbols=ALLOWED, price_band_percent=Decimal(1))
+    await set_marks(fake_redis, BTCUSDT="50000")
+    async with risk_replica(fake_redis, limits) as gw:
+        first = await gw.orders.CreateOrder(limit_buy("0.002", client_order_id="lost-answer"), timeout=5)
+        await set_marks(fake_redis, BTCUSDT="45000")
+        await gw.gate.load()
+        retry = await gw.orders.CreateOrder(limit_buy("0.002", client_order_id="lost-answer"), timeout=5)
+        assert retry.duplicate and retry.order_id == first.order_id
+        assert "risk.price_band_percent" in await refused(gw, limit_buy("0.002", client_order_id="new"))
+
+
 async def test_max_position_counts_the_position_and_open_orders_on_the_same_side(
     fake_redis: fakeredis.FakeAsyncRedis,
 ) -> None:
