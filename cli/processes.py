@@ -114,6 +114,19 @@ class ManagedProcess:
             f"{self.name} not {ready} after {timeout_s:.0f} s; last log lines:\n{self.log_tail()}"
         )
 
+    def kill(self) -> None:
+        """kill -9 the whole group now and reap the leader, as a crash would (chaos tests).
+
+        `stop` then leaves the group alone: once the leader is reaped its pid, which named the
+        group, may be given to an unrelated process.
+        """
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self._group_killed = True
+        self.process.wait(timeout=10)
+
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM the process, then SIGKILL its whole group: nothing it started is left behind.
 

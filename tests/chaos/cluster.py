@@ -8,11 +8,9 @@ machine's own Redis and NATS are never touched (ours listen on free ports).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
-import signal
 import sys
 import time
 from collections import Counter
@@ -92,6 +90,7 @@ class ChaosCluster:
         self._incarnations: Counter[str] = Counter()
         self.redis_proc: ManagedProcess | None = None
         self.nats_proc: ManagedProcess | None = None
+        self.gateway: ManagedProcess | None = None
 
     # ------------------------------------------------------------------ addresses
     @property
@@ -220,6 +219,16 @@ class ChaosCluster:
             self.listeners.append(process)
         return process
 
+    def start_gateway(self, timeout_s: float = 90) -> ManagedProcess:
+        """Start the gateway on this cluster's gRPC and HTTP ports; return once /health/ready answers 200.
+
+        Raises RuntimeError (with its log tail) if it exits or is not ready within `timeout_s`.
+        """
+        gateway = self._start("gateway", python_command("cli", "gateway"), self.service_env())
+        self.gateway = gateway
+        gateway.wait_until("ready", lambda: http_ok(f"{self.http_base}/health/ready"), timeout_s=timeout_s)
+        return gateway
+
     def start_all(self) -> None:
         self.start_redis()
         self.start_nats()
@@ -228,8 +237,7 @@ class ChaosCluster:
             self.start_worker(slot)
         for slot in range(self.config.listeners):
             self.start_listener(slot)
-        gateway = self._start("gateway", python_command("cli", "gateway"), self.service_env())
-        gateway.wait_until("ready", lambda: http_ok(f"{self.http_base}/health/ready"), timeout_s=90)
+        self.start_gateway()
         for process in [*self.workers, *self.listeners]:
             if not process.alive():
                 raise RuntimeError(f"{process.name} exited at start:\n{process.log_tail()}")
@@ -240,10 +248,7 @@ class ChaosCluster:
     @staticmethod
     def kill9(process: ManagedProcess) -> None:
         """kill -9 the process's whole group (a Dramatiq worker forks) and reap it."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        if process.process is not None:
-            process.process.wait(timeout=10)
+        process.kill()
 
     def lease_holder(self) -> str | None:
         client = self.redis_client()

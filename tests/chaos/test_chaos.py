@@ -6,14 +6,21 @@ on free ports) so that they can be restarted; every process is stopped by pid at
 
 While orders flow (MARKET, resting LIMIT and cancels, over four symbols, with a price walk
 and capped liquidity so resting orders fill in parts), the test kill -9s random workers
-and the active listener (the one whose id holds the lease in Redis), restarts NATS once
-and Redis once (clean shutdown, AOF on), and has the simulator inject timeouts, 503
-"Unknown error" (executed and not), connections dropped after accept and a silent user
-stream. Stream client A is disconnected part-way and resumes with its last resume_token;
-stream client B runs straight through. Afterwards every order is compared with the
-simulator's record (see tests/chaos/verify.py) and one line is printed:
+and the active listener (the one whose id holds the lease in Redis), kill -9s the gateway
+twice while CreateOrder calls are in flight (it comes back on the same ports), restarts
+NATS once and Redis once (clean shutdown, AOF on), and has the simulator inject timeouts,
+503 "Unknown error" (executed and not), connections dropped after accept and a silent user
+stream. The clients ride through like real ones: a CreateOrder that fails UNAVAILABLE is
+retried with the same client_order_id, and both stream clients resume with their last
+resume_token when the gateway dies. Stream client A is also disconnected part-way on
+purpose; stream client B runs straight through otherwise. Afterwards every order is compared
+with the simulator's record (see tests/chaos/verify.py) and one line is printed:
 
     lost = 0, duplicated = 0, mismatched = 0 (checked N orders, M fills, K stream updates)
+
+Each gateway kill gets a line saying what it did to the CreateOrder calls around it (see
+tests/chaos/gateway_kill.py); every attempt the client made is in create_calls.tsv beside
+the processes' logs.
 
 Environment overrides for shorter or reproducible runs: CHAOS_ORDERS, CHAOS_RATE,
 CHAOS_SEED, CHAOS_LISTENERS, CHAOS_SETTLE_S, CHAOS_TIMEOUT_S.
@@ -27,10 +34,9 @@ import os
 import random
 import secrets
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, cast
 
 import grpc
@@ -41,18 +47,18 @@ from pydantic import BaseModel
 from orders.settings import Settings
 from proto import order_pb2_grpc
 from tests.chaos.cluster import ChaosCluster, ClusterConfig, find_binary
-from tests.chaos.verify import UNSETTLED, OrderView, StreamRecord, Verdict, verify
+from tests.chaos.gateway_kill import GatewayOutage, kill_gateway, ride_through
+from tests.chaos.quiesce import check_against_exchange, sweep_and_freeze, wait_settled
+from tests.chaos.streams import StreamRecorder
+from tests.chaos.verify import OrderView
 from tests.chaos.workload import (
     Clock,
     PlannedOrder,
     PriceBook,
-    StreamRecorder,
     Submitter,
     make_plan,
-    on_tick,
     plain,
     sizing_for,
-    snapshot,
 )
 
 # ---------------------------------------------------------------------- parameters
@@ -70,6 +76,10 @@ FAULT_PROBABILITY = 0.03  # each REST fault kind, per matching call
 SILENT_EVENTS = 5  # user-stream events swallowed, each time it is armed
 WORKER_KILLS = (0.12, 0.30, 0.48, 0.66, 0.84)  # when, as fractions of the submission period
 LISTENER_KILLS = (0.22, 0.74)
+GATEWAY_KILLS = (0.17, 0.92)
+GATEWAY_KILL_WAIT_S = 2.0  # a gateway kill waits up to this for a CreateOrder call to be in flight
+GATEWAY_KILL_LAG_S = 0.003  # and still is this much later (random): some die before, some after storing
+GATEWAY_READY_TIMEOUT_S = 60.0
 NATS_RESTART, NATS_DOWN_S = 0.36, 5.0
 REDIS_RESTART, REDIS_DOWN_S = 0.58, 4.0
 SILENCES = (0.08, 0.55)
@@ -183,7 +193,12 @@ class ChaosAction:
 
 
 def chaos_schedule(
-    cluster: ChaosCluster, admin: httpx.AsyncClient, rng: random.Random, period_s: float
+    cluster: ChaosCluster,
+    admin: httpx.AsyncClient,
+    rng: random.Random,
+    period_s: float,
+    submitter: Submitter,
+    outages: list[GatewayOutage],
 ) -> list[ChaosAction]:
     async def arm_faults() -> str:
         for fault in REST_FAULTS:
@@ -216,6 +231,20 @@ def chaos_schedule(
         fresh = await asyncio.to_thread(cluster.start_listener, slot)
         return f"kill -9 active {victim.name} (pid {victim.pid}, {how}); restarted as {fresh.name}"
 
+    async def kill_gateway_mid_create() -> str:
+        outage = await kill_gateway(
+            cluster,
+            submitter,
+            submitter.clock,
+            rng,
+            wait_s=GATEWAY_KILL_WAIT_S,
+            lag_s=GATEWAY_KILL_LAG_S,
+            restart_after_s=RESTART_AFTER_S,
+            ready_timeout_s=GATEWAY_READY_TIMEOUT_S,
+        )
+        outages.append(outage)
+        return outage.line()
+
     async def restart_nats() -> str:
         await asyncio.to_thread(cluster.restart_nats, NATS_DOWN_S)
         return f"NATS stopped, {NATS_DOWN_S:.0f} s down, started again (same store)"
@@ -232,6 +261,7 @@ def chaos_schedule(
     actions += [ChaosAction(jitter(f), "worker", kill_worker) for f in WORKER_KILLS]
     if cluster.listeners:
         actions += [ChaosAction(jitter(f), "listener", kill_listener) for f in LISTENER_KILLS]
+    actions += [ChaosAction(jitter(f), "gateway", kill_gateway_mid_create) for f in GATEWAY_KILLS]
     actions.append(ChaosAction(NATS_RESTART * period_s, "nats", restart_nats))
     actions.append(ChaosAction(REDIS_RESTART * period_s, "redis", restart_redis))
     return sorted(actions, key=lambda a: a.at)
@@ -246,77 +276,24 @@ async def run_chaos(actions: list[ChaosAction], clock: Clock, done: list[str]) -
         clock.log("chaos", done[-1])
 
 
-# ---------------------------------------------------------------------- quiesce
-async def sweep_and_freeze(admin: httpx.AsyncClient, clock: Clock) -> None:
-    """Move every price down and up a little (resting orders near it fill), then stop all fills."""
-    prices = {s: Decimal(v["price"]) for s, v in (await admin.get("/admin/prices")).json().items()}
-    for move in (Decimal("-0.004"), Decimal("0.004")):
-        for symbol in SYMBOLS:
-            price = on_tick(prices[symbol] * (1 + move), sizing_for(symbol).tick)
-            (
-                await admin.post("/admin/price", json={"symbol": symbol, "price": plain(price)})
-            ).raise_for_status()
-        await asyncio.sleep(0.5)
-    for symbol in SYMBOLS:  # liquidity 0: the walk goes on, but nothing fills any more
-        (await admin.post("/admin/price", json={"symbol": symbol, "liquidity": "0"})).raise_for_status()
-    clock.log("quiesce", "prices swept -0.4% / +0.4%; liquidity 0 from now on (no more fills)")
-
-
-def _unsettled(views: dict[str, OrderView | None]) -> list[str]:
-    out = []
-    for cid, view in views.items():
-        if view is None:
-            continue
-        if view.state in UNSETTLED or sum((f.quantity for f in view.fills), Decimal(0)) != view.filled:
-            out.append(cid)
-    return out
-
-
-async def wait_settled(
-    stub: order_pb2_grpc.OrderServiceAsyncStub, plan: list[PlannedOrder], prefix: str, clock: Clock
-) -> None:
-    deadline = clock() + SETTLE_TIMEOUT_S
-    last_log = 0.0
-    while True:
-        views = await snapshot(stub, plan, prefix, every_get=False)
-        pending = _unsettled(views)
-        if not pending:
-            clock.log("quiesce", "every order settled")
-            return
-        if clock() - last_log > 5 or clock() > deadline:
-            states = Counter(v.state for cid, v in views.items() if cid in pending and v is not None)
-            clock.log("quiesce", f"{len(pending)} orders not settled: {dict(states)} e.g. {pending[:3]}")
-            last_log = clock()
-        if clock() > deadline:
-            clock.log("quiesce", f"gave up waiting after {SETTLE_TIMEOUT_S:.0f} s")
-            return
-        await asyncio.sleep(1.0)
-
-
-async def check_against_exchange(
-    stub: order_pb2_grpc.OrderServiceAsyncStub,
-    admin: httpx.AsyncClient,
-    plan: list[PlannedOrder],
-    prefix: str,
-    streams: list[StreamRecorder],
-    clock: Clock,
-) -> tuple[Verdict, dict[str, OrderView | None]]:
-    """Compare until everything agrees or CONSISTENT_TIMEOUT_S has passed; return the last verdict."""
-    deadline = clock() + CONSISTENT_TIMEOUT_S
-    accepted = {item.client_order_id: item.order_id for item in plan}
-    while True:
-        sim_orders = (await admin.get("/admin/orders")).json()
-        sim_trades = (await admin.get("/admin/trades")).json()
-        views = await snapshot(stub, plan, prefix, every_get=True)
-        records = [StreamRecord(s.name, list(s.events)) for s in streams]
-        verdict = verify(accepted, views, sim_orders, sim_trades, records, prefix)
-        if verdict.ok or clock() > deadline:
-            return verdict, views
-        clock.log("verify", f"not yet: {verdict.line()}; checking again")
-        await asyncio.sleep(2.0)
-
-
 # ---------------------------------------------------------------------- the test
+def overtaken_by_market(item: PlannedOrder, views: Mapping[str, OrderView | None]) -> bool:
+    """A create retried so long (a 30 s circuit breaker, say) that the market moved past the
+    exchange's PERCENT_PRICE band around its price, refused on that retry, and stored nowhere.
+
+    The request keeps its first price on every retry (an idempotent retry must), so after a
+    long enough stall the refusal is right. One the service holds is not this case: its
+    retry must have answered with the stored order (and the checker looks at it anyway).
+    """
+    return (
+        item.order_id is None
+        and item.create_attempts > 1
+        and item.create_error.startswith("FAILED_PRECONDITION")
+        and "PERCENT_PRICE" in item.create_error
+        and views.get(item.client_order_id) is None
+    )
+
+
 def uncaptured(request: pytest.FixtureRequest) -> AbstractContextManager[object]:
     """Print past pytest's capture (the result line shows even without -s; the log stays live with -s)."""
     capman = request.config.pluginmanager.getplugin("capturemanager")
@@ -336,6 +313,7 @@ async def test_chaos_no_order_lost_duplicated_or_mismatched(
     sizing = {s: sizing_for(s) for s in SYMBOLS}
     period_s = ORDERS / RATE_PER_S
     done: list[str] = []
+    outages: list[GatewayOutage] = []
     background: list[asyncio.Task[None]] = []
     async with (
         httpx.AsyncClient(base_url=cluster.exchange_base, timeout=10) as admin,
@@ -355,7 +333,7 @@ async def test_chaos_no_order_lost_duplicated_or_mismatched(
                     pause.append(asyncio.create_task(stream_a.disconnect_for(STREAM_PAUSE_S)))
 
             submitter = Submitter(stub, prices, sizing, RATE_PER_S, CREATE_TRIES, clock, on_accepted)
-            actions = chaos_schedule(cluster, admin, rng, period_s)
+            actions = chaos_schedule(cluster, admin, rng, period_s, submitter, outages)
             clock.log("submit", f"{ORDERS} orders at {RATE_PER_S:g}/s over {period_s:.0f} s; prefix {prefix}")
             chaos = asyncio.create_task(run_chaos(actions, clock, done))
             await submitter.run(plan, SUBMIT_LANES)
@@ -370,10 +348,10 @@ async def test_chaos_no_order_lost_duplicated_or_mismatched(
                 "faults disarmed; fired: "
                 + ", ".join(f"{f['endpoint']} {f['kind']} x{f['fired']}" for f in fired),
             )
-            await sweep_and_freeze(admin, clock)
-            await wait_settled(stub, plan, prefix, clock)
+            await sweep_and_freeze(admin, clock, SYMBOLS)
+            await wait_settled(stub, plan, prefix, clock, SETTLE_TIMEOUT_S)
             verdict, views = await check_against_exchange(
-                stub, admin, plan, prefix, [stream_a, stream_b], clock
+                stub, admin, plan, prefix, [stream_a, stream_b], clock, CONSISTENT_TIMEOUT_S
             )
         finally:
             for task in background:
@@ -381,14 +359,30 @@ async def test_chaos_no_order_lost_duplicated_or_mismatched(
             await asyncio.gather(*background, return_exceptions=True)
 
     final_states = Counter(item.cancel_outcome for item in plan if item.cancel_after_s is not None)
-    refused = [f"{i.client_order_id}: {i.create_error}" for i in plan if i.order_id is None]
+    overtaken = [i.client_order_id for i in plan if overtaken_by_market(i, views)]
+    refused = [
+        f"{i.client_order_id}: {i.create_error}"
+        for i in plan
+        if i.order_id is None and i.client_order_id not in overtaken
+    ]
     print(f"chaos actions ({len(done)}):\n  " + "\n  ".join(done))
     print(
         f"orders: {submitter.accepted}/{ORDERS} accepted ({submitter.retried_creates} after retries), "
         f"cancel replies {dict(final_states)}; stream A: {len(stream_a.events)} updates, "
-        f"{stream_a.connections} connections, {stream_a.tokens_seen} resume tokens; "
-        f"stream B: {len(stream_b.events)} updates, {stream_b.connections} connections"
+        f"{stream_a.connections} connections, {stream_a.tokens_seen} resume tokens, resumed after "
+        f"{stream_a.drops} drops; stream B: {len(stream_b.events)} updates, {stream_b.connections} "
+        f"connections, resumed after {stream_b.drops} drops"
     )
+    submitter.write_calls(cluster.logs / "create_calls.tsv")
+    if overtaken:
+        print(
+            f"{len(overtaken)} orders refused on a retry, the price having moved past PERCENT_PRICE "
+            f"(stored nowhere): {overtaken}"
+        )
+    accepted_ids = {item.client_order_id: item.order_id for item in plan}
+    rides = [ride_through(outage, submitter.calls, accepted_ids) for outage in outages]
+    for ride in rides:
+        print(ride.line())
     final = [v for v in views.values() if v is not None]
     in_parts = sum(1 for v in final if len(v.fills) > 1)
     partial_end = Counter(
@@ -403,6 +397,18 @@ async def test_chaos_no_order_lost_duplicated_or_mismatched(
     with uncaptured(request):
         print(f"\n{verdict.line()}", flush=True)
     assert verdict.ok, f"{verdict.line()}\n{verdict.details()}"
-    expected_actions = 1 + len(SILENCES) + len(WORKER_KILLS) + 2 + (len(LISTENER_KILLS) if LISTENERS else 0)
+    expected_actions = (
+        1
+        + len(SILENCES)
+        + len(WORKER_KILLS)
+        + len(GATEWAY_KILLS)
+        + 2
+        + (len(LISTENER_KILLS) if LISTENERS else 0)
+    )
     assert len(done) == expected_actions, f"only {len(done)} of {expected_actions} chaos actions ran"
     assert not refused, f"{len(refused)} orders never accepted: {refused[:5]}"
+    for ride in rides:  # each kill must have hit the workload, and every order it hit got through
+        assert ride.calls, (
+            f"no CreateOrder call failed around it, the kill missed the workload: {ride.line()}"
+        )
+        assert ride.accepted == ride.orders, f"not every order retried was accepted: {ride.line()}"

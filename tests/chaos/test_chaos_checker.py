@@ -1,13 +1,18 @@
-"""The chaos test's checker on hand-made records: it must count every kind of fault it claims to."""
+"""The chaos test's checker on hand-made records: it must count every kind of fault it claims to.
+
+And the gateway kill's accounting of the CreateOrder calls around it (`ride_through`)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from tests.chaos.gateway_kill import GatewayOutage, ride_through
 from tests.chaos.verify import FillView, OrderView, StreamEvent, StreamRecord, verify
+from tests.chaos.workload import CreateCall
 
 pytestmark = pytest.mark.chaos
 P = "t-"
@@ -137,3 +142,39 @@ def test_a_fill_recorded_after_the_final_state_is_not_a_second_arrival() -> None
     events.append(StreamEvent("id-t-2", 1, "NEW"))  # but the same version twice is a duplicate
     verdict = verify(accepted, service, sims, trades, [StreamRecord("A", events)], P)
     assert verdict.duplicated == ["stream A: t-2 version 1 received 2 times"] and not verdict.mismatched
+
+
+# ---------------------------------------------------------------------- the gateway kill's accounting
+OUTAGE = GatewayOutage(
+    killed_s=10.0, ready_s=11.5, in_flight=2, old="gateway (pgid 1)", new="gateway.2 (pid 2)"
+)
+
+
+def test_ride_through_sorts_the_calls_a_gateway_kill_touched() -> None:
+    calls = [
+        CreateCall("t-0", 9.0, 9.004, "OK"),  # done before the kill: untouched
+        CreateCall("t-1", 9.998, 10.001, "UNAVAILABLE"),  # in flight at the kill, already stored
+        CreateCall("t-2", 9.999, 10.001, "UNAVAILABLE"),  # in flight, not stored
+        CreateCall("t-3", 10.2, 10.201, "UNAVAILABLE"),  # refused while down
+        CreateCall("t-1", 10.3, 10.301, "UNAVAILABLE"),
+        CreateCall("t-1", 12.5, 12.504, "OK", duplicate=True),  # the first OK after the kill
+        CreateCall("t-2", 12.6, 12.604, "OK"),
+        CreateCall("t-3", 12.7, 12.704, "OK"),
+        CreateCall("t-4", 20.0, 20.001, "UNAVAILABLE"),  # later (a Redis restart): not this kill's
+    ]
+    accepted: dict[str, str | None] = {f"t-{n}": f"id-{n}" for n in range(5)}
+    ride = ride_through(OUTAGE, calls, accepted)
+    assert ride.recovered_s == 12.504
+    assert ride.died_in_flight == Counter({"UNAVAILABLE": 2})
+    assert ride.refused_while_down == Counter({"UNAVAILABLE": 2})
+    assert ride.orders == {"t-1", "t-2", "t-3"} == ride.accepted
+    assert ride.stored_before_kill == {"t-1"}
+    assert "2 died (UNAVAILABLE x2), 1 of those already stored (the retry answered duplicate)" in ride.line()
+
+
+def test_ride_through_shows_an_order_that_never_got_through() -> None:
+    calls = [CreateCall("t-1", 10.1, 10.101, "UNAVAILABLE"), CreateCall("t-1", 10.2, 10.201, "UNAVAILABLE")]
+    ride = ride_through(OUTAGE, calls, {"t-1": None})
+    assert ride.recovered_s is None and ride.calls == 2
+    assert ride.orders == {"t-1"} and not ride.accepted
+    assert "first CreateOrder OK never" in ride.line()

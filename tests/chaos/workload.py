@@ -1,9 +1,10 @@
-"""The chaos test's clients: the order plan, the paced submitters and cancels, the stream recorders.
+"""The chaos test's clients: the order plan, the paced submitters and cancels, reading orders back.
 
 Orders are sized from the simulator's contract specs (step size, min notional with a
 margin) and priced from the current reference price, on the tick, so none is refused for
 its shape. Each has its own client_order_id, so a CreateOrder retried after UNAVAILABLE
-(Redis restart) is idempotent.
+(Redis restart, the gateway killed and restarted) is idempotent: a retry of an order the
+dead gateway had already stored gets that order back (`duplicate` in the reply).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import grpc
@@ -24,7 +26,7 @@ import httpx
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 from simulator.symbols import KNOWN_SYMBOLS
-from tests.chaos.verify import FillView, OrderView, StreamEvent, dec
+from tests.chaos.verify import FillView, OrderView, dec
 
 if TYPE_CHECKING:  # the async stub exists only in the type stubs
     Stub = order_pb2_grpc.OrderServiceAsyncStub
@@ -39,6 +41,7 @@ RETRIABLE = frozenset(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     }
 )
+LONG_RETRY_TRIES = 20  # a CreateOrder still failing after this many tries (~9 s) is logged
 
 
 class Clock:
@@ -178,6 +181,18 @@ def build_request(item: PlannedOrder, sizing: Sizing, reference: Decimal) -> pb.
 
 
 # ---------------------------------------------------------------------- submitting
+@dataclass(frozen=True)
+class CreateCall:
+    """One CreateOrder attempt: when it started and ended (test clock, s) and how it ended."""
+
+    client_order_id: str
+    started_s: float
+    ended_s: float
+    outcome: str  # "OK", or the gRPC status code's name
+    duplicate: bool = False  # OK, and the order had already been stored
+    detail: str = ""  # the error's details
+
+
 @dataclass
 class Submitter:
     stub: Stub
@@ -190,6 +205,8 @@ class Submitter:
     accepted: int = 0
     retried_creates: int = 0
     cancels_sent: int = 0
+    creates_in_flight: int = 0  # CreateOrder calls started and not yet answered
+    calls: list[CreateCall] = field(default_factory=list)  # every CreateOrder attempt, in end order
     cancel_tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _next_slot: float = 0.0
 
@@ -219,21 +236,24 @@ class Submitter:
             await asyncio.gather(*self.cancel_tasks)
 
     async def create(self, item: PlannedOrder) -> None:
+        """CreateOrder `item`, retrying on a retriable status with the same request (same client id)."""
         request = build_request(item, self.sizing[item.symbol], self.prices.prices[item.symbol])
         for attempt in range(1, self.create_tries + 1):
             item.create_attempts = attempt
-            try:
-                reply = await self.stub.CreateOrder(request, timeout=5)
-            except grpc.aio.AioRpcError as exc:
-                item.create_error = f"{exc.code().name}: {exc.details()}"
-                if exc.code() in RETRIABLE:
+            answer = await self._create_once(item, request)
+            if isinstance(answer, grpc.aio.AioRpcError):
+                item.create_error = f"{answer.code().name}: {answer.details()}"
+                if answer.code() in RETRIABLE:
                     if attempt == 1:
                         self.retried_creates += 1
+                    if attempt == LONG_RETRY_TRIES:  # say why, once: a long stall is worth a look
+                        why = f"still failing after {attempt} tries: {item.create_error}"
+                        self.clock.log("create", f"{item.client_order_id} {why}")
                     await asyncio.sleep(min(0.1 * attempt, 0.5))
                     continue
                 self.clock.log("create", f"{item.client_order_id} refused: {item.create_error}")
                 return
-            item.order_id = reply.order_id
+            item.order_id = answer.order_id
             item.create_error = ""
             self.accepted += 1
             self.on_accepted(self.accepted)
@@ -243,6 +263,35 @@ class Submitter:
                 task.add_done_callback(self.cancel_tasks.discard)
             return
         self.clock.log("create", f"{item.client_order_id} gave up after {attempt} tries: {item.create_error}")
+
+    async def _create_once(
+        self, item: PlannedOrder, request: pb.CreateOrderRequest
+    ) -> pb.CreateOrderResponse | grpc.aio.AioRpcError:
+        """One CreateOrder call, counted in `creates_in_flight` while it runs and logged in `calls`."""
+        started = self.clock()
+        self.creates_in_flight += 1
+        try:
+            reply = await self.stub.CreateOrder(request, timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            self.calls.append(
+                CreateCall(
+                    item.client_order_id, started, self.clock(), exc.code().name, detail=exc.details() or ""
+                )
+            )
+            return exc
+        finally:
+            self.creates_in_flight -= 1
+        self.calls.append(CreateCall(item.client_order_id, started, self.clock(), "OK", reply.duplicate))
+        return reply
+
+    def write_calls(self, path: Path) -> None:
+        """Write every CreateOrder attempt to `path`, one a line, tab-separated (for a post-mortem):
+        client order id, started and ended (s), outcome, duplicate, error details."""
+        with path.open("w") as out:
+            out.write("client_order_id\tstarted_s\tended_s\toutcome\tduplicate\tdetail\n")
+            for c in self.calls:
+                fields = (c.client_order_id, f"{c.started_s:.3f}", f"{c.ended_s:.3f}", c.outcome, c.duplicate)
+                out.write("\t".join(map(str, fields)) + "\t" + c.detail.replace("\n", " ") + "\n")
 
     async def cancel_later(self, item: PlannedOrder, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
@@ -342,71 +391,3 @@ async def snapshot(
 
     await asyncio.gather(*(fetch(item) for item in to_get))
     return result
-
-
-# ---------------------------------------------------------------------- the update stream
-class StreamRecorder:
-    """A StreamOrderUpdates client that records every update and resumes with its last token.
-
-    It reconnects by itself (with the last resume_token) whenever the stream fails;
-    `disconnect_for` drops the connection on purpose and resumes after a pause.
-    """
-
-    def __init__(self, name: str, stub: Stub, clock: Clock) -> None:
-        self.name = name
-        self._stub = stub
-        self._clock = clock
-        self.events: list[StreamEvent] = []
-        self.last_token = ""
-        self.connections = 0
-        self.failures = 0
-        self.tokens_seen = 0
-        self._allowed = asyncio.Event()
-        self._allowed.set()
-        self._conn: asyncio.Task[None] | None = None
-
-    async def run(self) -> None:
-        try:
-            while True:
-                await self._allowed.wait()
-                self.connections += 1
-                conn = self._conn = asyncio.create_task(self._consume(self.last_token))
-                await asyncio.wait({conn})
-                self._conn = None
-                if conn.cancelled():
-                    continue  # disconnect_for: wait until allowed again, then resume
-                exc = conn.exception()
-                self.failures += 1
-                why = (
-                    f"{exc.code().name} {exc.details()}"
-                    if isinstance(exc, grpc.aio.AioRpcError)
-                    else repr(exc)
-                )
-                self._clock.log("stream", f"{self.name}: stream ended ({why}); resuming in 0.5 s")
-                await asyncio.sleep(0.5)
-        finally:
-            if self._conn is not None:
-                self._conn.cancel()
-                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-                    await self._conn
-
-    async def _consume(self, token: str) -> None:
-        call = self._stub.StreamOrderUpdates(pb.StreamOrderUpdatesRequest(symbols=[], resume_token=token))
-        async for update in call:
-            order = update.order
-            self.events.append(StreamEvent(order.order_id, order.version, pb.OrderState.Name(order.state)))
-            if update.resume_token:
-                self.last_token = update.resume_token
-                self.tokens_seen += 1
-
-    async def disconnect_for(self, pause_s: float) -> None:
-        self._allowed.clear()
-        if self._conn is not None:
-            self._conn.cancel()
-        self._clock.log(
-            "stream",
-            f"{self.name}: disconnected on purpose after {len(self.events)} updates; "
-            f"resuming in {pause_s:.1f} s with token {self.last_token[:24]!r}",
-        )
-        await asyncio.sleep(pause_s)
-        self._allowed.set()
