@@ -16,6 +16,14 @@ async def sim() -> AsyncIterator[Sim]:
 
 
 @pytest.fixture
+async def book_sim() -> AsyncIterator[Sim]:
+    """A simulator in its default order-book matching (``sim`` uses the reference price)."""
+    s = await start_sim(matching="book")
+    yield s
+    await stop_sim(s)
+
+
+@pytest.fixture
 async def make_sim() -> AsyncIterator[Callable[..., Awaitable[Sim]]]:
     started: list[Sim] = []
 

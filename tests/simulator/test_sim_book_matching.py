@@ -7,7 +7,6 @@ a moment earlier.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -15,19 +14,13 @@ import ccxt.async_support as ccxt_async
 import pytest
 
 from simulator.book import level_size_at, top_of_book
+from simulator.config import SimulatorConfig
 from simulator.liquidity import REFILL_MS
 from simulator.symbols import SymbolSpec, build_specs
-from tests.simulator.sim_helpers import Sim, ccxt_client, next_event, start_sim, stop_sim
+from tests.simulator.sim_helpers import Sim, ccxt_client, next_event
 
-SEED = 1
+SEED = SimulatorConfig().seed  # what the book_sim fixture runs with: the book is a function of it
 TICK = Decimal("0.10")
-
-
-@pytest.fixture
-async def book_sim() -> AsyncIterator[Sim]:
-    s = await start_sim(matching="book", seed=SEED)
-    yield s
-    await stop_sim(s)
 
 
 def _spec(sim: Sim) -> SymbolSpec:

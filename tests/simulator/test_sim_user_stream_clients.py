@@ -6,24 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator
 from typing import Any
 
 import ccxt.pro as ccxt_pro
-import pytest
 from binance.um_futures import UMFutures
 from binance.websocket.um_futures.websocket_client import UMFuturesWebsocketClient
 
-from tests.simulator.sim_helpers import Sim, ccxt_client, start_sim, stop_sim
+from tests.simulator.sim_helpers import Sim, ccxt_client
 
 SYMBOL = "BTC/USDT:USDT"
-
-
-@pytest.fixture
-async def book_sim() -> AsyncIterator[Sim]:
-    s = await start_sim(matching="book")
-    yield s
-    await stop_sim(s)
 
 
 async def test_ccxt_pro_watch_orders_sees_new_partial_and_filled(book_sim: Sim) -> None:
