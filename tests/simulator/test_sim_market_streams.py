@@ -20,6 +20,16 @@ async def _until(ws: Any, pred: Any, timeout: float = 5.0) -> dict[str, Any]:
     return await asyncio.wait_for(loop(), timeout)
 
 
+def _apply_diff(book: dict[str, dict[str, str]], event: dict[str, Any]) -> None:
+    """Apply a depth diff event to a local book (size 0 removes the level), as Binance documents."""
+    for side in ("b", "a"):
+        for price, qty in event[side]:
+            if Decimal(qty) == 0:
+                book[side].pop(price, None)
+            else:
+                book[side][price] = qty
+
+
 async def test_depth_snapshot_and_diffs_can_be_followed(sim: Sim) -> None:
     ws = await sim.session.ws_connect(f"{sim.ws_base}/ws/btcusdt@depth@100ms")
     buffered = [await next_event(ws)]
@@ -39,12 +49,7 @@ async def test_depth_snapshot_and_diffs_can_be_followed(sim: Sim) -> None:
         else:
             assert ev["pu"] == prev_u
         prev_u = ev["u"]
-        for side in ("b", "a"):
-            for p, q in ev[side]:
-                if Decimal(q) == 0:
-                    book[side].pop(p, None)
-                else:
-                    book[side][p] = q
+        _apply_diff(book, ev)
         applied += 1
     compared = 0
     for _ in range(10):  # a snapshot whose id ends a diff event must equal the book built from the diffs
@@ -54,12 +59,7 @@ async def test_depth_snapshot_and_diffs_can_be_followed(sim: Sim) -> None:
             ev = await next_event(ws)
             assert ev["pu"] == prev_u
             prev_u = ev["u"]
-            for side in ("b", "a"):
-                for p, q in ev[side]:
-                    if Decimal(q) == 0:
-                        book[side].pop(p, None)
-                    else:
-                        book[side][p] = q
+            _apply_diff(book, ev)
         if prev_u == now["lastUpdateId"]:
             bids = sorted(book["b"].items(), key=lambda x: Decimal(x[0]), reverse=True)
             asks = sorted(book["a"].items(), key=lambda x: Decimal(x[0]))
