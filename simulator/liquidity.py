@@ -48,10 +48,11 @@ class MarketLiquidity:
         Computes a few levels first and more only if the caller keeps walking, so a small order costs a
         handful of levels, not the thousand the book holds.
         """
+        now = self._clock.now_ms()
         depth = _FIRST_DEPTH
         seen = 0
         while True:
-            levels = self.levels(symbol, ref, side, depth)
+            levels = self.levels(symbol, ref, side, now, depth)
             for price, qty in levels[seen:]:
                 if qty > 0:
                     yield price, qty
@@ -59,13 +60,15 @@ class MarketLiquidity:
                 return
             seen, depth = len(levels), min(depth * 8, MAX_LEVELS)
 
-    def levels(self, symbol: str, ref: Decimal, side: BookSide, depth: int = MAX_LEVELS) -> list[Level]:
-        """The best ``depth`` synthetic levels of ``side`` with takes subtracted (a level may show 0)."""
-        now = self._clock.now_ms()
-        levels = self._synthetic(symbol, ref, side, depth, now)
+    def levels(
+        self, symbol: str, ref: Decimal, side: BookSide, now_ms: int, depth: int = MAX_LEVELS
+    ) -> list[Level]:
+        """The best ``depth`` synthetic levels of ``side`` at ``now_ms``, with takes subtracted (a level
+        may show 0)."""
+        levels = self._synthetic(symbol, ref, side, depth, now_ms)
         if not self._taken:
             return levels
-        return [(price, self._left(symbol, side, price, qty, now)) for price, qty in levels]
+        return [(price, self._left(symbol, side, price, qty, now_ms)) for price, qty in levels]
 
     def _synthetic(self, symbol: str, ref: Decimal, side: BookSide, depth: int, now_ms: int) -> list[Level]:
         # The synthetic book only changes with the reference price and the EPOCH_MS period, so orders

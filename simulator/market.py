@@ -63,7 +63,7 @@ class AggTrade:
 AggTradeListener = Callable[[AggTrade], None]
 # (symbol, price, quantity, taker sold): a trade of the outside market, which may fill resting orders.
 MarketTradeListener = Callable[[str, Decimal, Decimal, bool], None]
-LevelSource = Callable[[str], tuple[list[Level], list[Level]]]
+LevelSource = Callable[[str, int], tuple[list[Level], list[Level]]]
 
 
 @dataclass
@@ -83,7 +83,7 @@ class MarketData:
     def __init__(
         self, specs: dict[str, SymbolSpec], seed: int, clock: ExchangeClock, levels: LevelSource
     ) -> None:
-        """``levels`` gives a symbol's current book (bids, asks; best first) for the depth feeds."""
+        """``levels`` gives a symbol's book at a time (bids, asks; best first) for the depth feeds."""
         self._specs = specs
         self._seed = seed
         self._clock = clock
@@ -258,7 +258,9 @@ class MarketData:
     def book(self, symbol: str) -> DepthFeed:
         """``symbol``'s depth feed brought up to now."""
         feed = self._feeds[symbol]
-        feed.refresh(self._levels(symbol), self._clock.now_ms())
+        # One instant for both: the levels are the book at the time the feed stamps (depth's ``T``).
+        now = self._clock.now_ms()
+        feed.refresh(self._levels(symbol, now), now)
         return feed
 
     def feed(self, symbol: str) -> DepthFeed:

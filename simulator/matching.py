@@ -288,15 +288,15 @@ class MatchingEngine:
                     maker=True,
                 )
 
-    def book_levels(self, symbol: str) -> tuple[list[Level], list[Level]]:
-        """The book clients see (bids, asks; best first): in book mode the market's levels less what our
-        orders took, plus our resting orders; in reference mode the synthetic book alone."""
+    def book_levels(self, symbol: str, now_ms: int) -> tuple[list[Level], list[Level]]:
+        """The book clients see at ``now_ms`` (bids, asks; best first): in book mode the market's levels
+        less what our orders took, plus our resting orders; in reference mode the synthetic book alone."""
         ref = self.prices[symbol]
         if not self._by_book:
-            return book_levels(self.specs[symbol], self._config.seed, ref, self._clock.now_ms())
+            return book_levels(self.specs[symbol], self._config.seed, ref, now_ms)
         sides: dict[str, dict[Decimal, Decimal]] = {
-            "bids": dict(self._market.levels(symbol, ref, "bids")),
-            "asks": dict(self._market.levels(symbol, ref, "asks")),
+            "bids": dict(self._market.levels(symbol, ref, "bids", now_ms)),
+            "asks": dict(self._market.levels(symbol, ref, "asks", now_ms)),
         }
         for order in self._books[symbol].values():
             levels = sides["bids" if order.side == "BUY" else "asks"]
