@@ -81,11 +81,10 @@ class MarketLiquidity:
         self._cache[(symbol, side)] = ((ref, epoch), levels, len(levels) < depth)
         return levels
 
-    def level_qty(self, symbol: str, ref: Decimal, side: BookSide, price: Decimal) -> Decimal:
-        """What is left at ``price`` on ``side`` (0 off the book)."""
-        now = self._clock.now_ms()
-        qty = level_size_at(self._specs[symbol], self._seed, ref, now, side, price)
-        return self._left(symbol, side, price, qty, now) if qty else qty
+    def level_qty(self, symbol: str, ref: Decimal, side: BookSide, price: Decimal, now_ms: int) -> Decimal:
+        """What is left at ``price`` on ``side`` at ``now_ms`` (0 off the book)."""
+        qty = level_size_at(self._specs[symbol], self._seed, ref, now_ms, side, price)
+        return self._left(symbol, side, price, qty, now_ms) if qty else qty
 
     def take(self, symbol: str, side: BookSide, price: Decimal, qty: Decimal) -> None:
         """Record that our order took ``qty`` from the level at ``price``."""

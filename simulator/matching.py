@@ -390,11 +390,12 @@ class MatchingEngine:
             )
 
     def _rest(self, order: Order) -> None:
-        """Put an open order on the book, behind the market's quantity already shown at its price."""
+        """Put an open order on the book, behind the market's quantity shown at its price when it came
+        to rest (its update time)."""
         if self._by_book:
             side: BookSide = "bids" if order.side == "BUY" else "asks"
             order.queue_ahead = self._market.level_qty(
-                order.symbol, self.prices[order.symbol], side, order.price
+                order.symbol, self.prices[order.symbol], side, order.price, order.update_time_ms
             )
         self._books[order.symbol][order.order_id] = order
 
