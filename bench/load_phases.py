@@ -1,8 +1,8 @@
 """The throughput bench's load phases, run against a local stack and repeated per run.
 
 Warm-up, then per run: the open-loop rate sweep (one CPU window per step, stopping once a step
-is too slow or loses orders), the burst, idle CPU, single orders after idle, and the
-baselines. `run_load` runs them all and returns one `RunResult` per run.
+is too slow or loses orders), the burst, idle CPU, single orders after idle, the
+baselines and the transport floor. `run_load` runs them all and returns one `RunResult` per run.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from bench.cpu_meter import CpuMeter, cpu_report, stack_meter
 from bench.exchange_baselines import BASELINE_N, Account, ccxt_baseline, httpx_baseline
 from bench.load_session import Order, Session, latencies, ms, order_quantities, print_lost, stats
 from bench.report import fmt, percentile
+from bench.transport_floor import api_floor, exchange_floor
 from cli.stack import LocalStack
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
@@ -32,6 +33,8 @@ IDLE_CPU_S = 10.0
 # A step is "behind schedule" when this client could not send on time (its own CPU, or a saturated
 # machine): the offered rate was then lower or burstier than asked.
 CLIENT_LAG_MS = 20.0
+FLOOR_RATES = (200, 600)  # the rates of the issue's latency target and of its knee target
+UPDATES_PER_ORDER = 4  # what StreamOrderUpdates sends for a MARKET order: NEW, SUBMITTING, SUBMITTED, FILLED
 
 
 async def sweep_step(
@@ -186,6 +189,7 @@ class RunResult:
     httpx_ms: list[float]
     ccxt_ms: list[float]
     samples: dict[int, dict[str, list[float]]]  # rate -> ack/answer/final samples
+    floor: dict[int, dict[str, dict[str, float]]]  # rate -> "api"/"exchange" -> process -> CPU ms/order
 
 
 async def run_load(
@@ -198,7 +202,8 @@ async def run_load(
     step_s: float,
 ) -> list[RunResult]:
     """Warm up, then `runs` times: sweep `rates` (`step_s` seconds each), burst, idle, after idle and
-    the baselines (on `account`); one RunResult per run. Progress is printed as it goes."""
+    the baselines and the transport floor (on `account`); one RunResult per run. Progress is printed
+    as it goes."""
     quantities, ccxt_names = order_quantities(stack.exchange_base, symbols)
     print("  quantities: " + ", ".join(f"{s} {q}" for s, q in quantities.items()), flush=True)
     meter = stack_meter(stack, redis_address)
@@ -227,6 +232,8 @@ async def run_load(
                     f"{fmt(percentile(via_ccxt, 99), 2)} ms",
                     flush=True,
                 )
+                print(f"  run {run}: transport floor (t+{time.perf_counter() - began:.0f} s)", flush=True)
+                floor = await transport_floor(stack, account, session)
                 results.append(
                     RunResult(
                         steps,
@@ -236,6 +243,7 @@ async def run_load(
                         direct,
                         via_ccxt,
                         {r: latencies(o) for r, o in kept.items()},
+                        floor,
                     )
                 )
         finally:
@@ -244,3 +252,23 @@ async def run_load(
         if session.reconnects:
             print(f"  the update stream was resumed {session.reconnects} times", flush=True)
     return results
+
+
+async def transport_floor(
+    stack: LocalStack, account: Account, session: Session
+) -> dict[int, dict[str, dict[str, float]]]:
+    """The API's and the exchange hop's CPU per order with no service logic, at each FLOOR_RATES."""
+    assert stack.log_dir is not None
+    floor = {}
+    for rate in FLOOR_RATES:
+        api = await api_floor(rate, stack.log_dir, UPDATES_PER_ORDER)
+        hop = await exchange_floor(
+            rate, stack.exchange_base, account, session, stack.processes["simulator"].pid
+        )
+        floor[rate] = {"api": api, "exchange": hop}
+        print(
+            f"    @{rate}/s: gRPC API server {api['server']:.2f} + client {api['client']:.2f}, "
+            f"exchange hop simulator {hop['simulator']:.2f} + client {hop['client']:.2f} ms CPU/order",
+            flush=True,
+        )
+    return floor

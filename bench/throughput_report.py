@@ -7,6 +7,7 @@ throughput_cpu.png (bench/report.py's RESULTS).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from bench.cpu_meter import OTHER
-from bench.load_phases import BURST_N, IDLE_CPU_S, IDLE_S, RunResult
+from bench.load_phases import BURST_N, IDLE_CPU_S, IDLE_S, UPDATES_PER_ORDER, RunResult
 from bench.load_session import LOST_AFTER_S
 from bench.report import RESULTS, fmt, machine, write_json
 from bench.throughput_summary import KNEE_P99_MS, closest
@@ -166,6 +167,7 @@ def print_tables(summary: dict[str, Any], symbols: list[str]) -> list[str]:
         + f" {total_idle:>11.1f}"
     )
     out(f"({OTHER}: all CPUs' busy time minus the rows above, i.e. anything else running on the machine)")
+    print_floor(summary["floor"], out)
     other_idle = summary["idle_cpu_pct"].get(OTHER) or 0.0
     if other_idle > OTHER_WARN_PCT:
         out(
@@ -173,6 +175,35 @@ def print_tables(summary: dict[str, Any], symbols: list[str]) -> list[str]:
             "the machine was shared during this run, so latencies and the knee are pessimistic"
         )
     return lines
+
+
+def print_floor(floor: dict[int, dict[str, Any]], out: Callable[[str], None]) -> None:
+    """The transport floor table (bench/transport_floor.py)."""
+    if not floor:
+        return
+    rates = list(floor)
+    names = list(floor[rates[0]]["parts_ms_per_order"])
+    out(
+        "\nTransport floor: CPU ms per order of the hops any design keeps, with no service logic "
+        "(medians over runs)"
+    )
+    out(f"{'part':<34}" + "".join(f" {f'@{r}/s':>9}" for r in rates))
+    for name in names:
+        label = name
+        if name in ("redis", "nats"):
+            label = f"{name} (as the service uses it)"
+        out(f"{label:<34}" + "".join(f" {fmt(floor[r]['parts_ms_per_order'][name], 3):>9}" for r in rates))
+    out(f"{'total':<34}" + "".join(f" {floor[r]['total_ms_per_order']:>9.3f}" for r in rates))
+    cores = floor[rates[0]]["cores"]
+    out(
+        f"{f'{cores} cores carry at most (orders/s)':<34}"
+        + "".join(f" {fmt(floor[r]['max_rate'], 0):>9}" for r in rates)
+    )
+    out(
+        "(gRPC API: a do-nothing OrderService answering CreateOrder and streaming "
+        f"{UPDATES_PER_ORDER} updates; exchange hop: signed aiohttp POSTs to the simulator; Redis and NATS: "
+        "the sweep step nearest each rate)"
+    )
 
 
 def plot(summary: dict[str, Any], runs: list[RunResult]) -> list[Path]:
@@ -257,7 +288,7 @@ def plot(summary: dict[str, Any], runs: list[RunResult]) -> list[Path]:
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(10, 5))
+    fig, (ax, floor_ax) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [3, 1]})
     names = list(steps[rates[0]]["cpu"]) if rates else []
     bottoms = [0.0] * len(rates)
     positions = list(range(len(rates)))
@@ -285,11 +316,45 @@ def plot(summary: dict[str, Any], runs: list[RunResult]) -> list[Path]:
     ax.set_title("CPU per order by process, during each sweep step (median over runs)")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
+    _plot_floor(floor_ax, summary["floor"])
     fig.tight_layout()
     paths.append(RESULTS / f"{NAME}_cpu.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
     return paths
+
+
+def _plot_floor(ax: Any, floor: dict[int, dict[str, Any]]) -> None:
+    """Stacked transport floor per rate, against what the machine's cores allow per order at that rate."""
+    rates = list(floor)
+    if not rates:
+        ax.set_visible(False)
+        return
+    positions = list(range(len(rates)))
+    bottoms = [0.0] * len(rates)
+    for name in floor[rates[0]]["parts_ms_per_order"]:
+        values = [floor[r]["parts_ms_per_order"][name] or 0.0 for r in rates]
+        ax.bar(positions, values, bottom=bottoms, label=name, hatch="..")
+        bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
+    cores = floor[rates[0]]["cores"]
+    for x, rate, total in zip(positions, rates, bottoms, strict=True):
+        allowed = cores * 1000 / rate
+        ax.hlines(allowed, x - 0.45, x + 0.45, colors="red", linestyles="--")
+        ax.annotate(
+            f"{cores} cores: {allowed:.2f} ms",
+            (x, allowed),
+            ha="center",
+            va="bottom",
+            fontsize="small",
+            color="red",
+        )
+        ax.annotate(f"{total:.2f} ms", (x, total), ha="center", va="top", fontsize="small")
+    ax.set_xticks(positions, [f"{r}/s" for r in rates])
+    ax.set_ylim(0, max([*bottoms, *(cores * 1000 / r for r in rates)]) * 1.15)
+    ax.set_ylabel("CPU ms per order")
+    ax.set_title("Transport floor (no service logic)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), fontsize="x-small")
 
 
 def write_results(
@@ -315,6 +380,7 @@ def write_results(
                     "after_idle_ms": r.after_idle,
                     "httpx_ms": r.httpx_ms,
                     "ccxt_ms": r.ccxt_ms,
+                    "floor_ms_per_order": {str(k): v for k, v in r.floor.items()},
                     f"samples_at_{at}_ms": r.samples.get(at) if at is not None else None,
                 }
                 for r in runs

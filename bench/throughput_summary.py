@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
@@ -61,6 +62,33 @@ def closest(steps: dict[int, Any], rate: int) -> int | None:
     return min(steps, key=lambda r: (abs(r - rate), r)) if steps else None
 
 
+def summarize_floor(runs: list[RunResult], steps: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Per floor rate: the API's and the exchange hop's CPU per order (medians over runs), plus Redis
+    and NATS as the sweep step closest to that rate measured them; their total, and the highest rate
+    this machine's cores could carry at that cost with nothing else to do."""
+    cores = os.cpu_count() or 1
+    out: dict[int, dict[str, Any]] = {}
+    for rate in runs[0].floor:
+        parts: dict[str, float | None] = {
+            "gRPC API: echo server": median_of(r.floor[rate]["api"]["server"] for r in runs),
+            "gRPC API: client": median_of(r.floor[rate]["api"]["client"] for r in runs),
+            "exchange hop: simulator": median_of(r.floor[rate]["exchange"]["simulator"] for r in runs),
+            "exchange hop: aiohttp client": median_of(r.floor[rate]["exchange"]["client"] for r in runs),
+        }
+        at = closest(steps, rate)
+        for name in ("redis", "nats"):
+            parts[name] = steps[at]["cpu"].get(name, {}).get("ms_per_order") if at is not None else None
+        total = sum(v or 0.0 for v in parts.values())
+        out[rate] = {
+            "parts_ms_per_order": parts,
+            "redis_nats_from_sweep_rate": at,
+            "total_ms_per_order": total,
+            "cores": cores,
+            "max_rate": cores * 1000 / total if total else None,
+        }
+    return out
+
+
 def summarize(runs: list[RunResult]) -> dict[str, Any]:
     """Medians over runs: the sweep steps by rate, the knee, burst, idle CPU, after idle, baselines."""
     steps = combine_steps(runs)
@@ -103,4 +131,5 @@ def summarize(runs: list[RunResult]) -> dict[str, Any]:
         },
         "httpx": pair([r.httpx_ms for r in runs]),
         "ccxt": pair([r.ccxt_ms for r in runs]),
+        "floor": summarize_floor(runs, steps),
     }
