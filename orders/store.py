@@ -36,6 +36,10 @@ STORE_OUTAGES: tuple[type[Exception], ...] = (
 )
 
 _MAX_CAS_ATTEMPTS = 16
+# A worker's claim is bookkeeping that the exchange's answer follows within milliseconds: it
+# reaches the outbox together with the next change, so its readers (update streams, the NATS
+# relay) wake once for both instead of competing with the POST for the CPU.
+_HELD_BACK = frozenset({(OrderState.NEW, OrderState.SUBMITTING)})
 # Accepted and not yet answered by the exchange: queued, or claimed and maybe waiting for the budget.
 _UNSENT = frozenset({OrderState.NEW, OrderState.SUBMITTING})
 
@@ -100,8 +104,11 @@ class OrderStore(OrderQueries):
             update_retention_s=settings.performance.update_retention_s,
         )
 
-    def _record(self, order: Order, new_fills: str, was: OrderState | None) -> tuple[list[str], list[Any]]:
-        """KEYS and ARGV of the scripts' shared tail (`_RECORD`)."""
+    def _record(
+        self, order: Order, new_fills: str, was: OrderState | None, *, hold: bool = False
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of the scripts' shared tail (`_RECORD`); `hold` holds the version back
+        from the outbox until the next change."""
         keys = [
             self._order_key(order.order_id),
             self._client_key(order.client_order_id),
@@ -123,6 +130,7 @@ class OrderStore(OrderQueries):
             str(was or ""),
             1 if order.state in _UNSENT else 0,
             _open_units(order),
+            1 if hold else 0,
         ]
         return keys, args
 
@@ -178,7 +186,8 @@ class OrderStore(OrderQueries):
         (typically a `fsm` function). On a concurrent write it is re-run on the fresh
         order. A caller that holds a recent copy passes it as `current`, which saves the
         read when nobody changed the order since. The new version goes to the outbox in
-        the same atomic step, and so does the push `enqueue` returns for it, if any.
+        the same atomic step (a worker's claim, NEW -> SUBMITTING, with the next change),
+        and so does the push `enqueue` returns for it, if any.
         Raises OrderNotFound, or StoreConflict after repeated lost races.
         """
         key = self._order_key(order_id)
@@ -194,7 +203,10 @@ class OrderStore(OrderQueries):
             new_version = current.version + 1
             updated = updated.replace(version=new_version)
             keys, args = self._record(
-                updated, encode_fills(updated.fills[len(current.fills) :]), current.state
+                updated,
+                encode_fills(updated.fills[len(current.fills) :]),
+                current.state,
+                hold=(current.state, updated.state) in _HELD_BACK,
             )
             args += [current.version, new_version]
             _add_push(keys, args, enqueue(updated) if enqueue else None)
@@ -223,7 +235,7 @@ def _open_units(order: Order) -> int:
 
 
 def _risk_args(order: Order, risk: RiskCheck | None) -> list[Any]:
-    """ARGV[11..20] of CREATE: the risk gate's order and limits (see `orders.store_scripts`)."""
+    """ARGV[12..21] of CREATE: the risk gate's order and limits (see `orders.store_scripts`)."""
     if risk is None:
         return [0, "", "", "", 0, 0, 0, 0, -1, DAY_COUNTER_TTL_S]
     return [

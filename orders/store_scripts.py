@@ -5,6 +5,12 @@ unsettled and unsent indexes and the expiry, and push a queue message if given â
 or nothing. `PUSH` queues a message on its own. The KEYS/ARGV layouts are documented
 beside each script; `orders.store` builds them.
 
+A version can be held back from the outbox (`orders.store` holds the worker's claim,
+NEW -> SUBMITTING): the order hash then remembers it (`held_was`, the state it came from),
+and the next change appends it to the outbox right before its own entry. Every version
+still reaches the outbox once and in order, and the claim costs its readers no wake-up
+of their own.
+
 Pre-trade risk counts live here too, so two gateways cannot both pass the last unit of
 a limit: `CREATE` checks the trading mode, open orders, orders today and the position
 (with open orders on the same side) and reserves the order in the same step; every
@@ -34,7 +40,8 @@ end
 # ARGV[2] order JSON, ARGV[3] created_at, ARGV[4] 1 if settled, ARGV[5] TTL (s) once
 # settled, ARGV[6] outbox MINID, ARGV[7] new fills JSON, ARGV[8] the state it was in ('' for
 # a new order), ARGV[9] 1 if it is unsent, ARGV[10] the order's open quantity in units now
-# (-1: final, release its reservation).
+# (-1: final, release its reservation), ARGV[11] 1 to hold this version back from the outbox
+# until the next change (see the module docstring).
 _RECORD = """
 local held = redis.call('HGET', KEYS[7], ARGV[1])
 if held then
@@ -50,7 +57,9 @@ if held then
     redis.call('HINCRBY', KEYS[8], side_field, string.format('%d', now_units - was_units))
   end
 end
-if ARGV[7] ~= '' then
+if ARGV[11] == '1' then
+  redis.call('HSET', KEYS[1], 'held_was', ARGV[8])
+elseif ARGV[7] ~= '' then
   redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[6], '*', 'order', ARGV[2], 'was', ARGV[8], 'fills', ARGV[7])
 else
   redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[6], '*', 'order', ARGV[2], 'was', ARGV[8])
@@ -73,51 +82,51 @@ else
 end
 """
 
-# The risk gate of CREATE (only if ARGV[11] is '1'). KEYS[12] trading mode hash, KEYS[13]
-# positions (symbol -> signed units), KEYS[14] today's order count; ARGV[12] '<SYMBOL>:<SIDE>',
-# ARGV[13] side, ARGV[14] symbol, ARGV[15] quantity (units), ARGV[16] '1' if reduce-only,
-# ARGV[17] max open orders, ARGV[18] max orders per day (0 = none), ARGV[19] max position
-# (units, -1 = none), ARGV[20] seconds the day counter is kept. A refusal returns
+# The risk gate of CREATE (only if ARGV[12] is '1'). KEYS[12] trading mode hash, KEYS[13]
+# positions (symbol -> signed units), KEYS[14] today's order count; ARGV[13] '<SYMBOL>:<SIDE>',
+# ARGV[14] side, ARGV[15] symbol, ARGV[16] quantity (units), ARGV[17] '1' if reduce-only,
+# ARGV[18] max open orders, ARGV[19] max orders per day (0 = none), ARGV[20] max position
+# (units, -1 = none), ARGV[21] seconds the day counter is kept. A refusal returns
 # {limit, value, allowance}; nothing is written.
 _RISK_GATE = """
-if ARGV[11] == '1' then
-  local qty = tonumber(ARGV[15])
-  local pos = tonumber(redis.call('HGET', KEYS[13], ARGV[14]) or '0')
-  local open_same = tonumber(redis.call('HGET', KEYS[8], ARGV[12]) or '0')
-  local shrinks = (ARGV[13] == 'SELL' and pos > 0) or (ARGV[13] == 'BUY' and pos < 0)
+if ARGV[12] == '1' then
+  local qty = tonumber(ARGV[16])
+  local pos = tonumber(redis.call('HGET', KEYS[13], ARGV[15]) or '0')
+  local open_same = tonumber(redis.call('HGET', KEYS[8], ARGV[13]) or '0')
+  local shrinks = (ARGV[14] == 'SELL' and pos > 0) or (ARGV[14] == 'BUY' and pos < 0)
   local mode = redis.call('HGET', KEYS[12], 'mode') or 'ACTIVE'
   if mode == 'HALTED' then return {'trading_mode', 'HALTED', 'no new orders'} end
   if mode == 'REDUCING' and not (shrinks and open_same + qty <= math.abs(pos)) then
     return {'trading_mode', 'REDUCING', 'only orders that reduce a position'}
   end
-  local max_open = tonumber(ARGV[17])
+  local max_open = tonumber(ARGV[18])
   if max_open > 0 then
     local open = redis.call('HLEN', KEYS[7])
-    if open + 1 > max_open then return {'max_open_orders', tostring(open + 1), ARGV[17]} end
+    if open + 1 > max_open then return {'max_open_orders', tostring(open + 1), ARGV[18]} end
   end
-  local max_day = tonumber(ARGV[18])
+  local max_day = tonumber(ARGV[19])
   local today = tonumber(redis.call('GET', KEYS[14]) or '0')
   if max_day > 0 and today + 1 > max_day then
-    return {'max_orders_per_day', tostring(today + 1), ARGV[18]}
+    return {'max_orders_per_day', tostring(today + 1), ARGV[19]}
   end
-  local max_pos = tonumber(ARGV[19])
-  if max_pos >= 0 and not (ARGV[16] == '1' and shrinks) then
+  local max_pos = tonumber(ARGV[20])
+  if max_pos >= 0 and not (ARGV[17] == '1' and shrinks) then
     local worst = open_same + qty
-    if ARGV[13] == 'BUY' then worst = worst + pos else worst = worst - pos end
+    if ARGV[14] == 'BUY' then worst = worst + pos else worst = worst - pos end
     if worst > max_pos then
-      return {'max_position_quantity', string.format('%d', worst), ARGV[19]}
+      return {'max_position_quantity', string.format('%d', worst), ARGV[20]}
     end
   end
-  redis.call('HSET', KEYS[7], ARGV[1], ARGV[12] .. ' ' .. ARGV[15])
-  redis.call('HINCRBY', KEYS[8], ARGV[12], ARGV[15])
+  redis.call('HSET', KEYS[7], ARGV[1], ARGV[13] .. ' ' .. ARGV[16])
+  redis.call('HINCRBY', KEYS[8], ARGV[13], ARGV[16])
   redis.call('INCR', KEYS[14])
-  redis.call('EXPIRE', KEYS[14], ARGV[20])
+  redis.call('EXPIRE', KEYS[14], ARGV[21])
 end
 """
 
 # KEYS[9], KEYS[10], KEYS[11]: the time indexes (all, the symbol's, the owner's â€” the first
-# again for an order without owner); the risk gate's KEYS[12..14] / ARGV[11..20]; push at
-# KEYS[15..17] / ARGV[21..23]. Returns the winning order id, or the risk gate's refusal.
+# again for an order without owner); the risk gate's KEYS[12..14] / ARGV[12..21]; push at
+# KEYS[15..17] / ARGV[22..24]. Returns the winning order id, or the risk gate's refusal.
 CREATE = (
     """
 local existing = redis.call('GET', KEYS[2])
@@ -132,20 +141,26 @@ redis.call('ZADD', KEYS[10], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[11], ARGV[3], ARGV[1])
 """
     + _RECORD
-    + _push_lua(key=15, arg=21)
+    + _push_lua(key=15, arg=22)
     + "return ARGV[1]"
 )
 
-# ARGV[11] expected version, ARGV[12] new version; push at KEYS[9..11] / ARGV[13..15].
+# ARGV[12] expected version, ARGV[13] new version; push at KEYS[9..11] / ARGV[14..16].
+# A version held back goes to the outbox first.
 COMPARE_AND_SET = (
     """
 local current = redis.call('HGET', KEYS[1], 'version')
 if not current then return -1 end
-if current ~= ARGV[11] then return 0 end
-redis.call('HSET', KEYS[1], 'data', ARGV[2], 'version', ARGV[12])
+if current ~= ARGV[12] then return 0 end
+local held_was = redis.call('HGET', KEYS[1], 'held_was')
+if held_was then
+  redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[6], '*', 'order', redis.call('HGET', KEYS[1], 'data'), 'was', held_was)
+  redis.call('HDEL', KEYS[1], 'held_was')
+end
+redis.call('HSET', KEYS[1], 'data', ARGV[2], 'version', ARGV[13])
 """
     + _RECORD
-    + _push_lua(key=9, arg=13)
+    + _push_lua(key=9, arg=14)
     + "return 1"
 )
 

@@ -84,6 +84,42 @@ async def test_create_and_every_transition_append_one_entry_with_the_version(sto
     assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-")))) and len(set(ids)) == 5
 
 
+async def test_a_workers_claim_reaches_the_outbox_with_the_next_change_right_before_it(
+    store: OrderStore, client: fakeredis.FakeAsyncRedis
+) -> None:
+    await new(store, 1)
+    await store.transition("o1", to(S.SUBMITTING))
+    entries = await store.outbox.range_after("0-0")
+    assert [e.order.state for e in entries] == [S.NEW]  # held back: nothing to wake the readers for
+    assert (await store.get("o1")).state is S.SUBMITTING  # but stored, for a crash to be seen
+    await store.transition("o1", report(S.SUBMITTED))
+    entries = await store.outbox.range_after("0-0")
+    assert [(e.order.version, e.order.state, e.was) for e in entries] == [
+        (1, S.NEW, None),
+        (2, S.SUBMITTING, S.NEW),
+        (3, S.SUBMITTED, S.SUBMITTING),
+    ]
+    assert await client.hget("oe:order:o1", "held_was") is None  # released once
+    await store.transition("o1", report(S.CANCELED))
+    assert [e.order.version for e in await store.outbox.range_after("0-0")] == [1, 2, 3, 4]
+
+
+async def test_only_the_claim_is_held_back(store: OrderStore) -> None:
+    await new(store, 1)
+    await store.transition("o1", to(S.EXPIRED))  # NEW -> EXPIRED (too old to send): at once
+    await new(store, 2)
+    await store.transition("o2", to(S.SUBMITTING))
+    await store.transition("o2", lambda o: o.replace(sent_at=now_ms()))  # a re-send's restamp: at once
+    entries = await store.outbox.range_after("0-0")
+    assert [(e.order.order_id, e.order.version, e.order.state) for e in entries] == [
+        ("o1", 1, S.NEW),
+        ("o1", 2, S.EXPIRED),
+        ("o2", 1, S.NEW),
+        ("o2", 2, S.SUBMITTING),
+        ("o2", 3, S.SUBMITTING),
+    ]
+
+
 async def test_update_type_says_what_happened_so_a_final_state_is_announced_once(store: OrderStore) -> None:
     await new(store, 1)
     await store.transition("o1", to(S.SUBMITTING))
