@@ -10,18 +10,24 @@ import pytest
 
 from listener.lease import LeaderLease
 
-TTL_MS = 100
+SHORT_TTL_MS = 100  # for a lease meant to lapse
+TTL_MS = 5000  # long enough that a slow CI machine does not lapse one between two calls
 
 
 @pytest.fixture
-async def pair() -> AsyncIterator[tuple[LeaderLease, LeaderLease]]:
+async def client() -> AsyncIterator[fakeredis.FakeAsyncRedis]:
+    fake = fakeredis.FakeAsyncRedis()
+    yield fake
+    await fake.aclose()
+
+
+@pytest.fixture
+def pair(client: fakeredis.FakeAsyncRedis) -> tuple[LeaderLease, LeaderLease]:
     """Two listener replicas contending for one account's lease."""
-    client = fakeredis.FakeAsyncRedis()
-    yield (
+    return (
         LeaderLease(client, namespace="oe", holder_id="listener-a", ttl_ms=TTL_MS),
         LeaderLease(client, namespace="oe", holder_id="listener-b", ttl_ms=TTL_MS),
     )
-    await client.aclose()
 
 
 async def test_only_one_replica_holds_the_lease(pair: tuple[LeaderLease, LeaderLease]) -> None:
@@ -64,10 +70,11 @@ async def test_a_release_by_a_replica_that_does_not_hold_changes_nothing(
     assert not await b.hold()
 
 
-async def test_a_lapsed_lease_is_taken_over_and_not_taken_back(pair: tuple[LeaderLease, LeaderLease]) -> None:
-    a, b = pair
+async def test_a_lapsed_lease_is_taken_over_and_not_taken_back(client: fakeredis.FakeAsyncRedis) -> None:
+    a = LeaderLease(client, namespace="oe", holder_id="listener-a", ttl_ms=SHORT_TTL_MS)
+    b = LeaderLease(client, namespace="oe", holder_id="listener-b", ttl_ms=TTL_MS)
     assert await a.hold()
-    await asyncio.sleep(TTL_MS * 1.5 / 1000)  # a froze and did not renew
+    await asyncio.sleep(SHORT_TTL_MS * 1.5 / 1000)  # a froze and did not renew
     assert await b.hold()
     assert not await a.hold()  # a wakes up: it must not renew a lease b now holds
     assert await a.holder() == "listener-b"
