@@ -76,7 +76,16 @@ async def _answer(context: Context, call: Callable[[], Awaitable[T]]) -> T:
             if isinstance(exc, kind):
                 await context.abort(code, str(exc))
         raise
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+    except redis.exceptions.TimeoutError as exc:
+        # Also what an overloaded gateway sees: its event loop reads the answer too late.
+        log.error("order store did not answer in time: %r", exc)
+        await context.abort(
+            grpc.StatusCode.UNAVAILABLE,
+            "order store (Redis) did not answer within redis.socket_timeout_ms: Redis or this gateway "
+            "is overloaded; retry shortly",
+        )
+        raise
+    except redis.exceptions.ConnectionError as exc:
         log.error("order store unreachable: %r", exc)
         await context.abort(grpc.StatusCode.UNAVAILABLE, "order store (Redis) unreachable; retry shortly")
         raise

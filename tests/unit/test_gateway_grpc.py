@@ -60,6 +60,7 @@ async def test_a_frozen_redis_answers_unavailable_at_once() -> None:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.GetOrder(pb.GetOrderRequest(order_id="o1"))
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "did not answer within redis.socket_timeout_ms" in (caught.value.details() or "")
         assert asyncio.get_running_loop().time() - started < 3
     await client.aclose()
     for writer in held:
