@@ -2,7 +2,8 @@
 
 Every replica competes for the leader lease (`listener.lease`). The holder runs, until
 it loses the lease or stops:
-* the user-data stream, each order event applied to the store;
+* the user-data stream, each order event applied to the store (`listener.event_lanes`: in order
+  within one order, different orders at once);
 * the reconciler: a sweep at start, after every stream (re)connection, and every
   `reconcile.interval_s`; plus index trimming of expired orders;
 * the outbox relay to NATS JetStream;
@@ -24,12 +25,14 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import redis.exceptions
 
 from exchange.account import exchange_client
-from exchange.user_stream import UserStream
+from exchange.user_stream import OrderEvent, UserStream
 from listener.dead_man import DeadManSwitch
+from listener.event_lanes import EventLanes
 from listener.lease import LeaderLease
 from listener.order_events import OrderEventRecorder
 from listener.reconciler import ReconcilePolicy, Reconciler
@@ -54,6 +57,7 @@ _MAINTENANCE_EVERY_S = 60.0
 _RELAY_BLOCK_MS = 500
 _STEP_FLOOR_S = 0.1  # a shutdown step is tried even when the grace period is used up
 _CANCEL_OPEN_CHECK_S = 1.0  # how often the leader looks for a kill switch's unfinished cancel-open
+_ACCOUNT_LANE = "account updates"  # a space: no client order id can name this lane
 
 
 def replica_id() -> str:
@@ -81,9 +85,11 @@ class Listener:
             keepalive_interval_s=s.listener.keepalive_interval_s,
             reconnect_after_s=s.listener.reconnect_after_s,
             backoff_max_s=s.listener.reconnect_backoff_max_s,
-            on_account=self.risk_feeds.on_account_update,
+            on_account=self._on_account_update,
         )
         self.recorder = OrderEventRecorder(self.store, self.exchange)
+        self.lanes = EventLanes(max_in_flight=s.listener.max_events_in_flight)
+        self._positions_flush_queued = False
         self.reconciler = Reconciler(self.store, self.exchange, ReconcilePolicy.from_settings(s))
         self.relay = OutboxRelay(
             self.store.outbox,
@@ -157,7 +163,7 @@ class Listener:
     def _lead(self) -> None:
         self._sweep_now.set()  # sweep at once: whatever happened while nobody led
         self._leading = [
-            asyncio.create_task(self.stream.run(self.recorder.record, self._on_stream_connect)),
+            asyncio.create_task(self.stream.run(self._on_order_event, self._on_stream_connect)),
             asyncio.create_task(self._reconcile_forever()),
             asyncio.create_task(self.relay.run()),
             asyncio.create_task(_every(self.settings.performance.symbol_info_refresh, self._sync_clock)),
@@ -173,6 +179,26 @@ class Listener:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.lanes.close()  # what is not applied yet, the next leader's sweep settles
+
+    async def _on_order_event(self, event: OrderEvent) -> None:
+        """An order's news goes on the order's lane. A conditional order's is applied at once, before
+        anything that came after it: the order it triggers is recognised by the trigger's time."""
+        if event.conditional:
+            await self.recorder.record(event)
+        else:
+            await self.lanes.submit(event.client_order_id, lambda: self.recorder.record(event))
+
+    async def _on_account_update(self, payload: dict[str, Any]) -> None:
+        """Positions are noted at once and written in a lane of their own, every change noted
+        before a write starts in that write: one write queued at a time, however many fills."""
+        if self.risk_feeds.note_account_update(payload) and not self._positions_flush_queued:
+            self._positions_flush_queued = True
+            await self.lanes.submit(_ACCOUNT_LANE, self._flush_positions)
+
+    async def _flush_positions(self) -> None:
+        self._positions_flush_queued = False  # what is noted from now on needs the next write
+        await self.risk_feeds.flush_positions()
 
     async def _on_stream_connect(self) -> None:
         self._sweep_now.set()

@@ -6,7 +6,9 @@
 * Positions: GET /fapi/v2/positionRisk when the listener starts leading and every
   `risk.position_refresh_s`, and each ACCOUNT_UPDATE in between (it carries only the
   positions that changed). The stored amount is the net of the symbol's position sides
-  (one-way mode has one, BOTH; hedge mode LONG and SHORT).
+  (one-way mode has one, BOTH; hedge mode LONG and SHORT). ACCOUNT_UPDATEs are noted at
+  once and written in batches (`note_account_update`, `flush_positions`): an account that
+  fills hundreds of orders a second gets one write per round trip, not one per fill.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class RiskFeeds:
         self._exchange = exchange
         self._symbols = frozenset(symbols)
         self._sides: dict[tuple[str, str], Decimal] = {}  # (symbol, positionSide) -> amount
+        self._unwritten: set[str] = set()  # symbols whose position changed since the last write
 
     async def poll_marks(self) -> None:
         """Read every configured symbol's mark price once and store it."""
@@ -53,7 +56,13 @@ class RiskFeeds:
         await self._state.set_positions(_net(sides, {s for s, _ in sides}), replace=True)
 
     async def on_account_update(self, payload: dict[str, Any]) -> None:
-        """Apply an ACCOUNT_UPDATE's changed positions (`a.P[]`: s, pa, ps); a malformed one is logged."""
+        """Apply an ACCOUNT_UPDATE's changed positions and store them now."""
+        if self.note_account_update(payload):
+            await self.flush_positions()
+
+    def note_account_update(self, payload: dict[str, Any]) -> bool:
+        """Note an ACCOUNT_UPDATE's changed positions (`a.P[]`: s, pa, ps) for the next
+        `flush_positions`; True if any changed. A malformed one is logged and changes nothing."""
         try:
             changed = [
                 (str(p["s"]), str(p.get("ps", "BOTH")), Decimal(str(p["pa"])))
@@ -61,12 +70,25 @@ class RiskFeeds:
             ]
         except (KeyError, TypeError, InvalidOperation) as exc:
             log.error("ACCOUNT_UPDATE with a malformed position (%r): %.300s", exc, payload)
-            return
-        if not changed:
-            return
+            return False
         for symbol, side, amount in changed:
             self._sides[(symbol, side)] = amount
-        await self._state.set_positions(_net(self._sides, {symbol for symbol, _, _ in changed}))
+            self._unwritten.add(symbol)
+        return bool(changed)
+
+    async def flush_positions(self) -> None:
+        """Store every position noted since the last flush, in one write (none if nothing changed).
+
+        A failed write keeps them noted, for the next flush or the periodic refresh.
+        """
+        if not self._unwritten:
+            return
+        symbols, self._unwritten = self._unwritten, set()
+        try:
+            await self._state.set_positions(_net(self._sides, symbols))
+        except BaseException:
+            self._unwritten |= symbols
+            raise
 
     async def run_marks(self, period_s: float) -> None:
         """Poll mark prices every `period_s` until cancelled; a failure is logged and retried."""

@@ -224,6 +224,9 @@ class ListenerSettings(_Section):
         23 * 3600 + 30 * 60, gt=0, description="reconnect the user stream before Binance's 24 h cap"
     )
     reconnect_backoff_max_s: float = Field(10.0, gt=0)
+    max_events_in_flight: int = Field(
+        256, gt=0, description="user-stream events applied at once (in order within one order)"
+    )
 
 
 class DeadManSettings(_Section):

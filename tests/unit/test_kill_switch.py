@@ -9,6 +9,7 @@ from typing import Any, cast
 import fakeredis
 import grpc
 import pytest
+import redis.exceptions
 
 from exchange.client import BinanceClient
 from gateway.auth import API_KEY_HEADER, hash_key
@@ -191,3 +192,45 @@ async def test_the_listener_keeps_marks_and_positions(fake_redis: fakeredis.Fake
         {"e": "ACCOUNT_UPDATE", "a": {"P": [{"s": "BTCUSDT", "pa": "-0.3", "ps": "BOTH"}]}}
     )
     assert (await state.positions())["BTCUSDT"] == Decimal("-0.3")
+
+
+async def test_account_updates_are_noted_at_once_and_written_together(
+    fake_redis: fakeredis.FakeAsyncRedis,
+) -> None:
+    state = RiskState(fake_redis)
+    feeds = RiskFeeds(state, cast(BinanceClient, _Exchange()), symbols=["BTCUSDT", "ETHUSDT"])
+    for symbol, amount in (("BTCUSDT", "0.1"), ("ETHUSDT", "-2"), ("BTCUSDT", "0.3")):
+        assert feeds.note_account_update({"e": "ACCOUNT_UPDATE", "a": {"P": [{"s": symbol, "pa": amount}]}})
+    assert not feeds.note_account_update({"e": "ACCOUNT_UPDATE", "a": {"B": []}})  # balances only
+    assert await state.positions() == {}  # nothing written yet
+    writes: list[dict[str, Decimal]] = []
+    set_positions = state.set_positions
+
+    async def counted(positions: dict[str, Decimal], *, replace: bool = False) -> None:
+        writes.append(positions)
+        await set_positions(positions, replace=replace)
+
+    state.set_positions = counted  # type: ignore[method-assign]
+    await feeds.flush_positions()
+    await feeds.flush_positions()  # nothing new: no write
+    assert writes == [{"BTCUSDT": Decimal("0.3"), "ETHUSDT": Decimal(-2)}]
+    assert await state.positions() == {"BTCUSDT": Decimal("0.3"), "ETHUSDT": Decimal(-2)}
+
+
+async def test_a_failed_position_write_is_tried_again_by_the_next_flush(
+    fake_redis: fakeredis.FakeAsyncRedis,
+) -> None:
+    state = RiskState(fake_redis)
+    feeds = RiskFeeds(state, cast(BinanceClient, _Exchange()), symbols=["BTCUSDT"])
+    feeds.note_account_update({"e": "ACCOUNT_UPDATE", "a": {"P": [{"s": "BTCUSDT", "pa": "0.5"}]}})
+    set_positions = state.set_positions
+
+    async def down(positions: dict[str, Decimal], *, replace: bool = False) -> None:
+        raise redis.exceptions.ConnectionError("Redis is down")
+
+    state.set_positions = down  # type: ignore[method-assign]
+    with pytest.raises(redis.exceptions.ConnectionError):
+        await feeds.flush_positions()
+    state.set_positions = set_positions  # type: ignore[method-assign]
+    await feeds.flush_positions()
+    assert await state.positions() == {"BTCUSDT": Decimal("0.5")}

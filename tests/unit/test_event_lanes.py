@@ -1,0 +1,78 @@
+"""User-stream news is applied in arrival order within one lane and concurrently across lanes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from listener.event_lanes import EventLanes
+
+
+class Journal:
+    """Work items that record when they start and finish, and how many run at once."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.finished: list[str] = []
+        self.running = 0
+        self.most_at_once = 0
+
+    def item(self, name: str, seconds: float = 0.02, fail: bool = False) -> Callable[[], Awaitable[None]]:
+        async def work() -> None:
+            self.started.append(name)
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+            try:
+                await asyncio.sleep(seconds)
+                if fail:
+                    raise RuntimeError(f"{name} failed")
+            finally:
+                self.running -= 1
+                self.finished.append(name)
+
+        return work
+
+
+async def test_one_lane_runs_in_arrival_order_and_lanes_run_at_once() -> None:
+    lanes, journal = EventLanes(max_in_flight=64), Journal()
+    started = asyncio.get_running_loop().time()
+    for i in range(3):
+        for order in ("a", "b", "c", "d"):
+            await lanes.submit(order, journal.item(f"{order}{i}", seconds=0.05))
+    await lanes.idle()
+    elapsed = asyncio.get_running_loop().time() - started
+    for order in "abcd":
+        assert [n for n in journal.finished if n[0] == order] == [f"{order}0", f"{order}1", f"{order}2"]
+    assert journal.most_at_once == 4  # one per lane
+    assert elapsed < 0.4  # three rounds of 50 ms, not twelve
+
+
+async def test_submit_waits_for_room_so_nothing_piles_up() -> None:
+    lanes, journal = EventLanes(max_in_flight=3), Journal()
+    for i in range(9):
+        await lanes.submit(f"order-{i}", journal.item(f"x{i}"))
+        assert lanes.in_flight <= 3
+    await lanes.idle()
+    assert journal.most_at_once == 3 and len(journal.finished) == 9
+
+
+async def test_a_failure_is_logged_and_the_lane_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    lanes, journal = EventLanes(max_in_flight=8), Journal()
+    await lanes.submit("a", journal.item("a0", fail=True))
+    await lanes.submit("a", journal.item("a1"))
+    await lanes.idle()
+    assert journal.finished == ["a0", "a1"]
+    assert "a0 failed" in caplog.text
+
+
+async def test_close_cancels_what_is_queued() -> None:
+    lanes, journal = EventLanes(max_in_flight=8), Journal()
+    await lanes.submit("a", journal.item("a0", seconds=10))
+    await lanes.submit("a", journal.item("a1", seconds=10))
+    await asyncio.wait_for(lanes.close(), 1)
+    assert journal.started == ["a0"] and lanes.in_flight == 0
+    await lanes.submit("a", journal.item("a2", seconds=0))  # usable again, with its room back
+    await lanes.idle()
+    assert journal.finished[-1] == "a2"
