@@ -79,7 +79,8 @@ def step_line(step: dict[str, Any]) -> str:
         " | "
         f"ack {fmt(step['ack_p50_ms'])}/{fmt(step['ack_p99_ms'])} "
         f"update {fmt(step['answer_p50_ms'])}/{fmt(step['answer_p99_ms'])} "
-        f"final {fmt(step['final_p50_ms'])}/{fmt(step['final_p99_ms'])} ms (p50/p99) | "
+        f"final {fmt(step['final_p50_ms'])}/{fmt(step['final_p99_ms'])} "
+        f"fill {fmt(step['fill_p50_ms'])}/{fmt(step['fill_p99_ms'])} ms (p50/p99) | "
         f"lost {step['lost']} refused {step['refused']} | "
         f"cpu worker {workers:.2f} ms/order {worker_pct:.0f}%, machine {total:.2f} ms/order"
     )
@@ -115,15 +116,18 @@ async def burst(session: Session, meter: CpuMeter) -> tuple[dict[str, Any], list
     first = min(o.submit for o in orders)
     answers = [o.answer for o in orders if o.answer is not None and o.answered_in_time()]
     finals = [o.final for o in orders if o.final is not None]
+    fills = [o.fill for o in orders if o.fill is not None]
     out = {
         **stats(orders),
         "first_submit_to_last_answer_ms": ms(first, max(answers)) if answers else None,
         "first_submit_to_last_final_ms": ms(first, max(finals)) if finals else None,
+        "first_submit_to_last_fill_ms": ms(first, max(fills)) if fills else None,
         "all_answered": len(answers) == len(orders),
         "cpu": cpu_report(cpu_start, cpu_end, len(orders)),
     }
     print(
-        f"    burst {BURST_N}: first submit -> last answer {fmt(out['first_submit_to_last_answer_ms'])} ms, "
+        f"    burst {BURST_N}: first submit -> last answer {fmt(out['first_submit_to_last_answer_ms'])} ms "
+        f"(last trades recorded {fmt(out['first_submit_to_last_fill_ms'])} ms), "
         f"CreateOrder p50/p99 {fmt(out['ack_p50_ms'])}/{fmt(out['ack_p99_ms'])} ms, lost {out['lost']}, "
         f"refused {out['refused']}",
         flush=True,

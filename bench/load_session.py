@@ -96,9 +96,16 @@ class Order:
     ack: float | None = None
     answer: float | None = None
     final: float | None = None
+    fill: float | None = None  # every trade of a FILLED order recorded (ids, fees; from the user stream)
     state: int = 0
     error: str = ""
     detail: str = ""
+
+    def settled(self) -> bool:
+        """Refused, or final and, if FILLED, with every trade recorded."""
+        if self.error:
+            return True
+        return self.final is not None and (self.state != pb.FILLED or self.fill is not None)
 
     def answered_in_time(self) -> bool:
         return self.answer is not None and self.answer - self.submit <= LOST_AFTER_S
@@ -156,6 +163,8 @@ class Session:
                         order.answer = now
                     if state in FINAL and order.final is None:
                         order.final = now
+                    if state == pb.FILLED and order.fill is None and _fills_complete(update.order):
+                        order.fill = now
                     order.state = state
                 reason = "ended by the server"
             except grpc.aio.AioRpcError as exc:
@@ -176,10 +185,11 @@ class Session:
             order.detail = (exc.details() or "")[:160]
 
     async def drain(self, orders: Sequence[Order], tail_s: float = DRAIN_TAIL_S) -> None:
-        """Until every order is final (or refused), at most LOST_AFTER_S after the last submit."""
+        """Until every order is settled (refused, or final with its trades recorded), at most
+        LOST_AFTER_S after the last submit."""
         while True:
             last_submit = max(o.submit for o in orders)
-            if all(o.final is not None or o.error for o in orders):
+            if all(o.settled() for o in orders):
                 break
             if time.perf_counter() > last_submit + LOST_AFTER_S:
                 break
@@ -193,10 +203,16 @@ class Session:
             await asyncio.sleep(0.1)
 
 
+def _fills_complete(order: pb.Order) -> bool:
+    """Whether `order`'s recorded trades add up to its filled quantity."""
+    recorded = sum(Decimal(f.quantity) for f in order.fills)
+    return bool(order.fills) and recorded == Decimal(order.filled_quantity)
+
+
 def latencies(orders: Sequence[Order]) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {"ack": [], "answer": [], "final": []}
+    out: dict[str, list[float]] = {"ack": [], "answer": [], "final": [], "fill": []}
     for o in orders:
-        for key, at in (("ack", o.ack), ("answer", o.answer), ("final", o.final)):
+        for key, at in (("ack", o.ack), ("answer", o.answer), ("final", o.final), ("fill", o.fill)):
             value = ms(o.submit, at)
             if value is not None and value <= LOST_AFTER_S * 1000:
                 out[key].append(value)

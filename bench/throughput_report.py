@@ -46,9 +46,10 @@ def print_tables(summary: dict[str, Any], symbols: list[str]) -> list[str]:
         "gRPC client -> exchange answer on StreamOrderUpdates"
     )
     out("Rate sweep (ms; medians over runs of each run's p50 / p99; lost and refused summed over runs)")
+    out("(upd: submit -> the exchange's answer on the stream; fill: -> its trades recorded, fees and ids)")
     out(
         f"{'rate/s':>7} {'runs':>4} {'sent/s':>7} {'lag p99':>8} {'ack p50':>8} {'ack p99':>8} "
-        f"{'upd p50':>8} {'upd p99':>8} {'fin p50':>8} {'fin p99':>8} {'lost':>5} {'refus':>5}  note"
+        f"{'upd p50':>8} {'upd p99':>8} {'fill p50':>8} {'fill p99':>8} {'lost':>5} {'refus':>5}  note"
     )
     for rate, s in steps.items():
         note = []
@@ -61,7 +62,7 @@ def print_tables(summary: dict[str, Any], symbols: list[str]) -> list[str]:
         out(
             f"{rate:>7} {s['runs']:>4} {fmt(s['achieved_rate'], 0):>7} {fmt(s['send_lag_p99_ms']):>8} "
             f"{fmt(s['ack_p50_ms']):>8} {fmt(s['ack_p99_ms']):>8} {fmt(s['answer_p50_ms']):>8} "
-            f"{fmt(s['answer_p99_ms']):>8} {fmt(s['final_p50_ms']):>8} {fmt(s['final_p99_ms']):>8} "
+            f"{fmt(s['answer_p99_ms']):>8} {fmt(s['fill_p50_ms']):>8} {fmt(s['fill_p99_ms']):>8} "
             f"{s['lost']:>5} {s['refused']:>5}  {', '.join(note)}"
         )
 
@@ -218,7 +219,7 @@ def plot(summary: dict[str, Any], runs: list[RunResult]) -> list[Path]:
     for key, label, style in (
         ("answer_p50_ms", "submit -> stream update p50", "o-"),
         ("answer_p99_ms", "submit -> stream update p99", "s-"),
-        ("final_p99_ms", "submit -> final state p99", "d:"),
+        ("fill_p99_ms", "submit -> trades recorded (fees, trade ids) p99", "d:"),
         ("ack_p99_ms", "CreateOrder ack p99", "^--"),
     ):
         xs = [r for r in rates if steps[r][key] is not None]

@@ -104,6 +104,7 @@ def summarize(runs: list[RunResult]) -> dict[str, Any]:
     burst = {
         "first_submit_to_last_answer_ms": med(r.burst["first_submit_to_last_answer_ms"] for r in runs),
         "first_submit_to_last_final_ms": med(r.burst["first_submit_to_last_final_ms"] for r in runs),
+        "first_submit_to_last_fill_ms": med(r.burst["first_submit_to_last_fill_ms"] for r in runs),
         "ack_p50_ms": med(r.burst["ack_p50_ms"] for r in runs),
         "ack_p99_ms": med(r.burst["ack_p99_ms"] for r in runs),
         "answer_p50_ms": med(r.burst["answer_p50_ms"] for r in runs),
@@ -128,6 +129,7 @@ def summarize(runs: list[RunResult]) -> dict[str, Any]:
             "ack": pair([r.after_idle["ack"] for r in runs]),
             "answer": pair([r.after_idle["answer"] for r in runs]),
             "final": pair([r.after_idle["final"] for r in runs]),
+            "fill": pair([r.after_idle["fill"] for r in runs]),
         },
         "httpx": pair([r.httpx_ms for r in runs]),
         "ccxt": pair([r.ccxt_ms for r in runs]),
