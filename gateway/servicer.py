@@ -85,6 +85,14 @@ async def _answer(context: Context, call: Callable[[], Awaitable[T]]) -> T:
             "is overloaded; retry shortly",
         )
         raise
+    except redis.exceptions.MaxConnectionsError as exc:
+        log.error("order store: every connection busy: %r", exc)
+        await context.abort(
+            grpc.StatusCode.UNAVAILABLE,
+            "this gateway has redis.max_connections commands waiting on the order store (Redis): "
+            "overloaded; retry shortly",
+        )
+        raise
     except redis.exceptions.ConnectionError as exc:
         log.error("order store unreachable: %r", exc)
         await context.abort(grpc.StatusCode.UNAVAILABLE, "order store (Redis) unreachable; retry shortly")

@@ -23,4 +23,5 @@ def open_redis(settings: RedisSettings, *, blocking_reads_ms: int = 0) -> aiored
         socket_timeout=(settings.socket_timeout_ms + blocking_reads_ms) / 1000,
         socket_connect_timeout=settings.connect_timeout_ms / 1000,
         health_check_interval=10,
+        max_connections=settings.max_connections,
     )

@@ -133,6 +133,12 @@ class RedisSettings(_Section):
         1000, gt=0, description="a command that takes longer fails (UNAVAILABLE), never hangs"
     )
     connect_timeout_ms: int = Field(1000, gt=0)
+    max_connections: int = Field(
+        1024,
+        gt=0,
+        description="per process; redis-py's default of 100 refused commands once an overloaded "
+        "gateway had 100 in flight",
+    )
 
     @property
     def url(self) -> str:

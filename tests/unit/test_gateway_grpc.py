@@ -70,6 +70,35 @@ async def test_a_frozen_redis_answers_unavailable_at_once() -> None:
     await rules_redis.aclose()
 
 
+async def test_a_gateway_out_of_redis_connections_says_it_is_overloaded() -> None:
+    """Every connection busy (an overloaded gateway): refused at once, and not blamed on Redis."""
+    held: list[asyncio.StreamWriter] = []
+
+    def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    slow = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = slow.sockets[0].getsockname()[1]
+    client = open_redis(RedisSettings(address=f"127.0.0.1:{port}", socket_timeout_ms=2000, max_connections=1))
+    rules_redis = fakeredis.FakeAsyncRedis()
+    async with running_gateway(client, rules_redis) as stub:
+        first = asyncio.ensure_future(stub.CreateOrder(limit(client_order_id="holds-the-connection")))
+        await asyncio.sleep(0.3)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.GetOrder(pb.GetOrderRequest(order_id="o1"))
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "redis.max_connections" in (caught.value.details() or "")
+        assert "unreachable" not in (caught.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError):
+            await first
+    await client.aclose()
+    for writer in held:
+        writer.close()
+    slow.close()
+    await slow.wait_closed()
+    await rules_redis.aclose()
+
+
 def limit(**changes: Any) -> pb.CreateOrderRequest:
     fields: dict[str, Any] = {
         "symbol": "BTCUSDT",
