@@ -349,7 +349,9 @@ def _plot_floor(ax: Any, floor: dict[int, dict[str, Any]]) -> None:
             fontsize="small",
             color="red",
         )
-        ax.annotate(f"{total:.2f} ms", (x, total), ha="center", va="top", fontsize="small")
+        ax.annotate(
+            f"{total:.2f} ms", (x, total / 2), ha="center", va="center", fontsize="small", weight="bold"
+        )
     ax.set_xticks(positions, [f"{r}/s" for r in rates])
     ax.set_ylim(0, max([*bottoms, *(cores * 1000 / r for r in rates)]) * 1.15)
     ax.set_ylabel("CPU ms per order")
