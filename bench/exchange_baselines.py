@@ -28,6 +28,20 @@ class Account:
     secret: str = field(default_factory=lambda: secrets.token_hex(32))
 
 
+def market_order_query(account: Account, session: Session, symbol: str) -> str:
+    """The signed query of POST /fapi/v1/order for the session's next MARKET order in `symbol`."""
+    return signed_query(
+        [
+            ("symbol", symbol),
+            ("side", session.next_side(symbol)),
+            ("type", "MARKET"),
+            ("quantity", session.quantities[symbol]),
+            ("timestamp", str(int(time.time() * 1000))),
+        ],
+        account.secret,
+    )
+
+
 async def httpx_baseline(base_url: str, account: Account, session: Session, n: int) -> list[float]:
     """Signed POST /fapi/v1/order MARKET straight to the simulator, one keep-alive client."""
     samples = []
@@ -37,17 +51,7 @@ async def httpx_baseline(base_url: str, account: Account, session: Session, n: i
         for i in range(n + 5):
             symbol = session.symbols[i % len(session.symbols)]
             started = time.perf_counter()
-            query = signed_query(
-                [
-                    ("symbol", symbol),
-                    ("side", session.next_side(symbol)),
-                    ("type", "MARKET"),
-                    ("quantity", session.quantities[symbol]),
-                    ("timestamp", str(int(time.time() * 1000))),
-                ],
-                account.secret,
-            )
-            reply = await client.post(f"/fapi/v1/order?{query}")
+            reply = await client.post(f"/fapi/v1/order?{market_order_query(account, session, symbol)}")
             reply.raise_for_status()
             reply.json()
             if i >= 5:  # the first few warm the connection

@@ -22,7 +22,6 @@ import os
 import secrets
 import socket
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -30,10 +29,9 @@ import aiohttp
 import grpc
 
 from bench.cpu_meter import OTHER, CpuMeter
-from bench.exchange_baselines import Account
+from bench.exchange_baselines import Account, market_order_query
 from bench.load_session import Session
 from cli.processes import ManagedProcess, free_port
-from exchange.signing import signed_query
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 
@@ -136,17 +134,7 @@ async def exchange_floor(
     ) as http:
 
         async def post(i: int) -> None:
-            symbol = session.symbols[i % len(session.symbols)]
-            query = signed_query(
-                [
-                    ("symbol", symbol),
-                    ("side", session.next_side(symbol)),
-                    ("type", "MARKET"),
-                    ("quantity", session.quantities[symbol]),
-                    ("timestamp", str(int(time.time() * 1000))),
-                ],
-                account.secret,
-            )
+            query = market_order_query(account, session, session.symbols[i % len(session.symbols)])
             async with http.post(f"/fapi/v1/order?{query}") as reply:
                 await reply.read()
                 if reply.status != 200:

@@ -65,6 +65,23 @@ _STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
 )
 
 
+# What UNAVAILABLE says when the order store failed, the most specific first. A timeout is also
+# what an overloaded gateway sees: its event loop reads the answer too late.
+_STORE_FAILURES: tuple[tuple[type[Exception], str], ...] = (
+    (
+        redis.exceptions.TimeoutError,
+        "order store (Redis) did not answer within redis.socket_timeout_ms: Redis or this gateway "
+        "is overloaded; retry shortly",
+    ),
+    (
+        redis.exceptions.MaxConnectionsError,
+        "this gateway has redis.max_connections commands waiting on the order store (Redis): "
+        "overloaded; retry shortly",
+    ),
+    (redis.exceptions.ConnectionError, "order store (Redis) unreachable; retry shortly"),
+)
+
+
 async def _answer(context: Context, call: Callable[[], Awaitable[T]]) -> T:
     """Run `call`, turning the service's errors into the matching gRPC status."""
     try:
@@ -76,26 +93,10 @@ async def _answer(context: Context, call: Callable[[], Awaitable[T]]) -> T:
             if isinstance(exc, kind):
                 await context.abort(code, str(exc))
         raise
-    except redis.exceptions.TimeoutError as exc:
-        # Also what an overloaded gateway sees: its event loop reads the answer too late.
-        log.error("order store did not answer in time: %r", exc)
-        await context.abort(
-            grpc.StatusCode.UNAVAILABLE,
-            "order store (Redis) did not answer within redis.socket_timeout_ms: Redis or this gateway "
-            "is overloaded; retry shortly",
-        )
-        raise
-    except redis.exceptions.MaxConnectionsError as exc:
-        log.error("order store: every connection busy: %r", exc)
-        await context.abort(
-            grpc.StatusCode.UNAVAILABLE,
-            "this gateway has redis.max_connections commands waiting on the order store (Redis): "
-            "overloaded; retry shortly",
-        )
-        raise
-    except redis.exceptions.ConnectionError as exc:
-        log.error("order store unreachable: %r", exc)
-        await context.abort(grpc.StatusCode.UNAVAILABLE, "order store (Redis) unreachable; retry shortly")
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        message = next(text for kind, text in _STORE_FAILURES if isinstance(exc, kind))
+        log.error("%s (%r)", message, exc)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, message)
         raise
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -40,62 +41,61 @@ async def gateway() -> AsyncIterator[
     await redis.aclose()
 
 
-async def test_a_frozen_redis_answers_unavailable_at_once() -> None:
-    """Redis accepts connections but never answers (SIGSTOP, a full disk, a network partition)."""
+@asynccontextmanager
+async def silent_server() -> AsyncIterator[int]:
+    """A TCP server on 127.0.0.1 that accepts connections and never answers; yields its port."""
     held: list[asyncio.StreamWriter] = []
 
     def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         held.append(writer)  # read nothing, answer nothing
 
-    frozen = await asyncio.start_server(hold, "127.0.0.1", 0)
-    port = frozen.sockets[0].getsockname()[1]
-    client = open_redis(RedisSettings(address=f"127.0.0.1:{port}", socket_timeout_ms=300))
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_frozen_redis_answers_unavailable_at_once() -> None:
+    """Redis accepts connections but never answers (SIGSTOP, a full disk, a network partition)."""
     rules_redis = fakeredis.FakeAsyncRedis()
-    async with running_gateway(client, rules_redis) as stub:
-        started = asyncio.get_running_loop().time()
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.CreateOrder(limit(client_order_id="retry-me-1"))
-        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert "retry-me-1" in (caught.value.details() or "")  # says how to find out whether it landed
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.GetOrder(pb.GetOrderRequest(order_id="o1"))
-        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert "did not answer within redis.socket_timeout_ms" in (caught.value.details() or "")
-        assert asyncio.get_running_loop().time() - started < 3
-    await client.aclose()
-    for writer in held:
-        writer.close()
-    frozen.close()
-    await frozen.wait_closed()
+    async with silent_server() as port:
+        client = open_redis(RedisSettings(address=f"127.0.0.1:{port}", socket_timeout_ms=300))
+        async with running_gateway(client, rules_redis) as stub:
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.CreateOrder(limit(client_order_id="retry-me-1"))
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "retry-me-1" in (caught.value.details() or "")  # says how to find out whether it landed
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.GetOrder(pb.GetOrderRequest(order_id="o1"))
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "did not answer within redis.socket_timeout_ms" in (caught.value.details() or "")
+            assert asyncio.get_running_loop().time() - started < 3
+        await client.aclose()
     await rules_redis.aclose()
 
 
 async def test_a_gateway_out_of_redis_connections_says_it_is_overloaded() -> None:
     """Every connection busy (an overloaded gateway): refused at once, and not blamed on Redis."""
-    held: list[asyncio.StreamWriter] = []
-
-    def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-
-    slow = await asyncio.start_server(hold, "127.0.0.1", 0)
-    port = slow.sockets[0].getsockname()[1]
-    client = open_redis(RedisSettings(address=f"127.0.0.1:{port}", socket_timeout_ms=2000, max_connections=1))
     rules_redis = fakeredis.FakeAsyncRedis()
-    async with running_gateway(client, rules_redis) as stub:
-        first = asyncio.ensure_future(stub.CreateOrder(limit(client_order_id="holds-the-connection")))
-        await asyncio.sleep(0.3)
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.GetOrder(pb.GetOrderRequest(order_id="o1"))
-        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert "redis.max_connections" in (caught.value.details() or "")
-        assert "unreachable" not in (caught.value.details() or "")
-        with pytest.raises(grpc.aio.AioRpcError):
-            await first
-    await client.aclose()
-    for writer in held:
-        writer.close()
-    slow.close()
-    await slow.wait_closed()
+    async with silent_server() as port:
+        settings = RedisSettings(address=f"127.0.0.1:{port}", socket_timeout_ms=2000, max_connections=1)
+        client = open_redis(settings)
+        async with running_gateway(client, rules_redis) as stub:
+            first = asyncio.ensure_future(stub.CreateOrder(limit(client_order_id="holds-the-connection")))
+            await asyncio.sleep(0.3)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.GetOrder(pb.GetOrderRequest(order_id="o1"))
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "redis.max_connections" in (caught.value.details() or "")
+            assert "unreachable" not in (caught.value.details() or "")
+            with pytest.raises(grpc.aio.AioRpcError):
+                await first
+        await client.aclose()
     await rules_redis.aclose()
 
 
