@@ -23,7 +23,7 @@ from exchange.client import BinanceClient
 from exchange.errors import ExchangeError
 from exchange.order_sync import sync_triggered
 from exchange.user_stream import OrderEvent
-from orders import fsm
+from orders import fsm, metrics
 from orders.logs import order_fields, order_ref
 from orders.model import Order, OrderState, now_ms
 from orders.store import STORE_OUTAGES, OrderStore
@@ -54,6 +54,7 @@ class OrderEventRecorder:
         for _ in range(_RETRIES):
             try:
                 await self._apply(event)
+                self._observe_lag(event)
                 return
             except STORE_OUTAGES as exc:
                 log.warning(
@@ -71,6 +72,12 @@ class OrderEventRecorder:
             event.client_order_id,
             extra=order_ref("", event.client_order_id, event.symbol),
         )
+
+    def _observe_lag(self, event: OrderEvent) -> None:
+        """How long after the exchange's event time it was stored (the exchange's clock, as synced)."""
+        if event.event_time:
+            now = self._exchange.exchange_now_ms() if self._exchange is not None else now_ms()
+            metrics.USER_STREAM_LAG.observe(max(now - event.event_time, 0) / 1000)
 
     async def _apply(self, event: OrderEvent) -> None:
         order = await self._store.find_by_client_id(event.client_order_id)

@@ -132,6 +132,11 @@ LISTENER_LEADER = Gauge("order_execution_listener_leader", "1 while this listene
 LISTENER_USER_STREAM = Gauge(
     "order_execution_listener_user_stream_connected", "1 while this listener's user-data stream is connected"
 )
+USER_STREAM_LAG = Histogram(
+    "order_execution_user_stream_lag_seconds",
+    "User-data stream event: from its time at the exchange (E, on the exchange's clock) to stored",
+    buckets=(*LATENCY_BUCKETS, 10.0, 30.0),
+)
 
 
 def order_changed(was: OrderState | None, order: Order) -> None:

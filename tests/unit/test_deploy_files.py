@@ -28,7 +28,11 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
 
-KNOWN_METRICS = SEED_METRICS | {"order_execution_orders_by_state", "order_execution_queue_depth"}
+KNOWN_METRICS = SEED_METRICS | {
+    "order_execution_orders_by_state",
+    "order_execution_queue_depth",
+    "order_execution_user_stream_lag_seconds",
+}
 _METRIC = re.compile(r"\border_execution_[a-z_]+")
 _HISTOGRAM_SERIES = ("_bucket", "_count", "_sum")
 ROLES = {"gateway", "worker", "listener", "dashboard"}

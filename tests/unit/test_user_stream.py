@@ -8,11 +8,12 @@ from typing import Any
 
 import fakeredis
 import pytest
+from prometheus_client import REGISTRY
 
 from exchange.user_stream import OrderEvent, parse_order_event
 from listener.order_events import OrderEventRecorder
 from orders import fsm
-from orders.model import Fill, Order, OrderState
+from orders.model import Fill, Order, OrderState, now_ms
 from orders.store import OrderStore
 from tests import factories
 
@@ -198,6 +199,19 @@ async def test_an_event_for_a_stored_order_is_applied(store: OrderStore) -> None
     await recorder.record(parse_order_event(FIRST_TRADE))  # the stream repeats itself
     assert await store.get("o1") == order
     assert (recorder.applied, recorder.foreign) == (1, 0)
+
+
+async def test_each_stored_event_records_how_late_it_was_stored(store: OrderStore) -> None:
+    def lag() -> tuple[float, float]:
+        count = REGISTRY.get_sample_value("order_execution_user_stream_lag_seconds_count") or 0.0
+        total = REGISTRY.get_sample_value("order_execution_user_stream_lag_seconds_sum") or 0.0
+        return count, total
+
+    before = lag()
+    await OrderEventRecorder(store).record(parse_order_event({**FIRST_TRADE, "E": now_ms() - 2500}))
+    count, total = lag()
+    assert count == before[0] + 1
+    assert 2.5 <= total - before[1] < 3.5  # stored about 2.5 s after the exchange's event time
 
 
 async def test_an_amendment_event_records_the_new_price_and_quantity(store: OrderStore) -> None:
