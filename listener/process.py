@@ -180,6 +180,7 @@ class Listener:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.lanes.close()  # what is not applied yet, the next leader's sweep settles
+        self._positions_flush_queued = False  # a flush it canceled; positionRisk is re-read on leading
 
     async def _on_order_event(self, event: OrderEvent) -> None:
         """An order's news goes on the order's lane. A conditional order's is applied at once, before
