@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from bench.cpu_meter import CpuMeter, cpu_report, stack_meter
+from bench.echo_service import MARKET_ORDER_STATES
 from bench.exchange_baselines import BASELINE_N, Account, ccxt_baseline, httpx_baseline
 from bench.load_session import Order, Session, latencies, ms, order_quantities, print_lost, stats
 from bench.report import fmt, percentile
@@ -34,7 +35,7 @@ IDLE_CPU_S = 10.0
 # machine): the offered rate was then lower or burstier than asked.
 CLIENT_LAG_MS = 20.0
 FLOOR_RATES = (200, 600)  # the rates of the latency target and of its knee target
-UPDATES_PER_ORDER = 4  # what StreamOrderUpdates sends for a MARKET order: NEW, SUBMITTING, SUBMITTED, FILLED
+UPDATES_PER_ORDER = len(MARKET_ORDER_STATES)  # what StreamOrderUpdates sends for a MARKET order
 
 
 async def sweep_step(

@@ -55,11 +55,6 @@ class RiskFeeds:
         self._sides = sides
         await self._state.set_positions(_net(sides, {s for s, _ in sides}), replace=True)
 
-    async def on_account_update(self, payload: dict[str, Any]) -> None:
-        """Apply an ACCOUNT_UPDATE's changed positions and store them now."""
-        if self.note_account_update(payload):
-            await self.flush_positions()
-
     def note_account_update(self, payload: dict[str, Any]) -> bool:
         """Note an ACCOUNT_UPDATE's changed positions (`a.P[]`: s, pa, ps) for the next
         `flush_positions`; True if any changed. A malformed one is logged and changes nothing."""

@@ -154,8 +154,8 @@ if not current then return -1 end
 if current ~= ARGV[12] then return 0 end
 local held_was = redis.call('HGET', KEYS[1], 'held_was')
 if held_was then
-  local held = redis.call('HGET', KEYS[1], 'data')
-  redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[6], '*', 'order', held, 'was', held_was)
+  local held_data = redis.call('HGET', KEYS[1], 'data')
+  redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[6], '*', 'order', held_data, 'was', held_was)
   redis.call('HDEL', KEYS[1], 'held_was')
 end
 redis.call('HSET', KEYS[1], 'data', ARGV[2], 'version', ARGV[13])

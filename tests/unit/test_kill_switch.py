@@ -186,11 +186,13 @@ async def test_the_listener_keeps_marks_and_positions(fake_redis: fakeredis.Fake
     assert await state.positions() == {"BTCUSDT": Decimal("0.01"), "ETHUSDT": Decimal("1.5")}
     # ACCOUNT_UPDATE carries only what changed: here ETHUSDT's SHORT side, closed.
     update = {"e": "ACCOUNT_UPDATE", "a": {"m": "ORDER", "P": [{"s": "ETHUSDT", "pa": "0", "ps": "SHORT"}]}}
-    await feeds.on_account_update(update)
+    feeds.note_account_update(update)
+    await feeds.flush_positions()
     assert await state.positions() == {"BTCUSDT": Decimal("0.01"), "ETHUSDT": Decimal(2)}
-    await feeds.on_account_update(
+    feeds.note_account_update(
         {"e": "ACCOUNT_UPDATE", "a": {"P": [{"s": "BTCUSDT", "pa": "-0.3", "ps": "BOTH"}]}}
     )
+    await feeds.flush_positions()
     assert (await state.positions())["BTCUSDT"] == Decimal("-0.3")
 
 
