@@ -6,7 +6,7 @@ import re
 import time
 from datetime import datetime
 
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
+_RELATIVE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d|w)")  # fullmatch; ASCII digits only
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -27,7 +27,7 @@ def parse_time(text: str, *, now_ms: int | None = None) -> int:
     cleaned = text.strip().lower()
     if cleaned == "now":
         return now
-    relative = _RELATIVE.match(cleaned)
+    relative = _RELATIVE.fullmatch(cleaned)
     if relative:
         return now - int(float(relative.group(1)) * _UNIT_S[relative.group(2)] * 1000)
     try:

@@ -14,6 +14,7 @@ from gateway.desk import OrderDesk
 from gateway.risk import RiskGate
 from gateway.validation import check_order_size, parse_request_decimal
 from orders.errors import InvalidOrder, OrderNotAmendable, RiskLimitExceeded, SymbolRulesUnavailable
+from orders.exact import product
 from orders.model import Order, OrderState, OrderType, decimal_str
 from orders.risk_state import TradingMode
 from orders.rules import SymbolRules
@@ -81,7 +82,7 @@ async def _check_risk(
             f"trading is {mode} ({gate.mode.reason or 'no reason given'}); an amend may not add quantity",
             limit="trading_mode",
         )
-    check_order_size(price * quantity, quantity, gate.limits)
+    check_order_size(product("quantity", price, quantity), quantity, gate.limits)
     await gate.check(order.replace(price=price, quantity=quantity), rules)
 
 

@@ -28,6 +28,7 @@ from gateway.validation import (
     quote,
 )
 from orders.errors import InvalidOrder
+from orders.exact import is_multiple, product
 from orders.model import Order, OrderType, TimeInForce, WorkingType
 from orders.proto_mapping import TIF_FROM_PB, WORKING_TYPE_FROM_PB
 from orders.rules import SymbolRules
@@ -36,6 +37,7 @@ from proto import order_pb2 as pb
 
 MIN_CALLBACK_RATE = Decimal("0.1")
 MAX_CALLBACK_RATE = Decimal("10")
+CALLBACK_RATE_STEP = Decimal("0.1")
 CONDITIONAL_KINDS = "STOP_MARKET, STOP, TAKE_PROFIT, TAKE_PROFIT_MARKET or TRAILING_STOP_MARKET"
 _MARKET_KINDS = (OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_MARKET)
 
@@ -79,7 +81,8 @@ def build_conditional_order(
     if quantity and reference:
         if order_type.has_limit_price:
             rules.check_notional(reference, quantity, reduce_only=req.reduce_only)
-        check_order_size(reference * quantity, quantity, risk)  # the trigger or limit price stands in
+        # The trigger or limit price stands in for the price it will trade at.
+        check_order_size(product("quantity", reference, quantity), quantity, risk)
     elif quantity:
         check_order_size(None, quantity, risk)
     return new_order(
@@ -160,7 +163,9 @@ def _trailing_terms(
     if not req.callback_rate.strip():
         raise InvalidOrder("callback_rate", "is required for TRAILING_STOP_MARKET (percent, 0.1-10)")
     callback = parse_request_decimal("callback_rate", req.callback_rate)
-    if not MIN_CALLBACK_RATE <= callback <= MAX_CALLBACK_RATE or callback % Decimal("0.1"):
+    if not MIN_CALLBACK_RATE <= callback <= MAX_CALLBACK_RATE or not is_multiple(
+        "callback_rate", callback, CALLBACK_RATE_STEP
+    ):
         raise InvalidOrder(
             "callback_rate", f"must be 0.1-10 in steps of 0.1 (percent), got {quote(req.callback_rate)}"
         )

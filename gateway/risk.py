@@ -22,11 +22,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 from orders import metrics
 from orders.errors import RiskLimitExceeded
+from orders.exact import EXACT_DIGITS, exactly, product
 from orders.model import Order, OrderType, Side, decimal_str, now_ms
 from orders.risk_state import MODE_VALUES, MarkPrice, ModeStatus, RiskCheck, RiskState, TradingMode
 from orders.rules import SymbolRules
@@ -114,7 +115,7 @@ class RiskGate:
                 f"to price this {order.type} order against risk.max_order_notional; the listener "
                 "polls premiumIndex (is it running?)",
             )
-        notional = order.quantity * mark.price
+        notional = product("quantity", order.quantity, mark.price)
         if notional > limits.max_order_notional:
             raise _refused(
                 "max_order_notional",
@@ -140,18 +141,17 @@ class RiskGate:
                     "to check risk.price_band_percent against; the listener polls premiumIndex",
                 )
             return  # PERCENT_PRICE: the exchange still applies it
-        if band:
-            off = abs(price - mark.price) / mark.price * _HUNDRED
-            if off > band:
-                raise _refused(
-                    "price_band_percent",
-                    "price",
-                    f"{decimal_str(price)} is {decimal_str(off.quantize(Decimal('0.01')))}% from the mark "
-                    f"price {decimal_str(mark.price)}, outside the allowance {decimal_str(band)}% "
-                    "(risk.price_band_percent)",
-                )
+        if band and _outside_band(price, mark.price, band):
+            off = _percent_off(price, mark.price)
+            raise _refused(
+                "price_band_percent",
+                "price",
+                f"{decimal_str(price)} is {decimal_str(off)}% from the mark "
+                f"price {decimal_str(mark.price)}, outside the allowance {decimal_str(band)}% "
+                "(risk.price_band_percent)",
+            )
         if order.side is Side.BUY and rules.percent_price_up:
-            cap = mark.price * rules.percent_price_up
+            cap = product("price", mark.price, rules.percent_price_up)
             if price > cap:
                 raise _refused(
                     "percent_price",
@@ -160,7 +160,7 @@ class RiskGate:
                     f"{decimal_str(rules.percent_price_up)} = {decimal_str(cap)} (exchange PERCENT_PRICE)",
                 )
         if order.side is Side.SELL and rules.percent_price_down:
-            floor = mark.price * rules.percent_price_down
+            floor = product("price", mark.price, rules.percent_price_down)
             if price < floor:
                 raise _refused(
                     "percent_price",
@@ -190,6 +190,20 @@ class RiskGate:
             except Exception as exc:
                 log.warning("loading risk limits and mark prices failed (%r); keeping the previous ones", exc)
             await asyncio.sleep(max(self._refresh_s - (time.monotonic() - started), 0.01))
+
+
+def _outside_band(price: Decimal, mark: Decimal, band_percent: Decimal) -> bool:
+    """Whether `price` is more than `band_percent`% away from `mark` (> 0), compared exactly:
+    |price - mark| x 100 > band x mark, with no division to round."""
+    with exactly("price"):
+        return abs(price - mark) * _HUNDRED > band_percent * mark
+
+
+def _percent_off(price: Decimal, mark: Decimal) -> Decimal:
+    """How far `price` is from `mark` (> 0) in percent, to two places: for the message only, so
+    rounded on purpose (the decision is `_outside_band`'s, exact)."""
+    with localcontext(prec=EXACT_DIGITS):
+        return (abs(price - mark) * _HUNDRED / mark).quantize(Decimal("0.01"))
 
 
 def _refused(limit: str, field: str, rule: str) -> RiskLimitExceeded:

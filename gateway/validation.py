@@ -18,16 +18,18 @@ from typing import Any
 from uuid import uuid4
 
 from orders.errors import InvalidOrder, RiskLimitExceeded
+from orders.exact import product
 from orders.model import Order, OrderType, TimeInForce, decimal_str
 from orders.proto_mapping import SIDE_FROM_PB, TIF_FROM_PB, TYPE_FROM_PB
 from orders.rules import SymbolRules, parse_decimal
 from orders.settings import RiskSettings
 from proto import order_pb2 as pb
 
-CLIENT_ORDER_ID = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
-_SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
+CLIENT_ORDER_ID = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
+_SYMBOL = re.compile(r"[A-Z0-9]{2,30}")
 _ASCII_DECIMAL = frozenset("0123456789.")
-_PRINTABLE = re.compile(r"^[\x21-\x7e]*$")  # printable ASCII, no spaces
+_PRINTABLE = re.compile(r"[\x21-\x7e]*")  # printable ASCII, no spaces
+# Patterns are applied with fullmatch: `match` with `$` also accepts a trailing newline.
 _QUOTED_CHARS = 16
 _CLIENT_ORDER_ID_RULE = "must be 1-36 characters of [.A-Z:/a-z0-9_-]"
 
@@ -57,7 +59,7 @@ def check_length(field: str, value: str, max_chars: int) -> None:
 def check_user_id(field: str, user_id: str) -> None:
     """`user_id`: optional, at most 64 printable ASCII characters without spaces."""
     check_length(field, user_id, MAX_USER_ID_CHARS)
-    if not _PRINTABLE.match(user_id):
+    if not _PRINTABLE.fullmatch(user_id):
         raise InvalidOrder(
             field,
             f"must be printable ASCII without spaces (at most {MAX_USER_ID_CHARS}), got {quote(user_id)}",
@@ -67,7 +69,7 @@ def check_user_id(field: str, user_id: str) -> None:
 def check_symbol_text(field: str, symbol: str) -> None:
     """A symbol's shape only (2-30 upper-case letters and digits); whether it trades is checked later."""
     check_length(field, symbol, MAX_SYMBOL_CHARS)
-    if not _SYMBOL.match(symbol):
+    if not _SYMBOL.fullmatch(symbol):
         raise InvalidOrder(
             field, f"must be 2-30 upper-case letters and digits, e.g. BTCUSDT, got {quote(symbol)}"
         )
@@ -145,7 +147,7 @@ def build_order(req: pb.CreateOrderRequest, rules: dict[str, SymbolRules], risk:
         symbol_rules.check_price(price)
         tif = _limit_time_in_force(req)
         symbol_rules.check_notional(price, quantity, reduce_only=req.reduce_only)
-        check_order_size(price * quantity, quantity, risk)
+        check_order_size(product("quantity", price, quantity), quantity, risk)
     else:
         if req.price.strip():
             raise InvalidOrder("price", "must be empty for MARKET orders")
@@ -247,6 +249,6 @@ def request_client_order_id(req: pb.CreateOrderRequest) -> str:
     Raises InvalidOrder if the given one breaks the rule.
     """
     client_order_id = req.client_order_id or mint_client_order_id()
-    if not CLIENT_ORDER_ID.match(client_order_id):
+    if not CLIENT_ORDER_ID.fullmatch(client_order_id):
         raise InvalidOrder("client_order_id", f"{_CLIENT_ORDER_ID_RULE}, got {quote(client_order_id)}")
     return client_order_id

@@ -76,8 +76,15 @@ def now_ms() -> int:
 
 
 def decimal_str(value: Decimal) -> str:
-    """Format a Decimal as a plain string: no exponent, no trailing zeros ("0.001", "50000")."""
-    return format(value.normalize(), "f")
+    """Format a Decimal as a plain string: no exponent, no trailing zeros ("0.001", "50000").
+
+    Exact for any number of digits: only zeros after the point are dropped. (`normalize()`
+    rounds to the context's 28 digits, and this string is what is stored and sent.)
+    """
+    text = format(value, "f")  # no precision given: every digit, no rounding
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ Redis time it was written at, so trimming is `XADD ... MINID ~ <now - retention>
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -33,7 +33,8 @@ from orders.model import Fill, Order, OrderState, now_ms
 _Rows = list[tuple[bytes, dict[bytes, bytes]]]
 _StreamReply = list[tuple[bytes, _Rows]]
 
-_ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+_MAX_ID_PART = 2**64 - 1  # a Redis stream id is two unsigned 64-bit numbers
+_ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # fullmatch: `$` would let a trailing "\n" in
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +83,11 @@ class Outbox:
         Raises InvalidOrder if it is not an entry id, ResumePointExpired if it is older
         than the retention, so updates after it may have been trimmed.
         """
-        if not _ENTRY_ID.match(token):
+        if not _ENTRY_ID.fullmatch(token):
             raise InvalidOrder("resume_token", "must be an OrderUpdate.resume_token received earlier")
-        written_ms = int(token.split("-", 1)[0])
+        written_ms, sequence = (int(part) for part in token.split("-", 1))
+        if max(written_ms, sequence) > _MAX_ID_PART:
+            raise InvalidOrder("resume_token", "each part must fit in 64 bits (an entry id received earlier)")
         if written_ms < now_ms() - self._retention_ms:
             raise ResumePointExpired(
                 f"resume_token {token} is older than the {self._retention_ms // 1000} s of updates kept; "
@@ -101,6 +104,21 @@ class Outbox:
         """Up to `count` entries written after `after_id`, oldest first."""
         rows = cast(_Rows, await self._redis.xrange(self.key, min=f"({after_id}", count=count))
         return [_decode(entry_id, fields) for entry_id, fields in rows]
+
+    async def replay_after(self, after_id: str, *, page: int = 500) -> AsyncIterator[OutboxEntry]:
+        """Every entry written after `after_id`, oldest first, read `page` at a time.
+
+        Each entry is decoded only when the caller asks for it, so a reader that stops
+        early (its stream overflowed) stops the decoding there too.
+        """
+        cursor = after_id
+        while True:
+            rows = cast(_Rows, await self._redis.xrange(self.key, min=f"({cursor}", count=page))
+            for entry_id, fields in rows:
+                yield _decode(entry_id, fields)
+            if len(rows) < page:
+                return
+            cursor = _text(rows[-1][0])
 
     async def read_after(self, after_id: str, *, count: int = 500, block_ms: int = 1000) -> list[OutboxEntry]:
         """Entries after `after_id`, waiting up to `block_ms` for the first one."""

@@ -1,7 +1,9 @@
 """Exchange trading rules for one symbol, and the checks an order must pass.
 
-Parsed from Binance USD-M `exchangeInfo`. All arithmetic is Decimal: an on-tick price
-such as 45000.0 with tick 0.10 is exactly a multiple, unlike with float modulo.
+Parsed from Binance USD-M `exchangeInfo`. All arithmetic is Decimal, and exact
+(`orders.exact`): an on-tick price such as 45000.0 with tick 0.10 is a multiple, unlike with
+float modulo, and 50000.0000000000000000000000000000000001 is not, unlike in Python's
+default 28-digit context.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from orders.errors import InvalidOrder
+from orders.exact import is_multiple, product
 from orders.model import OrderType, decimal_str
 
 
@@ -97,7 +100,7 @@ class SymbolRules:
             raise InvalidOrder("quantity", f"must be at least {decimal_str(low)} ({name} minQty)")
         if high and quantity > high:
             raise InvalidOrder("quantity", f"must be at most {decimal_str(high)} ({name} maxQty)")
-        if step and (quantity - low) % step != 0:
+        if step and not is_multiple("quantity", quantity, step, low):
             raise InvalidOrder(
                 "quantity", f"must be a multiple of step size {decimal_str(step)} ({name} stepSize)"
             )
@@ -110,16 +113,16 @@ class SymbolRules:
             raise InvalidOrder("price", f"must be at least {decimal_str(self.min_price)} (minPrice)")
         if self.max_price and price > self.max_price:
             raise InvalidOrder("price", f"must be at most {decimal_str(self.max_price)} (maxPrice)")
-        if self.tick_size and (price - self.min_price) % self.tick_size != 0:
+        if self.tick_size and not is_multiple("price", price, self.tick_size, self.min_price):
             raise InvalidOrder(
                 "price", f"must be a multiple of tick size {decimal_str(self.tick_size)} (tickSize)"
             )
 
     def check_notional(self, price: Decimal, quantity: Decimal, *, reduce_only: bool) -> None:
-        """Raise InvalidOrder unless price x quantity reaches MIN_NOTIONAL (reduce-only is exempt)."""
+        """Raise InvalidOrder unless price x quantity (exact) reaches MIN_NOTIONAL (reduce-only is exempt)."""
         if reduce_only or not self.min_notional:
             return
-        notional = price * quantity
+        notional = product("quantity", price, quantity)
         if notional < self.min_notional:
             raise InvalidOrder(
                 "quantity",
