@@ -4,6 +4,7 @@ bad files fail at start naming the file and line."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -126,17 +127,38 @@ async def test_klines_replay_faster_than_real_time(tmp_path: Path, make_sim: Any
 
 
 async def test_walk_skips_replayed_symbol_then_resumes_from_last_price(tmp_path: Path, make_sim: Any) -> None:
+    """While BTCUSDT replays, the walk moves only the other symbols; after the series ends the walk
+    takes BTCUSDT on from the replay's last price (51200), not from its first (51000) or the default.
+
+    Behaviour, not timing: the walk runs ~60 steps during the replay's 600 ms, and any step on BTCUSDT
+    would print a price of its own before 51200. A 1 bps step (sd ~5 on 51200) keeps the first
+    walked price within 100 of 51200 at 20 standard deviations, while 51000 is 200 away.
+    """
     path = _write(tmp_path, "t.csv", [f"1,51000,1,1,{T0},true", f"2,51200,1,1,{T0 + 600},true"])
-    sim = await make_sim(replay={"BTCUSDT": path}, walk_interval_ms=10, walk_step_bps=Decimal(30))
-    await asyncio.sleep(0.3)
-    prices = await sim.admin_get("prices")
-    assert Decimal(prices["BTCUSDT"]["price"]) == 51000 and Decimal(prices["ETHUSDT"]["price"]) != 3000
-    trades = (await sim.http.get("/fapi/v1/aggTrades", params={"symbol": "BTCUSDT"})).json()
-    assert {t["p"] for t in trades} == {"51000.00"}  # only the replay moved BTCUSDT so far
-    for _ in range(100):
+    sim = await make_sim(replay={"BTCUSDT": path}, walk_interval_ms=10, walk_step_bps=Decimal(1))
+    assert await _prices_reach(sim, lambda p: Decimal(p["ETHUSDT"]["price"]) != 3000)  # the walk runs
+    trades = await _btc_trades_once(sim, lambda ts: len(ts) > 3)
+    assert [t["p"] for t in trades[:2]] == ["51000.00", "51200.00"]  # nothing walked BTCUSDT in between
+    assert abs(Decimal(trades[2]["p"]) - 51200) < 100  # the walk's first step starts from 51200
+
+
+async def _btc_trades_once(sim: Any, done: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
+    """BTCUSDT's aggTrades as soon as ``done`` holds for them (polled; fails after a generous 30 s, the
+    limit only for a stuck simulator on a loaded machine)."""
+    for _ in range(1500):
+        trades: list[dict[str, Any]] = (
+            await sim.http.get("/fapi/v1/aggTrades", params={"symbol": "BTCUSDT"})
+        ).json()
+        if done(trades):
+            return trades
         await asyncio.sleep(0.02)
-        trades = (await sim.http.get("/fapi/v1/aggTrades", params={"symbol": "BTCUSDT"})).json()
-        if len(trades) > 3:
-            break
-    assert [t["p"] for t in trades[:2]] == ["51000.00", "51200.00"] and len(trades) > 3  # then the walk
-    assert abs(Decimal(trades[2]["p"]) - 51200) < 200
+    raise AssertionError(f"BTCUSDT trades never reached the expected state: {trades}")
+
+
+async def _prices_reach(sim: Any, done: Callable[[dict[str, Any]], bool]) -> bool:
+    """Poll the admin prices until ``done`` holds for them (for up to a generous 30 s)."""
+    for _ in range(1500):
+        if done(await sim.admin_get("prices")):
+            return True
+        await asyncio.sleep(0.02)
+    return False
