@@ -3,7 +3,11 @@
 Before an order is stored the gateway checks, in order:
 1. the client's own request rate (`admission.client_requests_per_second` / `client_burst`,
    per API client with its own `auth.clients[].requests_per_second` if set; with auth off
-   per user_id, else per peer; in this gateway) — a runaway strategy cannot flood the queue;
+   per user_id, else per peer; in this gateway) — a runaway strategy cannot flood the queue.
+   Reads (GetOrder, ListOrders, a StreamOrderUpdates open) are charged to the same bucket at
+   `admission.read_cost` of a request. A bucket unused for `admission.client_idle_s` and full
+   again is forgotten: it would answer exactly as a new one, and a caller-chosen user_id
+   cannot grow the table without bound;
 2. the symbol's queue of accepted-but-unsent orders (`admission.max_queued_per_symbol`);
 3. the create breaker: open → UNAVAILABLE "circuit breaker binance_create_order is open";
    an exchange ban (418) → UNAVAILABLE until it ends;
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from exchange.breakers import Group, breaker_key
 from exchange.rate_budget import (
@@ -36,8 +40,19 @@ from orders.store import OrderStore
 
 @dataclass
 class _Bucket:
+    """A client's token bucket: `tokens` as of `at` (monotonic s), refilling at `rate` up to `burst`."""
+
     tokens: float
-    at: float = field(default_factory=time.monotonic)
+    at: float
+    rate: float
+    burst: int
+
+    def refill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+
+    def full_at(self, now: float) -> bool:
+        return self.tokens + (now - self.at) * self.rate >= self.burst
 
 
 class Admission:
@@ -67,26 +82,55 @@ class Admission:
             else None
         )
         self._breaker_timeout_s = (breaker_settings or CircuitBreakerSettings()).timeout
+        # In order of last use (a used bucket moves to the end), so idle ones are found first.
         self._clients: dict[str, _Bucket] = {}
+        self._next_sweep = 0.0
 
-    def check_client(self, client: str, *, rate: float | None = None, burst: int | None = None) -> None:
-        """Charge one request to `client`'s bucket; raises Overloaded when it is empty.
+    @property
+    def tracked_clients(self) -> int:
+        """How many clients' rate buckets this gateway holds now."""
+        return len(self._clients)
+
+    def check_client(
+        self, client: str, *, rate: float | None = None, burst: int | None = None, read: bool = False
+    ) -> None:
+        """Charge one request to `client`'s bucket, or `admission.read_cost` of one for a `read`;
+        raises Overloaded (limit "client_rate") when the bucket holds less than that.
 
         `rate` (requests/s) and `burst` are the client's own; None: the admission settings'.
         """
         rate = rate or self._settings.client_requests_per_second
         burst = burst or self._settings.client_burst
+        cost = self._settings.read_cost if read else 1.0
         now = time.monotonic()
-        bucket = self._clients.setdefault(client, _Bucket(float(burst), now))
-        bucket.tokens = min(burst, bucket.tokens + (now - bucket.at) * rate)
-        bucket.at = now
-        if bucket.tokens < 1:
-            wait_ms = math.ceil((1 - bucket.tokens) / rate * 1000)
+        self._forget_idle(now)
+        bucket = self._clients.pop(client, None) or _Bucket(float(burst), now, rate, burst)
+        self._clients[client] = bucket
+        bucket.rate, bucket.burst = rate, burst
+        bucket.refill(now)
+        if bucket.tokens < cost:
+            wait_ms = math.ceil((cost - bucket.tokens) / rate * 1000)
+            what = f" (a read costs admission.read_cost={cost:g} of a request)" if read else ""
             raise Overloaded(
-                f"client {client}: over {rate:g} requests/s; slow down (retry in {wait_ms} ms)",
+                f"client {client}: over {rate:g} requests/s{what}; slow down (retry in {wait_ms} ms)",
                 limit="client_rate",
             )
-        bucket.tokens -= 1
+        bucket.tokens -= cost
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop the buckets unused for `client_idle_s` that are full again; at most once a second."""
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + min(1.0, self._settings.client_idle_s)
+        idle_since = now - self._settings.client_idle_s
+        forget: list[str] = []
+        for client, bucket in self._clients.items():
+            if bucket.at > idle_since:
+                break  # every later one was used more recently
+            if bucket.full_at(now):  # one still refilling (a slow client's own rate) is kept
+                forget.append(client)
+        for client in forget:
+            del self._clients[client]
 
     async def check_create(self, symbol: str) -> None:
         """Raise Overloaded or ExchangeNotAccepting if an order for `symbol` should not be accepted now.

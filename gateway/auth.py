@@ -6,6 +6,8 @@ hash is enough and a leaked settings file does not leak a key. The presented key
 hash is compared with every configured hash in constant time, so timing says nothing
 about how close a guess came. A missing key and a wrong key get the same answer.
 
+A refusal is counted, logged at a bounded rate and answered late (`gateway.auth_failures`).
+
 With `auth.enabled: false` there is no caller (None): no scoping, every caller sees
 every order; meant for local tests only.
 """
@@ -17,7 +19,9 @@ import hmac
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NoReturn
 
+from gateway.auth_failures import AuthFailures
 from orders.errors import OrderServiceError
 from orders.settings import AuthSettings
 
@@ -68,8 +72,11 @@ class Caller:
 class Authenticator:
     """Maps a call's metadata to its Caller, per `auth` settings."""
 
-    def __init__(self, settings: AuthSettings) -> None:
+    def __init__(self, settings: AuthSettings, *, failures: AuthFailures | None = None) -> None:
         self.enabled = settings.enabled
+        self.failures = failures or AuthFailures(
+            delay_ms=settings.failure_delay_ms, max_delayed=settings.max_delayed_failures
+        )
         self._clients = [
             (
                 bytes.fromhex(c.key_sha256),
@@ -83,24 +90,42 @@ class Authenticator:
                 "(add a client, see README 'Security', or set auth.enabled: false for local tests)"
             )
 
-    def identify(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Caller | None:
+    def identify(self, metadata: Iterable[tuple[str, str | bytes]] | None, peer: str = "") -> Caller | None:
         """The caller whose key is in `metadata`; None when auth is off.
 
-        Raises Unauthenticated, with the same message whether the key is missing or wrong.
+        Raises Unauthenticated, with the same message whether the key is missing or wrong,
+        after counting and logging the refusal (`peer`, the caller's address, goes in the log).
         """
         if not self.enabled:
             return None
         key = _api_key(metadata or ())
-        if not key or len(key) > _MAX_KEY_CHARS:
-            raise Unauthenticated(_REFUSED)
+        if not key:
+            self._refuse("missing_key", peer)
+        if len(key) > _MAX_KEY_CHARS:
+            self._refuse("invalid_key", peer)
         digest = hashlib.sha256(key.encode()).digest()
         found: Caller | None = None
         for expected, caller in self._clients:  # no early exit: every key costs the same
             if hmac.compare_digest(digest, expected):
                 found = caller
         if found is None:
-            raise Unauthenticated(_REFUSED)
+            self._refuse("invalid_key", peer)
         return found
+
+    async def authenticate(
+        self, metadata: Iterable[tuple[str, str | bytes]] | None, peer: str = ""
+    ) -> Caller | None:
+        """`identify`, with a refusal answered only after `auth.failure_delay_ms` (see
+        `gateway.auth_failures`): raises Unauthenticated then."""
+        try:
+            return self.identify(metadata, peer)
+        except Unauthenticated:
+            await self.failures.delay()
+            raise
+
+    def _refuse(self, reason: str, peer: str) -> NoReturn:
+        self.failures.record(reason, peer)
+        raise Unauthenticated(_REFUSED)
 
 
 def _api_key(metadata: Iterable[tuple[str, str | bytes]]) -> str:

@@ -6,7 +6,9 @@ Workers send the items one by one, as they send single orders: see the README on
 batches are not merged into `POST /fapi/v1/batchOrders`.
 
 Cancel-all moves every open order of ours in a symbol: NEW ones to CANCELED at once, the
-others to PENDING_CANCEL. With authentication off (one owner of the whole exchange
+others to PENDING_CANCEL. It finds them among the account's unsettled orders (every open
+order is one; `server.list_scan_cap` read at a time, so memory holds one batch), never in
+the 30-day index of every order. With authentication off (one owner of the whole exchange
 account) one worker message then cancels everything of the symbol at the exchange
 (`DELETE allOpenOrders` and `algoOpenOrders`); with it on, each order gets its own cancel
 message, since the exchange-wide call would also cancel other clients' orders.
@@ -39,7 +41,6 @@ OPEN_STATES = (
     S.WAITING_TRIGGER,
     S.TRIGGERED,
 )
-_PAGE = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +85,7 @@ async def cancel_all(
     if not symbol:
         raise InvalidOrder("symbol", "is required, e.g. BTCUSDT")
     check_symbol_text("symbol", symbol)
-    if desk.admission is not None:
-        if caller is not None:
-            desk.admission.check_client(caller.name, rate=caller.requests_per_second, burst=caller.burst)
-        else:
-            desk.admission.check_client(client or "anonymous")
+    desk.admit(caller, client)
     per_order = caller is not None
 
     def cancel_now(current: Order) -> Order | None:
@@ -100,29 +97,17 @@ async def cancel_all(
         return cancel_order_push(updated) if per_order and updated.state is S.PENDING_CANCEL else None
 
     moved: list[Order] = []
-    for order in await _open_orders(desk, symbol, caller):
-        result = await desk.store.transition(
-            order.order_id, cancel_now, enqueue=cancel_message, current=order
-        )
-        if result.changed:
-            moved.append(result.order)
+    async for batch in desk.store.unsettled_orders(batch=desk.list_scan_cap):
+        for order in batch:
+            if order.symbol != symbol or order.state not in OPEN_STATES:
+                continue
+            if caller is not None and order.owner != caller.name:
+                continue
+            result = await desk.store.transition(
+                order.order_id, cancel_now, enqueue=cancel_message, current=order
+            )
+            if result.changed:
+                moved.append(result.order)
     if not per_order:
         await desk.store.enqueue(cancel_all_push(symbol))
     return moved
-
-
-async def _open_orders(desk: OrderDesk, symbol: str, caller: Caller | None) -> list[Order]:
-    found: list[Order] = []
-    token = ""
-    while True:
-        page = await desk.store.search(
-            symbol=symbol,
-            states=OPEN_STATES,
-            limit=_PAGE,
-            page_token=token,
-            owner=caller.name if caller is not None else None,
-        )
-        found += page.orders
-        token = page.next_page_token
-        if not token:
-            return found

@@ -8,6 +8,10 @@ With a `RiskGate`, an order also passes pre-trade risk: the limits in force and 
 mark-price checks there, the kill switch and the counting limits in the store's create
 step (atomic across replicas). Each refusal is counted by limit.
 
+Every call is charged to its client's request rate first (`admit`; reads at
+`admission.read_cost`), and a read scans a bounded number of orders per call
+(`list_scan_cap`, continued by page token).
+
 With authentication on, every call comes with its `Caller`: an order records the
 caller that placed it as its `owner`, and a caller reads, lists and cancels only its
 own orders; another's answers NOT_FOUND, exactly like an id never used, so ids cannot
@@ -50,7 +54,7 @@ from orders.kill_switch import cancel_enqueue, cancel_open_orders, request_cance
 from orders.model import Order, OrderState
 from orders.settings import RiskSettings
 from orders.store import CreateResult, OrderStore
-from orders.store_queries import OrderPage
+from orders.store_queries import DEFAULT_SCAN_CAP, OrderPage
 from proto import order_pb2 as pb
 from tasks.messages import cancel_order_push, submit_order_push
 
@@ -66,6 +70,20 @@ class OrderDesk:
     risk: RiskSettings
     admission: Admission | None = None
     risk_gate: RiskGate | None = None
+    list_scan_cap: int = DEFAULT_SCAN_CAP  # server.list_scan_cap
+
+    def admit(self, caller: Caller | None, client: str, *, read: bool = False) -> None:
+        """Charge a call to its client's request rate (`gateway.admission`): the API client's
+        own with auth on, else `client`'s (user_id or peer address); a `read` costs
+        `admission.read_cost` of a request. Raises Overloaded; without admission, nothing."""
+        if self.admission is None:
+            return
+        if caller is not None:
+            self.admission.check_client(
+                caller.name, rate=caller.requests_per_second, burst=caller.burst, read=read
+            )
+        else:
+            self.admission.check_client(client or "anonymous", read=read)
 
     async def create(
         self, req: pb.CreateOrderRequest, client: str = "", caller: Caller | None = None
@@ -88,11 +106,7 @@ class OrderDesk:
 
     async def _create(self, req: pb.CreateOrderRequest, client: str, caller: Caller | None) -> CreateResult:
         check_create_text(req)
-        if self.admission is not None:
-            if caller is not None:
-                self.admission.check_client(caller.name, rate=caller.requests_per_second, burst=caller.burst)
-            else:
-                self.admission.check_client(client or req.user_id or "anonymous")
+        self.admit(caller, client or req.user_id)
         if caller is not None:
             caller.check_symbol(req.symbol)
         if req.symbol not in self.rules.current:
@@ -142,11 +156,7 @@ class OrderDesk:
         _require_id(order_id)
         if symbol:
             check_symbol_text("symbol", symbol)
-        if self.admission is not None:
-            if caller is not None:
-                self.admission.check_client(caller.name, rate=caller.requests_per_second, burst=caller.burst)
-            else:
-                self.admission.check_client(client or "anonymous")
+        self.admit(caller, client)
         order = await self.get(order_id, caller)
         if symbol and symbol != order.symbol:
             raise InvalidOrder("symbol", f"does not match the order's symbol {order.symbol}")
@@ -165,6 +175,12 @@ class OrderDesk:
         """
         return await cancel_open_orders(self.store, cancel_order_push)
 
+    async def read_order(self, order_id: str, client: str = "", caller: Caller | None = None) -> Order:
+        """GetOrder: `get`, charged as a read to the client's request rate (raises Overloaded)."""
+        _require_id(order_id)
+        self.admit(caller, client, read=True)
+        return await self.get(order_id, caller)
+
     async def get(self, order_id: str, caller: Caller | None = None) -> Order:
         """The stored order; raises OrderNotFound if there is none or it is another caller's."""
         _require_id(order_id)
@@ -182,9 +198,15 @@ class OrderDesk:
         end_ms: int,
         limit: int,
         page_token: str,
+        client: str = "",
         caller: Caller | None = None,
     ) -> OrderPage:
-        """Orders newest first (the caller's own only), filtered; see `OrderStore.search`."""
+        """Orders newest first (the caller's own only), filtered; see `OrderStore.search`.
+
+        Charged as a read to the client's request rate (raises Overloaded) once the request is
+        valid; reads at most `list_scan_cap` orders, so a rare filter may answer a short or
+        empty page with a `next_page_token` (only an empty token means the end).
+        """
         if symbol:
             check_symbol_text("symbol", symbol)
         check_length("page_token", page_token, MAX_PAGE_TOKEN_CHARS)
@@ -192,6 +214,7 @@ class OrderDesk:
             raise InvalidOrder("limit", f"must be between 1 and {MAX_PAGE} (0 means 100)")
         if start_ms < 0 or end_ms < 0 or (end_ms and start_ms and end_ms <= start_ms):
             raise InvalidOrder("end_time", "must be after start_time (Unix ms; 0 = no bound)")
+        self.admit(caller, client, read=True)
         return await self.store.search(
             symbol=symbol,
             states=states,
@@ -200,6 +223,7 @@ class OrderDesk:
             limit=limit or 100,
             page_token=page_token,
             owner=caller.name if caller is not None else None,
+            scan_cap=self.list_scan_cap,
         )
 
 

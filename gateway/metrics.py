@@ -55,3 +55,11 @@ LISTENER_LEADING = Gauge("order_execution_listener_leading", "1 while a listener
 WORKERS_CONSUMING = Gauge(
     "order_execution_workers_consuming", "Worker processes with a fresh heartbeat on the queues"
 )
+
+# Calls refused for their API key: "missing_key" (none sent) or "invalid_key" (unknown or malformed).
+AUTH_FAILURE_REASONS = ("missing_key", "invalid_key")
+AUTH_FAILURES = Counter(
+    "order_execution_auth_failures_total", "Calls refused for a missing or invalid API key", ["reason"]
+)
+for _reason in AUTH_FAILURE_REASONS:  # every known reason has a series from the start, at 0
+    AUTH_FAILURES.labels(_reason)

@@ -71,7 +71,14 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     )
     risk_gate = RiskGate(RiskState(redis_client, namespace=settings.redis.namespace), settings.risk)
     risk_gate.start()  # limits, mark prices and the kill switch, reloaded every 0.25 s
-    desk = OrderDesk(store=store, rules=rules, risk=settings.risk, admission=admission, risk_gate=risk_gate)
+    desk = OrderDesk(
+        store=store,
+        rules=rules,
+        risk=settings.risk,
+        admission=admission,
+        risk_gate=risk_gate,
+        list_scan_cap=settings.server.list_scan_cap,
+    )
 
     server = grpc.aio.server()
     auth = Authenticator(settings.auth)

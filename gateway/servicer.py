@@ -113,17 +113,18 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         self._hub = hub
         self._auth = auth
 
-    def _caller(self, context: Context) -> Caller | None:
-        """The authenticated caller (None with auth off); raises Unauthenticated."""
+    async def _caller(self, context: Context) -> Caller | None:
+        """The authenticated caller (None with auth off); raises Unauthenticated, answered late
+        (`gateway.auth_failures`)."""
         if self._auth is None:
             return None
-        return self._auth.identify(context.invocation_metadata())
+        return await self._auth.authenticate(context.invocation_metadata(), peer=context.peer())
 
     async def CreateOrder(self, request: pb.CreateOrderRequest, context: Context) -> pb.CreateOrderResponse:
         started = time.perf_counter()
 
         async def create() -> CreateResult:
-            caller = self._caller(context)
+            caller = await self._caller(context)
             return await self._desk.create(request, _client(request.user_id, context), caller)
 
         try:
@@ -146,7 +147,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
 
     async def CancelOrder(self, request: pb.CancelOrderRequest, context: Context) -> pb.CancelOrderResponse:
         async def cancel() -> Order:
-            caller = self._caller(context)
+            caller = await self._caller(context)
             return await self._desk.cancel(request.order_id, request.symbol, _client("", context), caller)
 
         order = await _answer(context, cancel)
@@ -158,14 +159,15 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
 
     async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.GetOrderResponse:
         async def get() -> Order:
-            return await self._desk.get(request.order_id, self._caller(context))
+            caller = await self._caller(context)
+            return await self._desk.read_order(request.order_id, _client("", context), caller)
 
         order = await _answer(context, get)
         return pb.GetOrderResponse(order=order_to_pb(order))
 
     async def ListOrders(self, request: pb.ListOrdersRequest, context: Context) -> pb.ListOrdersResponse:
         async def list_orders() -> OrderPage:
-            caller = self._caller(context)
+            caller = await self._caller(context)
             if request.state != pb.STATE_UNSPECIFIED and request.state not in STATE_FROM_PB:
                 raise InvalidOrder("state", f"unknown value {request.state}")
             states = [STATE_FROM_PB[request.state]] if request.state in STATE_FROM_PB else []
@@ -176,6 +178,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
                 end_ms=request.end_time,
                 limit=request.limit,
                 page_token=request.page_token,
+                client=_client("", context),
                 caller=caller,
             )
 
@@ -188,7 +191,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         self, request: pb.CreateOrdersRequest, context: Context
     ) -> pb.CreateOrdersResponse:
         async def create_all() -> list[ItemResult]:
-            caller = self._caller(context)
+            caller = await self._caller(context)
             return await bulk_orders.create_many(self._desk, request.orders, _client("", context), caller)
 
         results = await _answer(context, create_all)
@@ -198,7 +201,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         self, request: pb.CancelAllOrdersRequest, context: Context
     ) -> pb.CancelAllOrdersResponse:
         async def cancel_all() -> list[Order]:
-            caller = self._caller(context)
+            caller = await self._caller(context)
             return await bulk_orders.cancel_all(self._desk, request.symbol, _client("", context), caller)
 
         orders = await _answer(context, cancel_all)
@@ -207,7 +210,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
 
     async def AmendOrder(self, request: pb.AmendOrderRequest, context: Context) -> pb.AmendOrderResponse:
         async def amend_order() -> Order:
-            caller = self._caller(context)
+            caller = await self._caller(context)
             return await amend.amend(
                 self._desk, request.order_id, request.price, request.quantity, _client("", context), caller
             )
@@ -218,8 +221,9 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         self, request: pb.StreamOrderUpdatesRequest, context: Context
     ) -> AsyncIterator[pb.OrderUpdate]:
         async def start() -> tuple[Caller | None, str]:
-            caller = self._caller(context)
+            caller = await self._caller(context)
             check_stream_request(request.symbols, request.user_id, request.resume_token)
+            self._desk.admit(caller, _client("", context), read=True)
             return caller, self._hub.resume_point(request.resume_token)
 
         caller, after = await _answer(context, start)

@@ -47,6 +47,12 @@ class ServerSettings(_Section):
     http_port: int = Field(9091, ge=0, le=65535)
     shutdown_grace_ms: int = Field(5000, ge=0)
     tls: TlsSettings = TlsSettings()
+    list_scan_cap: int = Field(
+        2000,
+        ge=1,
+        description="orders one ListOrders (and each CancelAllOrders batch) reads at most; a rare filter "
+        "then answers a short page with a next_page_token",
+    )
 
 
 class ApiClientSettings(_Section):
@@ -73,6 +79,15 @@ class AuthSettings(_Section):
         True, description="false: no keys, every caller sees every order (local tests only)"
     )
     clients: list[ApiClientSettings] = Field(default_factory=list)
+    failure_delay_ms: int = Field(
+        200, ge=0, description="a call with a missing or wrong key waits this long for its UNAUTHENTICATED"
+    )
+    max_delayed_failures: int = Field(
+        64,
+        gt=0,
+        description="failed calls waiting out failure_delay_ms at once; beyond it they are refused at once "
+        "(a flood of bad keys cannot pile up waiting calls)",
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> AuthSettings:
@@ -168,9 +183,18 @@ class RateLimitSettings(_Section):
 
 class AdmissionSettings(_Section):
     client_requests_per_second: float = Field(
-        200, gt=0, description="CreateOrder/CancelOrder per client (user_id, else peer) per gateway"
+        200, gt=0, description="requests per client (the API client; with auth off user_id, else peer)"
     )
     client_burst: int = Field(400, gt=0)
+    read_cost: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="what GetOrder, ListOrders and a StreamOrderUpdates open cost, in requests (a write: 1)",
+    )
+    client_idle_s: float = Field(
+        60, gt=0, description="a client's rate bucket unused this long (and full again) is forgotten"
+    )
     max_queued_per_symbol: int = Field(1000, gt=0, description="orders accepted but not yet sent, per symbol")
 
 

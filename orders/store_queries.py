@@ -19,7 +19,7 @@ the one write, `trim_indexes`, drops index entries whose order has expired.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -31,11 +31,45 @@ from orders.errors import InvalidOrder, OrderNotFound
 from orders.model import Order, OrderState
 from orders.store_scripts import FIND_BY_CLIENT_ID
 
+# Index entries one `search` call reads at most unless told (`server.list_scan_cap`).
+DEFAULT_SCAN_CAP = 2000
+# Most index entries read (and orders fetched) in one round trip.
+_INDEX_BATCH = 500
+
+# The entries of a time index after one of its members, newest first; nil if the member is gone.
+# One script, so that no order created in between shifts the ranks under the page.
+_ROWS_AFTER = """
+local rank = redis.call('ZREVRANK', KEYS[1], ARGV[1])
+if not rank then return false end
+return redis.call('ZREVRANGE', KEYS[1], rank + 1, rank + tonumber(ARGV[2]), 'WITHSCORES')
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class OrderPage:
+    """One page of `OrderQueries.search`: an empty `next_page_token` means there is no more."""
+
     orders: list[Order]
     next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """Creation times [start_ms, end_ms) in Unix ms; 0 = no bound."""
+
+    start_ms: int
+    end_ms: int
+
+    @property
+    def high(self) -> str:
+        return f"({self.end_ms}" if self.end_ms else "+inf"
+
+    @property
+    def low(self) -> str | int:
+        return self.start_ms if self.start_ms else "-inf"
+
+    def holds(self, created_ms: int) -> bool:
+        return created_ms >= self.start_ms and (not self.end_ms or created_ms < self.end_ms)
 
 
 class OrderQueries:
@@ -46,6 +80,7 @@ class OrderQueries:
         self._prefix = namespace
         self._unsettled_key = f"{namespace}:unsettled"
         self._find_by_client_id = client.register_script(FIND_BY_CLIENT_ID)
+        self._rows_after = client.register_script(_ROWS_AFTER)
 
     def _order_key(self, order_id: str) -> str:
         return f"{self._prefix}:order:{order_id}"
@@ -117,6 +152,25 @@ class OrderQueries:
                 break
         return ids
 
+    async def unsettled_orders(self, *, batch: int = DEFAULT_SCAN_CAP) -> AsyncIterator[list[Order]]:
+        """Every order not yet settled (every open order among them), newest first, `batch` at a
+        time: one index read and one pipelined fetch per batch, so memory holds one batch.
+
+        The walk continues exactly after the last order it yielded (keyset), even while orders
+        settle and leave the index; an order created meanwhile may be left out, and one may
+        have settled since it was read (check its state).
+        """
+        everything = _Window(0, 0)
+        position: tuple[int, str] | None = None
+        while True:
+            rows, _, more = await self._index_rows(self._unsettled_key, everything, position, batch)
+            if rows:
+                position = (rows[-1][1], rows[-1][0])
+                datas = await self._fetch_data([order_id for order_id, _ in rows])
+                yield [Order.from_json(data) for data in datas if data is not None]
+            if not more or not rows:
+                return
+
     async def trim_indexes(self, *, older_than_ms: int, batch: int = 500) -> int:
         """Drop index entries created before `older_than_ms` whose order has expired; returns how many."""
         removed = 0
@@ -144,42 +198,35 @@ class OrderQueries:
         limit: int = 100,
         page_token: str = "",
         owner: str | None = None,
+        scan_cap: int = DEFAULT_SCAN_CAP,
     ) -> OrderPage:
         """Orders newest first, created in [start_ms, end_ms), filtered by symbol and state,
         and by `owner` unless it is None (then every owner's).
 
-        `page_token` continues a previous call; an empty `next_page_token` means the end.
+        One call reads at most `scan_cap` index entries (and the orders they name): when it
+        has read that many before finding `limit` matches, it returns the matches it has (a
+        short or even empty page) with a `next_page_token` that continues after the last entry
+        read. `page_token` continues a previous call exactly (keyset: after its (created_at,
+        order_id), ties on one millisecond included); only an empty `next_page_token` means
+        the end. Raises InvalidOrder for a token this method did not return.
         """
         # An owner's own index keeps a client with few orders from scanning everyone's.
         index = self._index_key(symbol) if owner is None else self._owner_index_key(owner)
-        high: str | int = f"({end_ms}" if end_ms else "+inf"
-        seen_score, seen_id = _decode_token(page_token)
-        if seen_score is not None:
-            high = seen_score
-        low: str | int = start_ms if start_ms else "-inf"
+        window = _Window(start_ms, end_ms)
+        position = _decode_token(page_token)
         wanted = set(states)
         found: list[Order] = []
-        offset = 0
-        batch = max(limit * 2, 50)
-        last: tuple[int, str] | None = None
-        while len(found) < limit:
-            rows = cast(
-                list[tuple[bytes, float]],
-                await self._redis.zrevrangebyscore(
-                    index, high, low, start=offset, num=batch, withscores=True
-                ),
-            )
-            if not rows:
-                last = None
-                break
-            offset += len(rows)
-            ids = [_text(member) for member, _ in rows]
-            datas = await self._fetch_data(ids)
-            for (member, score), data in zip(rows, datas, strict=True):
-                order_id, created = _text(member), int(score)
-                if seen_score is not None and created == seen_score and order_id >= (seen_id or ""):
-                    continue
-                last = (created, order_id)
+        examined = 0
+        batch = min(max(limit * 2, 50), _INDEX_BATCH)  # a filter that matches often: one round trip
+        while examined < scan_cap:
+            want = min(batch, scan_cap - examined)
+            rows, read, more = await self._index_rows(index, window, position, want)
+            examined += read
+            batch = min(batch * 2, _INDEX_BATCH)
+            for (order_id, created), data in zip(
+                rows, await self._fetch_data([i for i, _ in rows]), strict=True
+            ):
+                position = (created, order_id)
                 if data is None:
                     continue  # expired between the index read and now
                 order = Order.from_json(data)
@@ -189,12 +236,56 @@ class OrderQueries:
                     continue
                 found.append(order)
                 if len(found) == limit:
-                    break
-            if len(rows) < batch and len(found) < limit:
-                last = None
-                break
-        token = _encode_token(*last) if last and len(found) == limit else ""
-        return OrderPage(found, token)
+                    return OrderPage(found, _encode_token(*position))
+            if not more:
+                return OrderPage(found, "")
+        # The cap, before `limit` matches: the caller continues from the last entry read.
+        return OrderPage(found, _encode_token(*position) if position else "")
+
+    async def _index_rows(
+        self, index: str, window: _Window, position: tuple[int, str] | None, want: int
+    ) -> tuple[list[tuple[str, int]], int, bool]:
+        """Up to `want` entries of `index` (order_id, created_at) after `position`, newest first,
+        inside `window`; with how many entries were read and whether there may be more."""
+        if position is None:
+            raw = cast(
+                list[tuple[bytes, float]],
+                await self._redis.zrevrangebyscore(
+                    index, window.high, window.low, start=0, num=want, withscores=True
+                ),
+            )
+            rows = [(_text(member), int(score)) for member, score in raw]
+            return rows, len(rows), len(rows) == want
+        flat = await self._rows_after(keys=[index], args=[position[1], want])
+        if flat is None:
+            return await self._rows_below_missing(index, window, position, want)
+        pairs = [(_text(flat[i]), int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
+        inside = [(order_id, created) for order_id, created in pairs if window.holds(created)]
+        # The index is newest first: the first entry older than the window ends it.
+        ended = len(pairs) < want or any(created < window.start_ms for _, created in pairs)
+        return inside, len(pairs), not ended
+
+    async def _rows_below_missing(
+        self, index: str, window: _Window, position: tuple[int, str], want: int
+    ) -> tuple[list[tuple[str, int]], int, bool]:
+        """`_index_rows` when the entry at `position` is gone (its order expired between pages):
+        from its millisecond on, skipping the ids of that millisecond already passed (a tie on
+        one millisecond lists in descending id order)."""
+        score, seen_id = position
+        for high in (score, f"({score}"):
+            raw = cast(
+                list[tuple[bytes, float]],
+                await self._redis.zrevrangebyscore(
+                    index, high, window.low, start=0, num=want, withscores=True
+                ),
+            )
+            pairs = [(_text(member), int(created)) for member, created in raw]
+            rows = [(i, c) for i, c in pairs if not (c == score and i >= seen_id)]
+            # A whole batch of passed ties (more than `want` orders in one millisecond) would be
+            # read again forever: step below that millisecond instead.
+            if rows or len(pairs) < want:
+                return rows, len(pairs), len(pairs) == want
+        return rows, len(pairs), len(pairs) == want
 
     async def _fetch_data(self, order_ids: list[str]) -> list[bytes | None]:
         pipe = self._redis.pipeline(transaction=False)
@@ -214,9 +305,9 @@ def _encode_token(score: int, order_id: str) -> str:
     return base64.urlsafe_b64encode(f"{score}:{order_id}".encode()).decode()
 
 
-def _decode_token(token: str) -> tuple[int | None, str | None]:
+def _decode_token(token: str) -> tuple[int, str] | None:
     if not token:
-        return None, None
+        return None
     try:
         score, order_id = base64.urlsafe_b64decode(token.encode()).decode().split(":", 1)
         return int(score), order_id
