@@ -2,9 +2,10 @@
 
 The gateway calls the exchange directly here (no queue: these are rare operator actions, and idempotent),
 through the shared rate budget, with a client built for the call and closed after it. Admin clients only,
-as AdminService (`auth.clients[].admin`). Errors map once, at this edge: the exchange refusing
-(OrderRejected) is FAILED_PRECONDITION with Binance's code and message, an exchange or budget that
-cannot take the call (NotExecuted, OutcomeUnknown) is UNAVAILABLE; bad input is INVALID_ARGUMENT.
+as AdminService (`auth.clients[].admin`). Errors leave through the gateway's one map
+(gateway/status_mapping.py): the exchange refusing (OrderRejected) is FAILED_PRECONDITION with
+Binance's code and message, an exchange or budget that cannot take the call (NotExecuted,
+OutcomeUnknown) is UNAVAILABLE; bad input is INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
-import grpc
 import redis.asyncio as aioredis
 
 from exchange.account import rate_budget
 from exchange.client import BinanceClient
-from exchange.errors import ExchangeError, OrderRejected
+from exchange.errors import OrderRejected
 from gateway.auth import Authenticator
-from gateway.servicer import Context, _answer
+from gateway.status_mapping import Context, answer
 from orders.errors import InvalidOrder
 from orders.settings import Settings
 from proto import admin_pb2 as apb
@@ -62,21 +62,19 @@ class AccountServicer(admin_pb2_grpc.AccountServiceServicer):
         return symbol
 
     async def _exchange_call(self, context: Context, call: Callable[[BinanceClient], Awaitable[T]]) -> T:
-        """Run `call` on a fresh exchange client (clock synced), mapping exchange errors to statuses."""
-        client = BinanceClient.from_settings(
-            self._settings.exchange, budget=rate_budget(self._redis, self._settings)
-        )
-        try:
-            await client.sync_clock(samples=3)
-            return await call(client)
-        except OrderRejected as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"the exchange refused: {exc}")
-            raise
-        except ExchangeError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the exchange could not take it: {exc}")
-            raise
-        finally:
-            await client.close()
+        """Run `call` on a fresh exchange client (clock synced); its errors leave through `answer`."""
+
+        async def on_exchange() -> T:
+            client = BinanceClient.from_settings(
+                self._settings.exchange, budget=rate_budget(self._redis, self._settings)
+            )
+            try:
+                await client.sync_clock(samples=3)
+                return await call(client)
+            finally:
+                await client.close()
+
+        return await answer(context, on_exchange)
 
     async def SetLeverage(self, request: apb.SetLeverageRequest, context: Context) -> apb.SetLeverageResponse:
         async def checked() -> tuple[str, str]:
@@ -85,7 +83,7 @@ class AccountServicer(admin_pb2_grpc.AccountServiceServicer):
                 raise InvalidOrder("leverage", f"must be 1-{_MAX_LEVERAGE}, got {request.leverage}")
             return actor, self._symbol(request.symbol)
 
-        actor, symbol = await _answer(context, checked)
+        actor, symbol = await answer(context, checked)
         reply = await self._exchange_call(context, lambda c: c.set_leverage(symbol, request.leverage))
         log.warning("leverage of %s set to %d by %s", symbol, request.leverage, actor)
         return apb.SetLeverageResponse(
@@ -103,7 +101,7 @@ class AccountServicer(admin_pb2_grpc.AccountServiceServicer):
                 raise InvalidOrder("margin_type", "must be CROSSED or ISOLATED")
             return actor, self._symbol(request.symbol)
 
-        actor, symbol = await _answer(context, checked)
+        actor, symbol = await answer(context, checked)
         margin_type = _MARGIN_TYPES[request.margin_type]
 
         async def change(client: BinanceClient) -> bool:
@@ -127,7 +125,7 @@ class AccountServicer(admin_pb2_grpc.AccountServiceServicer):
             self._admin(context)
             return [self._symbol(s) for s in request.symbols] or list(self._settings.symbols)
 
-        symbols = await _answer(context, checked)
+        symbols = await answer(context, checked)
 
         async def read(client: BinanceClient) -> tuple[str, list[dict[str, Any]]]:
             return await client.position_mode(), await client.position_risk()

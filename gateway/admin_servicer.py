@@ -14,7 +14,7 @@ from typing import Any
 from gateway.auth import Authenticator, Caller
 from gateway.desk import OrderDesk
 from gateway.risk import RiskGate
-from gateway.servicer import Context, _answer
+from gateway.status_mapping import Context, answer
 from gateway.validation import check_length, parse_request_decimal
 from orders.errors import InvalidOrder
 from orders.model import decimal_str
@@ -59,7 +59,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             self._admin(context)
             return await self._gate.state.limits(self._gate.defaults)
 
-        return limits_to_pb(await _answer(context, get))
+        return limits_to_pb(await answer(context, get))
 
     async def SetRiskLimits(self, request: apb.SetRiskLimitsRequest, context: Context) -> apb.RiskLimits:
         async def set_limits() -> RiskSettings:
@@ -73,7 +73,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             log.warning("risk limits changed by %s (%s): %s", actor, request.reason or "no reason", changes)
             return limits
 
-        return limits_to_pb(await _answer(context, set_limits))
+        return limits_to_pb(await answer(context, set_limits))
 
     async def GetTradingMode(
         self, request: apb.GetTradingModeRequest, context: Context
@@ -82,7 +82,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             self._admin(context)
             return await self._status(await self._gate.state.mode(), request.audit_limit)
 
-        return await _answer(context, get)
+        return await answer(context, get)
 
     async def SetTradingMode(
         self, request: apb.SetTradingModeRequest, context: Context
@@ -111,7 +111,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             reply.canceled_orders = canceled
             return reply
 
-        return await _answer(context, set_mode)
+        return await answer(context, set_mode)
 
     async def _status(self, status: ModeStatus, audit_limit: int) -> apb.TradingModeStatus:
         limit = min(audit_limit or 20, _MAX_AUDIT)

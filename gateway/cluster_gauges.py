@@ -1,13 +1,19 @@
-"""Cluster-wide gauges, read from Redis when the gateway's /metrics is scraped.
+"""Cluster-wide gauges, read from Redis by one task on a timer, served by the gateway's /metrics.
 
 Queue depths, unsettled orders by state, the shared rate budget and ban, the shared
 breakers, the listener's user stream and the live workers belong to no one process, so
 the gateway reports them as Redis holds them: the same figures whichever gateway
-replica is scraped. Nothing here runs on the order path.
+replica is scraped. `GaugeRefresher` reads them every `monitoring.cluster_gauges_refresh_ms`
+and never per scrape, so a scrape costs Redis nothing however often it comes; the
+figures are at most one period old. Nothing here runs on the order path.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +30,10 @@ from orders.store import OrderStore
 from tasks.queues import DRAMATIQ_NAMESPACE, queue_for, queue_key
 from tasks.redis_queues import HEARTBEAT_TIMEOUT_MS
 
-STATE_SAMPLE = 5000  # unsettled orders read per scrape for the per-state gauge (oldest first)
+log = logging.getLogger(__name__)
+
+STATE_SAMPLE = 5000  # unsettled orders read per refresh for the per-state gauge (oldest first)
+FAILURE_LOG_INTERVAL_S = 60.0  # a Redis outage logs its first failure, then at most this often
 _HEARTBEATS = f"{DRAMATIQ_NAMESPACE}:__heartbeats__"
 _WORKER_PREFIX = "worker-"  # the worker process's consumer id (workers/process.py)
 
@@ -103,6 +112,67 @@ class ClusterGauges:
             metrics.RATE_BUDGET_USED.labels(window).set(used)
             metrics.RATE_BUDGET_REMAINING.labels(window).set(
                 state.tokens if limit is None else max(limit - used, 0)
+            )
+
+
+class GaugeRefresher:
+    """One background task that refreshes `gauges` every `period_s`, the first time at once.
+
+    Each refresh is bounded by `timeout_s`. A failed one (Redis away, a timeout, anything)
+    keeps the last values and is logged, the first at once and then at most once per
+    FAILURE_LOG_INTERVAL_S with the number of failures since; the task carries on until `stop`.
+    """
+
+    def __init__(self, gauges: ClusterGauges, *, period_s: float, timeout_s: float) -> None:
+        self._gauges = gauges
+        self._period_s = period_s
+        self._timeout_s = timeout_s
+        self._task: asyncio.Task[None] | None = None
+        self._failures = 0
+        self._logged_at = float("-inf")
+        self.refreshes = 0  # refreshes that succeeded (for tests and the log)
+
+    def start(self) -> None:
+        """Start the task (once; a second call does nothing)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="cluster-gauges")
+
+    async def stop(self) -> None:
+        """Cancel the task and wait for it to end."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def refresh_once(self) -> bool:
+        """One bounded refresh; True if every gauge was set, False (logged) if it failed."""
+        try:
+            await asyncio.wait_for(self._gauges.refresh(), self._timeout_s)
+        except Exception as exc:  # the task must outlive any failure; the gauges keep their values
+            self._failed(exc)
+            return False
+        if self._failures:
+            log.info("cluster gauges: refreshed again after %d failed attempts", self._failures)
+            self._failures, self._logged_at = 0, float("-inf")
+        self.refreshes += 1
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            await self.refresh_once()
+            await asyncio.sleep(self._period_s)
+
+    def _failed(self, exc: Exception) -> None:
+        self._failures += 1
+        now = time.monotonic()
+        if now - self._logged_at >= FAILURE_LOG_INTERVAL_S:
+            self._logged_at = now
+            log.warning(
+                "cluster gauges: not refreshed (%r; %d failed attempts in a row); /metrics serves the "
+                "last values",
+                exc,
+                self._failures,
             )
 
 

@@ -8,29 +8,35 @@
 /health/ready  200 "ready" when Redis answers and trading rules are loaded (and, in the first
                15 s after start, mark prices; with a note when no worker consumes the
                queues), else 503 "not ready: <why>"
-/metrics       Prometheus text: this process's series, then the cluster gauges read from Redis
+/metrics       Prometheus text: this process's series and the cluster gauges (gateway/cluster_gauges.py)
 Any other path answers 404.
+
+This server shares the event loop that serves gRPC (one process, one loop: no thread to
+hand the registry to, and a scrape is short), so a scrape is kept cheap and bounded
+whatever the scrape rate: it sends nothing to Redis (the cluster gauges are refreshed by
+one task every `monitoring.cluster_gauges_refresh_ms`) and runs no health check, and the
+page it renders is reused for `monitoring.metrics_render_ms`, so N scrapes per second cost
+at most one render per period on the order path's loop.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
+import time
 from datetime import UTC, datetime
 from importlib import metadata
 
-import redis.exceptions
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from exchange.account import account_id
-from gateway.cluster_gauges import ClusterGauges
+from gateway.cluster_gauges import ClusterGauges, GaugeRefresher
 from gateway.health import READINESS, HealthChecks
 from orders import metrics as shared_metrics
 
-__all__ = ["HealthChecks", "build_http_app", "service_version"]
+__all__ = ["GAUGE_REFRESHER", "HealthChecks", "build_http_app", "service_version"]
 
-log = logging.getLogger(__name__)
+
+GAUGE_REFRESHER = web.AppKey("gauge_refresher", GaugeRefresher)  # the app's cluster-gauge task
 
 
 def service_version() -> str:
@@ -45,7 +51,8 @@ def build_http_app(checks: HealthChecks, gauges: ClusterGauges | None = None) ->
     """The aiohttp application serving the routes in the module docstring.
 
     `gauges` defaults to the cluster gauges of `checks`' settings, store, listener status
-    and budget. Also bounds this process's symbol labels to the settings' symbols.
+    and budget; the app refreshes them from its start to its cleanup (one task, see
+    GaugeRefresher). Also bounds this process's symbol labels to the settings' symbols.
     """
     settings = checks.settings
     shared_metrics.set_symbols(settings.symbols)
@@ -58,7 +65,12 @@ def build_http_app(checks: HealthChecks, gauges: ClusterGauges | None = None) ->
             breaker_namespace=f"{settings.redis.namespace}:{account_id(settings)}",
         )
     version = service_version()
-    gauge_timeout_s = settings.monitoring.probe_timeout_ms / 1000
+    refresher = GaugeRefresher(
+        gauges,
+        period_s=settings.monitoring.cluster_gauges_refresh_ms / 1000,
+        timeout_s=settings.monitoring.probe_timeout_ms / 1000,
+    )
+    page = _RenderedPage(settings.monitoring.metrics_render_ms / 1000)
 
     async def health(_: web.Request) -> web.Response:
         results = await checks.all()
@@ -88,13 +100,13 @@ def build_http_app(checks: HealthChecks, gauges: ClusterGauges | None = None) ->
         return web.Response(text="ready")
 
     async def metrics(_: web.Request) -> web.Response:
-        try:
-            await asyncio.wait_for(gauges.refresh(), gauge_timeout_s)
-        except (redis.exceptions.RedisError, TimeoutError) as exc:
-            log.warning("metrics: cluster gauges not refreshed (%r); serving the last values", exc)
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=page.body(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def start(_: web.Application) -> None:
+        refresher.start()
 
     async def close(_: web.Application) -> None:
+        await refresher.stop()
         await checks.close()
 
     app = web.Application()
@@ -102,5 +114,22 @@ def build_http_app(checks: HealthChecks, gauges: ClusterGauges | None = None) ->
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", ready)
     app.router.add_get("/metrics", metrics)
+    app.on_startup.append(start)
     app.on_cleanup.append(close)
+    app[GAUGE_REFRESHER] = refresher
     return app
+
+
+class _RenderedPage:
+    """The registry's exposition, rendered again only once it is `max_age_s` old (0: every time)."""
+
+    def __init__(self, max_age_s: float) -> None:
+        self._max_age_s = max_age_s
+        self._at = float("-inf")
+        self._body = b""
+
+    def body(self) -> bytes:
+        now = time.monotonic()
+        if now - self._at >= self._max_age_s or not self._body:
+            self._body, self._at = generate_latest(), now
+        return self._body

@@ -57,7 +57,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             tail_client,
             namespace=settings.redis.namespace,
             retention_s=settings.performance.update_retention_s,
-        )
+        ),
+        max_streams=settings.server.max_streams,
+        max_streams_per_client=settings.server.max_streams_per_client,
     )
     await hub.start()
     budget = rate_budget(redis_client, settings)

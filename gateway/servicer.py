@@ -8,33 +8,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
-
-import grpc
-import redis.exceptions
+from collections.abc import AsyncIterator
 
 from gateway import amend, bulk_orders, metrics
-from gateway.auth import Authenticator, Caller, PermissionDenied, Unauthenticated
+from gateway.auth import Authenticator, Caller
 from gateway.bulk_orders import ItemResult
 from gateway.desk import OrderDesk
-from gateway.updates import RESUME_TOKEN_METADATA, SlowSubscriber, UpdateHub
+from gateway.status_mapping import Context, abort_with, answer, status_of
+from gateway.updates import RESUME_TOKEN_METADATA, UpdateHub
 from gateway.validation import check_stream_request
-from orders.errors import (
-    ExchangeNotAccepting,
-    InvalidOrder,
-    OrderAlreadyExists,
-    OrderNotAmendable,
-    OrderNotCancelable,
-    OrderNotFound,
-    OrderServiceError,
-    Overloaded,
-    ResumePointExpired,
-    RiskLimitExceeded,
-    StoreConflict,
-    StoreUnavailable,
-    SymbolRulesUnavailable,
-)
+from orders.errors import InvalidOrder
 from orders.model import Order
 from orders.proto_mapping import STATE_FROM_PB, order_to_pb, update_to_pb
 from orders.store import CreateResult
@@ -43,61 +26,6 @@ from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-Context = grpc.aio.ServicerContext[Any, Any]
-
-_STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
-    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
-    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
-    (RiskLimitExceeded, grpc.StatusCode.FAILED_PRECONDITION),  # before InvalidOrder, its base
-    (InvalidOrder, grpc.StatusCode.INVALID_ARGUMENT),
-    (OrderAlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
-    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
-    (ExchangeNotAccepting, grpc.StatusCode.UNAVAILABLE),
-    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (ResumePointExpired, grpc.StatusCode.OUT_OF_RANGE),
-    (OrderNotFound, grpc.StatusCode.NOT_FOUND),
-    (OrderNotCancelable, grpc.StatusCode.FAILED_PRECONDITION),
-    (OrderNotAmendable, grpc.StatusCode.FAILED_PRECONDITION),
-    (SymbolRulesUnavailable, grpc.StatusCode.UNAVAILABLE),
-    (StoreConflict, grpc.StatusCode.ABORTED),
-)
-
-
-# What UNAVAILABLE says when the order store failed, the most specific first. A timeout is also
-# what an overloaded gateway sees: its event loop reads the answer too late.
-_STORE_FAILURES: tuple[tuple[type[Exception], str], ...] = (
-    (
-        redis.exceptions.TimeoutError,
-        "order store (Redis) did not answer within redis.socket_timeout_ms: Redis or this gateway "
-        "is overloaded; retry shortly",
-    ),
-    (
-        redis.exceptions.MaxConnectionsError,
-        "this gateway has redis.max_connections commands waiting on the order store (Redis): "
-        "overloaded; retry shortly",
-    ),
-    (redis.exceptions.ConnectionError, "order store (Redis) unreachable; retry shortly"),
-)
-
-
-async def _answer(context: Context, call: Callable[[], Awaitable[T]]) -> T:
-    """Run `call`, turning the service's errors into the matching gRPC status."""
-    try:
-        return await call()
-    except OrderServiceError as exc:
-        if isinstance(exc, Overloaded):
-            metrics.RATE_LIMIT_HITS.labels(exc.limit).inc()
-        for kind, code in _STATUS:
-            if isinstance(exc, kind):
-                await context.abort(code, str(exc))
-        raise
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        message = next(text for kind, text in _STORE_FAILURES if isinstance(exc, kind))
-        log.error("%s (%r)", message, exc)
-        await context.abort(grpc.StatusCode.UNAVAILABLE, message)
-        raise
 
 
 def _client(user_id: str, context: Context) -> str:
@@ -128,7 +56,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             return await self._desk.create(request, _client(request.user_id, context), caller)
 
         try:
-            result = await _answer(context, create)
+            result = await answer(context, create)
         except Exception:
             metrics.ORDERS_REJECTED.inc()
             raise
@@ -150,7 +78,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             caller = await self._caller(context)
             return await self._desk.cancel(request.order_id, request.symbol, _client("", context), caller)
 
-        order = await _answer(context, cancel)
+        order = await answer(context, cancel)
         metrics.ORDERS_CANCELED.inc()
         message = order_to_pb(order)
         return pb.CancelOrderResponse(
@@ -162,7 +90,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             caller = await self._caller(context)
             return await self._desk.read_order(request.order_id, _client("", context), caller)
 
-        order = await _answer(context, get)
+        order = await answer(context, get)
         return pb.GetOrderResponse(order=order_to_pb(order))
 
     async def ListOrders(self, request: pb.ListOrdersRequest, context: Context) -> pb.ListOrdersResponse:
@@ -182,7 +110,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
                 caller=caller,
             )
 
-        page = await _answer(context, list_orders)
+        page = await answer(context, list_orders)
         return pb.ListOrdersResponse(
             orders=[order_to_pb(o) for o in page.orders], next_page_token=page.next_page_token
         )
@@ -194,7 +122,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             caller = await self._caller(context)
             return await bulk_orders.create_many(self._desk, request.orders, _client("", context), caller)
 
-        results = await _answer(context, create_all)
+        results = await answer(context, create_all)
         return pb.CreateOrdersResponse(results=[_item_to_pb(item) for item in results])
 
     async def CancelAllOrders(
@@ -204,7 +132,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             caller = await self._caller(context)
             return await bulk_orders.cancel_all(self._desk, request.symbol, _client("", context), caller)
 
-        orders = await _answer(context, cancel_all)
+        orders = await answer(context, cancel_all)
         metrics.ORDERS_CANCELED.inc(len(orders))
         return pb.CancelAllOrdersResponse(orders=[order_to_pb(o) for o in orders])
 
@@ -215,23 +143,31 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
                 self._desk, request.order_id, request.price, request.quantity, _client("", context), caller
             )
 
-        return pb.AmendOrderResponse(order=order_to_pb(await _answer(context, amend_order)))
+        return pb.AmendOrderResponse(order=order_to_pb(await answer(context, amend_order)))
 
     async def StreamOrderUpdates(
         self, request: pb.StreamOrderUpdatesRequest, context: Context
     ) -> AsyncIterator[pb.OrderUpdate]:
+        """The caller's order updates, live, after a replay from `resume_token` if given.
+
+        Refused with RESOURCE_EXHAUSTED when the caller (the API client with auth on, else
+        the peer's address: a caller-chosen user_id would not bound anyone) or the gateway
+        holds its cap of open streams (server.max_streams_per_client, server.max_streams).
+        """
+
         async def start() -> tuple[Caller | None, str]:
             caller = await self._caller(context)
             check_stream_request(request.symbols, request.user_id, request.resume_token)
             self._desk.admit(caller, _client("", context), read=True)
             return caller, self._hub.resume_point(request.resume_token)
 
-        caller, after = await _answer(context, start)
+        caller, after = await answer(context, start)
         owner = caller.name if caller is not None else None
+        client = owner if owner is not None else _client("", context)
         metrics.UPDATE_STREAMS.inc()
         try:
             async with self._hub.subscribe(
-                request.symbols, user_id=request.user_id, after=after, owner=owner
+                request.symbols, user_id=request.user_id, after=after, owner=owner, client=client
             ) as updates:
                 async for entry in updates:
                     yield update_to_pb(
@@ -242,20 +178,10 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
                     )
             # The gateway is shutting down: end with OK, and say where to resume elsewhere.
             context.set_trailing_metadata(((RESUME_TOKEN_METADATA, updates.resume_token),))
-        except SlowSubscriber as exc:
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED, f"{exc}; reconnect with resume_token {exc.resume_token!r}"
-            )
+        except Exception as exc:  # a slow reader, a cap, a store failure: all leave through one map
+            await abort_with(context, exc)
         finally:
             metrics.UPDATE_STREAMS.dec()
-
-
-def status_of(exc: OrderServiceError) -> grpc.StatusCode:
-    """The gRPC status an error of the service answers with (INTERNAL for one not mapped)."""
-    for kind, code in _STATUS:
-        if isinstance(exc, kind):
-            return code
-    return grpc.StatusCode.INTERNAL
 
 
 def _item_to_pb(item: ItemResult) -> pb.CreateOrderResult:

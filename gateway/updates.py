@@ -9,7 +9,9 @@ resumes from the last entry it read.
 A stream that passes a resume token (the entry id of the last update it got) first
 replays what it missed from the outbox, then continues live with no gap and no
 repeat. A stream that falls `max_backlog` updates behind is closed with its last
-token, so its client can resume, rather than slowing every other stream.
+token, so its client can resume, rather than slowing every other stream; a replay stops
+reading the outbox as soon as that happens. The streams open at once are capped per
+client and in all (`max_streams_per_client`, `max_streams`).
 
 On shutdown `close_streams` stops the tail and ends every stream once it has been
 given what the tail had already read; the stream's `resume_token` is then the outbox
@@ -28,12 +30,12 @@ from contextlib import asynccontextmanager
 
 import redis.exceptions
 
-from orders.errors import OrderServiceError
+from orders.errors import OrderServiceError, Overloaded
 from orders.outbox import Outbox, OutboxEntry
 
 log = logging.getLogger(__name__)
 
-_REPLAY_PAGE = 500
+_REPLAY_PAGE = 500  # outbox entries read per round trip of a replay
 RESUME_TOKEN_METADATA = "resume-token"  # trailing metadata of a stream ended by shutdown
 _TAIL_BLOCK_MS = 1000
 
@@ -94,6 +96,8 @@ class Subscription:
         self._subscriber = subscriber
         self._after = after
         self._last = after
+        # Until its replay has run to the end, a stream may only resume after what it was given.
+        self.replayed = not after
         self._iterator = hub._iterate(subscriber, after, self)
 
     def __aiter__(self) -> Subscription:
@@ -110,7 +114,7 @@ class Subscription:
         """Where a client continues from: after the last update given, or, once the hub
         closed the stream, after the hub's outbox position ("" if neither is known).
         """
-        reached = self._hub.position if self._subscriber.ended else ""
+        reached = self._hub.position if self._subscriber.ended and self.replayed else ""
         if reached and reached != "0-0" and (not self._last or _position(reached) > _position(self._last)):
             return reached
         return self._last
@@ -119,15 +123,31 @@ class Subscription:
 class UpdateHub:
     """Tails the outbox and distributes its entries to registered streams."""
 
-    def __init__(self, outbox: Outbox, *, max_backlog: int = 10_000) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        max_backlog: int = 10_000,
+        max_streams: int | None = None,
+        max_streams_per_client: int | None = None,
+    ) -> None:
+        """`max_streams` and `max_streams_per_client` cap the streams open at once (None: no cap)."""
         self._outbox = outbox
         self._subscribers: set[_Subscriber] = set()
         self._max_backlog = max_backlog
+        self._max_streams = max_streams
+        self._max_per_client = max_streams_per_client
+        self._per_client: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._started = asyncio.Event()
         self._closed = False
         self._stopping = False
         self.position = ""  # the outbox entry id the tail has read up to ("" before the first read)
+
+    @property
+    def open_streams(self) -> int:
+        """Streams registered now (every client)."""
+        return len(self._subscribers)
 
     async def start(self, *, wait_s: float = 2.0) -> None:
         """Start tailing from the outbox's current end; waits up to `wait_s` for Redis to answer.
@@ -190,47 +210,84 @@ class UpdateHub:
 
     @asynccontextmanager
     async def subscribe(
-        self, symbols: Iterable[str], *, user_id: str = "", after: str = "", owner: str | None = None
+        self,
+        symbols: Iterable[str],
+        *,
+        user_id: str = "",
+        after: str = "",
+        owner: str | None = None,
+        client: str = "",
     ) -> AsyncIterator[Subscription]:
         """Register a stream for `symbols` (empty = all) and `user_id` (empty = all) for the block;
         with `owner`, only orders that API client placed (None: every client's).
 
+        `client` is who holds the stream, for the caps: Overloaded (limit "max_streams_per_client"
+        or "max_streams") if it, or the hub, already holds its cap of open streams.
         With `after` (see `resume_point`), the entries written after it are replayed first.
         Iterating raises SlowSubscriber if the reader falls behind, and ends normally when
         the hub closes its streams (shutdown).
         """
+        self._check_caps(client)
         subscriber = _Subscriber(frozenset(symbols), user_id, self._max_backlog, owner)
         self._subscribers.add(subscriber)
+        self._per_client[client] = self._per_client.get(client, 0) + 1
         if self._closed:
             subscriber.end()
         try:
             yield Subscription(self, subscriber, after)
         finally:
             self._subscribers.discard(subscriber)
+            left = self._per_client.pop(client) - 1
+            if left:
+                self._per_client[client] = left
+
+    def _check_caps(self, client: str) -> None:
+        """Raise Overloaded naming the cap (and its setting) that one more stream of `client` breaks."""
+        held = self._per_client.get(client, 0)
+        if self._max_per_client is not None and held >= self._max_per_client:
+            raise Overloaded(
+                f"client {client!r} already holds {held} update streams on this gateway "
+                f"(server.max_streams_per_client = {self._max_per_client}); close one first",
+                limit="max_streams_per_client",
+            )
+        if self._max_streams is not None and len(self._subscribers) >= self._max_streams:
+            raise Overloaded(
+                f"this gateway already serves {len(self._subscribers)} update streams "
+                f"(server.max_streams = {self._max_streams}); retry later or on another gateway",
+                limit="max_streams",
+            )
 
     async def _iterate(
         self, subscriber: _Subscriber, after: str, subscription: Subscription
     ) -> AsyncIterator[OutboxEntry]:
-        last = cursor = after
-        while cursor and not subscriber.ended:  # replay: registered first, so nothing meanwhile is missed
-            page = await self._outbox.range_after(cursor, count=_REPLAY_PAGE)
-            for entry in page:
-                if subscriber.wants(entry):
-                    yield entry
-                    last = entry.entry_id
-                    subscription.delivered(last)
-            if page:
-                cursor = page[-1].entry_id
-            if len(page) < _REPLAY_PAGE:
-                break
-        replayed_to = _position(cursor) if cursor else (0, 0)
+        last = after
+        replayed_to = _position(after) if after else (0, 0)
+        if after and not subscriber.ended:  # replay: registered first, so nothing meanwhile is missed
+            replay = self._outbox.replay_after(after, page=_REPLAY_PAGE)
+            try:
+                # Overflow is checked before each entry is read, so a stream that fell behind
+                # while replaying stops reading (and decoding) the outbox at once.
+                while not subscriber.overflowed and not subscriber.ended:
+                    entry = await anext(replay, None)
+                    if entry is None:
+                        subscription.replayed = True
+                        break
+                    replayed_to = _position(entry.entry_id)
+                    if subscriber.wants(entry):
+                        yield entry
+                        last = entry.entry_id
+                        subscription.delivered(last)
+            finally:
+                await replay.aclose()
         while True:
             live = await subscriber.queue.get()
             if live is None and subscriber.ended:
                 return
             if live is None or subscriber.overflowed:
                 raise SlowSubscriber(
-                    f"stream fell more than {self._max_backlog} updates behind", resume_token=last
+                    f"stream fell more than {self._max_backlog} updates behind; reconnect with "
+                    f"resume_token {last!r}",
+                    resume_token=last,
                 )
             if _position(live.entry_id) <= replayed_to:
                 continue  # already replayed

@@ -112,7 +112,17 @@ RATE_LIMIT_HITS = Counter(
     "Requests held back or refused for a rate limit (gateway admission, shared budget, exchange 429/418)",
     ["limit"],
 )
-RATE_LIMITS = ("client_rate", "queue_bound", "rate_budget", "budget_wait", "budget_exceeded", "429", "418")
+RATE_LIMITS = (
+    "client_rate",
+    "queue_bound",
+    "rate_budget",
+    "budget_wait",
+    "budget_exceeded",
+    "429",
+    "418",
+    "max_streams",
+    "max_streams_per_client",
+)
 CIRCUIT_BREAKER_STATE = Gauge(
     "order_execution_circuit_breaker_state",
     "Circuit breaker state as this process sees it: 0 closed, 1 half-open, 2 open",

@@ -19,7 +19,7 @@ Redis time it was written at, so trimming is `XADD ... MINID ~ <now - retention>
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -105,7 +105,7 @@ class Outbox:
         rows = cast(_Rows, await self._redis.xrange(self.key, min=f"({after_id}", count=count))
         return [_decode(entry_id, fields) for entry_id, fields in rows]
 
-    async def replay_after(self, after_id: str, *, page: int = 500) -> AsyncIterator[OutboxEntry]:
+    async def replay_after(self, after_id: str, *, page: int = 500) -> AsyncGenerator[OutboxEntry, None]:
         """Every entry written after `after_id`, oldest first, read `page` at a time.
 
         Each entry is decoded only when the caller asks for it, so a reader that stops

@@ -47,6 +47,15 @@ class ServerSettings(_Section):
     http_port: int = Field(9091, ge=0, le=65535)
     shutdown_grace_ms: int = Field(5000, ge=0)
     tls: TlsSettings = TlsSettings()
+    max_streams: int = Field(
+        500, gt=0, description="StreamOrderUpdates calls open at once on one gateway, every client"
+    )
+    max_streams_per_client: int = Field(
+        20,
+        gt=0,
+        description="StreamOrderUpdates calls one client may hold open on one gateway (the API client "
+        "with auth on, else the peer's address)",
+    )
     list_scan_cap: int = Field(
         2000,
         ge=1,
@@ -322,3 +331,13 @@ class MonitoringSettings(_Section):
     port_search: int = Field(32, gt=0, description="a process whose port is taken tries the next ones")
     probe_timeout_ms: int = Field(1000, gt=0, description="/health's exchange ping and NATS probe give up")
     probe_cache_ms: int = Field(5000, ge=0, description="/health reuses a probe's answer this long")
+    cluster_gauges_refresh_ms: int = Field(
+        5000,
+        gt=0,
+        description="the gateway reads the cluster gauges from Redis this often (never per scrape)",
+    )
+    metrics_render_ms: int = Field(
+        250,
+        ge=0,
+        description="a gateway /metrics scrape reuses the page rendered less than this long ago; 0 = render each",
+    )
