@@ -106,21 +106,21 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.server import serve
             from orders.logs import configure_logging
 
-            configure_logging(settings.logging, process="gateway")
+            configure_logging(settings.logging, process="gateway", secrets=settings.secret_values())
             uvloop.run(serve(settings))
             return 0
         if args.command == "dashboard":
             from cli.dashboard import serve as serve_dashboard
             from orders.logs import configure_logging
 
-            configure_logging(settings.logging, process="dashboard")
+            configure_logging(settings.logging, process="dashboard", secrets=settings.secret_values())
             serve_dashboard(settings)
             return 0
         if args.command == "listener":
             from listener.process import serve as serve_listener
             from orders.logs import configure_logging
 
-            configure_logging(settings.logging, process="listener")
+            configure_logging(settings.logging, process="listener", secrets=settings.secret_values())
             uvloop.run(serve_listener(settings))
             return 0
         if args.command == "worker":
@@ -156,7 +156,7 @@ def _run_worker(args: argparse.Namespace, settings: Settings, argv: list[str]) -
         settings.worker.max_in_flight = args.max_in_flight
     from workers.process import serve as serve_worker
 
-    configure_logging(settings.logging, process="worker")
+    configure_logging(settings.logging, process="worker", secrets=settings.secret_values())
     serve_worker(settings, args.queues)
     return 0
 

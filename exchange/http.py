@@ -9,6 +9,11 @@ Failures come out as two exceptions, because what the client may conclude differ
 `RequestNotSent` (connection refused, no connection within the connect timeout: the
 exchange got nothing) and `ResponseLost` (the request may have been written: a timeout
 after connecting, a dropped connection).
+
+Redirects are never followed: the session sends `X-MBX-APIKEY` with every request, and a
+redirect would carry it to whatever server the answer names. A 3xx answer raises
+`Redirected` (a `RequestNotSent`: the exchange executed nothing; a redirect means the base
+URL is wrong).
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ class RequestNotSent(Exception):
 
 class ResponseLost(Exception):
     """The request may have reached the exchange, but no answer came back."""
+
+
+class Redirected(RequestNotSent):
+    """The base URL answered with a redirect, which is not followed (it would carry the API key
+    elsewhere); nothing was executed."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +92,13 @@ class AiohttpTransport:
         try:
             # encoded=True: the query is already signed; re-encoding it would break the signature.
             url = URL(path_and_query, encoded=True)
-            async with self._open().request(method, url) as response:
+            async with self._open().request(method, url, allow_redirects=False) as response:
+                if 300 <= response.status < 400:
+                    raise Redirected(
+                        f"{method} {url.path} answered HTTP {response.status} (a redirect to "
+                        f"{_where(response.headers.get('Location', ''))}); redirects are not followed, "
+                        "they would carry the API key to another server: check exchange.base_url"
+                    )
                 text = await response.text()
                 return HttpResponse(response.status, response.headers, text)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
@@ -93,3 +109,12 @@ class AiohttpTransport:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def _where(location: str) -> str:
+    """The scheme and host a redirect points to (its path and query left out: they may hold anything)."""
+    try:
+        target = URL(location)
+    except ValueError:
+        return "an unparsable Location"
+    return f"{target.scheme}://{target.host}" if target.is_absolute() else "a path on the same server"

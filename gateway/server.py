@@ -27,7 +27,7 @@ from orders.outbox import Outbox
 from orders.redis_connection import open_redis
 from orders.risk_state import RiskState
 from orders.rules_store import RulesStore
-from orders.settings import Settings
+from orders.settings import Settings, refuse_open_without_auth
 from orders.shutdown import stop_on_signals
 from orders.store import OrderStore
 from proto import admin_pb2, admin_pb2_grpc, order_pb2, order_pb2_grpc
@@ -42,7 +42,12 @@ ACCOUNT_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AccountService"].f
 
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    """Run the gateway until `stop` is set or SIGINT/SIGTERM arrives."""
+    """Run the gateway until `stop` is set or SIGINT/SIGTERM arrives.
+
+    Raises SettingsError, before binding anything, if `server.host` is not loopback while
+    auth is off.
+    """
+    refuse_open_without_auth(settings, "gateway")
     if stop is None:
         stop = asyncio.Event()
         stop_on_signals(stop, grace_s=settings.server.shutdown_grace_ms / 1000, process="gateway")

@@ -46,7 +46,7 @@ from orders.metrics_http import MetricsEndpoint
 from orders.model import now_ms
 from orders.redis_connection import open_redis
 from orders.risk_state import RiskState
-from orders.settings import Settings
+from orders.settings import Settings, refuse_open_without_auth
 from orders.shutdown import stop_on_signals
 from orders.store import OrderStore
 from tasks.messages import cancel_order_push
@@ -94,7 +94,11 @@ class Listener:
         self.relay = OutboxRelay(
             self.store.outbox,
             lambda: EventBus.connect(
-                s.nats.address, stream=s.nats.stream, ping_interval_s=s.nats.ping_interval_s
+                s.nats.address,
+                stream=s.nats.stream,
+                ping_interval_s=s.nats.ping_interval_s,
+                user=s.nats.user,
+                password=s.nats.password.get_secret_value(),
             ),
             consumer=self.holder_id,
             block_ms=_RELAY_BLOCK_MS,
@@ -256,7 +260,10 @@ async def _every(period_s: float, job: Callable[[], Awaitable[None]]) -> None:
 
 
 async def serve(settings: Settings) -> None:
-    """Run one listener replica until SIGINT/SIGTERM; its /metrics on `monitoring.listener_metrics_port`."""
+    """Run one listener replica until SIGINT/SIGTERM; its /metrics on `server.host` at
+    `monitoring.listener_metrics_port`. Raises SettingsError first if that host is not loopback
+    while auth is off (see `refuse_open_without_auth`)."""
+    refuse_open_without_auth(settings, "listener")
     stop = asyncio.Event()
     stop_on_signals(stop, grace_s=settings.server.shutdown_grace_ms / 1000, process="listener")
     metrics.set_symbols(settings.symbols)

@@ -23,6 +23,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import StreamConfig
 from nats.js.errors import BadRequestError
 
+from orders.addresses import nats_servers
 from orders.model import Fill, Order, now_ms
 
 UPDATES_SUBJECT = "orders.updates"
@@ -77,13 +78,33 @@ class EventBus:
         self._stream = stream
 
     @classmethod
-    async def connect(cls, address: str, *, stream: str = "ORDERS", ping_interval_s: int = 10) -> EventBus:
-        """Connect, and create the JetStream stream if it does not exist yet."""
+    async def connect(
+        cls,
+        address: str,
+        *,
+        stream: str = "ORDERS",
+        ping_interval_s: int = 10,
+        user: str = "",
+        password: str = "",
+    ) -> EventBus:
+        """Connect, and create the JetStream stream if it does not exist yet.
+
+        `address` is one NATS URL or several, comma-separated, optionally with percent-encoded
+        `user:password@`; `user`/`password` given here win over those. The credentials go to
+        the server apart from the URLs, decoded, so no character in them is special.
+        """
+        servers = nats_servers(address)
+        if password:
+            user_given, password_given = user, password
+        else:
+            user_given, password_given = servers.user, servers.password
         client = await nats.connect(
-            address,
+            servers.urls,
             ping_interval=ping_interval_s,
             max_reconnect_attempts=-1,
             connect_timeout=2,
+            user=user_given or None,
+            password=password_given or None,
         )
         bus = cls(client, stream=stream)
         await bus.ensure_stream()

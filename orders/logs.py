@@ -7,8 +7,10 @@ JSON puts every such field in the object; text appends them as `key=value`.
 Nothing secret reaches the output, whoever logs it (our code, aiohttp, an uncaught
 traceback): every line is scrubbed of request signatures (`signature=`), listen keys,
 `X-MBX-APIKEY` values, passwords in URLs, and the values of the secret environment
-variables (names with KEY, SECRET, PASSWORD or TOKEN) and of anything passed to
-`add_secrets`.
+variables (names with KEY, SECRET, PASSWORD or TOKEN), of every secret in the settings
+(`configure_logging(..., secrets=settings.secret_values())`: from the YAML file as much as
+from the environment) and of anything passed to `add_secrets`; each as written and
+percent-encoded (as it appears inside a URL).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from types import TracebackType
+from urllib.parse import quote
 
 import orjson
 
@@ -46,6 +49,7 @@ _PATTERNS = (
 _SECRET_ENV = re.compile(r"KEY|SECRET|PASSWORD|TOKEN", re.IGNORECASE)
 _MIN_SECRET_LEN = 6  # shorter values would mask ordinary words
 _secrets: set[str] = set()
+_secrets_longest_first: tuple[str, ...] = ()
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 
@@ -61,17 +65,24 @@ def order_ref(order_id: str, client_order_id: str = "", symbol: str = "") -> dic
 
 
 def add_secrets(values: Iterable[str]) -> None:
-    """Mask these values wherever they would appear in a log line (empty or very short ones are ignored)."""
-    _secrets.update(v for v in values if len(v) >= _MIN_SECRET_LEN)
+    """Mask these values wherever they would appear in a log line, as written and percent-encoded
+    (empty or very short ones are ignored)."""
+    global _secrets_longest_first
+    for value in values:
+        if len(value) >= _MIN_SECRET_LEN:
+            _secrets.update((value, quote(value, safe="")))
+    _secrets_longest_first = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def redact(text: str) -> str:
-    """`text` with signatures, listen keys, API-key headers, URL passwords and known secrets masked."""
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
-    for secret in _secrets:
+    """`text` with known secrets, signatures, listen keys, API-key headers and URL passwords masked."""
+    # Known secrets first, longest first: a pattern could otherwise mask part of one (a password
+    # holding `@` or `/` ends the URL pattern early) and leave the rest unrecognisable.
+    for secret in _secrets_longest_first:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
     return text
 
 
@@ -115,12 +126,14 @@ class TextFormatter(logging.Formatter):
         return redact(line)
 
 
-def configure_logging(settings: LoggingSettings, *, process: str) -> None:
+def configure_logging(settings: LoggingSettings, *, process: str, secrets: Iterable[str] = ()) -> None:
     """Send this process's logs to stderr at the configured level and format, scrubbed of secrets.
 
-    Also masks the secret environment variables' values, quiets the libraries that log
-    request URLs, and routes uncaught exceptions through the same scrubbing.
+    Also masks `secrets` (pass `Settings.secret_values()`) and the secret environment
+    variables' values, quiets the libraries that log request URLs, and routes uncaught
+    exceptions through the same scrubbing.
     """
+    add_secrets(secrets)
     add_secrets(value for name, value in os.environ.items() if _SECRET_ENV.search(name))
     handler = logging.StreamHandler(sys.stderr)
     formatter: logging.Formatter = (

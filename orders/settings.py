@@ -22,13 +22,15 @@ import os
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pydantic_settings
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from orders.addresses import is_loopback_host, without_password
 from orders.errors import OrderServiceError
 from orders.settings_sections import (
     AdmissionSettings,
@@ -116,6 +118,39 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, _SeedEnvSource(settings_cls), env_settings, _YamlSource(settings_cls))
 
+    def secret_values(self) -> list[str]:
+        """Every secret value set, whatever its source (environment, YAML file, default): each
+        SecretStr, and the password of any URL-valued setting (e.g. a `redis.address` URL)."""
+        return sorted(_secrets_in(self))
+
+
+def _secrets_in(model: BaseModel) -> set[str]:
+    found: set[str] = set()
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if isinstance(item, SecretStr) and item.get_secret_value():
+                found.add(item.get_secret_value())
+            elif isinstance(item, BaseModel):
+                found |= _secrets_in(item)
+            elif isinstance(item, str) and "://" in item:
+                found |= _url_passwords(item)
+    return found
+
+
+def _url_passwords(text: str) -> set[str]:
+    """The passwords (as written and decoded) of the URLs in `text` (comma-separated lists too)."""
+    found: set[str] = set()
+    for part in text.split(","):
+        try:
+            password = urlsplit(part.strip()).password
+        except ValueError:
+            continue
+        if password:
+            found |= {password, unquote(password)}
+    return found
+
 
 class _SeedEnvSource(PydanticBaseSettingsSource):
     """The original service's flat environment names."""
@@ -176,7 +211,25 @@ def _shown_input(err: Any) -> str:
         return ""
     if err.get("type") == "extra_forbidden" or any(_SECRET_NAME.search(str(p)) for p in err["loc"]):
         return " (value hidden)"
+    if isinstance(got, str) and "://" in got:
+        got = ",".join(without_password(part) for part in got.split(","))
     return f" (got {got!r})"
+
+
+def refuse_open_without_auth(settings: Settings, process: str) -> None:
+    """Raise SettingsError if `process` would listen on a non-loopback `server.host` with auth off.
+
+    The gateway checks it before binding its gRPC and HTTP ports, the worker and the listener
+    before their /metrics (same host): an unauthenticated service is for this machine only.
+    """
+    host = settings.server.host
+    if settings.auth.enabled or is_loopback_host(host):
+        return
+    raise SettingsError(
+        f"{process}: server.host is {host or '(empty: every address)'}, not loopback, and auth.enabled "
+        "is false: anyone who reaches it could trade. Turn authentication on (auth.enabled: true with "
+        "auth.clients; `up` makes a local key), or bind loopback only (server.host: 127.0.0.1)"
+    )
 
 
 def expand_env(text: str) -> str:
@@ -245,4 +298,5 @@ __all__ = [
     "config_path",
     "expand_env",
     "load_settings",
+    "refuse_open_without_auth",
 ]

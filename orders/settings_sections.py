@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
+
+from orders.addresses import is_loopback_host, redis_url
 
 
 class _Section(BaseModel):
@@ -42,7 +45,11 @@ class TlsSettings(_Section):
 
 
 class ServerSettings(_Section):
-    host: str = "0.0.0.0"
+    host: str = Field(
+        "127.0.0.1",
+        description="address the gateway's gRPC and HTTP ports and the worker and listener /metrics bind; "
+        "loopback by default, 0.0.0.0 in containers (a non-loopback address needs auth.enabled)",
+    )
     grpc_port: int = Field(50051, ge=0, le=65535)
     http_port: int = Field(9091, ge=0, le=65535)
     shutdown_grace_ms: int = Field(5000, ge=0)
@@ -132,6 +139,22 @@ class ExchangeSettings(_Section):
         "", description="Overrides the user-data websocket base; default follows base_url"
     )
 
+    plain_http_hosts: list[str] = Field(
+        default_factory=list,
+        description="hosts besides loopback that base_url/stream_url may reach without TLS (a "
+        "simulator on a private network, e.g. docker-compose's 'simulator'); the API key travels in clear",
+    )
+
+    @model_validator(mode="after")
+    def _tls_off_loopback(self) -> ExchangeSettings:
+        for key, url, secure in (
+            ("base_url", self.base_url, "https"),
+            ("stream_url", self.stream_url, "wss"),
+        ):
+            if url:
+                _require_tls(key, url, secure, self.plain_http_hosts)
+        return self
+
     @property
     def rest_url(self) -> str:
         if self.base_url:
@@ -166,16 +189,33 @@ class RedisSettings(_Section):
 
     @property
     def url(self) -> str:
-        if "://" in self.address:
-            return self.address
-        auth = f":{self.password.get_secret_value()}@" if self.password.get_secret_value() else ""
-        return f"redis://{auth}{self.address}/{self.db}"
+        """The redis-py URL: `address` itself if it is a URL, else built with the password encoded."""
+        return redis_url(self.address, password=self.password.get_secret_value(), db=self.db)
 
 
 class NatsSettings(_Section):
-    address: str = "nats://localhost:4222"
+    address: str = Field(
+        "nats://localhost:4222", description="one URL or several, comma-separated; may carry user:password"
+    )
+    user: str = Field("", description="with password: overrides credentials in the address")
+    password: SecretStr = SecretStr("")
     stream: str = "ORDERS"
     ping_interval_s: int = Field(10, gt=0)
+
+
+def _require_tls(key: str, url: str, secure: str, plain_hosts: list[str]) -> None:
+    """Refuse a URL to the exchange that is neither `secure` (https/wss) nor on loopback (or allowed)."""
+    parts = urlsplit(url)
+    plain = {"https": "http", "wss": "ws"}[secure]
+    if parts.scheme not in (secure, plain) or not parts.hostname:
+        raise ValueError(f"exchange.{key} must be a {secure}:// URL with a host")
+    host = parts.hostname
+    if parts.scheme == plain and not is_loopback_host(host) and host not in plain_hosts:
+        raise ValueError(
+            f"exchange.{key} must use {secure}:// to reach {host}: {plain}:// would send the API key "
+            f"in clear; {plain}:// is only for loopback (127.0.0.1, ::1, localhost) or a host "
+            "listed in exchange.plain_http_hosts"
+        )
 
 
 class RateLimitSettings(_Section):

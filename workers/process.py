@@ -24,7 +24,7 @@ from orders.metrics_http import MetricsEndpoint
 from orders.model import Order
 from orders.redis_connection import open_redis
 from orders.rules_store import RulesStore
-from orders.settings import Settings
+from orders.settings import Settings, refuse_open_without_auth
 from orders.shutdown import stop_on_signals
 from orders.store import OrderStore
 from tasks.messages import reconcile_message
@@ -41,7 +41,12 @@ _CLOSE_TIMEOUT_S = 0.5
 
 
 def serve(settings: Settings, queues: list[str] | None = None) -> None:
-    """Run one worker process until SIGTERM/SIGINT; `queues` defaults to every symbol's queue."""
+    """Run one worker process until SIGTERM/SIGINT; `queues` defaults to every symbol's queue.
+
+    Its /metrics binds `server.host`; raises SettingsError first if that is not loopback while
+    auth is off (see `refuse_open_without_auth`).
+    """
+    refuse_open_without_auth(settings, "worker")
     uvloop.run(_serve(settings, queues or [queue_for(symbol) for symbol in settings.symbols]))
 
 
