@@ -28,6 +28,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
+from orders.exact import EXACT
 from orders.model import decimal_str, now_ms
 from orders.settings import RiskSettings
 
@@ -49,8 +50,12 @@ MODE_VALUES = {TradingMode.ACTIVE: 0, TradingMode.REDUCING: 1, TradingMode.HALTE
 
 
 def to_units(quantity: Decimal) -> int:
-    """`quantity` in 1e-8 units, rounded up (a limit is never under-counted)."""
-    return int((quantity * QTY_SCALE).to_integral_value(rounding=ROUND_CEILING))
+    """`quantity` in 1e-8 units, rounded up (a limit is never under-counted).
+
+    The product is exact (`orders.exact`): in the default 28-digit context a long quantity
+    was rounded, possibly down, before the ceiling.
+    """
+    return int(EXACT.multiply(quantity, Decimal(QTY_SCALE)).to_integral_value(rounding=ROUND_CEILING))
 
 
 def from_units(units: int | str) -> Decimal:

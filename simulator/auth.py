@@ -74,7 +74,7 @@ def identify(api_key: str | None, accounts: Mapping[str, Credentials]) -> Creden
 
     Raises -2014 (HTTP 401) when the header is missing or malformed, -2015 (HTTP 401) for an unknown key.
     """
-    if not api_key or not _KEY_RE.match(api_key):
+    if not api_key or not _KEY_RE.fullmatch(api_key):
         raise errors.error(errors.BAD_API_KEY_FMT, 401)
     creds = accounts.get(api_key)
     if creds is None:
@@ -86,7 +86,7 @@ def _int_param(params: Mapping[str, str], name: str) -> int | None:
     raw = params.get(name)
     if raw is None:
         return None
-    if not _INT_RE.match(raw):
+    if not _INT_RE.fullmatch(raw):
         raise errors.mandatory(name) if name == "timestamp" else errors.invalid_parameter(name)
     return int(raw)
 

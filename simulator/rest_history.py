@@ -44,7 +44,7 @@ def _int(call: Call, name: str) -> int | None:
     raw = call.params.get(name)
     if raw is None or raw == "":
         return None
-    if not _INT_RE.match(raw):
+    if not _INT_RE.fullmatch(raw):
         raise errors.invalid_parameter(name)
     return int(raw)
 

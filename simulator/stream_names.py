@@ -42,7 +42,7 @@ def parse_stream(name: str, specs: dict[str, SymbolSpec]) -> StreamSub:
 
     Raises BinanceError -1130 for a name the simulator does not serve, -1121 for an unknown symbol.
     """
-    m = _NAME.match(name)
+    m = _NAME.fullmatch(name)  # `match` with `$` would take a trailing newline
     if m is None:
         raise errors.invalid_parameter("streams")
     spec = specs.get(m["sym"].upper())

@@ -50,8 +50,8 @@ def parse_decimal(params: Mapping[str, str], name: str) -> Decimal | None:
     if raw is None or raw == "":
         return None
     if raw.startswith("-"):
-        return Decimal(raw) if _DECIMAL_RE.match(raw[1:]) else _raise_chars(name)
-    if not _DECIMAL_RE.match(raw):
+        return Decimal(raw) if _DECIMAL_RE.fullmatch(raw[1:]) else _raise_chars(name)
+    if not _DECIMAL_RE.fullmatch(raw):
         _raise_chars(name)
     try:
         return Decimal(raw)
@@ -76,16 +76,16 @@ def parse_bool(params: Mapping[str, str], name: str) -> bool:
 
 def check_client_order_id(value: str, name: str = "newClientOrderId") -> None:
     """Raise -4015 for an id longer than 36 chars, -1100 for characters outside Binance's regex."""
-    if _CLIENT_ID_RE.match(value):
+    if _CLIENT_ID_RE.fullmatch(value):
         return
-    if len(value) > 36 and _CLIENT_ID_CHARS_RE.match(value):
+    if len(value) > 36 and _CLIENT_ID_CHARS_RE.fullmatch(value):
         raise errors.error(errors.INVALID_CL_ORD_ID)
     raise errors.illegal_chars(name, errors.CLIENT_ID_LEGAL_RANGE)
 
 
 def _decimals(value: Decimal) -> int:
-    exponent = value.normalize().as_tuple().exponent
-    return max(0, -exponent) if isinstance(exponent, int) else 0
+    """Digits after the point, trailing zeros left out; exact (`normalize()` rounds to 28 digits)."""
+    return len(format(value, "f").partition(".")[2].rstrip("0"))
 
 
 def check_price(spec: SymbolSpec, price: Decimal) -> None:
