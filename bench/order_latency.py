@@ -25,6 +25,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.redis_db import BENCH_REDIS_DB
 from bench.report import report
 from cli.stack import local_stack
 from proto import order_pb2 as pb
@@ -32,7 +33,7 @@ from proto import order_pb2_grpc
 
 REDIS = "127.0.0.1:6379"
 NATS = "nats://127.0.0.1:4222"
-BENCH_DB = 1  # the benches' own db (the tests use 2-15; db 0 is `up`'s default)
+BENCH_DB = BENCH_REDIS_DB  # the benches' own db, never a test's (see bench/redis_db.py)
 # The shared budget stays on (its cost is part of what is measured) but far above the load.
 SERVICE_ENV = {
     "ORDER_EXECUTION__RATE_LIMIT__REQUESTS_PER_SECOND": "100000",

@@ -1,9 +1,9 @@
 """Queue hop: enqueue -> handler start, our asyncio consumer against Dramatiq's stock Worker.
 
-Both consume the same 8 per-symbol queues on the real Redis (db 12), in this process,
-and get their messages the same way: enqueued as the gateway does, by the order store's
-script (`OrderStore.enqueue(submit_order_push(order))`), which writes Dramatiq's layout
-and rings the queue's doorbell. Only the consumer differs:
+Both consume the same 8 per-symbol queues on the real Redis (the benches' db, flushed; see
+bench/redis_db.py), in this process, and get their messages the same way: enqueued as the
+gateway does, by the order store's script (`OrderStore.enqueue(submit_order_push(order))`),
+which writes Dramatiq's layout and rings the queue's doorbell. Only the consumer differs:
 
   consumer  workers.consumer.Consumer on its own uvloop thread, configured as a worker
             process is (sweep every 1 s, max_in_flight 64); idle, it blocks on the
@@ -41,6 +41,7 @@ from dramatiq import Worker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.redis_db import BENCH_REDIS_DB
 from bench.report import report
 from orders.model import Order, OrderType, Side
 from orders.store import OrderStore
@@ -49,7 +50,7 @@ from tasks.messages import submit_order_push
 from tasks.queues import SUBMIT_ORDER, queue_for
 from workers.consumer import Consumer, Handler
 
-REDIS_URL = "redis://127.0.0.1:6379/12"
+REDIS_URL = f"redis://127.0.0.1:6379/{BENCH_REDIS_DB}"  # flushed before and after each run
 SYMBOLS = [f"HOP{i}USDT" for i in range(8)]
 QUEUES = [queue_for(symbol) for symbol in SYMBOLS]
 CONSUMER_SWEEP_S = 1.0  # as workers/process.py

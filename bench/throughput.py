@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.exchange_baselines import Account
 from bench.load_phases import run_load
 from bench.load_session import LOST_AFTER_S
+from bench.redis_db import BENCH_REDIS_DB
 from bench.throughput_report import plot, print_tables, write_results
 from bench.throughput_summary import KNEE_P99_MS, summarize
 from cli.processes import worker_processes
@@ -53,9 +54,9 @@ from cli.stack import local_stack
 
 REDIS = "127.0.0.1:6379"
 NATS = "nats://127.0.0.1:4222"
-# The benches' own db: local_stack flushes its db, so sharing one with a concurrent test run breaks
-# both, and the tests use 2-15 (db 0 is `up`'s default).
-BENCH_DB = 1
+# The benches' own db: local_stack flushes its db, so sharing one with a concurrent test run would
+# break both (see bench/redis_db.py).
+BENCH_DB = BENCH_REDIS_DB
 SYMBOLS = [
     f"{base}USDT"
     for base in (

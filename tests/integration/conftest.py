@@ -7,8 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 from cli.stack import LocalStack, local_stack
+from tests.redis_dbs import redis_db
 
-TEST_REDIS_DB = 13  # the service's keys and Dramatiq's queues for these tests live here
+TEST_REDIS_DB = redis_db(__name__)  # the service's keys and Dramatiq's queues for these tests live here
 
 
 @pytest.fixture(scope="session")

@@ -17,10 +17,11 @@ from cli.stack import LocalStack, local_stack
 from gateway.auth import API_KEY_HEADER
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
+from tests.redis_dbs import redis_db
 
 pytestmark = pytest.mark.integration
 
-AUTH_REDIS_DB = 6
+AUTH_REDIS_DB = redis_db(__name__)
 
 
 @pytest.fixture(scope="module")

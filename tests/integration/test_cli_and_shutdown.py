@@ -1,6 +1,7 @@
 """The CLI against a running gateway, and SIGTERM draining each process within its grace.
 
-Runs its own stack in Redis db 8 (flushed first) and stops every process it starts by pid.
+Runs its own stack in its own Redis db (allocated in tests/redis_dbs.py; flushed first) and stops
+every process it starts by pid.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 from tasks.messages import submit_order_push
 from tests.factories import make_order
+from tests.redis_dbs import redis_db
 
-REDIS_DB = 8
+REDIS_DB = redis_db(__name__)
 
 
 @pytest.fixture(scope="module")

@@ -31,10 +31,11 @@ from tasks.messages import submit_order_push
 from tasks.queues import doorbell_key, messages_key, queue_for, queue_key
 from tasks.redis_queues import QueueClient
 from tests.factories import make_order
+from tests.redis_dbs import redis_db
 
 pytestmark = pytest.mark.integration
 
-DASHBOARD_REDIS_DB = 7  # this test's own database: flushed before and after
+DASHBOARD_REDIS_DB = redis_db(__name__)  # this module's own database: flushed before and after
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 PREFIX = "/dashboard"
 

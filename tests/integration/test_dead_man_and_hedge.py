@@ -30,10 +30,11 @@ from cli.stack import LocalStack, local_stack
 from proto import admin_pb2 as apb
 from proto import admin_pb2_grpc, order_pb2_grpc
 from proto import order_pb2 as pb
+from tests.redis_dbs import redis_db
 
 pytestmark = pytest.mark.integration
 
-DEAD_MAN_REDIS_DB = 3
+DEAD_MAN_REDIS_DB = redis_db(__name__)
 INTERVAL_S = 1.0
 COUNTDOWN_MS = 4000
 FROZEN = ("--walk-interval-ms", "0", "--price", "BTCUSDT=50000", "--price", "ETHUSDT=3000")

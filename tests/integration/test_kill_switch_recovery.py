@@ -25,10 +25,11 @@ from proto import admin_pb2 as apb
 from proto import admin_pb2_grpc, order_pb2_grpc
 from proto import order_pb2 as pb
 from tasks.messages import cancel_order_push
+from tests.redis_dbs import redis_db
 
 pytestmark = pytest.mark.integration
 
-RECOVERY_REDIS_DB = 2  # this module's own database (3-15 are taken by the other stacks)
+RECOVERY_REDIS_DB = redis_db(__name__)  # this module's own database
 GRACE_MS = 2000
 # Grace period, the listener's 1 s check, the workers' cancels at the exchange, with room to spare.
 FINISH_WITHIN_S = GRACE_MS / 1000 + 15

@@ -16,10 +16,11 @@ import redis
 from cli.stack import local_stack
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
+from tests.redis_dbs import redis_db
 
 pytestmark = pytest.mark.integration
 
-FAILOVER_REDIS_DB = 10
+FAILOVER_REDIS_DB = redis_db(__name__)
 LEASE_TTL_MS = 1000
 
 

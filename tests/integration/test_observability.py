@@ -30,10 +30,11 @@ from cli.stack import REPO, LocalStack, local_stack
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 from tests.factories import SEED_METRICS
+from tests.redis_dbs import redis_db
 
 pytestmark = pytest.mark.integration
 
-REDIS_DB = 12
+REDIS_DB = redis_db(__name__)
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 

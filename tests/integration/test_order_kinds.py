@@ -23,10 +23,11 @@ from cli.stack import LocalStack, local_stack
 from orders.settings import Settings
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
+from tests.redis_dbs import redis_db
 
 pytestmark = pytest.mark.integration
 
-REDIS_DB = 5
+REDIS_DB = redis_db(__name__)
 FINAL = {pb.FILLED, pb.CANCELED, pb.REJECTED, pb.EXPIRED}
 
 

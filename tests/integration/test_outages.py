@@ -19,10 +19,11 @@ from cli.processes import ManagedProcess, free_port, port_open
 from cli.stack import LocalStack, local_stack
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
+from tests.redis_dbs import redis_db
 
 pytestmark = pytest.mark.integration
 
-OUTAGE_REDIS_DB = 11
+OUTAGE_REDIS_DB = redis_db(__name__)
 
 
 def nats_binary() -> str:

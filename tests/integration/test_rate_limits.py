@@ -2,8 +2,9 @@
 with low limits stay inside every exchange window and still use what the windows allow; and a
 418 ban written into the budget halts every replica until it ends.
 
-Both tests run on one stack of their own (Redis db 9). The simulator's request journal
-(`/admin/requests`) is the judge: it counts what actually arrived, on the exchange's windows.
+Both tests run on one stack of their own (its Redis db allocated in tests/redis_dbs.py). The
+simulator's request journal (`/admin/requests`) is the judge: it counts what actually arrived,
+on the exchange's windows.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from orders.settings import RateLimitSettings, Settings
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 from simulator.app import ENDPOINTS
+from tests.redis_dbs import redis_db
 
 pytestmark = pytest.mark.integration
 
 if TYPE_CHECKING:
     Stub = order_pb2_grpc.OrderServiceAsyncStub
 
-RATE_REDIS_DB = 9
+RATE_REDIS_DB = redis_db(__name__)
 WORKERS = 3
 # The simulator's limits, set low. ORDERS per 10 s binds: 40 * 0.9 * 0.8 = 28 creates per 10 s
 # (2.8/s) against 300 * 0.72 = 216 per minute (3.6/s); orders weigh 0, so weight never binds.

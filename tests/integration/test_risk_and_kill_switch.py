@@ -17,10 +17,11 @@ from cli.stack import LocalStack, local_stack
 from orders.risk_state import RiskState
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
+from tests.redis_dbs import redis_db
 
 pytestmark = pytest.mark.integration
 
-RISK_REDIS_DB = 4
+RISK_REDIS_DB = redis_db(__name__)
 
 
 @pytest.fixture(scope="module")

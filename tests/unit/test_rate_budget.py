@@ -1,6 +1,7 @@
 """The shared rate budget: one Lua round trip charges every limit at once, or nothing.
 
-Every test that touches Redis runs twice: on fakeredis and on the machine's Redis (db 14),
+Every test that touches Redis runs twice: on fakeredis and on the machine's Redis (its
+namespaced db, see tests/redis_dbs.py: the keys are under a fresh namespace, deleted after),
 each budget on its own connection, as two processes would be. Times are `at_ms` values
 in the next minute, so every window is known and every key expires in the future.
 """
@@ -17,12 +18,13 @@ import redis.asyncio as aioredis
 
 from exchange.rate_budget import Cost, ExchangeLimits, Grant, Priority, RateBudget
 from orders.model import now_ms
+from tests.redis_dbs import delete_keys_under, redis_db
 
 CREATE, CANCEL, QUERY = Priority.CREATE, Priority.CANCEL, Priority.QUERY
 NEW_ORDER = Cost(weight=0, orders=1)  # what POST /fapi/v1/order spends
 ONE = Cost(weight=1)  # a cancel or a query
 OPEN_ORDERS = Cost(weight=40)  # GET /fapi/v1/openOrders without a symbol
-REAL_REDIS_DB = 14
+REAL_REDIS_DB = redis_db(__name__)
 
 Budgets = Callable[..., RateBudget]
 
@@ -41,7 +43,7 @@ async def spend(budget: RateBudget, cost: Cost, priority: Priority, *, at_ms: in
     return most
 
 
-@pytest.fixture(params=["fakeredis", "redis"])
+@pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.integration)])
 async def budgets(request: pytest.FixtureRequest) -> AsyncIterator[Budgets]:
     """Make budgets of one account, each on its own connection to one Redis (fake or real)."""
     connect: Callable[[], aioredis.Redis]
@@ -58,9 +60,8 @@ async def budgets(request: pytest.FixtureRequest) -> AsyncIterator[Budgets]:
             return fakeredis.FakeAsyncRedis(server=server)
 
     admin = connect()
-    await admin.flushdb()
     clients = [admin]
-    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    namespace = f"test-{uuid.uuid4().hex}"  # the db is shared: never flushed, only these keys go
 
     def make(**options: Any) -> RateBudget:
         client = connect()
@@ -68,7 +69,7 @@ async def budgets(request: pytest.FixtureRequest) -> AsyncIterator[Budgets]:
         return RateBudget(client, namespace=namespace, **options)
 
     yield make
-    await admin.flushdb()
+    await delete_keys_under(admin, f"{namespace}:")
     for client in clients:
         await client.aclose()
 

@@ -1,4 +1,5 @@
-"""OrderStore contract, run on fakeredis and on the real Redis (db 15)."""
+"""OrderStore contract, run on fakeredis and on the real Redis (its own db, flushed before and after:
+see tests/redis_dbs.py)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from orders.store import OrderStore
 from tasks.messages import cancel_order_push, submit_order_push
 from tasks.queues import SUBMIT_ORDER, doorbell_key, messages_key, queue_for, queue_key
 from tests import factories
+from tests.redis_dbs import redis_db
 
 S = OrderState
 
 
-@pytest.fixture(params=["fakeredis", "redis"])
+@pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.integration)])
 async def client(request: pytest.FixtureRequest) -> AsyncIterator[aioredis.Redis]:
     if request.param == "fakeredis":
         fake = fakeredis.FakeAsyncRedis()
@@ -30,7 +32,7 @@ async def client(request: pytest.FixtureRequest) -> AsyncIterator[aioredis.Redis
         await fake.aclose()
         return
     address = request.getfixturevalue("real_redis")
-    real = aioredis.Redis.from_url(f"redis://{address}/15")
+    real = aioredis.Redis.from_url(f"redis://{address}/{redis_db(__name__)}")
     await real.flushdb()
     yield real
     await real.flushdb()
