@@ -46,17 +46,19 @@ async def serving_gateway(
     admission: Admission | None = None,
     auth: AuthSettings | None = None,
     tls: TlsSettings | None = None,
+    namespace: str = "oe",
 ) -> AsyncIterator[str]:
     """Serve the gateway's servicer on 127.0.0.1 and yield its address.
 
     Orders go to `orders_redis`; BTCUSDT and ETHUSDT rules are loaded and both may be
-    traded. `auth` None: authentication off (as `auth.enabled: false`); `tls` None: plaintext.
+    traded. `auth` None: authentication off (as `auth.enabled: false`); `tls` None: plaintext;
+    `namespace` prefixes the order store's keys.
     """
     rules_store = RulesStore(rules_redis)
     await rules_store.save([BTC_RULES, ETH_RULES])
     rules = RulesCache(rules_store)
     await rules.load()
-    store = OrderStore(orders_redis)
+    store = OrderStore(orders_redis, namespace=namespace)
     hub = UpdateHub(store.outbox)
     await hub.start(wait_s=0.2)
     desk = OrderDesk(store, rules, RiskSettings(allowed_symbols=["BTCUSDT", "ETHUSDT"]), admission=admission)
