@@ -102,10 +102,10 @@ def check_stream_request(symbols: Sequence[str], user_id: str, resume_token: str
 
 def parse_request_decimal(field: str, text: str) -> Decimal:
     """A request's decimal string: ASCII digits and at most one '.', nothing else (no exponent,
-    sign, NaN or Unicode digits, which Python's Decimal would accept). Raises InvalidOrder."""
+    sign, NaN or Unicode digits, which Python's Decimal would accept, and no spaces or newlines
+    around it). Raises InvalidOrder; blank is "is required"."""
     check_length(field, text, MAX_DECIMAL_CHARS)
-    stripped = text.strip()
-    if stripped and not _ASCII_DECIMAL.issuperset(stripped):
+    if text.strip() and not _ASCII_DECIMAL.issuperset(text):
         raise InvalidOrder(
             field, f"must be a plain decimal string like '0.001' (ASCII digits and '.'), got {quote(text)}"
         )

@@ -68,6 +68,37 @@ def test_create_order_fields_refuse_a_trailing_newline(field: str, valid: str, e
 
 
 @pytest.mark.parametrize("ending", ENDINGS)
+@pytest.mark.parametrize(
+    ("field", "changes"),
+    [
+        ("quantity", {}),
+        ("price", {}),
+        ("trigger_price", {"type": pb.STOP, "trigger_price": "50000.1"}),
+        (
+            "callback_rate",
+            {"type": pb.TRAILING_STOP_MARKET, "price": "", "time_in_force": 0, "callback_rate": "1"},
+        ),
+        (
+            "activation_price",
+            {
+                "type": pb.TRAILING_STOP_MARKET,
+                "price": "",
+                "time_in_force": 0,
+                "callback_rate": "1",
+                "activation_price": "50000.1",
+            },
+        ),
+    ],
+)
+def test_decimal_fields_refuse_a_trailing_newline(field: str, changes: dict[str, Any], ending: str) -> None:
+    valid = request(**changes)
+    build_order(valid, RULES, RISK)  # passes as it is
+    with pytest.raises(InvalidOrder) as refused:
+        build_order(request(**{**changes, field: getattr(valid, field) + ending}), RULES, RISK)
+    assert refused.value.field == field and "plain decimal string" in refused.value.rule
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
 def test_stream_fields_refuse_a_trailing_newline(ending: str) -> None:
     check_stream_request(["BTCUSDT"], "alice", "1700000000000-0")  # the valid ones pass
     with pytest.raises(InvalidOrder) as refused:
