@@ -224,7 +224,11 @@ def _amend(stub: order_pb2_grpc.OrderServiceStub, args: argparse.Namespace) -> i
 
 
 def _list(stub: order_pb2_grpc.OrderServiceStub, args: argparse.Namespace) -> int:
+    """Print a page of orders, or with --all every page: a page may be short or empty and still
+    carry a token (the gateway reads a bounded number of orders per call), so only an empty
+    token ends the listing."""
     orders: list[pb.Order] = []
+    shown = 0
     token = args.page_token
     while True:
         reply = stub.ListOrders(
@@ -239,6 +243,7 @@ def _list(stub: order_pb2_grpc.OrderServiceStub, args: argparse.Namespace) -> in
             timeout=_CALL_TIMEOUT_S,
         )
         token = reply.next_page_token
+        shown += len(reply.orders)
         if args.json:
             orders.extend(reply.orders)
         else:
@@ -250,10 +255,11 @@ def _list(stub: order_pb2_grpc.OrderServiceStub, args: argparse.Namespace) -> in
             sys.stdout.flush()
     if args.json:
         _print_json({"orders": [order_json(o) for o in orders], "next_page_token": token})
-    elif not reply.orders and not args.page_token:
-        print("no orders")
     elif token:
-        print(f"(more: --page-token {token}, or --all)")
+        none_yet = "" if shown else "none on this page, "
+        print(f"({none_yet}more: --page-token {token}, or --all)")
+    elif not shown and not args.page_token:
+        print("no orders")
     return 0
 
 
