@@ -48,9 +48,12 @@ class AccountServicer(admin_pb2_grpc.AccountServiceServicer):
         self._redis = redis_client
         self._auth = auth
 
-    def _admin(self, context: Context) -> str:
-        """The calling admin's name ("anonymous" with auth off); raises Unauthenticated/PermissionDenied."""
-        caller = self._auth.identify(context.invocation_metadata()) if self._auth is not None else None
+    async def _admin(self, context: Context) -> str:
+        """The calling admin's name ("anonymous" with auth off); raises Unauthenticated (answered
+        late, `gateway.auth_failures`) or PermissionDenied."""
+        caller = None
+        if self._auth is not None:
+            caller = await self._auth.authenticate(context.invocation_metadata(), peer=context.peer())
         if caller is None:
             return "anonymous"
         caller.check_admin()
@@ -78,7 +81,7 @@ class AccountServicer(admin_pb2_grpc.AccountServiceServicer):
 
     async def SetLeverage(self, request: apb.SetLeverageRequest, context: Context) -> apb.SetLeverageResponse:
         async def checked() -> tuple[str, str]:
-            actor = self._admin(context)
+            actor = await self._admin(context)
             if not 1 <= request.leverage <= _MAX_LEVERAGE:
                 raise InvalidOrder("leverage", f"must be 1-{_MAX_LEVERAGE}, got {request.leverage}")
             return actor, self._symbol(request.symbol)
@@ -96,7 +99,7 @@ class AccountServicer(admin_pb2_grpc.AccountServiceServicer):
         self, request: apb.SetMarginTypeRequest, context: Context
     ) -> apb.SetMarginTypeResponse:
         async def checked() -> tuple[str, str]:
-            actor = self._admin(context)
+            actor = await self._admin(context)
             if request.margin_type not in _MARGIN_TYPES:
                 raise InvalidOrder("margin_type", "must be CROSSED or ISOLATED")
             return actor, self._symbol(request.symbol)
@@ -122,7 +125,7 @@ class AccountServicer(admin_pb2_grpc.AccountServiceServicer):
         self, request: apb.GetAccountSettingsRequest, context: Context
     ) -> apb.AccountSettings:
         async def checked() -> list[str]:
-            self._admin(context)
+            await self._admin(context)
             return [self._symbol(s) for s in request.symbols] or list(self._settings.symbols)
 
         symbols = await answer(context, checked)

@@ -44,11 +44,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self._desk = desk
         self._auth = auth
 
-    def _admin(self, context: Context) -> str:
-        """The calling admin's name ("anonymous" with auth off); raises Unauthenticated/PermissionDenied."""
+    async def _admin(self, context: Context) -> str:
+        """The calling admin's name ("anonymous" with auth off); raises Unauthenticated (answered
+        late, `gateway.auth_failures`) or PermissionDenied."""
         caller: Caller | None = None
         if self._auth is not None:
-            caller = self._auth.identify(context.invocation_metadata())
+            caller = await self._auth.authenticate(context.invocation_metadata(), peer=context.peer())
         if caller is None:
             return "anonymous"
         caller.check_admin()
@@ -56,14 +57,14 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     async def GetRiskLimits(self, request: apb.GetRiskLimitsRequest, context: Context) -> apb.RiskLimits:
         async def get() -> RiskSettings:
-            self._admin(context)
+            await self._admin(context)
             return await self._gate.state.limits(self._gate.defaults)
 
         return limits_to_pb(await answer(context, get))
 
     async def SetRiskLimits(self, request: apb.SetRiskLimitsRequest, context: Context) -> apb.RiskLimits:
         async def set_limits() -> RiskSettings:
-            actor = self._admin(context)
+            actor = await self._admin(context)
             check_length("reason", request.reason, _MAX_REASON_CHARS)
             changes = limits_from_pb(request.limits, list(request.fields))
             try:
@@ -79,7 +80,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self, request: apb.GetTradingModeRequest, context: Context
     ) -> apb.TradingModeStatus:
         async def get() -> apb.TradingModeStatus:
-            self._admin(context)
+            await self._admin(context)
             return await self._status(await self._gate.state.mode(), request.audit_limit)
 
         return await answer(context, get)
@@ -88,7 +89,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self, request: apb.SetTradingModeRequest, context: Context
     ) -> apb.TradingModeStatus:
         async def set_mode() -> apb.TradingModeStatus:
-            actor = self._admin(context)
+            actor = await self._admin(context)
             if request.mode not in _MODE_FROM_PB:
                 raise InvalidOrder("mode", f"is required (ACTIVE, REDUCING or HALTED), got {request.mode}")
             check_length("reason", request.reason, _MAX_REASON_CHARS)
