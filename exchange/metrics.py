@@ -39,6 +39,17 @@ KNOWN_CODES = frozenset(
 _KNOWN_STATUSES = frozenset({400, 401, 403, 404, 408, 409, 418, 429, 500, 502, 503, 504})
 NOT_SENT = "not_sent"
 NO_ANSWER = "no_answer"
+# Every value the `code` label can take (see error_code, record_error's callers).
+ERROR_CODES = frozenset(
+    {
+        *KNOWN_CODES,
+        *(f"http_{status}" for status in _KNOWN_STATUSES),
+        "http_other",
+        OTHER,
+        NOT_SENT,
+        NO_ANSWER,
+    }
+)
 
 
 def endpoint_label(method: str, path: str) -> str:
@@ -75,3 +86,16 @@ def record_answer_error(endpoint: str, exc: ExchangeError) -> None:
 def record_budget(limit: str) -> None:
     """The shared budget made a request wait ("budget_wait") or refused it ("budget_exceeded")."""
     metrics.RATE_LIMIT_HITS.labels(limit).inc()
+
+
+def _initialise() -> None:
+    """Create every endpoint's series, and every endpoint x code error series, at 0 at import,
+    so each exists (and `rate()` counts its first increase) before its first event."""
+    for endpoint in (*ENDPOINTS, OTHER):
+        metrics.EXCHANGE_REQUESTS.labels(endpoint)
+        metrics.EXCHANGE_LATENCY.labels(endpoint)
+        for code in ERROR_CODES:
+            metrics.EXCHANGE_ERRORS.labels(endpoint, code)
+
+
+_initialise()

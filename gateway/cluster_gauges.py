@@ -11,7 +11,6 @@ figures are at most one period old. Nothing here runs on the order path.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
@@ -128,6 +127,7 @@ class GaugeRefresher:
         self._period_s = period_s
         self._timeout_s = timeout_s
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._failures = 0
         self._logged_at = float("-inf")
         self.refreshes = 0  # refreshes that succeeded (for tests and the log)
@@ -138,17 +138,18 @@ class GaugeRefresher:
             self._task = asyncio.create_task(self._run(), name="cluster-gauges")
 
     async def stop(self) -> None:
-        """Cancel the task and wait for it to end."""
+        """Cancel the task and wait for it to end (a cancel of the caller still propagates)."""
         if self._task is not None:
+            self._stopping = True  # ends the loop even if the cancel is lost in a finishing refresh
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task})
             self._task = None
 
     async def refresh_once(self) -> bool:
         """One bounded refresh; True if every gauge was set, False (logged) if it failed."""
         try:
-            await asyncio.wait_for(self._gauges.refresh(), self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):  # not wait_for: 3.11's can swallow a cancel
+                await self._gauges.refresh()
         except Exception as exc:  # the task must outlive any failure; the gauges keep their values
             self._failed(exc)
             return False
@@ -159,7 +160,7 @@ class GaugeRefresher:
         return True
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             await self.refresh_once()
             await asyncio.sleep(self._period_s)
 

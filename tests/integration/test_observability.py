@@ -77,6 +77,10 @@ def stack(real_redis: str, real_nats: str, tmp_path_factory: pytest.TempPathFact
             "ORDER_EXECUTION__ADMISSION__CLIENT_REQUESTS_PER_SECOND": "2",
             "ORDER_EXECUTION__ADMISSION__CLIENT_BURST": "20",
             "ORDER_EXECUTION__RECONCILE__INTERVAL_S": "1",
+            # The cluster gauges are read on a timer and the page reused between renders: short
+            # periods here, so the asserts below see what the orders just did.
+            "ORDER_EXECUTION__MONITORING__CLUSTER_GAUGES_REFRESH_MS": "200",
+            "ORDER_EXECUTION__MONITORING__METRICS_RENDER_MS": "0",
         },
     ) as running:
         wait_healthy(running)  # the listener's user stream and the worker's heartbeat are in
