@@ -29,10 +29,21 @@ proto/%_pb2.py: proto/%.proto $(STAMP)
 run: setup
 	$(BIN)/order-execution up
 
+# The Dockerfile and the Kubernetes manifests are linted too (offline: hadolint and
+# kubernetes-validate ship their rules and schemas). K8S_VERSION is the Kubernetes release the
+# manifests are checked against; kustomization.yaml is kustomize's, not a resource, so it is left
+# out, and kubernetes-validate's warnings (e.g. a kind it has no schema for) fail the target too.
+K8S_VERSION   := 1.33.0
+K8S_RESOURCES := $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml))
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/hadolint --failure-threshold style deploy/Dockerfile
+	@out="$$($(BIN)/kubernetes-validate --strict --quiet -k $(K8S_VERSION) $(K8S_RESOURCES))" \
+		&& [ -z "$$out" ] || { echo "$$out"; exit 1; }
+	@echo "==> deploy/Dockerfile and deploy/kubernetes/ pass hadolint and kubernetes-validate $(K8S_VERSION)"
 
 unit: setup
 	$(BIN)/pytest -m "not integration"

@@ -1,7 +1,8 @@
 """The deployment files say what the service is: docker-compose.yml (checked by Debian's
-`docker-compose config`), deploy/Dockerfile, deploy/kubernetes/, the Grafana dashboard and the
-Prometheus alert rules (checked by `promtool` where installed), and the README's sections
-about them.
+`docker-compose config`), deploy/Dockerfile (read as Docker reads it, and by hadolint; built for
+real by tests/integration/test_docker_build.py), the Grafana dashboard and the Prometheus alert
+rules (checked by `promtool` where installed), and the README's sections about them.
+deploy/kubernetes/ is tests/unit/test_deploy_kubernetes.py's.
 
 A missing `docker-compose` or `promtool` skips its check locally and fails it in CI (CI=true):
 `apt-get install -y docker-compose prometheus`.
@@ -9,6 +10,7 @@ A missing `docker-compose` or `promtool` skips its check locally and fails it in
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -22,11 +24,11 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.dockerfile import BuildContext, Dockerfile, parse_dockerfile
 from tests.factories import SEED_METRICS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-KUBERNETES = DEPLOY / "kubernetes"
 
 KNOWN_METRICS = SEED_METRICS | {
     "order_execution_orders_by_state",
@@ -36,6 +38,7 @@ KNOWN_METRICS = SEED_METRICS | {
 _METRIC = re.compile(r"\border_execution_[a-z_]+")
 _HISTOGRAM_SERIES = ("_bucket", "_count", "_sum")
 ROLES = {"gateway", "worker", "listener", "dashboard"}
+EXCHANGE_ROLES = {"gateway", "worker", "listener"}  # the roles that talk to the exchange
 
 
 def _tool(name: str, package: str) -> str:
@@ -122,16 +125,35 @@ def test_compose_runs_the_production_shape() -> None:
     assert services["gateway"]["command"] == ["gateway"]
     for name in ROLES:  # the seed's environment names, from the environment or .env
         env = services[name]["environment"]
-        assert env["BINANCE_API_KEY"] == "test-key" and env["BINANCE_SECRET_KEY"] == "test-secret"
         assert env["REDIS_ADDRESS"] == "redis:6379" and env["NATS_ADDRESS"] == "nats://nats:4222"
-        assert {"LOG_LEVEL", "LOG_FORMAT", "BINANCE_TESTNET", "BINANCE_BASE_URL"} <= set(env)
+        assert {"LOG_LEVEL", "LOG_FORMAT"} <= set(env)
         for depends in ("redis", "nats"):
             assert services[name]["depends_on"][depends]["condition"] == "service_healthy"
 
 
+def test_compose_gives_the_exchange_keys_only_to_the_roles_that_talk_to_the_exchange() -> None:
+    services = _compose_config()["services"]
+    for name in EXCHANGE_ROLES:
+        env = services[name]["environment"]
+        assert env["BINANCE_API_KEY"] == "test-key" and env["BINANCE_SECRET_KEY"] == "test-secret"
+        assert {"BINANCE_TESTNET", "BINANCE_BASE_URL"} <= set(env)
+    for name in set(services) - EXCHANGE_ROLES - {"simulator"}:  # the simulator gets them as --account
+        leaked = {k for k in services[name].get("environment", {}) if k.startswith("BINANCE_")}
+        assert not leaked, (name, leaked)
+
+
+def test_compose_listens_on_the_containers_addresses_with_auth_on() -> None:
+    services = _compose_config()["services"]
+    for name in ROLES - {"dashboard"}:  # the gateway's ports and the worker and listener /metrics
+        env = services[name]["environment"]
+        assert env["ORDER_EXECUTION__SERVER__HOST"] == "0.0.0.0", name
+        assert env["ORDER_EXECUTION__AUTH__ENABLED"] == "true", name
+    assert services["dashboard"]["environment"]["ORDER_EXECUTION__DASHBOARD__HOST"] == "0.0.0.0"
+
+
 def test_compose_holds_no_credentials_and_publishes_on_loopback_only() -> None:
     raw = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    env = raw["x-service"]["environment"]
+    env = raw["x-exchange-env"]
     for key in ("BINANCE_API_KEY", "BINANCE_SECRET_KEY"):
         # From the environment or .env, with no default: nothing to leak, and config -q passes.
         assert env[key] == "${" + key + ":-}", env[key]
@@ -140,49 +162,82 @@ def test_compose_holds_no_credentials_and_publishes_on_loopback_only() -> None:
             assert port.startswith("127.0.0.1:"), (name, port)
 
 
-# --- deploy/Dockerfile ------------------------------------------------------------------
+# --- deploy/Dockerfile (built for real by tests/integration/test_docker_build.py) ----------
 
 
-def _dockerfile() -> list[str]:
-    return [line.strip() for line in (DEPLOY / "Dockerfile").read_text().splitlines()]
+def _dockerfile() -> Dockerfile:
+    return parse_dockerfile((DEPLOY / "Dockerfile").read_text())
 
 
 def test_the_image_is_multi_stage_slim_and_runs_as_a_user() -> None:
-    lines = _dockerfile()
-    stages = [line for line in lines if line.startswith("FROM ")]
-    assert len(stages) >= 2
-    assert "ARG PYTHON_IMAGE=python:3.11-slim-bookworm" in lines
-    assert all("${PYTHON_IMAGE}" in stage for stage in stages)
-    final = lines[lines.index(stages[-1]) :]
-    user = [line for line in final if line.startswith("USER ")]
-    assert user and user[-1] not in ("USER root", "USER 0") and "10001" in user[-1]
-    assert 'ENTRYPOINT ["order-execution"]' in final
-    assert any(line.startswith("COPY --from=build /opt/venv") for line in final)
+    dockerfile = _dockerfile()
+    assert dockerfile.global_args["PYTHON_IMAGE"] == "python:3.11-slim-bookworm"
+    assert len(dockerfile.stages) >= 2
+    assert {stage.base for stage in dockerfile.stages} == {"python:3.11-slim-bookworm"}
+    final = dockerfile.stages[-1]
+    user = final.of("USER")
+    assert user and user[-1].arguments not in ("root", "0") and "10001" in user[-1].arguments
+    assert [e.exec_form() for e in final.of("ENTRYPOINT")] == [["order-execution"]]
+    copied = [c.flags_and_words() for c in final.of("COPY")]
+    assert copied == [({"from": "build"}, ["/opt/venv", "/opt/venv"])]
 
 
-def test_the_image_generates_the_grpc_code_and_installs_the_dashboard_without_downgrades() -> None:
-    text = (DEPLOY / "Dockerfile").read_text()
-    assert "grpc_tools.protoc" in text and "--grpc_python_out" in text
-    assert "pip install --no-deps -r requirements-dashboard.txt" in text
+def test_the_image_generates_the_code_of_every_proto_and_installs_the_dashboard_without_downgrades() -> None:
+    runs = " ".join(r.arguments for r in _dockerfile().stage("build").of("RUN"))
+    [protoc] = [command for command in runs.split("&&") if "grpc_tools.protoc" in command]
+    assert "--grpc_python_out" in protoc and "--python_out" in protoc
+    globs = [word for word in protoc.split() if word.endswith(".proto")]
+    for proto in sorted(ROOT.glob("proto/*.proto")):  # admin.proto too: gateway.server imports it
+        assert any(fnmatch.fnmatchcase(proto.relative_to(ROOT).as_posix(), g) for g in globs), proto
+    assert "pip install --no-deps -r requirements-dashboard.txt" in runs
     assert re.search(
         r"pip install( --quiet)? --no-deps -r requirements-dashboard.txt", (ROOT / "Makefile").read_text()
     )
 
 
-def test_the_build_context_keeps_every_package() -> None:
-    ignored = [
-        line.strip().rstrip("/")
-        for line in (ROOT / ".dockerignore").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
+def test_the_build_context_keeps_every_package_and_leaves_out_tests_and_generated_code() -> None:
+    context = BuildContext.of(ROOT)
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packages = [p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]]
     assert packages
     for package in packages:
-        assert (ROOT / package).is_dir(), package
-        assert package not in ignored, package
-    for needed in ("pyproject.toml", "README.md", "requirements-dashboard.txt", "proto/order.proto"):
-        assert needed not in ignored
+        assert f"{package}/__init__.py" in context.files, package
+    for needed in ("pyproject.toml", "README.md", "requirements-dashboard.txt"):
+        assert needed in context.files, needed
+    assert {p.relative_to(ROOT).as_posix() for p in ROOT.glob("proto/*.proto")} <= context.files
+    for file in context.files:
+        assert not file.startswith(("tests/", ".git/", ".venv/", ".run/", "docs/")), file
+        assert "__pycache__" not in file and not re.match(r"proto/\w+_pb2", file), file
+
+
+def _dev_tool(name: str) -> str:
+    """A tool the dev dependencies install beside the interpreter (`make setup`)."""
+    found = Path(sys.executable).parent / name
+    return str(found) if found.exists() else (shutil.which(name) or pytest.fail(f"{name}: run make setup"))
+
+
+def test_hadolint_accepts_the_dockerfile() -> None:
+    done = subprocess.run(
+        [_dev_tool("hadolint"), "--no-color", "--failure-threshold", "style", str(DEPLOY / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_hadolint_would_report_a_dockerfile_that_breaks_its_rules(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN cd /src && pip install .\n")
+    done = subprocess.run(
+        [_dev_tool("hadolint"), "--no-color", "--failure-threshold", "style", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0 and "DL3003" in done.stdout and "DL3007" in done.stdout, done.stdout
 
 
 def test_the_dashboard_is_pinned_and_its_runtime_needs_are_dependencies() -> None:
@@ -195,81 +250,6 @@ def test_the_dashboard_is_pinned_and_its_runtime_needs_are_dependencies() -> Non
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {re.split(r"[<>=\[ ]", d, maxsplit=1)[0].lower() for d in dependencies}
     assert {"dramatiq", "redis", "jinja2", "waitress"} <= names
-
-
-# --- deploy/kubernetes ------------------------------------------------------------------
-
-
-def _manifests() -> list[dict[str, Any]]:
-    docs: list[dict[str, Any]] = []
-    for path in sorted(KUBERNETES.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            assert isinstance(doc, dict), path
-            assert doc.get("apiVersion") and doc.get("kind"), path
-            docs.append(doc)
-    return docs
-
-
-def _find(kind: str, name: str) -> dict[str, Any]:
-    [doc] = [d for d in _manifests() if d["kind"] == kind and d["metadata"]["name"] == name]
-    return doc
-
-
-def _container(name: str) -> dict[str, Any]:
-    containers = _find("Deployment", name)["spec"]["template"]["spec"]["containers"]
-    assert len(containers) == 1
-    container: dict[str, Any] = containers[0]
-    return container
-
-
-def test_kustomization_lists_every_manifest() -> None:
-    [kustomization] = [d for d in _manifests() if d["kind"] == "Kustomization"]
-    files = {p.name for p in KUBERNETES.glob("*.yaml")} - {"kustomization.yaml"}
-    assert set(kustomization["resources"]) == files
-
-
-def test_gateway_has_the_seeds_ports_and_probes_behind_a_service() -> None:
-    gateway = _container("order-execution-gateway")
-    assert gateway["args"] == ["gateway"]
-    assert {(p["name"], p["containerPort"]) for p in gateway["ports"]} == {("grpc", 50051), ("http", 9091)}
-    assert gateway["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": 9091}
-    assert gateway["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": 9091}
-    assert gateway["livenessProbe"]["periodSeconds"] == 10
-    assert gateway["readinessProbe"]["periodSeconds"] == 5
-    service = _find("Service", "order-execution")
-    assert {p["port"] for p in service["spec"]["ports"]} == {50051, 9091}
-    assert (
-        service["spec"]["selector"]
-        == _find("Deployment", "order-execution-gateway")["spec"]["selector"]["matchLabels"]
-    )
-
-
-def test_every_role_runs_non_root_with_the_binance_keys_from_a_secret() -> None:
-    roles = {"gateway": 3, "worker": 2, "listener": 2, "dashboard": 1}
-    for role, replicas in roles.items():
-        deployment = _find("Deployment", f"order-execution-{role}")
-        assert deployment["spec"]["replicas"] == replicas, role
-        pod = deployment["spec"]["template"]["spec"]
-        assert pod["securityContext"]["runAsNonRoot"] is True
-        container = _container(f"order-execution-{role}")
-        assert container["args"][0] == role
-        assert container["securityContext"]["allowPrivilegeEscalation"] is False
-        env = {e["name"]: e for e in container["env"]}
-        for name, key in (("BINANCE_API_KEY", "api-key"), ("BINANCE_SECRET_KEY", "secret-key")):
-            assert "value" not in env[name]
-            assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "binance-credentials", "key": key}
-        assert {"configMapRef": {"name": "order-execution-env"}} in container["envFrom"]
-    assert not [d for d in _manifests() if d["kind"] == "Secret"], "no secret values in Git"
-
-
-def test_the_configmaps_hold_the_seeds_names_and_a_valid_config() -> None:
-    env = _find("ConfigMap", "order-execution-env")["data"]
-    assert {"REDIS_ADDRESS", "NATS_ADDRESS", "LOG_LEVEL", "LOG_FORMAT", "ORDER_EXECUTION_CONFIG"} <= set(env)
-    assert not {"BINANCE_API_KEY", "BINANCE_SECRET_KEY"} & set(env)
-    config = yaml.safe_load(_find("ConfigMap", "order-execution-config")["data"]["config.yaml"])
-    from orders.settings import Settings
-
-    Settings.model_validate(config)  # every key is one the service knows
 
 
 # --- Grafana and Prometheus ---------------------------------------------------------------
