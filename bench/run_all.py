@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["queue_hop.py", "order_latency.py", "simulator_roundtrip.py", "throughput.py"]
+BENCHES = ["queue_hop.py", "order_latency.py", "simulator_roundtrip.py", "throughput.py", "scrape_load.py"]
 
 
 def main() -> int:
