@@ -1,7 +1,9 @@
 """Fixtures shared by every tier.
 
 Real services (Redis on 127.0.0.1:6379, NATS on 127.0.0.1:4222) are required by the
-integration tier: a missing one skips the test locally and fails it in CI (CI=true).
+integration tier: a missing one skips the test locally and fails it in CI (CI=true). A test
+that asks for them (`real_redis`, `real_nats`) without the `integration` marker fails at
+setup, so `pytest -m "not integration"` never needs them.
 
 The settings the user has exported (`ORDER_EXECUTION__*`, `ORDER_EXECUTION_CONFIG` and
 the seed's names such as `REDIS_ADDRESS`) are removed for the whole session, so no test
@@ -24,6 +26,31 @@ NATS_URL = "nats://127.0.0.1:4222"
 # variable, and the original service's flat names.
 SETTINGS_ENV_PREFIXES = ("ORDER_EXECUTION_", "BINANCE_")
 SEED_ENV_NAMES = frozenset({"REDIS_ADDRESS", "REDIS_PASSWORD", "NATS_ADDRESS", "LOG_LEVEL", "LOG_FORMAT"})
+REAL_SERVICE_FIXTURES = frozenset({"real_redis", "real_nats"})
+
+
+def unmarked_real_services(fixture_names: Iterable[str], markers: Iterable[str]) -> list[str]:
+    """The real-service fixtures among `fixture_names` that a test without the `integration`
+    marker (among `markers`) asks for: none for a marked test."""
+    if "integration" in markers:
+        return []
+    return sorted(REAL_SERVICE_FIXTURES.intersection(fixture_names))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail a test that asks for the machine's Redis or NATS but is not marked `integration`.
+
+    Covers fixtures asked for directly or through other fixtures; one fetched at run time with
+    `request.getfixturevalue` is not seen here, so such a parameter carries the marker itself
+    (`pytest.param("redis", marks=pytest.mark.integration)`).
+    """
+    used = unmarked_real_services(getattr(item, "fixturenames", ()), (m.name for m in item.iter_markers()))
+    if used:
+        pytest.fail(
+            f"{item.nodeid} uses {', '.join(used)} but is not marked integration: "
+            "add `pytestmark = pytest.mark.integration` to its module (or mark the test)",
+            pytrace=False,
+        )
 
 
 def user_settings_env(names: Iterable[str]) -> list[str]:

@@ -92,6 +92,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.integration  # starts the simulator as a separate process
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_python_m_simulator_signed_round_trip(stop_signal: signal.Signals) -> None:

@@ -24,7 +24,7 @@ def module_name(path: Path) -> str:
 def modules_using_the_real_redis() -> set[str]:
     """Test modules whose source asks for the `real_redis` fixture: as an argument, or by name to
     `request.getfixturevalue` (tests/conftest.py, which defines it, aside)."""
-    asks = re.compile(r"\breal_redis\s*:|[\"']real_redis[\"']")
+    asks = re.compile(r"\breal_redis\s*:\s*str\b|getfixturevalue\(\s*[\"']real_redis[\"']")
     return {
         module_name(path)
         for path in TESTS.rglob("*.py")
