@@ -23,7 +23,10 @@ tests/chaos/gateway_kill.py); every attempt the client made is in create_calls.t
 the processes' logs.
 
 Environment overrides for shorter or reproducible runs: CHAOS_ORDERS, CHAOS_RATE,
-CHAOS_SEED, CHAOS_LISTENERS, CHAOS_SETTLE_S, CHAOS_TIMEOUT_S.
+CHAOS_SEED, CHAOS_LISTENERS, CHAOS_SETTLE_S, CHAOS_TIMEOUT_S. The seed is random per run; the
+test prints it first thing (`chaos: seed N`) and a failure's message ends with
+`replay with CHAOS_SEED=N pytest -k chaos`, which replays that run's plan and chaos schedule
+(tests/chaos/seed.py).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from proto import order_pb2_grpc
 from tests.chaos.cluster import ChaosCluster, ClusterConfig, find_binary
 from tests.chaos.gateway_kill import GatewayOutage, kill_gateway, ride_through
 from tests.chaos.quiesce import check_against_exchange, sweep_and_freeze, wait_settled
+from tests.chaos.seed import SEED, replay_note
 from tests.chaos.streams import StreamRecorder
 from tests.chaos.verify import OrderView
 from tests.chaos.workload import (
@@ -91,7 +95,6 @@ CONSISTENT_TIMEOUT_S = 20.0  # after settling, how long the record may take to a
 TEST_TIMEOUT_S = float(
     os.environ.get("CHAOS_TIMEOUT_S", "400")
 )  # pytest-timeout, setup and teardown included
-SEED = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1, 1_000_000))
 
 SERVICE_ENV = {
     "ORDER_EXECUTION__EXCHANGE__REQUEST_TIMEOUT_MS": "1000",
@@ -306,6 +309,8 @@ def uncaptured(request: pytest.FixtureRequest) -> AbstractContextManager[object]
 async def test_chaos_no_order_lost_duplicated_or_mismatched(
     cluster: ChaosCluster, request: pytest.FixtureRequest
 ) -> None:
+    with uncaptured(request):
+        print(f"\n{replay_note(SEED)}", flush=True)
     clock = Clock()
     rng = random.Random(SEED)
     prefix = f"chaos-{secrets.token_hex(3)}-"
