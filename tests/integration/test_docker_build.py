@@ -3,7 +3,7 @@
 tests/docker_build.py says exactly what is followed and what is mapped where (the image's
 /opt, /src, /tmp, /app, /root and `cd /` onto a temporary root; the host's Python standing for
 the python image's; the machine's pip cache instead of PIP_NO_CACHE_DIR). It needs the package
-registry, so it is in the integration tier; on this machine it took 45 to 60 s (pip's downloads
+registry, so it is in the integration tier; on this machine it took 40 to 60 s (pip's downloads
 most of it), and it is bounded at BUILD_BUDGET_S.
 
 The Dockerfile before this test existed generated code for proto/order.proto only and failed
