@@ -8,7 +8,7 @@ most of it), and it is bounded at BUILD_BUDGET_S.
 
 The Dockerfile before this test existed generated code for proto/order.proto only and failed
 here with `ImportError: cannot import name 'admin_pb2' from 'proto'`:
-    git show <commit>:deploy/Dockerfile > /tmp/old/Dockerfile
+    git show 9180365:deploy/Dockerfile > /tmp/old/Dockerfile
     .venv/bin/python -m tests.docker_build /tmp/old/Dockerfile
 """
 
