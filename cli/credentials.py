@@ -1,15 +1,15 @@
 """How the CLI and `up` authenticate to the gateway: the local API key file and the gRPC channel.
 
 `up` with authentication on and no `auth.clients` configured generates one key for this
-machine, keeps it in `.run/api-key` (mode 0600; reused by later runs, so an exported
-copy stays valid) and gives the gateway only its SHA-256. The CLI sends
-`client.api_key` (`$ORDER_EXECUTION_API_KEY`) as metadata `x-api-key`, else the key in
-`.run/api-key` when run where `up` runs, and uses TLS when `client.tls_ca_file` is set.
+machine, keeps it in `.run/api-key` (mode 0600 in a 0700 directory; reused by later runs,
+so an exported copy stays valid, once its owner and mode are checked) and gives the gateway
+only its SHA-256. The CLI sends `client.api_key` (`$ORDER_EXECUTION_API_KEY`) as metadata
+`x-api-key`, else the key in `.run/api-key` when run where `up` runs, and uses TLS when
+`client.tls_ca_file` is set.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
+from cli.run_dir import secret_file
 from gateway.auth import API_KEY_HEADER, hash_key
 from orders.settings import ClientSettings, SettingsError
 
@@ -24,17 +25,10 @@ LOCAL_KEY_FILE = Path(".run") / "api-key"
 
 
 def ensure_local_key(path: Path = LOCAL_KEY_FILE) -> str:
-    """The API key in `path`, first creating it (random, 256 bits, owner-only) if absent."""
-    if path.is_file():
-        key = path.read_text().strip()
-        if key:
-            return key
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(key + "\n")
-    return key
+    """The API key in `path`, first creating it (random, 256 bits, mode 0600 in a 0700 directory)
+    if absent. Raises UnsafeFile (saying how to fix it) if the file exists but is not owned by
+    this user or is open to group or others."""
+    return secret_file(path, lambda: secrets.token_urlsafe(32))
 
 
 def local_client_json(key: str) -> str:

@@ -69,6 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         help="worker processes (default: worker.processes; 0 = one per CPU core)",
     )
     up.add_argument(
+        "--listen",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="address for the gateway's gRPC and HTTP ports and the /metrics endpoints (default 127.0.0.1: "
+        "this machine only); anything else, e.g. 0.0.0.0, requires auth.enabled. The dashboard, "
+        "simulator, Redis and NATS stay on 127.0.0.1",
+    )
+    up.add_argument(
         "--no-rate-limits",
         action="store_true",
         help="load-test mode: the simulator enforces no rate limits and the service keeps no rate budget",
@@ -134,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 listeners=args.listeners,
                 workers=args.workers if args.workers is not None else settings.worker.processes,
                 rate_limits=not args.no_rate_limits,
+                listen=args.listen,
             )
     except SettingsError as exc:
         print(f"order-execution: {exc}", file=sys.stderr)

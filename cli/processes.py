@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import signal
 import socket
@@ -14,6 +16,22 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform == "linux" else None
+
+
+def _die_with(parent_pid: int) -> Callable[[], None]:
+    """For `preexec_fn`: the child gets SIGTERM when the thread that forked it dies, and exits
+    at once if its parent is already gone (it died between the fork and the prctl)."""
+
+    def in_child() -> None:
+        assert _libc is not None
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return in_child
 
 
 def free_port() -> int:
@@ -51,6 +69,9 @@ class ManagedProcess:
     log_dir: Path = Path(".run")
     cwd: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    # Linux: SIGTERM the child when the thread that started it dies (kill -9 of `up` included),
+    # so none is orphaned. Only for processes started, and restarted, from the main thread.
+    die_with_parent: bool = False
     # True once the current process's group has been SIGKILLed: its group id may be reused
     # by an unrelated process afterwards, so it is never signalled twice.
     _group_killed: bool = field(default=False, init=False, repr=False)
@@ -70,6 +91,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 cwd=self.cwd,
                 start_new_session=True,  # its own group, so stop() also reaches its children
+                preexec_fn=_die_with(os.getpid()) if self.die_with_parent and _libc is not None else None,
             )
         self._group_killed = False
         return self

