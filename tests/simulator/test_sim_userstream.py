@@ -175,10 +175,12 @@ async def test_listen_key_expires_without_keepalive(make_sim: Any) -> None:
 async def test_keepalive_extends(make_sim: Any) -> None:
     import asyncio
 
-    sim = await make_sim(time_scale=3600.0 / 0.8)
+    # A listenKey lives 60 exchange minutes: 2 wall seconds here. Four keepalives 0.7 s apart keep
+    # it past that; each interval leaves 1.3 s of margin for a loaded machine.
+    sim = await make_sim(time_scale=3600.0 / 2.0)
     key, ws = await sim.user_stream()
     for _ in range(4):
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.7)
         assert (await sim.keyed("PUT", "/fapi/v1/listenKey")).json() == {"listenKey": key}
     await sim.order(side="BUY", type="MARKET", quantity="0.010")
     assert (await next_event(ws))["e"] == "ORDER_TRADE_UPDATE"
