@@ -379,5 +379,6 @@ class MonitoringSettings(_Section):
     metrics_render_ms: int = Field(
         250,
         ge=0,
-        description="a gateway /metrics scrape reuses the page rendered less than this long ago; 0 = render each",
+        description="a gateway /metrics scrape reuses the page rendered less than this long ago; "
+        "0 = render each",
     )
