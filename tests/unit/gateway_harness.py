@@ -21,6 +21,7 @@ from orders.rules import SymbolRules
 from orders.rules_store import RulesStore
 from orders.settings import AuthSettings, RiskSettings, TlsSettings
 from orders.store import OrderStore
+from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 from tests.factories import BTC_RULES
 
@@ -36,6 +37,20 @@ ETH_RULES = SymbolRules.from_exchange_info(
         ],
     }
 )
+
+
+def limit_order(**changes: Any) -> pb.CreateOrderRequest:
+    """A valid BTCUSDT LIMIT GTC buy of 0.002 at 50000.0, with `changes` applied."""
+    fields: dict[str, Any] = {
+        "symbol": "BTCUSDT",
+        "side": pb.BUY,
+        "type": pb.LIMIT,
+        "quantity": "0.002",
+        "price": "50000.0",
+        "time_in_force": pb.GTC,
+    }
+    fields.update(changes)
+    return pb.CreateOrderRequest(**fields)
 
 
 @asynccontextmanager

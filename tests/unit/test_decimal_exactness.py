@@ -193,19 +193,32 @@ def stored(order: Order) -> Order:
     return Order.from_json(order.to_json())
 
 
+def conditional(kind: pb.OrderType.ValueType, **changes: Any) -> pb.CreateOrderRequest:
+    """A SELL of `kind` with no price or time in force unless `changes` give them."""
+    return request(
+        **{"type": kind, "side": pb.SELL, "price": "", "time_in_force": pb.TIF_UNSPECIFIED, **changes}
+    )
+
+
+def sent_or_refused(req: pb.CreateOrderRequest, *, field: str, accepted: bool) -> dict[str, str] | None:
+    """Assert `req` is refused naming `field` unless `accepted`; if accepted, the parameters the
+    exchange received for it (after a trip through the store)."""
+    order, refused = outcome(req)
+    if not accepted:
+        assert refused is not None and refused.field == field, (req, order)
+        return None
+    assert order is not None, (req, refused)
+    return sent_params(stored(order))
+
+
 @PROPERTY
 @given(prices)
 @example(OFF_TICK_40)
 @example(ON_TICK_40)
 def test_a_limit_price_is_sent_exactly_as_asked_or_refused_naming_price(text: str) -> None:
-    order, refused = outcome(request(price=text))
-    if not price_accepted(text):
-        assert refused is not None and refused.field == "price", (text, order)
-        return
-    assert order is not None, (text, refused)
-    assert order.price is not None and Fraction(order.price) == value_of(text)
-    sent = sent_params(stored(order))
-    assert value_of(sent["price"]) == value_of(text) and value_of(sent["quantity"]) == value_of(QUANTITY)
+    sent = sent_or_refused(request(price=text), field="price", accepted=price_accepted(text))
+    if sent is not None:
+        assert value_of(sent["price"]) == value_of(text) and value_of(sent["quantity"]) == value_of(QUANTITY)
 
 
 @PROPERTY
@@ -213,12 +226,10 @@ def test_a_limit_price_is_sent_exactly_as_asked_or_refused_naming_price(text: st
 @example("0.2000000000000000000000000000000001")
 @example("0.2" + "0" * 37)
 def test_a_quantity_is_sent_exactly_as_asked_or_refused_naming_quantity(text: str) -> None:
-    order, refused = outcome(request(quantity=text))
-    if not quantity_accepted(text, value_of(PRICE)):
-        assert refused is not None and refused.field == "quantity", (text, order)
-        return
-    assert order is not None, (text, refused)
-    assert value_of(sent_params(stored(order))["quantity"]) == value_of(text)
+    accepted = quantity_accepted(text, value_of(PRICE))
+    sent = sent_or_refused(request(quantity=text), field="quantity", accepted=accepted)
+    if sent is not None:
+        assert value_of(sent["quantity"]) == value_of(text)
 
 
 @PROPERTY
@@ -226,16 +237,10 @@ def test_a_quantity_is_sent_exactly_as_asked_or_refused_naming_quantity(text: st
 @example(OFF_TICK_40)
 @example(ON_TICK_40)
 def test_a_trigger_price_is_sent_exactly_as_asked_or_refused_naming_it(text: str) -> None:
-    order, refused = outcome(
-        request(
-            type=pb.STOP_MARKET, side=pb.SELL, price="", time_in_force=pb.TIF_UNSPECIFIED, trigger_price=text
-        )
-    )
-    if not price_accepted(text):
-        assert refused is not None and refused.field == "trigger_price", (text, order)
-        return
-    assert order is not None, (text, refused)
-    assert value_of(sent_params(stored(order))["triggerPrice"]) == value_of(text)
+    req = conditional(pb.STOP_MARKET, trigger_price=text)
+    sent = sent_or_refused(req, field="trigger_price", accepted=price_accepted(text))
+    if sent is not None:
+        assert value_of(sent["triggerPrice"]) == value_of(text)
 
 
 @PROPERTY
@@ -243,13 +248,11 @@ def test_a_trigger_price_is_sent_exactly_as_asked_or_refused_naming_it(text: str
 @example(OFF_TICK_40)
 @example(ON_TICK_40)
 def test_a_stop_limit_price_is_sent_exactly_as_asked_or_refused_naming_price(text: str) -> None:
-    order, refused = outcome(request(type=pb.STOP, side=pb.SELL, price=text, trigger_price="50000.1"))
-    if not price_accepted(text):
-        assert refused is not None and refused.field == "price", (text, order)
-        return
-    assert order is not None, (text, refused)
-    sent = sent_params(stored(order))
-    assert value_of(sent["price"]) == value_of(text) and value_of(sent["triggerPrice"]) == Fraction("50000.1")
+    req = conditional(pb.STOP, price=text, time_in_force=pb.GTC, trigger_price="50000.1")
+    sent = sent_or_refused(req, field="price", accepted=price_accepted(text))
+    if sent is not None:
+        assert value_of(sent["price"]) == value_of(text)
+        assert value_of(sent["triggerPrice"]) == Fraction("50000.1")
 
 
 @PROPERTY
@@ -257,41 +260,20 @@ def test_a_stop_limit_price_is_sent_exactly_as_asked_or_refused_naming_price(tex
 @example(OFF_TICK_40)
 @example(ON_TICK_40)
 def test_an_activation_price_is_sent_exactly_as_asked_or_refused_naming_it(text: str) -> None:
-    order, refused = outcome(
-        request(
-            type=pb.TRAILING_STOP_MARKET,
-            side=pb.SELL,
-            price="",
-            time_in_force=pb.TIF_UNSPECIFIED,
-            callback_rate="1",
-            activation_price=text,
-        )
-    )
-    if not price_accepted(text):
-        assert refused is not None and refused.field == "activation_price", (text, order)
-        return
-    assert order is not None, (text, refused)
-    assert value_of(sent_params(stored(order))["activatePrice"]) == value_of(text)
+    req = conditional(pb.TRAILING_STOP_MARKET, callback_rate="1", activation_price=text)
+    sent = sent_or_refused(req, field="activation_price", accepted=price_accepted(text))
+    if sent is not None:
+        assert value_of(sent["activatePrice"]) == value_of(text)
 
 
 @PROPERTY
 @given(callback_rates)
 @example("1.0000000000000000000000000000000000001")
 def test_a_callback_rate_is_sent_exactly_as_asked_or_refused_naming_it(text: str) -> None:
-    order, refused = outcome(
-        request(
-            type=pb.TRAILING_STOP_MARKET,
-            side=pb.SELL,
-            price="",
-            time_in_force=pb.TIF_UNSPECIFIED,
-            callback_rate=text,
-        )
-    )
-    if not callback_accepted(text):
-        assert refused is not None and refused.field == "callback_rate", (text, order)
-        return
-    assert order is not None, (text, refused)
-    assert value_of(sent_params(stored(order))["callbackRate"]) == value_of(text)
+    req = conditional(pb.TRAILING_STOP_MARKET, callback_rate=text)
+    sent = sent_or_refused(req, field="callback_rate", accepted=callback_accepted(text))
+    if sent is not None:
+        assert value_of(sent["callbackRate"]) == value_of(text)
 
 
 @PROPERTY

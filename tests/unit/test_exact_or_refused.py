@@ -5,11 +5,9 @@ the same order, not ALREADY_EXISTS). The property tests are in test_decimal_exac
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
-import fakeredis
 import grpc
 import pytest
 
@@ -17,9 +15,7 @@ from gateway.validation import build_order
 from orders.errors import InvalidOrder
 from orders.exact import is_multiple, product
 from proto import order_pb2 as pb
-from proto import order_pb2_grpc
 from tests.factories import outbox_orders
-from tests.unit.gateway_harness import running_gateway
 from tests.unit.test_decimal_exactness import (
     OFF_TICK_40,
     ON_TICK_40,
@@ -29,14 +25,6 @@ from tests.unit.test_decimal_exactness import (
     sent_params,
     stored,
 )
-
-
-@pytest.fixture
-async def gateway() -> AsyncIterator[tuple[order_pb2_grpc.OrderServiceAsyncStub, fakeredis.FakeAsyncRedis]]:
-    redis = fakeredis.FakeAsyncRedis()
-    async with running_gateway(redis, redis) as stub:
-        yield stub, redis
-    await redis.aclose()
 
 
 async def test_the_40_digit_price_is_refused_over_grpc_and_nothing_is_stored(gateway: Any) -> None:

@@ -15,7 +15,7 @@ from gateway.auth import API_KEY_HEADER, hash_key
 from orders.settings import ApiClientSettings, AuthSettings
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
-from tests.unit.gateway_harness import serving_gateway
+from tests.unit.gateway_harness import limit_order, serving_gateway
 
 # Keys are made per test run: nothing here looks like, or is, a real credential.
 ALICE_KEY, BOB_KEY, ETH_ONLY_KEY = (secrets.token_urlsafe(32) for _ in range(3))
@@ -33,19 +33,6 @@ def key(api_key: str) -> tuple[tuple[str, str], ...]:
 
 
 ALICE, BOB, ETH_ONLY = key(ALICE_KEY), key(BOB_KEY), key(ETH_ONLY_KEY)
-
-
-def limit(**changes: Any) -> pb.CreateOrderRequest:
-    fields: dict[str, Any] = {
-        "symbol": "BTCUSDT",
-        "side": pb.BUY,
-        "type": pb.LIMIT,
-        "quantity": "0.002",
-        "price": "50000.0",
-        "time_in_force": pb.GTC,
-    }
-    fields.update(changes)
-    return pb.CreateOrderRequest(**fields)
 
 
 @pytest.fixture
@@ -69,7 +56,7 @@ async def test_no_key_and_a_wrong_key_are_refused_alike(stub: Any) -> None:
     wrong = key(secrets.token_urlsafe(32))
     for metadata in ((), wrong, key(""), key("x" * 300)):
         for call in (
-            stub.CreateOrder(limit(), metadata=metadata),
+            stub.CreateOrder(limit_order(), metadata=metadata),
             stub.GetOrder(pb.GetOrderRequest(order_id="o1"), metadata=metadata),
             stub.CancelOrder(pb.CancelOrderRequest(order_id="o1"), metadata=metadata),
             stub.ListOrders(pb.ListOrdersRequest(), metadata=metadata),
@@ -85,18 +72,20 @@ async def test_no_key_and_a_wrong_key_are_refused_alike(stub: Any) -> None:
 
 
 async def test_a_valid_key_trades_and_a_symbol_not_allowed_is_denied(stub: Any) -> None:
-    created = await stub.CreateOrder(limit(), metadata=ALICE)
+    created = await stub.CreateOrder(limit_order(), metadata=ALICE)
     assert created.state == pb.NEW
-    error = await refused(stub.CreateOrder(limit(), metadata=ETH_ONLY))
+    error = await refused(stub.CreateOrder(limit_order(), metadata=ETH_ONLY))
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "BTCUSDT" in (error.details() or "") and "eth-desk" in (error.details() or "")
-    eth = await stub.CreateOrder(limit(symbol="ETHUSDT", quantity="0.05", price="3000"), metadata=ETH_ONLY)
+    eth = await stub.CreateOrder(
+        limit_order(symbol="ETHUSDT", quantity="0.05", price="3000"), metadata=ETH_ONLY
+    )
     assert eth.state == pb.NEW
 
 
 async def test_a_client_sees_and_cancels_only_its_own_orders(stub: Any) -> None:
-    mine = await stub.CreateOrder(limit(), metadata=ALICE)
-    theirs = await stub.CreateOrder(limit(), metadata=BOB)
+    mine = await stub.CreateOrder(limit_order(), metadata=ALICE)
+    theirs = await stub.CreateOrder(limit_order(), metadata=BOB)
     for call in (
         stub.GetOrder(pb.GetOrderRequest(order_id=theirs.order_id), metadata=ALICE),
         stub.CancelOrder(pb.CancelOrderRequest(order_id=theirs.order_id), metadata=ALICE),
@@ -123,8 +112,8 @@ async def test_the_update_stream_carries_only_the_callers_orders(stub: Any) -> N
     alice_stream = stub.StreamOrderUpdates(pb.StreamOrderUpdatesRequest(), metadata=ALICE)
     bob_stream = stub.StreamOrderUpdates(pb.StreamOrderUpdatesRequest(symbols=["BTCUSDT"]), metadata=BOB)
     await asyncio.sleep(0.1)  # both registered
-    bobs = await stub.CreateOrder(limit(), metadata=BOB)
-    alices = await stub.CreateOrder(limit(), metadata=ALICE)
+    bobs = await stub.CreateOrder(limit_order(), metadata=BOB)
+    alices = await stub.CreateOrder(limit_order(), metadata=ALICE)
     await stub.CancelOrder(pb.CancelOrderRequest(order_id=bobs.order_id), metadata=BOB)
     first = await asyncio.wait_for(alice_stream.read(), 2)
     assert first.order.order_id == alices.order_id
@@ -137,7 +126,7 @@ async def test_the_update_stream_carries_only_the_callers_orders(stub: Any) -> N
     resumed = stub.StreamOrderUpdates(
         pb.StreamOrderUpdatesRequest(resume_token=got[0].resume_token), metadata=ALICE
     )
-    await stub.CreateOrder(limit(client_order_id="alice-2"), metadata=ALICE)
+    await stub.CreateOrder(limit_order(client_order_id="alice-2"), metadata=ALICE)
     replayed = await asyncio.wait_for(resumed.read(), 2)
     assert replayed.order.order_id == alices.order_id
     live = await asyncio.wait_for(resumed.read(), 2)
@@ -147,8 +136,8 @@ async def test_the_update_stream_carries_only_the_callers_orders(stub: Any) -> N
 
 
 async def test_another_clients_client_order_id_is_refused(stub: Any) -> None:
-    first = await stub.CreateOrder(limit(client_order_id="shared-1"), metadata=ALICE)
-    error = await refused(stub.CreateOrder(limit(client_order_id="shared-1"), metadata=BOB))
+    first = await stub.CreateOrder(limit_order(client_order_id="shared-1"), metadata=ALICE)
+    error = await refused(stub.CreateOrder(limit_order(client_order_id="shared-1"), metadata=BOB))
     assert error.code() == grpc.StatusCode.ALREADY_EXISTS
     details = error.details() or ""
     assert details.startswith("client_order_id: 'shared-1' is already used") and "another client" in details
@@ -170,13 +159,13 @@ async def test_another_clients_client_order_id_is_refused(stub: Any) -> None:
 async def test_a_client_order_id_reused_for_a_different_order_is_refused(
     stub: Any, changes: dict[str, Any], field: str
 ) -> None:
-    first = await stub.CreateOrder(limit(client_order_id="retry-7"), metadata=ALICE)
-    error = await refused(stub.CreateOrder(limit(client_order_id="retry-7", **changes), metadata=ALICE))
+    first = await stub.CreateOrder(limit_order(client_order_id="retry-7"), metadata=ALICE)
+    error = await refused(stub.CreateOrder(limit_order(client_order_id="retry-7", **changes), metadata=ALICE))
     assert error.code() == grpc.StatusCode.ALREADY_EXISTS
     assert (error.details() or "").startswith(f"{field}: differs from the order already placed")
     # An identical retry (same decimal value, written differently) is still the original.
     again = await stub.CreateOrder(
-        limit(client_order_id="retry-7", quantity="0.0020", price="50000"), metadata=ALICE
+        limit_order(client_order_id="retry-7", quantity="0.0020", price="50000"), metadata=ALICE
     )
     assert again.duplicate and again.order_id == first.order_id
 
@@ -184,9 +173,11 @@ async def test_a_client_order_id_reused_for_a_different_order_is_refused(
 async def test_listing_pages_through_the_callers_orders_only(stub: Any) -> None:
     mine = []
     for _ in range(3):
-        mine.append((await stub.CreateOrder(limit(), metadata=ALICE)).order_id)
-        await stub.CreateOrder(limit(), metadata=BOB)
-        await stub.CreateOrder(limit(symbol="ETHUSDT", quantity="0.01", price="3000"), metadata=ETH_ONLY)
+        mine.append((await stub.CreateOrder(limit_order(), metadata=ALICE)).order_id)
+        await stub.CreateOrder(limit_order(), metadata=BOB)
+        await stub.CreateOrder(
+            limit_order(symbol="ETHUSDT", quantity="0.01", price="3000"), metadata=ETH_ONLY
+        )
     first = await stub.ListOrders(pb.ListOrdersRequest(limit=2), metadata=ALICE)
     rest = await stub.ListOrders(
         pb.ListOrdersRequest(limit=2, page_token=first.next_page_token), metadata=ALICE
@@ -206,7 +197,9 @@ async def test_with_auth_on_and_no_clients_configured_every_call_is_refused(
         serving_gateway(redis, redis, auth=AuthSettings()) as target,
         grpc.aio.insecure_channel(target) as channel,
     ):
-        error = await refused(order_pb2_grpc.OrderServiceStub(channel).CreateOrder(limit(), metadata=ALICE))
+        error = await refused(
+            order_pb2_grpc.OrderServiceStub(channel).CreateOrder(limit_order(), metadata=ALICE)
+        )
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "auth.clients is empty" in caplog.text
     await redis.aclose()

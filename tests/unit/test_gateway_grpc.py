@@ -18,7 +18,7 @@ from orders.settings import RedisSettings
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 from tests.factories import outbox_orders
-from tests.unit.gateway_harness import running_gateway
+from tests.unit.gateway_harness import limit_order, running_gateway
 
 
 class Published:
@@ -67,7 +67,7 @@ async def test_a_frozen_redis_answers_unavailable_at_once() -> None:
         async with running_gateway(client, rules_redis) as stub:
             started = asyncio.get_running_loop().time()
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.CreateOrder(limit(client_order_id="retry-me-1"))
+                await stub.CreateOrder(limit_order(client_order_id="retry-me-1"))
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
             assert "retry-me-1" in (caught.value.details() or "")  # says how to find out whether it landed
             with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -86,7 +86,9 @@ async def test_a_gateway_out_of_redis_connections_says_it_is_overloaded() -> Non
         settings = RedisSettings(address=f"127.0.0.1:{port}", socket_timeout_ms=2000, max_connections=1)
         client = open_redis(settings)
         async with running_gateway(client, rules_redis) as stub:
-            first = asyncio.ensure_future(stub.CreateOrder(limit(client_order_id="holds-the-connection")))
+            first = asyncio.ensure_future(
+                stub.CreateOrder(limit_order(client_order_id="holds-the-connection"))
+            )
             await asyncio.sleep(0.3)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.GetOrder(pb.GetOrderRequest(order_id="o1"))
@@ -97,19 +99,6 @@ async def test_a_gateway_out_of_redis_connections_says_it_is_overloaded() -> Non
                 await first
         await client.aclose()
     await rules_redis.aclose()
-
-
-def limit(**changes: Any) -> pb.CreateOrderRequest:
-    fields: dict[str, Any] = {
-        "symbol": "BTCUSDT",
-        "side": pb.BUY,
-        "type": pb.LIMIT,
-        "quantity": "0.002",
-        "price": "50000.0",
-        "time_in_force": pb.GTC,
-    }
-    fields.update(changes)
-    return pb.CreateOrderRequest(**fields)
 
 
 @pytest.mark.parametrize(
@@ -127,7 +116,7 @@ async def test_invalid_requests_change_nothing(gateway: Any, changes: dict[str, 
     stub, redis, bus = gateway
     before = sorted(await redis.keys("*"))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.CreateOrder(limit(**changes))
+        await stub.CreateOrder(limit_order(**changes))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in (caught.value.details() or "")
     assert sorted(await redis.keys("*")) == before  # nothing stored, nothing queued
@@ -136,10 +125,10 @@ async def test_invalid_requests_change_nothing(gateway: Any, changes: dict[str, 
 
 async def test_create_then_duplicate_client_id(gateway: Any) -> None:
     stub, redis, bus = gateway
-    first = await stub.CreateOrder(limit(client_order_id="strategy-7:1"))
+    first = await stub.CreateOrder(limit_order(client_order_id="strategy-7:1"))
     assert first.state == pb.NEW and not first.duplicate
     assert first.order.price == "50000" and first.order.quantity == "0.002"
-    again = await stub.CreateOrder(limit(client_order_id="strategy-7:1"))
+    again = await stub.CreateOrder(limit_order(client_order_id="strategy-7:1"))
     assert again.duplicate and again.order_id == first.order_id
     assert await redis.llen("dramatiq:orders.BTCUSDT") == 1
     got = await stub.GetOrder(pb.GetOrderRequest(order_id=first.order_id))
@@ -150,7 +139,7 @@ async def test_create_then_duplicate_client_id(gateway: Any) -> None:
 
 async def test_cancel_before_send_is_local_and_final(gateway: Any) -> None:
     stub, _, bus = gateway
-    created = await stub.CreateOrder(limit())
+    created = await stub.CreateOrder(limit_order())
     canceled = await stub.CancelOrder(pb.CancelOrderRequest(order_id=created.order_id))
     assert canceled.state == pb.CANCELED
     await asyncio.sleep(0.05)
@@ -169,7 +158,7 @@ async def test_unknown_ids_and_bad_arguments(gateway: Any) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await call
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    created = await stub.CreateOrder(limit())
+    created = await stub.CreateOrder(limit_order())
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.CancelOrder(pb.CancelOrderRequest(order_id=created.order_id, symbol="ETHUSDT"))
     assert "symbol: does not match" in (caught.value.details() or "")
@@ -181,7 +170,7 @@ async def test_unknown_ids_and_bad_arguments(gateway: Any) -> None:
 async def test_list_and_stream(gateway: Any) -> None:
     stub, _, _ = gateway
     stream = stub.StreamOrderUpdates(pb.StreamOrderUpdatesRequest(symbols=["BTCUSDT"]))
-    created = [await stub.CreateOrder(limit()) for _ in range(3)]
+    created = [await stub.CreateOrder(limit_order()) for _ in range(3)]
     updates = [await stream.read() for _ in range(3)]
     assert [u.order.order_id for u in updates] == [c.order_id for c in created]
     assert all(u.update_type == "NEW" for u in updates)
@@ -230,7 +219,7 @@ async def test_oversized_and_non_ascii_fields_get_a_short_clear_error(
     stub, redis, _ = gateway
     before = sorted(await redis.keys("*"))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.CreateOrder(limit(**changes))
+        await stub.CreateOrder(limit_order(**changes))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     details = caught.value.details() or ""
     assert details.startswith(message)
@@ -241,7 +230,7 @@ async def test_oversized_and_non_ascii_fields_get_a_short_clear_error(
 async def test_a_long_bad_value_is_quoted_by_its_prefix(gateway: Any) -> None:
     stub, _, _ = gateway
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.CreateOrder(limit(quantity="0.002x" + "9" * 30))
+        await stub.CreateOrder(limit_order(quantity="0.002x" + "9" * 30))
     assert caught.value.details() == (
         "quantity: must be a plain decimal string like '0.001' (ASCII digits and '.'), "
         "got '0.002x9999999999'... (36 characters)"

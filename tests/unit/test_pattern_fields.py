@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import fakeredis
@@ -21,14 +20,13 @@ from orders.model import now_ms
 from orders.outbox import Outbox
 from orders.settings import RiskSettings
 from proto import order_pb2 as pb
-from proto import order_pb2_grpc
 from simulator import validation as sim_validation
 from simulator.auth import Credentials, identify
 from simulator.errors import BinanceError
 from simulator.stream_names import parse_stream
 from simulator.symbols import build_specs
 from tests.factories import BTC_RULES
-from tests.unit.gateway_harness import running_gateway
+from tests.unit.gateway_harness import limit_order
 
 RULES = {"BTCUSDT": BTC_RULES}
 RISK = RiskSettings(allowed_symbols=["BTCUSDT"])
@@ -38,18 +36,7 @@ ARABIC_INDIC = str.maketrans("0123456789", "".join(chr(0x660 + n) for n in range
 
 
 def request(**changes: Any) -> pb.CreateOrderRequest:
-    fields: dict[str, Any] = {
-        "symbol": "BTCUSDT",
-        "side": pb.BUY,
-        "type": pb.LIMIT,
-        "quantity": "0.002",
-        "price": "50000.0",
-        "time_in_force": pb.GTC,
-        "client_order_id": "shape-1",
-        "user_id": "alice",
-    }
-    fields.update(changes)
-    return pb.CreateOrderRequest(**fields)
+    return limit_order(**{"client_order_id": "shape-1", "user_id": "alice", **changes})
 
 
 def test_the_valid_request_passes() -> None:
@@ -150,14 +137,6 @@ def test_the_simulator_refuses_a_trailing_newline_as_binance_does(ending: str) -
     assert parse_stream("btcusdt@aggTrade", specs).kind == "aggTrade"
     with pytest.raises(BinanceError):
         parse_stream("btcusdt@aggTrade" + ending, specs)
-
-
-@pytest.fixture
-async def gateway() -> AsyncIterator[tuple[order_pb2_grpc.OrderServiceAsyncStub, fakeredis.FakeAsyncRedis]]:
-    redis = fakeredis.FakeAsyncRedis()
-    async with running_gateway(redis, redis) as stub:
-        yield stub, redis
-    await redis.aclose()
 
 
 async def test_a_client_order_id_with_a_newline_is_refused_over_grpc(gateway: Any) -> None:
