@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
-from orders.addresses import is_loopback_host, redis_url
+from orders.addresses import is_loopback_host, nats_servers, redis_url
 
 
 class _Section(BaseModel):
@@ -194,13 +194,33 @@ class RedisSettings(_Section):
 
 
 class NatsSettings(_Section):
+    """Where NATS is (`servers`, else `address`) and how the JetStream stream is kept."""
+
     address: str = Field(
         "nats://localhost:4222", description="one URL or several, comma-separated; may carry user:password"
+    )
+    servers: list[str] = Field(
+        default_factory=list,
+        description="the cluster's URLs (the first may carry user:password); empty = address",
     )
     user: str = Field("", description="with password: overrides credentials in the address")
     password: SecretStr = SecretStr("")
     stream: str = "ORDERS"
+    replicas: int = Field(
+        1, ge=1, le=5, description="the JetStream stream's replica count (3 on a 3-node cluster)"
+    )
     ping_interval_s: int = Field(10, gt=0)
+
+    @model_validator(mode="after")
+    def _servers_parse(self) -> NatsSettings:
+        if self.servers:
+            nats_servers(",".join(self.servers))  # ValueError naming the server, not its password
+        return self
+
+    @property
+    def server_list(self) -> str:
+        """`servers` joined by commas when set, else `address`: what the NATS clients are given."""
+        return ",".join(self.servers) if self.servers else self.address
 
 
 def _require_tls(key: str, url: str, secure: str, plain_hosts: list[str]) -> None:
