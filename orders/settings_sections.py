@@ -187,10 +187,56 @@ class RedisSettings(_Section):
         "gateway had 100 in flight",
     )
 
+    sentinels: list[str] = Field(
+        default_factory=list,
+        description="Sentinel addresses, 'host:port' each; set = the primary is found through them and a "
+        "failover is followed without a restart (`address` is then unused); empty = connect to `address`",
+    )
+    master_name: str = Field(
+        "order-execution", min_length=1, description="the name the sentinels monitor the primary under"
+    )
+    sentinel_password: SecretStr = Field(
+        SecretStr(""),
+        description="AUTH for the sentinels themselves; empty = none (the data nodes use `password`)",
+    )
+    min_replica_acks: int = Field(
+        0,
+        ge=0,
+        description="replicas a write must reach (WAIT) before it is acknowledged; 0 = the primary alone",
+    )
+    replica_ack_timeout_ms: int = Field(
+        500, gt=0, description="how long a write waits for min_replica_acks before it is refused"
+    )
+
+    @model_validator(mode="after")
+    def _sentinel_addresses(self) -> RedisSettings:
+        for index, address in enumerate(self.sentinels):
+            sentinel_host_port(address, index)
+        if not self.master_name.strip():
+            raise ValueError("redis.master_name must not be blank")
+        return self
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """`sentinels` as (host, port) pairs, in the order given."""
+        return [sentinel_host_port(address, index) for index, address in enumerate(self.sentinels)]
+
     @property
     def url(self) -> str:
         """The redis-py URL: `address` itself if it is a URL, else built with the password encoded."""
         return redis_url(self.address, password=self.password.get_secret_value(), db=self.db)
+
+
+def sentinel_host_port(address: str, index: int = 0) -> tuple[str, int]:
+    """("host", port) of a sentinel's "host:port" ("[::1]:26379" for IPv6); ValueError, naming which
+    entry of redis.sentinels, if there is no host or the port is not a number in 1-65535."""
+    host, _, port = address.strip().rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(
+            f"redis.sentinels #{index + 1} ({address!r}) must be 'host:port' with a port in 1-65535"
+        )
+    return host, int(port)
 
 
 class NatsSettings(_Section):
