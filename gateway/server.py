@@ -65,6 +65,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         ),
         max_streams=settings.server.max_streams,
         max_streams_per_client=settings.server.max_streams_per_client,
+        replicas=store.replica_probe("gateway-tail"),  # None unless redis.min_replica_acks
     )
     await hub.start()
     budget = rate_budget(redis_client, settings)

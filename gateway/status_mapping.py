@@ -27,6 +27,7 @@ from orders import metrics as shared_metrics
 from orders.errors import (
     ExchangeNotAccepting,
     InvalidOrder,
+    NotReplicated,
     OrderAlreadyExists,
     OrderNotAmendable,
     OrderNotCancelable,
@@ -51,6 +52,8 @@ _STATUS: tuple[tuple[type[Exception], grpc.StatusCode, str], ...] = (
     (RiskLimitExceeded, grpc.StatusCode.FAILED_PRECONDITION, ""),  # before InvalidOrder, its base
     (InvalidOrder, grpc.StatusCode.INVALID_ARGUMENT, ""),
     (OrderAlreadyExists, grpc.StatusCode.ALREADY_EXISTS, ""),
+    # On the primary only: the message names the ids to retry with (a retry returns the same order).
+    (NotReplicated, grpc.StatusCode.UNAVAILABLE, ""),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE, ""),
     (ExchangeNotAccepting, grpc.StatusCode.UNAVAILABLE, ""),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED, ""),

@@ -18,6 +18,12 @@ given what the tail had already read; the stream's `resume_token` is then the ou
 position the hub had reached, so a client resuming from it on another replica gets
 exactly the updates written after what it saw (its filter's updates before that
 position were all delivered).
+
+With `redis.min_replica_acks` (a `ReplicaProbe`), the tail passes on only what a replica
+holds: after each read it writes its probe with WAIT, and offers the batch once the replicas
+confirmed it; until then it holds the batch and reads it again (never dropped, never
+reordered), so a failover cannot take back a version a client was shown. A replay stops at
+the tail's confirmed position; the tail delivers the rest.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import redis.exceptions
 
 from orders.errors import OrderServiceError, Overloaded
 from orders.outbox import Outbox, OutboxEntry
+from orders.replicas import ReplicaProbe
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +137,13 @@ class UpdateHub:
         max_backlog: int = 10_000,
         max_streams: int | None = None,
         max_streams_per_client: int | None = None,
+        replicas: ReplicaProbe | None = None,
     ) -> None:
-        """`max_streams` and `max_streams_per_client` cap the streams open at once (None: no cap)."""
+        """`max_streams` and `max_streams_per_client` cap the streams open at once (None: no cap);
+        with `replicas`, only entries they confirmed are passed on (see the module docstring)."""
         self._outbox = outbox
+        self._replicas = replicas
+        self._holding = False
         self._subscribers: set[_Subscriber] = set()
         self._max_backlog = max_backlog
         self._max_streams = max_streams
@@ -142,7 +153,9 @@ class UpdateHub:
         self._started = asyncio.Event()
         self._closed = False
         self._stopping = False
-        self.position = ""  # the outbox entry id the tail has read up to ("" before the first read)
+        # The outbox entry id the tail has read (and, with `replicas`, seen confirmed) up to;
+        # "" before the first read.
+        self.position = ""
 
     @property
     def open_streams(self) -> int:
@@ -185,9 +198,14 @@ class UpdateHub:
         while not self._stopping:
             try:
                 if not last_id:
-                    last_id = self.position = await self._outbox.last_id()
+                    start_at = await self._outbox.last_id()
+                    if not await self._confirmed(start_at):
+                        continue
+                    last_id = self.position = start_at
                     self._started.set()
                 entries = await self._outbox.read_after(last_id, count=_REPLAY_PAGE, block_ms=_TAIL_BLOCK_MS)
+                if entries and not await self._confirmed(entries[-1].entry_id):
+                    continue  # held: read again from last_id (WAIT's timeout paces this loop)
                 backoff = 0.1
             except redis.exceptions.RedisError as exc:
                 log.warning("update stream: reading the outbox failed (%r); retrying in %.1f s", exc, backoff)
@@ -199,6 +217,25 @@ class UpdateHub:
                     subscriber.offer(entry)
             if entries:
                 last_id = self.position = entries[-1].entry_id
+
+    async def _confirmed(self, up_to: str) -> bool:
+        """Whether the replicas hold the outbox up to `up_to` (always, without `replicas`);
+        a hold is logged when it starts and when it ends."""
+        if self._replicas is None:
+            return True
+        held = not await self._replicas.holds_all()
+        if held != self._holding:
+            self._holding = held
+            if held:
+                log.warning(
+                    "update stream: holding updates up to %s until %d replica(s) confirm them "
+                    "(redis.min_replica_acks)",
+                    up_to,
+                    self._replicas.acks.needed,
+                )
+            else:
+                log.info("update stream: replicas confirmed; passing updates on again")
+        return not held
 
     def resume_point(self, resume_token: str) -> str:
         """The outbox position a client's `resume_token` stands for ("" = from now).
@@ -257,11 +294,18 @@ class UpdateHub:
                 limit="max_streams",
             )
 
+    def _replayable(self, entry: OutboxEntry) -> bool:
+        """Whether a replay may give `entry` now: with `replicas`, only up to what the tail saw
+        confirmed (it offers the later ones to every registered stream once confirmed)."""
+        return self._replicas is None or _position(entry.entry_id) <= _position(self.position)
+
     async def _iterate(
         self, subscriber: _Subscriber, after: str, subscription: Subscription
     ) -> AsyncIterator[OutboxEntry]:
         last = after
         replayed_to = _position(after) if after else (0, 0)
+        if after and not subscriber.ended and self._replicas is not None:
+            await self._started.wait()  # the replay stops at the confirmed position: wait for one
         if after and not subscriber.ended:  # replay: registered first, so nothing meanwhile is missed
             replay = self._outbox.replay_after(after, page=_REPLAY_PAGE)
             try:
@@ -269,8 +313,8 @@ class UpdateHub:
                 # while replaying stops reading (and decoding) the outbox at once.
                 while not subscriber.overflowed and not subscriber.ended:
                     entry = await anext(replay, None)
-                    if entry is None:
-                        subscription.replayed = True
+                    if entry is None or not self._replayable(entry):
+                        subscription.replayed = True  # the tail offers this stream the rest
                         break
                     replayed_to = _position(entry.entry_id)
                     if subscriber.wants(entry):

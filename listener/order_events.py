@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 from exchange.client import BinanceClient
 from exchange.errors import ExchangeError
 from exchange.order_sync import sync_triggered
 from exchange.user_stream import OrderEvent
 from orders import fsm, metrics
+from orders.errors import NotReplicated
 from orders.logs import order_fields, order_ref
 from orders.model import Order, OrderState, now_ms
-from orders.store import STORE_OUTAGES, OrderStore
+from orders.store import STORE_OUTAGES, OrderStore, TransitionResult
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,9 @@ _RETRIES = 8
 # After one of our conditional orders fired, events of unknown client ids in its symbol are
 # taken for its resulting order (not yet linked) rather than foreign, for this long.
 _LINK_WINDOW_MS = 10_000
+# How long an event's change, stored on the primary, may wait for its replicas before the
+# event is retried (the retry finds the change made and probes again).
+_REPLICA_WAIT_MS = 5_000
 
 
 class OrderEventRecorder:
@@ -102,7 +107,11 @@ class OrderEventRecorder:
                 extra=order_ref("", event.client_order_id, event.symbol),
             )
             return
-        result = await self._store.transition(order.order_id, lambda o: _applied(o, event), current=order)
+        try:
+            result = await self._store.transition(order.order_id, lambda o: _applied(o, event), current=order)
+        except NotReplicated as exc:  # stored on the primary: move on only once a replica has it
+            outcome = await self._store.until_replicated(exc, budget_ms=_REPLICA_WAIT_MS)
+            result = cast(TransitionResult, outcome)
         if result.changed:
             self.applied += 1
             log.debug("user stream: %s now %s", order.order_id, result.order.state, extra=order_fields(order))

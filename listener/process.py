@@ -102,6 +102,7 @@ class Listener:
             ),
             consumer=self.holder_id,
             block_ms=_RELAY_BLOCK_MS,
+            replicas=self.store.replica_probe("nats-relay"),  # None unless redis.min_replica_acks
         )
         self.status = ListenerStatus(self._redis, namespace=s.redis.namespace)
         self.dead_man = DeadManSwitch(self.store, self.exchange, countdown_ms=s.dead_man.countdown_ms)

@@ -6,6 +6,8 @@ entry of a batch at once (the order version and the trades it recorded, see
 While NATS is down it waits and retries the same entry,
 so nothing is skipped and orders never wait on it (they are already stored). A relay
 that dies leaves its entries pending in the group; the next one claims them first.
+With `redis.min_replica_acks` (a `ReplicaProbe`) a batch is published only once the replicas
+confirmed a probe written after it (WAIT): a failover cannot take back a version NATS carries.
 Message ids make the re-publish of an entry that was published but not acked a no-op.
 """
 
@@ -17,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from orders.events import EventBus
 from orders.outbox import Outbox, OutboxEntry
+from orders.replicas import ReplicaProbe
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +37,10 @@ class OutboxRelay:
         *,
         consumer: str,
         block_ms: int = 500,
+        replicas: ReplicaProbe | None = None,
     ) -> None:
         self._outbox = outbox
+        self._replicas = replicas
         self._connect = connect
         self._consumer = consumer
         self._block_ms = block_ms
@@ -67,6 +72,7 @@ class OutboxRelay:
         await self._outbox.ensure_group(RELAY_GROUP)
         # Whatever a previous relay (or this one, before an error) took but did not ack.
         while pending := await self._outbox.pending(RELAY_GROUP, self._consumer):
+            await self._until_replicated(pending)
             await self._publish_all(bus, pending)
             await self._outbox.ack(RELAY_GROUP, [e.entry_id for e in pending])
         published: list[str] = []
@@ -76,8 +82,28 @@ class OutboxRelay:
                 RELAY_GROUP, self._consumer, block_ms=self._block_ms, ack_first=published
             )
             published = []
+            await self._until_replicated(entries)
             await self._publish_all(bus, entries)
             published = [e.entry_id for e in entries]
+
+    async def _until_replicated(self, entries: list[OutboxEntry]) -> None:
+        """Return once the replicas hold `entries` (at once without `replicas` or entries);
+        probes again while they do not (each probe waits up to the ack timeout)."""
+        if self._replicas is None or not entries:
+            return
+        held = False
+        while not await self._replicas.holds_all():
+            if not held:
+                held = True
+                log.warning(
+                    "outbox relay: holding %d entries from %s until %d replica(s) confirm them "
+                    "(redis.min_replica_acks)",
+                    len(entries),
+                    entries[0].entry_id,
+                    self._replicas.acks.needed,
+                )
+        if held:
+            log.info("outbox relay: replicas confirmed; publishing again")
 
     async def _publish_all(self, bus: EventBus, entries: list[OutboxEntry]) -> None:
         # All at once: nats-py writes them to the socket together and the acks come back

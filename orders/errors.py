@@ -96,3 +96,26 @@ class OrderAlreadyExists(OrderServiceError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class NotReplicated(StoreUnavailable):
+    """A write is on the Redis primary, but fewer than `needed` replicas confirmed it in time.
+
+    A failover now could take it back, so it is not acknowledged. The message says what was
+    written, by how many replicas it was confirmed (`acks` of `needed` within `timeout_ms`)
+    and how to repeat it safely (`retry`). `outcome` is what the write returned on the
+    primary, for a caller that waits for the replicas itself (workers, the listener) rather
+    than failing.
+    """
+
+    def __init__(
+        self, what: str, retry: str, *, acks: int, needed: int, timeout_ms: int, outcome: object = None
+    ) -> None:
+        super().__init__(
+            f"{what} stored on the primary but confirmed by {acks} of {needed} replicas within "
+            f"{timeout_ms} ms; {retry}"
+        )
+        self.acks = acks
+        self.needed = needed
+        self.timeout_ms = timeout_ms
+        self.outcome = outcome

@@ -6,33 +6,46 @@ other: the loser re-reads and re-applies its change through the state machine. T
 same script appends the change to the outbox and keeps the unsettled index, and an
 order's keys expire (`ttl_s`) only once it is settled: open orders are never dropped.
 
+With `redis.min_replica_acks` n > 0, every write (create, transition, enqueue) is followed
+in the same pipeline by `WAIT n replica_ack_timeout_ms` (orders/replicas.py) and answers only
+once n replicas hold it; fewer raise NotReplicated, which carries what the write returned. A
+call that writes nothing (a repeated client_order_id, a change already made) confirms with a
+probe write instead, so its answer is as replicated as the first one's. With 0, nothing extra
+is sent.
+
 The key layout and the reads (get, search, unsettled, ...) are in orders/store_queries.py;
 the Lua is in orders/store_scripts.py.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.commands.core import AsyncScript
 
 from orders import fsm, metrics
-from orders.errors import OrderNotFound, RiskLimitExceeded, StoreConflict
-from orders.model import Order, OrderState, decimal_str
+from orders.errors import NotReplicated, OrderNotFound, RiskLimitExceeded, StoreConflict
+from orders.model import Order, OrderState, decimal_str, now_ms
 from orders.outbox import Outbox, encode_fills
+from orders.replicas import NO_REPLICA_ACKS, ReplicaAcks, ReplicaProbe
 from orders.risk_state import DAY_COUNTER_TTL_S, RiskCheck, RiskKeys, from_units, to_units, utc_day
 from orders.settings import Settings
 from orders.store_queries import OrderQueries
 from orders.store_scripts import COMPARE_AND_SET, CREATE, PUSH
+
+log = logging.getLogger(__name__)
 
 # A store call that failed for one of these may succeed if tried again shortly.
 STORE_OUTAGES: tuple[type[Exception], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     StoreConflict,
+    NotReplicated,
 )
 
 _MAX_CAS_ATTEMPTS = 16
@@ -85,8 +98,11 @@ class OrderStore(OrderQueries):
         namespace: str = "oe",
         ttl_s: int = 30 * 86400,
         update_retention_s: int = 86400,
+        replica_acks: ReplicaAcks = NO_REPLICA_ACKS,
     ) -> None:
         super().__init__(client, namespace=namespace)
+        self.replica_acks = replica_acks
+        self._probe = self.replica_probe("store")
         self._ttl_s = ttl_s
         self.outbox = Outbox(client, namespace=namespace, retention_s=update_retention_s)
         self.risk_keys = RiskKeys(namespace)
@@ -102,7 +118,15 @@ class OrderStore(OrderQueries):
             namespace=settings.redis.namespace,
             ttl_s=settings.performance.order_cache_ttl,
             update_retention_s=settings.performance.update_retention_s,
+            replica_acks=ReplicaAcks.from_settings(settings.redis),
         )
+
+    def replica_probe(self, reader: str) -> ReplicaProbe | None:
+        """A probe for `reader` (its key `<namespace>:replica-probe:<reader>`) on this store's
+        connection, or None when no replica acks are required."""
+        if not self.replica_acks.enabled:
+            return None
+        return ReplicaProbe(self._redis, self.replica_acks, key=f"{self._prefix}:replica-probe:{reader}")
 
     def _record(
         self, order: Order, new_fills: str, was: OrderState | None, *, hold: bool = False
@@ -159,13 +183,22 @@ class OrderStore(OrderQueries):
         ]
         args += _risk_args(stored, risk)
         _add_push(keys, args, enqueue(stored) if enqueue else None)
-        answer = await self._create(keys=keys, args=args)
+        answer, acks = await self._write(self._create, keys, args)
         if isinstance(answer, list):
             raise _refusal(stored, [_text(part) for part in answer])
         winner = _text(answer)
         if winner == order.order_id:
-            return CreateResult(stored, created=True)
-        return CreateResult(await self.get(winner), created=False)
+            result = CreateResult(stored, created=True)
+        else:
+            result = CreateResult(await self.get(winner), created=False)
+            acks = await self._confirm_unwritten()  # the first write may not have reached a replica
+        self.replica_acks.require(
+            acks,
+            what=f"order {result.order.order_id}",
+            retry=f"retry with client_order_id {order.client_order_id!r}: a retry returns the same order",
+            outcome=result,
+        )
+        return result
 
     async def link_client_id(self, client_order_id: str, order_id: str) -> None:
         """Make `client_order_id` (an id the exchange chose, e.g. for the order a conditional
@@ -188,7 +221,8 @@ class OrderStore(OrderQueries):
         read when nobody changed the order since. The new version goes to the outbox in
         the same atomic step (a worker's claim, NEW -> SUBMITTING, with the next change),
         and so does the push `enqueue` returns for it, if any.
-        Raises OrderNotFound, or StoreConflict after repeated lost races.
+        Raises OrderNotFound, StoreConflict after repeated lost races, or NotReplicated
+        (carrying the result) when the replicas did not confirm it (see the module docstring).
         """
         key = self._order_key(order_id)
         for _ in range(_MAX_CAS_ATTEMPTS):
@@ -199,7 +233,9 @@ class OrderStore(OrderQueries):
                 current = Order.from_json(data)
             updated = change(current)
             if updated is None:
-                return TransitionResult(current, changed=False)
+                result = TransitionResult(current, changed=False)
+                self._require_replicated(await self._confirm_unwritten(), result)
+                return result
             new_version = current.version + 1
             updated = updated.replace(version=new_version)
             keys, args = self._record(
@@ -210,21 +246,79 @@ class OrderStore(OrderQueries):
             )
             args += [current.version, new_version]
             _add_push(keys, args, enqueue(updated) if enqueue else None)
-            outcome = await self._cas(keys=keys, args=args)
+            outcome, acks = await self._write(self._cas, keys, args)
             if outcome == 1:
                 metrics.order_changed(current.state, updated)
-                return TransitionResult(updated, changed=True)
+                result = TransitionResult(updated, changed=True)
+                self._require_replicated(acks, result)
+                return result
             if outcome == -1:
                 raise OrderNotFound(order_id)
             current = None  # someone else wrote it first: read it again
         raise StoreConflict(f"order {order_id}: gave up after {_MAX_CAS_ATTEMPTS} concurrent updates")
 
     async def enqueue(self, push: QueuePush) -> None:
-        """Queue a message on its own, with no order change (the reconciler re-queues stuck orders)."""
+        """Queue a message on its own, with no order change (the reconciler re-queues stuck orders,
+        the gateway queues amendments and cancel-all). Raises NotReplicated like `transition`."""
         keys: list[str] = []
         args: list[Any] = []
         _add_push(keys, args, push)
-        await self._push(keys=keys, args=args)
+        _, acks = await self._write(self._push, keys, args)
+        self.replica_acks.require(
+            acks, what=f"request (queue message {push.message_id})", retry="repeating the call is safe"
+        )
+
+    async def confirm_replicated(self) -> None:
+        """Return once `min_replica_acks` replicas hold everything written before this call; for
+        an answer built from a read. Raises NotReplicated if they do not within the timeout."""
+        self.replica_acks.require(
+            await self._confirm_unwritten(), what="the state read", retry="repeating the call is safe"
+        )
+
+    async def until_replicated(self, refused: NotReplicated, *, budget_ms: int) -> object:
+        """Wait, probe after probe, until the replicas hold the write `refused` was raised for;
+        return its outcome. For workers and the listener, which must not move on before (a
+        Dramatiq ack, the POST after a claim). Raises `refused` after `budget_ms`, or a
+        Redis error as it comes.
+        """
+        deadline = now_ms() + budget_ms
+        while self._probe is not None and not await self._probe.holds_all():
+            if now_ms() >= deadline:
+                raise refused
+            log.warning("waiting for replicas to confirm a write: %s", refused)
+        return refused.outcome
+
+    async def _write(self, script: AsyncScript, keys: list[str], args: list[Any]) -> tuple[Any, int]:
+        """Run `script`; with replica acks required, `WAIT` in the same pipeline. Returns its answer
+        and the replicas that confirmed (the number required when none are)."""
+        if not self.replica_acks.enabled:
+            return await script(keys=keys, args=args), 0
+        for _ in range(2):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            self.replica_acks.add_wait(pipe)
+            answer, acks = await pipe.execute(raise_on_error=False)
+            if isinstance(answer, redis.exceptions.NoScriptError):
+                await self._redis.script_load(script.script)  # a restarted or new primary
+                continue
+            for reply in (answer, acks):
+                if isinstance(reply, Exception):
+                    raise reply
+            return answer, int(acks)
+        raise redis.exceptions.NoScriptError("the order script vanished again right after it was loaded")
+
+    async def _confirm_unwritten(self) -> int:
+        """The replicas that hold everything so far, by a probe (`needed` when none are required)."""
+        return await self._probe.confirmed() if self._probe is not None else 0
+
+    def _require_replicated(self, acks: int, result: TransitionResult) -> None:
+        order = result.order
+        self.replica_acks.require(
+            acks,
+            what=f"order {order.order_id} (client_order_id {order.client_order_id!r}) as {order.state}",
+            retry="repeat the call with the same ids, or GetOrder it: a retry finds what is stored",
+            outcome=result,
+        )
 
 
 def _open_units(order: Order) -> int:

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from exchange.algo_orders import to_algo_report
 from exchange.answers import to_report
@@ -42,7 +42,7 @@ from exchange.errors import (
 )
 from exchange.order_sync import cancel_at_exchange, sync_order
 from orders import fsm
-from orders.errors import OrderServiceError
+from orders.errors import NotReplicated, OrderServiceError
 from orders.logs import order_fields
 from orders.model import Order, OrderState, now_ms
 from orders.store import STORE_OUTAGES, OrderStore
@@ -301,12 +301,19 @@ class OrderExecutor:
         )
 
     async def _store_call(self, call: Callable[[], Awaitable[T]], *, budget_ms: int) -> T:
-        """Run a store call, retrying Redis connection errors and timeouts for up to `budget_ms`."""
+        """Run a store call, retrying Redis connection errors and timeouts for up to `budget_ms`.
+
+        A write the replicas have not confirmed (`redis.min_replica_acks`) is not repeated (a
+        claim repeated would find itself and not send): its outcome is returned once they hold
+        it, so nothing moves on (the POST after a claim, the message's ack) before they do.
+        """
         deadline = now_ms() + budget_ms
         backoff = _BACKOFF_START_S
         while True:
             try:
                 return await call()
+            except NotReplicated as exc:
+                return cast(T, await self.store.until_replicated(exc, budget_ms=max(deadline - now_ms(), 0)))
             except STORE_OUTAGES as exc:
                 if now_ms() + backoff * 1000 > deadline:
                     raise

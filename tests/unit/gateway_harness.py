@@ -17,6 +17,7 @@ from gateway.rules_cache import RulesCache
 from gateway.servicer import OrderServicer
 from gateway.tls import add_port
 from gateway.updates import UpdateHub
+from orders.replicas import NO_REPLICA_ACKS, ReplicaAcks
 from orders.rules import SymbolRules
 from orders.rules_store import RulesStore
 from orders.settings import AuthSettings, RiskSettings, TlsSettings
@@ -62,19 +63,21 @@ async def serving_gateway(
     auth: AuthSettings | None = None,
     tls: TlsSettings | None = None,
     namespace: str = "oe",
+    replica_acks: ReplicaAcks = NO_REPLICA_ACKS,
 ) -> AsyncIterator[str]:
     """Serve the gateway's servicer on 127.0.0.1 and yield its address.
 
     Orders go to `orders_redis`; BTCUSDT and ETHUSDT rules are loaded and both may be
     traded. `auth` None: authentication off (as `auth.enabled: false`); `tls` None: plaintext;
-    `namespace` prefixes the order store's keys.
+    `namespace` prefixes the order store's keys; `replica_acks` is `redis.min_replica_acks`
+    and its timeout (the primary alone by default).
     """
     rules_store = RulesStore(rules_redis)
     await rules_store.save([BTC_RULES, ETH_RULES])
     rules = RulesCache(rules_store)
     await rules.load()
-    store = OrderStore(orders_redis, namespace=namespace)
-    hub = UpdateHub(store.outbox)
+    store = OrderStore(orders_redis, namespace=namespace, replica_acks=replica_acks)
+    hub = UpdateHub(store.outbox, replicas=store.replica_probe("gateway-tail"))
     await hub.start(wait_s=0.2)
     desk = OrderDesk(store, rules, RiskSettings(allowed_symbols=["BTCUSDT", "ETHUSDT"]), admission=admission)
     server = grpc.aio.server()
@@ -92,11 +95,15 @@ async def serving_gateway(
 
 @asynccontextmanager
 async def running_gateway(
-    orders_redis: Any, rules_redis: fakeredis.FakeAsyncRedis, *, admission: Admission | None = None
+    orders_redis: Any,
+    rules_redis: fakeredis.FakeAsyncRedis,
+    *,
+    admission: Admission | None = None,
+    replica_acks: ReplicaAcks = NO_REPLICA_ACKS,
 ) -> AsyncIterator[order_pb2_grpc.OrderServiceAsyncStub]:
     """The gateway's servicer on a real gRPC socket, without auth, and a plaintext stub to it."""
     async with (
-        serving_gateway(orders_redis, rules_redis, admission=admission) as target,
+        serving_gateway(orders_redis, rules_redis, admission=admission, replica_acks=replica_acks) as target,
         grpc.aio.insecure_channel(target) as channel,
     ):
         yield order_pb2_grpc.OrderServiceStub(channel)
