@@ -30,6 +30,7 @@ from gateway.admission import Admission
 from gateway.auth import Caller
 from gateway.risk import RiskGate
 from gateway.rules_cache import RulesCache
+from gateway.status_mapping import store_failure_message
 from gateway.validation import (
     MAX_ORDER_ID_CHARS,
     MAX_PAGE_TOKEN_CHARS,
@@ -137,6 +138,14 @@ class OrderDesk:
             # The write may have landed: only the client id can tell, so say which one.
             raise StoreUnavailable(
                 f"order store (Redis) did not answer in time; order {order.order_id} may have been stored. "
+                f"Retry with client_order_id {order.client_order_id!r} (idempotent) or GetOrder it"
+            ) from exc
+        except redis.exceptions.RedisError as exc:
+            failure = store_failure_message(exc)  # unreachable, failing over: the same answer
+            if failure is None:
+                raise
+            raise StoreUnavailable(
+                f"{failure.removesuffix('; retry shortly')}; order {order.order_id} may have been stored. "
                 f"Retry with client_order_id {order.client_order_id!r} (idempotent) or GetOrder it"
             ) from exc
         if not result.created:
