@@ -8,7 +8,8 @@ only degrade: NATS (updates wait in the outbox), the exchange (queued orders wai
 user-data stream (fills wait for the reconciler), the workers (nothing is sent) and the
 rate limits (every replica holds off after a 429/418), and trading (the kill switch:
 unhealthy while REDUCING or HALTED, saying who set it, when and why, and whether a cancel of every
-open order is still pending). The exchange ping and the NATS
+open order is still pending). The NATS probe greets every server of `nats.servers` (else
+`nats.address`) and is healthy while one answers. The exchange ping and the NATS
 probe are cached `monitoring.probe_cache_ms`, so frequent probes cost the exchange nothing.
 """
 
@@ -25,6 +26,7 @@ import aiohttp
 from exchange.rate_budget import RateBudget
 from gateway.cluster_gauges import live_workers
 from gateway.rules_cache import RulesCache
+from orders.addresses import nats_host_port, nats_servers
 from orders.listener_status import ListenerStatus
 from orders.risk_state import RiskState, TradingMode
 from orders.settings import Settings
@@ -217,29 +219,43 @@ class HealthChecks:
         return self.settings.exchange.rest_url
 
     async def _probe_nats(self) -> str:
-        """Connect to each configured NATS server until one greets with INFO (no NATS session)."""
-        failures = []
-        for server in self.settings.nats.address.split(","):
-            host, port = _host_port(server)
-            try:
-                reader, writer = await asyncio.open_connection(host, port)
-                try:
-                    greeting = await reader.readline()
-                finally:
-                    writer.close()
-                    with contextlib.suppress(OSError):
-                        await writer.wait_closed()
-            except OSError as exc:
-                failures.append(f"{host}:{port}: {exc.strerror or type(exc).__name__}")
-                continue
-            if greeting.startswith(b"INFO"):
-                return f"{host}:{port}"
-            failures.append(f"{host}:{port}: not a NATS server")
+        return await probe_nats_servers(self.settings.nats.server_list, self._timeout_s)
+
+
+async def probe_nats_servers(address: str, timeout_s: float) -> str:
+    """Greet every NATS server in `address` at once (`nats.servers`, else `nats.address`), no session.
+
+    Healthy while any answers with INFO, naming those that do and those that do not (a cluster
+    that lost a node still carries updates); raises ConnectionError naming each failure if none
+    does. Each server gets a little less than `timeout_s`, so a silent one cannot use up the
+    whole check.
+    """
+    urls = nats_servers(address).urls
+    results = await asyncio.gather(*(_greet(url, timeout_s * 0.9) for url in urls))
+    answering = [where for where, failure in results if not failure]
+    failures = [f"{where}: {failure}" for where, failure in results if failure]
+    if not answering:
         raise ConnectionError("; ".join(failures))
+    if not failures:
+        return ", ".join(answering)
+    return f"{', '.join(answering)} ({len(answering)} of {len(urls)} answer; {'; '.join(failures)})"
 
 
-def _host_port(server: str) -> tuple[str, int]:
-    """("host", port) of a NATS URL such as nats://user:pass@host:4222 (default port 4222)."""
-    hostport = server.strip().split("://", 1)[-1].rsplit("@", 1)[-1].rstrip("/")
-    host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", "")
-    return host or "127.0.0.1", int(port or 4222)
+async def _greet(url: str, timeout_s: float) -> tuple[str, str]:
+    """(host:port, "" if it greeted with INFO, else why not)."""
+    host, port = nats_host_port(url)
+    where = f"{host}:{port}"
+    try:
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                greeting = await reader.readline()
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+    except TimeoutError:
+        return where, f"no greeting within {timeout_s * 1000:.0f} ms"
+    except OSError as exc:
+        return where, exc.strerror or type(exc).__name__
+    return where, "" if greeting.startswith(b"INFO") else "not a NATS server"

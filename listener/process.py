@@ -94,8 +94,9 @@ class Listener:
         self.relay = OutboxRelay(
             self.store.outbox,
             lambda: EventBus.connect(
-                s.nats.address,
+                s.nats.server_list,
                 stream=s.nats.stream,
+                replicas=s.nats.replicas,
                 ping_interval_s=s.nats.ping_interval_s,
                 user=s.nats.user,
                 password=s.nats.password.get_secret_value(),

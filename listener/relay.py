@@ -8,7 +8,10 @@ so nothing is skipped and orders never wait on it (they are already stored). A r
 that dies leaves its entries pending in the group; the next one claims them first.
 With `redis.min_replica_acks` (a `ReplicaProbe`) a batch is published only once the replicas
 confirmed a probe written after it (WAIT): a failover cannot take back a version NATS carries.
-Message ids make the re-publish of an entry that was published but not acked a no-op.
+Message ids make the re-publish of an entry that was published but not acked a no-op:
+when the NATS node the relay is on dies mid-publish, the connection moves to another node
+of the cluster, the unacked publishes time out and are sent again, and JetStream stores
+each once (see `orders.events`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ log = logging.getLogger(__name__)
 
 RELAY_GROUP = "nats-relay"
 _BACKOFF_MAX_S = 5.0
+# A publish is retried at least every second: after a NATS node dies the stream has a new leader
+# within seconds, and a longer wait would only add to the pause subscribers see.
+_PUBLISH_RETRY_MAX_S = 1.0
 
 
 class OutboxRelay:
@@ -50,6 +56,11 @@ class OutboxRelay:
     @property
     def nats_connected(self) -> bool:
         return self._bus is not None and self._bus.connected
+
+    @property
+    def nats_server(self) -> str:
+        """host:port of the NATS server the relay publishes through now ("" while it has none)."""
+        return self._bus.server if self._bus is not None else ""
 
     async def run(self) -> None:
         """Relay until cancelled; errors are logged and retried with backoff."""
@@ -126,16 +137,16 @@ class OutboxRelay:
                     backoff,
                 )
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                backoff = min(backoff * 2, _PUBLISH_RETRY_MAX_S)
 
     async def _bus_connected(self) -> EventBus:
         backoff = 0.2
         while self._bus is None:
             try:
                 self._bus = await self._connect()
-                log.info("outbox relay connected to NATS")
-            except Exception as exc:
-                log.warning("outbox relay: NATS unreachable (%r); retrying in %.1f s", exc, backoff)
+                log.info("outbox relay connected to NATS at %s", self._bus.server or "?")
+            except Exception as exc:  # the stream could not be set up (no JetStream leader yet, replicas)
+                log.warning("outbox relay: NATS not ready (%r); retrying in %.1f s", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
         return self._bus
