@@ -26,6 +26,7 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
+from orders.redis_connection import open_sync_redis
 from orders.settings import Settings
 from tasks.broker import build_broker
 from tasks.queues import doorbell_key, queue_for
@@ -55,11 +56,7 @@ def dashboard_broker(settings: Settings, *, client: redis.Redis | None = None) -
     `client` replaces the one built from `settings.redis` (tests).
     """
     if client is None:
-        client = redis.Redis.from_url(
-            settings.redis.url,
-            socket_timeout=settings.redis.socket_timeout_ms / 1000,
-            socket_connect_timeout=settings.redis.connect_timeout_ms / 1000,
-        )
+        client = open_sync_redis(settings.redis)  # through Sentinel if redis.sentinels is set
     broker = build_broker(settings.redis.url, client=client)
     broker.add_middleware(_RingDoorbell())
     for symbol in settings.symbols:

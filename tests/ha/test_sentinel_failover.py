@@ -33,14 +33,17 @@ import grpc
 import pytest
 import redis
 import redis.asyncio as aioredis
+import redis.sentinel
 from pydantic import SecretStr
 
+from cli.dashboard import dashboard_broker
+from cli.embedded_servers import ensure_redis
 from cli.processes import ManagedProcess, free_port, port_open
 from gateway.status_mapping import status_of, store_failure_message
 from listener.lease import LeaderLease
 from orders.outbox import Outbox
 from orders.redis_connection import is_cut_off_primary, open_redis, open_sync_redis
-from orders.settings import RedisSettings
+from orders.settings import RedisSettings, Settings
 from orders.store import STORE_OUTAGES, OrderStore
 from tasks.broker import build_broker
 from tasks.queues import doorbell_key, queue_for, queue_key
@@ -132,15 +135,15 @@ class SentinelSet:
 
     def settings(self, **changes: Any) -> RedisSettings:
         """The service's settings for this set: sentinels, master name, both passwords."""
-        return RedisSettings(
-            sentinels=[f"127.0.0.1:{port}" for port in self.sentinels],
-            master_name=MASTER,
-            password=SecretStr(DATA_PASSWORD),
-            sentinel_password=SecretStr(SENTINEL_PASSWORD),
-            socket_timeout_ms=SOCKET_TIMEOUT_MS,
-            connect_timeout_ms=SOCKET_TIMEOUT_MS,
-            **changes,
-        )
+        values: dict[str, Any] = {
+            "sentinels": [f"127.0.0.1:{port}" for port in self.sentinels],
+            "master_name": MASTER,
+            "password": SecretStr(DATA_PASSWORD),
+            "sentinel_password": SecretStr(SENTINEL_PASSWORD),
+            "socket_timeout_ms": SOCKET_TIMEOUT_MS,
+            "connect_timeout_ms": SOCKET_TIMEOUT_MS,
+        }
+        return RedisSettings(**{**values, **changes})
 
     def node(self, port: int) -> redis.Redis:
         """A plain client straight to one data node (no Sentinel): for checks, not the service."""
@@ -435,3 +438,31 @@ async def test_the_old_primary_restarted_refuses_writes_then_becomes_a_replica(
     assert int(replication["master_port"]) == new_primary
     assert stale.exists(f"{namespace}:order:o-new") == 1
     await client.aclose()
+
+
+def test_the_dashboard_and_up_find_the_primary_through_the_sentinels(
+    sentinel_set: SentinelSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The threaded users of open_sync_redis: the dashboard's broker answers /health from the
+    primary the sentinels name, and `up` starts no Redis of its own beside configured sentinels
+    (it says which primary it uses, or fails naming the settings to check)."""
+    monkeypatch.chdir(tmp_path)  # no stray ./config.yaml
+    settings = Settings(redis=sentinel_set.settings())
+
+    def start_nothing(name: str, command: list[str]) -> ManagedProcess:
+        raise AssertionError(f"up started {name} although redis.sentinels is set")
+
+    env, line = ensure_redis(settings, start_nothing, tmp_path)
+    assert env == {} and f"primary {MASTER!r} through the sentinels" in line
+
+    broker = dashboard_broker(settings)
+    assert broker.client.ping()
+    primary = sentinel_set.primary_port()
+    pool = broker.client.connection_pool
+    assert isinstance(pool, redis.sentinel.SentinelConnectionPool)
+    assert pool.master_address is not None and pool.master_address[1] == primary  # where ping went
+    broker.client.close()
+
+    wrong = Settings(redis=sentinel_set.settings(master_name="no-such-primary"))
+    with pytest.raises(RuntimeError, match="no primary 'no-such-primary' answers"):
+        ensure_redis(wrong, start_nothing, tmp_path)
