@@ -145,7 +145,20 @@ def _primary_through_sentinels(settings: Settings) -> str:
 
 def ensure_nats(settings: Settings, start: Start, run_dir: Path) -> tuple[dict[str, str], str]:
     """The configured NATS if its first server answers, else a password-protected one of our own
-    with JetStream; returns the environment the service's processes need and the line `up` prints."""
+    with JetStream; returns the environment the service's processes need and the line `up` prints.
+
+    With `nats.servers` (a cluster) set, the cluster it is: any node answering will do, and none
+    answering is an error rather than a server of our own the settings would not point at.
+    """
+    if settings.nats.servers:
+        urls = nats_servers(settings.nats.server_list).urls
+        answering = [url for url in urls if port_open(*nats_host_port(url))]
+        if not answering:
+            raise RuntimeError(
+                f"none of nats.servers answers ({', '.join(urls)}): start the cluster, or empty "
+                "nats.servers for one NATS at nats.address (up starts its own if none answers there)"
+            )
+        return {}, f"{', '.join(urls)}  (cluster; {len(answering)} of {len(urls)} answer)"
     try:
         configured = nats_servers(settings.nats.address)
     except ValueError as exc:

@@ -235,6 +235,12 @@ async def test_a_client_given_one_server_learns_the_others_and_moves_to_them(
     nats_cluster = ha_servers.nats
     first = nats_cluster[0]
     settings = NatsSettings(address=_url(first), replicas=NODES)
+    # A stream made before the cluster setting (one copy): connecting moves it to three.
+    earlier = await nats.connect(_url(first), user=ha_servers.nats_user, password=ha_servers.nats_password)
+    try:
+        await earlier.jetstream().add_stream(name=settings.stream, subjects=["orders.>"], num_replicas=1)
+    finally:
+        await earlier.close()
     bus = await EventBus.connect(
         settings.server_list,
         stream=settings.stream,
@@ -261,8 +267,10 @@ async def test_a_client_given_one_server_learns_the_others_and_moves_to_them(
         )
         try:
             ids = await _stream_ids(checker, settings.stream)
+            info = await checker.jetstream().stream_info(settings.stream)
         finally:
             await checker.close()
         assert ids == ["discovered:1"]
+        assert info.config.num_replicas == NODES and info.config.duplicate_window == DUPLICATE_WINDOW_S
     finally:
         await bus.close()

@@ -1,18 +1,20 @@
-"""nats.servers and nats.replicas: how they are read, what the clients are given, and the /health
-NATS probe over several servers (real sockets on loopback: one greeting like NATS, one closed port)."""
+"""nats.servers and nats.replicas: how they are read, what the clients are given, what `up` does
+with a cluster, and the /health NATS probe over several servers (real sockets on loopback)."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from cli.processes import free_port
+from cli.embedded_servers import ensure_nats
+from cli.processes import ManagedProcess, free_port
 from gateway.health import probe_nats_servers
 from orders.addresses import nats_servers
-from orders.settings import NatsSettings, SettingsError, load_settings
+from orders.settings import NatsSettings, Settings, SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -122,3 +124,19 @@ async def test_a_silent_server_costs_the_probe_no_more_than_its_timeout(nats_gre
         finally:
             done.set()
     assert f"127.0.0.1:{port}: no greeting within" in detail
+
+
+def test_up_uses_a_configured_cluster_and_starts_no_nats_of_its_own(tmp_path: Path) -> None:
+    def start_nothing(name: str, command: list[str]) -> ManagedProcess:
+        raise AssertionError(f"up started {name} although nats.servers is set")
+
+    down = free_port()
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        up_port = listening.getsockname()[1]
+        settings = Settings(
+            nats=NatsSettings(servers=[f"nats://127.0.0.1:{down}", f"nats://127.0.0.1:{up_port}"])
+        )
+        env, line = ensure_nats(settings, start_nothing, tmp_path)
+    assert env == {} and "1 of 2 answer" in line
+    with pytest.raises(RuntimeError, match=r"none of nats\.servers answers"):
+        ensure_nats(settings, start_nothing, tmp_path)
