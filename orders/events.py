@@ -200,7 +200,8 @@ def _connection_logging(client: NatsClient) -> dict[str, Any]:
     """nats-py callbacks that log what the connection does: lost, back (on which server), new servers."""
 
     async def disconnected() -> None:
-        log.warning("NATS: connection lost; reconnecting to any of the servers")
+        if not client.is_closed:  # nats-py calls this on close() too; `closed` says that one
+            log.warning("NATS: connection lost; reconnecting to any of the servers")
 
     async def reconnected() -> None:
         url = client.connected_url
