@@ -47,10 +47,17 @@ from cli.ha_server_configs import (
 )
 from cli.processes import ManagedProcess, free_port, port_open
 from cli.run_dir import private_dir, secret_file, write_private
+from cli.supervisor import Backoff
 
 REDIS_NODES = ("redis-1", "redis-2", "redis-3")
 NATS_NODES = ("nats-1", "nats-2", "nats-3")
-Start = Callable[[ManagedProcess], ManagedProcess]  # starts the process it is given and returns it
+# Starts the process it is given and returns it; the Backoff is for a supervisor that restarts it.
+Start = Callable[[ManagedProcess, Backoff], ManagedProcess]
+# A Redis node that dies comes back only after the sentinels have had time to fail over (down
+# after 1 s, promoted in ~2.5 s measured): it then rejoins as a replica of the new primary and
+# takes its data from it, rather than serving again, as primary, what it had on disk.
+REDIS_NODE_RESTART = Backoff(first_s=10.0, max_s=30.0)
+OTHER_RESTART = Backoff()
 READY_TIMEOUT_S = 60.0  # on a loaded 2-core machine the replicas' first sync and the NATS meta election
 
 
@@ -146,6 +153,28 @@ class HaServers:
                 return str(answer[0]), int(answer[1])
         raise RuntimeError(f"no sentinel of {self.sentinel_addresses} names a primary")
 
+    def summary(self) -> list[tuple[str, str]]:
+        """The rows `up --ha` prints: what runs where (pids, ports), and how to watch a failover."""
+        where = self.run_dir
+
+        def listed(servers: list[Server]) -> str:
+            return ", ".join(f"{server.name} {server.address} (pid {server.pid})" for server in servers)
+
+        primary = self.primary
+        return [
+            ("Redis", f"primary {listed([primary])}; replicas {listed(self.replicas)}"),
+            ("", f"min-replicas-to-write 1; password in {where / 'redis-password'}; data in {where}/redis-*"),
+            ("Sentinels", f"{listed(self.sentinels)}; master {self.master_name!r}, quorum 2"),
+            ("", f"password in {where / 'sentinel-password'}"),
+            ("NATS", f"cluster of {len(self.nats)} with JetStream (stream replicas {len(self.nats)})"),
+            ("", f"{listed(self.nats)}; user {self.nats_user}, password in {where / 'nats-password'}"),
+            (
+                "Failover",
+                f"kill -9 {primary.pid}  (the primary, {primary.name} on {primary.address}): the "
+                "sentinels promote a replica in seconds; `up` restarts the node 10 s later, as a replica",
+            ),
+        ]
+
     def stop(self) -> None:
         """Stop every server by pid, sentinels first (so none starts a failover while the rest stop)."""
         for process in reversed(self.processes):
@@ -187,7 +216,8 @@ def start_ha_servers(
     def launch(name: str, command: list[str], data_dir: Path, leftover: str) -> ManagedProcess:
         stop_leftover(leftover, data_dir / f"{leftover}.pid", data_dir)
         # umask 077: files the server writes itself (a sentinel's rewritten config) stay private.
-        return start(ManagedProcess(name, command, log_dir=log_dir, die_with_parent=True, umask=0o077))
+        process = ManagedProcess(name, command, log_dir=log_dir, die_with_parent=True, umask=0o077)
+        return start(process, REDIS_NODE_RESTART if leftover == "redis-server" else OTHER_RESTART)
 
     redis_nodes: list[Server] = []
     for name in redis_names:
@@ -265,7 +295,7 @@ def running_ha_servers(run_dir: Path, *, timeout_s: float = READY_TIMEOUT_S) -> 
     (also when starting fails); each gets SIGTERM if this process dies first."""
     started: list[ManagedProcess] = []
 
-    def start(process: ManagedProcess) -> ManagedProcess:
+    def start(process: ManagedProcess, backoff: Backoff) -> ManagedProcess:  # not restarted here
         started.append(process)  # before it starts: an interrupt after the fork still stops it
         return process.start()
 

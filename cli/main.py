@@ -1,6 +1,6 @@
 """`order-execution`: run the service's processes, or talk to a running gateway.
 
-order-execution up          everything on this machine (gateway, worker, simulator)
+order-execution up          everything on this machine (gateway, worker, simulator; --ha: highly available)
 order-execution gateway     the gRPC gateway (50051) with HTTP health/metrics (9091)
 order-execution worker      worker processes running the order actors on the symbol queues
 order-execution listener    user-data stream, reconciler and NATS relay (one leads, others stand by)
@@ -77,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         "simulator, Redis and NATS stay on 127.0.0.1",
     )
     up.add_argument(
+        "--ha",
+        action="store_true",
+        help="high availability on this machine: its own Redis primary, 2 replicas and 3 sentinels and a "
+        "3-node NATS cluster on 127.0.0.1 (never the Redis/NATS in the settings), 2 listeners, 2 gateways",
+    )
+    up.add_argument(
         "--no-rate-limits",
         action="store_true",
         help="load-test mode: the simulator enforces no rate limits and the service keeps no rate budget",
@@ -143,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                 workers=args.workers if args.workers is not None else settings.worker.processes,
                 rate_limits=not args.no_rate_limits,
                 listen=args.listen,
+                ha=args.ha,
             )
     except SettingsError as exc:
         print(f"order-execution: {exc}", file=sys.stderr)

@@ -39,6 +39,7 @@ class _Watched:
     failures: int = 0  # quick failures in a row: sets the next delay
     restarts: int = 0  # every restart so far, for the report
     restart_at: float | None = None  # set while it is dead and waiting for its restart
+    backoff: Backoff | None = None  # its own delays, else the supervisor's
 
 
 def _shorten(line: str, limit: int = 200) -> str:
@@ -82,10 +83,11 @@ class Supervisor:
         """How many times the process called `name` has been restarted."""
         return next(w.restarts for w in self._watched if w.process.name == name)
 
-    def start(self, process: ManagedProcess) -> ManagedProcess:
-        """Start `process` (truncating its log) and supervise it from now on."""
+    def start(self, process: ManagedProcess, *, backoff: Backoff | None = None) -> ManagedProcess:
+        """Start `process` (truncating its log) and supervise it from now on, restarting it with
+        `backoff`'s delays if given (else the supervisor's)."""
         # Watched before it starts: an interrupt right after the fork still finds it in stop().
-        self._watched.append(_Watched(process, started_at=self._clock()))
+        self._watched.append(_Watched(process, started_at=self._clock(), backoff=backoff))
         process.start()
         self.started_pids.append(process.pid)
         return process
@@ -117,9 +119,10 @@ class Supervisor:
             watched.process.stop()
 
     def _schedule(self, watched: _Watched, now: float, what: str) -> None:
-        if now - watched.started_at >= self.backoff.stable_s:
+        backoff = watched.backoff or self.backoff
+        if now - watched.started_at >= backoff.stable_s:
             watched.failures = 0
-        delay = self.backoff.delay(watched.failures)
+        delay = backoff.delay(watched.failures)
         watched.failures += 1
         watched.restarts += 1
         watched.restart_at = now + delay

@@ -21,12 +21,14 @@ import secrets
 import signal
 import sys
 import threading
+from functools import partial
 from pathlib import Path
 from types import FrameType
 
 from cli import load_test
 from cli.credentials import LOCAL_KEY_FILE, ensure_local_key, local_client_json
 from cli.embedded_servers import ensure_nats, ensure_redis
+from cli.ha_servers import start_ha_servers
 from cli.processes import (
     ManagedProcess,
     free_port,
@@ -52,8 +54,12 @@ def run_up(
     workers: int = 0,
     rate_limits: bool = True,
     listen: str = "127.0.0.1",
+    ha: bool = False,
 ) -> int:
     """Start everything, supervise it until a stop signal, then stop it all; the exit code.
+
+    `ha`: Redis under Sentinel and a NATS cluster of its own on loopback (cli/ha_servers.py),
+    never the Redis and NATS the settings name, at least two listeners and two gateways.
 
     `workers` worker processes (0: one per CPU core); `rate_limits=False` is load-test
     mode (cli/load_test.py), refused with an exchange other than the simulator. `listen`
@@ -79,6 +85,7 @@ def run_up(
         )
         return 2
     workers = worker_processes(workers)
+    listeners = max(listeners, 2) if ha else listeners  # one leads, one stands by
     supervisor = Supervisor()
     env: dict[str, str] = {} if rate_limits else dict(load_test.SERVICE_ENV)
     # Whatever the settings say: `up` binds loopback unless --listen; the dashboard always.
@@ -95,10 +102,20 @@ def run_up(
         def start_server(name: str, command: list[str]) -> ManagedProcess:
             return _start(supervisor, name, command, {})
 
-        for name, ensure in (("Redis", ensure_redis), ("NATS", ensure_nats)):
-            server_env, row = ensure(settings, start_server, RUN_DIR)
-            env.update(server_env)
-            rows.append((name, row))
+        if ha:
+            print(
+                "starting Redis (a primary, 2 replicas, 3 sentinels) and a 3-node NATS cluster...", flush=True
+            )
+            servers = start_ha_servers(
+                RUN_DIR, lambda process, backoff: supervisor.start(process, backoff=backoff), log_dir=RUN_DIR
+            )
+            env.update(servers.env())
+            rows += servers.summary()
+        else:
+            for name, ensure in (("Redis", ensure_redis), ("NATS", ensure_nats)):
+                server_env, row = ensure(settings, start_server, RUN_DIR)
+                env.update(server_env)
+                rows.append((name, row))
         rows.append(("API key", _api_key_setup(settings, env)))
 
         if with_simulator:
@@ -124,7 +141,11 @@ def run_up(
         else:
             rows.append(("Exchange", settings.exchange.rest_url))
 
-        print(f"starting {workers} worker(s), listener and gateway...", flush=True)
+        gateway_ports = _gateway_ports(settings, 2 if ha else 1)
+        print(
+            f"starting {workers} worker(s), {listeners} listener(s), {len(gateway_ports)} gateway(s)...",
+            flush=True,
+        )
         monitoring = settings.monitoring
         worker_ports = metrics_ports(monitoring.worker_metrics_port, workers)
         listener_ports = metrics_ports(monitoring.listener_metrics_port, listeners, avoid=worker_ports)
@@ -136,14 +157,27 @@ def run_up(
             name = "listener" if index == 0 else f"listener-{index + 1}"
             port_env = {"ORDER_EXECUTION__MONITORING__LISTENER_METRICS_PORT": str(port)}
             _start(supervisor, name, python_command("cli", "listener"), {**env, **port_env})
-        http = f"http://{here}:{settings.server.http_port}"
-        gateway = _start(supervisor, "gateway", python_command("cli", "gateway"), env)
-        gateway.wait_until("ready", lambda: http_ok(f"{http}/health/ready"), timeout_s=60)
+        for index, (grpc_port, http_port) in enumerate(gateway_ports):
+            name = "gateway" if index == 0 else f"gateway-{index + 1}"
+            port_env = {} if index == 0 else _gateway_port_env(grpc_port, http_port)
+            gateway = _start(supervisor, name, python_command("cli", "gateway"), {**env, **port_env})
+            gateway.wait_until(
+                "ready", partial(http_ok, f"http://{here}:{http_port}/health/ready"), timeout_s=60
+            )
         dashboard = _start_dashboard(supervisor, settings, env)
         names = ", ".join(process.name for process in supervisor.processes)
         rows += [
             ("gRPC", f"{here}:{settings.server.grpc_port}  (order.OrderService, health, reflection)"),
-            ("HTTP", f"{http}/health  /health/ready  /metrics"),
+            ("HTTP", f"http://{here}:{settings.server.http_port}/health  /health/ready  /metrics"),
+            *(
+                (
+                    f"Gateway {index + 1}",
+                    f"gRPC {here}:{grpc_port}  HTTP http://{here}:{http_port}/health  "
+                    "(a client that gets UNAVAILABLE retries here with the same client id)",
+                )
+                for index, (grpc_port, http_port) in enumerate(gateway_ports)
+                if index > 0
+            ),
             ("Metrics", _metrics_row(here, worker_ports, listener_ports)),
             ("Listening", _exposure_row(listen)),
             ("Dashboard", f"{dashboard}  (Dramatiq queues: ready, delayed, dead letters)"),
@@ -152,7 +186,12 @@ def run_up(
         ]
         if not rate_limits:
             print(f"\n{load_test.BANNER}")
-        print("\norder-execution is up:")
+        print(
+            "\norder-execution is up, highly available on this machine's loopback "
+            "(Redis under Sentinel, a NATS cluster, two gateways):"
+            if ha
+            else "\norder-execution is up:"
+        )
         for name, where in rows:
             print(f"  {name:<10} {where}")
         print(
@@ -172,6 +211,26 @@ def run_up(
         for signum, handler in previous.items():
             if handler is not None:  # None: installed outside Python, cannot be put back
                 signal.signal(signum, handler)
+
+
+def _gateway_ports(settings: Settings, count: int) -> list[tuple[int, int]]:
+    """(gRPC, HTTP) ports for `count` gateways: the settings' for the first; for each other the
+    next ones up if both are free, else two free ports."""
+    first = (settings.server.grpc_port, settings.server.http_port)
+    ports = [first]
+    for index in range(1, count):
+        grpc_port, http_port = first[0] + index, first[1] + index
+        if port_open("127.0.0.1", grpc_port) or port_open("127.0.0.1", http_port):
+            grpc_port, http_port = free_port(), free_port()
+        ports.append((grpc_port, http_port))
+    return ports
+
+
+def _gateway_port_env(grpc_port: int, http_port: int) -> dict[str, str]:
+    return {
+        "ORDER_EXECUTION__SERVER__GRPC_PORT": str(grpc_port),
+        "ORDER_EXECUTION__SERVER__HTTP_PORT": str(http_port),
+    }
 
 
 def _stop_signals() -> list[signal.Signals]:

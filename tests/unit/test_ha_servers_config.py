@@ -12,8 +12,9 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from cli.ha_server_configs import last_primary, nats_node_config, redis_node_config, sentinel_config
-from cli.ha_servers import HaServers, Server
+from cli.ha_servers import OTHER_RESTART, REDIS_NODE_RESTART, HaServers, Server
 from cli.processes import ManagedProcess
+from cli.supervisor import Supervisor
 from orders.settings import load_settings
 
 
@@ -118,3 +119,25 @@ def test_the_settings_env_reads_back_as_the_agreed_settings(
     urls = ["nats://127.0.0.1:4301", "nats://127.0.0.1:4302", "nats://127.0.0.1:4303"]
     assert settings.nats.servers == urls and settings.nats.replicas == 3
     assert (settings.nats.user, settings.nats.password.get_secret_value()) == ("order-execution", "nats-pw")
+
+
+def test_a_redis_node_is_restarted_only_after_the_sentinels_had_time_to_fail_over(tmp_path: Path) -> None:
+    """`up --ha` supervises each server with the Backoff start_ha_servers hands it: a dead Redis
+    node waits 10 s (the sentinels promote a replica first), any other process the usual 0.5 s."""
+    reports: list[str] = []
+    now = [0.0]
+    supervisor = Supervisor(clock=lambda: now[0], report=reports.append)
+    node = supervisor.start(ManagedProcess("redis-1", ["true"], log_dir=tmp_path), backoff=REDIS_NODE_RESTART)
+    other = supervisor.start(ManagedProcess("nats-1", ["true"], log_dir=tmp_path), backoff=OTHER_RESTART)
+    try:
+        for process in (node, other):
+            assert process.process is not None
+            process.process.wait(timeout=10)
+        supervisor.poll()
+        assert any(line.startswith("redis-1 exited") and "restarting in 10.0 s" in line for line in reports)
+        assert any(line.startswith("nats-1 exited") and "restarting in 0.5 s" in line for line in reports)
+        now[0] = 5.0
+        supervisor.poll()
+        assert supervisor.restarts("redis-1") == 1 and not node.alive() and node.returncode == 0  # not yet
+    finally:
+        supervisor.stop()
