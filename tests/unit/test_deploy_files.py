@@ -106,8 +106,13 @@ def _compose_config() -> dict[str, Any]:
     return config
 
 
+def _default_services(config: dict[str, Any]) -> dict[str, Any]:
+    """The services `docker-compose up` starts without a profile (`config` lists every one)."""
+    return {name: service for name, service in config["services"].items() if not service.get("profiles")}
+
+
 def test_compose_runs_the_production_shape() -> None:
-    services = _compose_config()["services"]
+    services = _default_services(_compose_config())
     assert set(services) == {"redis", "nats", "simulator", "gateway", "worker", "listener", "dashboard"}
     redis_command = services["redis"]["command"]
     assert redis_command[redis_command.index("--appendonly") + 1] == "yes"
@@ -132,7 +137,7 @@ def test_compose_runs_the_production_shape() -> None:
 
 
 def test_compose_gives_the_exchange_keys_only_to_the_roles_that_talk_to_the_exchange() -> None:
-    services = _compose_config()["services"]
+    services = _default_services(_compose_config())
     for name in EXCHANGE_ROLES:
         env = services[name]["environment"]
         assert env["BINANCE_API_KEY"] == "test-key" and env["BINANCE_SECRET_KEY"] == "test-secret"
@@ -160,6 +165,91 @@ def test_compose_holds_no_credentials_and_publishes_on_loopback_only() -> None:
     for name, service in _compose_config()["services"].items():
         for port in service.get("ports", []):
             assert port.startswith("127.0.0.1:"), (name, port)
+
+
+HA_SERVICES = {"redis-replica-1", "redis-replica-2", "sentinel-1", "sentinel-2", "sentinel-3"}
+HA_SERVICES |= {"nats-1", "nats-2", "nats-3", "gateway-2"}
+
+
+def _ha_config() -> dict[str, Any]:
+    done = _compose("--env-file", str(ROOT / "deploy" / "compose-ha.env"), "--profile", "ha", "config")
+    assert done.returncode == 0, done.stderr
+    config: dict[str, Any] = yaml.safe_load(done.stdout)
+    return config
+
+
+def _flag(command: list[str], flag: str) -> str:
+    return command[command.index(flag) + 1]
+
+
+def test_docker_compose_accepts_the_ha_profile() -> None:
+    for args in (
+        ("--profile", "ha"),
+        ("--env-file", str(ROOT / "deploy" / "compose-ha.env"), "--profile", "ha"),
+    ):
+        done = _compose(*args, "config", "-q")
+        assert done.returncode == 0, done.stderr
+
+
+def test_the_ha_profile_adds_two_replicas_three_sentinels_three_nats_nodes_and_a_gateway() -> None:
+    services = _ha_config()["services"]
+    assert {name for name, service in services.items() if service.get("profiles") == ["ha"]} == HA_SERVICES
+    for name in ("redis-replica-1", "redis-replica-2"):
+        command = services[name]["command"]
+        assert command[command.index("--replicaof") + 1 : command.index("--replicaof") + 3] == [
+            "redis",
+            "6379",
+        ]
+        assert _flag(command, "--min-replicas-to-write") == "1"  # guarded once promoted
+        assert _flag(command, "--replica-announce-ip") == name
+    primary = services["redis"]["command"]
+    assert (
+        _flag(primary, "--min-replicas-to-write") == "1" and _flag(primary, "--min-replicas-max-lag") == "10"
+    )
+    for name in ("sentinel-1", "sentinel-2", "sentinel-3"):
+        script = services[name]["command"][-1]
+        assert "'sentinel monitor order-execution redis 6379 2'" in script
+        assert "down-after-milliseconds order-execution 1000" in script
+        assert "failover-timeout order-execution 5000" in script
+        assert services[name]["hostname"] == name
+    for name in ("nats-1", "nats-2", "nats-3"):
+        command = services[name]["command"]
+        assert "-js" in command and _flag(command, "--name") == name
+        others = {f"nats://{other}:6222" for other in ("nats-1", "nats-2", "nats-3") if other != name}
+        assert set(_flag(command, "--routes").split(",")) == others
+    assert all(port.startswith("127.0.0.1:") for port in services["gateway-2"]["ports"])
+    assert services["gateway-2"]["environment"] == services["gateway"]["environment"]
+
+
+def test_the_ha_settings_point_every_role_at_the_sentinels_and_the_nats_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orders.settings import load_settings
+
+    services = _ha_config()["services"]
+    for name in (*ROLES, "gateway-2"):
+        env = services[name]["environment"]
+        for key, value in env.items():
+            monkeypatch.setenv(key, str(value))
+        config = tmp_path / "config.yaml"
+        config.write_text("{}\n")
+        settings = load_settings(config)
+        assert settings.redis.sentinels == ["sentinel-1:26379", "sentinel-2:26379", "sentinel-3:26379"], name
+        assert settings.redis.master_name == "order-execution" and settings.redis.min_replica_acks == 1
+        assert settings.nats.servers == [f"nats://nats-{i}:4222" for i in (1, 2, 3)], name
+        assert settings.nats.replicas == 3
+
+
+def test_without_the_ha_settings_the_roles_use_one_redis_and_one_nats() -> None:
+    services = _default_services(_compose_config())
+    for name in ROLES:
+        env = services[name]["environment"]
+        assert (
+            env["ORDER_EXECUTION__REDIS__SENTINELS"] == "[]" and env["ORDER_EXECUTION__NATS__SERVERS"] == "[]"
+        )
+        assert env["ORDER_EXECUTION__REDIS__MIN_REPLICA_ACKS"] == "0"
+        assert env["ORDER_EXECUTION__NATS__REPLICAS"] == "1"
+    assert _flag(services["redis"]["command"], "--min-replicas-to-write") == "0"
 
 
 # --- deploy/Dockerfile (built for real by tests/integration/test_docker_build.py) ----------
