@@ -110,4 +110,6 @@ async def cancel_all(
                 moved.append(result.order)
     if not per_order:
         await desk.store.enqueue(cancel_all_push(symbol))
+    elif not moved:  # a retry that finds its moves made: answer once the replicas hold them
+        await desk.store.confirm_replicated()
     return moved

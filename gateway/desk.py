@@ -131,6 +131,7 @@ class OrderDesk:
             if stored is None:
                 raise
             _check_same_order(stored, order)
+            await self.store.confirm_replicated()  # as replicated as a first answer (min_replica_acks)
             return CreateResult(stored, created=False)
         try:
             result = await self.store.create(order, enqueue=submit_order_push, risk=risk)
