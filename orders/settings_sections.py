@@ -214,6 +214,13 @@ class RedisSettings(_Section):
             sentinel_host_port(address, index)
         if not self.master_name.strip():
             raise ValueError("redis.master_name must not be blank")
+        if self.min_replica_acks and self.replica_ack_timeout_ms >= self.socket_timeout_ms:
+            # The client would give up before WAIT answers: a generic timeout instead of the
+            # answer that names the client id to retry with.
+            raise ValueError(
+                f"redis.replica_ack_timeout_ms ({self.replica_ack_timeout_ms}) must be below "
+                f"redis.socket_timeout_ms ({self.socket_timeout_ms}) when redis.min_replica_acks is set"
+            )
         return self
 
     @property

@@ -51,6 +51,16 @@ def test_negative_replica_acks_are_refused() -> None:
         RedisSettings(min_replica_acks=-1)
 
 
+def test_a_replica_ack_wait_must_end_before_the_socket_timeout() -> None:
+    """Else the client gives up first and the answer no longer names the client id to retry with."""
+    with pytest.raises(
+        ValueError, match=r"replica_ack_timeout_ms \(1000\) must be below .*socket_timeout_ms"
+    ):
+        RedisSettings(min_replica_acks=1, replica_ack_timeout_ms=1000, socket_timeout_ms=1000)
+    assert RedisSettings(min_replica_acks=1, replica_ack_timeout_ms=500).min_replica_acks == 1
+    assert RedisSettings(min_replica_acks=0, replica_ack_timeout_ms=5000).replica_ack_timeout_ms == 5000
+
+
 def test_environment_form_and_the_sentinel_password_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORDER_EXECUTION__REDIS__SENTINELS", '["127.0.0.1:26379", "127.0.0.1:26380"]')
     monkeypatch.setenv("ORDER_EXECUTION__REDIS__SENTINEL_PASSWORD", "sentinel-only-pass")
