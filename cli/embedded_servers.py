@@ -38,6 +38,16 @@ NATS_USER = "order-execution"
 Start = Callable[[str, list[str]], ManagedProcess]  # (name, command) -> the started process
 
 
+def nats_authorization(password: str, *, user: str = NATS_USER, indent: str = "") -> str:
+    """A nats-server config `authorization` block for one login, each line prefixed by `indent`.
+
+    The values are quoted as they are: ours are URL-safe random tokens (no quote or backslash).
+    """
+    return (
+        f'{indent}authorization {{\n{indent}  user: "{user}"\n{indent}  password: "{password}"\n{indent}}}\n'
+    )
+
+
 def embedded_redis_command(
     server: str, port: int, data_dir: Path, pidfile: Path, config_file: Path | None = None
 ) -> list[str]:
@@ -176,8 +186,7 @@ def ensure_nats(settings: Settings, start: Start, run_dir: Path) -> tuple[dict[s
     config = run_dir / "nats.conf"
     write_private(
         config,
-        "# written by `order-execution up`\n"
-        f'authorization {{\n  user: "{NATS_USER}"\n  password: "{password}"\n}}\n',
+        "# written by `order-execution up`\n" + nats_authorization(password),
     )
     data_dir = (run_dir / "nats").resolve()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from urllib.parse import quote
 
-from cli.embedded_servers import NATS_USER
+from cli.embedded_servers import nats_authorization
 
 MASTER_NAME = "order-execution"  # the name the sentinels monitor the primary under
 NATS_CLUSTER_NAME = "order-execution"
@@ -76,18 +76,13 @@ def nats_node_config(
     to `route_ports` (the other nodes), which log in as `NATS_ROUTE_USER` with `route_password`."""
     login = f"{NATS_ROUTE_USER}:{quote(route_password, safe='')}"
     routes = ", ".join(f'"nats-route://{login}@127.0.0.1:{other}"' for other in route_ports)
-    return (
-        "# written by `order-execution up --ha`\n"
-        f'server_name: "{name}"\n'
-        f'listen: "127.0.0.1:{port}"\n'
-        f'authorization {{\n  user: "{NATS_USER}"\n  password: "{password}"\n}}\n'
-        "cluster {\n"
-        f'  name: "{NATS_CLUSTER_NAME}"\n'
-        f'  listen: "127.0.0.1:{cluster_port}"\n'
-        f'  authorization {{\n    user: "{NATS_ROUTE_USER}"\n    password: "{route_password}"\n  }}\n'
-        f"  routes: [{routes}]\n"
-        "}\n"
+    header = f'# written by `order-execution up --ha`\nserver_name: "{name}"\nlisten: "127.0.0.1:{port}"\n'
+    cluster = (
+        f'cluster {{\n  name: "{NATS_CLUSTER_NAME}"\n  listen: "127.0.0.1:{cluster_port}"\n'
+        + nats_authorization(route_password, user=NATS_ROUTE_USER, indent="  ")
+        + f"  routes: [{routes}]\n}}\n"
     )
+    return header + nats_authorization(password) + cluster
 
 
 def last_primary(ha_dir: Path) -> str | None:

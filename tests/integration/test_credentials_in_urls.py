@@ -19,6 +19,7 @@ from urllib.parse import quote
 import pytest
 import redis
 
+from cli.embedded_servers import embedded_redis_command, nats_authorization
 from cli.processes import ManagedProcess, free_port, port_open
 from cli.run_dir import write_private
 from orders.events import EventBus
@@ -48,18 +49,7 @@ def redis_port(tmp_path: Path) -> Iterator[int]:
     config = tmp_path / "redis.conf"
     write_private(config, f'requirepass "{PASSWORD}"\n')
     port = free_port()
-    command = [
-        server,
-        str(config),
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--save",
-        "",
-        "--dir",
-        str(tmp_path),
-    ]
+    command = embedded_redis_command(server, port, tmp_path, tmp_path / "redis.pid", config)
     yield from _server("redis", command, port, tmp_path)
 
 
@@ -67,7 +57,7 @@ def redis_port(tmp_path: Path) -> Iterator[int]:
 def nats_port(tmp_path: Path) -> Iterator[int]:
     server = shutil.which("nats-server") or str(Path(sys.executable).with_name("nats-server"))
     config = tmp_path / "nats.conf"
-    write_private(config, f'authorization {{\n  user: "{NATS_USER}"\n  password: "{PASSWORD}"\n}}\n')
+    write_private(config, nats_authorization(PASSWORD, user=NATS_USER))
     port = free_port()
     command = [server, "-c", str(config), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(tmp_path)]
     yield from _server("nats", command, port, tmp_path)
