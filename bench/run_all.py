@@ -6,7 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["queue_hop.py", "order_latency.py", "simulator_roundtrip.py", "throughput.py", "scrape_load.py"]
+BENCHES = [
+    "queue_hop.py",
+    "order_latency.py",
+    "simulator_roundtrip.py",
+    "throughput.py",
+    "scrape_load.py",
+    "replica_acks.py",
+]
 
 
 def main() -> int:
