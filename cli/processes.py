@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import signal
 import socket
@@ -208,8 +209,11 @@ def run_together(commands: Sequence[Sequence[str]]) -> int:
 
 
 def http_ok(url: str) -> bool:
+    """Whether `url` answers 200 within 1 s; False for no answer, another status or one that is not
+    HTTP at all (a poll of a port nobody listens on yet can connect to itself and read its own
+    request back: Linux picks connect()'s source ports from the same ephemeral range)."""
     try:
         with urllib.request.urlopen(url, timeout=1) as response:
             return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
+    except (urllib.error.URLError, OSError, http.client.HTTPException):
         return False
