@@ -49,9 +49,16 @@ def nats_authorization(password: str, *, user: str = NATS_USER, indent: str = ""
 
 
 def embedded_redis_command(
-    server: str, port: int, data_dir: Path, pidfile: Path, config_file: Path | None = None
+    server: str,
+    port: int,
+    data_dir: Path,
+    pidfile: Path,
+    config_file: Path | None = None,
+    *,
+    host: str = "127.0.0.1",
 ) -> list[str]:
-    """How `up` runs its own redis-server: loopback only, data in `data_dir`.
+    """How `up` runs its own redis-server: on `host` (loopback unless a test's own network says
+    otherwise), data in `data_dir`.
 
     `config_file` (first, as redis-server wants it) carries what must not be on the command
     line: the password. Append-only file, fsynced every second, so an accepted order survives
@@ -61,7 +68,7 @@ def embedded_redis_command(
         server,
         *([str(config_file)] if config_file is not None else []),
         "--bind",
-        "127.0.0.1",
+        host,
         "--port",
         str(port),
         "--save",

@@ -8,6 +8,7 @@ double quotes; the files are written 0600 by the caller.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -22,9 +23,10 @@ DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 5000
 
 
-def redis_node_config(password: str, primary_port: int | None) -> str:
+def redis_node_config(password: str, primary_port: int | None, *, primary_host: str = "127.0.0.1") -> str:
     """A Redis data node's config file: its password, what it uses to reach a primary, the
-    write guard, and `replicaof` unless `primary_port` is None (the primary itself)."""
+    write guard, and `replicaof primary_host primary_port` unless `primary_port` is None (the
+    primary itself)."""
     lines = [
         "# written by `order-execution up --ha`",
         f'requirepass "{password}"',
@@ -34,7 +36,7 @@ def redis_node_config(password: str, primary_port: int | None) -> str:
         "repl-diskless-sync-delay 0",  # sync a replica at once (the default waits 5 s for others)
     ]
     if primary_port is not None:
-        lines.append(f"replicaof 127.0.0.1 {primary_port}")
+        lines.append(f"replicaof {primary_host} {primary_port}")
     return "\n".join(lines) + "\n"
 
 
@@ -46,19 +48,22 @@ def sentinel_config(
     primary_port: int,
     redis_password: str,
     sentinel_password: str,
+    host: str = "127.0.0.1",
+    primary_host: str = "127.0.0.1",
 ) -> str:
-    """A sentinel's config file (it rewrites it as it learns; the directory must be writable)."""
+    """A sentinel's config file, listening on `host` (it rewrites the file as it learns; the
+    directory must be writable)."""
     return (
         "\n".join(
             [
                 "# written by `order-execution up --ha`",
-                "bind 127.0.0.1",
+                f"bind {host}",
                 f"port {port}",
                 f'dir "{data_dir}"',
                 f'pidfile "{data_dir / "redis-sentinel.pid"}"',
                 f'requirepass "{sentinel_password}"',
                 f'sentinel sentinel-pass "{sentinel_password}"',
-                f"sentinel monitor {master_name} 127.0.0.1 {primary_port} {SENTINEL_QUORUM}",
+                f"sentinel monitor {master_name} {primary_host} {primary_port} {SENTINEL_QUORUM}",
                 f'sentinel auth-pass {master_name} "{redis_password}"',
                 f"sentinel down-after-milliseconds {master_name} {DOWN_AFTER_MS}",
                 f"sentinel failover-timeout {master_name} {FAILOVER_TIMEOUT_MS}",
@@ -70,17 +75,25 @@ def sentinel_config(
 
 
 def nats_node_config(
-    name: str, port: int, cluster_port: int, route_ports: list[int], *, password: str, route_password: str
+    name: str,
+    port: int,
+    cluster_port: int,
+    routes: Sequence[str],
+    *,
+    password: str,
+    route_password: str,
+    host: str = "127.0.0.1",
 ) -> str:
-    """A NATS node's config file: its name, client port, the client login, and its cluster routes
-    to `route_ports` (the other nodes), which log in as `NATS_ROUTE_USER` with `route_password`."""
+    """A NATS node's config file: its name, client and cluster ports on `host`, the client login,
+    and its cluster routes to `routes` (the other nodes' "host:cluster_port"), which log in as
+    `NATS_ROUTE_USER` with `route_password`."""
     login = f"{NATS_ROUTE_USER}:{quote(route_password, safe='')}"
-    routes = ", ".join(f'"nats-route://{login}@127.0.0.1:{other}"' for other in route_ports)
-    header = f'# written by `order-execution up --ha`\nserver_name: "{name}"\nlisten: "127.0.0.1:{port}"\n'
+    route_urls = ", ".join(f'"nats-route://{login}@{other}"' for other in routes)
+    header = f'# written by `order-execution up --ha`\nserver_name: "{name}"\nlisten: "{host}:{port}"\n'
     cluster = (
-        f'cluster {{\n  name: "{NATS_CLUSTER_NAME}"\n  listen: "127.0.0.1:{cluster_port}"\n'
+        f'cluster {{\n  name: "{NATS_CLUSTER_NAME}"\n  listen: "{host}:{cluster_port}"\n'
         + nats_authorization(route_password, user=NATS_ROUTE_USER, indent="  ")
-        + f"  routes: [{routes}]\n}}\n"
+        + f"  routes: [{route_urls}]\n}}\n"
     )
     return header + nats_authorization(password) + cluster
 

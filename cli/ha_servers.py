@@ -230,7 +230,7 @@ def start_ha_servers(
     nats_nodes: list[Server] = []
     for index, name in enumerate(NATS_NODES):
         config, data = ha_dir / f"{name}.conf", _data_dir(ha_dir, name)
-        others = [port for other, port in enumerate(cluster_ports) if other != index]
+        others = [f"127.0.0.1:{port}" for other, port in enumerate(cluster_ports) if other != index]
         text = nats_node_config(
             name,
             client_ports[index],
