@@ -17,6 +17,7 @@ from gateway.admission import Admission
 from gateway.auth import Authenticator
 from gateway.desk import OrderDesk
 from gateway.http import HealthChecks, build_http_app
+from gateway.keepalive import keepalive_options
 from gateway.risk import RiskGate
 from gateway.rules_cache import RulesCache
 from gateway.servicer import OrderServicer
@@ -88,7 +89,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         list_scan_cap=settings.server.list_scan_cap,
     )
 
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=keepalive_options(settings.server))
     auth = Authenticator(settings.auth)
     order_pb2_grpc.add_OrderServiceServicer_to_server(
         OrderServicer(desk, hub, auth if auth.enabled else None), server

@@ -63,6 +63,19 @@ class ServerSettings(_Section):
         description="StreamOrderUpdates calls one client may hold open on one gateway (the API client "
         "with auth on, else the peer's address)",
     )
+    keepalive_ms: int = Field(
+        10_000,
+        gt=0,
+        description="the gateway pings each client connection this often; one that does not answer "
+        "within keepalive_timeout_ms is closed, with its streams (a client host that vanished)",
+    )
+    keepalive_timeout_ms: int = Field(5_000, gt=0)
+    client_ping_min_ms: int = Field(
+        2_000,
+        gt=0,
+        description="clients may send keepalive pings this often (even with no call open), to notice a "
+        "gateway host that vanished; more often and the gateway closes their connection",
+    )
     list_scan_cap: int = Field(
         2000,
         ge=1,
@@ -376,6 +389,12 @@ class ListenerSettings(_Section):
         23 * 3600 + 30 * 60, gt=0, description="reconnect the user stream before Binance's 24 h cap"
     )
     reconnect_backoff_max_s: float = Field(10.0, gt=0)
+    stream_heartbeat_s: float = Field(
+        30.0,
+        gt=0,
+        description="the user stream is pinged this often; no pong within half of it and it is "
+        "reconnected (an exchange path that died silently is noticed in seconds, not minutes)",
+    )
     max_events_in_flight: int = Field(
         256, gt=0, description="user-stream events applied at once (in order within one order)"
     )
