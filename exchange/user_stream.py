@@ -5,6 +5,7 @@
   `keepalive_interval_s` (Binance: valid 60 min; peers refresh every 30);
 * `<stream base>/private/ws?listenKey=<key>&events=ORDER_TRADE_UPDATE/ALGO_UPDATE` (the
   current URL); ALGO_UPDATE reports conditional orders, keyed by our clientAlgoId;
+* pings the socket every `heartbeat_s`: no pong within half of that and it is presumed dead;
 * reconnects with a capped exponential backoff after any failure, at once after
   `listenKeyExpired`, and before Binance's 24 h cap (`reconnect_after_s`);
 * `on_connect` runs after every (re)connection, once the socket is open, so whatever
@@ -35,8 +36,6 @@ from orders.model import Fill
 log = logging.getLogger(__name__)
 
 _EVENTS = "ORDER_TRADE_UPDATE/ALGO_UPDATE/ACCOUNT_UPDATE"
-# Binance pings every 3 min; with no frame at all for this long the socket is presumed dead.
-_RECEIVE_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +106,7 @@ class UserStream:
         keepalive_interval_s: float = 1800,
         reconnect_after_s: float = 23.5 * 3600,
         backoff_max_s: float = 10.0,
+        heartbeat_s: float = 30.0,
         on_account: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         self._exchange = exchange
@@ -115,6 +115,7 @@ class UserStream:
         self._keepalive_s = keepalive_interval_s
         self._reconnect_after_s = reconnect_after_s
         self._backoff_max_s = backoff_max_s
+        self._heartbeat_s = heartbeat_s
         self.connected = False
         self.connections = 0
 
@@ -146,7 +147,9 @@ class UserStream:
     ) -> None:
         listen_key = await self._exchange.create_listen_key()
         url = f"{self._base}/private/ws?listenKey={listen_key}&events={_EVENTS}"
-        async with session.ws_connect(url, autoping=True, receive_timeout=_RECEIVE_TIMEOUT_S) as ws:
+        # Our pings, not only Binance's every 3 min: a path that died without a FIN or RST (a host
+        # or link lost) shows as a missing pong within heartbeat_s / 2, and the stream reconnects.
+        async with session.ws_connect(url, autoping=True, heartbeat=self._heartbeat_s) as ws:
             self.connected = True
             self.connections += 1
             log.info("user-data stream connected (connection %d)", self.connections)
@@ -188,7 +191,8 @@ class UserStream:
                 log.error("user-data stream: malformed %s (%r): %.300s", kind, exc, message.data)
                 continue
             await on_event(event)
-        raise ConnectionError(f"websocket closed ({ws.close_code})")
+        why = f": {ws.exception()!r}" if ws.exception() else ""  # e.g. no PONG within heartbeat_s / 2
+        raise ConnectionError(f"websocket closed ({ws.close_code}{why})")
 
     async def _keep_alive(self) -> None:
         while True:

@@ -85,6 +85,7 @@ class Listener:
             keepalive_interval_s=s.listener.keepalive_interval_s,
             reconnect_after_s=s.listener.reconnect_after_s,
             backoff_max_s=s.listener.reconnect_backoff_max_s,
+            heartbeat_s=s.listener.stream_heartbeat_s,
             on_account=self._on_account_update,
         )
         self.recorder = OrderEventRecorder(self.store, self.exchange)
