@@ -36,7 +36,7 @@ from decimal import Decimal
 from typing import Any
 
 from exchange.client import BinanceClient
-from exchange.errors import ExchangeError, OrderNotFoundAtExchange, UnknownOrder
+from exchange.errors import CircuitOpen, ExchangeError, OrderNotFoundAtExchange, UnknownOrder
 from exchange.order_sync import cancel_at_exchange, sync_order
 from orders import fsm, metrics
 from orders.logs import order_fields
@@ -130,7 +130,7 @@ class Reconciler:
                 result.budget_exhausted = True
                 self._resume_after = last_checked or resumed_from
                 break
-            last_checked = (order.created_at, order.order_id)
+            checked_before, last_checked = last_checked, (order.created_at, order.order_id)
             try:
                 if (
                     order.state is S.WAITING_TRIGGER
@@ -140,6 +140,12 @@ class Reconciler:
                     continue  # still waiting for its trigger at the exchange
                 if await self._check(order, snapshot, result):
                     result.changed += 1
+            except CircuitOpen as exc:
+                # Every further query would be refused alike: one line, and the next sweep
+                # starts from this order.
+                log.info("reconcile: %s; the rest of this sweep waits for the next one", exc)
+                self._resume_after = checked_before or resumed_from
+                break
             except ExchangeError as exc:
                 log.info(
                     "reconcile %s (%s): %s; trying again next sweep",

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from exchange.client import BinanceClient
+from exchange.errors import CircuitOpen
 from listener.reconciler import ReconcilePolicy, Reconciler
 from orders import fsm
 from orders.model import Order, OrderState, now_ms
@@ -452,3 +453,28 @@ async def test_the_query_budget_bounds_every_request_of_a_sweep(rig: Rig) -> Non
     calls = rig.venue.calls()
     assert len(calls) <= 2, calls
     assert result.budget_exhausted and result.queries == len(calls)
+
+
+async def test_an_open_breaker_ends_the_sweep_at_the_first_refusal_and_the_next_resumes_there(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the query breaker is open every query is refused alike: one refusal (and one log
+    line) per sweep, not one per order; once it closes the orders are checked from there."""
+    for n in range(1, 5):
+        await stored(
+            rig.store, S.SUBMITTING, S.UNKNOWN, n=n, age_ms=40_000 - n, quiet_ms=QUIET, sent_ago_ms=QUIET
+        )
+    refused: list[str] = []
+    query = rig.client.query_order
+
+    async def breaker_open(symbol: str, client_order_id: str) -> dict[str, Any]:
+        refused.append(client_order_id)
+        raise CircuitOpen("circuit breaker binance_query_order is open", group="binance_query_order")
+
+    reconciler = rig.reconciler()
+    monkeypatch.setattr(rig.client, "query_order", breaker_open)
+    await reconciler.sweep()
+    assert refused == ["oe-1"]
+    monkeypatch.setattr(rig.client, "query_order", query)
+    await reconciler.sweep()
+    assert [c for c in rig.venue.calls() if c.startswith("GET order")][:1] == ["GET order oe-1"]
