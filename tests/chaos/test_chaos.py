@@ -32,15 +32,13 @@ test prints it first thing (`chaos: seed N`) and a failure's message ends with
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import grpc
 import httpx
@@ -64,6 +62,7 @@ from tests.chaos.workload import (
     plain,
     sizing_for,
 )
+from tests.printing import uncaptured
 
 # ---------------------------------------------------------------------- parameters
 ORDERS = int(os.environ.get("CHAOS_ORDERS", "1000"))
@@ -295,14 +294,6 @@ def overtaken_by_market(item: PlannedOrder, views: Mapping[str, OrderView | None
         and "PERCENT_PRICE" in item.create_error
         and views.get(item.client_order_id) is None
     )
-
-
-def uncaptured(request: pytest.FixtureRequest) -> AbstractContextManager[object]:
-    """Print past pytest's capture (the result line shows even without -s; the log stays live with -s)."""
-    capman = request.config.pluginmanager.getplugin("capturemanager")
-    if capman is None:
-        return contextlib.nullcontext()
-    return cast(AbstractContextManager[object], capman.global_and_fixture_disabled())
 
 
 @pytest.mark.timeout(TEST_TIMEOUT_S)
