@@ -110,6 +110,18 @@ async def list_orders(request: web.Request) -> web.Response:
     return web.json_response(rows)
 
 
+async def list_algo_orders(request: web.Request) -> web.Response:
+    """List every algo (conditional) order, oldest first, with the owning account key; the order a
+    triggered one placed is `actualOrderId` (find it in /admin/orders by `orderId`)."""
+    q = request.query
+    rows = [
+        {**order.to_json(), "account": order.account_key}
+        for order in sorted(_state(request).algos.orders.values(), key=lambda o: o.algo_id)
+        if not q.get("clientAlgoId") or order.client_algo_id == q["clientAlgoId"]
+    ]
+    return web.json_response(rows)
+
+
 async def list_trades(request: web.Request) -> web.Response:
     """List every fill, oldest first."""
     q = request.query
@@ -193,6 +205,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/admin/price", set_price)
     app.router.add_get("/admin/prices", get_prices)
     app.router.add_get("/admin/orders", list_orders)
+    app.router.add_get("/admin/algo-orders", list_algo_orders)
     app.router.add_get("/admin/trades", list_trades)
     app.router.add_get("/admin/requests", list_requests)
     app.router.add_post("/admin/faults", arm_fault)

@@ -86,9 +86,10 @@ async def check_against_exchange(
     while True:
         sim_orders = (await admin.get("/admin/orders")).json()
         sim_trades = (await admin.get("/admin/trades")).json()
+        sim_algo_orders = (await admin.get("/admin/algo-orders")).json()
         views = await snapshot(stub, plan, prefix, every_get=True)
         records = [StreamRecord(s.name, list(s.events)) for s in streams]
-        verdict = verify(accepted, views, sim_orders, sim_trades, records, prefix)
+        verdict = verify(accepted, views, sim_orders, sim_trades, records, prefix, sim_algo_orders)
         if verdict.ok or clock() > deadline:
             return verdict, views
         clock.log("verify", f"not yet: {verdict.line()}; checking again")

@@ -99,6 +99,30 @@ def test_mismatches_are_counted() -> None:
     assert not verdict.lost and not verdict.duplicated
 
 
+def test_a_conditional_order_is_checked_against_the_order_its_trigger_placed() -> None:
+    accepted, service, sims, trades, events = good_world()
+    accepted.update({"t-5": "id-t-5", "t-6": "id-t-6"})
+    service["t-5"] = view("t-5", "FILLED", "0.002", "0.05", fills=[("21", "0.002", "0.05")])
+    service["t-6"] = view("t-6", "CANCELED")  # canceled while waiting: never placed an order
+    algos = [
+        {"clientAlgoId": "t-5", "algoId": 7, "algoStatus": "FINISHED", "actualOrderId": "50"},
+        {"clientAlgoId": "t-6", "algoId": 8, "algoStatus": "CANCELED", "actualOrderId": ""},
+    ]
+    sims.append(sim_order("sim-made-id", 50, "FILLED", "0.002"))  # the triggered MARKET order
+    trades.append(trade("sim-made-id", 50, 21, "0.002", "0.05"))
+    events += [StreamEvent("id-t-5", 3, "FILLED"), StreamEvent("id-t-6", 3, "CANCELED")]
+    checked = [StreamRecord("A", events, checked=False)]
+    verdict = verify(accepted, service, sims, trades, checked, P, algos)
+    assert verdict.ok, verdict.details()
+    assert verdict.checked_fills == 3
+
+    algos.append({"clientAlgoId": "t-5", "algoId": 9, "algoStatus": "NEW", "actualOrderId": ""})
+    service["t-6"] = view("t-6", "FILLED", "0.002", "0.05", fills=[("21", "0.002", "0.05")])
+    verdict = verify(accepted, service, sims, trades, checked, P, algos)
+    assert len(verdict.duplicated) == 1 and "2 conditional orders" in verdict.duplicated[0]
+    assert "never received it" in "; ".join(verdict.mismatched["t-6"])
+
+
 def test_stream_gaps_and_disorder_are_mismatches() -> None:
     accepted, service, sims, trades, events = good_world()
     disorder = [events[0], events[2], events[1], *events[3:]]

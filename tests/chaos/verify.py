@@ -122,11 +122,11 @@ class Verdict:
 
 
 def _sim_by_client_id(
-    sim_orders: Iterable[Mapping[str, Any]], prefix: str
+    sim_orders: Iterable[Mapping[str, Any]], prefix: str, key: str = "clientOrderId"
 ) -> dict[str, list[Mapping[str, Any]]]:
     grouped: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for order in sim_orders:
-        cid = str(order.get("clientOrderId", ""))
+        cid = str(order.get(key, ""))
         if cid.startswith(prefix):
             grouped[cid].append(order)
     return grouped
@@ -139,19 +139,36 @@ def verify(
     sim_trades: Sequence[Mapping[str, Any]],
     streams: Sequence[StreamRecord],
     prefix: str,
+    sim_algo_orders: Sequence[Mapping[str, Any]] = (),
 ) -> Verdict:
     """Check every order the test tried to create.
 
     `accepted`: client order id -> order id CreateOrder answered with (None: it never
     answered OK). `service`: client order id -> the service's record now (None or absent:
-    not found). `sim_orders` / `sim_trades`: GET /admin/orders and /admin/trades. Only
-    client ids starting with `prefix` are the test's.
+    not found). `sim_orders` / `sim_trades` / `sim_algo_orders`: GET /admin/orders,
+    /admin/trades and /admin/algo-orders. Only client ids starting with `prefix` are the
+    test's. A conditional order is the algo order with its client id as clientAlgoId; once
+    triggered, what it is compared with is the order it placed (its actualOrderId).
     """
     verdict = Verdict()
     by_cid = _sim_by_client_id(sim_orders, prefix)
+    by_exchange_id = {str(order.get("orderId")): order for order in sim_orders}
+    for cid, algos in sorted(_sim_by_client_id(sim_algo_orders, prefix, key="clientAlgoId").items()):
+        if len(algos) > 1:
+            ids = ", ".join(f"{a.get('algoId')} {a.get('algoStatus')}" for a in algos)
+            verdict.duplicated.append(f"{cid}: the exchange holds {len(algos)} conditional orders ({ids})")
+        placed = by_exchange_id.get(str(algos[0].get("actualOrderId") or ""))
+        if cid not in accepted:
+            verdict.mismatch(cid, "at the exchange but never created by the test")
+        elif placed is not None:
+            by_cid.setdefault(cid, []).append(placed)
     trades_by_order: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    placed_by_algos = {str(sims[-1].get("orderId")) for sims in by_cid.values() if sims}
     for trade in sim_trades:
-        if str(trade.get("clientOrderId", "")).startswith(prefix):
+        if (
+            str(trade.get("clientOrderId", "")).startswith(prefix)
+            or str(trade.get("orderId")) in placed_by_algos
+        ):
             trades_by_order[str(trade["orderId"])].append(trade)
 
     for cid, sims in sorted(by_cid.items()):

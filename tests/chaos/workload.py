@@ -98,6 +98,7 @@ class PlannedOrder:
     size: int  # multiples of the symbol's base quantity
     offset: Decimal  # LIMIT price = reference x (1 + offset)
     cancel_after_s: float | None
+    conditional: bool = False  # a STOP_MARKET, its trigger `offset` away on the side that stops
     # filled in while running
     order_id: str | None = None
     create_attempts: int = 0
@@ -113,11 +114,29 @@ def make_plan(
     market_share: float,
     cancel_share: float,
     cancel_delay_s: tuple[float, float],
+    conditional_share: float = 0.0,
 ) -> list[PlannedOrder]:
     plan: list[PlannedOrder] = []
     for index in range(count):
         side = pb.BUY if rng.random() < 0.5 else pb.SELL
         market = rng.random() < market_share
+        if conditional_share and not market and rng.random() < conditional_share:
+            # A stop 0.1-0.4 % away: the walk (or the final sweep) triggers most of them.
+            stop_away = Decimal(str(round(rng.uniform(0.001, 0.004), 5)))
+            plan.append(
+                PlannedOrder(
+                    index=index,
+                    client_order_id=f"{prefix}{index:05d}",
+                    symbol=symbols[index % len(symbols)],
+                    side=side,
+                    market=False,
+                    size=1,
+                    offset=stop_away if side == pb.BUY else -stop_away,
+                    cancel_after_s=None,
+                    conditional=True,
+                )
+            )
+            continue
         # Mostly passive (rests, fills when the walk crosses it), a few crossing at once.
         away = Decimal(str(round(rng.uniform(-0.0008, 0.005), 5)))
         offset = -away if side == pb.BUY else away
@@ -160,6 +179,15 @@ class PriceBook:
 
 def build_request(item: PlannedOrder, sizing: Sizing, reference: Decimal) -> pb.CreateOrderRequest:
     quantity = plain(sizing.base_qty * item.size)
+    if item.conditional:
+        return pb.CreateOrderRequest(
+            symbol=item.symbol,
+            side=item.side,
+            type=pb.STOP_MARKET,
+            quantity=quantity,
+            trigger_price=plain(on_tick(reference * (1 + item.offset), sizing.tick)),
+            client_order_id=item.client_order_id,
+        )
     if item.market:
         return pb.CreateOrderRequest(
             symbol=item.symbol,

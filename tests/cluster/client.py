@@ -20,6 +20,7 @@ CreateOrder attempt with wall-clock times, and the two counts only a multi-host 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import secrets
@@ -28,6 +29,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import httpx
@@ -35,14 +37,27 @@ import nats
 import orjson
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from proto import order_pb2 as pb
 from tests.chaos.quiesce import check_against_exchange, sweep_and_freeze, wait_settled
 from tests.chaos.streams import StreamRecorder
 from tests.chaos.verify import OrderView
-from tests.chaos.workload import Clock, PriceBook, Submitter, make_plan, sizing_for
+from tests.chaos.workload import (
+    Clock,
+    PlannedOrder,
+    PriceBook,
+    Submitter,
+    make_plan,
+    retry_rpc,
+    sizing_for,
+)
 from tests.cluster.gateways import CHANNEL_OPTIONS, Gateways, as_stub
+
+if TYPE_CHECKING:
+    from tests.cluster.gateways import Stub
 
 SUBMIT_LANES = 8
 MARKET_SHARE, CANCEL_SHARE, CANCEL_DELAY_S = 0.4, 0.25, (0.2, 3.0)
+CONDITIONAL_SHARE = 0.1  # of the orders that are not MARKET: STOP_MARKETs
 CREATE_TRIES = 120  # ~50 s of retries: a partition stops writes for its length (10 s) and more
 CONSISTENT_TIMEOUT_S = 30.0
 
@@ -127,12 +142,38 @@ def repeated_versions(
     return problems
 
 
+async def cancel_waiting_stops(stub: Stub, plan: list[PlannedOrder], clock: Clock) -> None:
+    """Cancel the stop orders still waiting for their trigger (an order already final answers
+    FAILED_PRECONDITION), so that every order ends final before the check."""
+    stops = [item for item in plan if item.conditional and item.order_id is not None]
+    canceled = 0
+    for item in stops:
+        assert item.order_id is not None
+        request = pb.CancelOrderRequest(order_id=item.order_id, symbol=item.symbol)
+        try:
+            await retry_rpc(functools.partial(stub.CancelOrder, request, timeout=5))
+            canceled += 1
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                raise
+    clock.log("quiesce", f"{len(stops)} stop orders: {canceled} still waiting canceled, the rest final")
+
+
 async def run(config: ClientConfig) -> dict[str, object]:
     clock = Clock()
     wall_at_zero = time.time() - clock()
     rng = random.Random(config.seed)
     prefix = f"mh-{secrets.token_hex(3)}-"
-    plan = make_plan(config.orders, config.symbols, rng, prefix, MARKET_SHARE, CANCEL_SHARE, CANCEL_DELAY_S)
+    plan = make_plan(
+        config.orders,
+        config.symbols,
+        rng,
+        prefix,
+        MARKET_SHARE,
+        CANCEL_SHARE,
+        CANCEL_DELAY_S,
+        CONDITIONAL_SHARE,
+    )
     sizing = {s: sizing_for(s) for s in config.symbols}
     channels = [grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) for target in config.gateways]
     background: list[asyncio.Task[None]] = []
@@ -158,6 +199,7 @@ async def run(config: ClientConfig) -> dict[str, object]:
             deadline = time.monotonic() + config.faults_timeout_s
             while not Path(config.faults_done).exists() and time.monotonic() < deadline:
                 await asyncio.sleep(0.5)
+            await cancel_waiting_stops(stub, plan, clock)
             await sweep_and_freeze(admin, clock, config.symbols)
             await wait_settled(stub, plan, prefix, clock, config.settle_timeout_s)
             verdict, views = await check_against_exchange(

@@ -112,3 +112,24 @@ async def test_amend_answers(sim: Sim) -> None:
         "PUT", "/fapi/v1/order", **{**amend, "origClientOrderId": "nope"}, quantity="1", price="1"
     )
     assert missing.json()["code"] == -2013
+
+
+async def test_admin_lists_algo_orders_and_the_order_a_triggered_one_placed(sim: Sim) -> None:
+    placed = await sim.signed(
+        "POST",
+        "/fapi/v1/algoOrder",
+        **STOP,
+        side="SELL",
+        quantity="0.010",
+        triggerPrice="49000",
+        clientAlgoId="t-1",
+    )
+    assert placed.status_code == 200, placed.text
+    [waiting] = await sim.admin_get("algo-orders", clientAlgoId="t-1")
+    assert waiting["algoStatus"] == "NEW" and waiting["actualOrderId"] == "" and waiting["account"]
+    await sim.set_price("BTCUSDT", "48900")
+    [done] = await sim.admin_get("algo-orders", clientAlgoId="t-1")
+    assert done["algoStatus"] == "FINISHED" and done["algoId"] == placed.json()["algoId"]
+    [market] = [o for o in await sim.admin_get("orders") if str(o["orderId"]) == str(done["actualOrderId"])]
+    assert market["type"] == "MARKET" and market["status"] == "FILLED"
+    assert await sim.admin_get("algo-orders", clientAlgoId="none") == []
