@@ -63,19 +63,24 @@ def report(
     name: str,
     title: str,
     series: dict[str, list[list[float]]],
-    baseline: str,
+    baseline: str | Mapping[str, str],
     notes: dict[str, object] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Print the table, write results/<name>.json and results/<name>.png; return the summary."""
+    """Print the table, write results/<name>.json and results/<name>.png; return the summary.
+
+    `baseline` is the series every ratio is taken against, or per series (label -> its
+    baseline's label) when the table holds several measures, each with its own baseline.
+    """
     RESULTS.mkdir(parents=True, exist_ok=True)
     summary = {label: summarize(runs) for label, runs in series.items()}
-    base = summary[baseline]["median_ms"]
+    baselines = {label: baseline for label in series} if isinstance(baseline, str) else dict(baseline)
     width = max(len(label) for label in series) + 2
     print(f"\n{title}")
     print(
         f"{'series':<{width}} {'median ms':>10} {'p99 ms':>10} {'worst p99':>10} {'x baseline':>11}  runs x n"
     )
     for label, s in summary.items():
+        base = summary[baselines[label]]["median_ms"]
         ratio = s["median_ms"] / base if base else float("nan")
         s["ratio_to_baseline"] = ratio
         print(
@@ -85,7 +90,7 @@ def report(
     payload = {
         "bench": name,
         "title": title,
-        "baseline": baseline,
+        "baseline": baselines,
         "summary": summary,
         "machine": machine(),
         "notes": notes or {},
