@@ -66,7 +66,14 @@ def test_a_sentinel_monitors_the_primary_with_quorum_two_and_both_passwords(tmp_
 
 
 def test_a_nats_node_routes_to_the_other_two_with_the_route_login() -> None:
-    text = nats_node_config("nats-2", 4302, 6302, ["127.0.0.1:6301", "127.0.0.1:6303"], password="client-pw", route_password="r/p@ss")
+    text = nats_node_config(
+        "nats-2",
+        4302,
+        6302,
+        ["127.0.0.1:6301", "127.0.0.1:6303"],
+        password="client-pw",
+        route_password="r/p@ss",
+    )
     assert 'server_name: "nats-2"' in text and 'listen: "127.0.0.1:4302"' in text
     assert 'listen: "127.0.0.1:6302"' in text and 'name: "order-execution"' in text
     routes = re.findall(r'"(nats-route://[^"]+)"', text)
