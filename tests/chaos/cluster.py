@@ -25,6 +25,19 @@ import yaml
 from cli.processes import ManagedProcess, free_port, http_ok, port_open, python_command
 
 REPO = Path(__file__).resolve().parents[2]
+# The service as the chaos tests run it: short timeouts, sweeps and leases, so that a fault is
+# settled in seconds; and our own rate budget far above the load, so what is tested is
+# settlement, not pacing.
+QUICK_SETTLEMENT = {
+    "ORDER_EXECUTION__EXCHANGE__REQUEST_TIMEOUT_MS": "1000",
+    "ORDER_EXECUTION__EXCHANGE__RECV_WINDOW_MS": "2000",
+    "ORDER_EXECUTION__RECONCILE__INTERVAL_S": "1",
+    "ORDER_EXECUTION__RECONCILE__ACCEPTANCE_MARGIN_MS": "1000",
+    "ORDER_EXECUTION__RECONCILE__GRACE_MS": "1500",
+    "ORDER_EXECUTION__LISTENER__LEASE_TTL_MS": "2000",
+    "ORDER_EXECUTION__RATE_LIMIT__REQUESTS_PER_SECOND": "2000",
+    "ORDER_EXECUTION__RATE_LIMIT__BURST": "4000",
+}
 
 
 def find_binary(name: str) -> str | None:

@@ -47,7 +47,7 @@ from pydantic import BaseModel
 
 from orders.settings import Settings
 from proto import order_pb2_grpc
-from tests.chaos.cluster import ChaosCluster, ClusterConfig, find_binary
+from tests.chaos.cluster import QUICK_SETTLEMENT, ChaosCluster, ClusterConfig, find_binary
 from tests.chaos.gateway_kill import GatewayOutage, kill_gateway, ride_through
 from tests.chaos.quiesce import check_against_exchange, sweep_and_freeze, wait_settled
 from tests.chaos.seed import SEED, replay_note
@@ -96,16 +96,8 @@ TEST_TIMEOUT_S = float(
 )  # pytest-timeout, setup and teardown included
 
 SERVICE_ENV = {
-    "ORDER_EXECUTION__EXCHANGE__REQUEST_TIMEOUT_MS": "1000",
-    "ORDER_EXECUTION__EXCHANGE__RECV_WINDOW_MS": "2000",
-    "ORDER_EXECUTION__RECONCILE__INTERVAL_S": "1",
-    "ORDER_EXECUTION__RECONCILE__ACCEPTANCE_MARGIN_MS": "1000",
-    "ORDER_EXECUTION__RECONCILE__GRACE_MS": "1500",
-    "ORDER_EXECUTION__LISTENER__LEASE_TTL_MS": "2000",
+    **QUICK_SETTLEMENT,
     "ORDER_EXECUTION__WORKER__MAX_ORDER_AGE_MS": "10000",
-    # Our own budget well above the load, so what is tested here is settlement, not pacing.
-    "ORDER_EXECUTION__RATE_LIMIT__REQUESTS_PER_SECOND": "2000",
-    "ORDER_EXECUTION__RATE_LIMIT__BURST": "4000",
     "ORDER_EXECUTION__SYMBOLS": str(SYMBOLS).replace("'", '"'),
     "ORDER_EXECUTION__RISK__ALLOWED_SYMBOLS": str(SYMBOLS).replace("'", '"'),
 }

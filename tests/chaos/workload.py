@@ -120,29 +120,19 @@ def make_plan(
     for index in range(count):
         side = pb.BUY if rng.random() < 0.5 else pb.SELL
         market = rng.random() < market_share
-        if conditional_share and not market and rng.random() < conditional_share:
-            # A stop 0.1-0.4 % away: the walk (or the final sweep) triggers most of them.
-            stop_away = Decimal(str(round(rng.uniform(0.001, 0.004), 5)))
-            plan.append(
-                PlannedOrder(
-                    index=index,
-                    client_order_id=f"{prefix}{index:05d}",
-                    symbol=symbols[index % len(symbols)],
-                    side=side,
-                    market=False,
-                    size=1,
-                    offset=stop_away if side == pb.BUY else -stop_away,
-                    cancel_after_s=None,
-                    conditional=True,
-                )
-            )
-            continue
-        # Mostly passive (rests, fills when the walk crosses it), a few crossing at once.
-        away = Decimal(str(round(rng.uniform(-0.0008, 0.005), 5)))
-        offset = -away if side == pb.BUY else away
-        cancel = None
-        if not market and rng.random() < cancel_share:
-            cancel = rng.uniform(*cancel_delay_s)
+        conditional = bool(conditional_share) and not market and rng.random() < conditional_share
+        cancel, size = None, 1
+        if conditional:
+            # A stop 0.1-0.4 % away, above the market for a BUY: the walk or the sweep triggers most.
+            away = Decimal(str(round(rng.uniform(0.001, 0.004), 5)))
+            offset = away if side == pb.BUY else -away
+        else:
+            # Mostly passive (rests, fills when the walk crosses it), a few crossing at once.
+            away = Decimal(str(round(rng.uniform(-0.0008, 0.005), 5)))
+            offset = -away if side == pb.BUY else away
+            if not market and rng.random() < cancel_share:
+                cancel = rng.uniform(*cancel_delay_s)
+            size = rng.choice((1, 1, 2, 3))
         plan.append(
             PlannedOrder(
                 index=index,
@@ -150,9 +140,10 @@ def make_plan(
                 symbol=symbols[index % len(symbols)],
                 side=side,
                 market=market,
-                size=rng.choice((1, 1, 2, 3)),
+                size=size,
                 offset=offset,
                 cancel_after_s=cancel,
+                conditional=conditional,
             )
         )
     return plan

@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.cluster import find_binary
+from tests.chaos.cluster import QUICK_SETTLEMENT, find_binary
 from tests.chaos.workload import plain, sizing_for
 from tests.cluster.client import ClientConfig
 from tests.cluster.hosts import GRPC_PORT, HOSTS, Machines
@@ -55,18 +55,10 @@ SETTLE_TIMEOUT_S = 90.0
 TEST_TIMEOUT_S = 480.0
 
 SERVICE_SETTINGS = {
-    "ORDER_EXECUTION__EXCHANGE__REQUEST_TIMEOUT_MS": "1000",
-    "ORDER_EXECUTION__EXCHANGE__RECV_WINDOW_MS": "2000",
-    "ORDER_EXECUTION__RECONCILE__INTERVAL_S": "1",
-    "ORDER_EXECUTION__RECONCILE__ACCEPTANCE_MARGIN_MS": "1000",
-    "ORDER_EXECUTION__RECONCILE__GRACE_MS": "1500",
-    "ORDER_EXECUTION__LISTENER__LEASE_TTL_MS": "2000",
+    **QUICK_SETTLEMENT,
+    "ORDER_EXECUTION__WORKER__MAX_ORDER_AGE_MS": "30000",
     # Pinged every 2 s: the 5 s cut of the exchange host drops the user stream, which must recover.
     "ORDER_EXECUTION__LISTENER__STREAM_HEARTBEAT_S": "2",
-    "ORDER_EXECUTION__WORKER__MAX_ORDER_AGE_MS": "30000",
-    # Our own budget well above the load: what is tested is settlement across hosts, not pacing.
-    "ORDER_EXECUTION__RATE_LIMIT__REQUESTS_PER_SECOND": "2000",
-    "ORDER_EXECUTION__RATE_LIMIT__BURST": "4000",
 }
 
 pytestmark = [pytest.mark.cluster, pytest.mark.integration]
