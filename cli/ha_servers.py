@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any, cast
 
 import nats
 import redis
@@ -328,28 +329,38 @@ def _left(deadline: float) -> float:
 def _replicas_online(servers: HaServers) -> bool:
     try:
         with redis.Redis(port=servers.primary.port, password=servers.redis_password, socket_timeout=1) as r:
-            info = r.info("replication")
+            return replicas_online(r, len(servers.replicas))
     except redis.RedisError:
         return False
-    online = [info.get(f"slave{i}", {}).get("state") == "online" for i in range(len(servers.replicas))]
-    return (
-        info.get("role") == "master" and info.get("connected_slaves") == len(servers.replicas) and all(online)
-    )
+
+
+def replicas_online(primary: redis.Redis, replicas: int) -> bool:
+    """`primary` is a primary with `replicas` replicas connected, each synced ("online")."""
+    info = primary.info("replication")
+    online = [info.get(f"slave{i}", {}).get("state") == "online" for i in range(replicas)]
+    return info.get("role") == "master" and info.get("connected_slaves") == replicas and all(online)
 
 
 def _sentinel_sees_all(servers: HaServers, sentinel: Server) -> bool:
     try:
         with redis.Redis(port=sentinel.port, password=servers.sentinel_password, socket_timeout=1) as client:
-            master = client.sentinel_master(servers.master_name)
-            replicas = client.sentinel_slaves(servers.master_name)
+            return sentinel_sees_all(
+                client, servers.master_name, sentinels=len(servers.sentinels), replicas=len(servers.replicas)
+            )
     except redis.RedisError:
         return False
+
+
+def sentinel_sees_all(sentinel: redis.Redis, master_name: str, *, sentinels: int, replicas: int) -> bool:
+    """`sentinel` watches `master_name` up, with the other `sentinels - 1` and `replicas` replicas."""
+    master = cast("dict[str, Any]", sentinel.sentinel_master(master_name))
+    known = sentinel.sentinel_slaves(master_name)
     return (
         bool(master.get("is_master"))
         and not master.get("is_sdown")
-        and master.get("num-other-sentinels") == len(servers.sentinels) - 1
-        and len(replicas) == len(servers.replicas)
-        and not any(replica.get("is_sdown") or replica.get("is_disconnected") for replica in replicas)
+        and master.get("num-other-sentinels") == sentinels - 1
+        and len(known) == replicas
+        and not any(replica.get("is_sdown") or replica.get("is_disconnected") for replica in known)
     )
 
 

@@ -39,6 +39,7 @@ from redis.sentinel import Sentinel
 
 from cli.embedded_servers import NATS_USER, embedded_redis_command
 from cli.ha_server_configs import MASTER_NAME, nats_node_config, redis_node_config, sentinel_config
+from cli.ha_servers import replicas_online, sentinel_sees_all
 from cli.processes import ManagedProcess, python_command
 from tests.chaos.cluster import REPO, group_pids
 from tests.cluster.netns import HostThreads, TestNetwork
@@ -307,29 +308,19 @@ class Machines:
 
     def _replicas_online(self) -> bool:
         try:
-            with self._redis("a") as client:
-                info = client.info("replication")
+            with self._redis("a") as primary:
+                return replicas_online(primary, replicas=2)
         except redis.RedisError:
             return False
-        online = [info.get(f"slave{i}", {}).get("state") == "online" for i in range(2)]
-        return info.get("role") == "master" and info.get("connected_slaves") == 2 and all(online)
 
     def _sentinels_agree(self) -> bool:
-        for host in DATA_HOSTS:
-            try:
-                with self._redis(host, SENTINEL_PORT, self.sentinel_password) as client:
-                    master = client.sentinel_master(MASTER_NAME)
-                    replicas = client.sentinel_slaves(MASTER_NAME)
-            except redis.RedisError:
-                return False
-            if not (
-                master.get("is_master")
-                and not master.get("is_sdown")
-                and master.get("num-other-sentinels") == 2
-                and len(replicas) == 2
-                and not any(r.get("is_sdown") or r.get("is_disconnected") for r in replicas)
-            ):
-                return False
+        try:
+            for host in DATA_HOSTS:
+                with self._redis(host, SENTINEL_PORT, self.sentinel_password) as sentinel:
+                    if not sentinel_sees_all(sentinel, MASTER_NAME, sentinels=3, replicas=2):
+                        return False
+        except redis.RedisError:
+            return False
         return True
 
     def _jetstream_ready(self) -> bool:
