@@ -198,6 +198,7 @@ class Machines:
             dict(env or {}),
             log_dir=self.logs,
             cwd=self.logs,
+            die_with_parent=True,  # SIGTERM if the test is killed before it can stop them (main thread)
         )
         self.started.append(process)  # before it starts: a failure after the fork still stops it
         self.on_host.setdefault(host, []).append(process.start())

@@ -2,8 +2,9 @@
 
 `TestNetwork.create` makes, for each host name, a namespace with loopback and one interface
 `eth0` holding an address of a private /24, the other end of its veth pair plugged into a
-bridge inside a namespace of the network's own. Every name carries a random tag, so two runs
-never share a namespace. No namespace gets a default route, and nothing is ever created in
+bridge inside a namespace of the network's own. Every name carries the test's pid and a random
+tag, so two runs never share a namespace, and a run that was killed before it could clean up
+has its namespaces removed by the next one. No namespace gets a default route, and nothing is ever created in
 the root namespace (the veth pairs are made inside the bridge's namespace), so no packet can
 leave the test's hosts; the /24 is one no interface of the root namespace has an address in.
 
@@ -23,6 +24,7 @@ import ctypes
 import ipaddress
 import os
 import random
+import re
 import secrets
 import shutil
 import subprocess
@@ -35,6 +37,7 @@ T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
 BRIDGE = "br0"
 NETNS_DIR = "/var/run/netns"
+_NAME = re.compile(r"^oe-(\d+)-[0-9a-f]{4}-")  # oe-<pid of the test>-<random>-<host>
 
 
 class NetworkUnavailable(RuntimeError):
@@ -93,7 +96,8 @@ class TestNetwork:
     def create(cls, hosts: Sequence[str], rng: random.Random) -> TestNetwork:
         """Make the bridge's namespace and one namespace per host. On any failure whatever was made
         is removed before the error is raised."""
-        network = cls(tag=secrets.token_hex(3), subnet=free_subnet(rng))
+        remove_orphans()
+        network = cls(tag=f"{os.getpid()}-{secrets.token_hex(2)}", subnet=free_subnet(rng))
         try:
             bridge = network._add_namespace("bridge")
             _ip("-n", bridge, "link", "add", BRIDGE, "type", "bridge")
@@ -176,6 +180,19 @@ class TestNetwork:
                 failed.append(f"{name}: {done.stderr.strip()}")
         self.namespaces = [n for n in self.namespaces if os.path.exists(os.path.join(NETNS_DIR, n))]
         return failed
+
+
+def remove_orphans() -> list[str]:
+    """Delete the namespaces an earlier run left behind because it was killed (SIGKILL leaves no
+    time to clean up): those named `oe-<pid>-…` whose pid is no longer alive. Returns their names."""
+    removed = []
+    names = os.listdir(NETNS_DIR) if os.path.isdir(NETNS_DIR) else []
+    for name in names:
+        match = _NAME.match(name)
+        if match and not os.path.exists(f"/proc/{match.group(1)}"):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=20)
+            removed.append(name)
+    return removed
 
 
 def _join(namespace: str) -> None:
