@@ -1,32 +1,20 @@
 """The exchange client's metrics: what was sent, how long it took, how it failed.
 
-Label values are bounded: an endpoint is one of `ENDPOINTS` (else "other"), an error
-code one of the Binance codes this service knows (else "other"), `http_<status>` for an
-answer without a code, or `not_sent` / `no_answer` when no answer came.
+Label values are bounded: an endpoint is one of `ENDPOINTS`, the labels of the client's
+endpoint table in exchange/endpoints.py (else "other"), an error code one of the Binance
+codes this service knows (else "other"), `http_<status>` for an answer without a code, or
+`not_sent` / `no_answer` when no answer came.
 """
 
 from __future__ import annotations
 
+from exchange.endpoints import TABLE
 from exchange.errors import ExchangeError, RateLimited
 from orders import metrics
 from orders.metrics import OTHER, bounded
 
-ENDPOINTS = frozenset(
-    f"{method} {path}"
-    for method, path in (
-        ("POST", "/fapi/v1/order"),
-        ("DELETE", "/fapi/v1/order"),
-        ("GET", "/fapi/v1/order"),
-        ("GET", "/fapi/v1/openOrders"),
-        ("GET", "/fapi/v1/userTrades"),
-        ("GET", "/fapi/v1/time"),
-        ("GET", "/fapi/v1/ping"),
-        ("GET", "/fapi/v1/exchangeInfo"),
-        ("POST", "/fapi/v1/listenKey"),
-        ("PUT", "/fapi/v1/listenKey"),
-        ("DELETE", "/fapi/v1/listenKey"),
-    )
-)
+# The `endpoint` label values: one per row of the client's endpoint table (exchange/endpoints.py).
+ENDPOINTS = frozenset(endpoint.label for endpoint in TABLE)
 # Binance codes worth a series of their own: ambiguous outcomes, overload, clock, lookups,
 # and the business rejections an operator acts on (margin, post-only, filters, keys).
 KNOWN_CODES = frozenset(
@@ -53,7 +41,7 @@ ERROR_CODES = frozenset(
 
 
 def endpoint_label(method: str, path: str) -> str:
-    """`"<METHOD> <path>"` for an endpoint of the fixed table, else "other"."""
+    """`"<METHOD> <path>"` for an endpoint of the client's table, else "other"."""
     return bounded(f"{method} {path}", ENDPOINTS)
 
 

@@ -10,8 +10,8 @@ exchange's clock (`clock_offset_ms`, which `BinanceClient.sync_clock` measures),
 the process's keep-alive HTTP transport (exchange/http.py), and its answer is classified
 into the `exchange.errors` tree here and nowhere else.
 
-An endpoint's cost, priority and breaker group are in `_ENDPOINTS` below: a new endpoint
-of the client gets its row there.
+An endpoint's cost, priority, breaker group and metric label are in the table of
+exchange/endpoints.py: a new endpoint of the client gets its row there.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 
 import redis.exceptions
 
+from exchange import endpoints
 from exchange import metrics as exchange_metrics
 from exchange.answers import ban_end_ms, classify, int_header, retry_after_s
 from exchange.breakers import Breakers, Group
@@ -36,26 +37,6 @@ from orders.logs import redact
 from orders.model import now_ms
 
 _DEFAULT_MAX_WAIT_MS = 10_000
-
-# What each endpoint spends (Binance's weights and order counts), its priority, its breaker.
-_ENDPOINTS: dict[tuple[str, str], tuple[Cost, Priority, Group | None]] = {
-    ("POST", "/fapi/v1/order"): (Cost(weight=0, orders=1), Priority.CREATE, Group.CREATE),
-    ("DELETE", "/fapi/v1/order"): (Cost(weight=1), Priority.CANCEL, Group.CANCEL),
-    ("GET", "/fapi/v1/order"): (Cost(weight=1), Priority.QUERY, Group.QUERY),
-    ("GET", "/fapi/v1/openOrders"): (Cost(weight=40), Priority.QUERY, Group.QUERY),
-    ("GET", "/fapi/v1/userTrades"): (Cost(weight=5), Priority.QUERY, Group.QUERY),
-    ("GET", "/fapi/v1/positionSide/dual"): (Cost(weight=30), Priority.QUERY, Group.QUERY),
-    ("GET", "/fapi/v2/positionRisk"): (Cost(weight=10), Priority.QUERY, Group.QUERY),
-    ("POST", "/fapi/v1/countdownCancelAll"): (Cost(weight=10), Priority.CANCEL, None),
-    ("PUT", "/fapi/v1/order"): (Cost(weight=0, orders=1), Priority.CREATE, Group.CREATE),
-    ("DELETE", "/fapi/v1/allOpenOrders"): (Cost(weight=1), Priority.CANCEL, Group.CANCEL),
-    ("POST", "/fapi/v1/algoOrder"): (Cost(weight=0, orders=1), Priority.CREATE, Group.CREATE),
-    ("DELETE", "/fapi/v1/algoOrder"): (Cost(weight=1), Priority.CANCEL, Group.CANCEL),
-    ("GET", "/fapi/v1/algoOrder"): (Cost(weight=1), Priority.QUERY, Group.QUERY),
-    ("GET", "/fapi/v1/openAlgoOrders"): (Cost(weight=40), Priority.QUERY, Group.QUERY),
-    ("DELETE", "/fapi/v1/algoOpenOrders"): (Cost(weight=1), Priority.CANCEL, Group.CANCEL),
-}
-_OTHER_ENDPOINT: tuple[Cost, Priority, Group | None] = (Cost(weight=1), Priority.QUERY, None)
 
 
 class SignedRest:
@@ -100,10 +81,10 @@ class SignedRest:
 
         `after_wait` runs when the budget made the request wait, just before it is sent.
         """
-        cost, priority, group = _ENDPOINTS.get((method, path), _OTHER_ENDPOINT)
+        row = endpoints.lookup(method, path)
         # Without a deadline of its own a request waits for the budget at most this long, so a
         # cancel or a query never sleeps through a ban: it fails (NotExecuted) and is retried.
-        waited = await self._spend(cost, priority, deadline_ms or now_ms() + _DEFAULT_MAX_WAIT_MS)
+        waited = await self._spend(row.cost, row.priority, deadline_ms or now_ms() + _DEFAULT_MAX_WAIT_MS)
         if waited and after_wait is not None:
             await after_wait()
         url = path
@@ -113,7 +94,7 @@ class SignedRest:
                 [*params, ("recvWindow", self._recv_window), ("timestamp", timestamp)], self._secret
             )
         endpoint = exchange_metrics.endpoint_label(method, path)
-        with self._guard(group):
+        with self._guard(row.group):
             sent_at = self.exchange_now_ms()
             started = time.perf_counter()
             try:
