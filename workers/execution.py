@@ -84,12 +84,17 @@ class OrderExecutor:
         `queued` is the order's JSON as queued, if the message carries it (saves a read).
         """
         as_queued = Order.from_json(queued) if queued else None
+        # One stamp for every try: a try whose claim was stored but whose reply was lost (the
+        # primary died) leaves the order SUBMITTING with it, and the next try must know that
+        # claim for its own, not leave it to "another worker" that does not exist.
+        claim_at = now_ms()
         claimed = await self._store_call(
-            lambda: self.store.transition(order_id, self._claim, current=as_queued),
+            lambda: self.store.transition(order_id, lambda o: self._claim(o, claim_at), current=as_queued),
             budget_ms=self.max_order_age_ms,
         )
         order = claimed.order
-        if not claimed.changed:
+        own_claim = order.state is S.SUBMITTING and order.sent_at == claim_at
+        if not claimed.changed and not own_claim:
             if order.state is S.SUBMITTING and self._claim_may_be_live(order):
                 log.info(
                     "order %s is being sent by another worker; leaving it",
@@ -132,8 +137,9 @@ class OrderExecutor:
         )
         return now_ms() < live_until
 
-    def _claim(self, order: Order) -> Order | None:
-        """NEW -> SUBMITTING, or NEW -> EXPIRED if it waited too long; None for any other state."""
+    def _claim(self, order: Order, claim_at: int) -> Order | None:
+        """NEW -> SUBMITTING stamped `claim_at` (Unix ms, as `sent_at`), or NEW -> EXPIRED if it
+        waited too long; None for any other state."""
         if order.state is not S.NEW:
             return None
         age = now_ms() - order.created_at
@@ -141,7 +147,7 @@ class OrderExecutor:
             reason = f"waited {age} ms in the queue, over max_order_age_ms={self.max_order_age_ms}"
             return fsm.transition(order, S.EXPIRED, reason=reason)
         claimed = fsm.transition(order, S.SUBMITTING)
-        return claimed.replace(sent_at=claimed.updated_at) if claimed else None
+        return claimed.replace(sent_at=claim_at) if claimed else None
 
     async def _post(self, order: Order) -> dict[str, Any]:
         """POST the order; a refusal before execution is retried while the order is young enough.
