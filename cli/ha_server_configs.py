@@ -19,7 +19,10 @@ NATS_CLUSTER_NAME = "order-execution"
 NATS_ROUTE_USER = "route"  # the login cluster routes use between NATS nodes (not the clients')
 SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
 SENTINEL_QUORUM = 2  # sentinels that must agree the primary is down
-DOWN_AFTER_MS = 1000
+# A primary silent this long is down. 1 s gave false failovers on a loaded 2-core machine (a
+# sentinel marked the just-promoted primary down and promoted the other replica too: both then
+# refused writes for ~11 s), as redis/redis#8607 reports at 500 ms; 2 s costs a second per failover.
+DOWN_AFTER_MS = 2000
 FAILOVER_TIMEOUT_MS = 5000
 
 

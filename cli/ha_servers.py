@@ -5,7 +5,7 @@
 * three redis-servers: a primary and two replicas (`replicaof`, `masterauth`), every one with
   `min-replicas-to-write 1` / `min-replicas-max-lag 10` (a primary that has lost both replicas
   refuses writes rather than take orders a failover would discard) and append-only files;
-* three sentinels monitoring the primary as `order-execution` (quorum 2, down after 1 s,
+* three sentinels monitoring the primary as `order-execution` (quorum 2, down after 2 s,
   failover timeout 5 s), with `sentinel auth-pass` for the data nodes and their own
   `requirepass` (the sentinel password, also given to each other as `sentinel sentinel-pass`);
 * three nats-servers with JetStream, joined by authenticated cluster routes.
@@ -55,7 +55,7 @@ NATS_NODES = ("nats-1", "nats-2", "nats-3")
 # Starts the process it is given and returns it; the Backoff is for a supervisor that restarts it.
 Start = Callable[[ManagedProcess, Backoff], ManagedProcess]
 # A Redis node that dies comes back only after the sentinels have had time to fail over (down
-# after 1 s, promoted in ~2.5 s measured): it then rejoins as a replica of the new primary and
+# after 2 s, promoted about 1.5 s later): it then rejoins as a replica of the new primary and
 # takes its data from it, rather than serving again, as primary, what it had on disk.
 REDIS_NODE_RESTART = Backoff(first_s=10.0, max_s=30.0)
 OTHER_RESTART = Backoff()

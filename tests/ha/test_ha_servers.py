@@ -25,7 +25,7 @@ from orders.settings import load_settings
 
 pytestmark = pytest.mark.integration
 
-# Sentinel's down-after is 1 s and a failover takes a few more; 30 s leaves room on a loaded
+# Sentinel's down-after is 2 s and a failover takes a few more; 30 s leaves room on a loaded
 # 2-core machine without letting a failover that never comes pass.
 FAILOVER_BOUND_S = 30.0
 

@@ -209,7 +209,7 @@ def test_the_ha_profile_adds_two_replicas_three_sentinels_three_nats_nodes_and_a
     for name in ("sentinel-1", "sentinel-2", "sentinel-3"):
         script = services[name]["command"][-1]
         assert "'sentinel monitor order-execution redis 6379 2'" in script
-        assert "down-after-milliseconds order-execution 1000" in script
+        assert "down-after-milliseconds order-execution 2000" in script
         assert "failover-timeout order-execution 5000" in script
         assert services[name]["hostname"] == name
     for name in ("nats-1", "nats-2", "nats-3"):

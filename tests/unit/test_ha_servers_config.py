@@ -53,7 +53,7 @@ def test_a_sentinel_monitors_the_primary_with_quorum_two_and_both_passwords(tmp_
     assert "sentinel monitor order-execution 127.0.0.1 7001 2" in lines
     assert 'sentinel auth-pass order-execution "data-pw"' in lines
     assert 'requirepass "sentinel-pw"' in lines and 'sentinel sentinel-pass "sentinel-pw"' in lines
-    assert "sentinel down-after-milliseconds order-execution 1000" in lines
+    assert "sentinel down-after-milliseconds order-execution 2000" in lines
     assert "sentinel failover-timeout order-execution 5000" in lines
     # The master's options come after `sentinel monitor` (Sentinel refuses them before).
     monitor = lines.index("sentinel monitor order-execution 127.0.0.1 7001 2")
