@@ -3,7 +3,8 @@
 `Gateways` looks like one OrderService stub to the chaos test's machinery (the Submitter, the
 stream recorder, the checker). Each unary call goes to the next gateway in turn that is not
 marked down; a call that fails UNAVAILABLE or DEADLINE_EXCEEDED marks its gateway down for
-`DOWN_S`, so the caller's retry (same request, same client_order_id) goes to the other. A
+`DOWN_S` (twice as long each time it fails again, up to `MAX_DOWN_S`), so the caller's retry
+(same request, same client_order_id) goes to the other. A
 stream goes to its preferred gateway (`preferring(i)`) unless that one is down, so a broken
 stream resumes, with its token, on the other. Every call carries the clients' API key.
 """
@@ -24,7 +25,7 @@ from tests.chaos.workload import Clock
 if TYPE_CHECKING:  # the async stub exists only in the type stubs
     Stub = order_pb2_grpc.OrderServiceAsyncStub
 
-DOWN_S = 3.0
+DOWN_S, MAX_DOWN_S = 3.0, 24.0
 GATEWAY_FAILED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 # Pings notice a gateway host that lost power (no FIN, no RST) within about 4 s; the gateway
 # accepts pings this often (server.client_ping_min_ms).
@@ -38,28 +39,36 @@ CHANNEL_OPTIONS = [
 
 @dataclass
 class _Health:
-    """Which gateways are marked down, shared by every view of the same pair."""
+    """Which gateways are marked down, shared by every view of the same pair. A gateway that
+    fails again after its pause is paused twice as long (up to `MAX_DOWN_S`); an answer resets it."""
 
     names: Sequence[str]
     clock: Clock
     down_until: list[float] = field(default_factory=list)
+    pause_s: list[float] = field(default_factory=list)
     failovers: int = 0  # calls that failed on one gateway and marked it down
 
     def __post_init__(self) -> None:
         self.down_until = [0.0] * len(self.names)
+        self.pause_s = [0.0] * len(self.names)
 
     def up(self, index: int) -> bool:
         return time.monotonic() >= self.down_until[index]
 
+    def answered(self, index: int) -> None:
+        if self.pause_s[index]:
+            self.clock.log("gateway", f"{self.names[index]}: answering again")
+        self.pause_s[index] = 0.0
+
     def failed(self, index: int, exc: grpc.aio.AioRpcError) -> None:
-        if exc.code() not in GATEWAY_FAILED:
+        if exc.code() not in GATEWAY_FAILED or not self.up(index):
             return
-        if self.up(index):
-            self.failovers += 1
-            self.clock.log(
-                "gateway", f"{self.names[index]}: {exc.code().name}; the other one for {DOWN_S:g} s"
-            )
-        self.down_until[index] = time.monotonic() + DOWN_S
+        self.failovers += 1
+        pause = min(max(DOWN_S, 2 * self.pause_s[index]), MAX_DOWN_S)
+        if not self.pause_s[index]:
+            self.clock.log("gateway", f"{self.names[index]}: {exc.code().name}; using the other one")
+        self.pause_s[index] = pause
+        self.down_until[index] = time.monotonic() + pause
 
 
 def as_stub(gateways: Gateways) -> Stub:
@@ -111,10 +120,12 @@ class Gateways:
         index = self._pick()
         call: Callable[..., Any] = getattr(self._stubs[index], method)
         try:
-            return await call(request, timeout=timeout, metadata=self._metadata)
+            answer = await call(request, timeout=timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             self._health.failed(index, exc)
             raise
+        self._health.answered(index)
+        return answer
 
     async def CreateOrder(
         self, request: pb.CreateOrderRequest, timeout: float | None = None
@@ -144,6 +155,7 @@ class Gateways:
         call = self._stubs[index].StreamOrderUpdates(request, metadata=self._metadata)
         try:
             async for update in call:
+                self._health.answered(index)
                 yield update
         except grpc.aio.AioRpcError as exc:
             self._health.failed(index, exc)
