@@ -49,6 +49,7 @@ class RiskGate:
         self._marks: dict[str, MarkPrice] = {}
         self._refresh_s = refresh_s
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def load(self) -> None:
         """Reload limits, mark prices and trading mode from Redis."""
@@ -59,10 +60,14 @@ class RiskGate:
 
     def start(self) -> None:
         """Reload every `refresh_s` in the background until `stop`."""
+        self._stopping = False
         self._task = asyncio.create_task(self._refresh_forever())
 
     async def stop(self) -> None:
         if self._task is not None:
+            # redis-py can swallow a cancel that lands in a command; the loop then ends at its
+            # next turn on the flag.
+            self._stopping = True
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -183,7 +188,7 @@ class RiskGate:
         return mark
 
     async def _refresh_forever(self) -> None:
-        while True:
+        while not self._stopping:
             started = time.monotonic()
             try:
                 await self.load()

@@ -23,6 +23,7 @@ class RulesCache:
         self.current: dict[str, SymbolRules] = {}
         self._last_load = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def load(self) -> None:
         self.current = await self._store.load()
@@ -34,14 +35,16 @@ class RulesCache:
             await self.load()
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._refresh_forever())
 
     async def stop(self) -> None:
         if self._task is not None:
+            self._stopping = True  # a cancel swallowed inside redis-py: the loop ends on the flag
             self._task.cancel()
 
     async def _refresh_forever(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.load()
             except Exception as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import grpc
 from aiohttp import web
@@ -46,18 +47,65 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     """Run the gateway until `stop` is set or SIGINT/SIGTERM arrives.
 
     Raises SettingsError, before binding anything, if `server.host` is not loopback while
-    auth is off.
+    auth is off. A start that fails (a port in use) raises after stopping what it started.
     """
     refuse_open_without_auth(settings, "gateway")
     if stop is None:
         stop = asyncio.Event()
         stop_on_signals(stop, grace_s=settings.server.shutdown_grace_ms / 1000, process="gateway")
+    cleanup = _Cleanup(settings.server.shutdown_grace_ms / 1000)
+    try:
+        await _serve(settings, stop, cleanup)
+    finally:
+        # Also after a failed start (a port in use): background loops left running would keep
+        # the process from exiting, and its supervisor from restarting it.
+        await cleanup.run()
+    log.info("gateway stopped")
+
+
+class _Cleanup:
+    """What to undo at the end, last started first; each step bounded by what is left of the
+    grace period (at least `_CLEANUP_FLOOR_S`), so a Redis outage cannot hang the exit."""
+
+    def __init__(self, grace_s: float) -> None:
+        self._grace_s = grace_s
+        self._steps: list[Callable[[], Awaitable[object]]] = []
+        self._deadline: float | None = None
+
+    def add(self, step: Callable[[], Awaitable[object]]) -> None:
+        self._steps.append(step)
+
+    def start_clock(self) -> None:
+        """The grace period starts now (stopping began)."""
+        self._deadline = asyncio.get_running_loop().time() + self._grace_s
+
+    async def run(self) -> None:
+        if self._deadline is None:
+            self.start_clock()
+        assert self._deadline is not None
+        loop = asyncio.get_running_loop()
+        for step in reversed(self._steps):
+            try:
+                async with asyncio.timeout(max(self._deadline - loop.time(), _CLEANUP_FLOOR_S)):
+                    await step()
+            except Exception as exc:
+                log.warning(
+                    "gateway shutdown: %s did not finish cleanly (%r)",
+                    getattr(step, "__qualname__", step),
+                    exc,
+                )
+
+
+async def _serve(settings: Settings, stop: asyncio.Event, cleanup: _Cleanup) -> None:
     redis_client = open_redis(settings.redis)
+    cleanup.add(redis_client.aclose)
     store = OrderStore.from_settings(redis_client, settings)
     rules = RulesCache(RulesStore(redis_client, namespace=settings.redis.namespace))
     rules.start()  # loads at once, and keeps retrying while Redis is away
+    cleanup.add(rules.stop)
     # The outbox tail blocks on its own connection, so it never queues behind order writes.
     tail_client = open_redis(settings.redis, blocking_reads_ms=1000)
+    cleanup.add(tail_client.aclose)
     hub = UpdateHub(
         Outbox(
             tail_client,
@@ -69,6 +117,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         replicas=store.replica_probe("gateway-tail"),  # None unless redis.min_replica_acks
     )
     await hub.start()
+    cleanup.add(hub.stop)
     budget = rate_budget(redis_client, settings)
     admission = Admission(
         store=store,
@@ -80,6 +129,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     )
     risk_gate = RiskGate(RiskState(redis_client, namespace=settings.redis.namespace), settings.risk)
     risk_gate.start()  # limits, mark prices and the kill switch, reloaded every 0.25 s
+    cleanup.add(risk_gate.stop)
     desk = OrderDesk(
         store=store,
         rules=rules,
@@ -115,6 +165,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     grpc_address = f"{settings.server.host}:{settings.server.grpc_port}"
     add_port(server, grpc_address, settings.server.tls)
     await server.start()
+    cleanup.add(lambda: server.stop(0))  # a no-op after the graceful stop below
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
 
@@ -124,6 +175,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         access_log=None,
     )
     await runner.setup()
+    cleanup.add(runner.cleanup)
     site = web.TCPSite(runner, settings.server.host, settings.server.http_port)
     await site.start()
     log.info(
@@ -137,19 +189,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
 
     await stop.wait()
     log.info("gateway stopping: refusing new calls, ending update streams with their resume token")
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.server.shutdown_grace_ms / 1000
+    cleanup.start_clock()
     # New calls are refused at once; calls in progress get the grace period, then are cancelled.
     stopping = asyncio.create_task(server.stop(settings.server.shutdown_grace_ms / 1000))
     await health_servicer.enter_graceful_shutdown()
     await hub.close_streams()  # each stream ends OK, its resume token in the trailing metadata
     await stopping
-    for step in (rules.stop, risk_gate.stop, runner.cleanup, tail_client.aclose, redis_client.aclose):
-        try:  # each bounded by what is left of the grace period (a Redis outage must not hang us)
-            async with asyncio.timeout(max(deadline - loop.time(), _CLEANUP_FLOOR_S)):
-                await step()
-        except Exception as exc:
-            log.warning(
-                "gateway shutdown: %s did not finish cleanly (%r)", getattr(step, "__qualname__", step), exc
-            )
-    log.info("gateway stopped")

@@ -295,3 +295,35 @@ def test_worker_sigterm_while_redis_is_frozen_exits_within_grace(tmp_path: Path)
         redis_server.terminate()
         redis_server.wait(timeout=10)
         exchange.sock.close()
+
+
+def test_a_gateway_whose_port_is_taken_exits_at_once_saying_so(real_redis: str, tmp_path: Path) -> None:
+    """A failed start stops what it started: its background loops (rules, risk limits, the
+    outbox tail) used to keep the process alive after grpc's bind error, so `up` never
+    restarted it. It must exit non-zero, with the bind error in its log, well within the time
+    the loops would otherwise run on (they tick every 0.25 s to 5 s, for ever)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            "REDIS_ADDRESS": real_redis,
+            "ORDER_EXECUTION__REDIS__DB": str(REDIS_DB),
+            "ORDER_EXECUTION__SERVER__GRPC_PORT": str(port),
+            "ORDER_EXECUTION__SERVER__HTTP_PORT": str(free_port()),
+            "ORDER_EXECUTION__AUTH__ENABLED": "false",
+            "LOG_FORMAT": "text",
+        }
+        gateway = ManagedProcess("gateway", cli("gateway"), cli_env(**env), log_dir=tmp_path)
+        try:
+            gateway.start()
+            assert gateway.process is not None
+            # A start takes 1-3 s here; 20 s leaves room for a loaded machine, and a hang is for ever.
+            code = gateway.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running 20 s after its bind failed:\n{gateway.log_tail()}") from None
+        finally:
+            gateway.stop()
+    log = gateway.log_tail(40)
+    assert code != 0, log
+    assert str(port) in log, log
