@@ -3,7 +3,7 @@
 Sources, highest priority first:
 1. the original service's environment names (`BINANCE_API_KEY`, `BINANCE_SECRET_KEY`,
    `BINANCE_TESTNET`, `REDIS_ADDRESS`, `REDIS_PASSWORD`, `NATS_ADDRESS`, `LOG_LEVEL`,
-   `LOG_FORMAT`);
+   `LOG_FORMAT`), and `BINANCE_BASE_URL` and `ORDER_EXECUTION_API_KEY` (the CLI's key);
 2. any key as `ORDER_EXECUTION__SECTION__KEY` (e.g. `ORDER_EXECUTION__SERVER__GRPC_PORT`);
 3. the YAML file (`--config`, else `$ORDER_EXECUTION_CONFIG`, else `./config.yaml` if present),
    after `${VAR}` / `${VAR:-default}` expansion from the environment;
