@@ -36,7 +36,7 @@ import os
 import random
 import secrets
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,13 +52,12 @@ from tests.chaos.gateway_kill import GatewayOutage, kill_gateway, ride_through
 from tests.chaos.quiesce import check_against_exchange, sweep_and_freeze, wait_settled
 from tests.chaos.seed import SEED, replay_note
 from tests.chaos.streams import StreamRecorder
-from tests.chaos.verify import OrderView
 from tests.chaos.workload import (
     Clock,
-    PlannedOrder,
     PriceBook,
     Submitter,
     make_plan,
+    overtaken_by_market,
     plain,
     sizing_for,
 )
@@ -271,23 +270,6 @@ async def run_chaos(actions: list[ChaosAction], clock: Clock, done: list[str]) -
 
 
 # ---------------------------------------------------------------------- the test
-def overtaken_by_market(item: PlannedOrder, views: Mapping[str, OrderView | None]) -> bool:
-    """A create retried so long (a 30 s circuit breaker, say) that the market moved past the
-    exchange's PERCENT_PRICE band around its price, refused on that retry, and stored nowhere.
-
-    The request keeps its first price on every retry (an idempotent retry must), so after a
-    long enough stall the refusal is right. One the service holds is not this case: its
-    retry must have answered with the stored order (and the checker looks at it anyway).
-    """
-    return (
-        item.order_id is None
-        and item.create_attempts > 1
-        and item.create_error.startswith("FAILED_PRECONDITION")
-        and "PERCENT_PRICE" in item.create_error
-        and views.get(item.client_order_id) is None
-    )
-
-
 @pytest.mark.timeout(TEST_TIMEOUT_S)
 async def test_chaos_no_order_lost_duplicated_or_mismatched(
     cluster: ChaosCluster, request: pytest.FixtureRequest

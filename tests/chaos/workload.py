@@ -14,7 +14,7 @@ import contextlib
 import functools
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -330,6 +330,23 @@ class Submitter:
                 return
             item.cancel_outcome = pb.OrderState.Name(reply.state)
             return
+
+
+def overtaken_by_market(item: PlannedOrder, views: Mapping[str, OrderView | None]) -> bool:
+    """A create retried so long (a 30 s circuit breaker, say) that the market moved past the
+    exchange's PERCENT_PRICE band around its price, refused on that retry, and stored nowhere.
+
+    The request keeps its first price on every retry (an idempotent retry must), so after a
+    long enough stall the refusal is right. One the service holds is not this case: its
+    retry must have answered with the stored order (and the checker looks at it anyway).
+    """
+    return (
+        item.order_id is None
+        and item.create_attempts > 1
+        and item.create_error.startswith("FAILED_PRECONDITION")
+        and "PERCENT_PRICE" in item.create_error
+        and views.get(item.client_order_id) is None
+    )
 
 
 # ---------------------------------------------------------------------- reading back

@@ -47,6 +47,7 @@ from tests.chaos.workload import (
     PriceBook,
     Submitter,
     make_plan,
+    overtaken_by_market,
     retry_rpc,
     sizing_for,
 )
@@ -244,7 +245,12 @@ async def run(config: ClientConfig) -> dict[str, object]:
         "acknowledged_then_missing": missing,
         "accepted": submitter.accepted,
         "planned": len(plan),
-        "never_accepted": [f"{i.client_order_id}: {i.create_error}" for i in plan if i.order_id is None],
+        "never_accepted": [
+            f"{i.client_order_id}: {i.create_error}"
+            for i in plan
+            if i.order_id is None and not overtaken_by_market(i, views)
+        ],
+        "overtaken_by_market": [i.client_order_id for i in plan if overtaken_by_market(i, views)],
         "retried_creates": submitter.retried_creates,
         "gateway_failovers": gateways.failovers,
         "stream_updates": {name: len(events) for name, events in sources.items()},

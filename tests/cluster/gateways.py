@@ -2,15 +2,17 @@
 
 `Gateways` looks like one OrderService stub to the chaos test's machinery (the Submitter, the
 stream recorder, the checker). Each unary call goes to the next gateway in turn that is not
-marked down; a call that fails UNAVAILABLE or DEADLINE_EXCEEDED marks its gateway down for
+marked down; a call that fails for want of its gateway (DEADLINE_EXCEEDED, or an UNAVAILABLE
+that gRPC raised for a failed connection, not one the gateway answered) marks it down for
 `DOWN_S` (twice as long each time it fails again, up to `MAX_DOWN_S`), so the caller's retry
-(same request, same client_order_id) goes to the other. A
-stream goes to its preferred gateway (`preferring(i)`) unless that one is down, so a broken
-stream resumes, with its token, on the other. Every call carries the clients' API key.
+(same request, same client_order_id) goes to the other. A stream goes to its preferred gateway
+(`preferring(i)`) unless that one is down, so a broken stream resumes, with its token, on the
+other. Every call carries the clients' API key.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +28,13 @@ if TYPE_CHECKING:  # the async stub exists only in the type stubs
     Stub = order_pb2_grpc.OrderServiceAsyncStub
 
 DOWN_S, MAX_DOWN_S = 3.0, 24.0
-GATEWAY_FAILED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# How gRPC itself words a connection that failed or died (an UNAVAILABLE the gateway answered,
+# e.g. "order store (Redis) is failing over", says the gateway is fine: retry there or anywhere).
+_TRANSPORT_FAILURE = re.compile(
+    r"failed to connect|Stream removed|Socket closed|Connection reset|recvmsg|Broken pipe|GOAWAY|"
+    r"keepalive|Connection refused|No route to host|Network is unreachable|Connection timed out",
+    re.IGNORECASE,
+)
 # Pings notice a gateway host that lost power (no FIN, no RST) within about 4 s; the gateway
 # accepts pings this often (server.client_ping_min_ms).
 CHANNEL_OPTIONS = [
@@ -61,7 +69,7 @@ class _Health:
         self.pause_s[index] = 0.0
 
     def failed(self, index: int, exc: grpc.aio.AioRpcError) -> None:
-        if exc.code() not in GATEWAY_FAILED or not self.up(index):
+        if not gateway_unreachable(exc) or not self.up(index):
             return
         self.failovers += 1
         pause = min(max(DOWN_S, 2 * self.pause_s[index]), MAX_DOWN_S)
@@ -69,6 +77,14 @@ class _Health:
             self.clock.log("gateway", f"{self.names[index]}: {exc.code().name}; using the other one")
         self.pause_s[index] = pause
         self.down_until[index] = time.monotonic() + pause
+
+
+def gateway_unreachable(exc: grpc.aio.AioRpcError) -> bool:
+    """The call failed for want of the gateway (no answer in time, or a connection that failed),
+    not with an answer of the gateway's."""
+    if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return True
+    return exc.code() is grpc.StatusCode.UNAVAILABLE and bool(_TRANSPORT_FAILURE.search(exc.details() or ""))
 
 
 def as_stub(gateways: Gateways) -> Stub:
