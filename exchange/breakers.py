@@ -39,6 +39,7 @@ import redis.asyncio as aioredis
 
 from exchange.errors import CircuitOpen, ClockSkew, ExchangeUnavailable, OutcomeUnknown, RateLimited
 from orders import metrics
+from orders.redis_connection import reply_text
 from orders.settings import CircuitBreakerSettings
 
 log = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ class _MirroredStorage(pybreaker.CircuitBreakerStorage):
         if state is None and pending.state is None:  # Redis lost the keys: closed again, as pybreaker
             self._writes.create_keys = True
             self._wake()
-        self._state = pending.state or (_text(state) if state is not None else pybreaker.STATE_CLOSED)
+        self._state = pending.state or (reply_text(state) if state is not None else pybreaker.STATE_CLOSED)
         self._failures = pending.failures.on(int(failures or 0))
         self._successes = pending.successes.on(int(successes or 0))
         self._opened_at = _latest(int(opened_at) if opened_at else None, pending.opened_at)
@@ -370,7 +371,3 @@ class Breakers:
 
 def _latest(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else max(a, b)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -25,6 +25,7 @@ from gateway import metrics
 from orders import metrics as shared
 from orders.listener_status import ListenerStatus
 from orders.model import OrderState, now_ms
+from orders.redis_connection import reply_text
 from orders.store import OrderStore
 from tasks.queues import DRAMATIQ_NAMESPACE, queue_for, queue_key
 from tasks.redis_queues import HEARTBEAT_TIMEOUT_MS
@@ -42,7 +43,7 @@ async def live_workers(store: OrderStore) -> int:
     pipe = store.pipeline()
     pipe.zrangebyscore(_HEARTBEATS, now_ms() - HEARTBEAT_TIMEOUT_MS, "+inf")
     (members,) = await pipe.execute()
-    return sum(1 for m in members if _text(m).startswith(_WORKER_PREFIX))
+    return sum(1 for m in members if reply_text(m).startswith(_WORKER_PREFIX))
 
 
 @dataclass
@@ -79,7 +80,7 @@ class ClusterGauges:
             metrics.QUEUE_DELAYED.labels(symbol).set(delayed)
             metrics.QUEUE_DEAD_LETTERS.labels(symbol).set(dead)
         for group, state in zip(groups, results[3 * len(self.symbols) :], strict=True):
-            shared.breaker_state(str(group), _text(state) if state is not None else "closed")
+            shared.breaker_state(str(group), reply_text(state) if state is not None else "closed")
 
     async def _order_states(self) -> None:
         ids = await self.store.unsettled(limit=STATE_SAMPLE)
@@ -175,7 +176,3 @@ class GaugeRefresher:
                 exc,
                 self._failures,
             )
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -29,6 +29,7 @@ from redis.exceptions import ResponseError
 
 from orders.errors import InvalidOrder, ResumePointExpired
 from orders.model import Fill, Order, OrderState, now_ms
+from orders.redis_connection import reply_text
 
 _Rows = list[tuple[bytes, dict[bytes, bytes]]]
 _StreamReply = list[tuple[bytes, _Rows]]
@@ -98,7 +99,7 @@ class Outbox:
     async def last_id(self) -> str:
         """The id of the newest entry, or "0-0" for an empty stream."""
         rows = cast(_Rows, await self._redis.xrevrange(self.key, count=1))
-        return _text(rows[0][0]) if rows else "0-0"
+        return reply_text(rows[0][0]) if rows else "0-0"
 
     async def range_after(self, after_id: str, *, count: int = 500) -> list[OutboxEntry]:
         """Up to `count` entries written after `after_id`, oldest first."""
@@ -118,7 +119,7 @@ class Outbox:
                 yield _decode(entry_id, fields)
             if len(rows) < page:
                 return
-            cursor = _text(rows[-1][0])
+            cursor = reply_text(rows[-1][0])
 
     async def read_after(self, after_id: str, *, count: int = 500, block_ms: int = 1000) -> list[OutboxEntry]:
         """Entries after `after_id`, waiting up to `block_ms` for the first one."""
@@ -177,9 +178,8 @@ def _decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> OutboxEntry:
     fills = tuple(Fill.from_dict(f) for f in orjson.loads(raw_fills)) if raw_fills else ()
     was = fields.get(b"was") or b""
     return OutboxEntry(
-        _text(entry_id), Order.from_json(fields[b"order"]), fills, OrderState(was.decode()) if was else None
+        reply_text(entry_id),
+        Order.from_json(fields[b"order"]),
+        fills,
+        OrderState(was.decode()) if was else None,
     )
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

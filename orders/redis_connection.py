@@ -23,6 +23,7 @@ client object works again as soon as the sentinels name the new primary.
 
 `open_redis` is for the asyncio processes (gateway, workers, listener); `open_sync_redis`
 for the threaded ones (Dramatiq's broker in the dashboard and tools, the CLI's checks).
+`reply_text` reads a key, member or value those clients return as text.
 """
 
 from __future__ import annotations
@@ -163,3 +164,13 @@ def open_sync_redis(settings: RedisSettings, *, blocking_reads_ms: int = 0) -> r
         **options,
     )
     return client
+
+
+def reply_text(value: bytes | str) -> str:
+    """A key, member or value Redis returned, as text.
+
+    The clients opened here answer bytes, decoded as UTF-8 (UnicodeDecodeError if they are
+    not); a client opened with decode_responses (some tests' fakes) already answers str,
+    returned as it is.
+    """
+    return value.decode() if isinstance(value, bytes) else value

@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 
 from orders.exact import EXACT
 from orders.model import decimal_str, now_ms
+from orders.redis_connection import reply_text
 from orders.settings import RiskSettings
 
 QTY_SCALE = 10**8  # quantities in the Lua counting are integers of 1e-8 of the base asset
@@ -161,7 +162,7 @@ class RiskState:
     async def limits(self, defaults: RiskSettings) -> RiskSettings:
         """The limits in force: `defaults` overlaid with the stored overrides."""
         raw = cast(dict[Any, Any], await self._redis.hgetall(self.keys.limits))
-        return overlay(defaults, {_text(k): json.loads(v) for k, v in raw.items()})
+        return overlay(defaults, {reply_text(k): json.loads(v) for k, v in raw.items()})
 
     async def set_limits(
         self, defaults: RiskSettings, changes: dict[str, Any], *, actor: str, reason: str
@@ -189,7 +190,7 @@ class RiskState:
         pipe.hgetall(self.keys.mode)
         pipe.hgetall(self.keys.cancel_open)
         mode_raw, cancel_raw = await pipe.execute()
-        raw = {_text(k): _text(v) for k, v in mode_raw.items()}
+        raw = {reply_text(k): reply_text(v) for k, v in mode_raw.items()}
         request = _cancel_open(cancel_raw)
         pending = request if request is not None and request.pending else None
         if not raw:
@@ -294,7 +295,7 @@ class RiskState:
         )
         entries = []
         for _, fields in rows:
-            f = {_text(k): _text(v) for k, v in fields.items()}
+            f = {reply_text(k): reply_text(v) for k, v in fields.items()}
             entries.append(
                 AuditEntry(
                     int(f.get("time", "0")),
@@ -332,12 +333,12 @@ class RiskState:
     async def marks(self) -> dict[str, MarkPrice]:
         """Every stored mark price by symbol."""
         raw = await self._redis.hgetall(self.keys.marks)
-        return {_text(k): _mark(_text(v)) for k, v in raw.items()}
+        return {reply_text(k): _mark(reply_text(v)) for k, v in raw.items()}
 
     async def mark(self, symbol: str) -> MarkPrice | None:
         """One symbol's stored mark price, or None."""
         raw = await self._redis.hget(self.keys.marks, symbol)
-        return _mark(_text(raw)) if raw is not None else None
+        return _mark(reply_text(raw)) if raw is not None else None
 
     async def set_positions(self, positions: dict[str, Decimal], *, replace: bool = False) -> None:
         """Store signed position amounts by symbol; `replace` drops symbols not in `positions`."""
@@ -354,12 +355,12 @@ class RiskState:
     async def positions(self) -> dict[str, Decimal]:
         """The stored position amount per symbol (signed: negative is short)."""
         raw = await self._redis.hgetall(self.keys.positions)
-        return {_text(k): from_units(_text(v)) for k, v in raw.items()}
+        return {reply_text(k): from_units(reply_text(v)) for k, v in raw.items()}
 
     async def open_quantities(self) -> dict[str, Decimal]:
         """Quantity of open orders per '<SYMBOL>:<SIDE>' (what the position limit counts)."""
         raw = await self._redis.hgetall(self.keys.open_qty)
-        return {_text(k): from_units(_text(v)) for k, v in raw.items() if int(_text(v))}
+        return {reply_text(k): from_units(reply_text(v)) for k, v in raw.items() if int(reply_text(v))}
 
     async def open_orders(self) -> int:
         """Orders holding a risk reservation (placed with risk on and not final yet)."""
@@ -391,7 +392,7 @@ def _mark(text: str) -> MarkPrice:
 
 
 def _cancel_open(raw: dict[Any, Any]) -> CancelOpenRequest | None:
-    f = {_text(k): _text(v) for k, v in raw.items()}
+    f = {reply_text(k): reply_text(v) for k, v in raw.items()}
     if not f.get("id"):
         return None
     return CancelOpenRequest(
@@ -404,10 +405,6 @@ def _cancel_open(raw: dict[Any, Any]) -> CancelOpenRequest | None:
         int(f.get("done_at", "0")),
         int(f.get("canceled", "0")),
     )
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True, slots=True)

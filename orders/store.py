@@ -32,6 +32,7 @@ from orders import fsm, metrics
 from orders.errors import NotReplicated, OrderNotFound, RiskLimitExceeded, StoreConflict
 from orders.model import Order, OrderState, decimal_str, now_ms
 from orders.outbox import Outbox, encode_fills
+from orders.redis_connection import reply_text
 from orders.replicas import NO_REPLICA_ACKS, ReplicaAcks, ReplicaProbe
 from orders.risk_state import DAY_COUNTER_TTL_S, RiskCheck, RiskKeys, from_units, to_units, utc_day
 from orders.settings import Settings
@@ -185,8 +186,8 @@ class OrderStore(OrderQueries):
         _add_push(keys, args, enqueue(stored) if enqueue else None)
         answer, acks = await self._write(self._create, keys, args)
         if isinstance(answer, list):
-            raise _refusal(stored, [_text(part) for part in answer])
-        winner = _text(answer)
+            raise _refusal(stored, [reply_text(part) for part in answer])
+        winner = reply_text(answer)
         if winner == order.order_id:
             result = CreateResult(stored, created=True)
         else:
@@ -375,7 +376,3 @@ def _add_push(keys: list[str], args: list[Any], push: QueuePush | None) -> None:
     if push is not None:
         keys += [push.messages_key, push.queue_key, push.doorbell_key]
         args += [push.message_id, push.payload, push.doorbell_cap]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -29,6 +29,7 @@ from redis.asyncio.client import Pipeline
 from orders import metrics
 from orders.errors import InvalidOrder, OrderNotFound
 from orders.model import Order, OrderState
+from orders.redis_connection import reply_text
 from orders.store_scripts import FIND_BY_CLIENT_ID
 
 # Index entries one `search` call reads at most unless told (`server.list_scan_cap`).
@@ -144,7 +145,7 @@ class OrderQueries:
         )
         ids: list[str] = []
         for member, score in rows:
-            order_id = _text(member)
+            order_id = reply_text(member)
             if after is not None and (int(score), order_id) <= after:
                 continue
             ids.append(order_id)
@@ -178,7 +179,7 @@ class OrderQueries:
             rows = cast(
                 list[bytes], await self._redis.zrangebyscore(index, "-inf", older_than_ms, start=0, num=batch)
             )
-            ids = [_text(member) for member in rows]
+            ids = [reply_text(member) for member in rows]
             gone = [i for i, data in zip(ids, await self._fetch_data(ids), strict=True) if data is None]
             if gone:
                 removed += int(await self._redis.zrem(index, *gone))
@@ -186,7 +187,7 @@ class OrderQueries:
 
     async def _narrow_indexes(self) -> list[str]:
         """Every symbol's and every owner's time index."""
-        return [_text(k) async for k in self._redis.scan_iter(match=f"{self._index_key()}:*", count=200)]
+        return [reply_text(k) async for k in self._redis.scan_iter(match=f"{self._index_key()}:*", count=200)]
 
     async def search(
         self,
@@ -254,12 +255,12 @@ class OrderQueries:
                     index, window.high, window.low, start=0, num=want, withscores=True
                 ),
             )
-            rows = [(_text(member), int(score)) for member, score in raw]
+            rows = [(reply_text(member), int(score)) for member, score in raw]
             return rows, len(rows), len(rows) == want
         flat = await self._rows_after(keys=[index], args=[position[1], want])
         if flat is None:
             return await self._rows_below_missing(index, window, position, want)
-        pairs = [(_text(flat[i]), int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
+        pairs = [(reply_text(flat[i]), int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
         inside = [(order_id, created) for order_id, created in pairs if window.holds(created)]
         # The index is newest first: the first entry older than the window ends it.
         ended = len(pairs) < want or any(created < window.start_ms for _, created in pairs)
@@ -279,7 +280,7 @@ class OrderQueries:
                     index, high, window.low, start=0, num=want, withscores=True
                 ),
             )
-            pairs = [(_text(member), int(created)) for member, created in raw]
+            pairs = [(reply_text(member), int(created)) for member, created in raw]
             rows = [(i, c) for i, c in pairs if not (c == score and i >= seen_id)]
             # A whole batch of passed ties (more than `want` orders in one millisecond) would be
             # read again forever: step below that millisecond instead.
@@ -295,10 +296,6 @@ class OrderQueries:
 
     async def ping(self) -> bool:
         return bool(await self._redis.ping())
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _encode_token(score: int, order_id: str) -> str:

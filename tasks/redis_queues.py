@@ -24,6 +24,7 @@ import redis.exceptions
 from dramatiq import Message
 from dramatiq.common import dq_name
 
+from orders.redis_connection import reply_text
 from tasks.queues import DRAMATIQ_NAMESPACE, doorbell_key
 
 HEARTBEAT_TIMEOUT_MS = 15_000  # as every Dramatiq process sharing these queues uses
@@ -99,7 +100,7 @@ class QueueClient:
             for (queue, _), found in zip(wanted, results, strict=False)
         ]
         rung = results[-1] if bells else None
-        return fetched, (_text(rung[0]) if rung else None)
+        return fetched, (reply_text(rung[0]) if rung else None)
 
     async def wait_for_bell(self, bells: Sequence[str], timeout_s: float) -> str | None:
         """Block until one of the doorbell keys `bells` rings; take its entries and return it.
@@ -109,7 +110,7 @@ class QueueClient:
         rung: Any = await self._redis.blmpop(
             timeout_s, len(bells), *bells, direction="LEFT", count=DOORBELL_CAP
         )
-        return _text(rung[0]) if rung else None
+        return reply_text(rung[0]) if rung else None
 
     async def settle(
         self,
@@ -157,7 +158,3 @@ def ring(pipe: aioredis.client.Pipeline, queue: str) -> None:
     bell = doorbell_key(queue)
     pipe.rpush(bell, 1)
     pipe.ltrim(bell, -DOORBELL_CAP, -1)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
