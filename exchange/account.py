@@ -21,6 +21,15 @@ def account_id(settings: Settings) -> str:
     return hashlib.sha256(settings.exchange.api_key.get_secret_value().encode()).hexdigest()[:12]
 
 
+def breaker_namespace(settings: Settings) -> str:
+    """The Redis key prefix of the account's breakers: `redis.namespace`, then `account_id`.
+
+    The breakers (`breakers` below) write their state under it; the gateway's admission and
+    cluster gauges read it from there.
+    """
+    return f"{settings.redis.namespace}:{account_id(settings)}"
+
+
 def rate_budget(client: aioredis.Redis, settings: Settings) -> RateBudget | None:
     """The account's shared budget, or None when `rate_limit.enabled` is false."""
     if not settings.rate_limit.enabled:
@@ -44,11 +53,10 @@ def breakers(client: aioredis.Redis, settings: Settings) -> Breakers:
     exchange/breakers.py), each round bounded by `redis.socket_timeout_ms`, so a slow or
     frozen Redis never holds an exchange request.
     """
-    namespace = f"{settings.redis.namespace}:{account_id(settings)}"
     return Breakers(
         settings.circuit_breaker,
         client=client,
-        namespace=namespace,
+        namespace=breaker_namespace(settings),
         sync_timeout_s=settings.redis.socket_timeout_ms / 1000,
     )
 

@@ -29,7 +29,7 @@ from importlib import metadata
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from exchange.account import account_id
+from exchange.account import breaker_namespace
 from gateway.cluster_gauges import ClusterGauges, GaugeRefresher
 from gateway.health import READINESS, HealthChecks
 from orders import metrics as shared_metrics
@@ -63,7 +63,7 @@ def build_http_app(checks: HealthChecks, gauges: ClusterGauges | None = None) ->
             checks.listener,
             settings.symbols,
             checks.budget,
-            breaker_namespace=f"{settings.redis.namespace}:{account_id(settings)}",
+            breaker_namespace=breaker_namespace(settings),
         )
     version = service_version()
     refresher = GaugeRefresher(

@@ -11,7 +11,7 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from exchange.account import account_id, rate_budget
+from exchange.account import breaker_namespace, rate_budget
 from gateway.account_admin import AccountServicer
 from gateway.admin_servicer import AdminServicer
 from gateway.admission import Admission
@@ -124,7 +124,7 @@ async def _serve(settings: Settings, stop: asyncio.Event, cleanup: _Cleanup) -> 
         settings=settings.admission,
         max_order_age_ms=settings.worker.max_order_age_ms,
         budget=budget,
-        breaker_namespace=f"{settings.redis.namespace}:{account_id(settings)}",
+        breaker_namespace=breaker_namespace(settings),
         breaker_settings=settings.circuit_breaker,
     )
     risk_gate = RiskGate(RiskState(redis_client, namespace=settings.redis.namespace), settings.risk)
