@@ -36,10 +36,13 @@ run: setup
 K8S_VERSION   := 1.33.0
 K8S_RESOURCES := $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml))
 
+# lint-imports checks the import contracts in pyproject.toml ([tool.importlinter]: the layering);
+# no cache, since the graph builds in under a second and the cache would be a folder in the checkout.
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/hadolint --failure-threshold style deploy/Dockerfile
 	@out="$$($(BIN)/kubernetes-validate --strict --quiet -k $(K8S_VERSION) $(K8S_RESOURCES))" \
 		&& [ -z "$$out" ] || { echo "$$out"; exit 1; }
