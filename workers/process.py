@@ -29,10 +29,10 @@ from orders.shutdown import stop_on_signals
 from orders.store import OrderStore
 from tasks.messages import reconcile_message
 from tasks.queues import queue_for
-from workers.actors import order_handlers
 from workers.consumer import Consumer
 from workers.exchange_info import refresh_rules
 from workers.execution import OrderExecutor
+from workers.retry_policy import order_handlers
 
 log = logging.getLogger(__name__)
 

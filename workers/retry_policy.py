@@ -1,10 +1,12 @@
-"""The order actors: thin shells that hand the order id to the executor.
+"""What each order message runs, and when a failure is retried: the workers' retry policy.
 
-Retry policy lives here, once: creates are never retried by the queue (the executor
-retries what is safe to retry inside the order's age budget, and a redelivery after a
-crash is made safe by its claim); cancels and reconciliations retry with a short
-backoff. What still fails ends in the dead-letter queue with its order unsettled, and
-the listener's reconciler, which sweeps every unsettled order, settles it.
+Each actor name (tasks.queues) maps to the executor method that does the work and to its
+retry rule, which workers.consumer applies as Dramatiq's retry_when and backoff. The policy
+lives here, once: creates are never retried by the queue (the executor retries what is safe
+to retry inside the order's age budget, and a redelivery after a crash is made safe by its
+claim); cancels and reconciliations retry with a short backoff. What still fails ends in the
+dead-letter queue with its order unsettled, and the listener's reconciler, which sweeps
+every unsettled order, settles it.
 """
 
 from __future__ import annotations
