@@ -367,10 +367,15 @@ def sentinel_sees_all(sentinel: redis.Redis, master_name: str, *, sentinels: int
 def _jetstream_ready(node: Server, password: str) -> bool:
     if not port_open("127.0.0.1", node.port):  # no client (and no socket of its to leak) before then
         return False
+    return jetstream_answers(f"nats://{node.address}", password)
+
+
+def jetstream_answers(url: str, password: str) -> bool:
+    """The NATS node at `url` answers a JetStream request (so its cluster has a meta leader)."""
 
     async def ask() -> bool:
         client = await nats.connect(
-            f"nats://{node.address}",
+            url,
             user=NATS_USER,
             password=password,
             connect_timeout=1,

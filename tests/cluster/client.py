@@ -37,6 +37,7 @@ import nats
 import orjson
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from orders.events import UPDATES_SUBJECT
 from proto import order_pb2 as pb
 from tests.chaos.quiesce import check_against_exchange, sweep_and_freeze, wait_settled
 from tests.chaos.streams import StreamRecorder
@@ -102,7 +103,7 @@ async def jetstream_versions(config: ClientConfig, order_ids: set[str]) -> list[
         js = client.jetstream(timeout=5)
         info = await js.stream_info(config.nats_stream)
         subscription = await js.pull_subscribe(
-            "orders.updates.>",
+            f"{UPDATES_SUBJECT}.>",
             stream=config.nats_stream,
             config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, inactive_threshold=60),
         )

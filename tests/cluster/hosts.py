@@ -16,7 +16,6 @@ sentinels, HTTP) run on a thread inside the clients' host, which reaches every o
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -32,14 +31,13 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
-import nats
 import redis
 import yaml
 from redis.sentinel import Sentinel
 
 from cli.embedded_servers import NATS_USER, embedded_redis_command
 from cli.ha_server_configs import MASTER_NAME, nats_node_config, redis_node_config, sentinel_config
-from cli.ha_servers import replicas_online, sentinel_sees_all
+from cli.ha_servers import jetstream_answers, replicas_online, sentinel_sees_all
 from cli.processes import ManagedProcess, python_command
 from tests.chaos.cluster import REPO, group_pids
 from tests.cluster.netns import HostThreads, TestNetwork
@@ -325,21 +323,7 @@ class Machines:
         return True
 
     def _jetstream_ready(self) -> bool:
-        async def ask(url: str) -> None:
-            client = await nats.connect(
-                url, user=NATS_USER, password=self.nats_password, connect_timeout=1, allow_reconnect=False
-            )
-            try:
-                await client.jetstream(timeout=1).account_info()
-            finally:
-                await client.close()
-
-        try:
-            for url in self.nats_urls:
-                asyncio.run(ask(url))
-        except Exception:  # not up yet, or no meta leader yet: ask again
-            return False
-        return True
+        return all(jetstream_answers(url, self.nats_password) for url in self.nats_urls)
 
     # ------------------------------------------------------------------ faults
     def power_off(self, host: str) -> list[str]:

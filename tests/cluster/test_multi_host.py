@@ -36,6 +36,8 @@ from typing import Any
 
 import pytest
 
+from cli.embedded_servers import NATS_USER
+from orders.settings import NatsSettings
 from tests.chaos.cluster import QUICK_SETTLEMENT, find_binary
 from tests.chaos.workload import plain, sizing_for
 from tests.cluster.client import ClientConfig
@@ -210,9 +212,9 @@ def test_losing_a_host_a_partition_and_the_exchange_loses_nothing(
         api_key=machines.client_key,
         exchange=machines.exchange_base,
         nats_servers=machines.nats_urls,
-        nats_user="order-execution",
+        nats_user=NATS_USER,
         nats_password=machines.nats_password,
-        nats_stream="ORDERS",
+        nats_stream=NatsSettings().stream,
         symbols=SYMBOLS,
         orders=ORDERS,
         rate=RATE_PER_S,

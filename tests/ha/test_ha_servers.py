@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 FAILOVER_BOUND_S = 30.0
 
 
-def _require_binaries() -> None:
+def require_binaries() -> None:
     missing = [
         name
         for name, found in (
@@ -48,7 +48,7 @@ def _require_binaries() -> None:
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HaServers]:
-    _require_binaries()
+    require_binaries()
     with running_ha_servers(tmp_path_factory.mktemp("ha")) as started:
         yield started
 
@@ -161,7 +161,7 @@ def test_the_settings_env_points_the_service_at_the_cluster(
 
 def test_killing_the_primary_promotes_a_replica_that_takes_writes(tmp_path: Path) -> None:
     """Its own servers: the module's cluster stays as it started for the other tests."""
-    _require_binaries()
+    require_binaries()
     with running_ha_servers(tmp_path) as servers:
         old = servers.primary
         old.process.kill()
@@ -190,7 +190,7 @@ def test_killing_the_primary_promotes_a_replica_that_takes_writes(tmp_path: Path
 
 
 def test_everything_is_gone_after_the_stop(tmp_path: Path) -> None:
-    _require_binaries()
+    require_binaries()
     with running_ha_servers(tmp_path) as servers:
         pids = [process.pid for process in servers.processes]
         ports = [server.port for server in (*servers.redis, *servers.sentinels, *servers.nats)]
@@ -202,7 +202,7 @@ def test_everything_is_gone_after_the_stop(tmp_path: Path) -> None:
 def test_a_restart_keeps_the_primary_the_sentinels_chose(tmp_path: Path) -> None:
     """After a failover and a stop, the next start makes the promoted node the primary again,
     with the data written to it (not the old primary's older copy)."""
-    _require_binaries()
+    require_binaries()
     with running_ha_servers(tmp_path) as servers:
         servers.primary.process.kill()
         deadline = time.monotonic() + FAILOVER_BOUND_S

@@ -47,13 +47,12 @@ import redis
 from cli.credentials import LOCAL_KEY_FILE, open_channel
 from cli.ha_server_configs import MASTER_NAME
 from cli.order_args import SIDES
-from cli.processes import free_port
 from orders.settings_sections import ClientSettings
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 from tests.chaos.verify import FINAL, SIM_STATUS
-from tests.ha.test_ha_servers import _require_binaries
-from tests.integration.test_up_exposure import alive, process_tree
+from tests.ha.test_ha_servers import require_binaries
+from tests.integration.test_up_exposure import alive, process_tree, up_env
 
 pytestmark = pytest.mark.integration
 
@@ -173,24 +172,8 @@ def running_up_ha(tmp_path: Path) -> Iterator[UpHa]:
     """`order-execution up --ha` in `tmp_path`, the settings' ports free; once its summary is
     printed, what it says. Every process it started is stopped by pid on exit."""
     grpc_port, http_port, worker_metrics, listener_metrics, dashboard = _port_blocks(5)
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("ORDER_EXECUTION", "REDIS_", "NATS_", "BINANCE_"))
-    }
-    env.update(
-        PYTHONPATH=str(REPO),
-        ORDER_EXECUTION_CONFIG="",
-        # `up --ha` never uses these; nothing listens there, should anything try.
-        REDIS_ADDRESS=f"127.0.0.1:{free_port()}",
-        NATS_ADDRESS=f"nats://127.0.0.1:{free_port()}",
-        ORDER_EXECUTION__SERVER__GRPC_PORT=str(grpc_port),
-        ORDER_EXECUTION__SERVER__HTTP_PORT=str(http_port),
-        ORDER_EXECUTION__MONITORING__WORKER_METRICS_PORT=str(worker_metrics),
-        ORDER_EXECUTION__MONITORING__LISTENER_METRICS_PORT=str(listener_metrics),
-        ORDER_EXECUTION__DASHBOARD__PORT=str(dashboard),
-        LOG_FORMAT="text",
-    )
+    # `up --ha` never uses the Redis and NATS addresses; nothing listens there, should anything try.
+    env = up_env(grpc_port, http_port, worker_metrics, listener_metrics, dashboard)
     output = tmp_path / "up.out"
     with output.open("wb") as out:
         process = subprocess.Popen(
@@ -406,7 +389,7 @@ def _stop_up(up: UpHa) -> None:
 # leaves the rest for a loaded one. The phases' own bounds report where the time went if one hangs.
 @pytest.mark.timeout(120)
 def test_kill_9_of_the_redis_primary_under_order_watch_loses_nothing(tmp_path: Path) -> None:
-    _require_binaries()
+    require_binaries()
     began = time.monotonic()
     with running_up_ha(tmp_path) as up:
         start_s = time.monotonic() - began

@@ -116,10 +116,11 @@ def listening(pids: list[int]) -> dict[int, str]:
     return found
 
 
-@contextlib.contextmanager
-def running_up(tmp_path: Path) -> Iterator[UpRun]:
-    """`up --workers 1` in `tmp_path` with free ports and nothing at its Redis and NATS addresses."""
-    grpc_port, http_port = free_port(), free_port()
+def up_env(
+    grpc_port: int, http_port: int, worker_metrics: int, listener_metrics: int, dashboard: int
+) -> dict[str, str]:
+    """The environment a test runs `up` with: this one without any of the service's settings, the
+    given ports, and nothing at the Redis and NATS addresses (`up` starts its own)."""
     env = {
         name: value
         for name, value in os.environ.items()
@@ -128,15 +129,23 @@ def running_up(tmp_path: Path) -> Iterator[UpRun]:
     env.update(
         PYTHONPATH=str(REPO),
         ORDER_EXECUTION_CONFIG="",
-        REDIS_ADDRESS=f"127.0.0.1:{free_port()}",  # nothing there: `up` starts its own
+        REDIS_ADDRESS=f"127.0.0.1:{free_port()}",
         NATS_ADDRESS=f"nats://127.0.0.1:{free_port()}",
         ORDER_EXECUTION__SERVER__GRPC_PORT=str(grpc_port),
         ORDER_EXECUTION__SERVER__HTTP_PORT=str(http_port),
-        ORDER_EXECUTION__MONITORING__WORKER_METRICS_PORT=str(free_port()),
-        ORDER_EXECUTION__MONITORING__LISTENER_METRICS_PORT=str(free_port()),
-        ORDER_EXECUTION__DASHBOARD__PORT=str(free_port()),
+        ORDER_EXECUTION__MONITORING__WORKER_METRICS_PORT=str(worker_metrics),
+        ORDER_EXECUTION__MONITORING__LISTENER_METRICS_PORT=str(listener_metrics),
+        ORDER_EXECUTION__DASHBOARD__PORT=str(dashboard),
         LOG_FORMAT="text",
     )
+    return env
+
+
+@contextlib.contextmanager
+def running_up(tmp_path: Path) -> Iterator[UpRun]:
+    """`up --workers 1` in `tmp_path` with free ports and nothing at its Redis and NATS addresses."""
+    grpc_port, http_port = free_port(), free_port()
+    env = up_env(grpc_port, http_port, free_port(), free_port(), free_port())
     output = tmp_path / "up.out"
     with output.open("wb") as out:
         process = subprocess.Popen(
