@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
+from orders.redis_connection import reply_text
+
 _HOLD = """
 local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] or not holder then
@@ -51,7 +53,7 @@ class LeaderLease:
     async def holder(self) -> str | None:
         """Who holds the lease now, if anyone."""
         value = await self._redis.get(self.key)
-        return value.decode() if isinstance(value, bytes) else value
+        return None if value is None else reply_text(value)
 
     async def release(self) -> None:
         """Give the lease up (at shutdown) so a standby takes over at once."""

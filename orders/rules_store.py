@@ -10,6 +10,7 @@ import json
 
 import redis.asyncio as aioredis
 
+from orders.redis_connection import reply_text
 from orders.rules import SymbolRules
 
 
@@ -28,7 +29,4 @@ class RulesStore:
     async def load(self) -> dict[str, SymbolRules]:
         """All stored rules by symbol; empty if no worker has fetched them yet."""
         raw = await self._redis.hgetall(self._key)
-        return {
-            (k.decode() if isinstance(k, bytes) else k): SymbolRules.from_dict(json.loads(v))
-            for k, v in raw.items()
-        }
+        return {reply_text(k): SymbolRules.from_dict(json.loads(v)) for k, v in raw.items()}
