@@ -156,7 +156,10 @@ class UserStream:
             keepalive = asyncio.create_task(self._keep_alive())
             try:
                 await on_connect()
-                await asyncio.wait_for(self._receive(ws, on_event), timeout=self._reconnect_after_s)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+                # lands as the socket closes, and run() would then reconnect instead of stopping.
+                async with asyncio.timeout(self._reconnect_after_s):
+                    await self._receive(ws, on_event)
             except TimeoutError:
                 log.info("user-data stream reconnecting before the 24 h limit")
             finally:
