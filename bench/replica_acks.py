@@ -65,8 +65,8 @@ from cli.ha_server_configs import redis_node_config
 from cli.processes import ManagedProcess, free_port, port_open, worker_processes
 from cli.run_dir import private_dir, write_private
 from cli.stack import local_stack
-from orders.addresses import redis_url
 from proto import order_pb2_grpc
+from runtime.addresses import redis_url
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 ACK_TIMEOUT_MS = 500  # redis.replica_ack_timeout_ms's default; a loopback replica answers in well under 1 ms

@@ -19,7 +19,7 @@ import grpc
 
 from cli.run_dir import secret_file
 from gateway.auth import API_KEY_HEADER, hash_key
-from orders.settings import ClientSettings, SettingsError
+from runtime.settings import ClientSettings, SettingsError
 
 LOCAL_KEY_FILE = Path(".run") / "api-key"
 

@@ -26,8 +26,8 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from orders.redis_connection import open_sync_redis
-from orders.settings import Settings
+from runtime.redis_connection import open_sync_redis
+from runtime.settings import Settings
 from tasks.broker import build_broker
 from tasks.queues import doorbell_key, queue_for
 from tasks.redis_queues import DOORBELL_CAP

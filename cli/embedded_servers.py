@@ -29,9 +29,9 @@ import redis
 
 from cli.processes import ManagedProcess, free_port, port_open
 from cli.run_dir import secret_file, write_private
-from orders.addresses import nats_host_port, nats_servers, without_password
-from orders.redis_connection import open_sync_redis
-from orders.settings import Settings
+from runtime.addresses import nats_host_port, nats_servers, without_password
+from runtime.redis_connection import open_sync_redis
+from runtime.settings import Settings
 
 NATS_USER = "order-execution"
 

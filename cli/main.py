@@ -19,7 +19,7 @@ import sys
 
 import uvloop
 
-from orders.settings import CONFIG_ENV, Settings, SettingsError, load_settings
+from runtime.settings import CONFIG_ENV, Settings, SettingsError, load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,21 +118,21 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         if args.command == "gateway":
             from gateway.server import serve
-            from orders.logs import configure_logging
+            from runtime.logs import configure_logging
 
             configure_logging(settings.logging, process="gateway", secrets=settings.secret_values())
             uvloop.run(serve(settings))
             return 0
         if args.command == "dashboard":
             from cli.dashboard import serve as serve_dashboard
-            from orders.logs import configure_logging
+            from runtime.logs import configure_logging
 
             configure_logging(settings.logging, process="dashboard", secrets=settings.secret_values())
             serve_dashboard(settings)
             return 0
         if args.command == "listener":
             from listener.process import serve as serve_listener
-            from orders.logs import configure_logging
+            from runtime.logs import configure_logging
 
             configure_logging(settings.logging, process="listener", secrets=settings.secret_values())
             uvloop.run(serve_listener(settings))
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_worker(args: argparse.Namespace, settings: Settings, argv: list[str]) -> int:
     from cli.processes import python_command, run_together, worker_processes
-    from orders.logs import configure_logging
+    from runtime.logs import configure_logging
 
     processes = worker_processes(args.processes if args.processes is not None else settings.worker.processes)
     if processes > 1:

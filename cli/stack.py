@@ -21,7 +21,7 @@ import redis
 from cli import load_test
 from cli.credentials import local_client_json
 from cli.processes import ManagedProcess, free_port, http_ok, python_command, simulator_command
-from orders.addresses import redis_url
+from runtime.addresses import redis_url
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -40,8 +40,8 @@ from cli.processes import (
 )
 from cli.run_dir import private_dir
 from cli.supervisor import Supervisor
-from orders.addresses import is_loopback_host
-from orders.settings import Settings
+from runtime.addresses import is_loopback_host
+from runtime.settings import Settings
 
 RUN_DIR = Path(".run")  # logs, and the embedded servers' data, relative to where `up` runs
 

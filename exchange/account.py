@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from exchange.breakers import Breakers
 from exchange.client import BinanceClient
 from exchange.rate_budget import RateBudget
-from orders.settings import Settings
+from runtime.settings import Settings
 
 
 def account_id(settings: Settings) -> str:

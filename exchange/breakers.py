@@ -39,8 +39,8 @@ import redis.asyncio as aioredis
 
 from exchange.errors import CircuitOpen, ClockSkew, ExchangeUnavailable, OutcomeUnknown, RateLimited
 from orders import metrics
-from orders.redis_connection import reply_text
-from orders.settings import CircuitBreakerSettings
+from runtime.redis_connection import reply_text
+from runtime.settings import CircuitBreakerSettings
 
 log = logging.getLogger(__name__)
 

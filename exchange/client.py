@@ -25,7 +25,7 @@ from exchange.position_mode import POSITION_SIDE_MISMATCH, position_params
 from exchange.rate_budget import RateBudget
 from exchange.signed_rest import SignedRest
 from orders.model import Order, OrderType, decimal_str
-from orders.settings import ExchangeSettings
+from runtime.settings import ExchangeSettings
 
 _CLOCK_SAMPLES = 5
 

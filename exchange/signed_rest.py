@@ -33,8 +33,8 @@ from exchange.errors import BudgetExceeded, ExchangeUnavailable, OutcomeUnknown
 from exchange.http import HttpResponse, HttpTransport, RequestNotSent, ResponseLost
 from exchange.rate_budget import Cost, Priority, RateBudget
 from exchange.signing import signed_query
-from orders.logs import redact
 from orders.model import now_ms
+from runtime.logs import redact
 
 _DEFAULT_MAX_WAIT_MS = 10_000
 

@@ -23,9 +23,9 @@ from exchange.errors import OrderRejected
 from gateway.auth import Authenticator
 from gateway.status_mapping import Context, answer
 from orders.errors import InvalidOrder
-from orders.settings import Settings
 from proto import admin_pb2 as apb
 from proto import admin_pb2_grpc
+from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from gateway.validation import check_length, parse_request_decimal
 from orders.errors import InvalidOrder
 from orders.model import decimal_str
 from orders.risk_state import ModeStatus, TradingMode
-from orders.settings import RiskSettings
 from proto import admin_pb2 as apb
 from proto import admin_pb2_grpc
+from runtime.settings import RiskSettings
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             if request.cancel_open and mode is not TradingMode.HALTED:
                 raise InvalidOrder("cancel_open", "applies to HALTED only")
             # The cancel of the open orders is recorded with the mode, before the walk: if this
-            # gateway dies midway, the leading listener finishes it (orders.kill_switch).
+            # gateway dies midway, the leading listener finishes it (service_layer.kill_switch).
             status = await self._gate.set_mode(
                 mode, actor=actor, reason=request.reason, cancel_open=request.cancel_open
             )

@@ -34,8 +34,8 @@ from exchange.rate_budget import (
 )
 from orders.errors import ExchangeNotAccepting, Overloaded
 from orders.model import now_ms
-from orders.settings import AdmissionSettings, CircuitBreakerSettings
 from orders.store import OrderStore
+from runtime.settings import AdmissionSettings, CircuitBreakerSettings
 
 
 @dataclass

@@ -23,7 +23,7 @@ from typing import NoReturn
 
 from gateway.auth_failures import AuthFailures
 from orders.errors import OrderServiceError
-from orders.settings import AuthSettings
+from runtime.settings import AuthSettings
 
 log = logging.getLogger(__name__)
 

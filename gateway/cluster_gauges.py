@@ -25,8 +25,8 @@ from gateway import metrics
 from orders import metrics as shared
 from orders.listener_status import ListenerStatus
 from orders.model import OrderState, now_ms
-from orders.redis_connection import reply_text
 from orders.store import OrderStore
+from runtime.redis_connection import reply_text
 from tasks.queues import DRAMATIQ_NAMESPACE, queue_for, queue_key
 from tasks.redis_queues import HEARTBEAT_TIMEOUT_MS
 

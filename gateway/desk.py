@@ -51,12 +51,12 @@ from orders.errors import (
     StoreUnavailable,
     SymbolRulesUnavailable,
 )
-from orders.kill_switch import cancel_enqueue, cancel_open_orders, request_cancel
 from orders.model import Order, OrderState
-from orders.settings import RiskSettings
 from orders.store import CreateResult, OrderStore
 from orders.store_queries import DEFAULT_SCAN_CAP, OrderPage
 from proto import order_pb2 as pb
+from runtime.settings import RiskSettings
+from service_layer.kill_switch import cancel_enqueue, cancel_open_orders, request_cancel
 from tasks.messages import cancel_order_push, submit_order_push
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ class OrderDesk:
     async def cancel_open(self) -> int:
         """Cancel every open order of every client, through the same path as `cancel`.
 
-        For the kill switch (HALTED with cancel-open; see `orders.kill_switch`): orders still
+        For the kill switch (HALTED with cancel-open; see `service_layer.kill_switch`): orders still
         NEW are canceled locally, the others get a cancel queued for the exchange. Returns how
         many orders changed; one that ended meanwhile is skipped.
         """

@@ -26,11 +26,11 @@ import aiohttp
 from exchange.rate_budget import RateBudget
 from gateway.cluster_gauges import live_workers
 from gateway.rules_cache import RulesCache
-from orders.addresses import nats_host_port, nats_servers
 from orders.listener_status import ListenerStatus
 from orders.risk_state import RiskState, TradingMode
-from orders.settings import Settings
 from orders.store import OrderStore
+from runtime.addresses import nats_host_port, nats_servers
+from runtime.settings import Settings
 
 Check = Callable[[], Awaitable[str]]
 READINESS = ("redis", "trading_rules", "mark_prices")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from gateway.proto_mapping import TIF_FROM_PB, WORKING_TYPE_FROM_PB
 from gateway.validation import (
     MAX_DECIMAL_CHARS,
     check_length,
@@ -30,10 +31,9 @@ from gateway.validation import (
 from orders.errors import InvalidOrder
 from orders.exact import is_multiple, product
 from orders.model import Order, OrderType, TimeInForce, WorkingType
-from orders.proto_mapping import TIF_FROM_PB, WORKING_TYPE_FROM_PB
 from orders.rules import SymbolRules
-from orders.settings import RiskSettings
 from proto import order_pb2 as pb
+from runtime.settings import RiskSettings
 
 MIN_CALLBACK_RATE = Decimal("0.1")
 MAX_CALLBACK_RATE = Decimal("10")

@@ -31,7 +31,7 @@ from orders.exact import EXACT_DIGITS, exactly, product
 from orders.model import Order, OrderType, Side, decimal_str, now_ms
 from orders.risk_state import MODE_VALUES, MarkPrice, ModeStatus, RiskCheck, RiskState, TradingMode
 from orders.rules import SymbolRules
-from orders.settings import RiskSettings
+from runtime.settings import RiskSettings
 
 log = logging.getLogger(__name__)
 

@@ -26,13 +26,13 @@ from gateway.tls import add_port
 from gateway.updates import UpdateHub
 from orders.listener_status import ListenerStatus
 from orders.outbox import Outbox
-from orders.redis_connection import open_redis
 from orders.risk_state import RiskState
 from orders.rules_store import RulesStore
-from orders.settings import Settings, refuse_open_without_auth
-from orders.shutdown import stop_on_signals
 from orders.store import OrderStore
 from proto import admin_pb2, admin_pb2_grpc, order_pb2, order_pb2_grpc
+from runtime.redis_connection import open_redis
+from runtime.settings import Settings, refuse_open_without_auth
+from runtime.shutdown import stop_on_signals
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ from gateway import amend, bulk_orders, metrics
 from gateway.auth import Authenticator, Caller
 from gateway.bulk_orders import ItemResult
 from gateway.desk import OrderDesk
+from gateway.proto_mapping import STATE_FROM_PB, order_to_pb, update_to_pb
 from gateway.status_mapping import Context, abort_with, answer, status_of
 from gateway.updates import RESUME_TOKEN_METADATA, UpdateHub
 from gateway.validation import check_stream_request
 from orders.errors import InvalidOrder
 from orders.model import Order
-from orders.proto_mapping import STATE_FROM_PB, order_to_pb, update_to_pb
 from orders.store import CreateResult
 from orders.store_queries import OrderPage
 from proto import order_pb2 as pb

@@ -41,7 +41,7 @@ from orders.errors import (
     StoreUnavailable,
     SymbolRulesUnavailable,
 )
-from orders.redis_connection import PrimaryChanged, is_cut_off_primary
+from runtime.redis_connection import PrimaryChanged, is_cut_off_primary
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ _STATUS: tuple[tuple[type[Exception], grpc.StatusCode, str], ...] = (
 # what an overloaded gateway sees: its event loop reads the answer too late. With Sentinel
 # (redis.sentinels) a failover shows as the sentinels knowing no primary yet, an old primary
 # answering as a replica (READONLY) or cut off from its replicas (NOREPLICAS): see
-# orders.redis_connection; each lasts until the sentinels name the new primary.
+# runtime.redis_connection; each lasts until the sentinels name the new primary.
 _FAILING_OVER = "order store (Redis) is failing over"
 _CUT_OFF = f"{_FAILING_OVER}: its primary is cut off from its replicas (NOREPLICAS); retry shortly"
 _STORE_FAILURES: tuple[tuple[type[Exception], str], ...] = (

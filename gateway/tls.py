@@ -6,7 +6,7 @@ from pathlib import Path
 
 import grpc
 
-from orders.settings import SettingsError, TlsSettings
+from runtime.settings import SettingsError, TlsSettings
 
 
 def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials | None:

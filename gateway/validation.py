@@ -17,13 +17,13 @@ from decimal import Decimal
 from typing import Any
 from uuid import uuid4
 
+from gateway.proto_mapping import SIDE_FROM_PB, TIF_FROM_PB, TYPE_FROM_PB
 from orders.errors import InvalidOrder, RiskLimitExceeded
 from orders.exact import product
 from orders.model import Order, OrderType, TimeInForce, decimal_str
-from orders.proto_mapping import SIDE_FROM_PB, TIF_FROM_PB, TYPE_FROM_PB
 from orders.rules import SymbolRules, parse_decimal
-from orders.settings import RiskSettings
 from proto import order_pb2 as pb
+from runtime.settings import RiskSettings
 
 CLIENT_ORDER_ID = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
 _SYMBOL = re.compile(r"[A-Z0-9]{2,30}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from orders.redis_connection import reply_text
+from runtime.redis_connection import reply_text
 
 _HOLD = """
 local holder = redis.call('GET', KEYS[1])

@@ -22,13 +22,13 @@ from typing import cast
 
 from exchange.client import BinanceClient
 from exchange.errors import ExchangeError
-from exchange.order_sync import sync_triggered
 from exchange.user_stream import OrderEvent
 from orders import fsm, metrics
 from orders.errors import NotReplicated
-from orders.logs import order_fields, order_ref
+from orders.log_fields import order_fields, order_ref
 from orders.model import Order, OrderState, now_ms
 from orders.store import STORE_OUTAGES, OrderStore, TransitionResult
+from service_layer.order_sync import sync_triggered
 
 log = logging.getLogger(__name__)
 

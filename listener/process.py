@@ -12,7 +12,7 @@ it loses the lease or stops:
 * the dead-man switch (`listener.dead_man`, setting `dead_man`): the exchange's countdownCancelAll
   kept armed for every symbol with open orders;
 * the kill switch's cancel of every open order, when the gateway that took it did not finish
-  it within `risk.cancel_open_grace_ms` (`orders.kill_switch`), checked every second.
+  it within `risk.cancel_open_grace_ms` (`service_layer.kill_switch`), checked every second.
 Standbys retry the lease every third of its TTL and take over when it lapses. The
 replica's id is `<hostname>:<pid>` (the lease's value), so an operator can tell who leads.
 """
@@ -33,22 +33,22 @@ from exchange.account import exchange_client
 from exchange.user_stream import OrderEvent, UserStream
 from listener.dead_man import DeadManSwitch
 from listener.event_lanes import EventLanes
+from listener.events import EventBus
 from listener.lease import LeaderLease
 from listener.order_events import OrderEventRecorder
 from listener.reconciler import ReconcilePolicy, Reconciler
 from listener.relay import OutboxRelay
 from listener.risk_feeds import RiskFeeds
 from orders import metrics
-from orders.events import EventBus
-from orders.kill_switch import finish_overdue_cancel_open
 from orders.listener_status import ListenerStatus
-from orders.metrics_http import MetricsEndpoint
 from orders.model import now_ms
-from orders.redis_connection import open_redis
 from orders.risk_state import RiskState
-from orders.settings import Settings, refuse_open_without_auth
-from orders.shutdown import stop_on_signals
 from orders.store import OrderStore
+from runtime.metrics_http import MetricsEndpoint
+from runtime.redis_connection import open_redis
+from runtime.settings import Settings, refuse_open_without_auth
+from runtime.shutdown import stop_on_signals
+from service_layer.kill_switch import finish_overdue_cancel_open
 from tasks.messages import cancel_order_push
 
 log = logging.getLogger(__name__)

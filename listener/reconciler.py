@@ -37,12 +37,12 @@ from typing import Any
 
 from exchange.client import BinanceClient
 from exchange.errors import CircuitOpen, ExchangeError, OrderNotFoundAtExchange, UnknownOrder
-from exchange.order_sync import cancel_at_exchange, sync_order
 from orders import fsm, metrics
-from orders.logs import order_fields
+from orders.log_fields import order_fields
 from orders.model import Order, OrderState, now_ms
-from orders.settings import Settings
 from orders.store import OrderStore
+from runtime.settings import Settings
+from service_layer.order_sync import cancel_at_exchange, sync_order
 from tasks.messages import submit_order_push
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 Reads the outbox through the consumer group `nats-relay` in batches, publishes every
 entry of a batch at once (the order version and the trades it recorded, see
-`orders.events`), in outbox order, and acks them only after JetStream acked each.
+`listener.events`), in outbox order, and acks them only after JetStream acked each.
 While NATS is down it waits and retries the same entry,
 so nothing is skipped and orders never wait on it (they are already stored). A relay
 that dies leaves its entries pending in the group; the next one claims them first.
@@ -11,7 +11,7 @@ confirmed a probe written after it (WAIT): a failover cannot take back a version
 Message ids make the re-publish of an entry that was published but not acked a no-op:
 when the NATS node the relay is on dies mid-publish, the connection moves to another node
 of the cluster, the unacked publishes time out and are sent again, and JetStream stores
-each once (see `orders.events`).
+each once (see `listener.events`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from orders.events import EventBus
+from listener.events import EventBus
 from orders.outbox import Outbox, OutboxEntry
 from orders.replicas import ReplicaProbe
 

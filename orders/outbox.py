@@ -29,7 +29,7 @@ from redis.exceptions import ResponseError
 
 from orders.errors import InvalidOrder, ResumePointExpired
 from orders.model import Fill, Order, OrderState, now_ms
-from orders.redis_connection import reply_text
+from runtime.redis_connection import reply_text
 
 _Rows = list[tuple[bytes, dict[bytes, bytes]]]
 _StreamReply = list[tuple[bytes, _Rows]]

@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 
 from orders.errors import NotReplicated
 from orders.model import now_ms
-from orders.settings import RedisSettings
+from runtime.settings import RedisSettings
 
 PROBE_TTL_S = 3600  # a probe key outlives its reader by this much, then goes
 

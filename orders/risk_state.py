@@ -30,8 +30,8 @@ import redis.asyncio as aioredis
 
 from orders.exact import EXACT
 from orders.model import decimal_str, now_ms
-from orders.redis_connection import reply_text
-from orders.settings import RiskSettings
+from runtime.redis_connection import reply_text
+from runtime.settings import RiskSettings
 
 QTY_SCALE = 10**8  # quantities in the Lua counting are integers of 1e-8 of the base asset
 DAY_COUNTER_TTL_S = 2 * 86400
@@ -209,7 +209,7 @@ class RiskState:
         """Set the mode for every replica at once and audit it; returns the new status.
 
         `cancel_open` (HALTED only, else ValueError) records in the same transaction that
-        every open order is to be canceled: the caller walks them (`orders.kill_switch`) and
+        every open order is to be canceled: the caller walks them (`service_layer.kill_switch`) and
         then calls `finish_cancel_open`; if it dies first, the leading listener finishes it.
         Leaving HALTED drops a cancel still pending (audited), so a listener never cancels
         orders placed after trading resumed.

@@ -10,8 +10,8 @@ import json
 
 import redis.asyncio as aioredis
 
-from orders.redis_connection import reply_text
 from orders.rules import SymbolRules
+from runtime.redis_connection import reply_text
 
 
 class RulesStore:

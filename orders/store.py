@@ -32,12 +32,12 @@ from orders import fsm, metrics
 from orders.errors import NotReplicated, OrderNotFound, RiskLimitExceeded, StoreConflict
 from orders.model import Order, OrderState, decimal_str, now_ms
 from orders.outbox import Outbox, encode_fills
-from orders.redis_connection import reply_text
 from orders.replicas import NO_REPLICA_ACKS, ReplicaAcks, ReplicaProbe
 from orders.risk_state import DAY_COUNTER_TTL_S, RiskCheck, RiskKeys, from_units, to_units, utc_day
-from orders.settings import Settings
 from orders.store_queries import OrderQueries
 from orders.store_scripts import COMPARE_AND_SET, CREATE, PUSH
+from runtime.redis_connection import reply_text
+from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

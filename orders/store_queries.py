@@ -29,8 +29,8 @@ from redis.asyncio.client import Pipeline
 from orders import metrics
 from orders.errors import InvalidOrder, OrderNotFound
 from orders.model import Order, OrderState
-from orders.redis_connection import reply_text
 from orders.store_scripts import FIND_BY_CLIENT_ID
+from runtime.redis_connection import reply_text
 
 # Index entries one `search` call reads at most unless told (`server.list_scan_cap`).
 DEFAULT_SCAN_CAP = 2000

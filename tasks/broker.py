@@ -21,7 +21,7 @@ from tasks.redis_queues import HEARTBEAT_TIMEOUT_MS
 def build_broker(redis_url: str, *, client: redis.Redis | None = None) -> RedisBroker:
     """Dramatiq's RedisBroker (its default middleware) on our queues; `client` replaces `redis_url`.
 
-    The service's tools pass `orders.redis_connection.open_sync_redis(settings.redis)`: its
+    The service's tools pass `runtime.redis_connection.open_sync_redis(settings.redis)`: its
     timeouts, and with `redis.sentinels` the primary found through Sentinel, followed across a
     failover (an enqueue during the switch raises a ConnectionError at once).
     """

@@ -24,7 +24,7 @@ import redis.exceptions
 from dramatiq import Message
 from dramatiq.common import dq_name
 
-from orders.redis_connection import reply_text
+from runtime.redis_connection import reply_text
 from tasks.queues import DRAMATIQ_NAMESPACE, doorbell_key
 
 HEARTBEAT_TIMEOUT_MS = 15_000  # as every Dramatiq process sharing these queues uses

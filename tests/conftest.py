@@ -22,7 +22,7 @@ import redis
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 NATS_URL = "nats://127.0.0.1:4222"
-# What orders/settings.py reads from the environment: its own prefix and config-file
+# What runtime/settings.py reads from the environment: its own prefix and config-file
 # variable, and the original service's flat names.
 SETTINGS_ENV_PREFIXES = ("ORDER_EXECUTION_", "BINANCE_")
 SEED_ENV_NAMES = frozenset({"REDIS_ADDRESS", "REDIS_PASSWORD", "NATS_ADDRESS", "LOG_LEVEL", "LOG_FORMAT"})

@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MAPPED_DIRECTORIES = ("opt", "src", "tmp", "app", "root")
 # The modules each role (`order-execution <role>`) runs; `up` starts the others as `python -m cli <role>`.
 ROLE_MODULES: dict[str, tuple[str, ...]] = {
-    "gateway": ("gateway.server", "orders.logs"),
+    "gateway": ("gateway.server", "runtime.logs"),
     "worker": ("workers.process", "cli.processes"),
     "listener": ("listener.process",),
     "dashboard": ("cli.dashboard",),

@@ -40,12 +40,12 @@ from exchange.errors import (
     RateLimited,
     UnknownOrder,
 )
-from exchange.order_sync import cancel_at_exchange, sync_order
 from orders import fsm
 from orders.errors import NotReplicated, OrderServiceError
-from orders.logs import order_fields
+from orders.log_fields import order_fields
 from orders.model import Order, OrderState, now_ms
 from orders.store import STORE_OUTAGES, OrderStore
+from service_layer.order_sync import cancel_at_exchange, sync_order
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ network, so a message already queued never meets an unwired worker. The exchange
 and the trading rules are then fetched in the background, retried until they succeed,
 and refreshed every `performance.symbol_info_refresh` seconds. SIGTERM or SIGINT stops
 fetching, lets in-flight orders finish within `server.shutdown_grace_ms` and hands the
-rest back to their queues (orders/shutdown.py ends the process if that overruns).
+rest back to their queues (runtime/shutdown.py ends the process if that overruns).
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import uvloop
 from exchange.account import exchange_client
 from exchange.client import BinanceClient
 from orders import metrics
-from orders.metrics_http import MetricsEndpoint
 from orders.model import Order
-from orders.redis_connection import open_redis
 from orders.rules_store import RulesStore
-from orders.settings import Settings, refuse_open_without_auth
-from orders.shutdown import stop_on_signals
 from orders.store import OrderStore
+from runtime.metrics_http import MetricsEndpoint
+from runtime.redis_connection import open_redis
+from runtime.settings import Settings, refuse_open_without_auth
+from runtime.shutdown import stop_on_signals
 from tasks.messages import reconcile_message
 from tasks.queues import queue_for
 from workers.consumer import Consumer

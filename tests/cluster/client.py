@@ -37,7 +37,7 @@ import nats
 import orjson
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from orders.events import UPDATES_SUBJECT
+from listener.events import UPDATES_SUBJECT
 from proto import order_pb2 as pb
 from tests.chaos.quiesce import check_against_exchange, sweep_and_freeze, wait_settled
 from tests.chaos.streams import StreamRecorder

@@ -37,7 +37,7 @@ from typing import Any
 import pytest
 
 from cli.embedded_servers import NATS_USER
-from orders.settings import NatsSettings
+from runtime.settings import NatsSettings
 from tests.chaos.cluster import QUICK_SETTLEMENT, find_binary
 from tests.chaos.workload import plain, sizing_for
 from tests.cluster.client import ClientConfig

@@ -21,7 +21,7 @@ import redis
 from cli.embedded_servers import nats_server_binary
 from cli.ha_servers import HaServers, running_ha_servers
 from cli.processes import port_open
-from orders.settings import load_settings
+from runtime.settings import load_settings
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ Real parts only: the servers `up --ha` runs (cli/ha_servers.py: three nats-serve
 clustered with JetStream, a Redis primary with replicas, on free loopback ports, files in a temp
 dir), the primary holding the outbox (the machine's shared Redis and NATS are not touched, so no
 lock is needed), and the service's relay (`listener.relay.OutboxRelay`) publishing through
-`orders.events.EventBus`, connected as the listener connects, from `nats.servers` and
+`listener.events.EventBus`, connected as the listener connects, from `nats.servers` and
 `nats.replicas` = 3.
 
 Outbox entries are written at a steady rate; once a few hundred are on the stream, the node the
@@ -32,11 +32,11 @@ import redis.asyncio as aioredis
 from nats.aio.client import Client as NatsClient
 
 from cli.ha_servers import HaServers, Server, running_ha_servers
+from listener.events import DUPLICATE_WINDOW_S, EventBus, update_subject
 from listener.relay import RELAY_GROUP, OutboxRelay
-from orders.events import DUPLICATE_WINDOW_S, EventBus, update_subject
 from orders.model import Fill, Order, OrderState
 from orders.outbox import Outbox, encode_fills
-from orders.settings import NatsSettings
+from runtime.settings import NatsSettings
 from tests.factories import make_order
 
 pytestmark = pytest.mark.integration

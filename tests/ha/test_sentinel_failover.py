@@ -6,7 +6,7 @@ lock): a primary and two replicas (`replicaof`), with `requirepass`/`masterauth`
 `min-replicas-to-write 1`, `min-replicas-max-lag 10`; three sentinels (`sentinel monitor ... 2`,
 `down-after-milliseconds 1000`, `failover-timeout 5000`) with a password of their own.
 
-The clients are the service's: `orders.redis_connection.open_redis` / `open_sync_redis` with
+The clients are the service's: `runtime.redis_connection.open_redis` / `open_sync_redis` with
 `redis.sentinels` set, under an `OrderStore`, a `QueueClient` blocked in BLMPOP (the worker's
 doorbell wait), an `Outbox` blocked in XREAD (the gateway's update tail), a `LeaderLease` (the
 listener's) and Dramatiq's `RedisBroker` (the dashboard's). After kill -9 of the primary,
@@ -42,9 +42,9 @@ from cli.processes import ManagedProcess, free_port, port_open
 from gateway.status_mapping import status_of, store_failure_message
 from listener.lease import LeaderLease
 from orders.outbox import Outbox
-from orders.redis_connection import is_cut_off_primary, open_redis, open_sync_redis
-from orders.settings import RedisSettings, Settings
 from orders.store import STORE_OUTAGES, OrderStore
+from runtime.redis_connection import is_cut_off_primary, open_redis, open_sync_redis
+from runtime.settings import RedisSettings, Settings
 from tasks.broker import build_broker
 from tasks.queues import doorbell_key, queue_for, queue_key
 from tasks.redis_queues import QueueClient

@@ -47,9 +47,9 @@ import redis
 from cli.credentials import LOCAL_KEY_FILE, open_channel
 from cli.ha_server_configs import MASTER_NAME
 from cli.order_args import SIDES
-from orders.settings_sections import ClientSettings
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
+from runtime.settings_sections import ClientSettings
 from tests.chaos.verify import FINAL, SIM_STATUS
 from tests.ha.test_ha_servers import require_binaries
 from tests.integration.test_up_exposure import alive, process_tree, up_env

@@ -27,11 +27,11 @@ import redis.asyncio as aioredis
 from gateway.auth import API_KEY_HEADER, hash_key
 from orders.model import Order, OrderState, now_ms
 from orders.risk_state import utc_day
-from orders.settings import ApiClientSettings, AuthSettings
 from orders.store import OrderStore, _risk_args
 from orders.store_queries import DEFAULT_SCAN_CAP
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
+from runtime.settings import ApiClientSettings, AuthSettings
 from tests.counting_redis import CountingRedis
 from tests.factories import make_order
 from tests.redis_dbs import redis_db

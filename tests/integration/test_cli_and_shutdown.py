@@ -22,11 +22,11 @@ import pytest
 
 from cli.processes import ManagedProcess, free_port, http_ok, python_command
 from cli.stack import REPO, LocalStack, local_stack
-from orders.redis_connection import open_redis
-from orders.settings import RedisSettings
 from orders.store import OrderStore
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
+from runtime.redis_connection import open_redis
+from runtime.settings import RedisSettings
 from tasks.messages import submit_order_push
 from tests.factories import make_order
 from tests.redis_dbs import redis_db

@@ -1,5 +1,5 @@
 """Passwords with URL characters (`@`, `:`, `/`, `%`, ...) work against real servers, through
-the settings and the one way each process connects (orders/redis_connection.py, EventBus),
+the settings and the one way each process connects (runtime/redis_connection.py, EventBus),
 and never reach a log line or a traceback.
 
 A redis-server with `requirepass` and a nats-server with an `authorization` block, each on a
@@ -22,10 +22,10 @@ import redis
 from cli.embedded_servers import embedded_redis_command, nats_authorization
 from cli.processes import ManagedProcess, free_port, port_open
 from cli.run_dir import write_private
-from orders.events import EventBus
-from orders.logs import JsonFormatter, add_secrets
-from orders.redis_connection import open_redis
-from orders.settings import Settings
+from listener.events import EventBus
+from runtime.logs import JsonFormatter, add_secrets
+from runtime.redis_connection import open_redis
+from runtime.settings import Settings
 
 pytestmark = pytest.mark.integration
 

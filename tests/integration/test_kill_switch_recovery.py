@@ -17,13 +17,13 @@ import redis.asyncio as aioredis
 
 from cli.processes import http_ok
 from cli.stack import LocalStack, local_stack
-from orders.kill_switch import LISTENER_ACTION, cancel_enqueue, request_cancel
 from orders.model import OrderState
 from orders.risk_state import CancelOpenState, RiskState, TradingMode
 from orders.store import OrderStore
 from proto import admin_pb2 as apb
 from proto import admin_pb2_grpc, order_pb2_grpc
 from proto import order_pb2 as pb
+from service_layer.kill_switch import LISTENER_ACTION, cancel_enqueue, request_cancel
 from tasks.messages import cancel_order_push
 from tests.redis_dbs import redis_db
 

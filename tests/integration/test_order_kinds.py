@@ -20,9 +20,9 @@ import pytest
 from cli.client import run_order_command
 from cli.order_args import add_order_commands
 from cli.stack import LocalStack, local_stack
-from orders.settings import Settings
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
+from runtime.settings import Settings
 from tests.redis_dbs import redis_db
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ import nats
 import pytest
 import redis.asyncio as aioredis
 
-from orders.events import EventBus, decode_update
+from listener.events import EventBus, decode_update
 from orders.store import OrderStore
 from tasks.messages import submit_order_push
 from tasks.queues import DRAMATIQ_NAMESPACE, SUBMIT_ORDER, doorbell_key, queue_for

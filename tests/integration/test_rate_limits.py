@@ -27,9 +27,9 @@ from cli.stack import LocalStack, local_stack
 from exchange.account import account_id
 from exchange.rate_budget import ExchangeLimits, RateBudget
 from orders.model import now_ms
-from orders.settings import RateLimitSettings, Settings
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
+from runtime.settings import RateLimitSettings, Settings
 from simulator.app import ENDPOINTS
 from tests.redis_dbs import redis_db
 

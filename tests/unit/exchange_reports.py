@@ -7,7 +7,7 @@ what happened and hypothesis names a failing sequence step by step.
 
 Where the news comes from, and the functions that read it (the same ones the service calls):
 * `rest`: an order object, the answer to POST, GET, DELETE or PUT /fapi/v1/order
-  (`exchange.answers.to_report`), as the worker and `exchange.order_sync` apply it;
+  (`exchange.answers.to_report`), as the worker and `service_layer.order_sync` apply it;
 * `query`: the same with its trades from GET /fapi/v1/userTrades (`to_fill`), as `order_sync`
   adds them when fills are missing;
 * `event`: an ORDER_TRADE_UPDATE (`exchange.user_stream.parse_order_event`), applied as the
@@ -31,8 +31,8 @@ from exchange.algo_orders import canceled_algo_report, to_algo_report
 from exchange.answers import to_fill, to_report
 from exchange.user_stream import parse_algo_event, parse_order_event
 from orders import fsm
-from orders.kill_switch import request_cancel
 from orders.model import Order, OrderState, OrderType
+from service_layer.kill_switch import request_cancel
 from tests import factories
 
 S = OrderState

@@ -20,10 +20,10 @@ from gateway.updates import UpdateHub
 from orders.replicas import NO_REPLICA_ACKS, ReplicaAcks
 from orders.rules import SymbolRules
 from orders.rules_store import RulesStore
-from orders.settings import AuthSettings, RiskSettings, TlsSettings
 from orders.store import OrderStore
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
+from runtime.settings import AuthSettings, RiskSettings, TlsSettings
 from tests.factories import BTC_RULES
 
 ETH_RULES = SymbolRules.from_exchange_info(

@@ -26,9 +26,9 @@ from gateway.updates import UpdateHub
 from orders.model import now_ms
 from orders.risk_state import RiskState
 from orders.rules_store import RulesStore
-from orders.settings import AuthSettings, RiskSettings
 from orders.store import OrderStore
 from proto import admin_pb2_grpc, order_pb2_grpc
+from runtime.settings import AuthSettings, RiskSettings
 from tests.factories import BTC_RULES
 from tests.unit.gateway_harness import ETH_RULES
 

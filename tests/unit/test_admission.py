@@ -26,10 +26,10 @@ from gateway.admission import Admission
 from orders import fsm
 from orders.errors import ExchangeNotAccepting, Overloaded
 from orders.model import OrderState, now_ms
-from orders.settings import AdmissionSettings, CircuitBreakerSettings
 from orders.store import OrderStore
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
+from runtime.settings import AdmissionSettings, CircuitBreakerSettings
 from tests.factories import make_order, outbox_orders
 from tests.unit.gateway_harness import running_gateway
 

@@ -19,10 +19,10 @@ import pytest
 import gateway.admission
 from gateway.admission import Admission
 from orders.errors import Overloaded
-from orders.settings import AdmissionSettings
 from orders.store import OrderStore
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
+from runtime.settings import AdmissionSettings
 from tests.unit.gateway_harness import serving_gateway
 
 

@@ -17,9 +17,9 @@ from prometheus_client import REGISTRY
 
 from gateway.auth import API_KEY_HEADER, Authenticator, Unauthenticated, hash_key
 from gateway.auth_failures import AuthFailures
-from orders.settings import ApiClientSettings, AuthSettings
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
+from runtime.settings import ApiClientSettings, AuthSettings
 from tests.unit.gateway_harness import serving_gateway
 
 GOOD_KEY = secrets.token_urlsafe(32)  # made per run: nothing here is, or looks like, a real key

@@ -12,9 +12,9 @@ import pytest
 from exchange import errors
 from exchange.algo_orders import algo_event_report, to_algo_report
 from exchange.client import BinanceClient
-from exchange.order_sync import cancel_at_exchange
 from exchange.user_stream import parse_algo_event
 from orders.model import OrderState, OrderType, Side, TimeInForce, WorkingType
+from service_layer.order_sync import cancel_at_exchange
 from tests.exchange_double import HandlerTransport
 from tests.factories import make_order
 

@@ -28,7 +28,7 @@ from exchange import errors
 from exchange.breakers import Breakers, Group, breaker_key
 from exchange.client import BinanceClient
 from exchange.http import HttpResponse, ResponseLost
-from orders.settings import CircuitBreakerSettings
+from runtime.settings import CircuitBreakerSettings
 from tests.exchange_double import HandlerTransport
 from tests.factories import make_order
 from tests.redis_dbs import delete_keys_under, redis_db

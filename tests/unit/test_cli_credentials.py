@@ -14,9 +14,9 @@ from pydantic import SecretStr
 from cli import stack, up
 from cli.credentials import ensure_local_key, local_client_json, open_channel
 from gateway.auth import hash_key
-from orders.settings import ApiClientSettings, AuthSettings, ClientSettings, Settings, load_settings
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
+from runtime.settings import ApiClientSettings, AuthSettings, ClientSettings, Settings, load_settings
 from simulator.cli import build_config
 from tests.unit.gateway_harness import serving_gateway
 

@@ -11,7 +11,7 @@ import pytest
 
 from cli.client import _COMMANDS
 from cli.order_args import add_order_commands
-from orders.proto_mapping import order_to_pb
+from gateway.proto_mapping import order_to_pb
 from proto import order_pb2 as pb
 from tests.factories import make_order
 

@@ -13,8 +13,8 @@ from cli.client import gateway_target
 from cli.order_args import add_order_commands
 from cli.order_format import order_json, order_line, order_text, update_json
 from cli.times import format_ms, parse_time
-from orders.settings import load_settings
 from proto import order_pb2 as pb
+from runtime.settings import load_settings
 
 NOW_MS = 1_796_400_000_000
 

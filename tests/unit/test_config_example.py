@@ -1,4 +1,4 @@
-"""config.example.yaml is checked against the settings (orders/settings.py, orders/settings_sections.py).
+"""config.example.yaml is checked against the settings (runtime/settings.py, runtime/settings_sections.py).
 
 What `problems_in` checks:
 - every key of the example is a setting (no stale key) and every setting is in the example, at every
@@ -21,7 +21,7 @@ default itself (`[]`, `{}`, the two symbols). The commented-out client is checke
 values are placeholders (a key_sha256 that is no hash, on purpose). Secrets are not exempt: the example
 shows each one, empty or as `${VAR}`, so a reader sees where it goes.
 
-The flat names come from `orders.settings._SEED_ENV`, a private table: it is the one place that says
+The flat names come from `runtime.settings._SEED_ENV`, a private table: it is the one place that says
 which names are read, so this test reads it rather than keep a copy that could drift in turn.
 """
 
@@ -38,8 +38,8 @@ import yaml
 from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
-from orders import settings as settings_module
-from orders.settings import CONFIG_ENV, Settings, SettingsError, load_settings
+from runtime import settings as settings_module
+from runtime.settings import CONFIG_ENV, Settings, SettingsError, load_settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
 FLAT_NAMES = {name: f"{section}.{key}" for name, (section, key) in settings_module._SEED_ENV.items()}

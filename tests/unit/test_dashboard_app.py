@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from cli.dashboard import build_app, dashboard_url
-from orders.settings import DashboardSettings, Settings, SettingsError, load_settings
+from runtime.settings import DashboardSettings, Settings, SettingsError, load_settings
 
 
 def _get(app: Any, path: str) -> tuple[str, dict[str, str], str]:

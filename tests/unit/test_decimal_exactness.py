@@ -27,8 +27,8 @@ from gateway.validation import MAX_DECIMAL_CHARS, build_order
 from orders.errors import InvalidOrder
 from orders.exact import product
 from orders.model import Order, OrderType, decimal_str
-from orders.settings import RiskSettings
 from proto import order_pb2 as pb
+from runtime.settings import RiskSettings
 from tests.exchange_double import HandlerTransport
 from tests.factories import BTC_RULES
 

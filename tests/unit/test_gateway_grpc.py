@@ -13,10 +13,10 @@ import grpc
 import pytest
 
 from orders.model import OrderState
-from orders.redis_connection import open_redis
-from orders.settings import RedisSettings
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
+from runtime.redis_connection import open_redis
+from runtime.settings import RedisSettings
 from tests.factories import outbox_orders
 from tests.unit.gateway_harness import limit_order, running_gateway
 

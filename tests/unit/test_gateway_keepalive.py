@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.keepalive import keepalive_options
-from orders.settings import ServerSettings
+from runtime.settings import ServerSettings
 
 
 def test_the_gateway_pings_clients_and_accepts_their_pings_as_often_as_the_settings_say() -> None:

@@ -36,8 +36,8 @@ from orders import metrics as shared
 from orders.listener_status import ListenerStatus
 from orders.model import OrderState
 from orders.rules_store import RulesStore
-from orders.settings import MonitoringSettings, Settings
 from orders.store import OrderStore
+from runtime.settings import MonitoringSettings, Settings
 
 
 @dataclass

@@ -21,9 +21,9 @@ from pydantic import SecretStr
 
 from cli.credentials import open_channel
 from gateway.auth import hash_key
-from orders.settings import ApiClientSettings, AuthSettings, ClientSettings, SettingsError, TlsSettings
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
+from runtime.settings import ApiClientSettings, AuthSettings, ClientSettings, SettingsError, TlsSettings
 from tests.unit.gateway_harness import serving_gateway
 
 

@@ -15,7 +15,7 @@ from cli.ha_server_configs import last_primary, nats_node_config, redis_node_con
 from cli.ha_servers import OTHER_RESTART, REDIS_NODE_RESTART, HaServers, Server
 from cli.processes import ManagedProcess
 from cli.supervisor import Supervisor
-from orders.settings import load_settings
+from runtime.settings import load_settings
 
 
 def _directives(text: str) -> dict[str, str]:

@@ -17,10 +17,10 @@ from listener.risk_feeds import RiskFeeds
 from orders import fsm, metrics
 from orders.model import OrderState
 from orders.risk_state import RiskCheck, RiskState
-from orders.settings import ApiClientSettings, AuthSettings
 from orders.store import OrderStore
 from proto import admin_pb2 as apb
 from proto import order_pb2 as pb
+from runtime.settings import ApiClientSettings, AuthSettings
 from tests.factories import make_order
 from tests.unit.risk_harness import risk_replica
 from tests.unit.test_risk_limits import limit_buy, refused

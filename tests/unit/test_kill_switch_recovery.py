@@ -11,12 +11,12 @@ import grpc
 import pytest
 
 from cli.main import main
-from orders.kill_switch import LISTENER_ACTION, cancel_open_orders, finish_overdue_cancel_open
 from orders.model import OrderState
 from orders.risk_state import CancelOpenState, RiskState, TradingMode
-from orders.settings import Settings
 from orders.store import OrderStore, TransitionResult
 from proto import admin_pb2 as apb
+from runtime.settings import Settings
+from service_layer.kill_switch import LISTENER_ACTION, cancel_open_orders, finish_overdue_cancel_open
 from tasks.messages import cancel_order_push
 from tests.factories import make_order, queued_messages
 from tests.unit.risk_harness import risk_replica

@@ -11,7 +11,7 @@ from exchange.user_stream import OrderEvent
 from listener.process import Listener
 from orders.fsm import ExchangeReport
 from orders.model import OrderState
-from orders.settings import Settings
+from runtime.settings import Settings
 
 
 @pytest.fixture

@@ -11,9 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from orders import logs
-from orders.logs import configure_logging, order_fields, redact
-from orders.settings import LoggingSettings
+from orders.log_fields import order_fields
+from runtime import logs
+from runtime.logs import configure_logging, redact
+from runtime.settings import LoggingSettings
 from tests.factories import make_order
 
 SIGNED_URL = (

@@ -9,7 +9,7 @@ import aiohttp
 from cli.processes import free_port
 from cli.up import metrics_ports
 from orders import metrics
-from orders.metrics_http import MetricsEndpoint
+from runtime.metrics_http import MetricsEndpoint
 
 
 async def test_processes_sharing_a_port_setting_each_get_their_own() -> None:

@@ -14,7 +14,7 @@ from exchange.breakers import Breakers, Group
 from exchange.client import BinanceClient
 from orders import metrics
 from orders.model import OrderState
-from orders.settings import CircuitBreakerSettings
+from runtime.settings import CircuitBreakerSettings
 from tests.exchange_double import HandlerTransport
 from tests.factories import make_order
 

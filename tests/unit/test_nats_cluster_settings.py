@@ -13,8 +13,8 @@ import pytest
 from cli.embedded_servers import ensure_nats
 from cli.processes import ManagedProcess, free_port
 from gateway.health import probe_nats_servers
-from orders.addresses import nats_servers
-from orders.settings import NatsSettings, Settings, SettingsError, load_settings
+from runtime.addresses import nats_servers
+from runtime.settings import NatsSettings, Settings, SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)

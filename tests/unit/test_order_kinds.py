@@ -10,8 +10,8 @@ import pytest
 from gateway.validation import build_order
 from orders.errors import InvalidOrder, RiskLimitExceeded
 from orders.model import OrderType, TimeInForce, WorkingType
-from orders.settings import RiskSettings
 from proto import order_pb2 as pb
+from runtime.settings import RiskSettings
 from tests.factories import BTC_RULES
 
 RULES = {"BTCUSDT": BTC_RULES}

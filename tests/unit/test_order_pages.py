@@ -18,8 +18,8 @@ from gateway.rules_cache import RulesCache
 from orders import fsm
 from orders.model import Order, OrderState
 from orders.rules_store import RulesStore
-from orders.settings import RiskSettings
 from orders.store import OrderStore
+from runtime.settings import RiskSettings
 from tests import factories
 from tests.counting_redis import CountingFakeRedis
 

@@ -18,8 +18,8 @@ from gateway.validation import build_order, check_stream_request, check_symbol_t
 from orders.errors import InvalidOrder
 from orders.model import now_ms
 from orders.outbox import Outbox
-from orders.settings import RiskSettings
 from proto import order_pb2 as pb
+from runtime.settings import RiskSettings
 from simulator import validation as sim_validation
 from simulator.auth import Credentials, identify
 from simulator.errors import BinanceError

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orders.settings import RedisSettings, SettingsError, load_settings
+from runtime.settings import RedisSettings, SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -18,10 +18,10 @@ import pytest
 from redis.asyncio.client import Pipeline
 
 from gateway.updates import UpdateHub
+from listener.events import EventBus
 from listener.relay import OutboxRelay
 from orders import fsm
 from orders.errors import NotReplicated
-from orders.events import EventBus
 from orders.model import Fill, Order, OrderState
 from orders.replicas import ReplicaAcks
 from orders.store import OrderStore, TransitionResult

@@ -16,9 +16,9 @@ from orders import metrics
 from orders.errors import RiskLimitExceeded
 from orders.model import OrderState
 from orders.risk_state import RiskState, TradingMode
-from orders.settings import RiskSettings
 from proto import admin_pb2 as apb
 from proto import order_pb2 as pb
+from runtime.settings import RiskSettings
 from tests.unit.risk_harness import Replica, risk_replica, set_marks
 
 ALLOWED = ["BTCUSDT", "ETHUSDT"]

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import redis.connection
 
-from orders import logs
-from orders import settings as settings_module
-from orders.addresses import is_loopback_host, nats_servers, redis_url, without_password
-from orders.settings import Settings, SettingsError, load_settings, refuse_open_without_auth
+from runtime import logs
+from runtime import settings as settings_module
+from runtime.addresses import is_loopback_host, nats_servers, redis_url, without_password
+from runtime.settings import Settings, SettingsError, load_settings, refuse_open_without_auth
 
 AWKWARD = "p@ss:w/rd%41+?#&x"  # every character a hand-made URL gets wrong
 

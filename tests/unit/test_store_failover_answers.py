@@ -15,10 +15,10 @@ from gateway.desk import OrderDesk
 from gateway.rules_cache import RulesCache
 from gateway.status_mapping import status_of, store_failure_message
 from orders.errors import StoreUnavailable
-from orders.redis_connection import PrimaryChanged, is_cut_off_primary
 from orders.rules_store import RulesStore
-from orders.settings import RiskSettings
 from orders.store import STORE_OUTAGES, OrderStore
+from runtime.redis_connection import PrimaryChanged, is_cut_off_primary
+from runtime.settings import RiskSettings
 from tests.factories import BTC_RULES
 from tests.unit.gateway_harness import limit_order
 

@@ -20,9 +20,9 @@ from gateway.auth import API_KEY_HEADER, hash_key
 from gateway.updates import SlowSubscriber, UpdateHub
 from orders import outbox as outbox_module
 from orders.outbox import Outbox
-from orders.settings import ApiClientSettings, AuthSettings
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
+from runtime.settings import ApiClientSettings, AuthSettings
 from tests.factories import make_order
 from tests.unit import gateway_harness
 

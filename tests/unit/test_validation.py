@@ -11,8 +11,8 @@ from gateway.validation import build_order, quote
 from orders.errors import InvalidOrder, RiskLimitExceeded
 from orders.model import OrderType, TimeInForce
 from orders.rules import SymbolRules
-from orders.settings import RiskSettings
 from proto import order_pb2 as pb
+from runtime.settings import RiskSettings
 from tests.factories import BTC_RULES
 
 BTC = BTC_RULES

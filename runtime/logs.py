@@ -26,8 +26,7 @@ from urllib.parse import quote
 
 import orjson
 
-from orders.model import Order
-from orders.settings import LoggingSettings
+from runtime.settings import LoggingSettings
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -51,17 +50,6 @@ _MIN_SECRET_LEN = 6  # shorter values would mask ordinary words
 _secrets: set[str] = set()
 _secrets_longest_first: tuple[str, ...] = ()
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
-
-
-def order_fields(order: Order) -> dict[str, str]:
-    """The fields every log line about `order` carries, for `extra=`."""
-    return {"order_id": order.order_id, "client_order_id": order.client_order_id, "symbol": order.symbol}
-
-
-def order_ref(order_id: str, client_order_id: str = "", symbol: str = "") -> dict[str, str]:
-    """`order_fields` for when only some of them are at hand (missing ones are left out)."""
-    fields = {"order_id": order_id, "client_order_id": client_order_id, "symbol": symbol}
-    return {name: value for name, value in fields.items() if value}
 
 
 def add_secrets(values: Iterable[str]) -> None:

@@ -1,7 +1,7 @@
 """The settings' sections: each key's type, default, bounds and meaning.
 
-`orders.settings.Settings` holds one of each (`server`, `exchange`, `redis`, ...) and is
-what loads them from the YAML file and the environment. `orders.settings` re-exports every
+`runtime.settings.Settings` holds one of each (`server`, `exchange`, `redis`, ...) and is
+what loads them from the YAML file and the environment. `runtime.settings` re-exports every
 section, and the rest of the code imports them from there. A section refuses keys it does
 not declare, so a mistyped key fails at start, named.
 """
@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
-from orders.addresses import is_loopback_host, nats_servers, redis_url
+from runtime.addresses import is_loopback_host, nats_servers, redis_url
 
 
 class _Section(BaseModel):

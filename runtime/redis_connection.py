@@ -36,7 +36,7 @@ import redis.asyncio.sentinel as aiosentinel
 import redis.sentinel as syncsentinel
 from redis.exceptions import ResponseError
 
-from orders.settings import RedisSettings
+from runtime.settings import RedisSettings
 
 _HEALTH_CHECK_INTERVAL_S = 10
 _CUT_OFF_PRIMARY = "NOREPLICAS"

@@ -12,7 +12,7 @@ Sources, highest priority first:
 A bad value raises `SettingsError` naming the key, e.g. "server.grpc_port: Input should be
 a valid integer".
 
-The sections (each key's type, default and bounds) are in orders/settings_sections.py;
+The sections (each key's type, default and bounds) are in runtime/settings_sections.py;
 they are re-exported here, with the `Settings` object that holds them.
 """
 
@@ -30,9 +30,8 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from orders.addresses import is_loopback_host, without_password
-from orders.errors import OrderServiceError
-from orders.settings_sections import (
+from runtime.addresses import is_loopback_host, without_password
+from runtime.settings_sections import (
     AdmissionSettings,
     ApiClientSettings,
     AuthSettings,
@@ -73,8 +72,11 @@ _SEED_ENV: dict[str, tuple[str, str]] = {
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-class SettingsError(OrderServiceError):
-    """The configuration is invalid; the message names each bad key and what it must be."""
+class SettingsError(ValueError):
+    """The configuration is invalid; the message names each bad key and what it must be.
+
+    Raised at start (or by a runtime change of limits), before any order is touched; not an
+    `OrderServiceError`, since the settings sit below the order domain."""
 
 
 class Settings(BaseSettings):
