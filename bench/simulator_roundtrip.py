@@ -34,8 +34,8 @@ RESULTS = ROOT / "bench" / "results"
 
 sys.path.insert(0, str(ROOT))
 
-from cli.processes import ManagedProcess, free_port, http_ok, python_command  # noqa: E402
 from exchange.signing import sign  # noqa: E402
+from launcher.processes import ManagedProcess, free_port, http_ok, python_command  # noqa: E402
 
 
 def _start(port: int, key: str, secret: str, log_dir: Path) -> ManagedProcess:

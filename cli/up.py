@@ -1,10 +1,10 @@
 """`order-execution up`: the whole service on one machine, with nothing but Python.
 
 Uses Redis and NATS where the settings point if they answer; otherwise starts its own,
-password-protected (cli/embedded_servers.py). Starts the exchange simulator unless told
+password-protected (launcher/embedded_servers.py). Starts the exchange simulator unless told
 not to, then the workers (one process per core unless `worker.processes` or `--workers`
 says otherwise), the user-data-stream listener(s), the gateway and the Dramatiq dashboard,
-and prints where everything is. A child that exits is restarted with growing delays (cli/supervisor.py);
+and prints where everything is. A child that exits is restarted with growing delays (launcher/supervisor.py);
 only Ctrl-C, SIGTERM or SIGHUP stops everything, in reverse start order; a kill -9 of `up`
 takes its children with it (each gets SIGTERM when `up` dies, see `ManagedProcess.die_with_parent`).
 
@@ -12,7 +12,7 @@ Everything listens on 127.0.0.1 unless `--listen ADDRESS` says otherwise, which 
 the gateway's gRPC and HTTP ports and the worker and listener /metrics (they follow
 `server.host`) and requires authentication; the dashboard, the simulator, Redis and NATS
 stay on 127.0.0.1 whatever `--listen` says (the first two have no keys at all). `.run/`,
-with the logs, the servers' data and every secret, is its owner's alone (cli/run_dir.py).
+with the logs, the servers' data and every secret, is its owner's alone (launcher/run_dir.py).
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from functools import partial
 from pathlib import Path
 from types import FrameType
 
-from cli import load_test
-from cli.credentials import LOCAL_KEY_FILE, ensure_local_key, local_client_json
-from cli.embedded_servers import ensure_nats, ensure_redis
-from cli.ha_servers import start_ha_servers
-from cli.processes import (
+from cli.credentials import LOCAL_KEY_FILE, ensure_local_key
+from launcher import load_test
+from launcher.embedded_servers import ensure_nats, ensure_redis
+from launcher.ha_servers import start_ha_servers
+from launcher.processes import (
     ManagedProcess,
     free_port,
     http_ok,
@@ -38,8 +38,9 @@ from cli.processes import (
     simulator_command,
     worker_processes,
 )
-from cli.run_dir import private_dir
-from cli.supervisor import Supervisor
+from launcher.run_dir import private_dir
+from launcher.service_env import local_client_json
+from launcher.supervisor import Supervisor
 from runtime.addresses import is_loopback_host
 from runtime.settings import Settings
 
@@ -58,11 +59,11 @@ def run_up(
 ) -> int:
     """Start everything, supervise it until a stop signal, then stop it all; the exit code.
 
-    `ha`: Redis under Sentinel and a NATS cluster of its own on loopback (cli/ha_servers.py),
+    `ha`: Redis under Sentinel and a NATS cluster of its own on loopback (launcher/ha_servers.py),
     never the Redis and NATS the settings name, at least two listeners and two gateways.
 
     `workers` worker processes (0: one per CPU core); `rate_limits=False` is load-test
-    mode (cli/load_test.py), refused with an exchange other than the simulator. `listen`
+    mode (launcher/load_test.py), refused with an exchange other than the simulator. `listen`
     is the address the gateway and the /metrics endpoints bind: anything but loopback is
     refused (exit code 2) while `auth.enabled` is false.
     """

@@ -22,7 +22,7 @@ from pathlib import Path
 import redis
 import yaml
 
-from cli.processes import ManagedProcess, free_port, http_ok, port_open, python_command
+from launcher.processes import ManagedProcess, free_port, http_ok, port_open, python_command
 
 REPO = Path(__file__).resolve().parents[2]
 # The service as the chaos tests run it: short timeouts, sweeps and leases, so that a fault is

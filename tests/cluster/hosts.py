@@ -8,7 +8,7 @@
 
 Each host is a network namespace of a `TestNetwork`; each server listens on its host's
 address at its usual port. The servers' configs come from the same functions as `up --ha`'s
-(cli/ha_server_configs.py), with passwords made for the run. Every process is a
+(launcher/ha_server_configs.py), with passwords made for the run. Every process is a
 `ManagedProcess` (its own process group, started through `ip netns exec`, which execs it, so
 its pid is its own) and is stopped by pid in `stop_all`. The test's own probes (Redis,
 sentinels, HTTP) run on a thread inside the clients' host, which reaches every other.
@@ -35,10 +35,10 @@ import redis
 import yaml
 from redis.sentinel import Sentinel
 
-from cli.embedded_servers import NATS_USER, embedded_redis_command
-from cli.ha_server_configs import MASTER_NAME, nats_node_config, redis_node_config, sentinel_config
-from cli.ha_servers import jetstream_answers, replicas_online, sentinel_sees_all
-from cli.processes import ManagedProcess, python_command
+from launcher.embedded_servers import NATS_USER, embedded_redis_command
+from launcher.ha_server_configs import MASTER_NAME, nats_node_config, redis_node_config, sentinel_config
+from launcher.ha_servers import jetstream_answers, replicas_online, sentinel_sees_all
+from launcher.processes import ManagedProcess, python_command
 from tests.chaos.cluster import REPO, group_pids
 from tests.cluster.netns import HostThreads, TestNetwork
 

@@ -37,9 +37,9 @@ import redis.sentinel
 from pydantic import SecretStr
 
 from cli.dashboard import dashboard_broker
-from cli.embedded_servers import ensure_redis
-from cli.processes import ManagedProcess, free_port, port_open
 from gateway.status_mapping import status_of, store_failure_message
+from launcher.embedded_servers import ensure_redis
+from launcher.processes import ManagedProcess, free_port, port_open
 from listener.lease import LeaderLease
 from orders.outbox import Outbox
 from orders.store import STORE_OUTAGES, OrderStore

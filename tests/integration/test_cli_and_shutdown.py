@@ -20,8 +20,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from cli.processes import ManagedProcess, free_port, http_ok, python_command
-from cli.stack import REPO, LocalStack, local_stack
+from launcher.processes import ManagedProcess, free_port, http_ok, python_command
+from launcher.stack import REPO, LocalStack, local_stack
 from orders.store import OrderStore
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc

@@ -19,9 +19,9 @@ from urllib.parse import quote
 import pytest
 import redis
 
-from cli.embedded_servers import embedded_redis_command, nats_authorization
-from cli.processes import ManagedProcess, free_port, port_open
-from cli.run_dir import write_private
+from launcher.embedded_servers import embedded_redis_command, nats_authorization
+from launcher.processes import ManagedProcess, free_port, port_open
+from launcher.run_dir import write_private
 from listener.events import EventBus
 from runtime.logs import JsonFormatter, add_secrets
 from runtime.redis_connection import open_redis

@@ -25,7 +25,7 @@ import redis
 import redis.asyncio as aioredis
 from dramatiq import Message
 
-from cli.processes import ManagedProcess, free_port, http_ok, python_command
+from launcher.processes import ManagedProcess, free_port, http_ok, python_command
 from orders.store import OrderStore
 from tasks.messages import submit_order_push
 from tasks.queues import doorbell_key, messages_key, queue_for, queue_key

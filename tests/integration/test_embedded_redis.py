@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from cli.embedded_servers import embedded_redis_command
-from cli.processes import ManagedProcess, free_port, port_open
+from launcher.embedded_servers import embedded_redis_command
+from launcher.processes import ManagedProcess, free_port, port_open
 
 pytestmark = pytest.mark.integration
 

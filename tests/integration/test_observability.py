@@ -25,8 +25,8 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cli.processes import ManagedProcess, free_port, http_ok, python_command
-from cli.stack import REPO, LocalStack, local_stack
+from launcher.processes import ManagedProcess, free_port, http_ok, python_command
+from launcher.stack import REPO, LocalStack, local_stack
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 from tests.factories import SEED_METRICS

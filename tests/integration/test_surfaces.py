@@ -14,7 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from cli.stack import REPO, LocalStack
+from launcher.stack import REPO, LocalStack
 
 pytestmark = pytest.mark.integration
 

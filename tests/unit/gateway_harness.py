@@ -9,7 +9,6 @@ from typing import Any
 import fakeredis
 import grpc
 
-from cli.processes import free_port
 from gateway.admission import Admission
 from gateway.auth import Authenticator
 from gateway.desk import OrderDesk
@@ -17,6 +16,7 @@ from gateway.rules_cache import RulesCache
 from gateway.servicer import OrderServicer
 from gateway.tls import add_port
 from gateway.updates import UpdateHub
+from launcher.processes import free_port
 from orders.replicas import NO_REPLICA_ACKS, ReplicaAcks
 from orders.rules import SymbolRules
 from orders.rules_store import RulesStore

@@ -15,7 +15,6 @@ from typing import Any
 
 import grpc
 
-from cli.processes import free_port
 from gateway.admin_servicer import AdminServicer
 from gateway.auth import Authenticator
 from gateway.desk import OrderDesk
@@ -23,6 +22,7 @@ from gateway.risk import RiskGate
 from gateway.rules_cache import RulesCache
 from gateway.servicer import OrderServicer
 from gateway.updates import UpdateHub
+from launcher.processes import free_port
 from orders.model import now_ms
 from orders.risk_state import RiskState
 from orders.rules_store import RulesStore

@@ -11,9 +11,11 @@ import grpc
 import pytest
 from pydantic import SecretStr
 
-from cli import stack, up
-from cli.credentials import ensure_local_key, local_client_json, open_channel
+from cli import up
+from cli.credentials import ensure_local_key, open_channel
 from gateway.auth import hash_key
+from launcher import stack
+from launcher.service_env import local_client_json
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 from runtime.settings import ApiClientSettings, AuthSettings, ClientSettings, Settings, load_settings

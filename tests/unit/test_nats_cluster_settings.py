@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cli.embedded_servers import ensure_nats
-from cli.processes import ManagedProcess, free_port
 from gateway.health import probe_nats_servers
+from launcher.embedded_servers import ensure_nats
+from launcher.processes import ManagedProcess, free_port
 from runtime.addresses import nats_servers
 from runtime.settings import NatsSettings, Settings, SettingsError, load_settings
 

@@ -37,8 +37,8 @@ from typing import Any, cast
 import nats
 import redis
 
-from cli.embedded_servers import NATS_USER, embedded_redis_command, nats_server_binary, stop_leftover
-from cli.ha_server_configs import (
+from launcher.embedded_servers import NATS_USER, embedded_redis_command, nats_server_binary, stop_leftover
+from launcher.ha_server_configs import (
     MASTER_NAME,
     SENTINELS,
     last_primary,
@@ -46,9 +46,9 @@ from cli.ha_server_configs import (
     redis_node_config,
     sentinel_config,
 )
-from cli.processes import ManagedProcess, free_port, port_open
-from cli.run_dir import private_dir, secret_file, write_private
-from cli.supervisor import Backoff
+from launcher.processes import ManagedProcess, free_port, port_open
+from launcher.run_dir import private_dir, secret_file, write_private
+from launcher.supervisor import Backoff
 
 REDIS_NODES = ("redis-1", "redis-2", "redis-3")
 NATS_NODES = ("nats-1", "nats-2", "nats-3")

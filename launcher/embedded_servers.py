@@ -27,8 +27,8 @@ from pathlib import Path
 
 import redis
 
-from cli.processes import ManagedProcess, free_port, port_open
-from cli.run_dir import secret_file, write_private
+from launcher.processes import ManagedProcess, free_port, port_open
+from launcher.run_dir import secret_file, write_private
 from runtime.addresses import nats_host_port, nats_servers, without_password
 from runtime.redis_connection import open_sync_redis
 from runtime.settings import Settings

@@ -18,9 +18,9 @@ from typing import Any
 
 import redis
 
-from cli import load_test
-from cli.credentials import local_client_json
-from cli.processes import ManagedProcess, free_port, http_ok, python_command, simulator_command
+from launcher import load_test
+from launcher.processes import ManagedProcess, free_port, http_ok, python_command, simulator_command
+from launcher.service_env import local_client_json
 from runtime.addresses import redis_url
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,7 +80,7 @@ def local_stack(
     Flushes `redis_db` first and stops every process by pid on exit. `extra_env` is added to
     the service processes' environment (e.g. `ORDER_EXECUTION__WORKER__...` overrides).
     `symbols` (default: the settings' default) are listed by the simulator and traded by the
-    service; `rate_limits=False` is load-test mode (cli/load_test.py). In
+    service; `rate_limits=False` is load-test mode (launcher/load_test.py). In
     `processes` a single worker is "worker" and a single listener "listener"; several are
     "worker-1", "worker-2", ... and "listener-1", ...
 
