@@ -3,7 +3,7 @@
 Starts its own Redis primary and one replica, each a redis-server on a free port of 127.0.0.1
 with its data in a temp dir, configured as `up --ha` configures its data nodes
 (launcher/ha_server_configs.redis_node_config: a random password, `replicaof`,
-`repl-diskless-sync-delay 0`, `min-replicas-to-write 1`; launcher/embedded_servers.embedded_redis_command:
+`repl-diskless-sync-delay 0`, `min-replicas-to-write 1`; launcher/launch.redis_command:
 append-only, fsync every second), and stops both by pid at the end, also on failure. NATS is the
 machine's (127.0.0.1:4222), as for the other benches.
 
@@ -60,8 +60,8 @@ from bench.redis_db import BENCH_REDIS_DB
 from bench.report import fmt, percentile, report, summarize
 from bench.scrape_load import send_orders
 from bench.throughput import NATS, SIM_ARGS
-from launcher.embedded_servers import embedded_redis_command
 from launcher.ha_server_configs import redis_node_config
+from launcher.launch import redis_command
 from launcher.processes import ManagedProcess, free_port, port_open, worker_processes
 from launcher.run_dir import private_dir, write_private
 from launcher.stack import local_stack
@@ -163,7 +163,7 @@ def redis_pair(work_dir: Path, log_dir: Path) -> Iterator[RedisPair]:
             data = private_dir(work_dir / name)
             config = work_dir / f"{name}.conf"
             write_private(config, redis_node_config(password, primary_port))
-            command = embedded_redis_command(server, port, data, data / "redis-server.pid", config)
+            command = redis_command(server, port, data, data / "redis-server.pid", config)
             process = ManagedProcess(name, command, log_dir=log_dir, die_with_parent=True, umask=0o077)
             started.append(process)  # before it starts: an interrupt after the fork still stops it
             process.start()
@@ -343,7 +343,7 @@ def main() -> int:
             "phase_s": args.phase_s,
             "symbols": SYMBOLS,
             "replica_ack_timeout_ms": ACK_TIMEOUT_MS,
-            "redis": "own primary + 1 replica on loopback (redis_node_config, embedded_redis_command)",
+            "redis": "own primary + 1 replica on loopback (redis_node_config, redis_command)",
             "ratio_to_acks_0": ratios,
             "phases": [
                 {k: v for k, v in vars(p).items() if k not in ("ack_ms", "update_ms")} for p in phases

@@ -37,7 +37,7 @@ from typing import Any, cast
 import nats
 import redis
 
-from launcher.embedded_servers import NATS_USER, embedded_redis_command, nats_server_binary, stop_leftover
+from launcher.embedded_servers import NATS_USER, nats_server_binary, stop_leftover
 from launcher.ha_server_configs import (
     MASTER_NAME,
     SENTINELS,
@@ -46,6 +46,7 @@ from launcher.ha_server_configs import (
     redis_node_config,
     sentinel_config,
 )
+from launcher.launch import redis_command
 from launcher.processes import ManagedProcess, free_port, port_open
 from launcher.run_dir import private_dir, secret_file, write_private
 from launcher.supervisor import Backoff
@@ -224,7 +225,7 @@ def start_ha_servers(
     for name in redis_names:
         config, data, port = ha_dir / f"{name}.conf", _data_dir(ha_dir, name), redis_ports[name]
         write_private(config, redis_node_config(redis_password, None if name == first else primary_port))
-        command = embedded_redis_command(redis_server, port, data, data / "redis-server.pid", config)
+        command = redis_command(redis_server, port, data, data / "redis-server.pid", config)
         redis_nodes.append(Server(name, port, launch(name, command, data, "redis-server")))
 
     client_ports, cluster_ports = ports[6:9], ports[9:12]
