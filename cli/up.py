@@ -97,9 +97,7 @@ def run_up(
             print(
                 "starting Redis (a primary, 2 replicas, 3 sentinels) and a 3-node NATS cluster...", flush=True
             )
-            servers = start_ha_servers(
-                RUN_DIR, lambda process, backoff: supervisor.start(process, backoff=backoff), log_dir=RUN_DIR
-            )
+            servers = start_ha_servers(RUN_DIR, launcher)
             env.update(servers.env())
             rows += servers.summary()
         else:

@@ -11,20 +11,33 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 import redis
 
 from launcher.processes import ManagedProcess, group_pids, http_ok, port_open, python_command
+from launcher.service_env import gateway_port_env, metrics_port_env
+from launcher.supervisor import Backoff
 
 # The module that runs the exchange simulator (`python -m SIMULATOR_MODULE`): named once, here.
 SIMULATOR_MODULE = "simulator"
 # The module whose roles (gateway, worker, listener, dashboard) are the service's processes.
 SERVICE_MODULE = "cli"
 
-Start = Callable[[ManagedProcess], ManagedProcess]  # starts a process (and may supervise it)
+
+class Start(Protocol):
+    """Starts a process and returns it; a supervisor's (`Supervisor.start`) also restarts it when
+    it dies, waiting as `backoff` says (else as the supervisor's own)."""
+
+    def __call__(self, process: ManagedProcess, *, backoff: Backoff | None = None) -> ManagedProcess: ...
+
+
+def start_once(process: ManagedProcess, *, backoff: Backoff | None = None) -> ManagedProcess:
+    """Start `process`, never to be restarted (`backoff` is for a supervisor: unused here)."""
+    return process.start()
 
 
 def simulator_command(port: int, key: str, secret: str, *args: str) -> list[str]:
@@ -96,7 +109,7 @@ class Launcher:
 
     `base_env` is added to every process's environment, `env` (kept, and read at each start,
     so servers started first can add their addresses to it) to the service's processes'.
-    `start` starts a process: by default `ManagedProcess.start`; `up` passes its supervisor's,
+    `start` starts a process: by default once (`start_once`); `up` passes its supervisor's,
     which also restarts what dies. With `die_with_parent` each process gets SIGTERM when the
     thread that starts it dies: only for a launcher driven from one long-lived thread.
 
@@ -110,7 +123,7 @@ class Launcher:
         *,
         env: dict[str, str] | None = None,
         base_env: Mapping[str, str] | None = None,
-        start: Start = ManagedProcess.start,
+        start: Start = start_once,
         cwd: Path | None = None,
         die_with_parent: bool = True,
     ) -> None:
@@ -124,8 +137,21 @@ class Launcher:
         self._servers: set[int] = set()  # ids of the processes that serve the service (stopped last)
         self._incarnations: Counter[str] = Counter()
 
-    def start(self, name: str, command: list[str], env: Mapping[str, str] | None = None) -> ManagedProcess:
-        """Start `command` as `name` with `base_env` and `env` added to this process's environment."""
+    def start(
+        self,
+        name: str,
+        command: list[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        server: bool = False,
+        umask: int = -1,
+        backoff: Backoff | None = None,
+    ) -> ManagedProcess:
+        """Start `command` as `name` with `base_env` and `env` added to this process's environment.
+
+        A `server` (one the service's processes use) is stopped after them. `umask` is the
+        process's (-1: inherited); `backoff` the restart delays a supervising `start` uses.
+        """
         self._incarnations[name] += 1
         count = self._incarnations[name]
         process = ManagedProcess(
@@ -135,14 +161,12 @@ class Launcher:
             log_dir=self.log_dir,
             cwd=self._cwd,
             die_with_parent=self._die_with_parent,
+            umask=umask,
         )
         self.started.append(process)  # before it starts: an interrupt right after the fork still stops it
-        return self._start(process)
-
-    def _server(self, name: str, command: list[str]) -> ManagedProcess:
-        process = self.start(name, command)
-        self._servers.add(id(process))
-        return process
+        if server:
+            self._servers.add(id(process))
+        return self._start(process, backoff=backoff)
 
     # ------------------------------------------------------------------ servers
     def redis(
@@ -162,7 +186,7 @@ class Launcher:
 
         Raises RuntimeError, with its log tail, if it exits or does not answer within `timeout_s`.
         """
-        process = self._server(name, redis_command(server, port, data_dir, pidfile, config_file))
+        process = self.start(name, redis_command(server, port, data_dir, pidfile, config_file), server=True)
 
         def pong() -> bool:
             client = redis.Redis(port=port, password=password, socket_timeout=1.0, socket_connect_timeout=1.0)
@@ -189,14 +213,14 @@ class Launcher:
     ) -> ManagedProcess:
         """Start a nats-server with JetStream on 127.0.0.1:`port` (`nats_command`); return once it
         accepts connections. Raises RuntimeError, with its log tail, if it exits or times out."""
-        process = self._server(name, nats_command(server, port, data_dir, pidfile, config_file))
+        process = self.start(name, nats_command(server, port, data_dir, pidfile, config_file), server=True)
         process.wait_until("accepting connections", lambda: port_open("127.0.0.1", port), timeout_s)
         return process
 
     def simulator(self, port: int, key: str, secret: str, *args: str) -> ManagedProcess:
         """Start the simulator on 127.0.0.1:`port` with the account (`key`, `secret`) and options
         `args`; return once it answers. Raises RuntimeError (log tail) if it exits or times out."""
-        process = self._server("simulator", simulator_command(port, key, secret, *args))
+        process = self.start("simulator", simulator_command(port, key, secret, *args), server=True)
         process.wait_until("listening", lambda: http_ok(f"http://127.0.0.1:{port}/fapi/v1/time"))
         return process
 
@@ -207,12 +231,12 @@ class Launcher:
         """Start one worker process (Dramatiq with one process of its own), its /metrics on
         `metrics_port` if given (else the settings'), `max_in_flight` overriding the settings'."""
         args = ("--max-in-flight", str(max_in_flight)) if max_in_flight is not None else ()
-        env = _metrics_port_env("WORKER", metrics_port)
+        env = metrics_port_env("WORKER", metrics_port)
         return self.start(name, service_command("worker", "--processes", "1", *args), {**self.env, **env})
 
     def listener(self, name: str, *, metrics_port: int | None = None) -> ManagedProcess:
         """Start one listener, its /metrics on `metrics_port` if given (else the settings')."""
-        env = _metrics_port_env("LISTENER", metrics_port)
+        env = metrics_port_env("LISTENER", metrics_port)
         return self.start(name, service_command("listener"), {**self.env, **env})
 
     def gateway(
@@ -257,15 +281,3 @@ class Launcher:
             if not alive or time.monotonic() > deadline:
                 return alive
             time.sleep(0.1)
-
-
-def gateway_port_env(grpc_port: int, http_port: int) -> dict[str, str]:
-    """The settings that put a gateway's gRPC and HTTP servers on these ports."""
-    return {
-        "ORDER_EXECUTION__SERVER__GRPC_PORT": str(grpc_port),
-        "ORDER_EXECUTION__SERVER__HTTP_PORT": str(http_port),
-    }
-
-
-def _metrics_port_env(kind: str, port: int | None) -> dict[str, str]:
-    return {} if port is None else {f"ORDER_EXECUTION__MONITORING__{kind}_METRICS_PORT": str(port)}

@@ -20,12 +20,10 @@ from typing import Any
 import redis
 
 from launcher import load_test
-from launcher.launch import Launcher, gateway_port_env
+from launcher.launch import Launcher
 from launcher.processes import ManagedProcess, free_port
-from launcher.service_env import local_client_json
+from launcher.service_env import gateway_port_env, isolated_env, local_client_json
 from runtime.addresses import redis_url
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -145,12 +143,6 @@ def local_stack(
         )
     finally:
         launcher.stop()
-
-
-def isolated_env() -> dict[str, str]:
-    """What every process of a test or bench stack gets: this checkout on the import path, and no
-    config file (the settings come from the environment alone, not from a ./config.yaml)."""
-    return {"PYTHONPATH": str(REPO), "ORDER_EXECUTION_CONFIG": ""}
 
 
 def _names(kind: str, count: int) -> list[str]:

@@ -40,7 +40,7 @@ from launcher.ha_server_configs import MASTER_NAME, nats_node_config, redis_node
 from launcher.ha_servers import jetstream_answers, replicas_online, sentinel_sees_all
 from launcher.launch import redis_command, service_command, simulator_command
 from launcher.processes import ManagedProcess, group_pids, python_command
-from launcher.stack import REPO
+from launcher.service_env import REPO
 from tests.cluster.netns import HostThreads, TestNetwork
 
 HOSTS = ("a", "b", "c", "x", "clients")

@@ -41,6 +41,7 @@ from gateway.status_mapping import status_of, store_failure_message
 from launcher.embedded_servers import ensure_redis
 from launcher.launch import Launcher
 from launcher.processes import ManagedProcess, free_port, port_open
+from launcher.supervisor import Backoff
 from listener.lease import LeaderLease
 from orders.outbox import Outbox
 from orders.store import STORE_OUTAGES, OrderStore
@@ -450,7 +451,7 @@ def test_the_dashboard_and_up_find_the_primary_through_the_sentinels(
     monkeypatch.chdir(tmp_path)  # no stray ./config.yaml
     settings = Settings(redis=sentinel_set.settings())
 
-    def start_nothing(process: ManagedProcess) -> ManagedProcess:
+    def start_nothing(process: ManagedProcess, *, backoff: Backoff | None = None) -> ManagedProcess:
         raise AssertionError(f"up started {process.name} although redis.sentinels is set")
 
     env, line = ensure_redis(settings, Launcher(tmp_path, start=start_nothing), tmp_path)

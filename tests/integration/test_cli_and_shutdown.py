@@ -22,7 +22,8 @@ import pytest
 
 from launcher.launch import service_command
 from launcher.processes import ManagedProcess, free_port, http_ok, python_command
-from launcher.stack import REPO, LocalStack, local_stack
+from launcher.service_env import REPO
+from launcher.stack import LocalStack, local_stack
 from orders.store import OrderStore
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc

@@ -27,7 +27,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from launcher.launch import service_command
 from launcher.processes import ManagedProcess, free_port, http_ok
-from launcher.stack import REPO, LocalStack, local_stack
+from launcher.service_env import REPO
+from launcher.stack import LocalStack, local_stack
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 from tests.factories import SEED_METRICS

@@ -14,6 +14,7 @@ from gateway.health import probe_nats_servers
 from launcher.embedded_servers import ensure_nats
 from launcher.launch import Launcher
 from launcher.processes import ManagedProcess, free_port
+from launcher.supervisor import Backoff
 from runtime.addresses import nats_servers
 from runtime.settings import NatsSettings, Settings, SettingsError, load_settings
 
@@ -128,7 +129,7 @@ async def test_a_silent_server_costs_the_probe_no_more_than_its_timeout(nats_gre
 
 
 def test_up_uses_a_configured_cluster_and_starts_no_nats_of_its_own(tmp_path: Path) -> None:
-    def start_nothing(process: ManagedProcess) -> ManagedProcess:
+    def start_nothing(process: ManagedProcess, *, backoff: Backoff | None = None) -> ManagedProcess:
         raise AssertionError(f"up started {process.name} although nats.servers is set")
 
     down = free_port()
