@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from gateway.auth import Authenticator, Caller
-from gateway.desk import OrderDesk
+from gateway.handlers import Intake
 from gateway.risk import RiskGate
 from gateway.status_mapping import Context, answer
 from gateway.validation import check_length, parse_request_decimal
@@ -39,9 +39,9 @@ LIMIT_FIELDS = tuple(apb.RiskLimits.DESCRIPTOR.fields_by_name)
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     """The AdminService methods; `auth` None means authentication is off (tests, local runs)."""
 
-    def __init__(self, gate: RiskGate, desk: OrderDesk, auth: Authenticator | None = None) -> None:
+    def __init__(self, gate: RiskGate, intake: Intake, auth: Authenticator | None = None) -> None:
         self._gate = gate
-        self._desk = desk
+        self._intake = intake
         self._auth = auth
 
     async def _admin(self, context: Context) -> str:
@@ -104,7 +104,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             log.warning("trading mode set to %s by %s (%s)", mode, actor, request.reason or "no reason")
             canceled = 0
             if status.cancel_open is not None:
-                canceled = await self._desk.cancel_open()
+                canceled = await self._intake.cancel_open()
                 await self._gate.state.finish_cancel_open(status.cancel_open, actor=actor, canceled=canceled)
                 log.warning("kill switch: %d open orders canceled or being canceled", canceled)
                 status = dataclasses.replace(status, cancel_open=None)  # done: no longer pending
