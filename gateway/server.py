@@ -147,9 +147,10 @@ async def _serve(settings: Settings, stop: asyncio.Event, cleanup: _Cleanup) -> 
     admin_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(risk_gate, intake, auth if auth.enabled else None), server
     )
-    admin_pb2_grpc.add_AccountServiceServicer_to_server(
-        AccountServicer(settings, redis_client, auth if auth.enabled else None), server
-    )
+    # AccountService calls the exchange through the account's shared budget and breakers.
+    account = AccountServicer.from_settings(settings, redis_client, auth if auth.enabled else None)
+    cleanup.add(account.aclose)
+    admin_pb2_grpc.add_AccountServiceServicer_to_server(account, server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
