@@ -63,15 +63,10 @@ class AccountServicer(admin_pb2_grpc.AccountServiceServicer):
         await self._exchange.close()
 
     async def _admin(self, context: Context) -> str:
-        """The calling admin's name ("anonymous" with auth off); raises Unauthenticated (answered
-        late, `gateway.auth_failures`) or PermissionDenied."""
-        caller = None
-        if self._auth is not None:
-            caller = await self._auth.authenticate(context.invocation_metadata(), peer=context.peer())
-        if caller is None:
+        """The calling admin's name ("anonymous" with auth off); see `Authenticator.authenticate_admin`."""
+        if self._auth is None:
             return "anonymous"
-        caller.check_admin()
-        return caller.name
+        return await self._auth.authenticate_admin(context.invocation_metadata(), peer=context.peer())
 
     def _symbol(self, symbol: str) -> str:
         if symbol not in self._settings.symbols:

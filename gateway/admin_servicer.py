@@ -11,7 +11,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from gateway.auth import Authenticator, Caller
+from gateway.auth import Authenticator
 from gateway.handlers import Intake
 from gateway.risk import RiskGate
 from gateway.status_mapping import Context, answer
@@ -45,15 +45,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self._auth = auth
 
     async def _admin(self, context: Context) -> str:
-        """The calling admin's name ("anonymous" with auth off); raises Unauthenticated (answered
-        late, `gateway.auth_failures`) or PermissionDenied."""
-        caller: Caller | None = None
-        if self._auth is not None:
-            caller = await self._auth.authenticate(context.invocation_metadata(), peer=context.peer())
-        if caller is None:
+        """The calling admin's name ("anonymous" with auth off); see `Authenticator.authenticate_admin`."""
+        if self._auth is None:
             return "anonymous"
-        caller.check_admin()
-        return caller.name
+        return await self._auth.authenticate_admin(context.invocation_metadata(), peer=context.peer())
 
     async def GetRiskLimits(self, request: apb.GetRiskLimitsRequest, context: Context) -> apb.RiskLimits:
         async def get() -> RiskSettings:
