@@ -18,11 +18,11 @@ import grpc
 import pytest
 from aiohttp import web
 
-from cli.processes import free_port
 from exchange.account import breakers
 from exchange.breakers import Group
 from exchange.errors import ExchangeUnavailable
 from gateway.account_admin import AccountServicer
+from launcher.processes import free_port
 from proto import admin_pb2 as apb
 from proto import admin_pb2_grpc
 from runtime.settings import Settings
