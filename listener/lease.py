@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
+from orders.store_outages import store_adapter
 from runtime.redis_connection import reply_text
 
 _HOLD = """
@@ -35,6 +36,7 @@ def lease_key(namespace: str) -> str:
     return f"{namespace}:listener:lease"
 
 
+@store_adapter
 class LeaderLease:
     """Acquire, renew and release the listener lease for `holder_id`."""
 

@@ -24,10 +24,10 @@ from exchange.client import BinanceClient
 from exchange.errors import ExchangeError
 from exchange.user_stream import OrderEvent
 from orders import fsm, metrics
-from orders.errors import NotReplicated
+from orders.errors import NotReplicated, StoreConflict, StoreUnavailable
 from orders.log_fields import order_fields, order_ref
 from orders.model import Order, OrderState, now_ms
-from orders.store import STORE_OUTAGES, OrderStore, TransitionResult
+from orders.store import OrderStore, TransitionResult
 from service_layer.order_sync import sync_triggered
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class OrderEventRecorder:
                 await self._apply(event)
                 self._observe_lag(event)
                 return
-            except STORE_OUTAGES as exc:
+            except (StoreUnavailable, StoreConflict) as exc:
                 log.warning(
                     "recording %s for %s: %r; retrying",
                     event.report.state,

@@ -27,8 +27,6 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis.exceptions
-
 from exchange.account import exchange_client
 from exchange.user_stream import OrderEvent, UserStream
 from listener.dead_man import DeadManSwitch
@@ -40,6 +38,7 @@ from listener.reconciler import ReconcilePolicy, Reconciler
 from listener.relay import OutboxRelay
 from listener.risk_feeds import RiskFeeds
 from orders import metrics
+from orders.errors import StoreUnavailable
 from orders.listener_status import ListenerStatus
 from orders.model import now_ms
 from orders.risk_state import RiskState
@@ -132,7 +131,7 @@ class Listener:
     async def _hold_or_follow(self) -> None:
         try:
             holding = await self.lease.hold()
-        except redis.exceptions.RedisError as exc:
+        except StoreUnavailable as exc:
             log.warning("listener lease: Redis unreachable (%r); keeping the current role", exc)
             return
         if holding and not self._leading:
@@ -144,7 +143,7 @@ class Listener:
             )
             await self._step_down()
         if holding:
-            with contextlib.suppress(redis.exceptions.RedisError):
+            with contextlib.suppress(StoreUnavailable):
                 await self.status.publish(self._status(), ttl_ms=self.settings.listener.lease_ttl_ms)
 
     def _status(self) -> dict[str, object]:

@@ -67,7 +67,20 @@ class ResumePointExpired(OrderServiceError):
 
 
 class StoreUnavailable(OrderServiceError):
-    """The order store (Redis) did not answer in time; the message says what may have happened."""
+    """The order store (Redis) cannot answer now: unreachable, or too busy to take another command.
+
+    The message says why and, for a write, what may have happened and how to repeat it safely.
+    The Redis adapters raise it (orders/store_outages.py) with redis-py's error as the cause.
+    """
+
+
+class StoreTimedOut(StoreUnavailable):
+    """The order store (Redis) did not answer within `redis.socket_timeout_ms`: a write may have landed."""
+
+
+class StoreFailingOver(StoreUnavailable):
+    """The order store's primary is changing (the sentinels know none yet, or the server answered
+    as a replica or as a primary cut off from its replicas)."""
 
 
 class Overloaded(OrderServiceError):

@@ -11,7 +11,10 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
+from orders.store_outages import store_adapter
 
+
+@store_adapter
 class ListenerStatus:
     """Write (listener) and read (gateway health) the status hash."""
 

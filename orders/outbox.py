@@ -29,6 +29,7 @@ from redis.exceptions import ResponseError
 
 from orders.errors import InvalidOrder, ResumePointExpired
 from orders.model import Fill, Order, OrderState, now_ms
+from orders.store_outages import store_adapter
 from runtime.redis_connection import reply_text
 
 _Rows = list[tuple[bytes, dict[bytes, bytes]]]
@@ -66,6 +67,7 @@ def encode_fills(fills: tuple[Fill, ...]) -> str:
     return orjson.dumps([f.to_dict() for f in fills]).decode() if fills else ""
 
 
+@store_adapter
 class Outbox:
     """Read access to the outbox stream (the store writes it)."""
 

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 
 from orders.errors import NotReplicated
 from orders.model import now_ms
+from orders.store_outages import store_adapter
 from runtime.settings import RedisSettings
 
 PROBE_TTL_S = 3600  # a probe key outlives its reader by this much, then goes
@@ -62,6 +63,7 @@ class ReplicaAcks:
 NO_REPLICA_ACKS = ReplicaAcks()  # the primary alone (`redis.min_replica_acks` 0)
 
 
+@store_adapter
 class ReplicaProbe:
     """Confirms that the replicas hold everything written before now, by a write of its own."""
 

@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 
 from orders.exact import EXACT
 from orders.model import decimal_str, now_ms
+from orders.store_outages import store_adapter
 from runtime.redis_connection import reply_text
 from runtime.settings import RiskSettings
 
@@ -150,6 +151,7 @@ class RiskKeys:
         return f"{self.limits.rsplit(':', 1)[0]}:orders:{day}"
 
 
+@store_adapter
 class RiskState:
     """Reads and writes the shared risk state (see the module docstring)."""
 

@@ -11,9 +11,11 @@ import json
 import redis.asyncio as aioredis
 
 from orders.rules import SymbolRules
+from orders.store_outages import store_adapter
 from runtime.redis_connection import reply_text
 
 
+@store_adapter
 class RulesStore:
     """The `{namespace}:symbols` hash: symbol -> SymbolRules JSON."""
 

@@ -13,6 +13,7 @@ call that writes nothing (a repeated client_order_id, a change already made) con
 probe write instead, so its answer is as replicated as the first one's. With 0, nothing extra
 is sent.
 
+A Redis outage leaves every public method as StoreUnavailable (orders/store_outages.py).
 The key layout and the reads (get, search, unsettled, ...) are in orders/store_queries.py;
 the Lua is in orders/store_scripts.py.
 """
@@ -34,20 +35,13 @@ from orders.model import Order, OrderState, decimal_str, now_ms
 from orders.outbox import Outbox, encode_fills
 from orders.replicas import NO_REPLICA_ACKS, ReplicaAcks, ReplicaProbe
 from orders.risk_state import DAY_COUNTER_TTL_S, RiskCheck, RiskKeys, from_units, to_units, utc_day
+from orders.store_outages import store_adapter, store_outages
 from orders.store_queries import OrderQueries
 from orders.store_scripts import COMPARE_AND_SET, CREATE, PUSH
 from runtime.redis_connection import reply_text
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# A store call that failed for one of these may succeed if tried again shortly.
-STORE_OUTAGES: tuple[type[Exception], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    StoreConflict,
-    NotReplicated,
-)
 
 _MAX_CAS_ATTEMPTS = 16
 # A worker's claim is bookkeeping that the exchange's answer follows within milliseconds: it
@@ -86,6 +80,7 @@ class TransitionResult:
     changed: bool
 
 
+@store_adapter
 class OrderStore(OrderQueries):
     """Async access to stored orders. One instance per process, shared by all tasks.
 
@@ -173,6 +168,7 @@ class OrderStore(OrderQueries):
         the existing order is returned with `created=False`. With `risk`, the same step
         checks the trading mode and the counting limits and reserves the order against
         them until it is final; a refusal raises RiskLimitExceeded and writes nothing.
+        A Redis outage raises StoreUnavailable naming the client order id to retry with.
         """
         stored = order.replace(version=1)
         keys, args = self._record(stored, "", None)
@@ -184,7 +180,13 @@ class OrderStore(OrderQueries):
         ]
         args += _risk_args(stored, risk)
         _add_push(keys, args, enqueue(stored) if enqueue else None)
-        answer, acks = await self._write(self._create, keys, args)
+        # The write may have landed before Redis failed: only the client order id can tell.
+        landed = (
+            f"order {order.order_id} may have been stored. Retry with client_order_id "
+            f"{order.client_order_id!r} (idempotent) or GetOrder it"
+        )
+        with store_outages(consequence=landed):
+            answer, acks = await self._write(self._create, keys, args)
         if isinstance(answer, list):
             raise _refusal(stored, [reply_text(part) for part in answer])
         winner = reply_text(answer)
@@ -222,8 +224,9 @@ class OrderStore(OrderQueries):
         read when nobody changed the order since. The new version goes to the outbox in
         the same atomic step (a worker's claim, NEW -> SUBMITTING, with the next change),
         and so does the push `enqueue` returns for it, if any.
-        Raises OrderNotFound, StoreConflict after repeated lost races, or NotReplicated
-        (carrying the result) when the replicas did not confirm it (see the module docstring).
+        Raises OrderNotFound, StoreConflict after repeated lost races, NotReplicated
+        (carrying the result) when the replicas did not confirm it (see the module docstring),
+        or StoreUnavailable when Redis cannot answer.
         """
         key = self._order_key(order_id)
         for _ in range(_MAX_CAS_ATTEMPTS):
@@ -279,8 +282,8 @@ class OrderStore(OrderQueries):
     async def until_replicated(self, refused: NotReplicated, *, budget_ms: int) -> object:
         """Wait, probe after probe, until the replicas hold the write `refused` was raised for;
         return its outcome. For workers and the listener, which must not move on before (a
-        Dramatiq ack, the POST after a claim). Raises `refused` after `budget_ms`, or a
-        Redis error as it comes.
+        Dramatiq ack, the POST after a claim). Raises `refused` after `budget_ms`, or
+        StoreUnavailable as it comes.
         """
         deadline = now_ms() + budget_ms
         while self._probe is not None and not await self._probe.holds_all():

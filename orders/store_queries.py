@@ -29,6 +29,7 @@ from redis.asyncio.client import Pipeline
 from orders import metrics
 from orders.errors import InvalidOrder, OrderNotFound
 from orders.model import Order, OrderState
+from orders.store_outages import store_adapter
 from orders.store_scripts import FIND_BY_CLIENT_ID
 from runtime.redis_connection import reply_text
 
@@ -73,6 +74,7 @@ class _Window:
         return created_ms >= self.start_ms and (not self.end_ms or created_ms < self.end_ms)
 
 
+@store_adapter
 class OrderQueries:
     """Reads of stored orders, and the key layout every store call shares (module docstring)."""
 

@@ -17,9 +17,10 @@ followed without a restart. What a client sees while the primary changes:
   drops the connection and raises a ConnectionError (redis-py's for the first two,
   `PrimaryChanged` for NOREPLICAS), so the next command asks the sentinels again.
 
-Every one of these is a ConnectionError or TimeoutError: the outages every caller already
-retries (`orders.store.STORE_OUTAGES`) and the gateway answers with UNAVAILABLE. The same
-client object works again as soon as the sentinels name the new primary.
+Every one of these is a ConnectionError or TimeoutError: outages the Redis adapters raise
+as StoreUnavailable (orders/store_outages.py), which the workers and listener retry and the
+gateway answers with UNAVAILABLE. The same client object works again as soon as the
+sentinels name the new primary.
 
 `open_redis` is for the asyncio processes (gateway, workers, listener); `open_sync_redis`
 for the threaded ones (Dramatiq's broker in the dashboard and tools, the CLI's checks).

@@ -24,6 +24,7 @@ import redis.exceptions
 from dramatiq import Message
 from dramatiq.common import dq_name
 
+from orders.store_outages import store_adapter
 from runtime.redis_connection import reply_text
 from tasks.queues import DRAMATIQ_NAMESPACE, doorbell_key
 
@@ -37,6 +38,7 @@ def _dispatch_source() -> str:
     return resources.files("dramatiq.brokers").joinpath("redis", "dispatch.lua").read_text()
 
 
+@store_adapter
 class QueueClient:
     """One worker's view of Dramatiq's Redis queues (`worker_id` names its ack sets)."""
 

@@ -37,7 +37,7 @@ import redis.asyncio as aioredis
 from dramatiq import Message
 from dramatiq.common import compute_backoff, dq_name, q_name
 
-from orders.store import STORE_OUTAGES
+from orders.errors import StoreUnavailable
 from tasks.queues import doorbell_key
 from tasks.redis_queues import QueueClient
 
@@ -48,7 +48,7 @@ _DELAYED_BATCH = 100  # delayed messages taken per fetch (they wait here, not in
 _SETTLE_RESERVE_S = 1.0  # of the shutdown grace, kept for the last acks and requeues
 _UNWIND_S = 0.2  # for a cancelled handler to record its requeue
 _LAST_FLUSH_FLOOR_S = 0.1  # the last flush is tried even when the grace is used up
-_LAST_FLUSH_FAILURES: tuple[type[Exception], ...] = (TimeoutError, *STORE_OUTAGES)
+_LAST_FLUSH_FAILURES: tuple[type[Exception], ...] = (TimeoutError, StoreUnavailable)
 
 
 def never(retries: int, exc: Exception) -> bool:
@@ -175,7 +175,7 @@ class Consumer:
                 self._release_due()
             except asyncio.CancelledError:
                 raise
-            except STORE_OUTAGES as exc:
+            except StoreUnavailable as exc:
                 log.warning("queue fetch failed (%r); retrying in %.1f s", exc, _RETRY_WAIT_S)
                 await asyncio.sleep(_RETRY_WAIT_S)
 

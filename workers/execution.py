@@ -41,10 +41,10 @@ from exchange.errors import (
     UnknownOrder,
 )
 from orders import fsm
-from orders.errors import NotReplicated, OrderServiceError
+from orders.errors import NotReplicated, OrderServiceError, StoreConflict, StoreUnavailable
 from orders.log_fields import order_fields
 from orders.model import Order, OrderState, now_ms
-from orders.store import STORE_OUTAGES, OrderStore
+from orders.store import OrderStore
 from service_layer.order_sync import cancel_at_exchange, sync_order
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ T = TypeVar("T")
 RECONCILE_DELAYS_MS = (200, 1000, 3000)
 
 # Worth another try: the store was unreachable or busy, or the exchange could not say.
-TRANSIENT_ERRORS = (*STORE_OUTAGES, NotExecuted, OutcomeUnknown)
+TRANSIENT_ERRORS = (StoreUnavailable, StoreConflict, NotExecuted, OutcomeUnknown)
 _BACKOFF_START_S = 0.05
 _BACKOFF_MAX_S = 1.0
 
@@ -307,7 +307,7 @@ class OrderExecutor:
         )
 
     async def _store_call(self, call: Callable[[], Awaitable[T]], *, budget_ms: int) -> T:
-        """Run a store call, retrying Redis connection errors and timeouts for up to `budget_ms`.
+        """Run a store call, retrying outages (StoreUnavailable) and lost races for up to `budget_ms`.
 
         A write the replicas have not confirmed (`redis.min_replica_acks`) is not repeated (a
         claim repeated would find itself and not send): its outcome is returned once they hold
@@ -320,7 +320,7 @@ class OrderExecutor:
                 return await call()
             except NotReplicated as exc:
                 return cast(T, await self.store.until_replicated(exc, budget_ms=max(deadline - now_ms(), 0)))
-            except STORE_OUTAGES as exc:
+            except (StoreUnavailable, StoreConflict) as exc:
                 if now_ms() + backoff * 1000 > deadline:
                     raise
                 log.warning("order store: %r; retrying in %.2f s", exc, backoff)

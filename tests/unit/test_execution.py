@@ -16,6 +16,7 @@ from exchange.client import BinanceClient
 from orders import fsm
 from orders.model import Order, OrderState, now_ms
 from orders.store import OrderStore
+from orders.store_outages import store_outages
 from tests import factories
 from tests.exchange_double import HandlerTransport
 from workers.execution import CancelNotSettled, OrderExecutor
@@ -78,7 +79,7 @@ def trades(*quantities: str) -> Handler:
 
 
 class FlakyStore:
-    """Makes the store's next `failures` transitions raise a Redis connection error."""
+    """Makes the store's next `failures` transitions fail as a refused Redis connection does."""
 
     def __init__(self, store: OrderStore, failures: int) -> None:
         self.failures = failures
@@ -88,7 +89,8 @@ class FlakyStore:
     async def transition(self, *args: Any, **kwargs: Any) -> Any:
         if self.failures:
             self.failures -= 1
-            raise redis.exceptions.ConnectionError("Connection refused")
+            with store_outages():  # what the store raises when Redis refuses the connection
+                raise redis.exceptions.ConnectionError("Connection refused")
         return await self._transition(*args, **kwargs)
 
 

@@ -20,6 +20,7 @@ import redis.exceptions
 from exchange.client import BinanceClient
 from orders.model import OrderState
 from orders.store import OrderStore
+from orders.store_outages import store_outages
 from tests.exchange_double import HandlerTransport
 from tests.unit.test_execution import Exchange, new_order, order_object
 from workers.execution import OrderExecutor
@@ -40,7 +41,8 @@ class ReplyLost:
         result = await self._transition(*args, **kwargs)
         if self.armed:
             self.armed = False
-            raise redis.exceptions.ConnectionError("Connection closed by server.")
+            with store_outages():  # what the store raises for it
+                raise redis.exceptions.ConnectionError("Connection closed by server.")
         return result
 
 

@@ -15,9 +15,11 @@ from exchange.client import BinanceClient
 from gateway.auth import API_KEY_HEADER, hash_key
 from listener.risk_feeds import RiskFeeds
 from orders import fsm, metrics
+from orders.errors import StoreUnavailable
 from orders.model import OrderState
 from orders.risk_state import RiskCheck, RiskState
 from orders.store import OrderStore
+from orders.store_outages import store_outages
 from proto import admin_pb2 as apb
 from proto import order_pb2 as pb
 from runtime.settings import ApiClientSettings, AuthSettings
@@ -228,10 +230,11 @@ async def test_a_failed_position_write_is_tried_again_by_the_next_flush(
     set_positions = state.set_positions
 
     async def down(positions: dict[str, Decimal], *, replace: bool = False) -> None:
-        raise redis.exceptions.ConnectionError("Redis is down")
+        with store_outages():  # what RiskState raises for it
+            raise redis.exceptions.ConnectionError("Redis is down")
 
     state.set_positions = down  # type: ignore[method-assign]
-    with pytest.raises(redis.exceptions.ConnectionError):
+    with pytest.raises(StoreUnavailable):
         await feeds.flush_positions()
     state.set_positions = set_positions  # type: ignore[method-assign]
     await feeds.flush_positions()

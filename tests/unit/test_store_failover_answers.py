@@ -16,9 +16,10 @@ from gateway.handlers import Intake
 from gateway.proto_mapping import place_order_from_pb
 from gateway.rules_cache import RulesCache
 from gateway.status_mapping import status_of, store_failure_message
-from orders.errors import StoreUnavailable
+from orders.errors import StoreFailingOver, StoreUnavailable
 from orders.rules_store import RulesStore
-from orders.store import STORE_OUTAGES, OrderStore
+from orders.store import OrderStore
+from orders.store_outages import outage_of
 from runtime.redis_connection import PrimaryChanged, is_cut_off_primary
 from runtime.settings import RiskSettings
 from tests.factories import BTC_RULES
@@ -40,14 +41,14 @@ def test_a_failover_error_is_unavailable_saying_so(error: redis.exceptions.Redis
     assert message is not None and message.startswith("order store (Redis) is failing over")
 
 
-def test_what_the_sentinel_clients_raise_is_an_outage_every_caller_retries() -> None:
-    """The workers, listener and consumer retry STORE_OUTAGES: a failover must be one of them."""
-    for error in (
-        redis.asyncio.sentinel.MasterNotFoundError(),
-        redis.sentinel.MasterNotFoundError(),
-        PrimaryChanged(),
-    ):
-        assert isinstance(error, STORE_OUTAGES)
+@pytest.mark.parametrize("error", FAILOVER_ERRORS, ids=lambda e: type(e).__name__)
+def test_the_store_raises_a_failover_as_an_outage_every_caller_retries(
+    error: redis.exceptions.RedisError,
+) -> None:
+    """The workers, listener and consumer retry StoreUnavailable: a failover must be one, saying so."""
+    outage = outage_of(error)
+    assert isinstance(outage, StoreFailingOver)
+    assert str(outage).startswith("order store (Redis) is failing over")
 
 
 def test_cut_off_primary_is_recognised_by_its_code_or_its_text() -> None:
