@@ -6,7 +6,8 @@ The worker's decisions hang on one question: did the exchange take the order?
   request was refused before execution; repeating it is safe.
 * `OutcomeUnknown`: it may or may not have happened (timeout, dropped connection,
   5xx, -1006, -1007, 503 "Unknown error"); never re-POST, reconcile instead.
-Each keeps the underlying cause (`raise ... from`).
+Each keeps the underlying cause (`raise ... from`). The last two kinds are `transient` (a
+repeat, or a query later, may settle it); the definite answers are not.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class OrderNotFoundAtExchange(ExchangeError):
 class NotExecuted(ExchangeError):
     """Refused before execution; the same request may be sent again later."""
 
+    transient = True
+
 
 class RateLimited(NotExecuted):
     """429 or 418. `retry_after_s` says when the exchange will listen again."""
@@ -61,6 +64,8 @@ class ClockSkew(NotExecuted):
 
 class OutcomeUnknown(ExchangeError):
     """The request may have been executed; only a query or the user stream can tell."""
+
+    transient = True
 
 
 class CircuitOpen(NotExecuted):

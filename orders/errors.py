@@ -3,13 +3,27 @@
 Every error the service raises on purpose derives from `OrderServiceError`, so an entry
 point can map the whole family at once (gRPC status codes in the gateway, retry policy
 in the workers) and let anything else surface as a bug.
+
+Each class says whether it is `transient`: whether the same request may succeed if made
+again shortly (the store or the exchange could not take it now) or never will (the request
+is wrong, the order is gone, the exchange refused it). The workers' retry policy reads that
+flag (`is_transient`), so a new error class decides its retries where it is defined.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class OrderServiceError(Exception):
-    """Root of every error this service raises on purpose."""
+    """Root of every error this service raises on purpose. Not transient unless a subclass says so."""
+
+    transient: ClassVar[bool] = False
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether `exc` is one of ours that says trying again shortly may succeed (False for any other)."""
+    return isinstance(exc, OrderServiceError) and exc.transient
 
 
 class InvalidOrder(OrderServiceError):
@@ -57,9 +71,13 @@ class OrderNotAmendable(OrderServiceError):
 class StoreConflict(OrderServiceError):
     """An optimistic update kept losing the race for the same order."""
 
+    transient = True
+
 
 class SymbolRulesUnavailable(OrderServiceError):
     """Exchange trading rules have not been loaded yet, so orders cannot be checked."""
+
+    transient = True
 
 
 class ResumePointExpired(OrderServiceError):
@@ -72,6 +90,8 @@ class StoreUnavailable(OrderServiceError):
     The message says why and, for a write, what may have happened and how to repeat it safely.
     The Redis adapters raise it (orders/store_outages.py) with redis-py's error as the cause.
     """
+
+    transient = True
 
 
 class StoreTimedOut(StoreUnavailable):
@@ -90,6 +110,8 @@ class Overloaded(OrderServiceError):
     for metrics ("rate_budget", "client_rate", "queue_bound").
     """
 
+    transient = True
+
     def __init__(self, message: str, *, limit: str) -> None:
         super().__init__(message)
         self.limit = limit
@@ -97,6 +119,8 @@ class Overloaded(OrderServiceError):
 
 class ExchangeNotAccepting(OrderServiceError):
     """The exchange cannot take orders now (a breaker is open, or it banned our IP)."""
+
+    transient = True
 
 
 class OrderAlreadyExists(OrderServiceError):

@@ -57,14 +57,14 @@ T = TypeVar("T")
 # acceptance window has passed; a miss here proves nothing.
 RECONCILE_DELAYS_MS = (200, 1000, 3000)
 
-# Worth another try: the store was unreachable or busy, or the exchange could not say.
-TRANSIENT_ERRORS = (StoreUnavailable, StoreConflict, NotExecuted, OutcomeUnknown)
 _BACKOFF_START_S = 0.05
 _BACKOFF_MAX_S = 1.0
 
 
 class CancelNotSettled(OrderServiceError):
     """The cancel could not be settled yet (create still in flight, exchange busy); retry it."""
+
+    transient = True
 
 
 @dataclass

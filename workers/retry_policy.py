@@ -2,33 +2,42 @@
 
 Each actor name (tasks.queues) maps to the executor method that does the work and to its
 retry rule, which workers.consumer applies as Dramatiq's retry_when and backoff. The policy
-lives here, once: creates are never retried by the queue (the executor retries what is safe
-to retry inside the order's age budget, and a redelivery after a crash is made safe by its
-claim); cancels and reconciliations retry with a short backoff. What still fails ends in the
-dead-letter queue with its order unsettled, and the listener's reconciler, which sweeps
-every unsettled order, settles it.
+lives here, once, and asks the error itself whether it is worth another try (its class's
+`transient` flag, orders.errors): creates are never retried by the queue (the executor
+retries what is safe to retry inside the order's age budget, and a redelivery after a crash
+is made safe by its claim); cancels and reconciliations retry transient errors with a short
+backoff, up to a limit. What still fails ends in the dead-letter queue with its order
+unsettled, and the listener's reconciler, which sweeps every unsettled order, settles it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from orders.errors import is_transient
 from tasks.queues import AMEND_ORDER, CANCEL_ALL_ORDERS, CANCEL_ORDER, RECONCILE_ORDER, SUBMIT_ORDER
 from workers.consumer import Handler
-from workers.execution import TRANSIENT_ERRORS, CancelNotSettled, OrderExecutor
+from workers.execution import OrderExecutor
 
 MAX_CANCEL_RETRIES = 20
 MAX_RECONCILE_RETRIES = 5
 
 
+def retry_transient(max_retries: int) -> Callable[[int, Exception], bool]:
+    """A `retry_when`: retry an error that says it is transient, while fewer than `max_retries`
+    retries were made."""
+
+    def retry_when(retries: int, exc: Exception) -> bool:
+        return is_transient(exc) and retries < max_retries
+
+    return retry_when
+
+
 def order_handlers(executor: OrderExecutor) -> dict[str, Handler]:
     """The handlers by actor name (messages carry `order_id`, reconciles also `attempt`, amends
     `price` and `quantity`; cancel-all carries `symbol` only)."""
-
-    def retry_cancel(retries: int, exc: Exception) -> bool:
-        return isinstance(exc, (CancelNotSettled, *TRANSIENT_ERRORS)) and retries < MAX_CANCEL_RETRIES
-
-    def retry_reconcile(retries: int, exc: Exception) -> bool:
-        return isinstance(exc, TRANSIENT_ERRORS) and retries < MAX_RECONCILE_RETRIES
-
+    retry_cancel = retry_transient(MAX_CANCEL_RETRIES)
+    retry_reconcile = retry_transient(MAX_RECONCILE_RETRIES)
     return {
         SUBMIT_ORDER: Handler(executor.submit),
         CANCEL_ORDER: Handler(executor.cancel, retry_cancel, min_backoff_ms=100, max_backoff_ms=2_000),
