@@ -26,11 +26,11 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
+from orders.store_scripts import RING
 from runtime.redis_connection import open_sync_redis
 from runtime.settings import Settings
 from tasks.broker import build_broker
 from tasks.queues import doorbell_key, queue_for
-from tasks.redis_queues import DOORBELL_CAP
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,8 @@ class _RingDoorbell(dramatiq.Middleware):
     def after_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int) -> None:
         if not isinstance(broker, RedisBroker):
             return
-        bell = doorbell_key(message.queue_name)  # the .DQ queue's own bell for a delayed message
-        pipe = broker.client.pipeline(transaction=False)
-        pipe.rpush(bell, 1)
-        pipe.ltrim(bell, -DOORBELL_CAP, -1)
-        pipe.execute()
+        # The .DQ queue's own bell for a delayed message; rung as the store rings it.
+        broker.client.eval(RING, 1, doorbell_key(message.queue_name))
 
 
 def dashboard_broker(settings: Settings, *, client: redis.Redis | None = None) -> RedisBroker:

@@ -57,7 +57,8 @@ class QueuePush:
     """A message to push onto a Dramatiq-layout Redis queue in the same atomic step.
 
     `tasks` builds it; the store only knows it must write `payload` under `message_id`
-    in `messages_key`, append the id to `queue_key` and ring `doorbell_key`.
+    in `messages_key`, append the id to `queue_key` and ring `doorbell_key`
+    (`orders.store_scripts`).
     """
 
     messages_key: str
@@ -65,7 +66,6 @@ class QueuePush:
     doorbell_key: str
     message_id: str
     payload: bytes
-    doorbell_cap: int = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,4 +378,4 @@ def _refusal(order: Order, answer: list[str]) -> RiskLimitExceeded:
 def _add_push(keys: list[str], args: list[Any], push: QueuePush | None) -> None:
     if push is not None:
         keys += [push.messages_key, push.queue_key, push.doorbell_key]
-        args += [push.message_id, push.payload, push.doorbell_cap]
+        args += [push.message_id, push.payload]

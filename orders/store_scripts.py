@@ -5,6 +5,13 @@ unsettled and unsent indexes and the expiry, and push a queue message if given â
 or nothing. `PUSH` queues a message on its own. The KEYS/ARGV layouts are documented
 beside each script; `orders.store` builds them.
 
+Pushing a queue message is written here once, for every producer: the message goes into
+Dramatiq's Redis layout (its `.msgs` hash and its queue list, so Dramatiq's tooling reads
+it) and its queue's doorbell rings: one entry per push, capped at `DOORBELL_CAP`, which an
+idle worker blocks on (`tasks.redis_queues`). It lives below `tasks` because the order's
+write and its message must be one script (exactly once); `tasks` uses the same doorbell cap
+and `RING` for the messages it moves itself (retries, requeues) with Dramatiq's own script.
+
 A version can be held back from the outbox (`orders.store` holds the worker's claim,
 NEW -> SUBMITTING): the order hash then remembers it (`held_was`, the state it came from),
 and the next change appends it to the outbox right before its own entry. Every version
@@ -20,16 +27,26 @@ order becomes final. Quantities are integers of 1e-8 (`orders.risk_state.QTY_SCA
 
 from __future__ import annotations
 
+# A busy queue's doorbell stops growing here: a worker takes every entry at once (BLMPOP /
+# LMPOP count), and one entry is enough to wake it.
+DOORBELL_CAP = 16
+
+
+def _ring_lua(bell: str) -> str:
+    """Lua that rings the doorbell list `bell` (a Lua expression naming its key)."""
+    return f"""  redis.call('RPUSH', {bell}, '1')
+  redis.call('LTRIM', {bell}, -{DOORBELL_CAP}, -1)
+"""
+
 
 def _push_lua(key: int, arg: int) -> str:
-    """Lua that pushes a QueuePush passed as KEYS[key..key+2] and ARGV[arg..arg+2], if present."""
+    """Lua that pushes a QueuePush passed as KEYS[key..key+2] (its messages hash, queue list and
+    doorbell) and ARGV[arg..arg+1] (message id, payload), if present."""
     return f"""
 if #KEYS >= {key + 2} then
   redis.call('HSET', KEYS[{key}], ARGV[{arg}], ARGV[{arg + 1}])
   redis.call('RPUSH', KEYS[{key + 1}], ARGV[{arg}])
-  redis.call('RPUSH', KEYS[{key + 2}], '1')
-  redis.call('LTRIM', KEYS[{key + 2}], -tonumber(ARGV[{arg + 2}]), -1)
-end
+{_ring_lua(f"KEYS[{key + 2}]")}end
 """
 
 
@@ -126,7 +143,7 @@ end
 
 # KEYS[9], KEYS[10], KEYS[11]: the time indexes (all, the symbol's, the owner's â€” the first
 # again for an order without owner); the risk gate's KEYS[12..14] / ARGV[12..21]; push at
-# KEYS[15..17] / ARGV[22..24]. Returns the winning order id, or the risk gate's refusal.
+# KEYS[15..17] / ARGV[22..23]. Returns the winning order id, or the risk gate's refusal.
 CREATE = (
     """
 local existing = redis.call('GET', KEYS[2])
@@ -145,7 +162,7 @@ redis.call('ZADD', KEYS[11], ARGV[3], ARGV[1])
     + "return ARGV[1]"
 )
 
-# ARGV[12] expected version, ARGV[13] new version; push at KEYS[9..11] / ARGV[14..16].
+# ARGV[12] expected version, ARGV[13] new version; push at KEYS[9..11] / ARGV[14..15].
 # A version held back goes to the outbox first.
 COMPARE_AND_SET = (
     """
@@ -166,6 +183,9 @@ redis.call('HSET', KEYS[1], 'data', ARGV[2], 'version', ARGV[13])
 )
 
 PUSH = _push_lua(key=1, arg=1) + "return 1"
+
+# Ring the doorbells KEYS[1..n], for messages queued by Dramatiq's own script (see above).
+RING = "for _, bell in ipairs(KEYS) do\n" + _ring_lua("bell") + "end\nreturn 1"
 
 # The order a client order id names, in one round trip. KEYS[1] the client-id key;
 # ARGV[1] the order keys' prefix. Returns the order's data, or false.

@@ -7,7 +7,11 @@ other worker's maintenance pass puts it back on its queue once this worker's hea
 is `heartbeat_timeout_ms` old. Every command refreshes the heartbeat.
 
 Commands for several queues go out in one pipeline, so fetching from twenty symbol
-queues or acking a batch of messages costs one round trip.
+queues or acking a batch of messages costs one round trip. A message queued or requeued
+here rings its queue's doorbell with the store's `RING` script, under the store's cap
+(`orders.store_scripts`, which every producer shares). It is sent as EVAL, never EVALSHA:
+it cannot fail with NOSCRIPT, so a pipeline retried after Redis lost its scripts only ever
+repeats Dramatiq's commands, which all failed the first time.
 """
 
 from __future__ import annotations
@@ -25,13 +29,13 @@ from dramatiq import Message
 from dramatiq.common import dq_name
 
 from orders.store_outages import store_adapter
+from orders.store_scripts import DOORBELL_CAP, RING
 from runtime.redis_connection import reply_text
 from tasks.queues import DRAMATIQ_NAMESPACE, doorbell_key
 
 HEARTBEAT_TIMEOUT_MS = 15_000  # as every Dramatiq process sharing these queues uses
 _DEAD_MESSAGE_TTL_MS = 7 * 86_400_000  # Dramatiq's default: dead letters kept a week
 _MAX_UNPACK = 1000  # Lua's unpack() limit is ~8000; we never move more at once
-DOORBELL_CAP = 16
 
 
 def _dispatch_source() -> str:
@@ -134,17 +138,20 @@ class QueueClient:
         delayed = list(enqueues)
 
         def build(pipe: aioredis.client.Pipeline) -> None:
-            for message, delay_ms in delayed:
-                self._enqueue(pipe, message, delay_ms)
+            rung = [self._enqueue(pipe, message, delay_ms) for message, delay_ms in delayed]
             for command, queue, message_id in commands:
                 self._call(pipe, command, queue, message_id)
-            for queue in {queue for command, queue, _ in commands if command == "requeue"}:
-                ring(pipe, queue)  # a requeued message is work for whoever is idle
+            # A queued or requeued message is work for whoever is idle: ring once each.
+            rung += [queue for command, queue, _ in commands if command == "requeue"]
+            bells = [doorbell_key(queue) for queue in rung]
+            if bells:
+                pipe.eval(RING, len(bells), *bells)
 
         await self._execute(build)
 
-    def _enqueue(self, pipe: aioredis.client.Pipeline, message: Message[Any], delay_ms: int | None) -> None:
-        """Queue `message` as Dramatiq's broker.enqueue does (fresh redis id; eta on the .DQ queue)."""
+    def _enqueue(self, pipe: aioredis.client.Pipeline, message: Message[Any], delay_ms: int | None) -> str:
+        """Queue `message` as Dramatiq's broker.enqueue does (fresh redis id; eta on the .DQ queue);
+        returns the queue it went on."""
         options: dict[str, Any] = {"redis_message_id": str(uuid4())}
         queue = message.queue_name
         if delay_ms is not None:
@@ -152,11 +159,4 @@ class QueueClient:
             options["eta"] = int(time.time() * 1000) + delay_ms
         message = message.copy(queue_name=queue, options=options)
         self._call(pipe, "enqueue", queue, options["redis_message_id"], message.encode())
-        ring(pipe, queue)
-
-
-def ring(pipe: aioredis.client.Pipeline, queue: str) -> None:
-    """Add a doorbell entry for `queue` (capped), waking a worker blocked on it."""
-    bell = doorbell_key(queue)
-    pipe.rpush(bell, 1)
-    pipe.ltrim(bell, -DOORBELL_CAP, -1)
+        return queue
