@@ -6,14 +6,15 @@ What lives here, all under `{namespace}:risk:`:
 * `mode` — the kill switch: ACTIVE, REDUCING or HALTED, with who set it, when and why;
 * `cancel_open` — the last "cancel every open order" a HALTED switch asked for: who, when,
   why, and whether it is still pending, done (by whom, how many orders) or dropped (the mode
-  left HALTED first). Written with the mode in one transaction, before any order is walked,
-  so that the leading listener finishes it when the gateway that took it dies midway;
+  left HALTED first); the record is `orders.cancel_open`;
 * `audit` — a stream of every change of the above (who, when, why);
 * `marks` — mark prices the listener polls from premiumIndex: symbol -> "<price> <ms>";
 * `positions` — the account's position per symbol in 1e-8 units (signed), kept by the
   listener from positionRisk and ACCOUNT_UPDATE;
 * `reserved`, `open_qty`, `orders:<UTC day>` — the counting the order store's Lua does
-  (`orders.store_scripts`), named here so every reader agrees.
+  (`orders.store_scripts`); read here.
+
+The key names and the 1e-8 units are in `orders.risk_layout`.
 """
 
 from __future__ import annotations
@@ -21,23 +22,20 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, cast
 
 import redis.asyncio as aioredis
 
-from orders.exact import EXACT
+from orders.cancel_open import CANCEL_OPEN_ACTION, CancelOpenRequest, CancelOpenState
 from orders.model import decimal_str, now_ms
+from orders.risk_layout import RiskKeys, from_units, signed_units, utc_day
 from orders.store_outages import store_adapter
 from runtime.redis_connection import reply_text
 from runtime.settings import RiskSettings
 
-QTY_SCALE = 10**8  # quantities in the Lua counting are integers of 1e-8 of the base asset
-DAY_COUNTER_TTL_S = 2 * 86400
 _AUDIT_MAX = 1000
-CANCEL_OPEN_ACTION = "cancel open orders"  # the audit action of a completed walk over the open orders
 
 
 class TradingMode(StrEnum):
@@ -51,67 +49,10 @@ class TradingMode(StrEnum):
 MODE_VALUES = {TradingMode.ACTIVE: 0, TradingMode.REDUCING: 1, TradingMode.HALTED: 2}
 
 
-def to_units(quantity: Decimal) -> int:
-    """`quantity` in 1e-8 units, rounded up (a limit is never under-counted).
-
-    The product is exact (`orders.exact`): in the default 28-digit context a long quantity
-    was rounded, possibly down, before the ceiling.
-    """
-    return int(EXACT.multiply(quantity, Decimal(QTY_SCALE)).to_integral_value(rounding=ROUND_CEILING))
-
-
-def from_units(units: int | str) -> Decimal:
-    """A 1e-8 unit count back to a Decimal quantity."""
-    return Decimal(int(units)) / QTY_SCALE
-
-
-def utc_day(ms: int) -> str:
-    """The UTC date of a Unix ms time, as the per-day order counter names it (2026-12-04)."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d")
-
-
 @dataclass(frozen=True, slots=True)
 class MarkPrice:
     price: Decimal
     time_ms: int  # when the listener read it (Unix ms)
-
-
-class CancelOpenState(StrEnum):
-    """Where a kill switch's cancel of every open order stands."""
-
-    PENDING = "PENDING"  # asked for; the walk over the open orders has not completed
-    DONE = "DONE"  # the walk completed (every open order canceled or its cancel queued)
-    DROPPED = "DROPPED"  # the mode left HALTED before it completed: the operator changed their mind
-
-
-@dataclass(frozen=True, slots=True)
-class CancelOpenRequest:
-    """A HALTED switch's order to cancel every open order, as recorded in Redis."""
-
-    request_id: str
-    requested_by: str
-    requested_at: int  # Unix ms
-    reason: str = ""
-    state: CancelOpenState = CancelOpenState.PENDING
-    done_by: str = ""
-    done_at: int = 0  # Unix ms; 0 while pending
-    canceled_orders: int = 0
-
-    @property
-    def pending(self) -> bool:
-        return self.state is CancelOpenState.PENDING
-
-    def _fields(self) -> dict[str, str]:
-        return {
-            "id": self.request_id,
-            "requested_by": self.requested_by,
-            "requested_at": str(self.requested_at),
-            "reason": self.reason,
-            "state": self.state.value,
-            "done_by": self.done_by,
-            "done_at": str(self.done_at),
-            "canceled": str(self.canceled_orders),
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,25 +71,6 @@ class AuditEntry:
     action: str
     reason: str
     canceled_orders: int = 0
-
-
-class RiskKeys:
-    """The Redis keys of the risk state of one namespace."""
-
-    def __init__(self, namespace: str) -> None:
-        prefix = f"{namespace}:risk"
-        self.limits = f"{prefix}:limits"
-        self.mode = f"{prefix}:mode"
-        self.cancel_open = f"{prefix}:cancel_open"
-        self.audit = f"{prefix}:audit"
-        self.marks = f"{prefix}:marks"
-        self.positions = f"{prefix}:positions"
-        self.reserved = f"{prefix}:reserved"
-        self.open_qty = f"{prefix}:open_qty"
-
-    def orders_on(self, day: str) -> str:
-        """The counter of orders accepted on a UTC day."""
-        return f"{self.limits.rsplit(':', 1)[0]}:orders:{day}"
 
 
 @store_adapter
@@ -193,7 +115,7 @@ class RiskState:
         pipe.hgetall(self.keys.cancel_open)
         mode_raw, cancel_raw = await pipe.execute()
         raw = {reply_text(k): reply_text(v) for k, v in mode_raw.items()}
-        request = _cancel_open(cancel_raw)
+        request = CancelOpenRequest.from_fields(cancel_raw)
         pending = request if request is not None and request.pending else None
         if not raw:
             return ModeStatus(TradingMode.ACTIVE, cancel_open=pending)
@@ -224,7 +146,7 @@ class RiskState:
             status = ModeStatus(mode, reason, actor, status.set_at, request)
 
         async def write(pipe: Any) -> None:
-            previous = _cancel_open(await pipe.hgetall(self.keys.cancel_open))
+            previous = CancelOpenRequest.from_fields(await pipe.hgetall(self.keys.cancel_open))
             pipe.multi()
             pipe.hset(
                 self.keys.mode,
@@ -232,7 +154,7 @@ class RiskState:
             )
             self._audit(pipe, AuditEntry(status.set_at, actor, f"mode {mode.value}", reason))
             if status.cancel_open is not None:
-                pipe.hset(self.keys.cancel_open, mapping=status.cancel_open._fields())  # every field
+                pipe.hset(self.keys.cancel_open, mapping=status.cancel_open.fields())  # every field
             elif mode is not TradingMode.HALTED and previous is not None and previous.pending:
                 pipe.hset(
                     self.keys.cancel_open,
@@ -253,7 +175,7 @@ class RiskState:
 
     async def cancel_open(self) -> CancelOpenRequest | None:
         """The last cancel of every open order a HALTED switch asked for (any state), or None."""
-        return _cancel_open(await self._redis.hgetall(self.keys.cancel_open))
+        return CancelOpenRequest.from_fields(await self._redis.hgetall(self.keys.cancel_open))
 
     async def finish_cancel_open(
         self,
@@ -272,7 +194,7 @@ class RiskState:
         done_at = now_ms()
 
         async def write(pipe: Any) -> bool:
-            current = _cancel_open(await pipe.hgetall(self.keys.cancel_open))
+            current = CancelOpenRequest.from_fields(await pipe.hgetall(self.keys.cancel_open))
             mark = current is not None and current.pending and current.request_id == request.request_id
             pipe.multi()
             if mark:
@@ -350,7 +272,7 @@ class RiskState:
         if positions:
             pipe.hset(
                 self.keys.positions,
-                mapping={s: str(_signed_units(q)) for s, q in positions.items()},
+                mapping={s: str(signed_units(q)) for s, q in positions.items()},
             )
         await pipe.execute()
 
@@ -383,30 +305,9 @@ def overlay(base: RiskSettings, changes: dict[str, Any]) -> RiskSettings:
     return RiskSettings.model_validate(data)
 
 
-def _signed_units(quantity: Decimal) -> int:
-    units = to_units(abs(quantity))
-    return -units if quantity < 0 else units
-
-
 def _mark(text: str) -> MarkPrice:
     price, _, at = text.partition(" ")
     return MarkPrice(Decimal(price), int(at or "0"))
-
-
-def _cancel_open(raw: dict[Any, Any]) -> CancelOpenRequest | None:
-    f = {reply_text(k): reply_text(v) for k, v in raw.items()}
-    if not f.get("id"):
-        return None
-    return CancelOpenRequest(
-        f["id"],
-        f.get("requested_by", ""),
-        int(f.get("requested_at", "0")),
-        f.get("reason", ""),
-        CancelOpenState(f.get("state", CancelOpenState.PENDING.value)),
-        f.get("done_by", ""),
-        int(f.get("done_at", "0")),
-        int(f.get("canceled", "0")),
-    )
 
 
 @dataclass(frozen=True, slots=True)

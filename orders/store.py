@@ -34,7 +34,8 @@ from orders.errors import NotReplicated, OrderNotFound, RiskLimitExceeded, Store
 from orders.model import Order, OrderState, decimal_str, now_ms
 from orders.outbox import Outbox, encode_fills
 from orders.replicas import NO_REPLICA_ACKS, ReplicaAcks, ReplicaProbe
-from orders.risk_state import DAY_COUNTER_TTL_S, RiskCheck, RiskKeys, from_units, to_units, utc_day
+from orders.risk_layout import DAY_COUNTER_TTL_S, RiskKeys, from_units, to_units, utc_day
+from orders.risk_state import RiskCheck
 from orders.store_outages import store_adapter, store_outages
 from orders.store_queries import OrderQueries
 from orders.store_scripts import COMPARE_AND_SET, CREATE, PUSH

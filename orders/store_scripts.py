@@ -22,7 +22,7 @@ Pre-trade risk counts live here too, so two gateways cannot both pass the last u
 a limit: `CREATE` checks the trading mode, open orders, orders today and the position
 (with open orders on the same side) and reserves the order in the same step; every
 change then keeps the reservation at the order's open quantity and releases it when the
-order becomes final. Quantities are integers of 1e-8 (`orders.risk_state.QTY_SCALE`).
+order becomes final. Quantities are integers of 1e-8 (`orders.risk_layout.QTY_SCALE`).
 """
 
 from __future__ import annotations

@@ -21,8 +21,9 @@ import logging
 from collections.abc import Callable
 
 from orders import fsm
+from orders.cancel_open import CANCEL_OPEN_ACTION
 from orders.model import Order, OrderState, now_ms
-from orders.risk_state import CANCEL_OPEN_ACTION, RiskState, TradingMode
+from orders.risk_state import RiskState, TradingMode
 from orders.store import OrderStore, QueuePush
 
 log = logging.getLogger(__name__)

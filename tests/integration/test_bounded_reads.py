@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 
 from gateway.auth import API_KEY_HEADER, hash_key
 from orders.model import Order, OrderState, now_ms
-from orders.risk_state import utc_day
+from orders.risk_layout import utc_day
 from orders.store import OrderStore, _risk_args
 from orders.store_queries import DEFAULT_SCAN_CAP
 from proto import order_pb2 as pb

@@ -17,8 +17,9 @@ import redis.asyncio as aioredis
 
 from launcher.processes import http_ok
 from launcher.stack import LocalStack, local_stack
+from orders.cancel_open import CancelOpenState
 from orders.model import OrderState
-from orders.risk_state import CancelOpenState, RiskState, TradingMode
+from orders.risk_state import RiskState, TradingMode
 from orders.store import OrderStore
 from proto import admin_pb2 as apb
 from proto import admin_pb2_grpc, order_pb2_grpc

@@ -11,8 +11,9 @@ import grpc
 import pytest
 
 from cli.main import main
+from orders.cancel_open import CancelOpenState
 from orders.model import OrderState
-from orders.risk_state import CancelOpenState, RiskState, TradingMode
+from orders.risk_state import RiskState, TradingMode
 from orders.store import OrderStore, TransitionResult
 from proto import admin_pb2 as apb
 from runtime.settings import Settings
