@@ -12,8 +12,9 @@ Sources, highest priority first:
 A bad value raises `SettingsError` naming the key, e.g. "server.grpc_port: Input should be
 a valid integer".
 
-The sections (each key's type, default and bounds) are in runtime/settings_sections.py;
-they are re-exported here, with the `Settings` object that holds them.
+The sections (each key's type, default and bounds) are in runtime/settings_sections.py,
+runtime/settings_access.py and runtime/settings_connections.py; they are re-exported here,
+with the `Settings` object that holds them.
 """
 
 from __future__ import annotations
@@ -31,26 +32,30 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from runtime.addresses import is_loopback_host, without_password
-from runtime.settings_sections import (
-    AdmissionSettings,
+from runtime.settings_access import (
     ApiClientSettings,
     AuthSettings,
-    CircuitBreakerSettings,
     ClientSettings,
+    ServerSettings,
+    TlsSettings,
+)
+from runtime.settings_connections import (
+    ExchangeSettings,
+    NatsSettings,
+    RedisSettings,
+)
+from runtime.settings_sections import (
+    AdmissionSettings,
+    CircuitBreakerSettings,
     DashboardSettings,
     DeadManSettings,
-    ExchangeSettings,
     ListenerSettings,
     LoggingSettings,
     MonitoringSettings,
-    NatsSettings,
     PerformanceSettings,
     RateLimitSettings,
     ReconcileSettings,
-    RedisSettings,
     RiskSettings,
-    ServerSettings,
-    TlsSettings,
     WorkerSettings,
 )
 

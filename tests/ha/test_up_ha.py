@@ -49,7 +49,7 @@ from cli.order_args import SIDES
 from launcher.ha_server_configs import MASTER_NAME
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
-from runtime.settings_sections import ClientSettings
+from runtime.settings_access import ClientSettings
 from tests.chaos.verify import FINAL, SIM_STATUS
 from tests.ha.test_ha_servers import require_binaries
 from tests.integration.test_up_exposure import alive, process_tree, up_env

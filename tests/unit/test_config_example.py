@@ -1,4 +1,4 @@
-"""config.example.yaml is checked against the settings (runtime/settings.py, runtime/settings_sections.py).
+"""config.example.yaml is checked against the settings (runtime/settings.py, runtime/settings_*.py).
 
 What `problems_in` checks:
 - every key of the example is a setting (no stale key) and every setting is in the example, at every
