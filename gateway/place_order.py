@@ -11,23 +11,18 @@ step (atomic across replicas). Each refusal is counted by limit.
 
 from __future__ import annotations
 
-import redis.exceptions
-
 from gateway.admission import Admission
 from gateway.auth import Caller
 from gateway.commands import PlaceOrder
 from gateway.order_builder import build_order
 from gateway.risk import RiskGate
 from gateway.rules_cache import RulesCache
-from gateway.status_mapping import store_failure_message
 from orders import metrics
 from orders.errors import (
     ExchangeNotAccepting,
-    NotReplicated,
     OrderAlreadyExists,
     Overloaded,
     RiskLimitExceeded,
-    StoreUnavailable,
     SymbolRulesUnavailable,
 )
 from orders.model import Order
@@ -97,41 +92,12 @@ async def _place(
         _check_same_order(stored, order)
         await store.confirm_replicated()  # as replicated as a first answer (min_replica_acks)
         return CreateResult(stored, created=False)
-    try:
-        result = await store.create(order, enqueue=submit_order_push, risk=checked)
-    except (StoreUnavailable, redis.exceptions.RedisError) as exc:
-        answer = _maybe_stored(order, exc)
-        if answer is None:
-            raise
-        raise answer from exc
+    # A store outage here raises StoreUnavailable naming the client_order_id to retry with
+    # (OrderStore.create): the write may have landed.
+    result = await store.create(order, enqueue=submit_order_push, risk=checked)
     if not result.created:
         _check_same_order(result.order, order)
     return result
-
-
-def _maybe_stored(order: Order, exc: Exception) -> StoreUnavailable | None:
-    """What a store outage during the create answers: the write may have landed, and only the
-    client id can tell, so the answer names it. None when `exc` is no outage (a bug), or names
-    the ids already (NotReplicated: stored, not yet confirmed by the replicas).
-
-    The outage is a redis error (the gateway's map says which) or a StoreUnavailable, said by
-    the redis error it was raised from if there is one, else by its own message.
-    """
-    if isinstance(exc, NotReplicated):
-        return None
-    cause = exc.__cause__ if isinstance(exc, StoreUnavailable) and exc.__cause__ is not None else exc
-    if isinstance(cause, redis.exceptions.TimeoutError):
-        what: str | None = "order store (Redis) did not answer in time"
-    else:
-        what = store_failure_message(cause)
-    if what is None and isinstance(exc, StoreUnavailable):
-        what = str(exc)
-    if what is None:
-        return None
-    return StoreUnavailable(
-        f"{what.removesuffix('; retry shortly')}; order {order.order_id} may have been stored. "
-        f"Retry with client_order_id {order.client_order_id!r} (idempotent) or GetOrder it"
-    )
 
 
 # What makes two requests "the same order" for an idempotent retry, in the order they are named.

@@ -19,9 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
-import redis.asyncio.sentinel
 import redis.exceptions
-import redis.sentinel
 
 from exchange.errors import ExchangeError, OrderRejected
 from gateway import metrics
@@ -43,7 +41,7 @@ from orders.errors import (
     StoreUnavailable,
     SymbolRulesUnavailable,
 )
-from runtime.redis_connection import PrimaryChanged, is_cut_off_primary
+from orders.store_outages import outage_of
 
 log = logging.getLogger(__name__)
 
@@ -75,52 +73,15 @@ _STATUS: tuple[tuple[type[Exception], grpc.StatusCode, str], ...] = (
     (ExchangeError, grpc.StatusCode.UNAVAILABLE, "the exchange could not take it: "),
 )
 
-# What UNAVAILABLE says when the order store failed, the most specific first. A timeout is also
-# what an overloaded gateway sees: its event loop reads the answer too late. With Sentinel
-# (redis.sentinels) a failover shows as the sentinels knowing no primary yet, an old primary
-# answering as a replica (READONLY) or cut off from its replicas (NOREPLICAS): see
-# runtime.redis_connection; each lasts until the sentinels name the new primary.
-_FAILING_OVER = "order store (Redis) is failing over"
-_CUT_OFF = f"{_FAILING_OVER}: its primary is cut off from its replicas (NOREPLICAS); retry shortly"
-_STORE_FAILURES: tuple[tuple[type[Exception], str], ...] = (
-    (
-        redis.exceptions.TimeoutError,
-        "order store (Redis) did not answer within redis.socket_timeout_ms: Redis or this gateway "
-        "is overloaded; retry shortly",
-    ),
-    (
-        redis.exceptions.MaxConnectionsError,
-        "this gateway has redis.max_connections commands waiting on the order store (Redis): "
-        "overloaded; retry shortly",
-    ),
-    (
-        redis.asyncio.sentinel.MasterNotFoundError,
-        f"{_FAILING_OVER}: the sentinels (redis.sentinels) know no primary now; retry shortly",
-    ),
-    (
-        redis.sentinel.MasterNotFoundError,
-        f"{_FAILING_OVER}: the sentinels (redis.sentinels) know no primary now; retry shortly",
-    ),
-    (PrimaryChanged, _CUT_OFF),
-    (
-        redis.exceptions.ReadOnlyError,
-        f"{_FAILING_OVER}: the server answered as a read-only replica; retry shortly",
-    ),
-    (redis.exceptions.ConnectionError, "order store (Redis) unreachable; retry shortly"),
-)
-
 
 def store_failure_message(exc: BaseException) -> str | None:
-    """What UNAVAILABLE says for an order store (Redis) failure, or None if `exc` is not one.
+    """What UNAVAILABLE says for a raw redis-py outage error, or None if `exc` is not one.
 
-    A NOREPLICAS answer on a connection without Sentinel (a cut-off primary) counts as one.
+    The order store's adapters raise StoreUnavailable themselves; this covers a redis call made
+    outside them, with the same texts (orders.store_outages holds them, once).
     """
-    for store_kind, text in _STORE_FAILURES:
-        if isinstance(exc, store_kind):
-            return text
-    if isinstance(exc, redis.exceptions.ResponseError) and is_cut_off_primary(exc):
-        return _CUT_OFF
-    return None
+    outage = outage_of(exc)
+    return None if outage is None else str(outage)
 
 
 def status_of(exc: Exception) -> grpc.StatusCode:

@@ -36,7 +36,7 @@ from contextlib import asynccontextmanager
 
 import redis.exceptions
 
-from orders.errors import OrderServiceError, Overloaded
+from orders.errors import OrderServiceError, Overloaded, StoreUnavailable
 from orders.outbox import Outbox, OutboxEntry
 from orders.replicas import ReplicaProbe
 
@@ -207,7 +207,7 @@ class UpdateHub:
                 if entries and not await self._confirmed(entries[-1].entry_id):
                     continue  # held: read again from last_id (WAIT's timeout paces this loop)
                 backoff = 0.1
-            except redis.exceptions.RedisError as exc:
+            except (StoreUnavailable, redis.exceptions.RedisError) as exc:
                 log.warning("update stream: reading the outbox failed (%r); retrying in %.1f s", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)

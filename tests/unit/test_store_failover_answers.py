@@ -72,7 +72,8 @@ async def test_create_order_during_a_failover_names_the_client_order_id(
     async def failing_over(*args: object, **kwargs: object) -> None:
         raise error
 
-    monkeypatch.setattr(store, "create", failing_over)
+    # Redis fails under the create script's write: the store maps it (orders.store_outages).
+    monkeypatch.setattr(store, "_write", failing_over)
     intake = Intake(store, rules, RiskSettings(allowed_symbols=["BTCUSDT"]))
     with pytest.raises(StoreUnavailable) as caught:
         command = place_order_from_pb(limit_order(client_order_id="desk-retry-1"))
