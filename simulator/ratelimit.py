@@ -18,12 +18,27 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from simulator import errors
 from simulator.config import RateLimitConfig
 
 BAN_ESCALATION = 4
 MAX_BAN_SECONDS = 3 * 24 * 3600
+
+
+def rate_limit_rules(limits: RateLimitConfig) -> list[dict[str, Any]]:
+    """The ``rateLimits`` entries of exchangeInfo for ``limits``: weight per minute, orders per minute and
+    per 10 s, in Binance's order and shapes."""
+    rules = [
+        ("REQUEST_WEIGHT", "MINUTE", 1, limits.weight_per_minute),
+        ("ORDERS", "MINUTE", 1, limits.orders_per_minute),
+        ("ORDERS", "SECOND", 10, limits.orders_per_10s),
+    ]
+    return [
+        {"rateLimitType": kind, "interval": interval, "intervalNum": count, "limit": limit}
+        for kind, interval, count, limit in rules
+    ]
 
 
 @dataclass

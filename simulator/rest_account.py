@@ -9,6 +9,7 @@ from simulator.brackets import max_notional
 from simulator.margin import account_legs, cross_wallet, liquidation_price
 from simulator.models import ZERO, Account, fmt
 from simulator.pipeline import Call
+from simulator.ratelimit import rate_limit_rules
 from simulator.symbols import exchange_info
 
 
@@ -25,9 +26,8 @@ def ping(call: Call) -> dict[str, Any]:
 def exchange_info_doc(call: Call) -> dict[str, Any]:
     """``GET /fapi/v1/exchangeInfo``: symbols, filters and rate limits."""
     cfg = call.state.config
-    return exchange_info(
-        call.state.engine.specs, cfg.rate_limits, cfg.max_num_orders, call.state.clock.now_ms()
-    )
+    limits = rate_limit_rules(cfg.rate_limits)
+    return exchange_info(call.state.engine.specs, limits, cfg.max_num_orders, call.state.clock.now_ms())
 
 
 def _symbols(call: Call) -> list[str]:

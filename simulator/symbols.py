@@ -14,10 +14,7 @@ import math
 from dataclasses import dataclass, fields
 from decimal import Decimal, InvalidOperation
 from importlib import resources
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from simulator.config import RateLimitConfig
+from typing import Any
 
 DATA_FILE = "data/usdm_perpetuals.json"  # inside the simulator package
 ORDER_TYPES = [
@@ -220,33 +217,14 @@ def symbol_document(spec: SymbolSpec, max_num_orders: int) -> dict[str, Any]:
 
 
 def exchange_info(
-    specs: dict[str, SymbolSpec], limits: RateLimitConfig, max_num_orders: int, server_time_ms: int
+    specs: dict[str, SymbolSpec], rate_limits: list[dict[str, Any]], max_num_orders: int, server_time_ms: int
 ) -> dict[str, Any]:
-    """Return the full exchangeInfo document (timezone, rateLimits, assets, symbols)."""
+    """Return the full exchangeInfo document (timezone, ``rate_limits`` as given, assets, symbols)."""
     return {
         "timezone": "UTC",
         "serverTime": server_time_ms,
         "futuresType": "U_MARGINED",
-        "rateLimits": [
-            {
-                "rateLimitType": "REQUEST_WEIGHT",
-                "interval": "MINUTE",
-                "intervalNum": 1,
-                "limit": limits.weight_per_minute,
-            },
-            {
-                "rateLimitType": "ORDERS",
-                "interval": "MINUTE",
-                "intervalNum": 1,
-                "limit": limits.orders_per_minute,
-            },
-            {
-                "rateLimitType": "ORDERS",
-                "interval": "SECOND",
-                "intervalNum": 10,
-                "limit": limits.orders_per_10s,
-            },
-        ],
+        "rateLimits": rate_limits,
         "exchangeFilters": [],
         "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}],
         "symbols": [symbol_document(s, max_num_orders) for s in specs.values()],
