@@ -58,8 +58,8 @@ def python_command(module: str, *args: str) -> list[str]:
 
 
 def simulator_command(port: int, key: str, secret: str, *args: str) -> list[str]:
-    """Run the bundled simulator on 127.0.0.1:`port` with one account (`key`, `secret`)."""
-    return python_command("simulator", "--port", str(port), "--account", f"{key}:{secret}", *args)
+    """Run the exchange simulator (usdm_simulator) on 127.0.0.1:`port`, one account (`key`, `secret`)."""
+    return python_command("usdm_simulator", "--port", str(port), "--account", f"{key}:{secret}", *args)
 
 
 @dataclass

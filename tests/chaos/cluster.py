@@ -207,7 +207,7 @@ class ChaosCluster:
         path = self.root / "simulator.yaml"
         path.write_text(yaml.safe_dump(sim_config))
         command = python_command(
-            "simulator", "--config", str(path), "--port", str(self.sim_port),
+            "usdm_simulator", "--config", str(path), "--port", str(self.sim_port),
             "--account", f"{self.api_key}:{self.api_secret}",
         )  # fmt: skip
         sim = self._start("simulator", command, {"PYTHONPATH": str(REPO)})

@@ -262,8 +262,8 @@ class Machines:
         path = self.root / "simulator.yaml"
         path.write_text(yaml.safe_dump(dict(self.simulator_config)))
         command = python_command(
-            "simulator", "--config", str(path), "--host", self.address("x"), "--port", str(SIMULATOR_PORT),
-            "--account", f"{self.exchange_key}:{self.exchange_secret}",
+            "usdm_simulator", "--config", str(path), "--host", self.address("x"),
+            "--port", str(SIMULATOR_PORT), "--account", f"{self.exchange_key}:{self.exchange_secret}",
         )  # fmt: skip
         self._start("x", "simulator", command, {"PYTHONPATH": str(REPO)})
         self._wait("the simulator answering", lambda: self._http_ok(f"{self.exchange_base}/fapi/v1/time"))

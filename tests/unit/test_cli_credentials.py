@@ -10,6 +10,7 @@ import fakeredis
 import grpc
 import pytest
 from pydantic import SecretStr
+from usdm_simulator.cli import build_config
 
 from cli import stack, up
 from cli.credentials import ensure_local_key, local_client_json, open_channel
@@ -17,7 +18,6 @@ from gateway.auth import hash_key
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 from runtime.settings import ApiClientSettings, AuthSettings, ClientSettings, Settings, load_settings
-from simulator.cli import build_config
 from tests.unit.gateway_harness import serving_gateway
 
 
