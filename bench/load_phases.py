@@ -22,7 +22,7 @@ from bench.exchange_baselines import BASELINE_N, Account, ccxt_baseline, httpx_b
 from bench.load_session import Order, Session, latencies, ms, order_quantities, print_lost, stats
 from bench.report import fmt, percentile
 from bench.transport_floor import api_floor, exchange_floor
-from cli.stack import LocalStack
+from launcher.stack import LocalStack
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 

@@ -1,6 +1,6 @@
 """End-to-end order latency on real parts, each process on its own.
 
-Starts simulator, one worker and the gateway (cli/stack.py) on the machine's Redis and
+Starts simulator, one worker and the gateway (launcher/stack.py) on the machine's Redis and
 NATS, then per run sends `--n` MARKET orders (BUY/SELL alternating, so the position
 stays flat) paced at `--rate`/s and measures, from the strategy's side:
   * CreateOrder: the RPC until the order is stored and queued (state NEW);
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.redis_db import BENCH_REDIS_DB
 from bench.report import report
-from cli.stack import local_stack
+from launcher.stack import local_stack
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 

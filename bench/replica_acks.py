@@ -2,14 +2,14 @@
 
 Starts its own Redis primary and one replica, each a redis-server on a free port of 127.0.0.1
 with its data in a temp dir, configured as `up --ha` configures its data nodes
-(cli/ha_server_configs.redis_node_config: a random password, `replicaof`,
-`repl-diskless-sync-delay 0`, `min-replicas-to-write 1`; cli/embedded_servers.embedded_redis_command:
+(launcher/ha_server_configs.redis_node_config: a random password, `replicaof`,
+`repl-diskless-sync-delay 0`, `min-replicas-to-write 1`; launcher/launch.redis_command:
 append-only, fsync every second), and stops both by pid at the end, also on failure. NATS is the
 machine's (127.0.0.1:4222), as for the other benches.
 
 Per run (`--runs`, default 3) two phases, one per series, alternating which goes first from run
 to run so a drift of the machine is not read as the setting's cost. Each phase starts the stack
-afresh (cli/stack.py in load-test mode, as bench/scrape_load.py runs it: simulator, one worker
+afresh (launcher/stack.py in load-test mode, as bench/scrape_load.py runs it: simulator, one worker
 per core, a listener and the gateway) pointed at the primary with
 `ORDER_EXECUTION__REDIS__MIN_REPLICA_ACKS` 0 or 1 (`ORDER_EXECUTION__REDIS__REPLICA_ACK_TIMEOUT_MS`
 at the setting's default), warms it up, and sends `--rate` MARKET CreateOrders a second (default
@@ -60,11 +60,11 @@ from bench.redis_db import BENCH_REDIS_DB
 from bench.report import fmt, percentile, report, summarize
 from bench.scrape_load import send_orders
 from bench.throughput import NATS, SIM_ARGS
-from cli.embedded_servers import embedded_redis_command
-from cli.ha_server_configs import redis_node_config
-from cli.processes import ManagedProcess, free_port, port_open, worker_processes
-from cli.run_dir import private_dir, write_private
-from cli.stack import local_stack
+from launcher.ha_server_configs import redis_node_config
+from launcher.launch import redis_command
+from launcher.processes import ManagedProcess, free_port, port_open, worker_processes
+from launcher.run_dir import private_dir, write_private
+from launcher.stack import local_stack
 from proto import order_pb2_grpc
 from runtime.addresses import redis_url
 
@@ -163,7 +163,7 @@ def redis_pair(work_dir: Path, log_dir: Path) -> Iterator[RedisPair]:
             data = private_dir(work_dir / name)
             config = work_dir / f"{name}.conf"
             write_private(config, redis_node_config(password, primary_port))
-            command = embedded_redis_command(server, port, data, data / "redis-server.pid", config)
+            command = redis_command(server, port, data, data / "redis-server.pid", config)
             process = ManagedProcess(name, command, log_dir=log_dir, die_with_parent=True, umask=0o077)
             started.append(process)  # before it starts: an interrupt after the fork still stops it
             process.start()
@@ -343,7 +343,7 @@ def main() -> int:
             "phase_s": args.phase_s,
             "symbols": SYMBOLS,
             "replica_ack_timeout_ms": ACK_TIMEOUT_MS,
-            "redis": "own primary + 1 replica on loopback (redis_node_config, embedded_redis_command)",
+            "redis": "own primary + 1 replica on loopback (redis_node_config, redis_command)",
             "ratio_to_acks_0": ratios,
             "phases": [
                 {k: v for k, v in vars(p).items() if k not in ("ack_ms", "update_ms")} for p in phases

@@ -1,6 +1,6 @@
 """CreateOrder latency with and without 200 /metrics scrapes per second, in the same run.
 
-Starts the stack as the throughput bench does (cli/stack.py in load-test mode: simulator,
+Starts the stack as the throughput bench does (launcher/stack.py in load-test mode: simulator,
 one worker per core, a listener and the gateway, each its own process, on the machine's
 Redis, db 1, and NATS), with the gateway's metrics settings at their defaults. Per run
 (`--runs`, default 3) two phases of `--phase-s` seconds (default 10): MARKET CreateOrders
@@ -38,8 +38,8 @@ from bench.load_session import Order, Session, latencies, order_quantities, prin
 from bench.redis_db import BENCH_REDIS_DB
 from bench.report import fmt, percentile, report
 from bench.throughput import NATS, REDIS, SIM_ARGS
-from cli.processes import worker_processes
-from cli.stack import LocalStack, local_stack
+from launcher.processes import worker_processes
+from launcher.stack import LocalStack, local_stack
 from proto import order_pb2_grpc
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]

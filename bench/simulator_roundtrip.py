@@ -34,8 +34,9 @@ RESULTS = ROOT / "bench" / "results"
 
 sys.path.insert(0, str(ROOT))
 
-from cli.processes import ManagedProcess, free_port, http_ok, python_command  # noqa: E402
 from exchange.signing import sign  # noqa: E402
+from launcher.launch import Launcher  # noqa: E402
+from launcher.processes import ManagedProcess, free_port  # noqa: E402
 
 
 def _start(port: int, key: str, secret: str, log_dir: Path) -> ManagedProcess:
@@ -48,24 +49,9 @@ def _start(port: int, key: str, secret: str, log_dir: Path) -> ManagedProcess:
         "--orders-per-minute",
         "100000000",
     )
-    sim = ManagedProcess(
-        "simulator",
-        python_command(
-            "usdm_simulator",
-            "--port",
-            str(port),
-            "--account",
-            f"{key}:{secret}",
-            "--walk-interval-ms",
-            "0",
-            *unlimited,
-        ),
-        {"PYTHONPATH": str(ROOT)},
-        log_dir=log_dir,
-        cwd=ROOT,
-    ).start()
-    sim.wait_until("listening", lambda: http_ok(f"http://127.0.0.1:{port}/fapi/v1/time"), timeout_s=20)
-    return sim
+    # Stopped by the caller; started from a thread that may end first, so it does not die with it.
+    launcher = Launcher(log_dir, base_env={"PYTHONPATH": str(ROOT)}, cwd=ROOT, die_with_parent=False)
+    return launcher.simulator(port, key, secret, "--walk-interval-ms", "0", *unlimited)
 
 
 def _pct(values: list[float], q: float) -> float:

@@ -1,6 +1,6 @@
 """Throughput, latency under load and CPU cost of the whole order path, over 20 symbols.
 
-Starts the stack in load-test mode (cli/stack.py, cli/load_test.py): simulator with frozen
+Starts the stack in load-test mode (launcher/stack.py, launcher/load_test.py): simulator with frozen
 prices, the worker processes `up` would start (one per core), one listener and the gateway,
 each its own process, on the machine's Redis (db 1, see BENCH_DB) and NATS. The client keeps
 one gRPC channel; one StreamOrderUpdates reader (every symbol) stamps, per order, the arrival
@@ -49,8 +49,8 @@ from bench.load_session import LOST_AFTER_S
 from bench.redis_db import BENCH_REDIS_DB
 from bench.throughput_report import plot, print_tables, write_results
 from bench.throughput_summary import KNEE_P99_MS, summarize
-from cli.processes import worker_processes
-from cli.stack import local_stack
+from launcher.processes import worker_processes
+from launcher.stack import local_stack
 
 REDIS = "127.0.0.1:6379"
 NATS = "nats://127.0.0.1:4222"

@@ -31,7 +31,7 @@ import grpc
 from bench.cpu_meter import OTHER, CpuMeter
 from bench.exchange_baselines import Account, market_order_query
 from bench.load_session import Session
-from cli.processes import ManagedProcess, free_port
+from launcher.processes import ManagedProcess, free_port
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 

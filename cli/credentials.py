@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
-from cli.run_dir import secret_file
-from gateway.auth import API_KEY_HEADER, hash_key
+from gateway.auth import API_KEY_HEADER
+from launcher.run_dir import secret_file
 from runtime.settings import ClientSettings, SettingsError
 
 LOCAL_KEY_FILE = Path(".run") / "api-key"
@@ -29,15 +29,6 @@ def ensure_local_key(path: Path = LOCAL_KEY_FILE) -> str:
     if absent. Raises UnsafeFile (saying how to fix it) if the file exists but is not owned by
     this user or is open to group or others."""
     return secret_file(path, lambda: secrets.token_urlsafe(32))
-
-
-def local_client_json(key: str) -> str:
-    """`auth.clients` for the local key, as JSON for `ORDER_EXECUTION__AUTH__CLIENTS`: its hash only.
-
-    The local key is the operator's own (whoever runs `up`), so it also holds the admin role:
-    `order-execution risk` and `account` work with no setup, as `order` does.
-    """
-    return f'[{{"name": "local", "key_sha256": "{hash_key(key)}", "admin": true}}]'
 
 
 def api_key(settings: ClientSettings, local_file: Path = LOCAL_KEY_FILE) -> str:

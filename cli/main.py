@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_worker(args: argparse.Namespace, settings: Settings, argv: list[str]) -> int:
-    from cli.processes import python_command, run_together, worker_processes
+    from launcher.processes import python_command, run_together, worker_processes
     from runtime.logs import configure_logging
 
     processes = worker_processes(args.processes if args.processes is not None else settings.worker.processes)

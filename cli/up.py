@@ -1,10 +1,10 @@
 """`order-execution up`: the whole service on one machine, with nothing but Python.
 
 Uses Redis and NATS where the settings point if they answer; otherwise starts its own,
-password-protected (cli/embedded_servers.py). Starts the exchange simulator unless told
+password-protected (launcher/embedded_servers.py). Starts the exchange simulator unless told
 not to, then the workers (one process per core unless `worker.processes` or `--workers`
 says otherwise), the user-data-stream listener(s), the gateway and the Dramatiq dashboard,
-and prints where everything is. A child that exits is restarted with growing delays (cli/supervisor.py);
+and prints where everything is. A child that exits is restarted with growing delays (launcher/supervisor.py);
 only Ctrl-C, SIGTERM or SIGHUP stops everything, in reverse start order; a kill -9 of `up`
 takes its children with it (each gets SIGTERM when `up` dies, see `ManagedProcess.die_with_parent`).
 
@@ -12,7 +12,7 @@ Everything listens on 127.0.0.1 unless `--listen ADDRESS` says otherwise, which 
 the gateway's gRPC and HTTP ports and the worker and listener /metrics (they follow
 `server.host`) and requires authentication; the dashboard, the simulator, Redis and NATS
 stay on 127.0.0.1 whatever `--listen` says (the first two have no keys at all). `.run/`,
-with the logs, the servers' data and every secret, is its owner's alone (cli/run_dir.py).
+with the logs, the servers' data and every secret, is its owner's alone (launcher/run_dir.py).
 """
 
 from __future__ import annotations
@@ -21,25 +21,18 @@ import secrets
 import signal
 import sys
 import threading
-from functools import partial
 from pathlib import Path
 from types import FrameType
 
-from cli import load_test
-from cli.credentials import LOCAL_KEY_FILE, ensure_local_key, local_client_json
-from cli.embedded_servers import ensure_nats, ensure_redis
-from cli.ha_servers import start_ha_servers
-from cli.processes import (
-    ManagedProcess,
-    free_port,
-    http_ok,
-    port_open,
-    python_command,
-    simulator_command,
-    worker_processes,
-)
-from cli.run_dir import private_dir
-from cli.supervisor import Supervisor
+from cli.credentials import LOCAL_KEY_FILE, ensure_local_key
+from launcher import load_test
+from launcher.embedded_servers import ensure_nats, ensure_redis
+from launcher.ha_servers import start_ha_servers
+from launcher.launch import Launcher
+from launcher.processes import free_port, port_open, worker_processes
+from launcher.run_dir import private_dir
+from launcher.service_env import local_client_json
+from launcher.supervisor import Supervisor
 from runtime.addresses import is_loopback_host
 from runtime.settings import Settings
 
@@ -58,11 +51,11 @@ def run_up(
 ) -> int:
     """Start everything, supervise it until a stop signal, then stop it all; the exit code.
 
-    `ha`: Redis under Sentinel and a NATS cluster of its own on loopback (cli/ha_servers.py),
+    `ha`: Redis under Sentinel and a NATS cluster of its own on loopback (launcher/ha_servers.py),
     never the Redis and NATS the settings name, at least two listeners and two gateways.
 
     `workers` worker processes (0: one per CPU core); `rate_limits=False` is load-test
-    mode (cli/load_test.py), refused with an exchange other than the simulator. `listen`
+    mode (launcher/load_test.py), refused with an exchange other than the simulator. `listen`
     is the address the gateway and the /metrics endpoints bind: anything but loopback is
     refused (exit code 2) while `auth.enabled` is false.
     """
@@ -88,6 +81,8 @@ def run_up(
     listeners = max(listeners, 2) if ha else listeners  # one leads, one stands by
     supervisor = Supervisor()
     env: dict[str, str] = {} if rate_limits else dict(load_test.SERVICE_ENV)
+    # Started and restarted from this (the main) thread, which lives as long as `up` does.
+    launcher = Launcher(RUN_DIR, env=env, start=supervisor.start, die_with_parent=True)
     # Whatever the settings say: `up` binds loopback unless --listen; the dashboard always.
     env.update(ORDER_EXECUTION__SERVER__HOST=listen, ORDER_EXECUTION__DASHBOARD__HOST="127.0.0.1")
     here = _url_host(listen)  # how this machine reaches what it started
@@ -98,22 +93,16 @@ def run_up(
     previous = {signum: signal.signal(signum, _interrupt) for signum in stop_signals}
     try:
         private_dir(RUN_DIR)
-
-        def start_server(name: str, command: list[str]) -> ManagedProcess:
-            return _start(supervisor, name, command, {})
-
         if ha:
             print(
                 "starting Redis (a primary, 2 replicas, 3 sentinels) and a 3-node NATS cluster...", flush=True
             )
-            servers = start_ha_servers(
-                RUN_DIR, lambda process, backoff: supervisor.start(process, backoff=backoff), log_dir=RUN_DIR
-            )
+            servers = start_ha_servers(RUN_DIR, launcher)
             env.update(servers.env())
             rows += servers.summary()
         else:
             for name, ensure in (("Redis", ensure_redis), ("NATS", ensure_nats)):
-                server_env, row = ensure(settings, start_server, RUN_DIR)
+                server_env, row = ensure(settings, launcher, RUN_DIR)
                 env.update(server_env)
                 rows.append((name, row))
         rows.append(("API key", _api_key_setup(settings, env)))
@@ -121,21 +110,11 @@ def run_up(
         if with_simulator:
             sim_port = 8090 if not port_open("127.0.0.1", 8090) else free_port()
             key, secret = secrets.token_hex(32), secrets.token_hex(32)
-            sim = _start(
-                supervisor,
-                "simulator",
-                simulator_command(
-                    sim_port,
-                    key,
-                    secret,
-                    "--symbols",
-                    ",".join(settings.symbols),
-                    *(() if rate_limits else load_test.SIMULATOR_ARGS),
-                ),
-                {},
+            load_test_args = () if rate_limits else load_test.SIMULATOR_ARGS
+            launcher.simulator(
+                sim_port, key, secret, "--symbols", ",".join(settings.symbols), *load_test_args
             )
             base = f"http://127.0.0.1:{sim_port}"
-            sim.wait_until("listening", lambda: http_ok(f"{base}/fapi/v1/time"))
             env.update(BINANCE_BASE_URL=base, BINANCE_API_KEY=key, BINANCE_SECRET_KEY=secret)
             rows.append(("Simulator", f"{base}  (admin: {base}/admin/orders; log .run/simulator.log)"))
         else:
@@ -150,21 +129,16 @@ def run_up(
         worker_ports = metrics_ports(monitoring.worker_metrics_port, workers)
         listener_ports = metrics_ports(monitoring.listener_metrics_port, listeners, avoid=worker_ports)
         for index, port in enumerate(worker_ports):
-            name = "worker" if index == 0 else f"worker-{index + 1}"
-            port_env = {"ORDER_EXECUTION__MONITORING__WORKER_METRICS_PORT": str(port)}
-            _start(supervisor, name, python_command("cli", "worker", "--processes", "1"), {**env, **port_env})
+            launcher.worker("worker" if index == 0 else f"worker-{index + 1}", metrics_port=port)
         for index, port in enumerate(listener_ports):
-            name = "listener" if index == 0 else f"listener-{index + 1}"
-            port_env = {"ORDER_EXECUTION__MONITORING__LISTENER_METRICS_PORT": str(port)}
-            _start(supervisor, name, python_command("cli", "listener"), {**env, **port_env})
+            launcher.listener("listener" if index == 0 else f"listener-{index + 1}", metrics_port=port)
         for index, (grpc_port, http_port) in enumerate(gateway_ports):
-            name = "gateway" if index == 0 else f"gateway-{index + 1}"
-            port_env = {} if index == 0 else _gateway_port_env(grpc_port, http_port)
-            gateway = _start(supervisor, name, python_command("cli", "gateway"), {**env, **port_env})
-            gateway.wait_until(
-                "ready", partial(http_ok, f"http://{here}:{http_port}/health/ready"), timeout_s=60
+            launcher.gateway(
+                "gateway" if index == 0 else f"gateway-{index + 1}",
+                f"http://{here}:{http_port}/health/ready",
+                ports=None if index == 0 else (grpc_port, http_port),  # the first: the settings' own
             )
-        dashboard = _start_dashboard(supervisor, settings, env)
+        dashboard = _start_dashboard(launcher, settings)
         names = ", ".join(process.name for process in supervisor.processes)
         rows += [
             ("gRPC", f"{here}:{settings.server.grpc_port}  (order.OrderService, health, reflection)"),
@@ -224,13 +198,6 @@ def _gateway_ports(settings: Settings, count: int) -> list[tuple[int, int]]:
             grpc_port, http_port = free_port(), free_port()
         ports.append((grpc_port, http_port))
     return ports
-
-
-def _gateway_port_env(grpc_port: int, http_port: int) -> dict[str, str]:
-    return {
-        "ORDER_EXECUTION__SERVER__GRPC_PORT": str(grpc_port),
-        "ORDER_EXECUTION__SERVER__HTTP_PORT": str(http_port),
-    }
 
 
 def _stop_signals() -> list[signal.Signals]:
@@ -310,26 +277,14 @@ def _metrics_row(here: str, worker_ports: list[int], listener_ports: list[int]) 
     return "  ".join(listed) or "off (monitoring.*_metrics_port: 0)"
 
 
-def _start(supervisor: Supervisor, name: str, command: list[str], env: dict[str, str]) -> ManagedProcess:
-    # Started and restarted from this (the main) thread, which lives as long as `up` does.
-    return supervisor.start(ManagedProcess(name, command, env, log_dir=RUN_DIR, die_with_parent=True))
-
-
-def _start_dashboard(supervisor: Supervisor, settings: Settings, env: dict[str, str]) -> str:
+def _start_dashboard(launcher: Launcher, settings: Settings) -> str:
     """Start `order-execution dashboard` on 127.0.0.1 (on a free port if the configured one is
     taken); its URL."""
     port = settings.dashboard.port
     if port_open("127.0.0.1", port):
         port = free_port()
-    process = _start(
-        supervisor,
-        "dashboard",
-        python_command("cli", "dashboard"),
-        {**env, "ORDER_EXECUTION__DASHBOARD__PORT": str(port)},
-    )
-    url = f"http://127.0.0.1:{port}{settings.dashboard.path}/"
-    process.wait_until("serving", lambda: http_ok(f"http://127.0.0.1:{port}/health"))
-    return url
+    launcher.dashboard(port)
+    return f"http://127.0.0.1:{port}{settings.dashboard.path}/"
 
 
 def _wait(supervisor: Supervisor, stop_signals: list[signal.Signals]) -> int:

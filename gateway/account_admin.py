@@ -1,12 +1,14 @@
 """AccountService over gRPC (proto/admin.proto): leverage, margin type and position mode at the exchange.
 
-The gateway calls the exchange directly here (no queue: these are rare operator actions, and idempotent),
-through the shared rate budget, with a client built for the call and closed after it. Admin clients only,
-as AdminService (`auth.clients[].admin`). Errors leave through the gateway's one map
-(gateway/status_mapping.py): the exchange refusing (OrderRejected) is FAILED_PRECONDITION with
-Binance's code and message, an exchange or budget that cannot take the call (NotExecuted,
-OutcomeUnknown) is UNAVAILABLE; bad input is INVALID_ARGUMENT.
-"""
+The gateway calls the exchange directly here (no queue: these are rare operator actions, and
+idempotent), with the client the workers use (`exchange.account.exchange_client`, built once at
+start): the account's shared rate budget and circuit breakers. GetAccountSettings' reads go through
+the query breaker (`binance_query_order`), so one the workers opened refuses them without calling
+the exchange, and their faults count toward it; leverage and margin type pass no breaker
+(exchange/endpoints.py). Admin clients only, as AdminService (`auth.clients[].admin`). Errors leave
+through the gateway's one map (gateway/status_mapping.py): the exchange refusing (OrderRejected) is
+FAILED_PRECONDITION with Binance's code and message, an exchange, breaker or budget that cannot take
+the call (NotExecuted, OutcomeUnknown) is UNAVAILABLE; bad input is INVALID_ARGUMENT."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
-from exchange.account import rate_budget
+from exchange.account import exchange_client
 from exchange.client import BinanceClient
 from exchange.errors import OrderRejected
 from gateway.auth import Authenticator
@@ -43,21 +45,28 @@ _MARGIN_FROM_RISK: dict[str, apb.MarginType.ValueType] = {
 class AccountServicer(admin_pb2_grpc.AccountServiceServicer):
     """The AccountService methods; `auth` None means authentication is off (tests, local runs)."""
 
-    def __init__(self, settings: Settings, redis_client: aioredis.Redis, auth: Authenticator | None) -> None:
+    def __init__(self, settings: Settings, exchange: BinanceClient, auth: Authenticator | None) -> None:
         self._settings = settings
-        self._redis = redis_client
+        self._exchange = exchange
         self._auth = auth
 
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, redis_client: aioredis.Redis, auth: Authenticator | None
+    ) -> AccountServicer:
+        """The service on the exchange client the workers use: the account's rate budget and
+        breakers shared through `redis_client`. `aclose` closes that client."""
+        return cls(settings, exchange_client(redis_client, settings), auth)
+
+    async def aclose(self) -> None:
+        """Close the exchange client (its breakers send their last writes to Redis)."""
+        await self._exchange.close()
+
     async def _admin(self, context: Context) -> str:
-        """The calling admin's name ("anonymous" with auth off); raises Unauthenticated (answered
-        late, `gateway.auth_failures`) or PermissionDenied."""
-        caller = None
-        if self._auth is not None:
-            caller = await self._auth.authenticate(context.invocation_metadata(), peer=context.peer())
-        if caller is None:
+        """The calling admin's name ("anonymous" with auth off); see `Authenticator.authenticate_admin`."""
+        if self._auth is None:
             return "anonymous"
-        caller.check_admin()
-        return caller.name
+        return await self._auth.authenticate_admin(context.invocation_metadata(), peer=context.peer())
 
     def _symbol(self, symbol: str) -> str:
         if symbol not in self._settings.symbols:
@@ -65,17 +74,12 @@ class AccountServicer(admin_pb2_grpc.AccountServiceServicer):
         return symbol
 
     async def _exchange_call(self, context: Context, call: Callable[[BinanceClient], Awaitable[T]]) -> T:
-        """Run `call` on a fresh exchange client (clock synced); its errors leave through `answer`."""
+        """Run `call` on the exchange client, its clock synced first (these calls are rare and the
+        clock may have drifted since the last); its errors leave through `answer`."""
 
         async def on_exchange() -> T:
-            client = BinanceClient.from_settings(
-                self._settings.exchange, budget=rate_budget(self._redis, self._settings)
-            )
-            try:
-                await client.sync_clock(samples=3)
-                return await call(client)
-            finally:
-                await client.close()
+            await self._exchange.sync_clock(samples=3)
+            return await call(self._exchange)
 
         return await answer(context, on_exchange)
 

@@ -11,8 +11,8 @@ import dataclasses
 import logging
 from typing import Any
 
-from gateway.auth import Authenticator, Caller
-from gateway.desk import OrderDesk
+from gateway.auth import Authenticator
+from gateway.handlers import Intake
 from gateway.risk import RiskGate
 from gateway.status_mapping import Context, answer
 from gateway.validation import check_length, parse_request_decimal
@@ -39,21 +39,16 @@ LIMIT_FIELDS = tuple(apb.RiskLimits.DESCRIPTOR.fields_by_name)
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     """The AdminService methods; `auth` None means authentication is off (tests, local runs)."""
 
-    def __init__(self, gate: RiskGate, desk: OrderDesk, auth: Authenticator | None = None) -> None:
+    def __init__(self, gate: RiskGate, intake: Intake, auth: Authenticator | None = None) -> None:
         self._gate = gate
-        self._desk = desk
+        self._intake = intake
         self._auth = auth
 
     async def _admin(self, context: Context) -> str:
-        """The calling admin's name ("anonymous" with auth off); raises Unauthenticated (answered
-        late, `gateway.auth_failures`) or PermissionDenied."""
-        caller: Caller | None = None
-        if self._auth is not None:
-            caller = await self._auth.authenticate(context.invocation_metadata(), peer=context.peer())
-        if caller is None:
+        """The calling admin's name ("anonymous" with auth off); see `Authenticator.authenticate_admin`."""
+        if self._auth is None:
             return "anonymous"
-        caller.check_admin()
-        return caller.name
+        return await self._auth.authenticate_admin(context.invocation_metadata(), peer=context.peer())
 
     async def GetRiskLimits(self, request: apb.GetRiskLimitsRequest, context: Context) -> apb.RiskLimits:
         async def get() -> RiskSettings:
@@ -104,7 +99,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             log.warning("trading mode set to %s by %s (%s)", mode, actor, request.reason or "no reason")
             canceled = 0
             if status.cancel_open is not None:
-                canceled = await self._desk.cancel_open()
+                canceled = await self._intake.cancel_open()
                 await self._gate.state.finish_cancel_open(status.cancel_open, actor=actor, canceled=canceled)
                 log.warning("kill switch: %d open orders canceled or being canceled", canceled)
                 status = dataclasses.replace(status, cancel_open=None)  # done: no longer pending

@@ -10,58 +10,65 @@ from __future__ import annotations
 from decimal import Decimal
 
 from gateway.auth import Caller
-from gateway.desk import OrderDesk
+from gateway.commands import AmendOrder
+from gateway.own_orders import owned_order
 from gateway.risk import RiskGate
+from gateway.rules_cache import RulesCache
 from gateway.validation import check_order_size, parse_request_decimal
 from orders.errors import InvalidOrder, OrderNotAmendable, RiskLimitExceeded, SymbolRulesUnavailable
 from orders.exact import product
 from orders.model import Order, OrderState, OrderType, decimal_str
 from orders.risk_state import TradingMode
 from orders.rules import SymbolRules
+from orders.store import OrderStore
 from tasks.messages import amend_order_push
 
 _RESTING = (OrderState.SUBMITTED, OrderState.PARTIALLY_FILLED)
 
 
 async def amend(
-    desk: OrderDesk, order_id: str, price: str, quantity: str, client: str = "", caller: Caller | None = None
+    command: AmendOrder,
+    caller: Caller | None,
+    *,
+    store: OrderStore,
+    rules: RulesCache,
+    risk_gate: RiskGate | None,
 ) -> Order:
-    """Queue the amendment of `order_id` to `price` / `quantity` (empty = unchanged); returns the order.
+    """Queue the amendment of the order to the command's price / quantity (empty = unchanged);
+    returns the order as it is.
 
     Raises OrderNotFound, OrderNotAmendable (not LIMIT, or not resting), InvalidOrder
     naming the field (filters, quantity not above the filled part, nothing changes), or
-    Overloaded (the client's request rate).
+    RiskLimitExceeded (`_check_risk`).
     """
-    if desk.admission is not None:
-        if caller is not None:
-            desk.admission.check_client(caller.name, rate=caller.requests_per_second, burst=caller.burst)
-        else:
-            desk.admission.check_client(client or "anonymous")
-    order = await desk.get(order_id, caller)
+    order_id, price, quantity = command.order_id, command.price, command.quantity
+    order = await owned_order(store, order_id, caller)
     if order.type is not OrderType.LIMIT:
         raise OrderNotAmendable(f"order {order_id} is {order.type}; only LIMIT orders can be amended")
     if order.state not in _RESTING:
         raise OrderNotAmendable(f"order {order_id} is {order.state}; only a resting order can be amended")
     if not price.strip() and not quantity.strip():
         raise InvalidOrder("price", "price or quantity (or both) is required")
-    rules = desk.rules.current.get(order.symbol)
-    if rules is None:
+    symbol_rules = rules.current.get(order.symbol)
+    if symbol_rules is None:
         raise SymbolRulesUnavailable(f"no trading rules loaded for {order.symbol}")
     assert order.price is not None
     new_price = parse_request_decimal("price", price) if price.strip() else order.price
     new_quantity = parse_request_decimal("quantity", quantity) if quantity.strip() else order.quantity
-    rules.check_price(new_price)
-    rules.check_quantity(new_quantity, OrderType.LIMIT)
+    symbol_rules.check_price(new_price)
+    symbol_rules.check_quantity(new_quantity, OrderType.LIMIT)
     if new_quantity <= order.filled_quantity:
         raise InvalidOrder(
             "quantity", f"must be more than the filled quantity {decimal_str(order.filled_quantity)}"
         )
-    rules.check_notional(new_price, new_quantity, reduce_only=order.reduce_only)
+    symbol_rules.check_notional(new_price, new_quantity, reduce_only=order.reduce_only)
     if new_price == order.price and new_quantity == order.quantity:
         raise InvalidOrder("price", "and quantity equal the order's own; nothing to amend")
-    if desk.risk_gate is not None:
-        await _check_risk(desk.risk_gate, order, new_price, new_quantity, rules)
-    await desk.store.enqueue(amend_order_push(order, price=_text(new_price), quantity=_text(new_quantity)))
+    if risk_gate is not None:
+        await _check_risk(risk_gate, order, new_price, new_quantity, symbol_rules)
+    await store.enqueue(
+        amend_order_push(order, price=decimal_str(new_price), quantity=decimal_str(new_quantity))
+    )
     return order
 
 
@@ -84,7 +91,3 @@ async def _check_risk(
         )
     check_order_size(product("quantity", price, quantity), quantity, gate.limits)
     await gate.check(order.replace(price=price, quantity=quantity), rules)
-
-
-def _text(value: Decimal) -> str:
-    return decimal_str(value)

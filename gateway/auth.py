@@ -123,6 +123,18 @@ class Authenticator:
             await self.failures.delay()
             raise
 
+    async def authenticate_admin(
+        self, metadata: Iterable[tuple[str, str | bytes]] | None, peer: str = ""
+    ) -> str:
+        """The calling admin's name ("anonymous" with auth off), for AdminService and
+        AccountService; raises Unauthenticated (answered late, as `authenticate`) or
+        PermissionDenied for a client without the admin role."""
+        caller = await self.authenticate(metadata, peer)
+        if caller is None:
+            return "anonymous"
+        caller.check_admin()
+        return caller.name
+
     def _refuse(self, reason: str, peer: str) -> NoReturn:
         self.failures.record(reason, peer)
         raise Unauthenticated(_REFUSED)

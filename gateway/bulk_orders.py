@@ -1,4 +1,4 @@
-"""CreateOrders (batch create) and CancelAllOrders, on top of the order desk.
+"""The handlers of CreateOrders (batch create) and CancelAllOrders.
 
 A batch is handled item by item, each exactly as CreateOrder handles it (validation,
 admission, idempotency on its client_order_id), so one failing item fails only itself.
@@ -16,21 +16,17 @@ message, since the exchange-wide call would also cancel other clients' orders.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 
 from gateway.auth import Caller
-from gateway.desk import OrderDesk
-from gateway.validation import check_symbol_text
+from gateway.commands import CancelAll, PlaceBatch, PlaceOrder
 from orders import fsm
-from orders.errors import InvalidOrder, OrderServiceError
+from orders.errors import OrderServiceError
 from orders.model import Order, OrderState
-from orders.store import CreateResult, QueuePush
-from proto import order_pb2 as pb
+from orders.store import CreateResult, OrderStore, QueuePush
 from tasks.messages import cancel_all_push, cancel_order_push
 
 S = OrderState
-MAX_BATCH_ITEMS = 20
 # Orders that may still be working at the exchange (or not yet sent).
 OPEN_STATES = (
     S.NEW,
@@ -43,49 +39,26 @@ OPEN_STATES = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ItemResult:
-    """One batch item's outcome: `created` (the CreateOrder answer) or `error`."""
-
-    created: CreateResult | None = None
-    error: OrderServiceError | None = None
-
-
-async def create_many(
-    desk: OrderDesk,
-    requests: Sequence[pb.CreateOrderRequest],
-    client: str = "",
-    caller: Caller | None = None,
-) -> list[ItemResult]:
-    """Create each of 1-20 orders as CreateOrder would; results in request order.
-
-    Raises InvalidOrder (field `orders`) for an empty or oversized batch; an item's own
-    error is its result, not raised.
-    """
-    if not requests:
-        raise InvalidOrder("orders", "must hold at least one order")
-    if len(requests) > MAX_BATCH_ITEMS:
-        raise InvalidOrder("orders", f"at most {MAX_BATCH_ITEMS} orders per call, got {len(requests)}")
-    results: list[ItemResult] = []
-    for request in requests:
+async def place_batch(
+    command: PlaceBatch, place: Callable[[PlaceOrder], Awaitable[CreateResult]]
+) -> list[CreateResult | OrderServiceError]:
+    """Place each of the batch's orders with `place` (the intake's PlaceOrder, checked and
+    admitted like a single CreateOrder); results in request order, an item's error its result."""
+    results: list[CreateResult | OrderServiceError] = []
+    for item in command.orders:
         try:
-            results.append(ItemResult(created=await desk.create(request, client, caller)))
+            results.append(await place(item))
         except OrderServiceError as exc:
-            results.append(ItemResult(error=exc))
+            results.append(exc)
     return results
 
 
 async def cancel_all(
-    desk: OrderDesk, symbol: str, client: str = "", caller: Caller | None = None
+    command: CancelAll, caller: Caller | None, *, store: OrderStore, scan_cap: int
 ) -> list[Order]:
-    """Cancel every open order of ours (the caller's, with auth on) in `symbol`; returns those moved.
-
-    Raises InvalidOrder for a malformed symbol, Overloaded for the client's request rate.
-    """
-    if not symbol:
-        raise InvalidOrder("symbol", "is required, e.g. BTCUSDT")
-    check_symbol_text("symbol", symbol)
-    desk.admit(caller, client)
+    """Cancel every open order of ours (the caller's, with auth on) in the command's symbol;
+    returns those moved. Reads `scan_cap` unsettled orders at a time."""
+    symbol = command.symbol
     per_order = caller is not None
 
     def cancel_now(current: Order) -> Order | None:
@@ -97,19 +70,17 @@ async def cancel_all(
         return cancel_order_push(updated) if per_order and updated.state is S.PENDING_CANCEL else None
 
     moved: list[Order] = []
-    async for batch in desk.store.unsettled_orders(batch=desk.list_scan_cap):
+    async for batch in store.unsettled_orders(batch=scan_cap):
         for order in batch:
             if order.symbol != symbol or order.state not in OPEN_STATES:
                 continue
             if caller is not None and order.owner != caller.name:
                 continue
-            result = await desk.store.transition(
-                order.order_id, cancel_now, enqueue=cancel_message, current=order
-            )
+            result = await store.transition(order.order_id, cancel_now, enqueue=cancel_message, current=order)
             if result.changed:
                 moved.append(result.order)
     if not per_order:
-        await desk.store.enqueue(cancel_all_push(symbol))
+        await store.enqueue(cancel_all_push(symbol))
     elif not moved:  # a retry that finds its moves made: answer once the replicas hold them
-        await desk.store.confirm_replicated()
+        await store.confirm_replicated()
     return moved

@@ -1,17 +1,30 @@
-"""Mapping between the domain Order and the `order` protobuf messages.
+"""Mapping between the `order` protobuf messages and the gateway's commands and the domain Order.
 
-Unspecified enums never map to a default: the gateway rejects them before this runs.
+Requests become commands (`gateway.commands`) here, the only place besides the servicers
+that reads protobuf. An enum value with no domain meaning is kept as its number for the
+handlers to refuse (naming the field); a ListOrders state is the one refused here.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
 
+from gateway.commands import (
+    AmendOrder,
+    CancelAll,
+    CancelOrder,
+    GetOrder,
+    ListOrders,
+    PlaceBatch,
+    PlaceOrder,
+    WatchOrders,
+)
+from orders.errors import InvalidOrder
 from orders.model import Fill, Order, OrderState, OrderType, Side, TimeInForce, WorkingType, decimal_str
 from proto import order_pb2 as pb
 
-SIDE_FROM_PB = {pb.BUY: Side.BUY, pb.SELL: Side.SELL}
-TYPE_FROM_PB = {
+_SIDE_FROM_PB = {pb.BUY: Side.BUY, pb.SELL: Side.SELL}
+_TYPE_FROM_PB = {
     pb.LIMIT: OrderType.LIMIT,
     pb.MARKET: OrderType.MARKET,
     pb.STOP_MARKET: OrderType.STOP_MARKET,
@@ -20,8 +33,8 @@ TYPE_FROM_PB = {
     pb.TAKE_PROFIT_MARKET: OrderType.TAKE_PROFIT_MARKET,
     pb.TRAILING_STOP_MARKET: OrderType.TRAILING_STOP_MARKET,
 }
-WORKING_TYPE_FROM_PB = {pb.CONTRACT_PRICE: WorkingType.CONTRACT_PRICE, pb.MARK_PRICE: WorkingType.MARK_PRICE}
-TIF_FROM_PB = {
+_WORKING_TYPE_FROM_PB = {pb.CONTRACT_PRICE: WorkingType.CONTRACT_PRICE, pb.MARK_PRICE: WorkingType.MARK_PRICE}
+_TIF_FROM_PB = {
     pb.GTC: TimeInForce.GTC,
     pb.IOC: TimeInForce.IOC,
     pb.FOK: TimeInForce.FOK,
@@ -41,11 +54,11 @@ STATE_TO_PB: dict[OrderState, pb.OrderState.ValueType] = {
     OrderState.WAITING_TRIGGER: pb.WAITING_TRIGGER,
     OrderState.TRIGGERED: pb.TRIGGERED,
 }
-STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
-_SIDE_TO_PB = {v: k for k, v in SIDE_FROM_PB.items()}
-_TYPE_TO_PB = {v: k for k, v in TYPE_FROM_PB.items()}
-_TIF_TO_PB = {v: k for k, v in TIF_FROM_PB.items()}
-_WORKING_TYPE_TO_PB = {v: k for k, v in WORKING_TYPE_FROM_PB.items()}
+_STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
+_SIDE_TO_PB = {v: k for k, v in _SIDE_FROM_PB.items()}
+_TYPE_TO_PB = {v: k for k, v in _TYPE_FROM_PB.items()}
+_TIF_TO_PB = {v: k for k, v in _TIF_FROM_PB.items()}
+_WORKING_TYPE_TO_PB = {v: k for k, v in _WORKING_TYPE_FROM_PB.items()}
 
 
 def _optional(value: Decimal | None) -> str:
@@ -111,3 +124,63 @@ def update_to_pb(
         resume_token=resume_token,
         fills=[fill_to_pb(f) for f in fills],
     )
+
+
+def place_order_from_pb(req: pb.CreateOrderRequest) -> PlaceOrder:
+    """The PlaceOrder a CreateOrderRequest asks for; fields as sent (checked by its handler)."""
+    return PlaceOrder(
+        symbol=req.symbol,
+        side=_SIDE_FROM_PB.get(req.side, req.side),
+        type=_TYPE_FROM_PB.get(req.type, req.type),
+        quantity=req.quantity,
+        price=req.price,
+        time_in_force=_TIF_FROM_PB.get(req.time_in_force, req.time_in_force),
+        client_order_id=req.client_order_id,
+        reduce_only=req.reduce_only,
+        post_only=req.post_only,
+        user_id=req.user_id,
+        trigger_price=req.trigger_price,
+        working_type=_WORKING_TYPE_FROM_PB.get(req.working_type, req.working_type),
+        price_protect=req.price_protect,
+        close_position=req.close_position,
+        callback_rate=req.callback_rate,
+        activation_price=req.activation_price,
+    )
+
+
+def place_batch_from_pb(req: pb.CreateOrdersRequest) -> PlaceBatch:
+    return PlaceBatch(orders=tuple(place_order_from_pb(item) for item in req.orders))
+
+
+def cancel_order_from_pb(req: pb.CancelOrderRequest) -> CancelOrder:
+    return CancelOrder(order_id=req.order_id, symbol=req.symbol)
+
+
+def cancel_all_from_pb(req: pb.CancelAllOrdersRequest) -> CancelAll:
+    return CancelAll(symbol=req.symbol)
+
+
+def amend_order_from_pb(req: pb.AmendOrderRequest) -> AmendOrder:
+    return AmendOrder(order_id=req.order_id, price=req.price, quantity=req.quantity)
+
+
+def get_order_from_pb(req: pb.GetOrderRequest) -> GetOrder:
+    return GetOrder(order_id=req.order_id)
+
+
+def list_orders_from_pb(req: pb.ListOrdersRequest) -> ListOrders:
+    """Raises InvalidOrder (field `state`) for a state number with no meaning; unset lists all."""
+    if req.state != pb.STATE_UNSPECIFIED and req.state not in _STATE_FROM_PB:
+        raise InvalidOrder("state", f"unknown value {req.state}")
+    return ListOrders(
+        symbol=req.symbol,
+        states=(_STATE_FROM_PB[req.state],) if req.state in _STATE_FROM_PB else (),
+        start_ms=req.start_time,
+        end_ms=req.end_time,
+        limit=req.limit,
+        page_token=req.page_token,
+    )
+
+
+def watch_orders_from_pb(req: pb.StreamOrderUpdatesRequest) -> WatchOrders:
+    return WatchOrders(symbols=tuple(req.symbols), user_id=req.user_id, resume_token=req.resume_token)

@@ -16,7 +16,7 @@ from gateway.account_admin import AccountServicer
 from gateway.admin_servicer import AdminServicer
 from gateway.admission import Admission
 from gateway.auth import Authenticator
-from gateway.desk import OrderDesk
+from gateway.handlers import Intake
 from gateway.http import HealthChecks, build_http_app
 from gateway.keepalive import keepalive_options
 from gateway.risk import RiskGate
@@ -130,7 +130,7 @@ async def _serve(settings: Settings, stop: asyncio.Event, cleanup: _Cleanup) -> 
     risk_gate = RiskGate(RiskState(redis_client, namespace=settings.redis.namespace), settings.risk)
     risk_gate.start()  # limits, mark prices and the kill switch, reloaded every 0.25 s
     cleanup.add(risk_gate.stop)
-    desk = OrderDesk(
+    intake = Intake(
         store=store,
         rules=rules,
         risk=settings.risk,
@@ -142,14 +142,15 @@ async def _serve(settings: Settings, stop: asyncio.Event, cleanup: _Cleanup) -> 
     server = grpc.aio.server(options=keepalive_options(settings.server))
     auth = Authenticator(settings.auth)
     order_pb2_grpc.add_OrderServiceServicer_to_server(
-        OrderServicer(desk, hub, auth if auth.enabled else None), server
+        OrderServicer(intake, hub, auth if auth.enabled else None), server
     )
     admin_pb2_grpc.add_AdminServiceServicer_to_server(
-        AdminServicer(risk_gate, desk, auth if auth.enabled else None), server
+        AdminServicer(risk_gate, intake, auth if auth.enabled else None), server
     )
-    admin_pb2_grpc.add_AccountServiceServicer_to_server(
-        AccountServicer(settings, redis_client, auth if auth.enabled else None), server
-    )
+    # AccountService calls the exchange through the account's shared budget and breakers.
+    account = AccountServicer.from_settings(settings, redis_client, auth if auth.enabled else None)
+    cleanup.add(account.aclose)
+    admin_pb2_grpc.add_AccountServiceServicer_to_server(account, server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -1,4 +1,6 @@
-"""OrderService over gRPC: identify the caller, call the desk, map results and errors to the wire.
+"""OrderService over gRPC: identify the caller, parse the request into a command, hand it to the
+intake (`gateway.handlers`), map the result to the wire; errors leave through the one status map
+(`gateway.status_mapping.answer`).
 
 Every method first identifies its caller from the call's API key (`gateway.auth`);
 gRPC health and reflection are other services and stay open.
@@ -8,20 +10,29 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
-from gateway import amend, bulk_orders, metrics
+from gateway import metrics
 from gateway.auth import Authenticator, Caller
-from gateway.bulk_orders import ItemResult
-from gateway.desk import OrderDesk
-from gateway.proto_mapping import STATE_FROM_PB, order_to_pb, update_to_pb
+from gateway.commands import Command, Requester
+from gateway.handlers import Intake
+from gateway.proto_mapping import (
+    amend_order_from_pb,
+    cancel_all_from_pb,
+    cancel_order_from_pb,
+    get_order_from_pb,
+    list_orders_from_pb,
+    order_to_pb,
+    place_batch_from_pb,
+    place_order_from_pb,
+    update_to_pb,
+    watch_orders_from_pb,
+)
 from gateway.status_mapping import Context, abort_with, answer, status_of
 from gateway.updates import RESUME_TOKEN_METADATA, UpdateHub
-from gateway.validation import check_stream_request
-from orders.errors import InvalidOrder
-from orders.model import Order
+from orders.errors import OrderServiceError
 from orders.store import CreateResult
-from orders.store_queries import OrderPage
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 
@@ -33,11 +44,14 @@ def _client(user_id: str, context: Context) -> str:
     return user_id or context.peer().rsplit(":", 1)[0]
 
 
+R = TypeVar("R")
+
+
 class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     """The OrderService methods; `auth` None means authentication is off (tests)."""
 
-    def __init__(self, desk: OrderDesk, hub: UpdateHub, auth: Authenticator | None = None) -> None:
-        self._desk = desk
+    def __init__(self, intake: Intake, hub: UpdateHub, auth: Authenticator | None = None) -> None:
+        self._intake = intake
         self._hub = hub
         self._auth = auth
 
@@ -48,37 +62,31 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             return None
         return await self._auth.authenticate(context.invocation_metadata(), peer=context.peer())
 
+    async def _run(self, context: Context, parse: Callable[[], Command[R]], user_id: str = "") -> R:
+        """Identify the caller, parse the request and hand the command to the intake, charged to
+        the caller (or `user_id`, else the peer); whatever is raised ends the call mapped."""
+
+        async def run() -> R:
+            caller = await self._caller(context)
+            command = parse()
+            return await self._intake.handle(command, Requester(caller, _client(user_id, context)))
+
+        return await answer(context, run)
+
     async def CreateOrder(self, request: pb.CreateOrderRequest, context: Context) -> pb.CreateOrderResponse:
         started = time.perf_counter()
-
-        async def create() -> CreateResult:
-            caller = await self._caller(context)
-            return await self._desk.create(request, _client(request.user_id, context), caller)
-
         try:
-            result = await answer(context, create)
+            result = await self._run(context, lambda: place_order_from_pb(request), request.user_id)
         except Exception:
             metrics.ORDERS_REJECTED.inc()
             raise
         if result.created:
             metrics.ORDERS_CREATED.inc()
         metrics.ORDER_LATENCY.observe(time.perf_counter() - started)
-        order = result.order
-        return pb.CreateOrderResponse(
-            order_id=order.order_id,
-            client_order_id=order.client_order_id,
-            state=order_to_pb(order).state,
-            timestamp=order.created_at,
-            duplicate=not result.created,
-            order=order_to_pb(order),
-        )
+        return _created_to_pb(result)
 
     async def CancelOrder(self, request: pb.CancelOrderRequest, context: Context) -> pb.CancelOrderResponse:
-        async def cancel() -> Order:
-            caller = await self._caller(context)
-            return await self._desk.cancel(request.order_id, request.symbol, _client("", context), caller)
-
-        order = await answer(context, cancel)
+        order = await self._run(context, lambda: cancel_order_from_pb(request))
         metrics.ORDERS_CANCELED.inc()
         message = order_to_pb(order)
         return pb.CancelOrderResponse(
@@ -86,31 +94,11 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         )
 
     async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.GetOrderResponse:
-        async def get() -> Order:
-            caller = await self._caller(context)
-            return await self._desk.read_order(request.order_id, _client("", context), caller)
-
-        order = await answer(context, get)
+        order = await self._run(context, lambda: get_order_from_pb(request))
         return pb.GetOrderResponse(order=order_to_pb(order))
 
     async def ListOrders(self, request: pb.ListOrdersRequest, context: Context) -> pb.ListOrdersResponse:
-        async def list_orders() -> OrderPage:
-            caller = await self._caller(context)
-            if request.state != pb.STATE_UNSPECIFIED and request.state not in STATE_FROM_PB:
-                raise InvalidOrder("state", f"unknown value {request.state}")
-            states = [STATE_FROM_PB[request.state]] if request.state in STATE_FROM_PB else []
-            return await self._desk.list_orders(
-                symbol=request.symbol,
-                states=states,
-                start_ms=request.start_time,
-                end_ms=request.end_time,
-                limit=request.limit,
-                page_token=request.page_token,
-                client=_client("", context),
-                caller=caller,
-            )
-
-        page = await answer(context, list_orders)
+        page = await self._run(context, lambda: list_orders_from_pb(request))
         return pb.ListOrdersResponse(
             orders=[order_to_pb(o) for o in page.orders], next_page_token=page.next_page_token
         )
@@ -118,32 +106,19 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     async def CreateOrders(
         self, request: pb.CreateOrdersRequest, context: Context
     ) -> pb.CreateOrdersResponse:
-        async def create_all() -> list[ItemResult]:
-            caller = await self._caller(context)
-            return await bulk_orders.create_many(self._desk, request.orders, _client("", context), caller)
-
-        results = await answer(context, create_all)
+        results = await self._run(context, lambda: place_batch_from_pb(request))
         return pb.CreateOrdersResponse(results=[_item_to_pb(item) for item in results])
 
     async def CancelAllOrders(
         self, request: pb.CancelAllOrdersRequest, context: Context
     ) -> pb.CancelAllOrdersResponse:
-        async def cancel_all() -> list[Order]:
-            caller = await self._caller(context)
-            return await bulk_orders.cancel_all(self._desk, request.symbol, _client("", context), caller)
-
-        orders = await answer(context, cancel_all)
+        orders = await self._run(context, lambda: cancel_all_from_pb(request))
         metrics.ORDERS_CANCELED.inc(len(orders))
         return pb.CancelAllOrdersResponse(orders=[order_to_pb(o) for o in orders])
 
     async def AmendOrder(self, request: pb.AmendOrderRequest, context: Context) -> pb.AmendOrderResponse:
-        async def amend_order() -> Order:
-            caller = await self._caller(context)
-            return await amend.amend(
-                self._desk, request.order_id, request.price, request.quantity, _client("", context), caller
-            )
-
-        return pb.AmendOrderResponse(order=order_to_pb(await answer(context, amend_order)))
+        order = await self._run(context, lambda: amend_order_from_pb(request))
+        return pb.AmendOrderResponse(order=order_to_pb(order))
 
     async def StreamOrderUpdates(
         self, request: pb.StreamOrderUpdatesRequest, context: Context
@@ -155,13 +130,12 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         holds its cap of open streams (server.max_streams_per_client, server.max_streams).
         """
 
-        async def start() -> tuple[Caller | None, str]:
+        async def open_stream() -> tuple[Caller | None, str]:
             caller = await self._caller(context)
-            check_stream_request(request.symbols, request.user_id, request.resume_token)
-            self._desk.admit(caller, _client("", context), read=True)
+            await self._intake.handle(watch_orders_from_pb(request), Requester(caller, _client("", context)))
             return caller, self._hub.resume_point(request.resume_token)
 
-        caller, after = await answer(context, start)
+        caller, after = await answer(context, open_stream)
         owner = caller.name if caller is not None else None
         client = owner if owner is not None else _client("", context)
         metrics.UPDATE_STREAMS.inc()
@@ -184,20 +158,22 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             metrics.UPDATE_STREAMS.dec()
 
 
-def _item_to_pb(item: ItemResult) -> pb.CreateOrderResult:
-    """One batch item on the wire: its CreateOrder answer, or its error's status name and message."""
-    if item.error is not None:
-        return pb.CreateOrderResult(error_code=status_of(item.error).name, error_message=str(item.error))
-    assert item.created is not None
-    order = item.created.order
+def _created_to_pb(created: CreateResult) -> pb.CreateOrderResponse:
+    """A CreateOrder answer: the order, and whether it was there already (`duplicate`)."""
+    order = created.order
     message = order_to_pb(order)
-    return pb.CreateOrderResult(
-        response=pb.CreateOrderResponse(
-            order_id=order.order_id,
-            client_order_id=order.client_order_id,
-            state=message.state,
-            timestamp=order.created_at,
-            duplicate=not item.created.created,
-            order=message,
-        )
+    return pb.CreateOrderResponse(
+        order_id=order.order_id,
+        client_order_id=order.client_order_id,
+        state=message.state,
+        timestamp=order.created_at,
+        duplicate=not created.created,
+        order=message,
     )
+
+
+def _item_to_pb(item: CreateResult | OrderServiceError) -> pb.CreateOrderResult:
+    """One batch item on the wire: its CreateOrder answer, or its error's status name and message."""
+    if isinstance(item, OrderServiceError):
+        return pb.CreateOrderResult(error_code=status_of(item).name, error_message=str(item))
+    return pb.CreateOrderResult(response=_created_to_pb(item))

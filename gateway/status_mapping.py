@@ -2,7 +2,9 @@
 
 Every servicer (OrderService, AdminService, AccountService) runs its work through `answer`
 (or hands what its stream raised to `abort_with`), so every error leaves the gateway here:
-the service's own errors by the table below, an order store (Redis) failure as UNAVAILABLE
+the service's own errors by the table below (StoreUnavailable, which the order store's
+adapters raise for an outage, is UNAVAILABLE with its message; the exchange's errors as the
+AccountService needs them), a raw redis error still reaching the gateway as UNAVAILABLE
 saying which, and anything else (a bug) as INTERNAL with an error id. The client then reads
 "internal error <id>; the gateway log has the details" and the log line, with its
 traceback, carries the same id: never a Python class name or an exception's text, which

@@ -1,8 +1,9 @@
-"""Turn a CreateOrderRequest into an Order, or say exactly which field breaks which rule.
+"""The rules a request's fields must meet, each refusal naming the field and the rule.
 
-Checks the request's shape, the symbol's exchange filters (tick, step, min/max,
-min notional) with Decimal arithmetic, and our risk limits. Nothing is stored until
-this has passed.
+A leaf the handlers call (`gateway.handlers` and the modules it routes to): the bounds and
+shapes of every string a client sends, decimal parsing, client order ids and the per-order
+risk sizes. Building an Order from a PlaceOrder, with the symbol's exchange filters, is
+`gateway.order_builder`'s; the conditional kinds' terms `gateway.order_kinds`'.
 
 Every string a client sends has a length bound, checked before anything else reads
 it, and an error quotes at most a short prefix of a bad value (`quote`): a gRPC status
@@ -14,15 +15,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
 from uuid import uuid4
 
-from gateway.proto_mapping import SIDE_FROM_PB, TIF_FROM_PB, TYPE_FROM_PB
+from gateway.commands import CancelAll, CancelOrder, ListOrders, PlaceBatch, PlaceOrder
 from orders.errors import InvalidOrder, RiskLimitExceeded
-from orders.exact import product
-from orders.model import Order, OrderType, TimeInForce, decimal_str
-from orders.rules import SymbolRules, parse_decimal
-from proto import order_pb2 as pb
+from orders.model import decimal_str
+from orders.rules import parse_decimal
 from runtime.settings import RiskSettings
 
 CLIENT_ORDER_ID = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
@@ -41,6 +39,11 @@ MAX_ORDER_ID_CHARS = 64
 MAX_PAGE_TOKEN_CHARS = 256
 MAX_RESUME_TOKEN_CHARS = 64
 MAX_STREAM_SYMBOLS = 100
+MAX_PAGE = 500
+DEFAULT_PAGE = 100
+MAX_BATCH_ITEMS = 20
+# The conditional kinds' decimal strings (gateway.order_kinds), bounded with the others.
+_CONDITIONAL_DECIMALS = ("trigger_price", "callback_rate", "activation_price")
 
 
 def quote(value: str) -> str:
@@ -75,19 +78,60 @@ def check_symbol_text(field: str, symbol: str) -> None:
         )
 
 
-def check_create_text(req: pb.CreateOrderRequest) -> None:
-    """Bound every string field of a CreateOrderRequest before anything else reads it.
-
-    Raises InvalidOrder naming the field and its limit.
-    """
-    check_length("symbol", req.symbol, MAX_SYMBOL_CHARS)
-    check_length("quantity", req.quantity, MAX_DECIMAL_CHARS)
-    check_length("price", req.price, MAX_DECIMAL_CHARS)
-    if len(req.client_order_id) > MAX_CLIENT_ORDER_ID_CHARS:
+def check_create_text(command: PlaceOrder) -> None:
+    """Bound every string field of a PlaceOrder before anything else reads it (its user_id may
+    key its client's request rate). Raises InvalidOrder naming the field and its limit."""
+    check_length("symbol", command.symbol, MAX_SYMBOL_CHARS)
+    check_length("quantity", command.quantity, MAX_DECIMAL_CHARS)
+    check_length("price", command.price, MAX_DECIMAL_CHARS)
+    if len(command.client_order_id) > MAX_CLIENT_ORDER_ID_CHARS:
         raise InvalidOrder(
-            "client_order_id", f"{_CLIENT_ORDER_ID_RULE}, got {len(req.client_order_id)} characters"
+            "client_order_id", f"{_CLIENT_ORDER_ID_RULE}, got {len(command.client_order_id)} characters"
         )
-    check_user_id("user_id", req.user_id)
+    check_user_id("user_id", command.user_id)
+    for field in _CONDITIONAL_DECIMALS:
+        check_length(field, getattr(command, field), MAX_DECIMAL_CHARS)
+
+
+def check_batch(command: PlaceBatch) -> None:
+    """CreateOrders holds 1-20 orders; raises InvalidOrder (field `orders`). Items are checked alone."""
+    if not command.orders:
+        raise InvalidOrder("orders", "must hold at least one order")
+    if len(command.orders) > MAX_BATCH_ITEMS:
+        raise InvalidOrder("orders", f"at most {MAX_BATCH_ITEMS} orders per call, got {len(command.orders)}")
+
+
+def check_order_id(order_id: str) -> None:
+    """An order id is given and at most 64 characters; raises InvalidOrder (field `order_id`)."""
+    if not order_id:
+        raise InvalidOrder("order_id", "is required")
+    check_length("order_id", order_id, MAX_ORDER_ID_CHARS)
+
+
+def check_cancel(command: CancelOrder) -> None:
+    """CancelOrder's id, and its symbol's shape if one is given."""
+    check_order_id(command.order_id)
+    if command.symbol:
+        check_symbol_text("symbol", command.symbol)
+
+
+def check_cancel_all(command: CancelAll) -> None:
+    """CancelAllOrders names a well-formed symbol."""
+    if not command.symbol:
+        raise InvalidOrder("symbol", "is required, e.g. BTCUSDT")
+    check_symbol_text("symbol", command.symbol)
+
+
+def check_list(command: ListOrders) -> None:
+    """ListOrders' filters: symbol shape, page token length, limit 0-500, time bounds in order."""
+    if command.symbol:
+        check_symbol_text("symbol", command.symbol)
+    check_length("page_token", command.page_token, MAX_PAGE_TOKEN_CHARS)
+    if command.limit < 0 or command.limit > MAX_PAGE:
+        raise InvalidOrder("limit", f"must be between 1 and {MAX_PAGE} (0 means {DEFAULT_PAGE})")
+    start_ms, end_ms = command.start_ms, command.end_ms
+    if start_ms < 0 or end_ms < 0 or (end_ms and start_ms and end_ms <= start_ms):
+        raise InvalidOrder("end_time", "must be after start_time (Unix ms; 0 = no bound)")
 
 
 def check_stream_request(symbols: Sequence[str], user_id: str, resume_token: str) -> None:
@@ -117,108 +161,6 @@ def mint_client_order_id() -> str:
     return f"oe-{uuid4().hex}"
 
 
-def build_order(req: pb.CreateOrderRequest, rules: dict[str, SymbolRules], risk: RiskSettings) -> Order:
-    """Validate `req` and return the NEW order it describes.
-
-    Raises InvalidOrder (or RiskLimitExceeded) naming the first field that breaks a rule.
-    `risk` is the limits in force; MARKET notional and the mark-price checks are
-    `gateway.risk`'s, the counting limits the order store's.
-    Conditional kinds are checked by `gateway.order_kinds`.
-    """
-    from gateway.order_kinds import CONDITIONAL_KINDS, build_conditional_order, check_plain_order
-
-    check_create_text(req)
-    symbol_rules = _check_symbol(req.symbol, rules, risk)
-    if req.side not in SIDE_FROM_PB:
-        raise InvalidOrder("side", _enum_rule(req.side, "BUY or SELL"))
-    if req.type not in TYPE_FROM_PB:
-        raise InvalidOrder("type", _enum_rule(req.type, f"LIMIT, MARKET, {CONDITIONAL_KINDS}"))
-    order_type = TYPE_FROM_PB[req.type]
-    if order_type.is_conditional:
-        return build_conditional_order(req, order_type, symbol_rules, risk)
-    check_plain_order(req)
-    quantity = parse_request_decimal("quantity", req.quantity)
-    symbol_rules.check_quantity(quantity, order_type)
-
-    price: Decimal | None = None
-    tif: TimeInForce | None = None
-    if order_type is OrderType.LIMIT:
-        price = parse_request_decimal("price", req.price)
-        symbol_rules.check_price(price)
-        tif = _limit_time_in_force(req)
-        symbol_rules.check_notional(price, quantity, reduce_only=req.reduce_only)
-        check_order_size(product("quantity", price, quantity), quantity, risk)
-    else:
-        if req.price.strip():
-            raise InvalidOrder("price", "must be empty for MARKET orders")
-        if req.time_in_force != pb.TIF_UNSPECIFIED:
-            raise InvalidOrder("time_in_force", "must be unset for MARKET orders")
-        if req.post_only:
-            raise InvalidOrder("post_only", "applies to LIMIT orders only")
-        check_order_size(None, quantity, risk)
-
-    return new_order(req, order_type, quantity, price, tif, post_only=req.post_only)
-
-
-def new_order(
-    req: pb.CreateOrderRequest,
-    order_type: OrderType,
-    quantity: Decimal,
-    price: Decimal | None,
-    time_in_force: TimeInForce | None,
-    **terms: Any,
-) -> Order:
-    """A new Order (fresh id, the request's or a generated client id) from checked terms; ``terms`` are
-    the further Order fields of its kind (post_only, trigger_price...)."""
-    return Order(
-        order_id=str(uuid4()),
-        client_order_id=request_client_order_id(req),
-        symbol=req.symbol,
-        side=SIDE_FROM_PB[req.side],
-        type=order_type,
-        quantity=quantity,
-        price=price,
-        time_in_force=time_in_force,
-        reduce_only=req.reduce_only,
-        user_id=req.user_id,
-        **terms,
-    )
-
-
-def _check_symbol(symbol: str, rules: dict[str, SymbolRules], risk: RiskSettings) -> SymbolRules:
-    if not symbol:
-        raise InvalidOrder("symbol", "is required, e.g. BTCUSDT")
-    check_symbol_text("symbol", symbol)
-    found = rules.get(symbol)
-    if found is None:
-        raise InvalidOrder(
-            "symbol",
-            f"{symbol} is not traded here (not in the `symbols` setting, or not listed by the exchange)",
-        )
-    if risk.allowed_symbols and symbol not in risk.allowed_symbols:
-        raise RiskLimitExceeded(
-            "symbol",
-            f"{symbol} is not traded here (allowed: {', '.join(risk.allowed_symbols)}; risk.allowed_symbols)",
-            limit="allowed_symbols",
-        )
-    if found.status != "TRADING":
-        raise InvalidOrder("symbol", f"{symbol} is not trading (status {found.status})")
-    return found
-
-
-def _limit_time_in_force(req: pb.CreateOrderRequest) -> TimeInForce:
-    if req.time_in_force == pb.TIF_UNSPECIFIED:
-        if req.post_only:
-            return TimeInForce.GTX
-        raise InvalidOrder("time_in_force", "is required for LIMIT orders (GTC, IOC, FOK or GTX)")
-    if req.time_in_force not in TIF_FROM_PB:
-        raise InvalidOrder("time_in_force", _enum_rule(req.time_in_force, "GTC, IOC, FOK or GTX"))
-    tif = TIF_FROM_PB[req.time_in_force]
-    if req.post_only and tif not in (TimeInForce.GTX, TimeInForce.GTC):
-        raise InvalidOrder("time_in_force", f"post_only orders rest as GTX; {tif} cannot be post-only")
-    return tif
-
-
 def check_order_size(notional: Decimal | None, quantity: Decimal, risk: RiskSettings) -> None:
     """Raise RiskLimitExceeded if `quantity` or `notional` is over the risk settings' per-order limits."""
     if risk.max_order_quantity and quantity > risk.max_order_quantity:
@@ -237,18 +179,19 @@ def check_order_size(notional: Decimal | None, quantity: Decimal, risk: RiskSett
         )
 
 
-def _enum_rule(value: int, allowed: str) -> str:
+def enum_rule(value: int, allowed: str) -> str:
+    """The rule an enum field broke: unset (0), or a number outside `allowed`."""
     if value == 0:
         return f"is required ({allowed})"
     return f"unknown value {value} (expected {allowed})"
 
 
-def request_client_order_id(req: pb.CreateOrderRequest) -> str:
-    """The request's client_order_id, or a fresh one if it has none.
+def request_client_order_id(command: PlaceOrder) -> str:
+    """The command's client_order_id, or a fresh one if it has none.
 
     Raises InvalidOrder if the given one breaks the rule.
     """
-    client_order_id = req.client_order_id or mint_client_order_id()
+    client_order_id = command.client_order_id or mint_client_order_id()
     if not CLIENT_ORDER_ID.fullmatch(client_order_id):
         raise InvalidOrder("client_order_id", f"{_CLIENT_ORDER_ID_RULE}, got {quote(client_order_id)}")
     return client_order_id

@@ -60,11 +60,11 @@ MAPPED_DIRECTORIES = ("opt", "src", "tmp", "app", "root")
 # The modules each role (`order-execution <role>`) runs; `up` starts the others as `python -m cli <role>`.
 ROLE_MODULES: dict[str, tuple[str, ...]] = {
     "gateway": ("gateway.server", "runtime.logs"),
-    "worker": ("workers.process", "cli.processes"),
+    "worker": ("workers.process", "launcher.processes"),
     "listener": ("listener.process",),
     "dashboard": ("cli.dashboard",),
     "sim": ("usdm_simulator.cli",),
-    "up": ("cli.up", "cli.stack"),
+    "up": ("cli.up", "launcher.stack"),
 }
 _MAPPED = re.compile(rf"(?<![\w./$-])/(?:{'|'.join(MAPPED_DIRECTORIES)})(?![\w.-])")
 _CD_ROOT = re.compile(r"(?<![\w/-])cd /(?=[\s;&|)]|$)")

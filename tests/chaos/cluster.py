@@ -1,4 +1,5 @@
-"""Every process of the chaos test: its own Redis and NATS, the simulator, gateway, workers, listeners.
+"""Every process of the chaos test: its own Redis and NATS, the simulator, gateway, workers, listeners,
+started through the one `Launcher` (launcher/launch.py).
 
 Each one is a `ManagedProcess` in its own process group, so `kill -9` of a Dramatiq
 worker takes its forked children with it. Every incarnation (restarts included) is kept
@@ -13,16 +14,16 @@ import secrets
 import shutil
 import sys
 import time
-from collections import Counter
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
 import yaml
 
-from cli.processes import ManagedProcess, free_port, http_ok, port_open, python_command
+from launcher.launch import Launcher
+from launcher.processes import ManagedProcess, free_port, group_pids
+from launcher.service_env import gateway_port_env, isolated_env
 
 REPO = Path(__file__).resolve().parents[2]
 # The service as the chaos tests run it: short timeouts, sweeps and leases, so that a fault is
@@ -52,23 +53,6 @@ def find_binary(name: str) -> str | None:
     return str(sbin) if sbin.is_file() else None
 
 
-def group_pids(pgid: int) -> set[int]:
-    """Pids of the live processes in process group `pgid` (read from /proc)."""
-    pids: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        # A zombie has exited; it only waits to be reaped (in a container, PID 1 may never do it).
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
-            pids.add(int(entry.name))
-    return pids
-
-
 @dataclass
 class ClusterConfig:
     symbols: list[str]
@@ -87,7 +71,6 @@ class ChaosCluster:
     root: Path
     redis_bin: str
     nats_bin: str
-    started: list[ManagedProcess] = field(default_factory=list)
     workers: list[ManagedProcess] = field(default_factory=list)
     listeners: list[ManagedProcess] = field(default_factory=list)
 
@@ -100,10 +83,18 @@ class ChaosCluster:
         self.redis_port, self.nats_port, self.sim_port = free_port(), free_port(), free_port()
         self.grpc_port, self.http_port = free_port(), free_port()
         self.api_key, self.api_secret = secrets.token_hex(32), secrets.token_hex(32)
-        self._incarnations: Counter[str] = Counter()
+        # Processes are started (and replaced) from several threads: none may die with its starter.
+        self.launcher = Launcher(
+            self.logs, env=self.service_env(), base_env=isolated_env(), cwd=self.logs, die_with_parent=False
+        )
         self.redis_proc: ManagedProcess | None = None
         self.nats_proc: ManagedProcess | None = None
         self.gateway: ManagedProcess | None = None
+
+    @property
+    def started(self) -> list[ManagedProcess]:
+        """Every process started so far, replacements included, oldest first."""
+        return self.launcher.started
 
     # ------------------------------------------------------------------ addresses
     @property
@@ -129,16 +120,13 @@ class ChaosCluster:
 
     def service_env(self) -> dict[str, str]:
         return {
-            "PYTHONPATH": str(REPO),
-            "ORDER_EXECUTION_CONFIG": "",
             "REDIS_ADDRESS": f"127.0.0.1:{self.redis_port}",
             "NATS_ADDRESS": f"nats://127.0.0.1:{self.nats_port}",
             "BINANCE_BASE_URL": self.exchange_base,
             "BINANCE_API_KEY": self.api_key,
             "BINANCE_SECRET_KEY": self.api_secret,
             "ORDER_EXECUTION__SERVER__HOST": "127.0.0.1",
-            "ORDER_EXECUTION__SERVER__GRPC_PORT": str(self.grpc_port),
-            "ORDER_EXECUTION__SERVER__HTTP_PORT": str(self.http_port),
+            **gateway_port_env(self.grpc_port, self.http_port),
             "ORDER_EXECUTION__REDIS__NAMESPACE": self.config.namespace,
             "LOG_FORMAT": "text",
             "ORDER_EXECUTION__AUTH__ENABLED": "false",  # the chaos clients call without an API key
@@ -146,49 +134,11 @@ class ChaosCluster:
         }
 
     # ------------------------------------------------------------------ starting
-    def _start(self, role: str, command: list[str], env: Mapping[str, str]) -> ManagedProcess:
-        self._incarnations[role] += 1
-        n = self._incarnations[role]
-        name = role if n == 1 else f"{role}.{n}"
-        process = ManagedProcess(name, command, dict(env), log_dir=self.logs, cwd=self.logs)
-        self.started.append(process.start())
-        return process
-
     def start_redis(self) -> None:
-        command = [
-            self.redis_bin,
-            "--bind", "127.0.0.1",
-            "--port", str(self.redis_port),
-            "--save", "",
-            "--appendonly", "yes",
-            "--dir", str(self.redis_dir),
-        ]  # fmt: skip
-        self.redis_proc = self._start("redis", command, {})
-
-        def pong() -> bool:
-            client = self.redis_client()
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-            finally:
-                client.close()
-
-        self.redis_proc.wait_until("answering PING", pong, timeout_s=20)
+        self.redis_proc = self.launcher.redis(self.redis_bin, self.redis_port, self.redis_dir, timeout_s=20)
 
     def start_nats(self) -> None:
-        command = [
-            self.nats_bin,
-            "-a",
-            "127.0.0.1",
-            "-p",
-            str(self.nats_port),
-            "-js",
-            "-sd",
-            str(self.nats_dir),
-        ]
-        self.nats_proc = self._start("nats", command, {})
-        self.nats_proc.wait_until("listening", lambda: port_open("127.0.0.1", self.nats_port), timeout_s=20)
+        self.nats_proc = self.launcher.nats(self.nats_bin, self.nats_port, self.nats_dir, timeout_s=20)
 
     def start_simulator(self) -> None:
         sim_config = {
@@ -206,18 +156,10 @@ class ChaosCluster:
         }
         path = self.root / "simulator.yaml"
         path.write_text(yaml.safe_dump(sim_config))
-        command = python_command(
-            "usdm_simulator", "--config", str(path), "--port", str(self.sim_port),
-            "--account", f"{self.api_key}:{self.api_secret}",
-        )  # fmt: skip
-        sim = self._start("simulator", command, {"PYTHONPATH": str(REPO)})
-        sim.wait_until("listening", lambda: http_ok(f"{self.exchange_base}/fapi/v1/time"))
+        self.launcher.simulator(self.sim_port, self.api_key, self.api_secret, "--config", str(path))
 
     def start_worker(self, slot: int) -> ManagedProcess:
-        command = python_command(
-            "cli", "worker", "--processes", "1", "--max-in-flight", str(self.config.worker_max_in_flight)
-        )
-        process = self._start(f"worker-{slot}", command, self.service_env())
+        process = self.launcher.worker(f"worker-{slot}", max_in_flight=self.config.worker_max_in_flight)
         if slot < len(self.workers):
             self.workers[slot] = process
         else:
@@ -225,7 +167,7 @@ class ChaosCluster:
         return process
 
     def start_listener(self, slot: int) -> ManagedProcess:
-        process = self._start(f"listener-{slot}", python_command("cli", "listener"), self.service_env())
+        process = self.launcher.listener(f"listener-{slot}")
         if slot < len(self.listeners):
             self.listeners[slot] = process
         else:
@@ -237,10 +179,8 @@ class ChaosCluster:
 
         Raises RuntimeError (with its log tail) if it exits or is not ready within `timeout_s`.
         """
-        gateway = self._start("gateway", python_command("cli", "gateway"), self.service_env())
-        self.gateway = gateway
-        gateway.wait_until("ready", lambda: http_ok(f"{self.http_base}/health/ready"), timeout_s=timeout_s)
-        return gateway
+        self.gateway = self.launcher.gateway("gateway", f"{self.http_base}/health/ready", timeout_s=timeout_s)
+        return self.gateway
 
     def start_all(self) -> None:
         self.start_redis()
@@ -315,23 +255,9 @@ class ChaosCluster:
 
     # ------------------------------------------------------------------ cleanup
     def stop_all(self) -> None:
-        """Stop every process ever started, by pid: service processes first (in parallel), servers last."""
-        servers = {"redis", "nats", "simulator"}
-        first = [p for p in self.started if p.name.split(".")[0] not in servers]
-        last = [p for p in self.started if p.name.split(".")[0] in servers]
-        with ThreadPoolExecutor(max_workers=max(1, len(first))) as pool:
-            list(pool.map(lambda p: p.stop(timeout_s=8), first))
-        for process in reversed(last):
-            process.stop(timeout_s=8)
+        """Stop every process ever started, by pid: service processes first (all at once), servers last."""
+        self.launcher.stop(timeout_s=8, services_at_once=True)
 
     def leftovers(self) -> list[int]:
         """Pids still alive in any process group this cluster started (should be none after stop_all)."""
-        deadline = time.monotonic() + 3  # SIGKILLed processes may take a moment to go
-        while True:
-            alive: list[int] = []
-            for process in self.started:
-                if process.process is not None:
-                    alive.extend(sorted(group_pids(process.process.pid)))
-            if not alive or time.monotonic() > deadline:
-                return alive
-            time.sleep(0.1)
+        return self.launcher.leftovers()

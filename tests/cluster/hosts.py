@@ -8,7 +8,7 @@
 
 Each host is a network namespace of a `TestNetwork`; each server listens on its host's
 address at its usual port. The servers' configs come from the same functions as `up --ha`'s
-(cli/ha_server_configs.py), with passwords made for the run. Every process is a
+(launcher/ha_server_configs.py), with passwords made for the run. Every process is a
 `ManagedProcess` (its own process group, started through `ip netns exec`, which execs it, so
 its pid is its own) and is stopped by pid in `stop_all`. The test's own probes (Redis,
 sentinels, HTTP) run on a thread inside the clients' host, which reaches every other.
@@ -35,11 +35,12 @@ import redis
 import yaml
 from redis.sentinel import Sentinel
 
-from cli.embedded_servers import NATS_USER, embedded_redis_command
-from cli.ha_server_configs import MASTER_NAME, nats_node_config, redis_node_config, sentinel_config
-from cli.ha_servers import jetstream_answers, replicas_online, sentinel_sees_all
-from cli.processes import ManagedProcess, python_command
-from tests.chaos.cluster import REPO, group_pids
+from launcher.embedded_servers import NATS_USER
+from launcher.ha_server_configs import MASTER_NAME, nats_node_config, redis_node_config, sentinel_config
+from launcher.ha_servers import jetstream_answers, replicas_online, sentinel_sees_all
+from launcher.launch import redis_command, service_command, simulator_command
+from launcher.processes import ManagedProcess, group_pids, python_command
+from launcher.service_env import REPO
 from tests.cluster.netns import HostThreads, TestNetwork
 
 HOSTS = ("a", "b", "c", "x", "clients")
@@ -218,7 +219,7 @@ class Machines:
                     self.redis_password, None if host == "a" else REDIS_PORT, primary_host=primary
                 )
             )
-            command = embedded_redis_command(
+            command = redis_command(
                 self.redis_bin, REDIS_PORT, data, data / "redis.pid", config, host=self.address(host)
             )
             self._start(host, "redis", command)
@@ -261,23 +262,23 @@ class Machines:
     def start_simulator(self) -> None:
         path = self.root / "simulator.yaml"
         path.write_text(yaml.safe_dump(dict(self.simulator_config)))
-        command = python_command(
-            "usdm_simulator", "--config", str(path), "--host", self.address("x"),
-            "--port", str(SIMULATOR_PORT), "--account", f"{self.exchange_key}:{self.exchange_secret}",
+        command = simulator_command(
+            SIMULATOR_PORT, self.exchange_key, self.exchange_secret,
+            "--config", str(path), "--host", self.address("x"),
         )  # fmt: skip
         self._start("x", "simulator", command, {"PYTHONPATH": str(REPO)})
         self._wait("the simulator answering", lambda: self._http_ok(f"{self.exchange_base}/fapi/v1/time"))
 
     def start_service(self) -> None:
         """The leading listener first (on a), then gateways, workers and the standby listener."""
-        self._start("a", "listener", python_command("cli", "listener"), self.service_env("a"))
+        self._start("a", "listener", service_command("listener"), self.service_env("a"))
         self._wait("a listener holding the lease", lambda: bool(self._lease()))
         for host in ("a", "b"):
-            self._start(host, "gateway", python_command("cli", "gateway"), self.service_env(host))
+            self._start(host, "gateway", service_command("gateway"), self.service_env(host))
         for host in ("b", "c"):
-            command = python_command("cli", "worker", "--processes", "1", "--max-in-flight", "16")
+            command = service_command("worker", "--processes", "1", "--max-in-flight", "16")
             self._start(host, "worker", command, self.service_env(host))
-        self._start("c", "listener", python_command("cli", "listener"), self.service_env("c"))
+        self._start("c", "listener", service_command("listener"), self.service_env("c"))
         for host in ("a", "b"):
             url = f"http://{self.address(host)}:{HTTP_PORT}/health/ready"
             self._wait(f"the gateway on {host} ready", partial(self._http_ok, url))

@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from cli.embedded_servers import NATS_USER
+from launcher.embedded_servers import NATS_USER
 from runtime.settings import NatsSettings
 from tests.chaos.cluster import QUICK_SETTLEMENT, find_binary
 from tests.chaos.workload import plain, sizing_for

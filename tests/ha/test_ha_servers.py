@@ -1,4 +1,4 @@
-"""`cli/ha_servers.py` against real servers: a Redis primary, two replicas, three sentinels and a
+"""`launcher/ha_servers.py` against real servers: a Redis primary, two replicas, three sentinels and a
 3-node NATS cluster on free loopback ports, started, found healthy, closed to a client without
 the password, failed over when the primary is killed, and gone (every pid) after the stop.
 """
@@ -18,9 +18,9 @@ import nats
 import pytest
 import redis
 
-from cli.embedded_servers import nats_server_binary
-from cli.ha_servers import HaServers, running_ha_servers
-from cli.processes import port_open
+from launcher.embedded_servers import nats_server_binary
+from launcher.ha_servers import HaServers, running_ha_servers
+from launcher.processes import port_open
 from runtime.settings import load_settings
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
 """A NATS node dies under the outbox relay: every update reaches the replicated stream exactly once.
 
-Real parts only: the servers `up --ha` runs (cli/ha_servers.py: three nats-server processes
+Real parts only: the servers `up --ha` runs (launcher/ha_servers.py: three nats-server processes
 clustered with JetStream, a Redis primary with replicas, on free loopback ports, files in a temp
 dir), the primary holding the outbox (the machine's shared Redis and NATS are not touched, so no
 lock is needed), and the service's relay (`listener.relay.OutboxRelay`) publishing through
@@ -31,7 +31,7 @@ import pytest
 import redis.asyncio as aioredis
 from nats.aio.client import Client as NatsClient
 
-from cli.ha_servers import HaServers, Server, running_ha_servers
+from launcher.ha_servers import HaServers, Server, running_ha_servers
 from listener.events import DUPLICATE_WINDOW_S, EventBus, update_subject
 from listener.relay import RELAY_GROUP, OutboxRelay
 from orders.model import Fill, Order, OrderState
@@ -50,7 +50,7 @@ KILL_AFTER_PUBLISHED = 200
 
 @pytest.fixture
 def ha_servers(tmp_path: Path) -> Iterator[HaServers]:
-    """`up --ha`'s servers (cli/ha_servers.py), stopped by pid afterwards, on failure too."""
+    """`up --ha`'s servers (launcher/ha_servers.py), stopped by pid afterwards, on failure too."""
     with running_ha_servers(tmp_path) as servers:
         yield servers
 

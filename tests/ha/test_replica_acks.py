@@ -28,8 +28,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from cli.processes import free_port
 from gateway.updates import UpdateHub
+from launcher.processes import free_port
 from orders.replicas import ReplicaAcks
 from orders.store import OrderStore
 from tests import factories

@@ -37,9 +37,11 @@ import redis.sentinel
 from pydantic import SecretStr
 
 from cli.dashboard import dashboard_broker
-from cli.embedded_servers import ensure_redis
-from cli.processes import ManagedProcess, free_port, port_open
 from gateway.status_mapping import status_of, store_failure_message
+from launcher.embedded_servers import ensure_redis
+from launcher.launch import Launcher
+from launcher.processes import ManagedProcess, free_port, port_open
+from launcher.supervisor import Backoff
 from listener.lease import LeaderLease
 from orders.outbox import Outbox
 from orders.store import STORE_OUTAGES, OrderStore
@@ -449,10 +451,10 @@ def test_the_dashboard_and_up_find_the_primary_through_the_sentinels(
     monkeypatch.chdir(tmp_path)  # no stray ./config.yaml
     settings = Settings(redis=sentinel_set.settings())
 
-    def start_nothing(name: str, command: list[str]) -> ManagedProcess:
-        raise AssertionError(f"up started {name} although redis.sentinels is set")
+    def start_nothing(process: ManagedProcess, *, backoff: Backoff | None = None) -> ManagedProcess:
+        raise AssertionError(f"up started {process.name} although redis.sentinels is set")
 
-    env, line = ensure_redis(settings, start_nothing, tmp_path)
+    env, line = ensure_redis(settings, Launcher(tmp_path, start=start_nothing), tmp_path)
     assert env == {} and f"primary {MASTER!r} through the sentinels" in line
 
     broker = dashboard_broker(settings)
@@ -465,4 +467,4 @@ def test_the_dashboard_and_up_find_the_primary_through_the_sentinels(
 
     wrong = Settings(redis=sentinel_set.settings(master_name="no-such-primary"))
     with pytest.raises(RuntimeError, match="no primary 'no-such-primary' answers"):
-        ensure_redis(wrong, start_nothing, tmp_path)
+        ensure_redis(wrong, Launcher(tmp_path, start=start_nothing), tmp_path)

@@ -45,8 +45,8 @@ import pytest
 import redis
 
 from cli.credentials import LOCAL_KEY_FILE, open_channel
-from cli.ha_server_configs import MASTER_NAME
 from cli.order_args import SIDES
+from launcher.ha_server_configs import MASTER_NAME
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 from runtime.settings_sections import ClientSettings

@@ -1,4 +1,4 @@
-"""Starts the service as separate processes on the real Redis and NATS (see cli/stack.py)."""
+"""Starts the service as separate processes on the real Redis and NATS (see launcher/stack.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cli.stack import LocalStack, local_stack
+from launcher.stack import LocalStack, local_stack
 from tests.redis_dbs import redis_db
 
 TEST_REDIS_DB = redis_db(__name__)  # the service's keys and Dramatiq's queues for these tests live here

@@ -13,8 +13,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cli.main import main
-from cli.stack import LocalStack, local_stack
 from gateway.auth import API_KEY_HEADER
+from launcher.stack import LocalStack, local_stack
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 from tests.redis_dbs import redis_db

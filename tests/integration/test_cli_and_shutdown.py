@@ -20,8 +20,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from cli.processes import ManagedProcess, free_port, http_ok, python_command
-from cli.stack import REPO, LocalStack, local_stack
+from launcher.launch import service_command
+from launcher.processes import ManagedProcess, free_port, http_ok, python_command
+from launcher.service_env import REPO
+from launcher.stack import LocalStack, local_stack
 from orders.store import OrderStore
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
@@ -167,9 +169,7 @@ def test_sigterm_ends_open_streams_cleanly_and_the_gateway_exits_within_grace(
         "ORDER_EXECUTION__SERVER__HTTP_PORT": str(http_port),
         "ORDER_EXECUTION__SERVER__SHUTDOWN_GRACE_MS": str(int(grace_s * 1000)),
     }
-    gateway = ManagedProcess(
-        "gateway-2", python_command("cli", "gateway"), env, log_dir=tmp_path, cwd=tmp_path
-    )
+    gateway = ManagedProcess("gateway-2", service_command("gateway"), env, log_dir=tmp_path, cwd=tmp_path)
     create(stack, type=pb.MARKET)  # the outbox is not empty: the stream has a real resume point
     gateway.start()
     try:
@@ -251,9 +251,7 @@ def test_worker_sigterm_while_redis_is_frozen_exits_within_grace(tmp_path: Path)
         "ORDER_EXECUTION__EXCHANGE__REQUEST_TIMEOUT_MS": "60000",
         "ORDER_EXECUTION__WORKER__MAX_ORDER_AGE_MS": "60000",
     }
-    worker = ManagedProcess(
-        "worker", python_command("cli", "worker", "--processes", "1"), env, log_dir=tmp_path
-    )
+    worker = ManagedProcess("worker", service_command("worker", "--processes", "1"), env, log_dir=tmp_path)
     try:
         time.sleep(0.3)
         worker.start()

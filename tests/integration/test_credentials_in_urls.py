@@ -19,9 +19,10 @@ from urllib.parse import quote
 import pytest
 import redis
 
-from cli.embedded_servers import embedded_redis_command, nats_authorization
-from cli.processes import ManagedProcess, free_port, port_open
-from cli.run_dir import write_private
+from launcher.embedded_servers import nats_authorization
+from launcher.launch import redis_command
+from launcher.processes import ManagedProcess, free_port, port_open
+from launcher.run_dir import write_private
 from listener.events import EventBus
 from runtime.logs import JsonFormatter, add_secrets
 from runtime.redis_connection import open_redis
@@ -49,7 +50,7 @@ def redis_port(tmp_path: Path) -> Iterator[int]:
     config = tmp_path / "redis.conf"
     write_private(config, f'requirepass "{PASSWORD}"\n')
     port = free_port()
-    command = embedded_redis_command(server, port, tmp_path, tmp_path / "redis.pid", config)
+    command = redis_command(server, port, tmp_path, tmp_path / "redis.pid", config)
     yield from _server("redis", command, port, tmp_path)
 
 

@@ -25,7 +25,8 @@ import redis
 import redis.asyncio as aioredis
 from dramatiq import Message
 
-from cli.processes import ManagedProcess, free_port, http_ok, python_command
+from launcher.launch import service_command
+from launcher.processes import ManagedProcess, free_port, http_ok
 from orders.store import OrderStore
 from tasks.messages import submit_order_push
 from tasks.queues import doorbell_key, messages_key, queue_for, queue_key
@@ -188,9 +189,7 @@ def dashboard(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         "ORDER_EXECUTION__DASHBOARD__PORT": str(port),
         "LOG_FORMAT": "text",
     }
-    process = ManagedProcess(
-        "dashboard", python_command("cli", "dashboard"), env, log_dir=tmp_path, cwd=tmp_path
-    )
+    process = ManagedProcess("dashboard", service_command("dashboard"), env, log_dir=tmp_path, cwd=tmp_path)
     process.start()
     base = f"http://127.0.0.1:{port}"
     try:

@@ -26,7 +26,7 @@ from urllib.parse import urlencode
 import grpc
 import pytest
 
-from cli.stack import LocalStack, local_stack
+from launcher.stack import LocalStack, local_stack
 from proto import admin_pb2 as apb
 from proto import admin_pb2_grpc, order_pb2_grpc
 from proto import order_pb2 as pb

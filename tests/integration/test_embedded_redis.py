@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from cli.embedded_servers import embedded_redis_command
-from cli.processes import ManagedProcess, free_port, port_open
+from launcher.launch import redis_command
+from launcher.processes import ManagedProcess, free_port, port_open
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ def test_an_accepted_order_survives_a_restart_of_the_embedded_redis(
     server = shutil.which("redis-server")
     assert server, "redis-server is not on the PATH"
     port = free_port()
-    command = embedded_redis_command(server, port, tmp_path, tmp_path / "redis.pid")
+    command = redis_command(server, port, tmp_path, tmp_path / "redis.pid")
 
     def start() -> ManagedProcess:
         process = ManagedProcess("redis", command, log_dir=tmp_path).start(append=True)

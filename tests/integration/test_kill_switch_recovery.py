@@ -15,8 +15,8 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 
-from cli.processes import http_ok
-from cli.stack import LocalStack, local_stack
+from launcher.processes import http_ok
+from launcher.stack import LocalStack, local_stack
 from orders.model import OrderState
 from orders.risk_state import CancelOpenState, RiskState, TradingMode
 from orders.store import OrderStore

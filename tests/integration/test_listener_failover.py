@@ -13,7 +13,7 @@ import grpc
 import pytest
 import redis
 
-from cli.stack import local_stack
+from launcher.stack import local_stack
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 from tests.redis_dbs import redis_db

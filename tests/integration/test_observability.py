@@ -25,8 +25,10 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cli.processes import ManagedProcess, free_port, http_ok, python_command
-from cli.stack import REPO, LocalStack, local_stack
+from launcher.launch import service_command
+from launcher.processes import ManagedProcess, free_port, http_ok
+from launcher.service_env import REPO
+from launcher.stack import LocalStack, local_stack
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 from tests.factories import SEED_METRICS
@@ -272,7 +274,7 @@ def start_gateway(stack: LocalStack, name: str, env: dict[str, str]) -> tuple[Ma
     assert stack.log_dir is not None
     gateway = ManagedProcess(
         name,
-        python_command("cli", "gateway"),
+        service_command("gateway"),
         {
             **stack.processes["gateway"].env,
             "ORDER_EXECUTION__SERVER__GRPC_PORT": str(free_port()),

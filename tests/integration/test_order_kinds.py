@@ -19,7 +19,7 @@ import pytest
 
 from cli.client import run_order_command
 from cli.order_args import add_order_commands
-from cli.stack import LocalStack, local_stack
+from launcher.stack import LocalStack, local_stack
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 from runtime.settings import Settings

@@ -13,7 +13,7 @@ import grpc
 import nats
 import pytest
 
-from cli.stack import LocalStack
+from launcher.stack import LocalStack
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 

@@ -15,8 +15,8 @@ import grpc
 import nats
 import pytest
 
-from cli.stack import LocalStack
 from exchange.client import BinanceClient
+from launcher.stack import LocalStack
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 

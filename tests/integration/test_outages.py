@@ -15,8 +15,8 @@ import grpc
 import nats
 import pytest
 
-from cli.processes import ManagedProcess, free_port, port_open
-from cli.stack import LocalStack, local_stack
+from launcher.processes import ManagedProcess, free_port, port_open
+from launcher.stack import LocalStack, local_stack
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 from tests.redis_dbs import redis_db

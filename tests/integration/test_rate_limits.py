@@ -23,10 +23,10 @@ import pytest
 import redis.asyncio as aioredis
 from usdm_simulator.app import ENDPOINTS
 
-from cli.processes import ManagedProcess
-from cli.stack import LocalStack, local_stack
 from exchange.account import account_id
 from exchange.rate_budget import ExchangeLimits, RateBudget
+from launcher.processes import ManagedProcess
+from launcher.stack import LocalStack, local_stack
 from orders.model import now_ms
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc

@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from cli.main import main
-from cli.stack import LocalStack, local_stack
+from launcher.stack import LocalStack, local_stack
 from orders.risk_state import RiskState
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc

@@ -14,7 +14,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from cli.stack import REPO, LocalStack
+from launcher.service_env import REPO
+from launcher.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

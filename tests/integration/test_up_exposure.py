@@ -29,8 +29,8 @@ import nats
 import pytest
 import redis
 
-from cli.embedded_servers import NATS_USER
-from cli.processes import free_port
+from launcher.embedded_servers import NATS_USER
+from launcher.processes import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -9,14 +9,18 @@ from typing import Any
 import fakeredis
 import grpc
 
-from cli.processes import free_port
 from gateway.admission import Admission
 from gateway.auth import Authenticator
-from gateway.desk import OrderDesk
+from gateway.handlers import Intake
+from gateway.order_builder import build_order
+from gateway.proto_mapping import place_order_from_pb
 from gateway.rules_cache import RulesCache
 from gateway.servicer import OrderServicer
 from gateway.tls import add_port
 from gateway.updates import UpdateHub
+from gateway.validation import check_create_text
+from launcher.processes import free_port
+from orders.model import Order
 from orders.replicas import NO_REPLICA_ACKS, ReplicaAcks
 from orders.rules import SymbolRules
 from orders.rules_store import RulesStore
@@ -54,6 +58,15 @@ def limit_order(**changes: Any) -> pb.CreateOrderRequest:
     return pb.CreateOrderRequest(**fields)
 
 
+def validated_order(req: pb.CreateOrderRequest, rules: dict[str, SymbolRules], risk: RiskSettings) -> Order:
+    """The Order CreateOrder's intake makes of `req` before admission and the store: the request
+    parsed, its text bounded (`check_create_text`), then validated and built (`build_order`).
+    Raises InvalidOrder or RiskLimitExceeded naming the field, as the call would answer."""
+    command = place_order_from_pb(req)
+    check_create_text(command)
+    return build_order(command, rules, risk)
+
+
 @asynccontextmanager
 async def serving_gateway(
     orders_redis: Any,
@@ -79,10 +92,10 @@ async def serving_gateway(
     store = OrderStore(orders_redis, namespace=namespace, replica_acks=replica_acks)
     hub = UpdateHub(store.outbox, replicas=store.replica_probe("gateway-tail"))
     await hub.start(wait_s=0.2)
-    desk = OrderDesk(store, rules, RiskSettings(allowed_symbols=["BTCUSDT", "ETHUSDT"]), admission=admission)
+    intake = Intake(store, rules, RiskSettings(allowed_symbols=["BTCUSDT", "ETHUSDT"]), admission=admission)
     server = grpc.aio.server()
     authenticator = Authenticator(auth) if auth is not None else None
-    order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(desk, hub, authenticator), server)
+    order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(intake, hub, authenticator), server)
     port = free_port()
     add_port(server, f"127.0.0.1:{port}", tls or TlsSettings())
     await server.start()

@@ -15,14 +15,14 @@ from typing import Any
 
 import grpc
 
-from cli.processes import free_port
 from gateway.admin_servicer import AdminServicer
 from gateway.auth import Authenticator
-from gateway.desk import OrderDesk
+from gateway.handlers import Intake
 from gateway.risk import RiskGate
 from gateway.rules_cache import RulesCache
 from gateway.servicer import OrderServicer
 from gateway.updates import UpdateHub
+from launcher.processes import free_port
 from orders.model import now_ms
 from orders.risk_state import RiskState
 from orders.rules_store import RulesStore
@@ -40,11 +40,11 @@ BTC_RULES_PP = dataclasses.replace(
 
 @dataclass
 class Replica:
-    """One running gateway replica: stubs to its two services and its desk and gate."""
+    """One running gateway replica: stubs to its two services and its intake and gate."""
 
     orders: order_pb2_grpc.OrderServiceAsyncStub
     admin: admin_pb2_grpc.AdminServiceAsyncStub
-    desk: OrderDesk
+    intake: Intake
     gate: RiskGate
     store: OrderStore
     target: str  # host:port of the gRPC server
@@ -73,11 +73,11 @@ async def risk_replica(
     defaults = limits or RiskSettings(allowed_symbols=["BTCUSDT", "ETHUSDT"])
     gate = RiskGate(RiskState(redis), defaults)
     await gate.load()
-    desk = OrderDesk(store, rules, defaults, risk_gate=gate)
+    intake = Intake(store, rules, defaults, risk_gate=gate)
     authenticator = Authenticator(auth) if auth is not None else None
     server = grpc.aio.server()
-    order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(desk, hub, authenticator), server)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(gate, desk, authenticator), server)
+    order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(intake, hub, authenticator), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(gate, intake, authenticator), server)
     port = free_port()
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
@@ -86,7 +86,7 @@ async def risk_replica(
             yield Replica(
                 order_pb2_grpc.OrderServiceStub(channel),
                 admin_pb2_grpc.AdminServiceStub(channel),
-                desk,
+                intake,
                 gate,
                 store,
                 f"127.0.0.1:{port}",

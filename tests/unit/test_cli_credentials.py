@@ -12,9 +12,11 @@ import pytest
 from pydantic import SecretStr
 from usdm_simulator.cli import build_config
 
-from cli import stack, up
-from cli.credentials import ensure_local_key, local_client_json, open_channel
+from cli import up
+from cli.credentials import ensure_local_key, open_channel
 from gateway.auth import hash_key
+from launcher import launch, stack
+from launcher.service_env import local_client_json
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 from runtime.settings import ApiClientSettings, AuthSettings, ClientSettings, Settings, load_settings
@@ -92,5 +94,5 @@ def test_the_simulator_and_its_admin_api_listen_on_loopback_by_default(
     config, _ = build_config(["--port", "0"])
     assert config.host == "127.0.0.1"
     # `up` and the test stack start it without --host, so it stays on loopback there too.
-    for module in (up, stack):
+    for module in (up, stack, launch):
         assert "--host" not in Path(module.__file__ or "").read_text()

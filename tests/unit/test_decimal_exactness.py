@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from exchange.client import BinanceClient
-from gateway.validation import MAX_DECIMAL_CHARS, build_order
+from gateway.validation import MAX_DECIMAL_CHARS
 from orders.errors import InvalidOrder
 from orders.exact import product
 from orders.model import Order, OrderType, decimal_str
@@ -31,6 +31,7 @@ from proto import order_pb2 as pb
 from runtime.settings import RiskSettings
 from tests.exchange_double import HandlerTransport
 from tests.factories import BTC_RULES
+from tests.unit.gateway_harness import validated_order
 
 RULES = {"BTCUSDT": BTC_RULES}
 RISK = RiskSettings(allowed_symbols=["BTCUSDT"])  # max_order_notional 1,000,000 USDT
@@ -183,7 +184,7 @@ def sent_params(order: Order) -> dict[str, str]:
 
 def outcome(req: pb.CreateOrderRequest) -> tuple[Order | None, InvalidOrder | None]:
     try:
-        return build_order(req, RULES, RISK), None
+        return validated_order(req, RULES, RISK), None
     except InvalidOrder as exc:
         return None, exc
 
@@ -307,7 +308,7 @@ def test_an_amendment_is_checked_exactly_and_sent_as_asked(price: str, quantity:
         )
         # The amend message carries decimal_str text; the worker parses it back.
         await client.amend_order(
-            stored(build_order(request(), RULES, RISK)),
+            stored(validated_order(request(), RULES, RISK)),
             price=Decimal(decimal_str(Decimal(price))),
             quantity=Decimal(decimal_str(Decimal(quantity))),
         )
@@ -332,7 +333,7 @@ def test_decimal_str_never_changes_a_value(value: Decimal) -> None:
 def test_every_decimal_of_an_order_survives_storage_exactly(whole: str, fraction: str) -> None:
     """Digits far past 28 (the default context's precision) round-trip through the Order JSON."""
     value = Decimal(f"{whole}.{fraction}" if fraction else whole)
-    order = build_order(request(), RULES, RISK).replace(
+    order = validated_order(request(), RULES, RISK).replace(
         quantity=value, price=value, trigger_price=value, callback_rate=value, activation_price=value
     )
     back = stored(order)

@@ -11,11 +11,11 @@ from typing import Any
 import grpc
 import pytest
 
-from gateway.validation import build_order
 from orders.errors import InvalidOrder
 from orders.exact import is_multiple, product
 from proto import order_pb2 as pb
 from tests.factories import outbox_orders
+from tests.unit.gateway_harness import validated_order
 from tests.unit.test_decimal_exactness import (
     OFF_TICK_40,
     ON_TICK_40,
@@ -56,16 +56,16 @@ def test_the_40_digit_price_of_the_issue_is_refused_naming_price() -> None:
     price = OFF_TICK_40
     assert len(price) == 40
     with pytest.raises(InvalidOrder) as refused:
-        build_order(request(quantity="0.002", price=price), RULES, RISK)
+        validated_order(request(quantity="0.002", price=price), RULES, RISK)
     assert refused.value.field == "price" and "tick size 0.1" in str(refused.value)
 
 
 def test_long_digits_are_checked_not_rounded_by_every_rule() -> None:
     """Each rule that used the default 28-digit context, fed a value one unit in the 34th-37th place off."""
     with pytest.raises(InvalidOrder, match=re.escape("quantity: must be a multiple of step size 0.001")):
-        build_order(request(quantity="0.2000000000000000000000000000000001"), RULES, RISK)
+        validated_order(request(quantity="0.2000000000000000000000000000000001"), RULES, RISK)
     with pytest.raises(InvalidOrder, match=re.escape("trigger_price: must be a multiple of tick size 0.1")):
-        build_order(
+        validated_order(
             request(
                 type=pb.STOP_MARKET,
                 price="",
@@ -76,7 +76,7 @@ def test_long_digits_are_checked_not_rounded_by_every_rule() -> None:
             RISK,
         )
     with pytest.raises(InvalidOrder, match=re.escape("callback_rate: must be 0.1-10 in steps of 0.1")):
-        build_order(
+        validated_order(
             request(
                 type=pb.TRAILING_STOP_MARKET,
                 price="",
@@ -103,5 +103,5 @@ def test_a_long_on_tick_price_is_accepted_and_stored_as_asked() -> None:
     """Trailing zeros past 28 digits are not an error: the value is exact, and a retry compares equal."""
     price = ON_TICK_40
     assert len(price) == 40
-    order = build_order(request(price=price), RULES, RISK)
+    order = validated_order(request(price=price), RULES, RISK)
     assert stored(order).price == Decimal(50000) and sent_params(order)["price"] == "50000"

@@ -24,7 +24,6 @@ from fakeredis.aioredis import FakeAsyncRedisConnection
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from cli.processes import free_port
 from exchange import metrics as exchange_metrics
 from exchange.account import rate_budget
 from gateway import cluster_gauges
@@ -32,6 +31,7 @@ from gateway import metrics as gateway_metrics
 from gateway.cluster_gauges import GaugeRefresher
 from gateway.http import GAUGE_REFRESHER, HealthChecks, build_http_app
 from gateway.rules_cache import RulesCache
+from launcher.processes import free_port
 from orders import metrics as shared
 from orders.listener_status import ListenerStatus
 from orders.model import OrderState

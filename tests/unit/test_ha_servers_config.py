@@ -1,5 +1,5 @@
-"""The config files `up --ha` writes for its servers (cli/ha_server_configs.py), the settings env
-it hands the service (cli/ha_servers.py), and which node a restart makes the primary.
+"""The config files `up --ha` writes for its servers (launcher/ha_server_configs.py), the settings env
+it hands the service (launcher/ha_servers.py), and which node a restart makes the primary.
 Real servers reading these files: tests/ha/test_ha_servers.py."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from cli.ha_server_configs import last_primary, nats_node_config, redis_node_config, sentinel_config
-from cli.ha_servers import OTHER_RESTART, REDIS_NODE_RESTART, HaServers, Server
-from cli.processes import ManagedProcess
-from cli.supervisor import Supervisor
+from launcher.ha_server_configs import last_primary, nats_node_config, redis_node_config, sentinel_config
+from launcher.ha_servers import OTHER_RESTART, REDIS_NODE_RESTART, HaServers, Server
+from launcher.processes import ManagedProcess
+from launcher.supervisor import Supervisor
 from runtime.settings import load_settings
 
 

@@ -1,4 +1,4 @@
-"""`cli.processes.http_ok`, the readiness poll `up` runs while a server starts: an answer that is
+"""`launcher.processes.http_ok`, the readiness poll `up` runs while a server starts: an answer that is
 not HTTP is "not ready", never an exception that ends `up`.
 
 It happened under `up --ha`: polling gateway 2's /health/ready before anything listened there, the
@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from cli.processes import http_ok
+from launcher.processes import http_ok
 
 
 @contextmanager

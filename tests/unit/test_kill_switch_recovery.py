@@ -71,13 +71,13 @@ async def test_halt_with_cancel_open_records_the_request_before_the_walk_and_clo
     async with risk_replica(fake_redis) as gw:
         await gw.orders.CreateOrder(limit_buy("0.002"), timeout=5)
         seen_during_walk = []
-        walk = gw.desk.cancel_open
+        walk = gw.intake.cancel_open
 
         async def observed_walk() -> int:
             seen_during_walk.append((await state.mode()).cancel_open)
             return await walk()
 
-        gw.desk.cancel_open = observed_walk  # type: ignore[method-assign]
+        gw.intake.cancel_open = observed_walk  # type: ignore[method-assign]
         status = await gw.admin.SetTradingMode(switch(apb.HALTED, "incident", cancel_open=True), timeout=5)
     assert status.canceled_orders == 1 and status.cancel_open_pending_since == 0  # done by the reply
     pending = seen_during_walk[0]
@@ -118,7 +118,7 @@ async def test_a_gateway_dying_mid_walk_leaves_the_request_pending(
 ) -> None:
     async with risk_replica(fake_redis) as gw:
         ids = [(await gw.orders.CreateOrder(limit_buy("0.002"), timeout=5)).order_id for _ in range(3)]
-        gw.desk.store = DyingStore(fake_redis, survives=1)
+        gw.intake.store = DyingStore(fake_redis, survives=1)
         with pytest.raises(grpc.aio.AioRpcError):
             await gw.admin.SetTradingMode(switch(apb.HALTED, "incident", cancel_open=True), timeout=5)
         status = await RiskState(fake_redis).mode()

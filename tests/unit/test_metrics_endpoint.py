@@ -6,8 +6,8 @@ import socket
 
 import aiohttp
 
-from cli.processes import free_port
 from cli.up import metrics_ports
+from launcher.processes import free_port
 from orders import metrics
 from runtime.metrics_http import MetricsEndpoint
 

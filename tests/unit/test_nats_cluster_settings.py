@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from cli.embedded_servers import ensure_nats
-from cli.processes import ManagedProcess, free_port
 from gateway.health import probe_nats_servers
+from launcher.embedded_servers import ensure_nats
+from launcher.launch import Launcher
+from launcher.processes import ManagedProcess, free_port
+from launcher.supervisor import Backoff
 from runtime.addresses import nats_servers
 from runtime.settings import NatsSettings, Settings, SettingsError, load_settings
 
@@ -127,8 +129,8 @@ async def test_a_silent_server_costs_the_probe_no_more_than_its_timeout(nats_gre
 
 
 def test_up_uses_a_configured_cluster_and_starts_no_nats_of_its_own(tmp_path: Path) -> None:
-    def start_nothing(name: str, command: list[str]) -> ManagedProcess:
-        raise AssertionError(f"up started {name} although nats.servers is set")
+    def start_nothing(process: ManagedProcess, *, backoff: Backoff | None = None) -> ManagedProcess:
+        raise AssertionError(f"up started {process.name} although nats.servers is set")
 
     down = free_port()
     with socket.create_server(("127.0.0.1", 0)) as listening:
@@ -136,7 +138,7 @@ def test_up_uses_a_configured_cluster_and_starts_no_nats_of_its_own(tmp_path: Pa
         settings = Settings(
             nats=NatsSettings(servers=[f"nats://127.0.0.1:{down}", f"nats://127.0.0.1:{up_port}"])
         )
-        env, line = ensure_nats(settings, start_nothing, tmp_path)
+        env, line = ensure_nats(settings, Launcher(tmp_path, start=start_nothing), tmp_path)
     assert env == {} and "1 of 2 answer" in line
     with pytest.raises(RuntimeError, match=r"none of nats\.servers answers"):
-        ensure_nats(settings, start_nothing, tmp_path)
+        ensure_nats(settings, Launcher(tmp_path, start=start_nothing), tmp_path)

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from gateway.validation import build_order
 from orders.errors import InvalidOrder, RiskLimitExceeded
 from orders.model import OrderType, TimeInForce, WorkingType
 from proto import order_pb2 as pb
 from runtime.settings import RiskSettings
 from tests.factories import BTC_RULES
+from tests.unit.gateway_harness import validated_order
 
 RULES = {"BTCUSDT": BTC_RULES}
 RISK = RiskSettings(allowed_symbols=["BTCUSDT"], max_order_notional=Decimal(200_000))
@@ -35,38 +35,39 @@ def request(kind: pb.OrderType.ValueType, **changes: Any) -> pb.CreateOrderReque
 
 def rejection(req: pb.CreateOrderRequest) -> InvalidOrder:
     with pytest.raises(InvalidOrder) as caught:
-        build_order(req, RULES, RISK)
+        validated_order(req, RULES, RISK)
     return caught.value
 
 
 @pytest.mark.parametrize("kind", list(BASE))
 def test_each_kind_builds_its_order(kind: pb.OrderType.ValueType) -> None:
-    order = build_order(request(kind, working_type=pb.MARK_PRICE, price_protect=True), RULES, RISK)
+    order = validated_order(request(kind, working_type=pb.MARK_PRICE, price_protect=True), RULES, RISK)
     assert order.type is OrderType(pb.OrderType.Name(kind)) and order.type.is_conditional
     assert order.working_type is WorkingType.MARK_PRICE and order.price_protect
     assert order.quantity == Decimal("0.010")
 
 
 def test_stop_market_keeps_its_trigger_and_takes_no_limit_terms() -> None:
-    order = build_order(request(pb.STOP_MARKET), RULES, RISK)
+    order = validated_order(request(pb.STOP_MARKET), RULES, RISK)
     assert order.trigger_price == Decimal("49000") and order.price is None and order.time_in_force is None
     assert order.working_type is None  # the exchange's default, CONTRACT_PRICE
 
 
 def test_stop_limit_defaults_to_gtc() -> None:
-    order = build_order(request(pb.STOP), RULES, RISK)
+    order = validated_order(request(pb.STOP), RULES, RISK)
     assert order.price == Decimal("48900") and order.time_in_force is TimeInForce.GTC
-    assert build_order(request(pb.STOP, time_in_force=pb.IOC), RULES, RISK).time_in_force is TimeInForce.IOC
+    ioc = validated_order(request(pb.STOP, time_in_force=pb.IOC), RULES, RISK)
+    assert ioc.time_in_force is TimeInForce.IOC
 
 
 def test_trailing_stop_takes_callback_and_optional_activation() -> None:
-    order = build_order(request(pb.TRAILING_STOP_MARKET, activation_price="51000"), RULES, RISK)
+    order = validated_order(request(pb.TRAILING_STOP_MARKET, activation_price="51000"), RULES, RISK)
     assert order.callback_rate == Decimal("1.5") and order.activation_price == Decimal("51000")
     assert order.trigger_price is None
 
 
 def test_close_position_takes_no_quantity() -> None:
-    order = build_order(request(pb.STOP_MARKET, quantity="", close_position=True), RULES, RISK)
+    order = validated_order(request(pb.STOP_MARKET, quantity="", close_position=True), RULES, RISK)
     assert order.close_position and order.quantity == 0
 
 
@@ -119,7 +120,7 @@ def test_rejections_name_field_and_rule(
 
 def test_risk_limit_prices_a_stop_at_its_trigger() -> None:
     with pytest.raises(RiskLimitExceeded) as caught:
-        build_order(request(pb.STOP_MARKET, quantity="5.000"), RULES, RISK)  # 5 x 49000 > 200000
+        validated_order(request(pb.STOP_MARKET, quantity="5.000"), RULES, RISK)  # 5 x 49000 > 200000
     assert caught.value.field == "quantity" and "max_order_notional" in caught.value.rule
 
 

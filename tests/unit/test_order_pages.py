@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.auth import Caller
-from gateway.bulk_orders import cancel_all
-from gateway.desk import OrderDesk
+from gateway.commands import CancelAll, Requester
+from gateway.handlers import Intake
 from gateway.rules_cache import RulesCache
 from orders import fsm
 from orders.model import Order, OrderState
@@ -142,9 +142,9 @@ async def test_cancel_all_reads_the_unsettled_orders_not_the_history(client: Cou
         (await store.create(order_number(ORDERS + 10, owner="bob"))).order,
         (await store.create(order_number(ORDERS + 11, owner="alice", symbol="ETHUSDT"))).order,
     ]
-    desk = OrderDesk(store, RulesCache(RulesStore(client)), RiskSettings(), list_scan_cap=2)
+    intake = Intake(store, RulesCache(RulesStore(client)), RiskSettings(), list_scan_cap=2)
     client.start_count()
-    moved = await cancel_all(desk, "BTCUSDT", caller=_caller("alice"))
+    moved = await intake.handle(CancelAll("BTCUSDT"), Requester(caller=_caller("alice")))
     assert sorted(o.order_id for o in moved) == sorted(o.order_id for o in open_mine)
     assert all(o.state is S.CANCELED for o in moved)
     # Only the five unsettled orders were read (in batches of two), none of the history.

@@ -19,14 +19,14 @@ from usdm_simulator.stream_names import parse_stream
 from usdm_simulator.symbols import build_specs
 
 from cli.times import parse_time
-from gateway.validation import build_order, check_stream_request, check_symbol_text
+from gateway.validation import check_stream_request, check_symbol_text
 from orders.errors import InvalidOrder
 from orders.model import now_ms
 from orders.outbox import Outbox
 from proto import order_pb2 as pb
 from runtime.settings import RiskSettings
 from tests.factories import BTC_RULES
-from tests.unit.gateway_harness import limit_order
+from tests.unit.gateway_harness import limit_order, validated_order
 
 RULES = {"BTCUSDT": BTC_RULES}
 RISK = RiskSettings(allowed_symbols=["BTCUSDT"])
@@ -40,7 +40,7 @@ def request(**changes: Any) -> pb.CreateOrderRequest:
 
 
 def test_the_valid_request_passes() -> None:
-    order = build_order(request(), RULES, RISK)
+    order = validated_order(request(), RULES, RISK)
     assert (order.client_order_id, order.symbol, order.user_id) == ("shape-1", "BTCUSDT", "alice")
 
 
@@ -50,7 +50,7 @@ def test_the_valid_request_passes() -> None:
 )
 def test_create_order_fields_refuse_a_trailing_newline(field: str, valid: str, ending: str) -> None:
     with pytest.raises(InvalidOrder) as refused:
-        build_order(request(**{field: valid + ending}), RULES, RISK)
+        validated_order(request(**{field: valid + ending}), RULES, RISK)
     assert refused.value.field == field
 
 
@@ -79,9 +79,9 @@ def test_create_order_fields_refuse_a_trailing_newline(field: str, valid: str, e
 )
 def test_decimal_fields_refuse_a_trailing_newline(field: str, changes: dict[str, Any], ending: str) -> None:
     valid = request(**changes)
-    build_order(valid, RULES, RISK)  # passes as it is
+    validated_order(valid, RULES, RISK)  # passes as it is
     with pytest.raises(InvalidOrder) as refused:
-        build_order(request(**{**changes, field: getattr(valid, field) + ending}), RULES, RISK)
+        validated_order(request(**{**changes, field: getattr(valid, field) + ending}), RULES, RISK)
     assert refused.value.field == field and "plain decimal string" in refused.value.rule
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cli.credentials import ensure_local_key
-from cli.run_dir import UnsafeFile, private_dir, secret_file
+from launcher.run_dir import UnsafeFile, private_dir, secret_file
 
 
 def mode(path: Path) -> int:

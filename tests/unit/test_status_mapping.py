@@ -60,7 +60,7 @@ async def test_an_unmapped_error_in_order_service_is_internal_with_the_logged_id
 ) -> None:
     redis_client = fakeredis.FakeAsyncRedis()
     async with risk_replica(redis_client) as replica:
-        replica.desk.get = boom(planted)  # type: ignore[method-assign]
+        replica.store.get = boom(planted)  # type: ignore[method-assign]
         with caplog.at_level(logging.ERROR), pytest.raises(grpc.aio.AioRpcError) as caught:
             await replica.orders.GetOrder(pb.GetOrderRequest(order_id="o1"))
     error_id = internal_error_id(caught.value)
@@ -72,7 +72,7 @@ async def test_an_unmapped_error_in_order_service_is_internal_with_the_logged_id
 async def test_two_failures_get_two_ids(caplog: pytest.LogCaptureFixture) -> None:
     redis_client = fakeredis.FakeAsyncRedis()
     async with risk_replica(redis_client) as replica:
-        replica.desk.get = boom(RuntimeError(SECRET_DETAIL))  # type: ignore[method-assign]
+        replica.store.get = boom(RuntimeError(SECRET_DETAIL))  # type: ignore[method-assign]
         ids = []
         for _ in range(2):
             with caplog.at_level(logging.ERROR), pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -99,12 +99,12 @@ async def test_an_unmapped_error_in_admin_service_is_internal_with_the_logged_id
 async def test_mapped_errors_keep_their_status_and_message() -> None:
     redis_client = fakeredis.FakeAsyncRedis()
     async with risk_replica(redis_client) as replica:
-        replica.desk.get = boom(InvalidOrder("order_id", "is too long"))  # type: ignore[method-assign]
+        replica.store.get = boom(InvalidOrder("order_id", "is too long"))  # type: ignore[method-assign]
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await replica.orders.GetOrder(pb.GetOrderRequest(order_id="o1"))
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert caught.value.details() == "order_id: is too long"
-        replica.desk.get = boom(redis.exceptions.ConnectionError("refused"))  # type: ignore[method-assign]
+        replica.store.get = boom(redis.exceptions.ConnectionError("refused"))  # type: ignore[method-assign]
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await replica.orders.GetOrder(pb.GetOrderRequest(order_id="o1"))
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -11,7 +11,9 @@ import redis.asyncio.sentinel
 import redis.exceptions
 import redis.sentinel
 
-from gateway.desk import OrderDesk
+from gateway.commands import Requester
+from gateway.handlers import Intake
+from gateway.proto_mapping import place_order_from_pb
 from gateway.rules_cache import RulesCache
 from gateway.status_mapping import status_of, store_failure_message
 from orders.errors import StoreUnavailable
@@ -70,9 +72,10 @@ async def test_create_order_during_a_failover_names_the_client_order_id(
         raise error
 
     monkeypatch.setattr(store, "create", failing_over)
-    desk = OrderDesk(store, rules, RiskSettings(allowed_symbols=["BTCUSDT"]))
+    intake = Intake(store, rules, RiskSettings(allowed_symbols=["BTCUSDT"]))
     with pytest.raises(StoreUnavailable) as caught:
-        await desk.create(limit_order(client_order_id="desk-retry-1"), client="c")
+        command = place_order_from_pb(limit_order(client_order_id="desk-retry-1"))
+        await intake.handle(command, Requester(client="c"))
     text = str(caught.value)
     assert text.startswith("order store (Redis) is failing over")
     assert "Retry with client_order_id 'desk-retry-1' (idempotent)" in text

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from cli.processes import ManagedProcess
-from cli.supervisor import Backoff, Supervisor
+from launcher.processes import ManagedProcess
+from launcher.supervisor import Backoff, Supervisor
 
 EXIT_3 = "print('run', flush=True); import sys; sys.exit(3)"
 SLEEP = "import time; time.sleep(60)"

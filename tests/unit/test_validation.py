@@ -7,13 +7,14 @@ from typing import Any
 
 import pytest
 
-from gateway.validation import build_order, quote
+from gateway.validation import quote
 from orders.errors import InvalidOrder, RiskLimitExceeded
 from orders.model import OrderType, TimeInForce
 from orders.rules import SymbolRules
 from proto import order_pb2 as pb
 from runtime.settings import RiskSettings
 from tests.factories import BTC_RULES
+from tests.unit.gateway_harness import validated_order
 
 BTC = BTC_RULES
 HALTED = SymbolRules.from_exchange_info(
@@ -44,7 +45,7 @@ def request(**changes: Any) -> pb.CreateOrderRequest:
 
 
 def test_valid_limit_order_uses_exact_decimals() -> None:
-    order = build_order(request(), RULES, RISK)
+    order = validated_order(request(), RULES, RISK)
     assert order.price == Decimal("45000.0") and order.quantity == Decimal("0.010")
     assert order.type is OrderType.LIMIT and order.time_in_force is TimeInForce.GTC
     assert order.client_order_id.startswith("oe-") and len(order.client_order_id) <= 36
@@ -53,16 +54,16 @@ def test_valid_limit_order_uses_exact_decimals() -> None:
 def test_on_tick_prices_that_float_modulo_rejects_are_accepted() -> None:
     # The original service's math.Mod rejected most of these.
     for price in ("45000.0", "45000.3", "50000.1", "600.0", "1234.5"):
-        assert build_order(request(price=price, quantity="0.300"), RULES, RISK).price == Decimal(price)
+        assert validated_order(request(price=price, quantity="0.300"), RULES, RISK).price == Decimal(price)
 
 
 def test_valid_market_order() -> None:
-    order = build_order(request(type=pb.MARKET, price="", time_in_force=pb.TIF_UNSPECIFIED), RULES, RISK)
+    order = validated_order(request(type=pb.MARKET, price="", time_in_force=pb.TIF_UNSPECIFIED), RULES, RISK)
     assert order.type is OrderType.MARKET and order.price is None and order.time_in_force is None
 
 
 def test_post_only_goes_out_as_gtx() -> None:
-    order = build_order(request(post_only=True, time_in_force=pb.TIF_UNSPECIFIED), RULES, RISK)
+    order = validated_order(request(post_only=True, time_in_force=pb.TIF_UNSPECIFIED), RULES, RISK)
     assert order.exchange_time_in_force is TimeInForce.GTX
 
 
@@ -120,14 +121,14 @@ def test_post_only_goes_out_as_gtx() -> None:
 )
 def test_rejections_name_field_and_rule(changes: dict[str, Any], field: str, rule: str) -> None:
     with pytest.raises(InvalidOrder) as caught:
-        build_order(request(**changes), RULES, RISK)
+        validated_order(request(**changes), RULES, RISK)
     assert caught.value.field == field
     assert rule in caught.value.rule
     assert str(caught.value).startswith(f"{field}: ")
 
 
 def test_reduce_only_is_exempt_from_min_notional() -> None:
-    assert build_order(request(quantity="0.001", reduce_only=True), RULES, RISK).reduce_only
+    assert validated_order(request(quantity="0.001", reduce_only=True), RULES, RISK).reduce_only
 
 
 def test_risk_limit_on_notional() -> None:
@@ -135,24 +136,25 @@ def test_risk_limit_on_notional() -> None:
         RiskLimitExceeded,
         match=r"quantity: price x quantity = 450000 exceeds 200000 \(risk.max_order_notional\)",
     ):
-        build_order(request(quantity="10"), RULES, RISK)
+        validated_order(request(quantity="10"), RULES, RISK)
 
 
 def test_risk_limit_on_quantity() -> None:
     risk = RISK.model_copy(update={"max_order_quantity": Decimal("0.5")})
     with pytest.raises(RiskLimitExceeded, match=r"risk\.max_order_quantity"):
-        build_order(request(quantity="0.6", type=pb.MARKET, price="", time_in_force=0), RULES, risk)
+        validated_order(request(quantity="0.6", type=pb.MARKET, price="", time_in_force=0), RULES, risk)
 
 
 def test_user_id_up_to_the_bound_is_kept() -> None:
-    assert build_order(request(user_id="strategy-7@desk.eu:" + "x" * 45), RULES, RISK).user_id.endswith("x")
+    order = validated_order(request(user_id="strategy-7@desk.eu:" + "x" * 45), RULES, RISK)
+    assert order.user_id.endswith("x")
 
 
 def test_errors_quote_only_a_short_prefix_of_a_bad_value() -> None:
     assert quote("btc") == "'btc'"
     assert quote("y" * 5000) == f"{'y' * 16!r}... (5000 characters)"
     with pytest.raises(InvalidOrder) as caught:
-        build_order(request(symbol="btc" + "x" * 27), RULES, RISK)
+        validated_order(request(symbol="btc" + "x" * 27), RULES, RISK)
     assert str(caught.value) == (
         "symbol: must be 2-30 upper-case letters and digits, e.g. BTCUSDT, "
         "got 'btcxxxxxxxxxxxxx'... (30 characters)"

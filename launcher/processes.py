@@ -1,4 +1,5 @@
-"""Start, watch and stop the service's child processes (used by `up`, tests and benchmarks)."""
+"""One child process started, watched and stopped by pid (`ManagedProcess`), and the small
+helpers around it: free ports, readiness polls, process groups."""
 
 from __future__ import annotations
 
@@ -55,11 +56,6 @@ def port_open(host: str, port: int, timeout_s: float = 0.3) -> bool:
 def python_command(module: str, *args: str) -> list[str]:
     """Run `python -m module args...` with this interpreter."""
     return [sys.executable, "-m", module, *args]
-
-
-def simulator_command(port: int, key: str, secret: str, *args: str) -> list[str]:
-    """Run the exchange simulator (usdm_simulator) on 127.0.0.1:`port`, one account (`key`, `secret`)."""
-    return python_command("usdm_simulator", "--port", str(port), "--account", f"{key}:{secret}", *args)
 
 
 @dataclass
@@ -206,6 +202,23 @@ def run_together(commands: Sequence[Sequence[str]]) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return next((code for code in codes if code != 0), 0)
+
+
+def group_pids(pgid: int) -> set[int]:
+    """Pids of the live processes in process group `pgid` (read from /proc; empty elsewhere)."""
+    pids: set[int] = set()
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        # A zombie has exited; it only waits to be reaped (in a container, PID 1 may never do it).
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            pids.add(int(entry.name))
+    return pids
 
 
 def http_ok(url: str) -> bool:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cli.processes import ManagedProcess
+from launcher.processes import ManagedProcess
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Start simulator, workers, listeners and gateway as separate processes against given Redis and NATS.
+"""The test and bench stack: simulator, workers, listeners and gateway as separate processes against
+given Redis and NATS, started through the one `Launcher`.
 
 Used by the integration tests and the benchmarks, so both run the service exactly as
 production does: each process its own command, talking over real sockets.
@@ -18,12 +19,11 @@ from typing import Any
 
 import redis
 
-from cli import load_test
-from cli.credentials import local_client_json
-from cli.processes import ManagedProcess, free_port, http_ok, python_command, simulator_command
+from launcher import load_test
+from launcher.launch import Launcher
+from launcher.processes import ManagedProcess, free_port
+from launcher.service_env import gateway_port_env, isolated_env, local_client_json
 from runtime.addresses import redis_url
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -80,7 +80,7 @@ def local_stack(
     Flushes `redis_db` first and stops every process by pid on exit. `extra_env` is added to
     the service processes' environment (e.g. `ORDER_EXECUTION__WORKER__...` overrides).
     `symbols` (default: the settings' default) are listed by the simulator and traded by the
-    service; `rate_limits=False` is load-test mode (cli/load_test.py). In
+    service; `rate_limits=False` is load-test mode (launcher/load_test.py). In
     `processes` a single worker is "worker" and a single listener "listener"; several are
     "worker-1", "worker-2", ... and "listener-1", ...
 
@@ -94,9 +94,7 @@ def local_stack(
     grpc_api_key = secrets.token_urlsafe(32) if auth else ""
     sim_port, grpc_port, http_port = free_port(), free_port(), free_port()
     exchange = f"http://127.0.0.1:{sim_port}"
-    base_env = {"PYTHONPATH": str(REPO), "ORDER_EXECUTION_CONFIG": ""}
     env = {
-        **base_env,
         "REDIS_ADDRESS": redis_address,
         "ORDER_EXECUTION__REDIS__DB": str(redis_db),
         "NATS_ADDRESS": nats_url,
@@ -104,8 +102,7 @@ def local_stack(
         "BINANCE_API_KEY": key,
         "BINANCE_SECRET_KEY": secret,
         "ORDER_EXECUTION__SERVER__HOST": "127.0.0.1",
-        "ORDER_EXECUTION__SERVER__GRPC_PORT": str(grpc_port),
-        "ORDER_EXECUTION__SERVER__HTTP_PORT": str(http_port),
+        **gateway_port_env(grpc_port, http_port),
         "LOG_FORMAT": "text",
         "ORDER_EXECUTION__AUTH__ENABLED": "true" if auth else "false",
         **({"ORDER_EXECUTION__AUTH__CLIENTS": local_client_json(grpc_api_key)} if auth else {}),
@@ -117,39 +114,27 @@ def local_stack(
         *(() if rate_limits else load_test.SIMULATOR_ARGS),
         *(("--symbols", ",".join(symbols)) if symbols else ()),
     )
-    processes: dict[str, ManagedProcess] = {}
-
-    def start(name: str, command: list[str], process_env: dict[str, str]) -> ManagedProcess:
-        # die_with_parent: a test run killed outright (kill -9, a CI timeout) leaves nothing running.
-        processes[name] = ManagedProcess(
-            name, command, process_env, log_dir=log_dir, cwd=log_dir, die_with_parent=True
-        ).start()
-        return processes[name]
-
+    # die_with_parent: a test run killed outright (kill -9, a CI timeout) leaves nothing running.
+    launcher = Launcher(log_dir, env=env, base_env=isolated_env(), cwd=log_dir, die_with_parent=True)
     try:
-        sim = start(
-            "simulator",
-            simulator_command(sim_port, key, secret, *sim_extra, *simulator_args),
-            base_env,
-        )
-        sim.wait_until("listening", lambda: http_ok(f"{exchange}/fapi/v1/time"))
+        launcher.simulator(sim_port, key, secret, *sim_extra, *simulator_args)
         metrics_urls: dict[str, str] = {}
         for kind, count in (("worker", workers), ("listener", listeners)):
             for name in _names(kind, count):
                 port = free_port()
                 metrics_urls[name] = f"http://127.0.0.1:{port}/metrics"
-                port_env = {f"ORDER_EXECUTION__MONITORING__{kind.upper()}_METRICS_PORT": str(port)}
-                command = ["worker", "--processes", "1"] if kind == "worker" else ["listener"]
-                start(name, python_command("cli", *command), {**env, **port_env})
-        gateway = start("gateway", python_command("cli", "gateway"), env)
+                if kind == "worker":
+                    launcher.worker(name, metrics_port=port)
+                else:
+                    launcher.listener(name, metrics_port=port)
         http_base = f"http://127.0.0.1:{http_port}"
-        gateway.wait_until("ready", lambda: http_ok(f"{http_base}/health/ready"), timeout_s=60)
+        launcher.gateway("gateway", f"{http_base}/health/ready")
         yield LocalStack(
             f"127.0.0.1:{grpc_port}",
             http_base,
             exchange,
             nats_url,
-            processes,
+            {process.name: process for process in launcher.started},
             key,
             secret,
             metrics_urls=metrics_urls,
@@ -157,8 +142,7 @@ def local_stack(
             grpc_api_key=grpc_api_key,
         )
     finally:
-        for process in reversed(list(processes.values())):
-            process.stop()
+        launcher.stop()
 
 
 def _names(kind: str, count: int) -> list[str]:

@@ -22,20 +22,18 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
-from cli.processes import ManagedProcess, free_port, port_open
-from cli.run_dir import secret_file, write_private
+from launcher.launch import Launcher
+from launcher.processes import free_port, port_open
+from launcher.run_dir import secret_file, write_private
 from runtime.addresses import nats_host_port, nats_servers, without_password
 from runtime.redis_connection import open_sync_redis
 from runtime.settings import Settings
 
 NATS_USER = "order-execution"
-
-Start = Callable[[str, list[str]], ManagedProcess]  # (name, command) -> the started process
 
 
 def nats_authorization(password: str, *, user: str = NATS_USER, indent: str = "") -> str:
@@ -48,44 +46,9 @@ def nats_authorization(password: str, *, user: str = NATS_USER, indent: str = ""
     )
 
 
-def embedded_redis_command(
-    server: str,
-    port: int,
-    data_dir: Path,
-    pidfile: Path,
-    config_file: Path | None = None,
-    *,
-    host: str = "127.0.0.1",
-) -> list[str]:
-    """How `up` runs its own redis-server: on `host` (loopback unless a test's own network says
-    otherwise), data in `data_dir`.
-
-    `config_file` (first, as redis-server wants it) carries what must not be on the command
-    line: the password. Append-only file, fsynced every second, so an accepted order survives
-    a crash of Redis or of `up`; RDB snapshots are off (the AOF is the one copy).
-    """
-    return [
-        server,
-        *([str(config_file)] if config_file is not None else []),
-        "--bind",
-        host,
-        "--port",
-        str(port),
-        "--save",
-        "",
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "everysec",
-        "--dir",
-        str(data_dir),
-        "--pidfile",
-        str(pidfile),
-    ]
-
-
-def ensure_redis(settings: Settings, start: Start, run_dir: Path) -> tuple[dict[str, str], str]:
-    """The configured Redis if it answers, else a password-protected one of our own.
+def ensure_redis(settings: Settings, launcher: Launcher, run_dir: Path) -> tuple[dict[str, str], str]:
+    """The configured Redis if it answers, else a password-protected one of our own, started by
+    `launcher`.
 
     Returns the environment the service's processes need for it (empty for the configured
     one) and the line `up` prints. Raises RuntimeError if the configured one answers but
@@ -117,8 +80,9 @@ def ensure_redis(settings: Settings, start: Start, run_dir: Path) -> tuple[dict[
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     pidfile = data_dir / "redis-server.pid"
     stop_leftover("redis-server", pidfile, data_dir)
-    process = start("redis", embedded_redis_command(server, port, data_dir, pidfile, config.resolve()))
-    process.wait_until("accepting connections", lambda: port_open("127.0.0.1", port))
+    process = launcher.redis(
+        server, port, data_dir, password=password, config_file=config.resolve(), pidfile=pidfile
+    )
     env = {"REDIS_ADDRESS": f"127.0.0.1:{port}", "REDIS_PASSWORD": password}
     return env, (
         f"127.0.0.1:{port}  (started redis-server, pid {process.pid}; password in "
@@ -160,9 +124,10 @@ def _primary_through_sentinels(settings: Settings) -> str:
     return f"primary {settings.redis.master_name!r} through the sentinels {where}  (already running)"
 
 
-def ensure_nats(settings: Settings, start: Start, run_dir: Path) -> tuple[dict[str, str], str]:
+def ensure_nats(settings: Settings, launcher: Launcher, run_dir: Path) -> tuple[dict[str, str], str]:
     """The configured NATS if its first server answers, else a password-protected one of our own
-    with JetStream; returns the environment the service's processes need and the line `up` prints.
+    with JetStream, started by `launcher`; returns the environment the service's processes need
+    and the line `up` prints.
 
     With `nats.servers` (a cluster) set, the cluster it is: any node answering will do, and none
     answering is an error rather than a server of our own the settings would not point at.
@@ -200,9 +165,7 @@ def ensure_nats(settings: Settings, start: Start, run_dir: Path) -> tuple[dict[s
     pidfile = data_dir / "nats-server.pid"
     stop_leftover("nats-server", pidfile, data_dir)
     port = free_port()
-    command = [server, "-c", str(config.resolve()), "-a", "127.0.0.1", "-p", str(port)]
-    process = start("nats", [*command, "-js", "-sd", str(data_dir), "-P", str(pidfile)])
-    process.wait_until("accepting connections", lambda: port_open("127.0.0.1", port))
+    process = launcher.nats(server, port, data_dir, config_file=config.resolve(), pidfile=pidfile)
     env = {
         "NATS_ADDRESS": f"nats://127.0.0.1:{port}",
         "ORDER_EXECUTION__NATS__USER": NATS_USER,

@@ -1,4 +1,4 @@
-"""The config files of `up --ha`'s servers (cli/ha_servers.py), as text; and which Redis node an
+"""The config files of `up --ha`'s servers (launcher/ha_servers.py), as text; and which Redis node an
 earlier run left as primary.
 
 Every value a config carries is ours (ports, paths, random URL-safe passwords), written in
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from cli.embedded_servers import nats_authorization
+from launcher.embedded_servers import nats_authorization
 
 MASTER_NAME = "order-execution"  # the name the sentinels monitor the primary under
 NATS_CLUSTER_NAME = "order-execution"

@@ -27,7 +27,7 @@ import asyncio
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -37,8 +37,8 @@ from typing import Any, cast
 import nats
 import redis
 
-from cli.embedded_servers import NATS_USER, embedded_redis_command, nats_server_binary, stop_leftover
-from cli.ha_server_configs import (
+from launcher.embedded_servers import NATS_USER, nats_server_binary, stop_leftover
+from launcher.ha_server_configs import (
     MASTER_NAME,
     SENTINELS,
     last_primary,
@@ -46,14 +46,14 @@ from cli.ha_server_configs import (
     redis_node_config,
     sentinel_config,
 )
-from cli.processes import ManagedProcess, free_port, port_open
-from cli.run_dir import private_dir, secret_file, write_private
-from cli.supervisor import Backoff
+from launcher.launch import Launcher, redis_command
+from launcher.processes import ManagedProcess, free_port, port_open
+from launcher.run_dir import private_dir, secret_file, write_private
+from launcher.supervisor import Backoff
 
 REDIS_NODES = ("redis-1", "redis-2", "redis-3")
 NATS_NODES = ("nats-1", "nats-2", "nats-3")
 # Starts the process it is given and returns it; the Backoff is for a supervisor that restarts it.
-Start = Callable[[ManagedProcess, Backoff], ManagedProcess]
 # A Redis node that dies comes back only after the sentinels have had time to fail over (down
 # after 2 s, promoted about 1.5 s later): it then rejoins as a replica of the new primary and
 # takes its data from it, rather than serving again, as primary, what it had on disk.
@@ -182,16 +182,13 @@ class HaServers:
             process.stop()
 
 
-def start_ha_servers(
-    run_dir: Path, start: Start, *, log_dir: Path, timeout_s: float = READY_TIMEOUT_S
-) -> HaServers:
-    """Start the Redis nodes, NATS nodes and sentinels, each through `start` (which starts the
-    process it is given: `Supervisor.start` in `up`), logs in `log_dir`, and wait until all are
-    healthy (see the module docstring). Raises RuntimeError naming what failed.
+def start_ha_servers(run_dir: Path, launcher: Launcher, *, timeout_s: float = READY_TIMEOUT_S) -> HaServers:
+    """Start the Redis nodes, NATS nodes and sentinels through `launcher` (in `up` a supervised one,
+    which restarts each with the Backoff given here), and wait until all are healthy (see the
+    module docstring). Raises RuntimeError naming what failed.
 
-    Each process gets SIGTERM if the thread that started it dies (`die_with_parent`): start
-    them from a thread that lives as long as they should. The caller stops every process it
-    was given, also when this raises.
+    The caller stops every process the launcher started (`Launcher.stop`, or the supervisor's),
+    also when this raises.
     """
     redis_server = shutil.which("redis-server")
     nats_server = nats_server_binary()
@@ -217,14 +214,14 @@ def start_ha_servers(
     def launch(name: str, command: list[str], data_dir: Path, leftover: str) -> ManagedProcess:
         stop_leftover(leftover, data_dir / f"{leftover}.pid", data_dir)
         # umask 077: files the server writes itself (a sentinel's rewritten config) stay private.
-        process = ManagedProcess(name, command, log_dir=log_dir, die_with_parent=True, umask=0o077)
-        return start(process, REDIS_NODE_RESTART if leftover == "redis-server" else OTHER_RESTART)
+        backoff = REDIS_NODE_RESTART if leftover == "redis-server" else OTHER_RESTART
+        return launcher.start(name, command, server=True, umask=0o077, backoff=backoff)
 
     redis_nodes: list[Server] = []
     for name in redis_names:
         config, data, port = ha_dir / f"{name}.conf", _data_dir(ha_dir, name), redis_ports[name]
         write_private(config, redis_node_config(redis_password, None if name == first else primary_port))
-        command = embedded_redis_command(redis_server, port, data, data / "redis-server.pid", config)
+        command = redis_command(redis_server, port, data, data / "redis-server.pid", config)
         redis_nodes.append(Server(name, port, launch(name, command, data, "redis-server")))
 
     client_ports, cluster_ports = ports[6:9], ports[9:12]
@@ -292,19 +289,14 @@ def start_ha_servers(
 
 @contextmanager
 def running_ha_servers(run_dir: Path, *, timeout_s: float = READY_TIMEOUT_S) -> Iterator[HaServers]:
-    """`start_ha_servers` for tests: logs in `run_dir`, every process stopped by pid on exit
-    (also when starting fails); each gets SIGTERM if this process dies first."""
-    started: list[ManagedProcess] = []
-
-    def start(process: ManagedProcess, backoff: Backoff) -> ManagedProcess:  # not restarted here
-        started.append(process)  # before it starts: an interrupt after the fork still stops it
-        return process.start()
-
+    """`start_ha_servers` for tests: logs in `run_dir/logs`, none restarted, every process stopped
+    by pid on exit (also when starting fails); each gets SIGTERM if the thread that started it
+    (this one) dies first."""
+    launcher = Launcher(run_dir / "logs", die_with_parent=True)
     try:
-        yield start_ha_servers(run_dir, start, log_dir=run_dir / "logs", timeout_s=timeout_s)
+        yield start_ha_servers(run_dir, launcher, timeout_s=timeout_s)
     finally:
-        for process in reversed(started):
-            process.stop()
+        launcher.stop()
 
 
 def _data_dir(ha_dir: Path, name: str) -> Path:
