@@ -1,5 +1,6 @@
 # Everything sets itself up from nothing: `make run` and `make test` create the virtual
-# env, install the project and generate the gRPC code first.
+# env, install the project and the exchange simulator (its own distribution, in simulator/;
+# `up` and the tests start it) and generate the gRPC code first.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -11,11 +12,11 @@ PROTO_OUT := $(PROTOS:.proto=_pb2.py)
 
 setup: $(STAMP) $(PROTO_OUT)
 
-$(STAMP): pyproject.toml requirements-dashboard.txt
+$(STAMP): pyproject.toml simulator/pyproject.toml requirements-dashboard.txt
 	@echo "==> creating $(VENV) and installing dependencies (first run takes a minute)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -e './simulator[test]'
 	@# the Dramatiq dashboard pins dramatiq<2 and redis<5 in its metadata: no deps, so nothing is downgraded
 	$(BIN)/pip install --quiet --no-deps -r requirements-dashboard.txt
 	@touch $(STAMP)

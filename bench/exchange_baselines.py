@@ -62,7 +62,7 @@ async def httpx_baseline(base_url: str, account: Account, session: Session, n: i
 async def ccxt_baseline(
     base_url: str, account: Account, session: Session, names: dict[str, str], n: int
 ) -> list[float]:
-    """ccxt.async_support.binanceusdm create_order, URLs pointed at the simulator (as tests/simulator do)."""
+    """ccxt.async_support.binanceusdm create_order, URLs pointed at the simulator (as simulator/tests do)."""
     import ccxt.async_support as ccxt_async
 
     exchange = ccxt_async.binanceusdm(

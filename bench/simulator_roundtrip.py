@@ -1,6 +1,6 @@
 """Benchmark: signed order round trips against the simulator, with an unsigned baseline in the same run.
 
-Starts ``python -m simulator`` as a subprocess on a free 127.0.0.1 port (killed by pid at the end), then
+Starts ``python -m usdm_simulator`` as a subprocess on a free 127.0.0.1 port (killed by pid at the end), then
 for each run: N unsigned ``GET /fapi/v1/time`` (baseline), then N signed order round trips, each a
 ``POST /fapi/v1/order`` (LIMIT GTC that rests) followed by a ``DELETE /fapi/v1/order``, all on one
 keep-alive httpx client; then the same with a minimal raw-socket HTTP/1.1 client (``raw_*`` rows), which

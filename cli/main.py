@@ -25,7 +25,7 @@ from runtime.settings import CONFIG_ENV, Settings, SettingsError, load_settings
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["sim"]:
-        from simulator.cli import main as simulator_main
+        from usdm_simulator.cli import main as simulator_main
 
         return int(simulator_main(argv[1:]))
 

@@ -23,7 +23,7 @@ from launcher.service_env import gateway_port_env, metrics_port_env
 from launcher.supervisor import Backoff
 
 # The module that runs the exchange simulator (`python -m SIMULATOR_MODULE`): named once, here.
-SIMULATOR_MODULE = "simulator"
+SIMULATOR_MODULE = "usdm_simulator"
 # The module whose roles (gateway, worker, listener, dashboard) are the service's processes.
 SERVICE_MODULE = "cli"
 

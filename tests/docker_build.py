@@ -22,7 +22,7 @@ is stood for by the host's Python X.Y (it must be that version), as `python`, `p
 Then, as the runtime stage would: only what it copies from the build stage (`COPY --from=build
 /opt/venv /opt/venv`) is kept; the rest of the build stage's files, the sources in /src among
 them, are deleted; the runtime ENV and WORKDIR apply; and the ENTRYPOINT runs with `--help`,
-`sim --help`, `python -m cli --help`, `python -m simulator --help` and an import of every
+`sim --help`, `python -m cli --help`, `python -m usdm_simulator --help` and an import of every
 role's modules, each of which must come from the installed package. The runtime stage's RUN
 (a `useradd`) is not executed: it would change the host's users.
 
@@ -63,7 +63,7 @@ ROLE_MODULES: dict[str, tuple[str, ...]] = {
     "worker": ("workers.process", "launcher.processes"),
     "listener": ("listener.process",),
     "dashboard": ("cli.dashboard",),
-    "sim": ("simulator.cli",),
+    "sim": ("usdm_simulator.cli",),
     "up": ("cli.up", "launcher.stack"),
 }
 _MAPPED = re.compile(rf"(?<![\w./$-])/(?:{'|'.join(MAPPED_DIRECTORIES)})(?![\w.-])")
@@ -325,7 +325,7 @@ def _check_runtime(dockerfile: Dockerfile, root: Root, deadline: float, report: 
         "order-execution --help": [*command, "--help"],
         "order-execution sim --help": [*command, "sim", "--help"],
         "python -m cli --help": ["python", "-m", "cli", "--help"],
-        "python -m simulator --help": ["python", "-m", "simulator", "--help"],
+        "python -m usdm_simulator --help": ["python", "-m", "usdm_simulator", "--help"],
         "role modules": ["python", "-c", probe],
     }
     for name, argv in checks.items():

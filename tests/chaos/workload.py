@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 import httpx
+from usdm_simulator.symbols import KNOWN_SYMBOLS
 
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
-from simulator.symbols import KNOWN_SYMBOLS
 from tests.chaos.verify import FillView, OrderView, dec
 
 if TYPE_CHECKING:  # the async stub exists only in the type stubs

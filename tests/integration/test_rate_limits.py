@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import pytest
 import redis.asyncio as aioredis
+from usdm_simulator.app import ENDPOINTS
 
 from exchange.account import account_id
 from exchange.rate_budget import ExchangeLimits, RateBudget
@@ -30,7 +31,6 @@ from orders.model import now_ms
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 from runtime.settings import RateLimitSettings, Settings
-from simulator.app import ENDPOINTS
 from tests.redis_dbs import redis_db
 
 pytestmark = pytest.mark.integration

@@ -10,6 +10,7 @@ import fakeredis
 import grpc
 import pytest
 from pydantic import SecretStr
+from usdm_simulator.cli import build_config
 
 from cli import up
 from cli.credentials import ensure_local_key, open_channel
@@ -19,7 +20,6 @@ from launcher.service_env import local_client_json
 from proto import order_pb2 as pb
 from proto import order_pb2_grpc
 from runtime.settings import ApiClientSettings, AuthSettings, ClientSettings, Settings, load_settings
-from simulator.cli import build_config
 from tests.unit.gateway_harness import serving_gateway
 
 

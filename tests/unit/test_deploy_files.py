@@ -88,7 +88,7 @@ def test_without_the_binance_keys_the_simulator_says_what_to_set() -> None:
     account = yaml.safe_load(done.stdout)["services"]["simulator"]["command"][-1]
     assert account == ":"
     refused = subprocess.run(
-        [sys.executable, "-m", "simulator", "--account", account],
+        [sys.executable, "-m", "usdm_simulator", "--account", account],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -287,16 +287,21 @@ def test_the_image_generates_the_code_of_every_proto_and_installs_the_dashboard_
 
 def test_the_build_context_keeps_every_package_and_leaves_out_tests_and_generated_code() -> None:
     context = BuildContext.of(ROOT)
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    packages = [p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]]
-    assert packages
-    for package in packages:
-        assert f"{package}/__init__.py" in context.files, package
-    for needed in ("pyproject.toml", "README.md", "requirements-dashboard.txt"):
-        assert needed in context.files, needed
+    # The service's packages and the simulator's (its own distribution in simulator/, installed too).
+    for project in ("", "simulator/"):
+        pyproject = tomllib.loads((ROOT / project / "pyproject.toml").read_text())
+        packages = [p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]]
+        assert packages, project
+        for package in packages:
+            assert f"{project}{package}/__init__.py" in context.files, package
+        for needed in ("pyproject.toml", "README.md"):
+            assert project + needed in context.files, project + needed
+    assert "requirements-dashboard.txt" in context.files
+    assert "simulator/usdm_simulator/data/usdm_perpetuals.json" in context.files
     assert {p.relative_to(ROOT).as_posix() for p in ROOT.glob("proto/*.proto")} <= context.files
     for file in context.files:
-        assert not file.startswith(("tests/", ".git/", ".venv/", ".run/", "docs/")), file
+        assert not file.startswith(("tests/", "simulator/tests/", ".git/", ".venv/", ".run/", "docs/")), file
+        assert ".egg-info/" not in file, file
         assert "__pycache__" not in file and not re.match(r"proto/\w+_pb2", file), file
 
 

@@ -12,6 +12,11 @@ from typing import Any
 import fakeredis
 import grpc
 import pytest
+from usdm_simulator import validation as sim_validation
+from usdm_simulator.auth import Credentials, identify
+from usdm_simulator.errors import BinanceError
+from usdm_simulator.stream_names import parse_stream
+from usdm_simulator.symbols import build_specs
 
 from cli.times import parse_time
 from gateway.validation import check_stream_request, check_symbol_text
@@ -20,11 +25,6 @@ from orders.model import now_ms
 from orders.outbox import Outbox
 from proto import order_pb2 as pb
 from runtime.settings import RiskSettings
-from simulator import validation as sim_validation
-from simulator.auth import Credentials, identify
-from simulator.errors import BinanceError
-from simulator.stream_names import parse_stream
-from simulator.symbols import build_specs
 from tests.factories import BTC_RULES
 from tests.unit.gateway_harness import limit_order, validated_order
 
