@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml simulator/pyproject.toml requirements-dashboard.txt
 proto/%_pb2.py: proto/%.proto $(STAMP)
 	@echo "==> generating gRPC code from $<"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I . \
-		--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. $<
+		--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. order_execution/$<
 
 run: setup
 	$(BIN)/order-execution up
@@ -42,7 +42,7 @@ K8S_RESOURCES := $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy .
+	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/hadolint --failure-threshold style deploy/Dockerfile
 	@out="$$($(BIN)/kubernetes-validate --strict --quiet -k $(K8S_VERSION) $(K8S_RESOURCES))" \

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from launcher.stack import LocalStack
+from order_execution.launcher.stack import LocalStack
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 Snapshot = tuple[float, dict[str, dict[int, int]]]

@@ -23,8 +23,8 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
 
 MARKET_ORDER_STATES = (pb.NEW, pb.SUBMITTING, pb.SUBMITTED, pb.FILLED)
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from bench.load_session import Session
-from exchange.signing import signed_query
+from order_execution.exchange.signing import signed_query
 
 BASELINE_N = 200
 

@@ -22,9 +22,9 @@ from bench.exchange_baselines import BASELINE_N, Account, ccxt_baseline, httpx_b
 from bench.load_session import Order, Session, latencies, ms, order_quantities, print_lost, stats
 from bench.report import fmt, percentile
 from bench.transport_floor import api_floor, exchange_floor
-from launcher.stack import LocalStack
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
+from order_execution.launcher.stack import LocalStack
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
 
 STOP_P99_MS = 1000.0
 BURST_N = 300

@@ -21,8 +21,8 @@ import grpc
 import httpx
 
 from bench.report import percentile
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
 
 LOST_AFTER_S = 10.0
 DRAIN_TAIL_S = 0.25  # after the last final update: trailing work (user-stream events) lands in the step

@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.redis_db import BENCH_REDIS_DB
 from bench.report import report
-from launcher.stack import local_stack
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
+from order_execution.launcher.stack import local_stack
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
 
 REDIS = "127.0.0.1:6379"
 NATS = "nats://127.0.0.1:4222"

@@ -43,12 +43,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.redis_db import BENCH_REDIS_DB
 from bench.report import report
-from orders.model import Order, OrderType, Side
-from orders.store import OrderStore
-from tasks.broker import build_broker
-from tasks.messages import submit_order_push
-from tasks.queues import SUBMIT_ORDER, queue_for
-from workers.consumer import Consumer, Handler
+from order_execution.orders.model import Order, OrderType, Side
+from order_execution.orders.store import OrderStore
+from order_execution.tasks.broker import build_broker
+from order_execution.tasks.messages import submit_order_push
+from order_execution.tasks.queues import SUBMIT_ORDER, queue_for
+from order_execution.workers.consumer import Consumer, Handler
 
 REDIS_URL = f"redis://127.0.0.1:6379/{BENCH_REDIS_DB}"  # flushed before and after each run
 SYMBOLS = [f"HOP{i}USDT" for i in range(8)]

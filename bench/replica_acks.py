@@ -60,13 +60,13 @@ from bench.redis_db import BENCH_REDIS_DB
 from bench.report import fmt, percentile, report, summarize
 from bench.scrape_load import send_orders
 from bench.throughput import NATS, SIM_ARGS
-from launcher.ha_server_configs import redis_node_config
-from launcher.launch import redis_command
-from launcher.processes import ManagedProcess, free_port, port_open, worker_processes
-from launcher.run_dir import private_dir, write_private
-from launcher.stack import local_stack
-from proto import order_pb2_grpc
-from runtime.addresses import redis_url
+from order_execution.launcher.ha_server_configs import redis_node_config
+from order_execution.launcher.launch import redis_command
+from order_execution.launcher.processes import ManagedProcess, free_port, port_open, worker_processes
+from order_execution.launcher.run_dir import private_dir, write_private
+from order_execution.launcher.stack import local_stack
+from order_execution.proto import order_pb2_grpc
+from order_execution.runtime.addresses import redis_url
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 ACK_TIMEOUT_MS = 500  # redis.replica_ack_timeout_ms's default; a loopback replica answers in well under 1 ms

@@ -38,9 +38,9 @@ from bench.load_session import Order, Session, latencies, order_quantities, prin
 from bench.redis_db import BENCH_REDIS_DB
 from bench.report import fmt, percentile, report
 from bench.throughput import NATS, REDIS, SIM_ARGS
-from launcher.processes import worker_processes
-from launcher.stack import LocalStack, local_stack
-from proto import order_pb2_grpc
+from order_execution.launcher.processes import worker_processes
+from order_execution.launcher.stack import LocalStack, local_stack
+from order_execution.proto import order_pb2_grpc
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 BASELINE = "CreateOrder, no scrapes"

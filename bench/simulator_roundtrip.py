@@ -34,9 +34,9 @@ RESULTS = ROOT / "bench" / "results"
 
 sys.path.insert(0, str(ROOT))
 
-from exchange.signing import sign  # noqa: E402
-from launcher.launch import Launcher  # noqa: E402
-from launcher.processes import ManagedProcess, free_port  # noqa: E402
+from order_execution.exchange.signing import sign  # noqa: E402
+from order_execution.launcher.launch import Launcher  # noqa: E402
+from order_execution.launcher.processes import ManagedProcess, free_port  # noqa: E402
 
 
 def _start(port: int, key: str, secret: str, log_dir: Path) -> ManagedProcess:

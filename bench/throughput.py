@@ -49,8 +49,8 @@ from bench.load_session import LOST_AFTER_S
 from bench.redis_db import BENCH_REDIS_DB
 from bench.throughput_report import plot, print_tables, write_results
 from bench.throughput_summary import KNEE_P99_MS, summarize
-from launcher.processes import worker_processes
-from launcher.stack import local_stack
+from order_execution.launcher.processes import worker_processes
+from order_execution.launcher.stack import local_stack
 
 REDIS = "127.0.0.1:6379"
 NATS = "nats://127.0.0.1:4222"

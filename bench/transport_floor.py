@@ -31,9 +31,9 @@ import grpc
 from bench.cpu_meter import OTHER, CpuMeter
 from bench.exchange_baselines import Account, market_order_query
 from bench.load_session import Session
-from launcher.processes import ManagedProcess, free_port
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
+from order_execution.launcher.processes import ManagedProcess, free_port
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
 
 FLOOR_S = 4.0
 _SETTLE_TIMEOUT_S = 10.0

@@ -18,10 +18,10 @@ import sys
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from cli.client import explain_admin_error, gateway_target, open_channel
-from proto import admin_pb2 as apb
-from proto import admin_pb2_grpc
-from runtime.settings import Settings, load_settings
+from order_execution.cli.client import explain_admin_error, gateway_target, open_channel
+from order_execution.proto import admin_pb2 as apb
+from order_execution.proto import admin_pb2_grpc
+from order_execution.runtime.settings import Settings, load_settings
 
 _CALL_TIMEOUT_S = 15.0
 _MARGIN_TYPES = {"ISOLATED": apb.ISOLATED, "CROSSED": apb.CROSSED}

@@ -14,12 +14,12 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from cli.credentials import open_channel as open_gateway_channel
-from cli.order_args import SIDES, TIFS, TYPES, WORKING_TYPES
-from cli.order_format import order_json, order_line, order_text, update_json
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
-from runtime.settings import Settings, load_settings
+from order_execution.cli.credentials import open_channel as open_gateway_channel
+from order_execution.cli.order_args import SIDES, TIFS, TYPES, WORKING_TYPES
+from order_execution.cli.order_format import order_json, order_line, order_text, update_json
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
+from order_execution.runtime.settings import Settings, load_settings
 
 _CALL_TIMEOUT_S = 10.0
 _CONNECT_TIMEOUT_S = 3.0

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
-from gateway.auth import API_KEY_HEADER
-from launcher.run_dir import secret_file
-from runtime.settings import ClientSettings, SettingsError
+from order_execution.gateway.auth import API_KEY_HEADER
+from order_execution.launcher.run_dir import secret_file
+from order_execution.runtime.settings import ClientSettings, SettingsError
 
 LOCAL_KEY_FILE = Path(".run") / "api-key"
 

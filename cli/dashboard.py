@@ -26,11 +26,11 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from orders.store_scripts import RING
-from runtime.redis_connection import open_sync_redis
-from runtime.settings import Settings
-from tasks.broker import build_broker
-from tasks.queues import doorbell_key, queue_for
+from order_execution.orders.store_scripts import RING
+from order_execution.runtime.redis_connection import open_sync_redis
+from order_execution.runtime.settings import Settings
+from order_execution.tasks.broker import build_broker
+from order_execution.tasks.queues import doorbell_key, queue_for
 
 log = logging.getLogger(__name__)
 

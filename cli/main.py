@@ -19,7 +19,7 @@ import sys
 
 import uvloop
 
-from runtime.settings import CONFIG_ENV, Settings, SettingsError, load_settings
+from order_execution.runtime.settings import CONFIG_ENV, Settings, SettingsError, load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,13 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands.add_parser("sim", help="run the exchange simulator (see `order-execution sim --help`)")
 
-    from cli.order_args import add_order_commands
+    from order_execution.cli.order_args import add_order_commands
 
     add_order_commands(commands.add_parser("order", help="create, inspect and watch orders"))
-    from cli.risk import add_risk_commands
+    from order_execution.cli.risk import add_risk_commands
 
     add_risk_commands(commands.add_parser("risk", help="kill switch and risk limits (show, halt, ...)"))
-    from cli.account import add_account_commands
+    from order_execution.cli.account import add_account_commands
 
     add_account_commands(commands.add_parser("account", help="leverage, margin type and position mode"))
 
@@ -104,35 +104,35 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)  # child processes read it too
     try:
         if args.command == "order":
-            from cli.client import run_order_command
+            from order_execution.cli.client import run_order_command
 
             return run_order_command(args)
         if args.command == "risk":
-            from cli.risk import run_risk_command
+            from order_execution.cli.risk import run_risk_command
 
             return run_risk_command(args)
         if args.command == "account":
-            from cli.account import run_account_command
+            from order_execution.cli.account import run_account_command
 
             return run_account_command(args)
         settings = load_settings()
         if args.command == "gateway":
-            from gateway.server import serve
-            from runtime.logs import configure_logging
+            from order_execution.gateway.server import serve
+            from order_execution.runtime.logs import configure_logging
 
             configure_logging(settings.logging, process="gateway", secrets=settings.secret_values())
             uvloop.run(serve(settings))
             return 0
         if args.command == "dashboard":
-            from cli.dashboard import serve as serve_dashboard
-            from runtime.logs import configure_logging
+            from order_execution.cli.dashboard import serve as serve_dashboard
+            from order_execution.runtime.logs import configure_logging
 
             configure_logging(settings.logging, process="dashboard", secrets=settings.secret_values())
             serve_dashboard(settings)
             return 0
         if args.command == "listener":
-            from listener.process import serve as serve_listener
-            from runtime.logs import configure_logging
+            from order_execution.listener.process import serve as serve_listener
+            from order_execution.runtime.logs import configure_logging
 
             configure_logging(settings.logging, process="listener", secrets=settings.secret_values())
             uvloop.run(serve_listener(settings))
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "worker":
             return _run_worker(args, settings, argv)
         if args.command == "up":
-            from cli.up import run_up
+            from order_execution.cli.up import run_up
 
             return run_up(
                 settings,
@@ -161,16 +161,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_worker(args: argparse.Namespace, settings: Settings, argv: list[str]) -> int:
-    from launcher.processes import python_command, run_together, worker_processes
-    from runtime.logs import configure_logging
+    from order_execution.launcher.processes import python_command, run_together, worker_processes
+    from order_execution.runtime.logs import configure_logging
 
     processes = worker_processes(args.processes if args.processes is not None else settings.worker.processes)
     if processes > 1:
-        one = python_command("cli", *argv, "--processes", "1")  # the last --processes wins
+        one = python_command("order_execution.cli", *argv, "--processes", "1")  # the last --processes wins
         return run_together([one] * processes)
     if args.max_in_flight:
         settings.worker.max_in_flight = args.max_in_flight
-    from workers.process import serve as serve_worker
+    from order_execution.workers.process import serve as serve_worker
 
     configure_logging(settings.logging, process="worker", secrets=settings.secret_values())
     serve_worker(settings, args.queues)

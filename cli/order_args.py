@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 
-from cli.times import parse_time
-from proto import order_pb2 as pb
+from order_execution.cli.times import parse_time
+from order_execution.proto import order_pb2 as pb
 
 SIDES = {"BUY": pb.BUY, "SELL": pb.SELL}
 TYPES = {name: number for name, number in pb.OrderType.items() if number}

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cli.times import format_ms
-from proto import order_pb2 as pb
+from order_execution.cli.times import format_ms
+from order_execution.proto import order_pb2 as pb
 
 _TIME_FIELDS = ("created_at", "updated_at")
 

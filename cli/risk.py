@@ -24,10 +24,10 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from cli.client import explain_admin_error, gateway_target, open_channel
-from proto import admin_pb2 as apb
-from proto import admin_pb2_grpc
-from runtime.settings import Settings, load_settings
+from order_execution.cli.client import explain_admin_error, gateway_target, open_channel
+from order_execution.proto import admin_pb2 as apb
+from order_execution.proto import admin_pb2_grpc
+from order_execution.runtime.settings import Settings, load_settings
 
 _CALL_TIMEOUT_S = 30.0  # HALTED with --cancel-open walks every open order
 _MODES = {"halt": apb.HALTED, "reduce": apb.REDUCING, "resume": apb.ACTIVE}

@@ -24,17 +24,17 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from cli.credentials import LOCAL_KEY_FILE, ensure_local_key
-from launcher import load_test
-from launcher.embedded_servers import ensure_nats, ensure_redis
-from launcher.ha_servers import start_ha_servers
-from launcher.launch import Launcher
-from launcher.processes import free_port, port_open, worker_processes
-from launcher.run_dir import private_dir
-from launcher.service_env import local_client_json
-from launcher.supervisor import Supervisor
-from runtime.addresses import is_loopback_host
-from runtime.settings import Settings
+from order_execution.cli.credentials import LOCAL_KEY_FILE, ensure_local_key
+from order_execution.launcher import load_test
+from order_execution.launcher.embedded_servers import ensure_nats, ensure_redis
+from order_execution.launcher.ha_servers import start_ha_servers
+from order_execution.launcher.launch import Launcher
+from order_execution.launcher.processes import free_port, port_open, worker_processes
+from order_execution.launcher.run_dir import private_dir
+from order_execution.launcher.service_env import local_client_json
+from order_execution.launcher.supervisor import Supervisor
+from order_execution.runtime.addresses import is_loopback_host
+from order_execution.runtime.settings import Settings
 
 RUN_DIR = Path(".run")  # logs, and the embedded servers' data, relative to where `up` runs
 

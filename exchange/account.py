@@ -10,10 +10,10 @@ import hashlib
 
 import redis.asyncio as aioredis
 
-from exchange.breakers import Breakers
-from exchange.client import BinanceClient
-from exchange.rate_budget import RateBudget
-from runtime.settings import Settings
+from order_execution.exchange.breakers import Breakers
+from order_execution.exchange.client import BinanceClient
+from order_execution.exchange.rate_budget import RateBudget
+from order_execution.runtime.settings import Settings
 
 
 def account_id(settings: Settings) -> str:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from exchange.errors import ExchangeError
-from orders.fsm import ExchangeReport
-from orders.model import Order, OrderState, decimal_str
+from order_execution.exchange.errors import ExchangeError
+from order_execution.orders.fsm import ExchangeReport
+from order_execution.orders.model import Order, OrderState, decimal_str
 
 _ALGO_STATUS = {
     "NEW": OrderState.WAITING_TRIGGER,

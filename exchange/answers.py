@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from exchange.errors import (
+from order_execution.exchange.errors import (
     ClockSkew,
     DuplicateClientOrderId,
     ExchangeError,
@@ -24,9 +24,9 @@ from exchange.errors import (
     RateLimited,
     UnknownOrder,
 )
-from exchange.http import HttpResponse
-from orders.fsm import ExchangeReport
-from orders.model import Fill, OrderState
+from order_execution.exchange.http import HttpResponse
+from order_execution.orders.fsm import ExchangeReport
+from order_execution.orders.model import Fill, OrderState
 
 _OUTCOME_UNKNOWN_CODES = {-1000, -1006, -1007}
 _NOT_EXECUTED_CODES = {-1008, -1003, -1015}

@@ -37,10 +37,16 @@ from enum import StrEnum
 import pybreaker
 import redis.asyncio as aioredis
 
-from exchange.errors import CircuitOpen, ClockSkew, ExchangeUnavailable, OutcomeUnknown, RateLimited
-from orders import metrics
-from runtime.redis_connection import reply_text
-from runtime.settings import CircuitBreakerSettings
+from order_execution.exchange.errors import (
+    CircuitOpen,
+    ClockSkew,
+    ExchangeUnavailable,
+    OutcomeUnknown,
+    RateLimited,
+)
+from order_execution.orders import metrics
+from order_execution.runtime.redis_connection import reply_text
+from order_execution.runtime.settings import CircuitBreakerSettings
 
 log = logging.getLogger(__name__)
 

@@ -16,16 +16,16 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
-from exchange.algo_orders import algo_order_params
-from exchange.answers import order_state, to_fill, to_report
-from exchange.breakers import Breakers
-from exchange.errors import OrderRejected
-from exchange.http import AiohttpTransport, HttpTransport
-from exchange.position_mode import POSITION_SIDE_MISMATCH, position_params
-from exchange.rate_budget import RateBudget
-from exchange.signed_rest import SignedRest
-from orders.model import Order, OrderType, decimal_str
-from runtime.settings import ExchangeSettings
+from order_execution.exchange.algo_orders import algo_order_params
+from order_execution.exchange.answers import order_state, to_fill, to_report
+from order_execution.exchange.breakers import Breakers
+from order_execution.exchange.errors import OrderRejected
+from order_execution.exchange.http import AiohttpTransport, HttpTransport
+from order_execution.exchange.position_mode import POSITION_SIDE_MISMATCH, position_params
+from order_execution.exchange.rate_budget import RateBudget
+from order_execution.exchange.signed_rest import SignedRest
+from order_execution.orders.model import Order, OrderType, decimal_str
+from order_execution.runtime.settings import ExchangeSettings
 
 _CLOCK_SAMPLES = 5
 

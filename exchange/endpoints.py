@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from exchange.breakers import Group
-from exchange.rate_budget import Cost, Priority
+from order_execution.exchange.breakers import Group
+from order_execution.exchange.rate_budget import Cost, Priority
 
 
 @dataclass(frozen=True, slots=True)

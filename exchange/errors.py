@@ -12,7 +12,7 @@ repeat, or a query later, may settle it); the definite answers are not.
 
 from __future__ import annotations
 
-from orders.errors import OrderServiceError
+from order_execution.orders.errors import OrderServiceError
 
 
 class ExchangeError(OrderServiceError):

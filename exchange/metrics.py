@@ -8,10 +8,10 @@ codes this service knows (else "other"), `http_<status>` for an answer without a
 
 from __future__ import annotations
 
-from exchange.endpoints import TABLE
-from exchange.errors import ExchangeError, RateLimited
-from orders import metrics
-from orders.metrics import OTHER, bounded
+from order_execution.exchange.endpoints import TABLE
+from order_execution.exchange.errors import ExchangeError, RateLimited
+from order_execution.orders import metrics
+from order_execution.orders.metrics import OTHER, bounded
 
 # The `endpoint` label values: one per row of the client's endpoint table (exchange/endpoints.py).
 ENDPOINTS = frozenset(endpoint.label for endpoint in TABLE)

@@ -8,7 +8,7 @@ reduce-only BUY closes SHORT, unless the order names its ``position_side`` itsel
 
 from __future__ import annotations
 
-from orders.model import Order, Side
+from order_execution.orders.model import Order, Side
 
 POSITION_SIDE_MISMATCH = -4061  # "Order's position side does not match user's setting."
 

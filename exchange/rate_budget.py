@@ -32,7 +32,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
-from orders.model import now_ms
+from order_execution.orders.model import now_ms
 
 WEIGHT_WINDOW_MS = 60_000
 ORDERS_SHORT_WINDOW_MS = 10_000

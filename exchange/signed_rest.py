@@ -25,16 +25,16 @@ from typing import Any
 
 import redis.exceptions
 
-from exchange import endpoints
-from exchange import metrics as exchange_metrics
-from exchange.answers import ban_end_ms, classify, int_header, retry_after_s
-from exchange.breakers import Breakers, Group
-from exchange.errors import BudgetExceeded, ExchangeUnavailable, OutcomeUnknown
-from exchange.http import HttpResponse, HttpTransport, RequestNotSent, ResponseLost
-from exchange.rate_budget import Cost, Priority, RateBudget
-from exchange.signing import signed_query
-from orders.model import now_ms
-from runtime.logs import redact
+from order_execution.exchange import endpoints
+from order_execution.exchange import metrics as exchange_metrics
+from order_execution.exchange.answers import ban_end_ms, classify, int_header, retry_after_s
+from order_execution.exchange.breakers import Breakers, Group
+from order_execution.exchange.errors import BudgetExceeded, ExchangeUnavailable, OutcomeUnknown
+from order_execution.exchange.http import HttpResponse, HttpTransport, RequestNotSent, ResponseLost
+from order_execution.exchange.rate_budget import Cost, Priority, RateBudget
+from order_execution.exchange.signing import signed_query
+from order_execution.orders.model import now_ms
+from order_execution.runtime.logs import redact
 
 _DEFAULT_MAX_WAIT_MS = 10_000
 

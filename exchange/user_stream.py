@@ -26,12 +26,12 @@ from typing import Any
 import aiohttp
 import orjson
 
-from exchange.algo_orders import algo_event_report
-from exchange.answers import order_state
-from exchange.client import BinanceClient
-from exchange.errors import ExchangeError
-from orders.fsm import ExchangeReport
-from orders.model import Fill
+from order_execution.exchange.algo_orders import algo_event_report
+from order_execution.exchange.answers import order_state
+from order_execution.exchange.client import BinanceClient
+from order_execution.exchange.errors import ExchangeError
+from order_execution.orders.fsm import ExchangeReport
+from order_execution.orders.model import Fill
 
 log = logging.getLogger(__name__)
 

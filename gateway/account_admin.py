@@ -19,15 +19,15 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
-from exchange.account import exchange_client
-from exchange.client import BinanceClient
-from exchange.errors import OrderRejected
-from gateway.auth import Authenticator
-from gateway.status_mapping import Context, answer
-from orders.errors import InvalidOrder
-from proto import admin_pb2 as apb
-from proto import admin_pb2_grpc
-from runtime.settings import Settings
+from order_execution.exchange.account import exchange_client
+from order_execution.exchange.client import BinanceClient
+from order_execution.exchange.errors import OrderRejected
+from order_execution.gateway.auth import Authenticator
+from order_execution.gateway.status_mapping import Context, answer
+from order_execution.orders.errors import InvalidOrder
+from order_execution.proto import admin_pb2 as apb
+from order_execution.proto import admin_pb2_grpc
+from order_execution.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

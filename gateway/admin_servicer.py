@@ -11,17 +11,17 @@ import dataclasses
 import logging
 from typing import Any
 
-from gateway.auth import Authenticator
-from gateway.handlers import Intake
-from gateway.risk import RiskGate
-from gateway.status_mapping import Context, answer
-from gateway.validation import check_length, parse_request_decimal
-from orders.errors import InvalidOrder
-from orders.model import decimal_str
-from orders.risk_state import ModeStatus, TradingMode
-from proto import admin_pb2 as apb
-from proto import admin_pb2_grpc
-from runtime.settings import RiskSettings
+from order_execution.gateway.auth import Authenticator
+from order_execution.gateway.handlers import Intake
+from order_execution.gateway.risk import RiskGate
+from order_execution.gateway.status_mapping import Context, answer
+from order_execution.gateway.validation import check_length, parse_request_decimal
+from order_execution.orders.errors import InvalidOrder
+from order_execution.orders.model import decimal_str
+from order_execution.orders.risk_state import ModeStatus, TradingMode
+from order_execution.proto import admin_pb2 as apb
+from order_execution.proto import admin_pb2_grpc
+from order_execution.runtime.settings import RiskSettings
 
 log = logging.getLogger(__name__)
 

@@ -24,18 +24,18 @@ import math
 import time
 from dataclasses import dataclass
 
-from exchange.breakers import Group, breaker_key
-from exchange.rate_budget import (
+from order_execution.exchange.breakers import Group, breaker_key
+from order_execution.exchange.rate_budget import (
     ORDERS_LONG_WINDOW_MS,
     ORDERS_SHORT_WINDOW_MS,
     BudgetState,
     Priority,
     RateBudget,
 )
-from orders.errors import ExchangeNotAccepting, Overloaded
-from orders.model import now_ms
-from orders.store import OrderStore
-from runtime.settings import AdmissionSettings, CircuitBreakerSettings
+from order_execution.orders.errors import ExchangeNotAccepting, Overloaded
+from order_execution.orders.model import now_ms
+from order_execution.orders.store import OrderStore
+from order_execution.runtime.settings import AdmissionSettings, CircuitBreakerSettings
 
 
 @dataclass

@@ -9,19 +9,24 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from gateway.auth import Caller
-from gateway.commands import AmendOrder
-from gateway.own_orders import owned_order
-from gateway.risk import RiskGate
-from gateway.rules_cache import RulesCache
-from gateway.validation import check_order_size, parse_request_decimal
-from orders.errors import InvalidOrder, OrderNotAmendable, RiskLimitExceeded, SymbolRulesUnavailable
-from orders.exact import product
-from orders.model import Order, OrderState, OrderType, decimal_str
-from orders.risk_state import TradingMode
-from orders.rules import SymbolRules
-from orders.store import OrderStore
-from tasks.messages import amend_order_push
+from order_execution.gateway.auth import Caller
+from order_execution.gateway.commands import AmendOrder
+from order_execution.gateway.own_orders import owned_order
+from order_execution.gateway.risk import RiskGate
+from order_execution.gateway.rules_cache import RulesCache
+from order_execution.gateway.validation import check_order_size, parse_request_decimal
+from order_execution.orders.errors import (
+    InvalidOrder,
+    OrderNotAmendable,
+    RiskLimitExceeded,
+    SymbolRulesUnavailable,
+)
+from order_execution.orders.exact import product
+from order_execution.orders.model import Order, OrderState, OrderType, decimal_str
+from order_execution.orders.risk_state import TradingMode
+from order_execution.orders.rules import SymbolRules
+from order_execution.orders.store import OrderStore
+from order_execution.tasks.messages import amend_order_push
 
 _RESTING = (OrderState.SUBMITTED, OrderState.PARTIALLY_FILLED)
 

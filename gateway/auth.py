@@ -21,9 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from gateway.auth_failures import AuthFailures
-from orders.errors import OrderServiceError
-from runtime.settings import AuthSettings
+from order_execution.gateway.auth_failures import AuthFailures
+from order_execution.orders.errors import OrderServiceError
+from order_execution.runtime.settings import AuthSettings
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway import metrics
+from order_execution.gateway import metrics
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from gateway.auth import Caller
-from gateway.commands import CancelAll, PlaceBatch, PlaceOrder
-from orders import fsm
-from orders.errors import OrderServiceError
-from orders.model import Order, OrderState
-from orders.store import CreateResult, OrderStore, QueuePush
-from tasks.messages import cancel_all_push, cancel_order_push
+from order_execution.gateway.auth import Caller
+from order_execution.gateway.commands import CancelAll, PlaceBatch, PlaceOrder
+from order_execution.orders import fsm
+from order_execution.orders.errors import OrderServiceError
+from order_execution.orders.model import Order, OrderState
+from order_execution.orders.store import CreateResult, OrderStore, QueuePush
+from order_execution.tasks.messages import cancel_all_push, cancel_order_push
 
 S = OrderState
 # Orders that may still be working at the exchange (or not yet sent).

@@ -19,16 +19,16 @@ from typing import Any
 
 from dramatiq.common import dq_name, xq_name
 
-from exchange.breakers import Group, breaker_key
-from exchange.rate_budget import Priority, RateBudget
-from gateway import metrics
-from orders import metrics as shared
-from orders.listener_status import ListenerStatus
-from orders.model import OrderState, now_ms
-from orders.store import OrderStore
-from runtime.redis_connection import reply_text
-from tasks.queues import DRAMATIQ_NAMESPACE, queue_for, queue_key
-from tasks.redis_queues import HEARTBEAT_TIMEOUT_MS
+from order_execution.exchange.breakers import Group, breaker_key
+from order_execution.exchange.rate_budget import Priority, RateBudget
+from order_execution.gateway import metrics
+from order_execution.orders import metrics as shared
+from order_execution.orders.listener_status import ListenerStatus
+from order_execution.orders.model import OrderState, now_ms
+from order_execution.orders.store import OrderStore
+from order_execution.runtime.redis_connection import reply_text
+from order_execution.tasks.queues import DRAMATIQ_NAMESPACE, queue_for, queue_key
+from order_execution.tasks.redis_queues import HEARTBEAT_TIMEOUT_MS
 
 log = logging.getLogger(__name__)
 

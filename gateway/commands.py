@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from gateway.auth import Caller
-from orders.errors import OrderServiceError
-from orders.model import Order, OrderState, OrderType, Side, TimeInForce, WorkingType
-from orders.store import CreateResult
-from orders.store_queries import OrderPage
+from order_execution.gateway.auth import Caller
+from order_execution.orders.errors import OrderServiceError
+from order_execution.orders.model import Order, OrderState, OrderType, Side, TimeInForce, WorkingType
+from order_execution.orders.store import CreateResult
+from order_execution.orders.store_queries import OrderPage
 
 R = TypeVar("R")
 Unrecognized = int  # a wire enum value with no domain meaning: 0 = unset, else unknown

@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
-from gateway.admission import Admission
-from gateway.amend import amend
-from gateway.bulk_orders import cancel_all, place_batch
-from gateway.commands import (
+from order_execution.gateway.admission import Admission
+from order_execution.gateway.amend import amend
+from order_execution.gateway.bulk_orders import cancel_all, place_batch
+from order_execution.gateway.commands import (
     AmendOrder,
     CancelAll,
     CancelOrder,
@@ -35,11 +35,11 @@ from gateway.commands import (
     Requester,
     WatchOrders,
 )
-from gateway.own_orders import cancel_order, list_orders, owned_order
-from gateway.place_order import place_order
-from gateway.risk import RiskGate
-from gateway.rules_cache import RulesCache
-from gateway.validation import (
+from order_execution.gateway.own_orders import cancel_order, list_orders, owned_order
+from order_execution.gateway.place_order import place_order
+from order_execution.gateway.risk import RiskGate
+from order_execution.gateway.rules_cache import RulesCache
+from order_execution.gateway.validation import (
     check_batch,
     check_cancel,
     check_cancel_all,
@@ -48,11 +48,11 @@ from gateway.validation import (
     check_order_id,
     check_stream_request,
 )
-from orders.store import OrderStore
-from orders.store_queries import DEFAULT_SCAN_CAP
-from runtime.settings import RiskSettings
-from service_layer.kill_switch import cancel_open_orders
-from tasks.messages import cancel_order_push
+from order_execution.orders.store import OrderStore
+from order_execution.orders.store_queries import DEFAULT_SCAN_CAP
+from order_execution.runtime.settings import RiskSettings
+from order_execution.service_layer.kill_switch import cancel_open_orders
+from order_execution.tasks.messages import cancel_order_push
 
 R = TypeVar("R")
 C = TypeVar("C", bound=Command[Any])

@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from exchange.rate_budget import RateBudget
-from gateway.cluster_gauges import live_workers
-from gateway.rules_cache import RulesCache
-from orders.listener_status import ListenerStatus
-from orders.risk_state import RiskState, TradingMode
-from orders.store import OrderStore
-from runtime.addresses import nats_host_port, nats_servers
-from runtime.settings import Settings
+from order_execution.exchange.rate_budget import RateBudget
+from order_execution.gateway.cluster_gauges import live_workers
+from order_execution.gateway.rules_cache import RulesCache
+from order_execution.orders.listener_status import ListenerStatus
+from order_execution.orders.risk_state import RiskState, TradingMode
+from order_execution.orders.store import OrderStore
+from order_execution.runtime.addresses import nats_host_port, nats_servers
+from order_execution.runtime.settings import Settings
 
 Check = Callable[[], Awaitable[str]]
 READINESS = ("redis", "trading_rules", "mark_prices")

@@ -29,10 +29,10 @@ from importlib import metadata
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from exchange.account import breaker_namespace
-from gateway.cluster_gauges import ClusterGauges, GaugeRefresher
-from gateway.health import READINESS, HealthChecks
-from orders import metrics as shared_metrics
+from order_execution.exchange.account import breaker_namespace
+from order_execution.gateway.cluster_gauges import ClusterGauges, GaugeRefresher
+from order_execution.gateway.health import READINESS, HealthChecks
+from order_execution.orders import metrics as shared_metrics
 
 __all__ = ["GAUGE_REFRESHER", "HealthChecks", "build_http_app", "service_version"]
 

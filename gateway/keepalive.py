@@ -10,7 +10,7 @@ a client pinging more often than every 5 minutes (GOAWAY "too_many_pings").
 
 from __future__ import annotations
 
-from runtime.settings import ServerSettings
+from order_execution.runtime.settings import ServerSettings
 
 
 def keepalive_options(server: ServerSettings) -> list[tuple[str, int]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-from orders import metrics as shared
+from order_execution.orders import metrics as shared
 
 ORDERS_CREATED = shared.ORDERS_CREATED
 ORDERS_REJECTED = shared.ORDERS_REJECTED.labels("gateway")

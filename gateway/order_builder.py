@@ -13,20 +13,20 @@ from decimal import Decimal
 from typing import Any
 from uuid import uuid4
 
-from gateway.commands import UNSET, PlaceOrder
-from gateway.order_kinds import CONDITIONAL_KINDS, check_plain_order, conditional_terms
-from gateway.validation import (
+from order_execution.gateway.commands import UNSET, PlaceOrder
+from order_execution.gateway.order_kinds import CONDITIONAL_KINDS, check_plain_order, conditional_terms
+from order_execution.gateway.validation import (
     check_order_size,
     check_symbol_text,
     enum_rule,
     parse_request_decimal,
     request_client_order_id,
 )
-from orders.errors import InvalidOrder, RiskLimitExceeded
-from orders.exact import product
-from orders.model import Order, OrderType, Side, TimeInForce
-from orders.rules import SymbolRules
-from runtime.settings import RiskSettings
+from order_execution.orders.errors import InvalidOrder, RiskLimitExceeded
+from order_execution.orders.exact import product
+from order_execution.orders.model import Order, OrderType, Side, TimeInForce
+from order_execution.orders.rules import SymbolRules
+from order_execution.runtime.settings import RiskSettings
 
 
 def build_order(command: PlaceOrder, rules: dict[str, SymbolRules], risk: RiskSettings) -> Order:

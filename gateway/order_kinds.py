@@ -21,13 +21,13 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from gateway.commands import UNSET, PlaceOrder
-from gateway.validation import check_order_size, parse_request_decimal, quote
-from orders.errors import InvalidOrder
-from orders.exact import is_multiple, product
-from orders.model import OrderType, TimeInForce, WorkingType
-from orders.rules import SymbolRules
-from runtime.settings import RiskSettings
+from order_execution.gateway.commands import UNSET, PlaceOrder
+from order_execution.gateway.validation import check_order_size, parse_request_decimal, quote
+from order_execution.orders.errors import InvalidOrder
+from order_execution.orders.exact import is_multiple, product
+from order_execution.orders.model import OrderType, TimeInForce, WorkingType
+from order_execution.orders.rules import SymbolRules
+from order_execution.runtime.settings import RiskSettings
 
 MIN_CALLBACK_RATE = Decimal("0.1")
 MAX_CALLBACK_RATE = Decimal("10")

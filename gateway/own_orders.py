@@ -8,16 +8,16 @@ answers NOT_FOUND, exactly like an id never used, so ids cannot be probed. With 
 
 from __future__ import annotations
 
-from gateway.auth import Caller
-from gateway.commands import CancelOrder, ListOrders
-from gateway.validation import DEFAULT_PAGE, check_order_id
-from orders import fsm
-from orders.errors import InvalidOrder, OrderNotCancelable, OrderNotFound
-from orders.model import Order
-from orders.store import OrderStore
-from orders.store_queries import OrderPage
-from service_layer.kill_switch import cancel_enqueue, request_cancel
-from tasks.messages import cancel_order_push
+from order_execution.gateway.auth import Caller
+from order_execution.gateway.commands import CancelOrder, ListOrders
+from order_execution.gateway.validation import DEFAULT_PAGE, check_order_id
+from order_execution.orders import fsm
+from order_execution.orders.errors import InvalidOrder, OrderNotCancelable, OrderNotFound
+from order_execution.orders.model import Order
+from order_execution.orders.store import OrderStore
+from order_execution.orders.store_queries import OrderPage
+from order_execution.service_layer.kill_switch import cancel_enqueue, request_cancel
+from order_execution.tasks.messages import cancel_order_push
 
 _cancel_message = cancel_enqueue(cancel_order_push)
 

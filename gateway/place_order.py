@@ -11,24 +11,24 @@ step (atomic across replicas). Each refusal is counted by limit.
 
 from __future__ import annotations
 
-from gateway.admission import Admission
-from gateway.auth import Caller
-from gateway.commands import PlaceOrder
-from gateway.order_builder import build_order
-from gateway.risk import RiskGate
-from gateway.rules_cache import RulesCache
-from orders import metrics
-from orders.errors import (
+from order_execution.gateway.admission import Admission
+from order_execution.gateway.auth import Caller
+from order_execution.gateway.commands import PlaceOrder
+from order_execution.gateway.order_builder import build_order
+from order_execution.gateway.risk import RiskGate
+from order_execution.gateway.rules_cache import RulesCache
+from order_execution.orders import metrics
+from order_execution.orders.errors import (
     ExchangeNotAccepting,
     OrderAlreadyExists,
     Overloaded,
     RiskLimitExceeded,
     SymbolRulesUnavailable,
 )
-from orders.model import Order
-from orders.store import CreateResult, OrderStore
-from runtime.settings import RiskSettings
-from tasks.messages import submit_order_push
+from order_execution.orders.model import Order
+from order_execution.orders.store import CreateResult, OrderStore
+from order_execution.runtime.settings import RiskSettings
+from order_execution.tasks.messages import submit_order_push
 
 
 async def place_order(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from gateway.commands import (
+from order_execution.gateway.commands import (
     AmendOrder,
     CancelAll,
     CancelOrder,
@@ -19,9 +19,18 @@ from gateway.commands import (
     PlaceOrder,
     WatchOrders,
 )
-from orders.errors import InvalidOrder
-from orders.model import Fill, Order, OrderState, OrderType, Side, TimeInForce, WorkingType, decimal_str
-from proto import order_pb2 as pb
+from order_execution.orders.errors import InvalidOrder
+from order_execution.orders.model import (
+    Fill,
+    Order,
+    OrderState,
+    OrderType,
+    Side,
+    TimeInForce,
+    WorkingType,
+    decimal_str,
+)
+from order_execution.proto import order_pb2 as pb
 
 _SIDE_FROM_PB = {pb.BUY: Side.BUY, pb.SELL: Side.SELL}
 _TYPE_FROM_PB = {

@@ -25,13 +25,20 @@ import time
 from decimal import Decimal, localcontext
 from typing import Any
 
-from orders import metrics
-from orders.errors import RiskLimitExceeded
-from orders.exact import EXACT_DIGITS, exactly, product
-from orders.model import Order, OrderType, Side, decimal_str, now_ms
-from orders.risk_state import MODE_VALUES, MarkPrice, ModeStatus, RiskCheck, RiskState, TradingMode
-from orders.rules import SymbolRules
-from runtime.settings import RiskSettings
+from order_execution.orders import metrics
+from order_execution.orders.errors import RiskLimitExceeded
+from order_execution.orders.exact import EXACT_DIGITS, exactly, product
+from order_execution.orders.model import Order, OrderType, Side, decimal_str, now_ms
+from order_execution.orders.risk_state import (
+    MODE_VALUES,
+    MarkPrice,
+    ModeStatus,
+    RiskCheck,
+    RiskState,
+    TradingMode,
+)
+from order_execution.orders.rules import SymbolRules
+from order_execution.runtime.settings import RiskSettings
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import asyncio
 import logging
 import time
 
-from orders.rules import SymbolRules
-from orders.rules_store import RulesStore
+from order_execution.orders.rules import SymbolRules
+from order_execution.orders.rules_store import RulesStore
 
 log = logging.getLogger(__name__)
 

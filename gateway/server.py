@@ -11,28 +11,28 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from exchange.account import breaker_namespace, rate_budget
-from gateway.account_admin import AccountServicer
-from gateway.admin_servicer import AdminServicer
-from gateway.admission import Admission
-from gateway.auth import Authenticator
-from gateway.handlers import Intake
-from gateway.http import HealthChecks, build_http_app
-from gateway.keepalive import keepalive_options
-from gateway.risk import RiskGate
-from gateway.rules_cache import RulesCache
-from gateway.servicer import OrderServicer
-from gateway.tls import add_port
-from gateway.updates import UpdateHub
-from orders.listener_status import ListenerStatus
-from orders.outbox import Outbox
-from orders.risk_state import RiskState
-from orders.rules_store import RulesStore
-from orders.store import OrderStore
-from proto import admin_pb2, admin_pb2_grpc, order_pb2, order_pb2_grpc
-from runtime.redis_connection import open_redis
-from runtime.settings import Settings, refuse_open_without_auth
-from runtime.shutdown import stop_on_signals
+from order_execution.exchange.account import breaker_namespace, rate_budget
+from order_execution.gateway.account_admin import AccountServicer
+from order_execution.gateway.admin_servicer import AdminServicer
+from order_execution.gateway.admission import Admission
+from order_execution.gateway.auth import Authenticator
+from order_execution.gateway.handlers import Intake
+from order_execution.gateway.http import HealthChecks, build_http_app
+from order_execution.gateway.keepalive import keepalive_options
+from order_execution.gateway.risk import RiskGate
+from order_execution.gateway.rules_cache import RulesCache
+from order_execution.gateway.servicer import OrderServicer
+from order_execution.gateway.tls import add_port
+from order_execution.gateway.updates import UpdateHub
+from order_execution.orders.listener_status import ListenerStatus
+from order_execution.orders.outbox import Outbox
+from order_execution.orders.risk_state import RiskState
+from order_execution.orders.rules_store import RulesStore
+from order_execution.orders.store import OrderStore
+from order_execution.proto import admin_pb2, admin_pb2_grpc, order_pb2, order_pb2_grpc
+from order_execution.runtime.redis_connection import open_redis
+from order_execution.runtime.settings import Settings, refuse_open_without_auth
+from order_execution.runtime.shutdown import stop_on_signals
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
-from gateway import metrics
-from gateway.auth import Authenticator, Caller
-from gateway.commands import Command, Requester
-from gateway.handlers import Intake
-from gateway.proto_mapping import (
+from order_execution.gateway import metrics
+from order_execution.gateway.auth import Authenticator, Caller
+from order_execution.gateway.commands import Command, Requester
+from order_execution.gateway.handlers import Intake
+from order_execution.gateway.proto_mapping import (
     amend_order_from_pb,
     cancel_all_from_pb,
     cancel_order_from_pb,
@@ -29,12 +29,12 @@ from gateway.proto_mapping import (
     update_to_pb,
     watch_orders_from_pb,
 )
-from gateway.status_mapping import Context, abort_with, answer, status_of
-from gateway.updates import RESUME_TOKEN_METADATA, UpdateHub
-from orders.errors import OrderServiceError
-from orders.store import CreateResult
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
+from order_execution.gateway.status_mapping import Context, abort_with, answer, status_of
+from order_execution.gateway.updates import RESUME_TOKEN_METADATA, UpdateHub
+from order_execution.orders.errors import OrderServiceError
+from order_execution.orders.store import CreateResult
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
 
 log = logging.getLogger(__name__)
 

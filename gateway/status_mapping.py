@@ -21,12 +21,12 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 import redis.exceptions
 
-from exchange.errors import ExchangeError, OrderRejected
-from gateway import metrics
-from gateway.auth import PermissionDenied, Unauthenticated
-from gateway.updates import SlowSubscriber
-from orders import metrics as shared_metrics
-from orders.errors import (
+from order_execution.exchange.errors import ExchangeError, OrderRejected
+from order_execution.gateway import metrics
+from order_execution.gateway.auth import PermissionDenied, Unauthenticated
+from order_execution.gateway.updates import SlowSubscriber
+from order_execution.orders import metrics as shared_metrics
+from order_execution.orders.errors import (
     ExchangeNotAccepting,
     InvalidOrder,
     NotReplicated,
@@ -41,7 +41,7 @@ from orders.errors import (
     StoreUnavailable,
     SymbolRulesUnavailable,
 )
-from orders.store_outages import outage_of
+from order_execution.orders.store_outages import outage_of
 
 log = logging.getLogger(__name__)
 

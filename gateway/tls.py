@@ -6,7 +6,7 @@ from pathlib import Path
 
 import grpc
 
-from runtime.settings import SettingsError, TlsSettings
+from order_execution.runtime.settings import SettingsError, TlsSettings
 
 
 def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials | None:

@@ -36,9 +36,9 @@ from contextlib import asynccontextmanager
 
 import redis.exceptions
 
-from orders.errors import OrderServiceError, Overloaded, StoreUnavailable
-from orders.outbox import Outbox, OutboxEntry
-from orders.replicas import ReplicaProbe
+from order_execution.orders.errors import OrderServiceError, Overloaded, StoreUnavailable
+from order_execution.orders.outbox import Outbox, OutboxEntry
+from order_execution.orders.replicas import ReplicaProbe
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from decimal import Decimal
 from uuid import uuid4
 
-from gateway.commands import CancelAll, CancelOrder, ListOrders, PlaceBatch, PlaceOrder
-from orders.errors import InvalidOrder, RiskLimitExceeded
-from orders.model import decimal_str
-from orders.rules import parse_decimal
-from runtime.settings import RiskSettings
+from order_execution.gateway.commands import CancelAll, CancelOrder, ListOrders, PlaceBatch, PlaceOrder
+from order_execution.orders.errors import InvalidOrder, RiskLimitExceeded
+from order_execution.orders.model import decimal_str
+from order_execution.orders.rules import parse_decimal
+from order_execution.runtime.settings import RiskSettings
 
 CLIENT_ORDER_ID = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
 _SYMBOL = re.compile(r"[A-Z0-9]{2,30}")

@@ -2,5 +2,5 @@
 gateway, workers and listeners, with their ports, environment and settings.
 
 The one launcher behind `order-execution up`, the tests and the benchmarks. It starts the
-service's processes as `python -m cli <role>` and never imports their code.
+service's processes as `python -m order_execution.cli <role>` and never imports their code.
 """

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import redis
 
-from launcher.launch import Launcher
-from launcher.processes import free_port, port_open
-from launcher.run_dir import secret_file, write_private
-from runtime.addresses import nats_host_port, nats_servers, without_password
-from runtime.redis_connection import open_sync_redis
-from runtime.settings import Settings
+from order_execution.launcher.launch import Launcher
+from order_execution.launcher.processes import free_port, port_open
+from order_execution.launcher.run_dir import secret_file, write_private
+from order_execution.runtime.addresses import nats_host_port, nats_servers, without_password
+from order_execution.runtime.redis_connection import open_sync_redis
+from order_execution.runtime.settings import Settings
 
 NATS_USER = "order-execution"
 

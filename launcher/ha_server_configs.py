@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from launcher.embedded_servers import nats_authorization
+from order_execution.launcher.embedded_servers import nats_authorization
 
 MASTER_NAME = "order-execution"  # the name the sentinels monitor the primary under
 NATS_CLUSTER_NAME = "order-execution"

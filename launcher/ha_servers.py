@@ -37,8 +37,8 @@ from typing import Any, cast
 import nats
 import redis
 
-from launcher.embedded_servers import NATS_USER, nats_server_binary, stop_leftover
-from launcher.ha_server_configs import (
+from order_execution.launcher.embedded_servers import NATS_USER, nats_server_binary, stop_leftover
+from order_execution.launcher.ha_server_configs import (
     MASTER_NAME,
     SENTINELS,
     last_primary,
@@ -46,10 +46,10 @@ from launcher.ha_server_configs import (
     redis_node_config,
     sentinel_config,
 )
-from launcher.launch import Launcher, redis_command
-from launcher.processes import ManagedProcess, free_port, port_open
-from launcher.run_dir import private_dir, secret_file, write_private
-from launcher.supervisor import Backoff
+from order_execution.launcher.launch import Launcher, redis_command
+from order_execution.launcher.processes import ManagedProcess, free_port, port_open
+from order_execution.launcher.run_dir import private_dir, secret_file, write_private
+from order_execution.launcher.supervisor import Backoff
 
 REDIS_NODES = ("redis-1", "redis-2", "redis-3")
 NATS_NODES = ("nats-1", "nats-2", "nats-3")

@@ -4,7 +4,7 @@
 `Launcher` and call its methods; what differs between them is given as arguments (where
 the logs go, the environment, whether a supervisor restarts what dies), not written again.
 Each method starts one `ManagedProcess`, waits until it serves, and returns it. The
-service's processes run as `python -m cli <role>`; nothing of theirs is imported here.
+service's processes run as `python -m order_execution.cli <role>`; nothing of theirs is imported here.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Protocol
 
 import redis
 
-from launcher.processes import ManagedProcess, group_pids, http_ok, port_open, python_command
-from launcher.service_env import gateway_port_env, metrics_port_env
-from launcher.supervisor import Backoff
+from order_execution.launcher.processes import ManagedProcess, group_pids, http_ok, port_open, python_command
+from order_execution.launcher.service_env import gateway_port_env, metrics_port_env
+from order_execution.launcher.supervisor import Backoff
 
 # The module that runs the exchange simulator (`python -m SIMULATOR_MODULE`): named once, here.
 SIMULATOR_MODULE = "usdm_simulator"

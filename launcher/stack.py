@@ -19,11 +19,11 @@ from typing import Any
 
 import redis
 
-from launcher import load_test
-from launcher.launch import Launcher
-from launcher.processes import ManagedProcess, free_port
-from launcher.service_env import gateway_port_env, isolated_env, local_client_json
-from runtime.addresses import redis_url
+from order_execution.launcher import load_test
+from order_execution.launcher.launch import Launcher
+from order_execution.launcher.processes import ManagedProcess, free_port
+from order_execution.launcher.service_env import gateway_port_env, isolated_env, local_client_json
+from order_execution.runtime.addresses import redis_url
 
 
 @dataclass

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from launcher.processes import ManagedProcess
+from order_execution.launcher.processes import ManagedProcess
 
 
 @dataclass(frozen=True)

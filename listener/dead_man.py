@@ -18,8 +18,8 @@ import asyncio
 import logging
 from typing import Protocol
 
-from orders.fsm import FINAL_STATES
-from orders.store import OrderStore
+from order_execution.orders.fsm import FINAL_STATES
+from order_execution.orders.store import OrderStore
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import StreamConfig
 from nats.js.errors import APIError, BadRequestError
 
-from orders.model import Fill, Order, now_ms
-from runtime.addresses import nats_servers
+from order_execution.orders.model import Fill, Order, now_ms
+from order_execution.runtime.addresses import nats_servers
 
 UPDATES_SUBJECT = "orders.updates"
 FILLS_SUBJECT = "orders.fills"

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from orders.store_outages import store_adapter
-from runtime.redis_connection import reply_text
+from order_execution.orders.store_outages import store_adapter
+from order_execution.runtime.redis_connection import reply_text
 
 _HOLD = """
 local holder = redis.call('GET', KEYS[1])

@@ -20,15 +20,15 @@ import asyncio
 import logging
 from typing import cast
 
-from exchange.client import BinanceClient
-from exchange.errors import ExchangeError
-from exchange.user_stream import OrderEvent
-from orders import fsm, metrics
-from orders.errors import NotReplicated, StoreConflict, StoreUnavailable
-from orders.log_fields import order_fields, order_ref
-from orders.model import Order, OrderState, now_ms
-from orders.store import OrderStore, TransitionResult
-from service_layer.order_sync import sync_triggered
+from order_execution.exchange.client import BinanceClient
+from order_execution.exchange.errors import ExchangeError
+from order_execution.exchange.user_stream import OrderEvent
+from order_execution.orders import fsm, metrics
+from order_execution.orders.errors import NotReplicated, StoreConflict, StoreUnavailable
+from order_execution.orders.log_fields import order_fields, order_ref
+from order_execution.orders.model import Order, OrderState, now_ms
+from order_execution.orders.store import OrderStore, TransitionResult
+from order_execution.service_layer.order_sync import sync_triggered
 
 log = logging.getLogger(__name__)
 

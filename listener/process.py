@@ -27,28 +27,28 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from exchange.account import exchange_client
-from exchange.user_stream import OrderEvent, UserStream
-from listener.dead_man import DeadManSwitch
-from listener.event_lanes import EventLanes
-from listener.events import EventBus
-from listener.lease import LeaderLease
-from listener.order_events import OrderEventRecorder
-from listener.reconciler import ReconcilePolicy, Reconciler
-from listener.relay import OutboxRelay
-from listener.risk_feeds import RiskFeeds
-from orders import metrics
-from orders.errors import StoreUnavailable
-from orders.listener_status import ListenerStatus
-from orders.model import now_ms
-from orders.risk_state import RiskState
-from orders.store import OrderStore
-from runtime.metrics_http import MetricsEndpoint
-from runtime.redis_connection import open_redis
-from runtime.settings import Settings, refuse_open_without_auth
-from runtime.shutdown import stop_on_signals
-from service_layer.kill_switch import finish_overdue_cancel_open
-from tasks.messages import cancel_order_push
+from order_execution.exchange.account import exchange_client
+from order_execution.exchange.user_stream import OrderEvent, UserStream
+from order_execution.listener.dead_man import DeadManSwitch
+from order_execution.listener.event_lanes import EventLanes
+from order_execution.listener.events import EventBus
+from order_execution.listener.lease import LeaderLease
+from order_execution.listener.order_events import OrderEventRecorder
+from order_execution.listener.reconciler import ReconcilePolicy, Reconciler
+from order_execution.listener.relay import OutboxRelay
+from order_execution.listener.risk_feeds import RiskFeeds
+from order_execution.orders import metrics
+from order_execution.orders.errors import StoreUnavailable
+from order_execution.orders.listener_status import ListenerStatus
+from order_execution.orders.model import now_ms
+from order_execution.orders.risk_state import RiskState
+from order_execution.orders.store import OrderStore
+from order_execution.runtime.metrics_http import MetricsEndpoint
+from order_execution.runtime.redis_connection import open_redis
+from order_execution.runtime.settings import Settings, refuse_open_without_auth
+from order_execution.runtime.shutdown import stop_on_signals
+from order_execution.service_layer.kill_switch import finish_overdue_cancel_open
+from order_execution.tasks.messages import cancel_order_push
 
 log = logging.getLogger(__name__)
 

@@ -35,15 +35,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from exchange.client import BinanceClient
-from exchange.errors import CircuitOpen, ExchangeError, OrderNotFoundAtExchange, UnknownOrder
-from orders import fsm, metrics
-from orders.log_fields import order_fields
-from orders.model import Order, OrderState, now_ms
-from orders.store import OrderStore
-from runtime.settings import Settings
-from service_layer.order_sync import cancel_at_exchange, sync_order
-from tasks.messages import submit_order_push
+from order_execution.exchange.client import BinanceClient
+from order_execution.exchange.errors import CircuitOpen, ExchangeError, OrderNotFoundAtExchange, UnknownOrder
+from order_execution.orders import fsm, metrics
+from order_execution.orders.log_fields import order_fields
+from order_execution.orders.model import Order, OrderState, now_ms
+from order_execution.orders.store import OrderStore
+from order_execution.runtime.settings import Settings
+from order_execution.service_layer.order_sync import cancel_at_exchange, sync_order
+from order_execution.tasks.messages import submit_order_push
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from listener.events import EventBus
-from orders.outbox import Outbox, OutboxEntry
-from orders.replicas import ReplicaProbe
+from order_execution.listener.events import EventBus
+from order_execution.orders.outbox import Outbox, OutboxEntry
+from order_execution.orders.replicas import ReplicaProbe
 
 log = logging.getLogger(__name__)
 

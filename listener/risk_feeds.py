@@ -18,9 +18,9 @@ import logging
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from exchange.client import BinanceClient
-from orders.model import now_ms
-from orders.risk_state import RiskState
+from order_execution.exchange.client import BinanceClient
+from order_execution.orders.model import now_ms
+from order_execution.orders.risk_state import RiskState
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from runtime.redis_connection import reply_text
+from order_execution.runtime.redis_connection import reply_text
 
 CANCEL_OPEN_ACTION = "cancel open orders"  # the audit action of a completed walk over the open orders
 

@@ -29,7 +29,7 @@ from decimal import (
     localcontext,
 )
 
-from orders.errors import InvalidOrder
+from order_execution.orders.errors import InvalidOrder
 
 EXACT_DIGITS = 200
 EXACT = Context(

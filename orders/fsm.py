@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from orders.model import Fill, Order, OrderState, now_ms
+from order_execution.orders.model import Fill, Order, OrderState, now_ms
 
 S = OrderState
 

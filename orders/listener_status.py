@@ -11,7 +11,7 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
-from orders.store_outages import store_adapter
+from order_execution.orders.store_outages import store_adapter
 
 
 @store_adapter

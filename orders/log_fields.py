@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from orders.model import Order
+from order_execution.orders.model import Order
 
 
 def order_fields(order: Order) -> dict[str, str]:

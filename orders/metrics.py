@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
-from orders.model import Order, OrderState
+from order_execution.orders.model import Order, OrderState
 
 # No `_created` series: nothing here reads them, and with every known label value created at 0
 # (so `rate()` counts a series' first increase) they would double the page each scrape renders.

@@ -27,10 +27,10 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from orders.errors import InvalidOrder, ResumePointExpired
-from orders.model import Fill, Order, OrderState, now_ms
-from orders.store_outages import store_adapter
-from runtime.redis_connection import reply_text
+from order_execution.orders.errors import InvalidOrder, ResumePointExpired
+from order_execution.orders.model import Fill, Order, OrderState, now_ms
+from order_execution.orders.store_outages import store_adapter
+from order_execution.runtime.redis_connection import reply_text
 
 _Rows = list[tuple[bytes, dict[bytes, bytes]]]
 _StreamReply = list[tuple[bytes, _Rows]]

@@ -19,10 +19,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from orders.errors import NotReplicated
-from orders.model import now_ms
-from orders.store_outages import store_adapter
-from runtime.settings import RedisSettings
+from order_execution.orders.errors import NotReplicated
+from order_execution.orders.model import now_ms
+from order_execution.orders.store_outages import store_adapter
+from order_execution.runtime.settings import RedisSettings
 
 PROBE_TTL_S = 3600  # a probe key outlives its reader by this much, then goes
 

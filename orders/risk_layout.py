@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
 
-from orders.exact import EXACT
+from order_execution.orders.exact import EXACT
 
 QTY_SCALE = 10**8  # quantities in the Lua counting are integers of 1e-8 of the base asset
 DAY_COUNTER_TTL_S = 2 * 86400  # a day's order counter outlives its UTC day by one more

@@ -28,12 +28,12 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
-from orders.cancel_open import CANCEL_OPEN_ACTION, CancelOpenRequest, CancelOpenState
-from orders.model import decimal_str, now_ms
-from orders.risk_layout import RiskKeys, from_units, signed_units, utc_day
-from orders.store_outages import store_adapter
-from runtime.redis_connection import reply_text
-from runtime.settings import RiskSettings
+from order_execution.orders.cancel_open import CANCEL_OPEN_ACTION, CancelOpenRequest, CancelOpenState
+from order_execution.orders.model import decimal_str, now_ms
+from order_execution.orders.risk_layout import RiskKeys, from_units, signed_units, utc_day
+from order_execution.orders.store_outages import store_adapter
+from order_execution.runtime.redis_connection import reply_text
+from order_execution.runtime.settings import RiskSettings
 
 _AUDIT_MAX = 1000
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from orders.errors import InvalidOrder
-from orders.exact import is_multiple, product
-from orders.model import OrderType, decimal_str
+from order_execution.orders.errors import InvalidOrder
+from order_execution.orders.exact import is_multiple, product
+from order_execution.orders.model import OrderType, decimal_str
 
 
 @dataclass(frozen=True, slots=True)

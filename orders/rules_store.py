@@ -10,9 +10,9 @@ import json
 
 import redis.asyncio as aioredis
 
-from orders.rules import SymbolRules
-from orders.store_outages import store_adapter
-from runtime.redis_connection import reply_text
+from order_execution.orders.rules import SymbolRules
+from order_execution.orders.store_outages import store_adapter
+from order_execution.runtime.redis_connection import reply_text
 
 
 @store_adapter

@@ -29,18 +29,18 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from redis.commands.core import AsyncScript
 
-from orders import fsm, metrics
-from orders.errors import NotReplicated, OrderNotFound, RiskLimitExceeded, StoreConflict
-from orders.model import Order, OrderState, decimal_str, now_ms
-from orders.outbox import Outbox, encode_fills
-from orders.replicas import NO_REPLICA_ACKS, ReplicaAcks, ReplicaProbe
-from orders.risk_layout import DAY_COUNTER_TTL_S, RiskKeys, from_units, to_units, utc_day
-from orders.risk_state import RiskCheck
-from orders.store_outages import store_adapter, store_outages
-from orders.store_queries import OrderQueries
-from orders.store_scripts import COMPARE_AND_SET, CREATE, PUSH
-from runtime.redis_connection import reply_text
-from runtime.settings import Settings
+from order_execution.orders import fsm, metrics
+from order_execution.orders.errors import NotReplicated, OrderNotFound, RiskLimitExceeded, StoreConflict
+from order_execution.orders.model import Order, OrderState, decimal_str, now_ms
+from order_execution.orders.outbox import Outbox, encode_fills
+from order_execution.orders.replicas import NO_REPLICA_ACKS, ReplicaAcks, ReplicaProbe
+from order_execution.orders.risk_layout import DAY_COUNTER_TTL_S, RiskKeys, from_units, to_units, utc_day
+from order_execution.orders.risk_state import RiskCheck
+from order_execution.orders.store_outages import store_adapter, store_outages
+from order_execution.orders.store_queries import OrderQueries
+from order_execution.orders.store_scripts import COMPARE_AND_SET, CREATE, PUSH
+from order_execution.runtime.redis_connection import reply_text
+from order_execution.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ import redis.asyncio.sentinel
 import redis.exceptions
 import redis.sentinel
 
-from orders.errors import StoreFailingOver, StoreTimedOut, StoreUnavailable
-from runtime.redis_connection import PrimaryChanged, is_cut_off_primary
+from order_execution.orders.errors import StoreFailingOver, StoreTimedOut, StoreUnavailable
+from order_execution.runtime.redis_connection import PrimaryChanged, is_cut_off_primary
 
 P = ParamSpec("P")
 R = TypeVar("R")

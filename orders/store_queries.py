@@ -26,12 +26,12 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
-from orders import metrics
-from orders.errors import InvalidOrder, OrderNotFound
-from orders.model import Order, OrderState
-from orders.store_outages import store_adapter
-from orders.store_scripts import FIND_BY_CLIENT_ID
-from runtime.redis_connection import reply_text
+from order_execution.orders import metrics
+from order_execution.orders.errors import InvalidOrder, OrderNotFound
+from order_execution.orders.model import Order, OrderState
+from order_execution.orders.store_outages import store_adapter
+from order_execution.orders.store_scripts import FIND_BY_CLIENT_ID
+from order_execution.runtime.redis_connection import reply_text
 
 # Index entries one `search` call reads at most unless told (`server.list_scan_cap`).
 DEFAULT_SCAN_CAP = 2000

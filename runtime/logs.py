@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 import orjson
 
-from runtime.settings import LoggingSettings
+from order_execution.runtime.settings import LoggingSettings
 
 _LEVELS = {
     "debug": logging.DEBUG,

@@ -37,7 +37,7 @@ import redis.asyncio.sentinel as aiosentinel
 import redis.sentinel as syncsentinel
 from redis.exceptions import ResponseError
 
-from runtime.settings import RedisSettings
+from order_execution.runtime.settings import RedisSettings
 
 _HEALTH_CHECK_INTERVAL_S = 10
 _CUT_OFF_PRIMARY = "NOREPLICAS"

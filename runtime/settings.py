@@ -31,20 +31,20 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from runtime.addresses import is_loopback_host, without_password
-from runtime.settings_access import (
+from order_execution.runtime.addresses import is_loopback_host, without_password
+from order_execution.runtime.settings_access import (
     ApiClientSettings,
     AuthSettings,
     ClientSettings,
     ServerSettings,
     TlsSettings,
 )
-from runtime.settings_connections import (
+from order_execution.runtime.settings_connections import (
     ExchangeSettings,
     NatsSettings,
     RedisSettings,
 )
-from runtime.settings_sections import (
+from order_execution.runtime.settings_sections import (
     AdmissionSettings,
     CircuitBreakerSettings,
     DashboardSettings,

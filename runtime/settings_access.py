@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, model_validator
 
-from runtime.settings_sections import Section
+from order_execution.runtime.settings_sections import Section
 
 
 class TlsSettings(Section):

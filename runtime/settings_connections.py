@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 
-from runtime.addresses import is_loopback_host, nats_servers, redis_url
-from runtime.settings_sections import Section
+from order_execution.runtime.addresses import is_loopback_host, nats_servers, redis_url
+from order_execution.runtime.settings_sections import Section
 
 
 class ExchangeSettings(Section):

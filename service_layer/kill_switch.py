@@ -20,11 +20,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from orders import fsm
-from orders.cancel_open import CANCEL_OPEN_ACTION
-from orders.model import Order, OrderState, now_ms
-from orders.risk_state import RiskState, TradingMode
-from orders.store import OrderStore, QueuePush
+from order_execution.orders import fsm
+from order_execution.orders.cancel_open import CANCEL_OPEN_ACTION
+from order_execution.orders.model import Order, OrderState, now_ms
+from order_execution.orders.risk_state import RiskState, TradingMode
+from order_execution.orders.store import OrderStore, QueuePush
 
 log = logging.getLogger(__name__)
 

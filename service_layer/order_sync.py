@@ -16,12 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from exchange.algo_orders import canceled_algo_report, to_algo_report
-from exchange.answers import to_fill, to_report
-from exchange.client import BinanceClient
-from orders import fsm
-from orders.model import Order
-from orders.store import OrderStore
+from order_execution.exchange.algo_orders import canceled_algo_report, to_algo_report
+from order_execution.exchange.answers import to_fill, to_report
+from order_execution.exchange.client import BinanceClient
+from order_execution.orders import fsm
+from order_execution.orders.model import Order
+from order_execution.orders.store import OrderStore
 
 
 @dataclass(frozen=True, slots=True)

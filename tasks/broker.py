@@ -14,8 +14,8 @@ from __future__ import annotations
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from tasks.queues import DRAMATIQ_NAMESPACE
-from tasks.redis_queues import HEARTBEAT_TIMEOUT_MS
+from order_execution.tasks.queues import DRAMATIQ_NAMESPACE
+from order_execution.tasks.redis_queues import HEARTBEAT_TIMEOUT_MS
 
 
 def build_broker(redis_url: str, *, client: redis.Redis | None = None) -> RedisBroker:

@@ -11,9 +11,9 @@ from uuid import uuid4
 
 from dramatiq import Message
 
-from orders.model import Order
-from orders.store import QueuePush
-from tasks.queues import (
+from order_execution.orders.model import Order
+from order_execution.orders.store import QueuePush
+from order_execution.tasks.queues import (
     AMEND_ORDER,
     CANCEL_ALL_ORDERS,
     CANCEL_ORDER,

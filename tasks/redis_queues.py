@@ -28,10 +28,10 @@ import redis.exceptions
 from dramatiq import Message
 from dramatiq.common import dq_name
 
-from orders.store_outages import store_adapter
-from orders.store_scripts import DOORBELL_CAP, RING
-from runtime.redis_connection import reply_text
-from tasks.queues import DRAMATIQ_NAMESPACE, doorbell_key
+from order_execution.orders.store_outages import store_adapter
+from order_execution.orders.store_scripts import DOORBELL_CAP, RING
+from order_execution.runtime.redis_connection import reply_text
+from order_execution.tasks.queues import DRAMATIQ_NAMESPACE, doorbell_key
 
 HEARTBEAT_TIMEOUT_MS = 15_000  # as every Dramatiq process sharing these queues uses
 _DEAD_MESSAGE_TTL_MS = 7 * 86_400_000  # Dramatiq's default: dead letters kept a week

@@ -22,7 +22,7 @@ is stood for by the host's Python X.Y (it must be that version), as `python`, `p
 Then, as the runtime stage would: only what it copies from the build stage (`COPY --from=build
 /opt/venv /opt/venv`) is kept; the rest of the build stage's files, the sources in /src among
 them, are deleted; the runtime ENV and WORKDIR apply; and the ENTRYPOINT runs with `--help`,
-`sim --help`, `python -m cli --help`, `python -m usdm_simulator --help` and an import of every
+`sim --help`, `python -m order_execution.cli --help`, `python -m usdm_simulator --help` and an import of every
 role's modules, each of which must come from the installed package. The runtime stage's RUN
 (a `useradd`) is not executed: it would change the host's users.
 
@@ -57,14 +57,15 @@ from tests.dockerfile import (
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPPED_DIRECTORIES = ("opt", "src", "tmp", "app", "root")
-# The modules each role (`order-execution <role>`) runs; `up` starts the others as `python -m cli <role>`.
+# The modules each role (`order-execution <role>`) runs; `up` starts the others as
+# `python -m order_execution.cli <role>`.
 ROLE_MODULES: dict[str, tuple[str, ...]] = {
-    "gateway": ("gateway.server", "runtime.logs"),
-    "worker": ("workers.process", "launcher.processes"),
-    "listener": ("listener.process",),
-    "dashboard": ("cli.dashboard",),
+    "gateway": ("order_execution.gateway.server", "order_execution.runtime.logs"),
+    "worker": ("order_execution.workers.process", "order_execution.launcher.processes"),
+    "listener": ("order_execution.listener.process",),
+    "dashboard": ("order_execution.cli.dashboard",),
     "sim": ("usdm_simulator.cli",),
-    "up": ("cli.up", "launcher.stack"),
+    "up": ("order_execution.cli.up", "order_execution.launcher.stack"),
 }
 _MAPPED = re.compile(rf"(?<![\w./$-])/(?:{'|'.join(MAPPED_DIRECTORIES)})(?![\w.-])")
 _CD_ROOT = re.compile(r"(?<![\w/-])cd /(?=[\s;&|)]|$)")
@@ -324,7 +325,7 @@ def _check_runtime(dockerfile: Dockerfile, root: Root, deadline: float, report: 
     checks = {
         "order-execution --help": [*command, "--help"],
         "order-execution sim --help": [*command, "sim", "--help"],
-        "python -m cli --help": ["python", "-m", "cli", "--help"],
+        "python -m order_execution.cli --help": ["python", "-m", "order_execution.cli", "--help"],
         "python -m usdm_simulator --help": ["python", "-m", "usdm_simulator", "--help"],
         "role modules": ["python", "-c", probe],
     }
@@ -373,7 +374,7 @@ def _imported_by_cli_main() -> set[str]:
     """Every project module `cli/main.py` imports, lazily or not: the entry point's own reach."""
     tree = ast.parse((ROOT / "cli" / "main.py").read_text())
     ours = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()}
-    modules = {"cli.main"}
+    modules = {"order_execution.cli.main"}
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ours:
             modules.add(node.module)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import httpx
 
-from exchange.http import HttpResponse, RequestNotSent, ResponseLost
+from order_execution.exchange.http import HttpResponse, RequestNotSent, ResponseLost
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from orders.model import Order, OrderType, Side, TimeInForce
-from orders.outbox import Outbox
-from orders.rules import SymbolRules
+from order_execution.orders.model import Order, OrderType, Side, TimeInForce
+from order_execution.orders.outbox import Outbox
+from order_execution.orders.rules import SymbolRules
 
 BTC_RULES = SymbolRules.from_exchange_info(
     {
@@ -52,7 +52,7 @@ async def queued_messages(client: Any, symbol: str) -> list[tuple[str, dict[str,
     """
     from dramatiq import Message
 
-    from tasks.queues import messages_key, queue_for, queue_key
+    from order_execution.tasks.queues import messages_key, queue_for, queue_key
 
     queue = queue_for(symbol)
     ids = await client.lrange(queue_key(queue), 0, -1)

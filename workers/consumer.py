@@ -37,9 +37,9 @@ import redis.asyncio as aioredis
 from dramatiq import Message
 from dramatiq.common import compute_backoff, dq_name, q_name
 
-from orders.errors import StoreUnavailable
-from tasks.queues import doorbell_key
-from tasks.redis_queues import QueueClient
+from order_execution.orders.errors import StoreUnavailable
+from order_execution.tasks.queues import doorbell_key
+from order_execution.tasks.redis_queues import QueueClient
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from decimal import InvalidOperation
 
-from exchange.client import BinanceClient
-from exchange.rate_budget import ExchangeLimits
-from orders.rules import SymbolRules
-from orders.rules_store import RulesStore
+from order_execution.exchange.client import BinanceClient
+from order_execution.exchange.rate_budget import ExchangeLimits
+from order_execution.orders.rules import SymbolRules
+from order_execution.orders.rules_store import RulesStore
 
 log = logging.getLogger(__name__)
 

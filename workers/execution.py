@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
-from exchange.algo_orders import to_algo_report
-from exchange.answers import to_report
-from exchange.client import BinanceClient
-from exchange.errors import (
+from order_execution.exchange.algo_orders import to_algo_report
+from order_execution.exchange.answers import to_report
+from order_execution.exchange.client import BinanceClient
+from order_execution.exchange.errors import (
     BudgetExceeded,
     ClockSkew,
     DuplicateClientOrderId,
@@ -40,12 +40,12 @@ from exchange.errors import (
     RateLimited,
     UnknownOrder,
 )
-from orders import fsm
-from orders.errors import NotReplicated, OrderServiceError, StoreConflict, StoreUnavailable
-from orders.log_fields import order_fields
-from orders.model import Order, OrderState, now_ms
-from orders.store import OrderStore
-from service_layer.order_sync import cancel_at_exchange, sync_order
+from order_execution.orders import fsm
+from order_execution.orders.errors import NotReplicated, OrderServiceError, StoreConflict, StoreUnavailable
+from order_execution.orders.log_fields import order_fields
+from order_execution.orders.model import Order, OrderState, now_ms
+from order_execution.orders.store import OrderStore
+from order_execution.service_layer.order_sync import cancel_at_exchange, sync_order
 
 log = logging.getLogger(__name__)
 

@@ -17,22 +17,22 @@ from uuid import uuid4
 
 import uvloop
 
-from exchange.account import exchange_client
-from exchange.client import BinanceClient
-from orders import metrics
-from orders.model import Order
-from orders.rules_store import RulesStore
-from orders.store import OrderStore
-from runtime.metrics_http import MetricsEndpoint
-from runtime.redis_connection import open_redis
-from runtime.settings import Settings, refuse_open_without_auth
-from runtime.shutdown import stop_on_signals
-from tasks.messages import reconcile_message
-from tasks.queues import queue_for
-from workers.consumer import Consumer
-from workers.exchange_info import refresh_rules
-from workers.execution import OrderExecutor
-from workers.retry_policy import order_handlers
+from order_execution.exchange.account import exchange_client
+from order_execution.exchange.client import BinanceClient
+from order_execution.orders import metrics
+from order_execution.orders.model import Order
+from order_execution.orders.rules_store import RulesStore
+from order_execution.orders.store import OrderStore
+from order_execution.runtime.metrics_http import MetricsEndpoint
+from order_execution.runtime.redis_connection import open_redis
+from order_execution.runtime.settings import Settings, refuse_open_without_auth
+from order_execution.runtime.shutdown import stop_on_signals
+from order_execution.tasks.messages import reconcile_message
+from order_execution.tasks.queues import queue_for
+from order_execution.workers.consumer import Consumer
+from order_execution.workers.exchange_info import refresh_rules
+from order_execution.workers.execution import OrderExecutor
+from order_execution.workers.retry_policy import order_handlers
 
 log = logging.getLogger(__name__)
 

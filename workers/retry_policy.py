@@ -14,10 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from orders.errors import is_transient
-from tasks.queues import AMEND_ORDER, CANCEL_ALL_ORDERS, CANCEL_ORDER, RECONCILE_ORDER, SUBMIT_ORDER
-from workers.consumer import Handler
-from workers.execution import OrderExecutor
+from order_execution.orders.errors import is_transient
+from order_execution.tasks.queues import (
+    AMEND_ORDER,
+    CANCEL_ALL_ORDERS,
+    CANCEL_ORDER,
+    RECONCILE_ORDER,
+    SUBMIT_ORDER,
+)
+from order_execution.workers.consumer import Handler
+from order_execution.workers.execution import OrderExecutor
 
 MAX_CANCEL_RETRIES = 20
 MAX_RECONCILE_RETRIES = 5

@@ -21,9 +21,9 @@ from pathlib import Path
 import redis
 import yaml
 
-from launcher.launch import Launcher
-from launcher.processes import ManagedProcess, free_port, group_pids
-from launcher.service_env import gateway_port_env, isolated_env
+from order_execution.launcher.launch import Launcher
+from order_execution.launcher.processes import ManagedProcess, free_port, group_pids
+from order_execution.launcher.service_env import gateway_port_env, isolated_env
 
 REPO = Path(__file__).resolve().parents[2]
 # The service as the chaos tests run it: short timeouts, sweeps and leases, so that a fault is

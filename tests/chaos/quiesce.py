@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from proto import order_pb2_grpc
+from order_execution.proto import order_pb2_grpc
 from tests.chaos.streams import StreamRecorder
 from tests.chaos.verify import UNSETTLED, OrderView, StreamRecord, Verdict, verify
 from tests.chaos.workload import Clock, PlannedOrder, on_tick, plain, sizing_for, snapshot

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
 from tests.chaos.verify import StreamEvent
 from tests.chaos.workload import Clock
 

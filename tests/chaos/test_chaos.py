@@ -45,8 +45,8 @@ import httpx
 import pytest
 from pydantic import BaseModel
 
-from proto import order_pb2_grpc
-from runtime.settings import Settings
+from order_execution.proto import order_pb2_grpc
+from order_execution.runtime.settings import Settings
 from tests.chaos.cluster import QUICK_SETTLEMENT, ChaosCluster, ClusterConfig, find_binary
 from tests.chaos.gateway_kill import GatewayOutage, kill_gateway, ride_through
 from tests.chaos.quiesce import check_against_exchange, sweep_and_freeze, wait_settled

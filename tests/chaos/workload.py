@@ -24,8 +24,8 @@ import grpc
 import httpx
 from usdm_simulator.symbols import KNOWN_SYMBOLS
 
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
 from tests.chaos.verify import FillView, OrderView, dec
 
 if TYPE_CHECKING:  # the async stub exists only in the type stubs

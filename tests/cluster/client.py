@@ -37,8 +37,8 @@ import nats
 import orjson
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from listener.events import UPDATES_SUBJECT
-from proto import order_pb2 as pb
+from order_execution.listener.events import UPDATES_SUBJECT
+from order_execution.proto import order_pb2 as pb
 from tests.chaos.quiesce import check_against_exchange, sweep_and_freeze, wait_settled
 from tests.chaos.streams import StreamRecorder
 from tests.chaos.verify import OrderView

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
 from tests.chaos.workload import Clock
 
 if TYPE_CHECKING:  # the async stub exists only in the type stubs

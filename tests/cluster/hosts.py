@@ -35,12 +35,17 @@ import redis
 import yaml
 from redis.sentinel import Sentinel
 
-from launcher.embedded_servers import NATS_USER
-from launcher.ha_server_configs import MASTER_NAME, nats_node_config, redis_node_config, sentinel_config
-from launcher.ha_servers import jetstream_answers, replicas_online, sentinel_sees_all
-from launcher.launch import redis_command, service_command, simulator_command
-from launcher.processes import ManagedProcess, group_pids, python_command
-from launcher.service_env import REPO
+from order_execution.launcher.embedded_servers import NATS_USER
+from order_execution.launcher.ha_server_configs import (
+    MASTER_NAME,
+    nats_node_config,
+    redis_node_config,
+    sentinel_config,
+)
+from order_execution.launcher.ha_servers import jetstream_answers, replicas_online, sentinel_sees_all
+from order_execution.launcher.launch import redis_command, service_command, simulator_command
+from order_execution.launcher.processes import ManagedProcess, group_pids, python_command
+from order_execution.launcher.service_env import REPO
 from tests.cluster.netns import HostThreads, TestNetwork
 
 HOSTS = ("a", "b", "c", "x", "clients")

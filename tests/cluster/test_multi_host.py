@@ -36,8 +36,8 @@ from typing import Any
 
 import pytest
 
-from launcher.embedded_servers import NATS_USER
-from runtime.settings import NatsSettings
+from order_execution.launcher.embedded_servers import NATS_USER
+from order_execution.runtime.settings import NatsSettings
 from tests.chaos.cluster import QUICK_SETTLEMENT, find_binary
 from tests.chaos.workload import plain, sizing_for
 from tests.cluster.client import ClientConfig

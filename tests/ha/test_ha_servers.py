@@ -18,10 +18,10 @@ import nats
 import pytest
 import redis
 
-from launcher.embedded_servers import nats_server_binary
-from launcher.ha_servers import HaServers, running_ha_servers
-from launcher.processes import port_open
-from runtime.settings import load_settings
+from order_execution.launcher.embedded_servers import nats_server_binary
+from order_execution.launcher.ha_servers import HaServers, running_ha_servers
+from order_execution.launcher.processes import port_open
+from order_execution.runtime.settings import load_settings
 
 pytestmark = pytest.mark.integration
 

@@ -31,12 +31,12 @@ import pytest
 import redis.asyncio as aioredis
 from nats.aio.client import Client as NatsClient
 
-from launcher.ha_servers import HaServers, Server, running_ha_servers
-from listener.events import DUPLICATE_WINDOW_S, EventBus, update_subject
-from listener.relay import RELAY_GROUP, OutboxRelay
-from orders.model import Fill, Order, OrderState
-from orders.outbox import Outbox, encode_fills
-from runtime.settings import NatsSettings
+from order_execution.launcher.ha_servers import HaServers, Server, running_ha_servers
+from order_execution.listener.events import DUPLICATE_WINDOW_S, EventBus, update_subject
+from order_execution.listener.relay import RELAY_GROUP, OutboxRelay
+from order_execution.orders.model import Fill, Order, OrderState
+from order_execution.orders.outbox import Outbox, encode_fills
+from order_execution.runtime.settings import NatsSettings
 from tests.factories import make_order
 
 pytestmark = pytest.mark.integration

@@ -28,10 +28,10 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from gateway.updates import UpdateHub
-from launcher.processes import free_port
-from orders.replicas import ReplicaAcks
-from orders.store import OrderStore
+from order_execution.gateway.updates import UpdateHub
+from order_execution.launcher.processes import free_port
+from order_execution.orders.replicas import ReplicaAcks
+from order_execution.orders.store import OrderStore
 from tests import factories
 from tests.unit.gateway_harness import limit_order, running_gateway
 

@@ -36,22 +36,22 @@ import redis.asyncio as aioredis
 import redis.sentinel
 from pydantic import SecretStr
 
-from cli.dashboard import dashboard_broker
-from gateway.status_mapping import status_of
-from launcher.embedded_servers import ensure_redis
-from launcher.launch import Launcher
-from launcher.processes import ManagedProcess, free_port, port_open
-from launcher.supervisor import Backoff
-from listener.lease import LeaderLease
-from orders.errors import StoreUnavailable
-from orders.outbox import Outbox
-from orders.store import OrderStore
-from orders.store_outages import outage_of
-from runtime.redis_connection import is_cut_off_primary, open_redis, open_sync_redis
-from runtime.settings import RedisSettings, Settings
-from tasks.broker import build_broker
-from tasks.queues import doorbell_key, queue_for, queue_key
-from tasks.redis_queues import QueueClient
+from order_execution.cli.dashboard import dashboard_broker
+from order_execution.gateway.status_mapping import status_of
+from order_execution.launcher.embedded_servers import ensure_redis
+from order_execution.launcher.launch import Launcher
+from order_execution.launcher.processes import ManagedProcess, free_port, port_open
+from order_execution.launcher.supervisor import Backoff
+from order_execution.listener.lease import LeaderLease
+from order_execution.orders.errors import StoreUnavailable
+from order_execution.orders.outbox import Outbox
+from order_execution.orders.store import OrderStore
+from order_execution.orders.store_outages import outage_of
+from order_execution.runtime.redis_connection import is_cut_off_primary, open_redis, open_sync_redis
+from order_execution.runtime.settings import RedisSettings, Settings
+from order_execution.tasks.broker import build_broker
+from order_execution.tasks.queues import doorbell_key, queue_for, queue_key
+from order_execution.tasks.redis_queues import QueueClient
 from tests.factories import make_order
 
 pytestmark = pytest.mark.integration

@@ -44,12 +44,12 @@ import httpx
 import pytest
 import redis
 
-from cli.credentials import LOCAL_KEY_FILE, open_channel
-from cli.order_args import SIDES
-from launcher.ha_server_configs import MASTER_NAME
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
-from runtime.settings_access import ClientSettings
+from order_execution.cli.credentials import LOCAL_KEY_FILE, open_channel
+from order_execution.cli.order_args import SIDES
+from order_execution.launcher.ha_server_configs import MASTER_NAME
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
+from order_execution.runtime.settings_access import ClientSettings
 from tests.chaos.verify import FINAL, SIM_STATUS
 from tests.ha.test_ha_servers import require_binaries
 from tests.integration.test_up_exposure import alive, process_tree, up_env
@@ -177,7 +177,11 @@ def running_up_ha(tmp_path: Path) -> Iterator[UpHa]:
     output = tmp_path / "up.out"
     with output.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cli", "up", "--ha"], cwd=tmp_path, env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "order_execution.cli", "up", "--ha"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=out,
         )
     started: list[int] = []
     try:
@@ -222,7 +226,16 @@ def watching(up: UpHa, output: Path) -> Iterator[subprocess.Popen[bytes]]:
     the gateway holds its stream; stopped with SIGINT (Ctrl-C) on exit."""
     with output.open("wb") as out:
         watch = subprocess.Popen(
-            [sys.executable, "-m", "cli", "order", "watch", "--json", "--target", up.target(0)],
+            [
+                sys.executable,
+                "-m",
+                "order_execution.cli",
+                "order",
+                "watch",
+                "--json",
+                "--target",
+                up.target(0),
+            ],
             cwd=up.cwd,
             env=up.env,
             stdout=out,
@@ -254,7 +267,7 @@ def _open_streams(http_port: int) -> float:
 def _cli(up: UpHa, *args: str) -> subprocess.CompletedProcess[str]:
     """`order-execution ARGS` as a user runs it where `up` runs (it reads `.run/api-key` there)."""
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
+        [sys.executable, "-m", "order_execution.cli", *args],
         cwd=up.cwd,
         env=up.env,
         capture_output=True,

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from launcher.stack import LocalStack, local_stack
+from order_execution.launcher.stack import LocalStack, local_stack
 from tests.redis_dbs import redis_db
 
 TEST_REDIS_DB = redis_db(__name__)  # the service's keys and Dramatiq's queues for these tests live here

@@ -12,11 +12,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cli.main import main
-from gateway.auth import API_KEY_HEADER
-from launcher.stack import LocalStack, local_stack
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
+from order_execution.cli.main import main
+from order_execution.gateway.auth import API_KEY_HEADER
+from order_execution.launcher.stack import LocalStack, local_stack
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
 from tests.redis_dbs import redis_db
 
 pytestmark = pytest.mark.integration

@@ -24,14 +24,14 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from gateway.auth import API_KEY_HEADER, hash_key
-from orders.model import Order, OrderState, now_ms
-from orders.risk_layout import utc_day
-from orders.store import OrderStore, _risk_args
-from orders.store_queries import DEFAULT_SCAN_CAP
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
-from runtime.settings import ApiClientSettings, AuthSettings
+from order_execution.gateway.auth import API_KEY_HEADER, hash_key
+from order_execution.orders.model import Order, OrderState, now_ms
+from order_execution.orders.risk_layout import utc_day
+from order_execution.orders.store import OrderStore, _risk_args
+from order_execution.orders.store_queries import DEFAULT_SCAN_CAP
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
+from order_execution.runtime.settings import ApiClientSettings, AuthSettings
 from tests.counting_redis import CountingRedis
 from tests.factories import make_order
 from tests.redis_dbs import redis_db

@@ -20,16 +20,16 @@ from pathlib import Path
 import grpc
 import pytest
 
-from launcher.launch import service_command
-from launcher.processes import ManagedProcess, free_port, http_ok, python_command
-from launcher.service_env import REPO
-from launcher.stack import LocalStack, local_stack
-from orders.store import OrderStore
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
-from runtime.redis_connection import open_redis
-from runtime.settings import RedisSettings
-from tasks.messages import submit_order_push
+from order_execution.launcher.launch import service_command
+from order_execution.launcher.processes import ManagedProcess, free_port, http_ok, python_command
+from order_execution.launcher.service_env import REPO
+from order_execution.launcher.stack import LocalStack, local_stack
+from order_execution.orders.store import OrderStore
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
+from order_execution.runtime.redis_connection import open_redis
+from order_execution.runtime.settings import RedisSettings
+from order_execution.tasks.messages import submit_order_push
 from tests.factories import make_order
 from tests.redis_dbs import redis_db
 
@@ -53,7 +53,7 @@ def stack(real_redis: str, real_nats: str, tmp_path_factory: pytest.TempPathFact
 
 
 def cli(*args: str) -> list[str]:
-    return python_command("cli", *args)
+    return python_command("order_execution.cli", *args)
 
 
 def cli_env(**extra: str) -> dict[str, str]:

@@ -19,14 +19,14 @@ from urllib.parse import quote
 import pytest
 import redis
 
-from launcher.embedded_servers import nats_authorization
-from launcher.launch import redis_command
-from launcher.processes import ManagedProcess, free_port, port_open
-from launcher.run_dir import write_private
-from listener.events import EventBus
-from runtime.logs import JsonFormatter, add_secrets
-from runtime.redis_connection import open_redis
-from runtime.settings import Settings
+from order_execution.launcher.embedded_servers import nats_authorization
+from order_execution.launcher.launch import redis_command
+from order_execution.launcher.processes import ManagedProcess, free_port, port_open
+from order_execution.launcher.run_dir import write_private
+from order_execution.listener.events import EventBus
+from order_execution.runtime.logs import JsonFormatter, add_secrets
+from order_execution.runtime.redis_connection import open_redis
+from order_execution.runtime.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -25,12 +25,12 @@ import redis
 import redis.asyncio as aioredis
 from dramatiq import Message
 
-from launcher.launch import service_command
-from launcher.processes import ManagedProcess, free_port, http_ok
-from orders.store import OrderStore
-from tasks.messages import submit_order_push
-from tasks.queues import doorbell_key, messages_key, queue_for, queue_key
-from tasks.redis_queues import QueueClient
+from order_execution.launcher.launch import service_command
+from order_execution.launcher.processes import ManagedProcess, free_port, http_ok
+from order_execution.orders.store import OrderStore
+from order_execution.tasks.messages import submit_order_push
+from order_execution.tasks.queues import doorbell_key, messages_key, queue_for, queue_key
+from order_execution.tasks.redis_queues import QueueClient
 from tests.factories import make_order
 from tests.redis_dbs import redis_db
 

@@ -26,10 +26,10 @@ from urllib.parse import urlencode
 import grpc
 import pytest
 
-from launcher.stack import LocalStack, local_stack
-from proto import admin_pb2 as apb
-from proto import admin_pb2_grpc, order_pb2_grpc
-from proto import order_pb2 as pb
+from order_execution.launcher.stack import LocalStack, local_stack
+from order_execution.proto import admin_pb2 as apb
+from order_execution.proto import admin_pb2_grpc, order_pb2_grpc
+from order_execution.proto import order_pb2 as pb
 from tests.redis_dbs import redis_db
 
 pytestmark = pytest.mark.integration
@@ -232,7 +232,7 @@ async def test_leverage_and_margin_type_through_the_account_service(
             [
                 sys.executable,
                 "-m",
-                "cli",
+                "order_execution.cli",
                 "account",
                 "leverage",
                 "ETHUSDT",
@@ -248,7 +248,16 @@ async def test_leverage_and_margin_type_through_the_account_service(
         assert cli.returncode == 0, cli.stderr
         assert "ETHUSDT: leverage 5x" in cli.stdout
         cli = subprocess.run(
-            [sys.executable, "-m", "cli", "account", "show", "--json", "--target", stack.grpc_target],
+            [
+                sys.executable,
+                "-m",
+                "order_execution.cli",
+                "account",
+                "show",
+                "--json",
+                "--target",
+                stack.grpc_target,
+            ],
             capture_output=True,
             text=True,
             timeout=30,

@@ -38,9 +38,9 @@ def test_the_image_builds_and_every_role_runs_from_the_installed_package() -> No
     for role in report.roles:
         assert role in usage, role
     assert "--account" in report.outputs["order-execution sim --help"]
-    assert report.outputs["python -m cli --help"] == usage
+    assert report.outputs["python -m order_execution.cli --help"] == usage
     # Every role's module came from the virtual env the runtime stage copies, not from a source tree.
-    expected = {m for modules in ROLE_MODULES.values() for m in modules} | {"cli.main"}
+    expected = {m for modules in ROLE_MODULES.values() for m in modules} | {"order_execution.cli.main"}
     assert expected <= set(report.module_files)
     for module, file in report.module_files.items():
         assert Path(file).is_relative_to(report.venv), (module, file)

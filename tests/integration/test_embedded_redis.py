@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from launcher.launch import redis_command
-from launcher.processes import ManagedProcess, free_port, port_open
+from order_execution.launcher.launch import redis_command
+from order_execution.launcher.processes import ManagedProcess, free_port, port_open
 
 pytestmark = pytest.mark.integration
 

@@ -15,17 +15,17 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 
-from launcher.processes import http_ok
-from launcher.stack import LocalStack, local_stack
-from orders.cancel_open import CancelOpenState
-from orders.model import OrderState
-from orders.risk_state import RiskState, TradingMode
-from orders.store import OrderStore
-from proto import admin_pb2 as apb
-from proto import admin_pb2_grpc, order_pb2_grpc
-from proto import order_pb2 as pb
-from service_layer.kill_switch import LISTENER_ACTION, cancel_enqueue, request_cancel
-from tasks.messages import cancel_order_push
+from order_execution.launcher.processes import http_ok
+from order_execution.launcher.stack import LocalStack, local_stack
+from order_execution.orders.cancel_open import CancelOpenState
+from order_execution.orders.model import OrderState
+from order_execution.orders.risk_state import RiskState, TradingMode
+from order_execution.orders.store import OrderStore
+from order_execution.proto import admin_pb2 as apb
+from order_execution.proto import admin_pb2_grpc, order_pb2_grpc
+from order_execution.proto import order_pb2 as pb
+from order_execution.service_layer.kill_switch import LISTENER_ACTION, cancel_enqueue, request_cancel
+from order_execution.tasks.messages import cancel_order_push
 from tests.redis_dbs import redis_db
 
 pytestmark = pytest.mark.integration

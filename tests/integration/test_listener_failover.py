@@ -13,9 +13,9 @@ import grpc
 import pytest
 import redis
 
-from launcher.stack import local_stack
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
+from order_execution.launcher.stack import local_stack
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
 from tests.redis_dbs import redis_db
 
 pytestmark = pytest.mark.integration

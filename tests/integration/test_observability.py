@@ -25,12 +25,12 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from launcher.launch import service_command
-from launcher.processes import ManagedProcess, free_port, http_ok
-from launcher.service_env import REPO
-from launcher.stack import LocalStack, local_stack
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
+from order_execution.launcher.launch import service_command
+from order_execution.launcher.processes import ManagedProcess, free_port, http_ok
+from order_execution.launcher.service_env import REPO
+from order_execution.launcher.stack import LocalStack, local_stack
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
 from tests.factories import SEED_METRICS
 from tests.redis_dbs import redis_db
 
@@ -333,7 +333,7 @@ def test_health_with_nats_and_exchange_unreachable(stack: LocalStack) -> None:
 def test_bad_settings_start_names_the_key_and_hides_the_secret(stack: LocalStack) -> None:
     assert stack.log_dir is not None
     result = subprocess.run(
-        [sys.executable, "-m", "cli", "gateway"],
+        [sys.executable, "-m", "order_execution.cli", "gateway"],
         capture_output=True,
         text=True,
         timeout=30,

@@ -17,12 +17,12 @@ from uuid import uuid4
 import grpc
 import pytest
 
-from cli.client import run_order_command
-from cli.order_args import add_order_commands
-from launcher.stack import LocalStack, local_stack
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
-from runtime.settings import Settings
+from order_execution.cli.client import run_order_command
+from order_execution.cli.order_args import add_order_commands
+from order_execution.launcher.stack import LocalStack, local_stack
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
+from order_execution.runtime.settings import Settings
 from tests.redis_dbs import redis_db
 
 pytestmark = pytest.mark.integration

@@ -13,9 +13,9 @@ import grpc
 import nats
 import pytest
 
-from launcher.stack import LocalStack
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
+from order_execution.launcher.stack import LocalStack
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
 
 pytestmark = pytest.mark.integration
 

@@ -15,10 +15,10 @@ import grpc
 import nats
 import pytest
 
-from launcher.processes import ManagedProcess, free_port, port_open
-from launcher.stack import LocalStack, local_stack
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
+from order_execution.launcher.processes import ManagedProcess, free_port, port_open
+from order_execution.launcher.stack import LocalStack, local_stack
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
 from tests.redis_dbs import redis_db
 
 pytestmark = pytest.mark.integration

@@ -10,13 +10,13 @@ import nats
 import pytest
 import redis.asyncio as aioredis
 
-from listener.events import EventBus, decode_update
-from orders.store import OrderStore
-from tasks.messages import submit_order_push
-from tasks.queues import DRAMATIQ_NAMESPACE, SUBMIT_ORDER, doorbell_key, queue_for
+from order_execution.listener.events import EventBus, decode_update
+from order_execution.orders.store import OrderStore
+from order_execution.tasks.messages import submit_order_push
+from order_execution.tasks.queues import DRAMATIQ_NAMESPACE, SUBMIT_ORDER, doorbell_key, queue_for
+from order_execution.workers.consumer import Consumer, Handler
 from tests.factories import make_order
 from tests.redis_dbs import delete_keys_under, redis_db
-from workers.consumer import Consumer, Handler
 
 pytestmark = pytest.mark.integration
 

@@ -23,14 +23,14 @@ import pytest
 import redis.asyncio as aioredis
 from usdm_simulator.app import ENDPOINTS
 
-from exchange.account import account_id
-from exchange.rate_budget import ExchangeLimits, RateBudget
-from launcher.processes import ManagedProcess
-from launcher.stack import LocalStack, local_stack
-from orders.model import now_ms
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
-from runtime.settings import RateLimitSettings, Settings
+from order_execution.exchange.account import account_id
+from order_execution.exchange.rate_budget import ExchangeLimits, RateBudget
+from order_execution.launcher.processes import ManagedProcess
+from order_execution.launcher.stack import LocalStack, local_stack
+from order_execution.orders.model import now_ms
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
+from order_execution.runtime.settings import RateLimitSettings, Settings
 from tests.redis_dbs import redis_db
 
 pytestmark = pytest.mark.integration

@@ -12,11 +12,11 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 
-from cli.main import main
-from launcher.stack import LocalStack, local_stack
-from orders.risk_state import RiskState
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
+from order_execution.cli.main import main
+from order_execution.launcher.stack import LocalStack, local_stack
+from order_execution.orders.risk_state import RiskState
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
 from tests.redis_dbs import redis_db
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from launcher.service_env import REPO
-from launcher.stack import LocalStack
+from order_execution.launcher.service_env import REPO
+from order_execution.launcher.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ def http_get(url: str) -> tuple[int, str]:
 
 def cli(service: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli", "order", "--target", service.grpc_target, *args],
+        [sys.executable, "-m", "order_execution.cli", "order", "--target", service.grpc_target, *args],
         capture_output=True,
         text=True,
         timeout=30,

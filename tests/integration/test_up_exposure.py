@@ -29,8 +29,8 @@ import nats
 import pytest
 import redis
 
-from launcher.embedded_servers import NATS_USER
-from launcher.processes import free_port
+from order_execution.launcher.embedded_servers import NATS_USER
+from order_execution.launcher.processes import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -149,7 +149,7 @@ def running_up(tmp_path: Path) -> Iterator[UpRun]:
     output = tmp_path / "up.out"
     with output.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cli", "up", "--workers", "1"],
+            [sys.executable, "-m", "order_execution.cli", "up", "--workers", "1"],
             cwd=tmp_path,
             env=env,
             stdout=out,

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import fakeredis
 import pytest
 
-from proto import order_pb2_grpc
+from order_execution.proto import order_pb2_grpc
 from tests.unit.gateway_harness import running_gateway
 
 

@@ -27,12 +27,12 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
-from exchange.algo_orders import canceled_algo_report, to_algo_report
-from exchange.answers import to_fill, to_report
-from exchange.user_stream import parse_algo_event, parse_order_event
-from orders import fsm
-from orders.model import Order, OrderState, OrderType
-from service_layer.kill_switch import request_cancel
+from order_execution.exchange.algo_orders import canceled_algo_report, to_algo_report
+from order_execution.exchange.answers import to_fill, to_report
+from order_execution.exchange.user_stream import parse_algo_event, parse_order_event
+from order_execution.orders import fsm
+from order_execution.orders.model import Order, OrderState, OrderType
+from order_execution.service_layer.kill_switch import request_cancel
 from tests import factories
 
 S = OrderState

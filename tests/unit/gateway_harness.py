@@ -9,25 +9,25 @@ from typing import Any
 import fakeredis
 import grpc
 
-from gateway.admission import Admission
-from gateway.auth import Authenticator
-from gateway.handlers import Intake
-from gateway.order_builder import build_order
-from gateway.proto_mapping import place_order_from_pb
-from gateway.rules_cache import RulesCache
-from gateway.servicer import OrderServicer
-from gateway.tls import add_port
-from gateway.updates import UpdateHub
-from gateway.validation import check_create_text
-from launcher.processes import free_port
-from orders.model import Order
-from orders.replicas import NO_REPLICA_ACKS, ReplicaAcks
-from orders.rules import SymbolRules
-from orders.rules_store import RulesStore
-from orders.store import OrderStore
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
-from runtime.settings import AuthSettings, RiskSettings, TlsSettings
+from order_execution.gateway.admission import Admission
+from order_execution.gateway.auth import Authenticator
+from order_execution.gateway.handlers import Intake
+from order_execution.gateway.order_builder import build_order
+from order_execution.gateway.proto_mapping import place_order_from_pb
+from order_execution.gateway.rules_cache import RulesCache
+from order_execution.gateway.servicer import OrderServicer
+from order_execution.gateway.tls import add_port
+from order_execution.gateway.updates import UpdateHub
+from order_execution.gateway.validation import check_create_text
+from order_execution.launcher.processes import free_port
+from order_execution.orders.model import Order
+from order_execution.orders.replicas import NO_REPLICA_ACKS, ReplicaAcks
+from order_execution.orders.rules import SymbolRules
+from order_execution.orders.rules_store import RulesStore
+from order_execution.orders.store import OrderStore
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
+from order_execution.runtime.settings import AuthSettings, RiskSettings, TlsSettings
 from tests.factories import BTC_RULES
 
 ETH_RULES = SymbolRules.from_exchange_info(

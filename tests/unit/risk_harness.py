@@ -15,20 +15,20 @@ from typing import Any
 
 import grpc
 
-from gateway.admin_servicer import AdminServicer
-from gateway.auth import Authenticator
-from gateway.handlers import Intake
-from gateway.risk import RiskGate
-from gateway.rules_cache import RulesCache
-from gateway.servicer import OrderServicer
-from gateway.updates import UpdateHub
-from launcher.processes import free_port
-from orders.model import now_ms
-from orders.risk_state import RiskState
-from orders.rules_store import RulesStore
-from orders.store import OrderStore
-from proto import admin_pb2_grpc, order_pb2_grpc
-from runtime.settings import AuthSettings, RiskSettings
+from order_execution.gateway.admin_servicer import AdminServicer
+from order_execution.gateway.auth import Authenticator
+from order_execution.gateway.handlers import Intake
+from order_execution.gateway.risk import RiskGate
+from order_execution.gateway.rules_cache import RulesCache
+from order_execution.gateway.servicer import OrderServicer
+from order_execution.gateway.updates import UpdateHub
+from order_execution.launcher.processes import free_port
+from order_execution.orders.model import now_ms
+from order_execution.orders.risk_state import RiskState
+from order_execution.orders.rules_store import RulesStore
+from order_execution.orders.store import OrderStore
+from order_execution.proto import admin_pb2_grpc, order_pb2_grpc
+from order_execution.runtime.settings import AuthSettings, RiskSettings
 from tests.factories import BTC_RULES
 from tests.unit.gateway_harness import ETH_RULES
 

@@ -18,14 +18,14 @@ import grpc
 import pytest
 from aiohttp import web
 
-from exchange.account import breakers
-from exchange.breakers import Group
-from exchange.errors import ExchangeUnavailable
-from gateway.account_admin import AccountServicer
-from launcher.processes import free_port
-from proto import admin_pb2 as apb
-from proto import admin_pb2_grpc
-from runtime.settings import Settings
+from order_execution.exchange.account import breakers
+from order_execution.exchange.breakers import Group
+from order_execution.exchange.errors import ExchangeUnavailable
+from order_execution.gateway.account_admin import AccountServicer
+from order_execution.launcher.processes import free_port
+from order_execution.proto import admin_pb2 as apb
+from order_execution.proto import admin_pb2_grpc
+from order_execution.runtime.settings import Settings
 
 POSITION_RISK = [{"symbol": "BTCUSDT", "leverage": "20", "marginType": "cross", "maxNotionalValue": "5e5"}]
 

@@ -18,18 +18,18 @@ import fakeredis
 import grpc
 import pytest
 
-import gateway.admission
-from exchange.breakers import Breakers, Group
-from exchange.errors import ExchangeUnavailable
-from exchange.rate_budget import Cost, Priority, RateBudget
-from gateway.admission import Admission
-from orders import fsm
-from orders.errors import ExchangeNotAccepting, Overloaded
-from orders.model import OrderState, now_ms
-from orders.store import OrderStore
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
-from runtime.settings import AdmissionSettings, CircuitBreakerSettings
+import order_execution.gateway.admission as gateway_admission
+from order_execution.exchange.breakers import Breakers, Group
+from order_execution.exchange.errors import ExchangeUnavailable
+from order_execution.exchange.rate_budget import Cost, Priority, RateBudget
+from order_execution.gateway.admission import Admission
+from order_execution.orders import fsm
+from order_execution.orders.errors import ExchangeNotAccepting, Overloaded
+from order_execution.orders.model import OrderState, now_ms
+from order_execution.orders.store import OrderStore
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
+from order_execution.runtime.settings import AdmissionSettings, CircuitBreakerSettings
 from tests.factories import make_order, outbox_orders
 from tests.unit.gateway_harness import running_gateway
 
@@ -143,7 +143,7 @@ async def test_a_full_orders_window_refuses_until_it_ends(
 ) -> None:
     now = now_ms()
     t = now - now % 10_000 + 11_000  # one second into the next 10 s window
-    monkeypatch.setattr(gateway.admission, "now_ms", lambda: t)
+    monkeypatch.setattr(gateway_admission, "now_ms", lambda: t)
     admission, worker_budget = setup.admission(), setup.budget()
     await worker_budget.correct(weight_1m=None, orders_10s=200, orders_1m=200, at_ms=t)
     await admission.check_create("BTCUSDT")  # 201 of 300 x 0.9 x 0.8 = 216
@@ -173,7 +173,7 @@ async def test_max_queued_per_symbol_bounds_each_symbol_queue(setup: Setup) -> N
 
 def test_each_client_has_its_own_request_rate(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = SimpleNamespace(now=1000.0)
-    monkeypatch.setattr(gateway.admission, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    monkeypatch.setattr(gateway_admission, "time", SimpleNamespace(monotonic=lambda: clock.now))
     admission = setup.admission(client_requests_per_second=2, client_burst=3)
     for _ in range(3):
         admission.check_client("alice")
@@ -199,7 +199,7 @@ async def test_an_open_create_breaker_refuses_until_its_timeout(
         await admission.check_create("BTCUSDT")
     # Once the timeout has passed, the next order is the breaker's trial call: let it through.
     later = SimpleNamespace(monotonic=time.monotonic, time=lambda: time.time() + 31)
-    monkeypatch.setattr(gateway.admission, "time", later)
+    monkeypatch.setattr(gateway_admission, "time", later)
     await admission.check_create("BTCUSDT")
 
 

@@ -16,13 +16,13 @@ import fakeredis
 import grpc
 import pytest
 
-import gateway.admission
-from gateway.admission import Admission
-from orders.errors import Overloaded
-from orders.store import OrderStore
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
-from runtime.settings import AdmissionSettings
+import order_execution.gateway.admission as gateway_admission
+from order_execution.gateway.admission import Admission
+from order_execution.orders.errors import Overloaded
+from order_execution.orders.store import OrderStore
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
+from order_execution.runtime.settings import AdmissionSettings
 from tests.unit.gateway_harness import serving_gateway
 
 
@@ -42,7 +42,7 @@ async def fake() -> AsyncIterator[fakeredis.FakeAsyncRedis]:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     clock = SimpleNamespace(now=1000.0)
-    monkeypatch.setattr(gateway.admission, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    monkeypatch.setattr(gateway_admission, "time", SimpleNamespace(monotonic=lambda: clock.now))
     return clock
 
 

@@ -12,12 +12,12 @@ import fakeredis
 import httpx
 import pytest
 
-from exchange.client import BinanceClient
-from exchange.user_stream import parse_algo_event, parse_order_event
-from listener.order_events import OrderEventRecorder
-from orders import fsm
-from orders.model import OrderState, OrderType
-from orders.store import OrderStore
+from order_execution.exchange.client import BinanceClient
+from order_execution.exchange.user_stream import parse_algo_event, parse_order_event
+from order_execution.listener.order_events import OrderEventRecorder
+from order_execution.orders import fsm
+from order_execution.orders.model import OrderState, OrderType
+from order_execution.orders.store import OrderStore
 from tests import factories
 from tests.exchange_double import HandlerTransport
 from tests.unit.test_user_stream import order_trade_update

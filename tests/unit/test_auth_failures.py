@@ -15,11 +15,11 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY
 
-from gateway.auth import API_KEY_HEADER, Authenticator, Unauthenticated, hash_key
-from gateway.auth_failures import AuthFailures
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
-from runtime.settings import ApiClientSettings, AuthSettings
+from order_execution.gateway.auth import API_KEY_HEADER, Authenticator, Unauthenticated, hash_key
+from order_execution.gateway.auth_failures import AuthFailures
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
+from order_execution.runtime.settings import ApiClientSettings, AuthSettings
 from tests.unit.gateway_harness import serving_gateway
 
 GOOD_KEY = secrets.token_urlsafe(32)  # made per run: nothing here is, or looks like, a real key
@@ -48,7 +48,7 @@ def test_refusals_are_logged_at_most_once_a_second_per_reason(caplog: pytest.Log
     clock = SimpleNamespace(now=100.0)
     failures = AuthFailures(delay_ms=0, max_delayed=1, clock=lambda: clock.now)
     auth = Authenticator(SETTINGS, failures=failures)
-    caplog.set_level(logging.WARNING, logger="gateway.auth_failures")
+    caplog.set_level(logging.WARNING, logger="order_execution.gateway.auth_failures")
 
     def refuse(count: int, metadata: tuple[tuple[str, str], ...]) -> None:
         for _ in range(count):

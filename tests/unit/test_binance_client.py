@@ -9,11 +9,11 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
-from exchange import errors
-from exchange.client import BinanceClient, to_report
-from exchange.http import ResponseLost
-from exchange.signing import sign
-from orders.model import OrderState, Side
+from order_execution.exchange import errors
+from order_execution.exchange.client import BinanceClient, to_report
+from order_execution.exchange.http import ResponseLost
+from order_execution.exchange.signing import sign
+from order_execution.orders.model import OrderState, Side
 from tests.exchange_double import HandlerTransport
 from tests.factories import make_order
 

@@ -9,12 +9,12 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
-from exchange import errors
-from exchange.algo_orders import algo_event_report, to_algo_report
-from exchange.client import BinanceClient
-from exchange.user_stream import parse_algo_event
-from orders.model import OrderState, OrderType, Side, TimeInForce, WorkingType
-from service_layer.order_sync import cancel_at_exchange
+from order_execution.exchange import errors
+from order_execution.exchange.algo_orders import algo_event_report, to_algo_report
+from order_execution.exchange.client import BinanceClient
+from order_execution.exchange.user_stream import parse_algo_event
+from order_execution.orders.model import OrderState, OrderType, Side, TimeInForce, WorkingType
+from order_execution.service_layer.order_sync import cancel_at_exchange
 from tests.exchange_double import HandlerTransport
 from tests.factories import make_order
 

@@ -24,11 +24,11 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from exchange import errors
-from exchange.breakers import Breakers, Group, breaker_key
-from exchange.client import BinanceClient
-from exchange.http import HttpResponse, ResponseLost
-from runtime.settings import CircuitBreakerSettings
+from order_execution.exchange import errors
+from order_execution.exchange.breakers import Breakers, Group, breaker_key
+from order_execution.exchange.client import BinanceClient
+from order_execution.exchange.http import HttpResponse, ResponseLost
+from order_execution.runtime.settings import CircuitBreakerSettings
 from tests.exchange_double import HandlerTransport
 from tests.factories import make_order
 from tests.redis_dbs import delete_keys_under, redis_db
@@ -483,7 +483,7 @@ async def test_a_frozen_redis_holds_neither_the_calls_nor_the_loop_and_syncing_r
     client, exchange = shared.client(worker, exchange_s=0.001)
     other = shared.breakers()  # another replica, its Redis answering
     await worker.sync()
-    caplog.set_level(logging.WARNING, logger="exchange.breakers")
+    caplog.set_level(logging.WARNING, logger="order_execution.exchange.breakers")
     connection.frozen = True
     ticker = Ticker()
     ticking = asyncio.create_task(ticker.run())

@@ -12,14 +12,20 @@ import pytest
 from pydantic import SecretStr
 from usdm_simulator.cli import build_config
 
-from cli import up
-from cli.credentials import ensure_local_key, open_channel
-from gateway.auth import hash_key
-from launcher import launch, stack
-from launcher.service_env import local_client_json
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
-from runtime.settings import ApiClientSettings, AuthSettings, ClientSettings, Settings, load_settings
+from order_execution.cli import up
+from order_execution.cli.credentials import ensure_local_key, open_channel
+from order_execution.gateway.auth import hash_key
+from order_execution.launcher import launch, stack
+from order_execution.launcher.service_env import local_client_json
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
+from order_execution.runtime.settings import (
+    ApiClientSettings,
+    AuthSettings,
+    ClientSettings,
+    Settings,
+    load_settings,
+)
 from tests.unit.gateway_harness import serving_gateway
 
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from cli.client import _COMMANDS
-from cli.order_args import add_order_commands
-from gateway.proto_mapping import order_to_pb
-from proto import order_pb2 as pb
+from order_execution.cli.client import _COMMANDS
+from order_execution.cli.order_args import add_order_commands
+from order_execution.gateway.proto_mapping import order_to_pb
+from order_execution.proto import order_pb2 as pb
 from tests.factories import make_order
 
 

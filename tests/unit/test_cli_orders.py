@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from cli.client import gateway_target
-from cli.order_args import add_order_commands
-from cli.order_format import order_json, order_line, order_text, update_json
-from cli.times import format_ms, parse_time
-from proto import order_pb2 as pb
-from runtime.settings import load_settings
+from order_execution.cli.client import gateway_target
+from order_execution.cli.order_args import add_order_commands
+from order_execution.cli.order_format import order_json, order_line, order_text, update_json
+from order_execution.cli.times import format_ms, parse_time
+from order_execution.proto import order_pb2 as pb
+from order_execution.runtime.settings import load_settings
 
 NOW_MS = 1_796_400_000_000
 

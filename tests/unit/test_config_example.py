@@ -38,8 +38,8 @@ import yaml
 from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
-from runtime import settings as settings_module
-from runtime.settings import CONFIG_ENV, Settings, SettingsError, load_settings
+from order_execution.runtime import settings as settings_module
+from order_execution.runtime.settings import CONFIG_ENV, Settings, SettingsError, load_settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
 FLAT_NAMES = {name: f"{section}.{key}" for name, (section, key) in settings_module._SEED_ENV.items()}

@@ -22,20 +22,20 @@ import pytest
 import redis.asyncio as aioredis
 from dramatiq import Message
 
-from orders.model import Order
-from orders.store import OrderStore
-from tasks.messages import submit_order_push
-from tasks.queues import (
+from order_execution.orders.model import Order
+from order_execution.orders.store import OrderStore
+from order_execution.tasks.messages import submit_order_push
+from order_execution.tasks.queues import (
     DRAMATIQ_NAMESPACE,
     SUBMIT_ORDER,
     messages_key,
     queue_for,
     queue_key,
 )
-from tasks.redis_queues import QueueClient
+from order_execution.tasks.redis_queues import QueueClient
+from order_execution.workers.consumer import Consumer, Handler
 from tests import factories
 from tests.redis_dbs import redis_db
-from workers.consumer import Consumer, Handler
 
 WORK = "work"
 QUEUE = "orders.TESTUSDT"

@@ -14,8 +14,8 @@ import fakeredis
 import pytest
 import redis
 
-from cli.dashboard import build_app, dashboard_url
-from runtime.settings import DashboardSettings, Settings, SettingsError, load_settings
+from order_execution.cli.dashboard import build_app, dashboard_url
+from order_execution.runtime.settings import DashboardSettings, Settings, SettingsError, load_settings
 
 
 def _get(app: Any, path: str) -> tuple[str, dict[str, str], str]:

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator, Callable
 import fakeredis
 import pytest
 
-from listener.dead_man import DeadManSwitch
-from orders import fsm
-from orders.model import Order, OrderState
-from orders.store import OrderStore
+from order_execution.listener.dead_man import DeadManSwitch
+from order_execution.orders import fsm
+from order_execution.orders.model import Order, OrderState
+from order_execution.orders.store import OrderStore
 from tests import factories
 
 

@@ -22,13 +22,13 @@ import httpx
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from exchange.client import BinanceClient
-from gateway.validation import MAX_DECIMAL_CHARS
-from orders.errors import InvalidOrder
-from orders.exact import product
-from orders.model import Order, OrderType, decimal_str
-from proto import order_pb2 as pb
-from runtime.settings import RiskSettings
+from order_execution.exchange.client import BinanceClient
+from order_execution.gateway.validation import MAX_DECIMAL_CHARS
+from order_execution.orders.errors import InvalidOrder
+from order_execution.orders.exact import product
+from order_execution.orders.model import Order, OrderType, decimal_str
+from order_execution.proto import order_pb2 as pb
+from order_execution.runtime.settings import RiskSettings
 from tests.exchange_double import HandlerTransport
 from tests.factories import BTC_RULES
 from tests.unit.gateway_harness import validated_order

@@ -224,7 +224,7 @@ def test_the_ha_profile_adds_two_replicas_three_sentinels_three_nats_nodes_and_a
 def test_the_ha_settings_point_every_role_at_the_sentinels_and_the_nats_cluster(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from runtime.settings import load_settings
+    from order_execution.runtime.settings import load_settings
 
     services = _ha_config()["services"]
     for name in (*ROLES, "gateway-2"):

@@ -156,7 +156,7 @@ def test_the_configmaps_hold_the_seeds_names_and_a_valid_config_with_auth_on() -
     assert {"REDIS_ADDRESS", "NATS_ADDRESS", "LOG_LEVEL", "LOG_FORMAT", "ORDER_EXECUTION_CONFIG"} <= set(env)
     assert not {"BINANCE_API_KEY", "BINANCE_SECRET_KEY"} & set(env)
     config = yaml.safe_load(_find("ConfigMap", "order-execution-config")["data"]["config.yaml"])
-    from runtime.settings import Settings
+    from order_execution.runtime.settings import Settings
 
     settings = Settings.model_validate(config)  # every key is one the service knows
     assert config["auth"]["enabled"] is True and settings.auth.enabled

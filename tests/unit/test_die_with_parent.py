@@ -17,13 +17,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from launcher.processes import ManagedProcess
+from order_execution.launcher.processes import ManagedProcess
 
 REPO = Path(__file__).resolve().parents[2]
 PARENT = """
 import sys, time
 from pathlib import Path
-from launcher.processes import ManagedProcess
+from order_execution.launcher.processes import ManagedProcess
 child = ManagedProcess(
     "sleeper", [sys.executable, "-c", "import time; time.sleep(120)"],
     log_dir=Path(sys.argv[1]), die_with_parent=sys.argv[2] == "1",

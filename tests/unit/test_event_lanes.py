@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from listener.event_lanes import EventLanes
+from order_execution.listener.event_lanes import EventLanes
 
 
 class Journal:

@@ -11,9 +11,9 @@ from typing import Any
 import grpc
 import pytest
 
-from orders.errors import InvalidOrder
-from orders.exact import is_multiple, product
-from proto import order_pb2 as pb
+from order_execution.orders.errors import InvalidOrder
+from order_execution.orders.exact import is_multiple, product
+from order_execution.proto import order_pb2 as pb
 from tests.factories import outbox_orders
 from tests.unit.gateway_harness import validated_order
 from tests.unit.test_decimal_exactness import (

@@ -14,12 +14,12 @@ from pathlib import Path
 import httpx
 from prometheus_client import REGISTRY
 
-import exchange
-from exchange import endpoints
-from exchange import metrics as exchange_metrics
-from exchange.client import BinanceClient
-from orders.metrics import OTHER
-from orders.model import OrderType
+from order_execution import exchange
+from order_execution.exchange import endpoints
+from order_execution.exchange import metrics as exchange_metrics
+from order_execution.exchange.client import BinanceClient
+from order_execution.orders.metrics import OTHER
+from order_execution.orders.model import OrderType
 from tests.exchange_double import HandlerTransport
 from tests.factories import make_order
 

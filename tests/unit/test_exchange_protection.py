@@ -18,16 +18,16 @@ import fakeredis
 import httpx
 import pytest
 
-import exchange.signed_rest
-import workers.execution
-from exchange.client import BinanceClient
-from exchange.errors import BudgetExceeded, ExchangeError, RateLimited
-from exchange.rate_budget import RateBudget
-from orders.model import Order, OrderState, now_ms
-from orders.store import OrderStore
+import order_execution.exchange.signed_rest as exchange_signed_rest
+import order_execution.workers.execution as workers_execution
+from order_execution.exchange.client import BinanceClient
+from order_execution.exchange.errors import BudgetExceeded, ExchangeError, RateLimited
+from order_execution.exchange.rate_budget import RateBudget
+from order_execution.orders.model import Order, OrderState, now_ms
+from order_execution.orders.store import OrderStore
+from order_execution.workers.execution import OrderExecutor
 from tests.exchange_double import HandlerTransport
 from tests.factories import make_order, outbox_orders
-from workers.execution import OrderExecutor
 
 S = OrderState
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -100,7 +100,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     """A clock one second into the next minute, standing in for the client's and executor's."""
     now = now_ms()
     fake = FakeClock(now - now % 60_000 + 61_000)
-    for module in (exchange.signed_rest, workers.execution):
+    for module in (exchange_signed_rest, workers_execution):
         monkeypatch.setattr(module, "now_ms", fake.now_ms)
         monkeypatch.setattr(module, "asyncio", SimpleNamespace(sleep=fake.sleep))
     return fake

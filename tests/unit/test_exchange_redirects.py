@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from exchange.client import BinanceClient
-from exchange.errors import ExchangeUnavailable
-from exchange.http import AiohttpTransport, Redirected
-from launcher.processes import free_port
+from order_execution.exchange.client import BinanceClient
+from order_execution.exchange.errors import ExchangeUnavailable
+from order_execution.exchange.http import AiohttpTransport, Redirected
+from order_execution.launcher.processes import free_port
 
 API_KEY = "test-api-key-for-redirects-000111"
 

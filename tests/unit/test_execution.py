@@ -12,14 +12,14 @@ import httpx
 import pytest
 import redis.exceptions
 
-from exchange.client import BinanceClient
-from orders import fsm
-from orders.model import Order, OrderState, now_ms
-from orders.store import OrderStore
-from orders.store_outages import store_outages
+from order_execution.exchange.client import BinanceClient
+from order_execution.orders import fsm
+from order_execution.orders.model import Order, OrderState, now_ms
+from order_execution.orders.store import OrderStore
+from order_execution.orders.store_outages import store_outages
+from order_execution.workers.execution import CancelNotSettled, OrderExecutor
 from tests import factories
 from tests.exchange_double import HandlerTransport
-from workers.execution import CancelNotSettled, OrderExecutor
 
 S = OrderState
 Handler = Callable[[httpx.Request], httpx.Response]

@@ -17,13 +17,13 @@ import fakeredis
 import pytest
 import redis.exceptions
 
-from exchange.client import BinanceClient
-from orders.model import OrderState
-from orders.store import OrderStore
-from orders.store_outages import store_outages
+from order_execution.exchange.client import BinanceClient
+from order_execution.orders.model import OrderState
+from order_execution.orders.store import OrderStore
+from order_execution.orders.store_outages import store_outages
+from order_execution.workers.execution import OrderExecutor
 from tests.exchange_double import HandlerTransport
 from tests.unit.test_execution import Exchange, new_order, order_object
-from workers.execution import OrderExecutor
 
 S = OrderState
 

@@ -9,11 +9,11 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
-from orders.model import Order, OrderState, OrderType, now_ms
-from orders.store import OrderStore
+from order_execution.orders.model import Order, OrderState, OrderType, now_ms
+from order_execution.orders.store import OrderStore
+from order_execution.workers.execution import CancelNotSettled
 from tests import factories
 from tests.unit.test_execution import order_object, reply, setup  # noqa: F401  (setup: the fixture)
-from workers.execution import CancelNotSettled
 
 S = OrderState
 

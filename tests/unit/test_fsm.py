@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orders import fsm
-from orders.model import Order, OrderState
+from order_execution.orders import fsm
+from order_execution.orders.model import Order, OrderState
 from tests.unit.exchange_reports import (
     ACKED,
     ALGO_ID,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from orders import fsm
-from orders.fsm import ExchangeReport
-from orders.model import Fill, Order, OrderState, OrderType
+from order_execution.orders import fsm
+from order_execution.orders.fsm import ExchangeReport
+from order_execution.orders.model import Fill, Order, OrderState, OrderType
 from tests import factories
 
 S = OrderState

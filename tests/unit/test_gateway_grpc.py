@@ -12,11 +12,11 @@ import fakeredis
 import grpc
 import pytest
 
-from orders.model import OrderState
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
-from runtime.redis_connection import open_redis
-from runtime.settings import RedisSettings
+from order_execution.orders.model import OrderState
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
+from order_execution.runtime.redis_connection import open_redis
+from order_execution.runtime.settings import RedisSettings
 from tests.factories import outbox_orders
 from tests.unit.gateway_harness import limit_order, running_gateway
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.keepalive import keepalive_options
-from runtime.settings import ServerSettings
+from order_execution.gateway.keepalive import keepalive_options
+from order_execution.runtime.settings import ServerSettings
 
 
 def test_the_gateway_pings_clients_and_accepts_their_pings_as_often_as_the_settings_say() -> None:

@@ -24,20 +24,20 @@ from fakeredis.aioredis import FakeAsyncRedisConnection
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from exchange import metrics as exchange_metrics
-from exchange.account import rate_budget
-from gateway import cluster_gauges
-from gateway import metrics as gateway_metrics
-from gateway.cluster_gauges import GaugeRefresher
-from gateway.http import GAUGE_REFRESHER, HealthChecks, build_http_app
-from gateway.rules_cache import RulesCache
-from launcher.processes import free_port
-from orders import metrics as shared
-from orders.listener_status import ListenerStatus
-from orders.model import OrderState
-from orders.rules_store import RulesStore
-from orders.store import OrderStore
-from runtime.settings import MonitoringSettings, Settings
+from order_execution.exchange import metrics as exchange_metrics
+from order_execution.exchange.account import rate_budget
+from order_execution.gateway import cluster_gauges
+from order_execution.gateway import metrics as gateway_metrics
+from order_execution.gateway.cluster_gauges import GaugeRefresher
+from order_execution.gateway.http import GAUGE_REFRESHER, HealthChecks, build_http_app
+from order_execution.gateway.rules_cache import RulesCache
+from order_execution.launcher.processes import free_port
+from order_execution.orders import metrics as shared
+from order_execution.orders.listener_status import ListenerStatus
+from order_execution.orders.model import OrderState
+from order_execution.orders.rules_store import RulesStore
+from order_execution.orders.store import OrderStore
+from order_execution.runtime.settings import MonitoringSettings, Settings
 
 
 @dataclass

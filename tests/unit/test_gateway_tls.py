@@ -19,11 +19,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
-from cli.credentials import open_channel
-from gateway.auth import hash_key
-from proto import order_pb2 as pb
-from proto import order_pb2_grpc
-from runtime.settings import ApiClientSettings, AuthSettings, ClientSettings, SettingsError, TlsSettings
+from order_execution.cli.credentials import open_channel
+from order_execution.gateway.auth import hash_key
+from order_execution.proto import order_pb2 as pb
+from order_execution.proto import order_pb2_grpc
+from order_execution.runtime.settings import (
+    ApiClientSettings,
+    AuthSettings,
+    ClientSettings,
+    SettingsError,
+    TlsSettings,
+)
 from tests.unit.gateway_harness import serving_gateway
 
 

@@ -11,11 +11,16 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from launcher.ha_server_configs import last_primary, nats_node_config, redis_node_config, sentinel_config
-from launcher.ha_servers import OTHER_RESTART, REDIS_NODE_RESTART, HaServers, Server
-from launcher.processes import ManagedProcess
-from launcher.supervisor import Supervisor
-from runtime.settings import load_settings
+from order_execution.launcher.ha_server_configs import (
+    last_primary,
+    nats_node_config,
+    redis_node_config,
+    sentinel_config,
+)
+from order_execution.launcher.ha_servers import OTHER_RESTART, REDIS_NODE_RESTART, HaServers, Server
+from order_execution.launcher.processes import ManagedProcess
+from order_execution.launcher.supervisor import Supervisor
+from order_execution.runtime.settings import load_settings
 
 
 def _directives(text: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from launcher.processes import http_ok
+from order_execution.launcher.processes import http_ok
 
 
 @contextmanager

@@ -15,10 +15,10 @@ from typing import Any
 import fakeredis
 import pytest
 
-import gateway.validation
-from gateway.admission import Admission
-from gateway.auth import Caller
-from gateway.commands import (
+import order_execution.gateway.validation as gateway_validation
+from order_execution.gateway.admission import Admission
+from order_execution.gateway.auth import Caller
+from order_execution.gateway.commands import (
     AmendOrder,
     CancelAll,
     CancelOrder,
@@ -30,13 +30,13 @@ from gateway.commands import (
     Requester,
     WatchOrders,
 )
-from gateway.handlers import Intake
-from gateway.rules_cache import RulesCache
-from orders.errors import InvalidOrder, OrderNotAmendable
-from orders.model import OrderType, Side, TimeInForce
-from orders.rules_store import RulesStore
-from orders.store import CreateResult, OrderStore
-from runtime.settings import AdmissionSettings, RiskSettings
+from order_execution.gateway.handlers import Intake
+from order_execution.gateway.rules_cache import RulesCache
+from order_execution.orders.errors import InvalidOrder, OrderNotAmendable
+from order_execution.orders.model import OrderType, Side, TimeInForce
+from order_execution.orders.rules_store import RulesStore
+from order_execution.orders.store import CreateResult, OrderStore
+from order_execution.runtime.settings import AdmissionSettings, RiskSettings
 from tests.factories import BTC_RULES
 
 PEER = "10.0.0.7"
@@ -144,12 +144,12 @@ async def test_a_place_order_has_its_text_bounded_once(
     intake: Intake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     checked: list[str] = []
-    check_user_id = gateway.validation.check_user_id
+    check_user_id = gateway_validation.check_user_id
 
     def counting(field: str, user_id: str) -> None:
         checked.append(user_id)
         check_user_id(field, user_id)
 
-    monkeypatch.setattr(gateway.validation, "check_user_id", counting)
+    monkeypatch.setattr(gateway_validation, "check_user_id", counting)
     await intake.handle(place("once-1", user_id="alice"), Requester(client=PEER))
     assert checked == ["alice"]  # check_create_text ran once, not again while building the order

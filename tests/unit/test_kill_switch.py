@@ -11,18 +11,18 @@ import grpc
 import pytest
 import redis.exceptions
 
-from exchange.client import BinanceClient
-from gateway.auth import API_KEY_HEADER, hash_key
-from listener.risk_feeds import RiskFeeds
-from orders import fsm, metrics
-from orders.errors import StoreUnavailable
-from orders.model import OrderState
-from orders.risk_state import RiskCheck, RiskState
-from orders.store import OrderStore
-from orders.store_outages import store_outages
-from proto import admin_pb2 as apb
-from proto import order_pb2 as pb
-from runtime.settings import ApiClientSettings, AuthSettings
+from order_execution.exchange.client import BinanceClient
+from order_execution.gateway.auth import API_KEY_HEADER, hash_key
+from order_execution.listener.risk_feeds import RiskFeeds
+from order_execution.orders import fsm, metrics
+from order_execution.orders.errors import StoreUnavailable
+from order_execution.orders.model import OrderState
+from order_execution.orders.risk_state import RiskCheck, RiskState
+from order_execution.orders.store import OrderStore
+from order_execution.orders.store_outages import store_outages
+from order_execution.proto import admin_pb2 as apb
+from order_execution.proto import order_pb2 as pb
+from order_execution.runtime.settings import ApiClientSettings, AuthSettings
 from tests.factories import make_order
 from tests.unit.risk_harness import risk_replica
 from tests.unit.test_risk_limits import limit_buy, refused

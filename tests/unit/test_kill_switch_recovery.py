@@ -10,15 +10,19 @@ import fakeredis
 import grpc
 import pytest
 
-from cli.main import main
-from orders.cancel_open import CancelOpenState
-from orders.model import OrderState
-from orders.risk_state import RiskState, TradingMode
-from orders.store import OrderStore, TransitionResult
-from proto import admin_pb2 as apb
-from runtime.settings import Settings
-from service_layer.kill_switch import LISTENER_ACTION, cancel_open_orders, finish_overdue_cancel_open
-from tasks.messages import cancel_order_push
+from order_execution.cli.main import main
+from order_execution.orders.cancel_open import CancelOpenState
+from order_execution.orders.model import OrderState
+from order_execution.orders.risk_state import RiskState, TradingMode
+from order_execution.orders.store import OrderStore, TransitionResult
+from order_execution.proto import admin_pb2 as apb
+from order_execution.runtime.settings import Settings
+from order_execution.service_layer.kill_switch import (
+    LISTENER_ACTION,
+    cancel_open_orders,
+    finish_overdue_cancel_open,
+)
+from order_execution.tasks.messages import cancel_order_push
 from tests.factories import make_order, queued_messages
 from tests.unit.risk_harness import risk_replica
 from tests.unit.test_kill_switch import switch

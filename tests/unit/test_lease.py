@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import fakeredis
 import pytest
 
-from listener.lease import LeaderLease
+from order_execution.listener.lease import LeaderLease
 
 SHORT_TTL_MS = 100  # for a lease meant to lapse
 TTL_MS = 5000  # long enough that a slow CI machine does not lapse one between two calls

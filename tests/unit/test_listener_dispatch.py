@@ -7,11 +7,11 @@ from decimal import Decimal
 
 import pytest
 
-from exchange.user_stream import OrderEvent
-from listener.process import Listener
-from orders.fsm import ExchangeReport
-from orders.model import OrderState
-from runtime.settings import Settings
+from order_execution.exchange.user_stream import OrderEvent
+from order_execution.listener.process import Listener
+from order_execution.orders.fsm import ExchangeReport
+from order_execution.orders.model import OrderState
+from order_execution.runtime.settings import Settings
 
 
 @pytest.fixture

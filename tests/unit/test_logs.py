@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from orders.log_fields import order_fields
-from runtime import logs
-from runtime.logs import configure_logging, redact
-from runtime.settings import LoggingSettings
+from order_execution.orders.log_fields import order_fields
+from order_execution.runtime import logs
+from order_execution.runtime.logs import configure_logging, redact
+from order_execution.runtime.settings import LoggingSettings
 from tests.factories import make_order
 
 SIGNED_URL = (
@@ -58,7 +58,9 @@ def lines(stream: io.StringIO) -> list[str]:
 def test_json_lines_carry_the_orders_fields(captured: io.StringIO) -> None:
     configure(captured, "info", "json", "worker")
     order = make_order(order_id="o-42", client_order_id="oe-42", symbol="ETHUSDT")
-    logging.getLogger("workers.execution").warning("order %s: retrying", "o-42", extra=order_fields(order))
+    logging.getLogger("order_execution.workers.execution").warning(
+        "order %s: retrying", "o-42", extra=order_fields(order)
+    )
     [line] = lines(captured)
     entry = json.loads(line)
     assert (
@@ -109,7 +111,7 @@ def test_secrets_from_the_environment_never_appear(
 ) -> None:
     monkeypatch.setenv("BINANCE_SECRET_KEY", SECRET)
     configure(captured, "debug", "json", "worker")
-    log = logging.getLogger("exchange.client")
+    log = logging.getLogger("order_execution.exchange.client")
     log.info("settings dump: secret_key=%s", SECRET)
     try:
         raise ConnectionError(f"could not reach {SIGNED_URL} with key {SECRET}")

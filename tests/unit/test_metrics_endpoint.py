@@ -6,10 +6,10 @@ import socket
 
 import aiohttp
 
-from cli.up import metrics_ports
-from launcher.processes import free_port
-from orders import metrics
-from runtime.metrics_http import MetricsEndpoint
+from order_execution.cli.up import metrics_ports
+from order_execution.launcher.processes import free_port
+from order_execution.orders import metrics
+from order_execution.runtime.metrics_http import MetricsEndpoint
 
 
 async def test_processes_sharing_a_port_setting_each_get_their_own() -> None:

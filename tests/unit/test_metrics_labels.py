@@ -8,13 +8,13 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from exchange import errors
-from exchange import metrics as exchange_metrics
-from exchange.breakers import Breakers, Group
-from exchange.client import BinanceClient
-from orders import metrics
-from orders.model import OrderState
-from runtime.settings import CircuitBreakerSettings
+from order_execution.exchange import errors
+from order_execution.exchange import metrics as exchange_metrics
+from order_execution.exchange.breakers import Breakers, Group
+from order_execution.exchange.client import BinanceClient
+from order_execution.orders import metrics
+from order_execution.orders.model import OrderState
+from order_execution.runtime.settings import CircuitBreakerSettings
 from tests.exchange_double import HandlerTransport
 from tests.factories import make_order
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.health import probe_nats_servers
-from launcher.embedded_servers import ensure_nats
-from launcher.launch import Launcher
-from launcher.processes import ManagedProcess, free_port
-from launcher.supervisor import Backoff
-from runtime.addresses import nats_servers
-from runtime.settings import NatsSettings, Settings, SettingsError, load_settings
+from order_execution.gateway.health import probe_nats_servers
+from order_execution.launcher.embedded_servers import ensure_nats
+from order_execution.launcher.launch import Launcher
+from order_execution.launcher.processes import ManagedProcess, free_port
+from order_execution.launcher.supervisor import Backoff
+from order_execution.runtime.addresses import nats_servers
+from order_execution.runtime.settings import NatsSettings, Settings, SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -11,15 +11,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.auth import Caller
-from gateway.commands import CancelAll, Requester
-from gateway.handlers import Intake
-from gateway.rules_cache import RulesCache
-from orders import fsm
-from orders.model import Order, OrderState
-from orders.rules_store import RulesStore
-from orders.store import OrderStore
-from runtime.settings import RiskSettings
+from order_execution.gateway.auth import Caller
+from order_execution.gateway.commands import CancelAll, Requester
+from order_execution.gateway.handlers import Intake
+from order_execution.gateway.rules_cache import RulesCache
+from order_execution.orders import fsm
+from order_execution.orders.model import Order, OrderState
+from order_execution.orders.rules_store import RulesStore
+from order_execution.orders.store import OrderStore
+from order_execution.runtime.settings import RiskSettings
 from tests import factories
 from tests.counting_redis import CountingFakeRedis
 

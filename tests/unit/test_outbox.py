@@ -13,13 +13,13 @@ from decimal import Decimal
 import fakeredis
 import pytest
 
-from gateway import updates as updates_module
-from gateway.updates import UpdateHub
-from orders import fsm
-from orders.errors import InvalidOrder, ResumePointExpired
-from orders.model import Fill, Order, OrderState, now_ms
-from orders.outbox import OutboxEntry
-from orders.store import OrderStore
+from order_execution.gateway import updates as updates_module
+from order_execution.gateway.updates import UpdateHub
+from order_execution.orders import fsm
+from order_execution.orders.errors import InvalidOrder, ResumePointExpired
+from order_execution.orders.model import Fill, Order, OrderState, now_ms
+from order_execution.orders.outbox import OutboxEntry
+from order_execution.orders.store import OrderStore
 from tests import factories
 
 S = OrderState

@@ -18,13 +18,13 @@ from usdm_simulator.errors import BinanceError
 from usdm_simulator.stream_names import parse_stream
 from usdm_simulator.symbols import build_specs
 
-from cli.times import parse_time
-from gateway.validation import check_stream_request, check_symbol_text
-from orders.errors import InvalidOrder
-from orders.model import now_ms
-from orders.outbox import Outbox
-from proto import order_pb2 as pb
-from runtime.settings import RiskSettings
+from order_execution.cli.times import parse_time
+from order_execution.gateway.validation import check_stream_request, check_symbol_text
+from order_execution.orders.errors import InvalidOrder
+from order_execution.orders.model import now_ms
+from order_execution.orders.outbox import Outbox
+from order_execution.proto import order_pb2 as pb
+from order_execution.runtime.settings import RiskSettings
 from tests.factories import BTC_RULES
 from tests.unit.gateway_harness import limit_order, validated_order
 

@@ -8,10 +8,10 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from exchange import errors
-from exchange.client import BinanceClient
-from exchange.position_mode import position_params
-from orders.model import Side
+from order_execution.exchange import errors
+from order_execution.exchange.client import BinanceClient
+from order_execution.exchange.position_mode import position_params
+from order_execution.orders.model import Side
 from tests.exchange_double import HandlerTransport
 from tests.factories import make_order
 

@@ -9,13 +9,13 @@ from typing import Any
 import fakeredis
 from dramatiq import Message
 
-from cli.dashboard import dashboard_broker
-from orders.store import OrderStore
-from orders.store_scripts import DOORBELL_CAP
-from runtime.settings import Settings
-from tasks.messages import cancel_all_push
-from tasks.queues import doorbell_key, messages_key, queue_for, queue_key
-from tasks.redis_queues import QueueClient
+from order_execution.cli.dashboard import dashboard_broker
+from order_execution.orders.store import OrderStore
+from order_execution.orders.store_scripts import DOORBELL_CAP
+from order_execution.runtime.settings import Settings
+from order_execution.tasks.messages import cancel_all_push
+from order_execution.tasks.queues import doorbell_key, messages_key, queue_for, queue_key
+from order_execution.tasks.redis_queues import QueueClient
 
 QUEUE = queue_for("BTCUSDT")
 BELL = doorbell_key(QUEUE)

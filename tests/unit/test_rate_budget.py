@@ -16,8 +16,8 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
-from exchange.rate_budget import Cost, ExchangeLimits, Grant, Priority, RateBudget
-from orders.model import now_ms
+from order_execution.exchange.rate_budget import Cost, ExchangeLimits, Grant, Priority, RateBudget
+from order_execution.orders.model import now_ms
 from tests.redis_dbs import delete_keys_under, redis_db
 
 CREATE, CANCEL, QUERY = Priority.CREATE, Priority.CANCEL, Priority.QUERY

@@ -17,12 +17,12 @@ import fakeredis
 import httpx
 import pytest
 
-from exchange.client import BinanceClient
-from exchange.errors import CircuitOpen
-from listener.reconciler import ReconcilePolicy, Reconciler
-from orders import fsm
-from orders.model import Order, OrderState, now_ms
-from orders.store import OrderStore
+from order_execution.exchange.client import BinanceClient
+from order_execution.exchange.errors import CircuitOpen
+from order_execution.listener.reconciler import ReconcilePolicy, Reconciler
+from order_execution.orders import fsm
+from order_execution.orders.model import Order, OrderState, now_ms
+from order_execution.orders.store import OrderStore
 from tests import factories
 from tests.exchange_double import HandlerTransport
 
@@ -416,7 +416,7 @@ async def test_with_nothing_of_ours_open_foreign_orders_are_still_looked_for_eve
     assert (await reconciler.sweep()).unknown_at_exchange == []  # nothing of ours: no query yet
     assert rig.venue.calls() == []
     clock = now_ms() + 61_000
-    monkeypatch.setattr("listener.reconciler.now_ms", lambda: clock)
+    monkeypatch.setattr("order_execution.listener.reconciler.now_ms", lambda: clock)
     assert (await reconciler.sweep()).unknown_at_exchange == ["manual-2"]
     assert rig.venue.calls() == ["GET openOrders"]
 

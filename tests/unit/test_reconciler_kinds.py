@@ -14,10 +14,10 @@ import fakeredis
 import httpx
 import pytest
 
-from exchange.client import BinanceClient
-from listener.reconciler import Reconciler
-from orders.model import Order, OrderState, OrderType, now_ms
-from orders.store import OrderStore
+from order_execution.exchange.client import BinanceClient
+from order_execution.listener.reconciler import Reconciler
+from order_execution.orders.model import Order, OrderState, OrderType, now_ms
+from order_execution.orders.store import OrderStore
 from tests import factories
 from tests.exchange_double import HandlerTransport
 from tests.unit.test_reconciler import POLICY, QUIET, to

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.settings import RedisSettings, SettingsError, load_settings
+from order_execution.runtime.settings import RedisSettings, SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -17,16 +17,16 @@ import grpc
 import pytest
 from redis.asyncio.client import Pipeline
 
-from gateway.updates import UpdateHub
-from listener.events import EventBus
-from listener.relay import OutboxRelay
-from orders import fsm
-from orders.errors import NotReplicated
-from orders.model import Fill, Order, OrderState
-from orders.replicas import ReplicaAcks
-from orders.store import OrderStore, TransitionResult
-from proto import order_pb2 as pb
-from tasks.messages import submit_order_push
+from order_execution.gateway.updates import UpdateHub
+from order_execution.listener.events import EventBus
+from order_execution.listener.relay import OutboxRelay
+from order_execution.orders import fsm
+from order_execution.orders.errors import NotReplicated
+from order_execution.orders.model import Fill, Order, OrderState
+from order_execution.orders.replicas import ReplicaAcks
+from order_execution.orders.store import OrderStore, TransitionResult
+from order_execution.proto import order_pb2 as pb
+from order_execution.tasks.messages import submit_order_push
 from tests import factories
 from tests.unit.gateway_harness import limit_order, running_gateway
 

@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import pytest
 
-from exchange.errors import (
+from order_execution.exchange.errors import (
     BudgetExceeded,
     CircuitOpen,
     ClockSkew,
@@ -21,7 +21,7 @@ from exchange.errors import (
     RateLimited,
     UnknownOrder,
 )
-from orders.errors import (
+from order_execution.orders.errors import (
     InvalidOrder,
     NotReplicated,
     OrderNotFound,
@@ -31,10 +31,16 @@ from orders.errors import (
     StoreTimedOut,
     StoreUnavailable,
 )
-from tasks.queues import AMEND_ORDER, CANCEL_ALL_ORDERS, CANCEL_ORDER, RECONCILE_ORDER, SUBMIT_ORDER
-from workers.consumer import Handler
-from workers.execution import CancelNotSettled, OrderExecutor
-from workers.retry_policy import MAX_CANCEL_RETRIES, MAX_RECONCILE_RETRIES, order_handlers
+from order_execution.tasks.queues import (
+    AMEND_ORDER,
+    CANCEL_ALL_ORDERS,
+    CANCEL_ORDER,
+    RECONCILE_ORDER,
+    SUBMIT_ORDER,
+)
+from order_execution.workers.consumer import Handler
+from order_execution.workers.execution import CancelNotSettled, OrderExecutor
+from order_execution.workers.retry_policy import MAX_CANCEL_RETRIES, MAX_RECONCILE_RETRIES, order_handlers
 
 
 class _Executor:

@@ -10,15 +10,15 @@ import fakeredis
 import grpc
 import pytest
 
-from cli.main import main
-from gateway.commands import AmendOrder, Requester
-from orders import metrics
-from orders.errors import RiskLimitExceeded
-from orders.model import OrderState
-from orders.risk_state import RiskState, TradingMode
-from proto import admin_pb2 as apb
-from proto import order_pb2 as pb
-from runtime.settings import RiskSettings
+from order_execution.cli.main import main
+from order_execution.gateway.commands import AmendOrder, Requester
+from order_execution.orders import metrics
+from order_execution.orders.errors import RiskLimitExceeded
+from order_execution.orders.model import OrderState
+from order_execution.orders.risk_state import RiskState, TradingMode
+from order_execution.proto import admin_pb2 as apb
+from order_execution.proto import order_pb2 as pb
+from order_execution.runtime.settings import RiskSettings
 from tests.unit.risk_harness import Replica, risk_replica, set_marks
 
 ALLOWED = ["BTCUSDT", "ETHUSDT"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cli.credentials import ensure_local_key
-from launcher.run_dir import UnsafeFile, private_dir, secret_file
+from order_execution.cli.credentials import ensure_local_key
+from order_execution.launcher.run_dir import UnsafeFile, private_dir, secret_file
 
 
 def mode(path: Path) -> int:

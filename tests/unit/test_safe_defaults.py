@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import redis.connection
 
-from runtime import logs
-from runtime import settings as settings_module
-from runtime.addresses import is_loopback_host, nats_servers, redis_url, without_password
-from runtime.settings import Settings, SettingsError, load_settings, refuse_open_without_auth
+from order_execution.runtime import logs
+from order_execution.runtime import settings as settings_module
+from order_execution.runtime.addresses import is_loopback_host, nats_servers, redis_url, without_password
+from order_execution.runtime.settings import Settings, SettingsError, load_settings, refuse_open_without_auth
 
 AWKWARD = "p@ss:w/rd%41+?#&x"  # every character a hand-made URL gets wrong
 
@@ -72,7 +72,7 @@ def test_auth_off_on_loopback_and_auth_on_anywhere_are_allowed() -> None:
 
 
 def test_the_gateway_refuses_before_binding_or_connecting() -> None:
-    from gateway.server import serve
+    from order_execution.gateway.server import serve
 
     # Redis at a closed port: reaching it would hang on timeouts, the check comes first.
     settings = Settings(server={"host": "0.0.0.0"}, auth={"enabled": False}, redis={"address": "127.0.0.1:1"})
@@ -84,7 +84,7 @@ def test_the_gateway_refuses_before_binding_or_connecting() -> None:
 def test_the_cli_reports_the_refusal_and_exits_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from cli.main import main
+    from order_execution.cli.main import main
 
     monkeypatch.setenv("ORDER_EXECUTION__SERVER__HOST", "0.0.0.0")
     monkeypatch.setenv("ORDER_EXECUTION__AUTH__ENABLED", "false")
@@ -200,13 +200,13 @@ def test_a_secret_only_in_the_yaml_file_never_reaches_a_process_log(
 ) -> None:
     """`order-execution gateway` as the CLI starts it: settings from YAML, logging configured;
     then a line that holds every secret, raw and inside URLs, and an uncaught traceback."""
-    import gateway.server
-    from cli.main import main
+    import order_execution.gateway.server as gateway_server
+    from order_execution.cli.main import main
 
     (tmp_path / "config.yaml").write_text(YAML)
 
     async def leaky_serve(settings: Settings) -> None:
-        log = logging.getLogger("gateway.server")
+        log = logging.getLogger("gateway_server")
         log.info("settings: %r", settings)
         log.info("raw: %s", " ".join(YAML_SECRETS.values()))
         log.warning("redis at %s, nats at %s", settings.redis.url, settings.nats.address)
@@ -215,7 +215,7 @@ def test_a_secret_only_in_the_yaml_file_never_reaches_a_process_log(
         except ConnectionError:
             log.exception("startup failed")
 
-    monkeypatch.setattr(gateway.server, "serve", leaky_serve)
+    monkeypatch.setattr(gateway_server, "serve", leaky_serve)
     assert main(["gateway"]) == 0
     output = capsys.readouterr().err  # the handler writes to stderr
     assert "startup failed" in output and "Traceback" in output  # the lines were written
@@ -243,7 +243,7 @@ def test_a_settings_error_does_not_quote_a_url_password(tmp_path: Path) -> None:
 def test_up_refuses_to_listen_beyond_loopback_with_auth_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from cli.main import main
+    from order_execution.cli.main import main
 
     monkeypatch.setenv("ORDER_EXECUTION__AUTH__ENABLED", "false")
     assert main(["up", "--listen", "0.0.0.0"]) == 2
@@ -253,7 +253,7 @@ def test_up_refuses_to_listen_beyond_loopback_with_auth_off(
 
 
 def test_up_shows_what_it_exposes() -> None:
-    from cli.up import _exposure_row, _url_host
+    from order_execution.cli.up import _exposure_row, _url_host
 
     assert _url_host("0.0.0.0") == "127.0.0.1" and _url_host("::1") == "[::1]"
     assert _exposure_row("127.0.0.1").startswith("127.0.0.1 only")

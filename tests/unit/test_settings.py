@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.settings import SettingsError, load_settings
+from order_execution.runtime.settings import SettingsError, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.settings import SettingsError, load_settings
+from order_execution.runtime.settings import SettingsError, load_settings
 
 SECRET = "sk-live-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
-from exchange.signing import sign, signed_query
+from order_execution.exchange.signing import sign, signed_query
 
 SECRET = "2b5eb11e18796d12d88f13dc27dbbd02c2cc51ff7059765ed9821957d82bb4d9"
 PAYLOAD = (

@@ -15,10 +15,10 @@ import grpc
 import pytest
 import redis.exceptions
 
-from gateway.status_mapping import status_of
-from orders.errors import InvalidOrder, Overloaded
-from proto import admin_pb2 as apb
-from proto import order_pb2 as pb
+from order_execution.gateway.status_mapping import status_of
+from order_execution.orders.errors import InvalidOrder, Overloaded
+from order_execution.proto import admin_pb2 as apb
+from order_execution.proto import order_pb2 as pb
 from tests.unit.risk_harness import risk_replica
 
 SECRET_DETAIL = "internals: host=10.1.2.3 path=/srv/app/desk.py"

@@ -12,12 +12,12 @@ import pytest
 import redis.asyncio as aioredis
 from dramatiq import Message
 
-from orders import fsm
-from orders.errors import InvalidOrder, OrderNotFound
-from orders.model import Order, OrderState
-from orders.store import OrderStore
-from tasks.messages import cancel_order_push, submit_order_push
-from tasks.queues import SUBMIT_ORDER, doorbell_key, messages_key, queue_for, queue_key
+from order_execution.orders import fsm
+from order_execution.orders.errors import InvalidOrder, OrderNotFound
+from order_execution.orders.model import Order, OrderState
+from order_execution.orders.store import OrderStore
+from order_execution.tasks.messages import cancel_order_push, submit_order_push
+from order_execution.tasks.queues import SUBMIT_ORDER, doorbell_key, messages_key, queue_for, queue_key
 from tests import factories
 from tests.redis_dbs import redis_db
 

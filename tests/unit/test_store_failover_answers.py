@@ -11,17 +11,17 @@ import redis.asyncio.sentinel
 import redis.exceptions
 import redis.sentinel
 
-from gateway.commands import Requester
-from gateway.handlers import Intake
-from gateway.proto_mapping import place_order_from_pb
-from gateway.rules_cache import RulesCache
-from gateway.status_mapping import status_of, store_failure_message
-from orders.errors import StoreFailingOver, StoreUnavailable
-from orders.rules_store import RulesStore
-from orders.store import OrderStore
-from orders.store_outages import outage_of
-from runtime.redis_connection import PrimaryChanged, is_cut_off_primary
-from runtime.settings import RiskSettings
+from order_execution.gateway.commands import Requester
+from order_execution.gateway.handlers import Intake
+from order_execution.gateway.proto_mapping import place_order_from_pb
+from order_execution.gateway.rules_cache import RulesCache
+from order_execution.gateway.status_mapping import status_of, store_failure_message
+from order_execution.orders.errors import StoreFailingOver, StoreUnavailable
+from order_execution.orders.rules_store import RulesStore
+from order_execution.orders.store import OrderStore
+from order_execution.orders.store_outages import outage_of
+from order_execution.runtime.redis_connection import PrimaryChanged, is_cut_off_primary
+from order_execution.runtime.settings import RiskSettings
 from tests.factories import BTC_RULES
 from tests.unit.gateway_harness import limit_order
 

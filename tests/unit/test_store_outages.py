@@ -16,18 +16,18 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from listener.lease import LeaderLease
-from orders.errors import StoreTimedOut, StoreUnavailable
-from orders.listener_status import ListenerStatus
-from orders.outbox import Outbox
-from orders.replicas import ReplicaAcks, ReplicaProbe
-from orders.risk_state import RiskState
-from orders.rules_store import RulesStore
-from orders.store import OrderStore
-from orders.store_outages import store_outages
-from runtime.redis_connection import open_redis
-from runtime.settings import RedisSettings
-from tasks.redis_queues import QueueClient
+from order_execution.listener.lease import LeaderLease
+from order_execution.orders.errors import StoreTimedOut, StoreUnavailable
+from order_execution.orders.listener_status import ListenerStatus
+from order_execution.orders.outbox import Outbox
+from order_execution.orders.replicas import ReplicaAcks, ReplicaProbe
+from order_execution.orders.risk_state import RiskState
+from order_execution.orders.rules_store import RulesStore
+from order_execution.orders.store import OrderStore
+from order_execution.orders.store_outages import store_outages
+from order_execution.runtime.redis_connection import open_redis
+from order_execution.runtime.settings import RedisSettings
+from order_execution.tasks.redis_queues import QueueClient
 from tests.factories import make_order
 
 

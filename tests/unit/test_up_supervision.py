@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.processes import ManagedProcess
-from launcher.supervisor import Backoff, Supervisor
+from order_execution.launcher.processes import ManagedProcess
+from order_execution.launcher.supervisor import Backoff, Supervisor
 
 EXIT_3 = "print('run', flush=True); import sys; sys.exit(3)"
 SLEEP = "import time; time.sleep(60)"

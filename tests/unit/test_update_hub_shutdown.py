@@ -6,8 +6,8 @@ import asyncio
 
 import fakeredis
 
-from gateway.updates import UpdateHub
-from orders.store import OrderStore
+from order_execution.gateway.updates import UpdateHub
+from order_execution.orders.store import OrderStore
 from tests.factories import make_order
 
 

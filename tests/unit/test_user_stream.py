@@ -10,11 +10,11 @@ import fakeredis
 import pytest
 from prometheus_client import REGISTRY
 
-from exchange.user_stream import OrderEvent, parse_order_event
-from listener.order_events import OrderEventRecorder
-from orders import fsm
-from orders.model import Fill, Order, OrderState, now_ms
-from orders.store import OrderStore
+from order_execution.exchange.user_stream import OrderEvent, parse_order_event
+from order_execution.listener.order_events import OrderEventRecorder
+from order_execution.orders import fsm
+from order_execution.orders.model import Fill, Order, OrderState, now_ms
+from order_execution.orders.store import OrderStore
 from tests import factories
 
 S = OrderState

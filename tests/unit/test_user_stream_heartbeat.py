@@ -14,8 +14,8 @@ from typing import cast
 
 from aiohttp import web
 
-from exchange.client import BinanceClient
-from exchange.user_stream import OrderEvent, UserStream
+from order_execution.exchange.client import BinanceClient
+from order_execution.exchange.user_stream import OrderEvent, UserStream
 
 HEARTBEAT_S = 0.4
 

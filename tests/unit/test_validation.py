@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from gateway.validation import quote
-from orders.errors import InvalidOrder, RiskLimitExceeded
-from orders.model import OrderType, TimeInForce
-from orders.rules import SymbolRules
-from proto import order_pb2 as pb
-from runtime.settings import RiskSettings
+from order_execution.gateway.validation import quote
+from order_execution.orders.errors import InvalidOrder, RiskLimitExceeded
+from order_execution.orders.model import OrderType, TimeInForce
+from order_execution.orders.rules import SymbolRules
+from order_execution.proto import order_pb2 as pb
+from order_execution.runtime.settings import RiskSettings
 from tests.factories import BTC_RULES
 from tests.unit.gateway_harness import validated_order
 
