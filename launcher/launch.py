@@ -25,7 +25,7 @@ from order_execution.launcher.supervisor import Backoff
 # The module that runs the exchange simulator (`python -m SIMULATOR_MODULE`): named once, here.
 SIMULATOR_MODULE = "usdm_simulator"
 # The module whose roles (gateway, worker, listener, dashboard) are the service's processes.
-SERVICE_MODULE = "cli"
+SERVICE_MODULE = "order_execution.cli"
 
 
 class Start(Protocol):

@@ -1,0 +1,27 @@
+"""The modules the launcher starts (`python -m <module>`) are the installed ones, found from any
+directory: a bare folder name (`cli`) imports only from the repository root, and there as a second
+copy of the code beside `order_execution.cli`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from order_execution.launcher.launch import SERVICE_MODULE, SIMULATOR_MODULE
+
+
+@pytest.mark.parametrize("module", [SERVICE_MODULE, SIMULATOR_MODULE])
+def test_a_launched_module_runs_from_outside_the_repository(module: str, tmp_path: Path) -> None:
+    # -P: nothing from the working directory (here an empty one) on sys.path; only what is installed.
+    done = subprocess.run(
+        [sys.executable, "-P", "-m", module, "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "usage:" in done.stdout
