@@ -13,6 +13,9 @@ all-digit path segments (ccxt's ``/ws/0``) are ignored. A connection (``/ws`` an
 none) takes SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS / SET_PROPERTY / GET_PROPERTY requests
 (``usdm_simulator.stream_requests``). A 100 ms loop produces the timed events.
 
+This module holds the connections, their subscriptions and that loop; the events themselves are built by
+``usdm_simulator.stream_events``.
+
 Limits per connection: ``market_ws_max_streams`` (1024; a URL naming more is 400 -1130, a SUBSCRIBE that
 would go past it is refused with code 2) and ``market_ws_max_messages_per_s`` (10 incoming frames a wall
 second, pings included; the next closes it with 1008 unless ``rate_limits.enabled`` is false).
@@ -26,20 +29,15 @@ import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from usdm_simulator import errors
-from usdm_simulator.book import merge_updates
-from usdm_simulator.funding import FUNDING_INTERVAL_MS
-from usdm_simulator.klines import bucket_end, bucket_start
 from usdm_simulator.market import AggTrade
-from usdm_simulator.models import fmt
-from usdm_simulator.rest_market import ticker_stats
 from usdm_simulator.state import SimulatorState
+from usdm_simulator.stream_events import agg_trade_event, timed_events, trade_events
 from usdm_simulator.stream_names import StreamSub, parse_stream, path_streams
 from usdm_simulator.stream_requests import (
     MessageRate,
@@ -108,45 +106,10 @@ class MarketStreams:
                 if sub.spec.symbol != agg.symbol:
                     continue
                 if sub.kind == "aggTrade":
-                    conn.push(sub, self._agg_event(sub, agg))
+                    conn.push(sub, agg_trade_event(self._state, sub, agg))
                 elif sub.kind == "trade":
-                    for event in self._trade_events(sub, agg):
+                    for event in trade_events(self._state, sub, agg):
                         conn.push(sub, event)
-
-    def _agg_event(self, sub: StreamSub, agg: AggTrade) -> dict[str, Any]:
-        p, q = sub.spec.price_precision, sub.spec.quantity_precision
-        return {
-            "e": "aggTrade",
-            "E": self._state.clock.now_ms(),
-            "s": agg.symbol,
-            "a": agg.agg_id,
-            "p": fmt(agg.price, p),
-            "q": fmt(agg.qty, q),
-            "f": agg.first_id,
-            "l": agg.last_id,
-            "T": agg.time_ms,
-            "m": agg.buyer_maker,
-        }
-
-    def _trade_events(self, sub: StreamSub, agg: AggTrade) -> list[dict[str, Any]]:
-        p, q = sub.spec.price_precision, sub.spec.quantity_precision
-        recent = self._state.market.trades(agg.symbol)[-(agg.last_id - agg.first_id + 1) :]
-        now = self._state.clock.now_ms()
-        return [
-            {
-                "e": "trade",
-                "E": now,
-                "T": t.time_ms,
-                "s": agg.symbol,
-                "t": t.trade_id,
-                "p": fmt(t.price, p),
-                "q": fmt(t.qty, q),
-                "X": "MARKET",
-                "m": t.buyer_maker,
-            }
-            for t in recent
-            if agg.first_id <= t.trade_id <= agg.last_id
-        ]
 
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
         """``/ws/<name>``: a live listenKey's user stream, else the market streams named in the path."""
@@ -281,144 +244,11 @@ class MarketStreams:
                     self._state.market.book(symbol)
                     refreshed.add(symbol)
                 sub.last_ms = now
-                for event in self._events(sub, now):
+                for event in timed_events(self._state, sub, now):
                     conn.push(sub, event)
-
-    def _events(self, sub: StreamSub, now: int) -> list[dict[str, Any]]:
-        spec, market = sub.spec, self._state.market
-        p, q = spec.price_precision, spec.quantity_precision
-        head = {"E": now, "s": spec.symbol}
-        if sub.kind in ("depth", "partialDepth"):
-            feed = market.feed(spec.symbol)
-            if sub.kind == "partialDepth":
-                bids, asks = feed.top(sub.levels)
-                first = last = feed.last_update_id
-                prev = sub.last_u if sub.last_u >= 0 else feed.last_update_id
-            else:
-                updates = feed.since(sub.last_u)
-                if not updates:
-                    return []
-                merged_b, merged_a = merge_updates(updates)
-                bids, asks = sorted(merged_b.items(), reverse=True), sorted(merged_a.items())
-                first, last, prev = updates[0].first_id, updates[-1].last_id, sub.last_u
-            sub.last_u = last
-            return [
-                {
-                    "e": "depthUpdate",
-                    **head,
-                    "T": feed.updated_ms,
-                    "U": first,
-                    "u": last,
-                    "pu": prev,
-                    "b": [[fmt(x, p), fmt(y, q)] for x, y in bids],
-                    "a": [[fmt(x, p), fmt(y, q)] for x, y in asks],
-                }
-            ]
-        if sub.kind == "bookTicker":
-            feed = market.feed(spec.symbol)
-            (bp, bq), (ap, aq) = feed.top(1)[0][0], feed.top(1)[1][0]
-            if sub.last_key == (bp, bq, ap, aq):
-                return []
-            sub.last_key = (bp, bq, ap, aq)
-            return [
-                {
-                    "e": "bookTicker",
-                    "u": feed.last_update_id,
-                    **head,
-                    "T": feed.updated_ms,
-                    "b": fmt(bp, p),
-                    "B": fmt(bq, q),
-                    "a": fmt(ap, p),
-                    "A": fmt(aq, q),
-                }
-            ]
-        if sub.kind in ("ticker", "miniTicker"):
-            return [_ticker_event(sub.kind, head, ticker_stats(self._state, spec, now))]
-        if sub.kind == "markPrice":
-            price = self._state.engine.prices[spec.symbol]
-            rate = self._state.funding.rates.get(spec.symbol, Decimal(0))
-            return [
-                {
-                    "e": "markPriceUpdate",
-                    **head,
-                    "p": fmt(price, 8),
-                    "i": fmt(price, 8),
-                    "P": fmt(price, 8),
-                    "r": fmt(rate, 8),
-                    "T": now - now % FUNDING_INTERVAL_MS + FUNDING_INTERVAL_MS,
-                }
-            ]
-        return self._kline_events(sub, now, head)
-
-    def _kline_events(self, sub: StreamSub, now: int, head: dict[str, Any]) -> list[dict[str, Any]]:
-        opened = bucket_start(sub.interval, now)
-        out = []
-        if isinstance(sub.last_key, tuple) and sub.last_key[0] != opened:
-            out.append(self._kline(sub, sub.last_key[0], head, closed=True))
-        event = self._kline(sub, opened, head, closed=False)
-        key = (opened, event["k"]["c"], event["k"]["v"], event["k"]["h"], event["k"]["l"])
-        if key != sub.last_key:
-            out.append(event)
-        sub.last_key = key
-        return out
-
-    def _kline(self, sub: StreamSub, opened: int, head: dict[str, Any], closed: bool) -> dict[str, Any]:
-        spec = sub.spec
-        closes = bucket_end(sub.interval, opened)
-        b = self._state.market.span(spec.symbol, opened, closes)
-        p, q = spec.price_precision, spec.quantity_precision
-        k = {
-            "t": opened,
-            "T": closes - 1,
-            "s": spec.symbol,
-            "i": sub.interval,
-            "f": b.first_trade_id,
-            "L": b.last_trade_id,
-            "o": fmt(b.open, p),
-            "c": fmt(b.close, p),
-            "h": fmt(b.high, p),
-            "l": fmt(b.low, p),
-            "v": fmt(b.volume, q),
-            "n": b.count,
-            "x": closed,
-            "q": fmt(b.quote_volume, 5),
-            "V": fmt(b.taker_buy_volume, q),
-            "Q": fmt(b.taker_buy_quote, 5),
-            "B": "0",
-        }
-        return {"e": "kline", **head, "k": k}
 
     async def shutdown(self) -> None:
         """Close every market-stream connection (server going away)."""
         for conn in list(self._conns):
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await conn.ws.close(code=1001, message=b"server shutdown")
-
-
-def _ticker_event(kind: str, head: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
-    """A ``24hrTicker`` (``@ticker``) or ``24hrMiniTicker`` (``@miniTicker``) event, from the numbers
-    ``ticker/24hr`` returns."""
-    mini = {
-        "c": stats["lastPrice"],
-        "o": stats["openPrice"],
-        "h": stats["highPrice"],
-        "l": stats["lowPrice"],
-        "v": stats["volume"],
-        "q": stats["quoteVolume"],
-    }
-    if kind == "miniTicker":
-        return {"e": "24hrMiniTicker", **head, **mini}
-    return {
-        "e": "24hrTicker",
-        **head,
-        "p": stats["priceChange"],
-        "P": stats["priceChangePercent"],
-        "w": stats["weightedAvgPrice"],
-        "Q": stats["lastQty"],
-        **mini,
-        "O": stats["openTime"],
-        "C": stats["closeTime"],
-        "F": stats["firstId"],
-        "L": stats["lastId"],
-        "n": stats["count"],
-    }

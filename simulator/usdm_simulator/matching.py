@@ -1,6 +1,8 @@
 """The matching engine: accepts orders, matches them against the market, keeps the books and prices.
 
-Fills, fees, trade ids, positions and the events they push are the ``usdm_simulator.ledger``'s.
+Fills, fees, trade ids, positions and the events they push are the ``usdm_simulator.ledger``'s; book
+mode's taker walk, queue positions and the market's trades reaching resting orders are
+``usdm_simulator.book_matching``'s.
 
 Two models, chosen by ``SimulatorConfig.matching``:
 
@@ -24,14 +26,15 @@ from __future__ import annotations
 
 import secrets
 import string
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 
 from usdm_simulator import errors
-from usdm_simulator.book import BookSide, Level, book_levels
+from usdm_simulator.book import Level, book_levels
+from usdm_simulator.book_matching import BookMatching, TradeListener
 from usdm_simulator.clock import ExchangeClock
 from usdm_simulator.config import SimulatorConfig
-from usdm_simulator.crossing import Maker, fillable_qty, makers
+from usdm_simulator.crossing import fillable_qty
 from usdm_simulator.ledger import EventSink, Ledger, ListenerCheck
 from usdm_simulator.liquidity import MarketLiquidity
 from usdm_simulator.models import ZERO, Account, Order, closes_hedge_side
@@ -39,8 +42,6 @@ from usdm_simulator.symbols import SymbolSpec
 from usdm_simulator.validation import OrderRequest
 
 PriceListener = Callable[[str, Decimal], None]
-# (symbol, [(price, qty), ...] in the order traded, taker bought): our orders' trades, for the public tape.
-TradeListener = Callable[[str, list[Level], bool], None]
 _ID_ALPHABET = string.ascii_letters + string.digits
 FIRST_ORDER_ID = 4_000_000_001
 
@@ -98,6 +99,15 @@ class MatchingEngine:
         self._books: dict[str, dict[int, Order]] = {s: {} for s in self.specs}
         self._ledger = Ledger(
             self._config, self._clock, self._sink, self._listening, self.prices, self._books
+        )
+        self._book = BookMatching(
+            self._market,
+            self._ledger,
+            self.accounts,
+            self.prices,
+            self._books,
+            self._cap,
+            self.trade_listeners,
         )
         self._market.reset()
         self._next_order_id = FIRST_ORDER_ID
@@ -162,7 +172,7 @@ class MatchingEngine:
         account.by_client_id[(symbol, client_id)] = order
         self._ledger.emit(account, order, "NEW")
         if crosses and self._by_book:
-            self._take(account, order)
+            self._book.take(account, order)
         elif crosses:
             self._ledger.fill(account, order, ref, self._cap(order), maker=False)
         if order.is_open and (req.type == "MARKET" or req.time_in_force in ("IOC", "FOK")):
@@ -228,7 +238,7 @@ class MatchingEngine:
         if self._by_book:
             # Amended, the order loses its place: it takes what it now crosses, then queues afresh.
             self._books[order.symbol].pop(order.order_id, None)
-            self._take(account, order)
+            self._book.take(account, order)
             if order.is_open:
                 self._rest(order)
         else:
@@ -256,54 +266,16 @@ class MatchingEngine:
                     self._ledger.end(self.accounts[order.account_key], order, "EXPIRED", expiry_reason=6)
 
     def on_market_trade(self, symbol: str, price: Decimal, qty: Decimal, taker_sold: bool) -> None:
-        """Book mode: fill resting orders that the outside market's trade of ``qty`` at ``price`` reaches.
-
-        A taker sale reaches resting BUYs at ``price`` or above, a taker purchase resting SELLs at ``price``
-        or below, best price first, oldest first. One beyond ``price`` was swept with its level and fills
-        in full; one at ``price`` fills from what is left of the trade after the quantity queued ahead of it.
-        """
-        side = "BUY" if taker_sold else "SELL"
-        reached = [
-            o
-            for o in self._books[symbol].values()
-            if o.side == side and (o.price >= price if side == "BUY" else o.price <= price)
-        ]
-        reached.sort(key=lambda o: (-o.price if side == "BUY" else o.price, o.order_id))
-        left = qty
-        for order in reached:
-            if order.price == price:
-                ahead = min(order.queue_ahead, left)
-                order.queue_ahead -= ahead
-                left -= ahead
-                wanted = min(order.remaining, left)
-                left -= wanted
-            else:
-                wanted = order.remaining
-            if wanted > 0:
-                self._ledger.fill(
-                    self.accounts[order.account_key],
-                    order,
-                    order.price,
-                    min(wanted, self._cap(order)),
-                    maker=True,
-                )
+        """Book mode: fill resting orders that the outside market's trade of ``qty`` at ``price`` reaches
+        (``BookMatching.on_market_trade``)."""
+        self._book.on_market_trade(symbol, price, qty, taker_sold)
 
     def book_levels(self, symbol: str, now_ms: int) -> tuple[list[Level], list[Level]]:
         """The book clients see at ``now_ms`` (bids, asks; best first): in book mode the market's levels
         less what our orders took, plus our resting orders; in reference mode the synthetic book alone."""
-        ref = self.prices[symbol]
         if not self._by_book:
-            return book_levels(self.specs[symbol], self._config.seed, ref, now_ms)
-        sides: dict[str, dict[Decimal, Decimal]] = {
-            "bids": dict(self._market.levels(symbol, ref, "bids", now_ms)),
-            "asks": dict(self._market.levels(symbol, ref, "asks", now_ms)),
-        }
-        for order in self._books[symbol].values():
-            levels = sides["bids" if order.side == "BUY" else "asks"]
-            levels[order.price] = levels.get(order.price, ZERO) + order.remaining
-        bids = sorted(((p, q) for p, q in sides["bids"].items() if q > 0), reverse=True)
-        asks = sorted((p, q) for p, q in sides["asks"].items() if q > 0)
-        return bids, asks
+            return book_levels(self.specs[symbol], self._config.seed, self.prices[symbol], now_ms)
+        return self._book.levels(symbol, now_ms)
 
     def _match_resting(self, order: Order) -> None:
         ref = self.prices[order.symbol]
@@ -318,7 +290,7 @@ class MatchingEngine:
         if req.type == "MARKET":
             return True
         if self._by_book:
-            return next(self._makers(req.spec.symbol, req.side, req.price), None) is not None
+            return next(self._book.makers(req.spec.symbol, req.side, req.price), None) is not None
         ref = self.prices[req.spec.symbol]
         return req.price >= ref if req.side == "BUY" else req.price <= ref
 
@@ -331,72 +303,13 @@ class MatchingEngine:
         wanted = req.quantity if cap is None else min(req.quantity, cap)
         if not self._by_book:
             return wanted
-        return fillable_qty(self._makers(req.spec.symbol, req.side, limit), wanted)
-
-    # ----------------------------------------------------------------- book mode
-    def _makers(self, symbol: str, taker_side: str, limit: Decimal | None) -> Iterator[Maker]:
-        """The makers a ``taker_side`` order limited to ``limit`` meets, in order (``crossing.makers``)."""
-        market = self._market.walk(symbol, self.prices[symbol], "asks" if taker_side == "BUY" else "bids")
-        resting = [o for o in self._books[symbol].values() if o.side != taker_side]
-        return makers(taker_side, market, resting, limit)
-
-    def _take(self, account: Account, order: Order) -> None:
-        """Walk the book for ``order`` as taker until it is filled, ends, or meets its limit price."""
-        symbol = order.symbol
-        opposite: BookSide = "asks" if order.side == "BUY" else "bids"
-        limit = None if order.type == "MARKET" else order.price
-        budget = self._cap(order)
-        traded: list[Level] = []
-        for maker in self._makers(symbol, order.side, limit):
-            if not order.is_open or budget <= 0:
-                break
-            resting = maker.order
-            if resting is None:
-                qty = self._ledger.fill(account, order, maker.price, min(maker.qty, budget), maker=False)
-                self._market.take(symbol, opposite, maker.price, qty)
-            elif (
-                resting.account_key == account.key
-                and order.stp_mode != "NONE"
-                and order.time_in_force not in ("FOK", "GTX")
-            ):
-                self._prevent_self_trade(account, order, resting)
-                continue
-            else:
-                owner = self.accounts[resting.account_key]
-                qty = self._ledger.reducible(owner, resting, min(maker.qty, budget))
-                if qty <= 0:
-                    # A reduce-only maker with nothing left to reduce expires (er=4) instead of trading.
-                    self._ledger.end(owner, resting, "EXPIRED", expiry_reason=4)
-                    continue
-                qty = self._ledger.fill(account, order, maker.price, qty, maker=False)
-                if qty > 0:
-                    self._ledger.fill(owner, resting, maker.price, qty, maker=True)
-            budget -= qty
-            if qty > 0:
-                traded.append((maker.price, qty))
-        if traded:
-            for listener in list(self.trade_listeners):
-                listener(symbol, traded, order.side == "BUY")
-
-    def _prevent_self_trade(self, account: Account, taker: Order, maker: Order) -> None:
-        """The taker's STP mode decides which of the two expires (``EXPIRED_IN_MATCH``, er=1; er=3 for
-        an IOC taker)."""
-        mode = taker.stp_mode
-        if mode in ("EXPIRE_MAKER", "EXPIRE_BOTH"):
-            self._ledger.end(account, maker, "EXPIRED_IN_MATCH", expiry_reason=1)
-        if mode in ("EXPIRE_TAKER", "EXPIRE_BOTH"):
-            self._ledger.end(
-                account, taker, "EXPIRED_IN_MATCH", expiry_reason=3 if taker.time_in_force == "IOC" else 1
-            )
+        return fillable_qty(self._book.makers(req.spec.symbol, req.side, limit), wanted)
 
     def _rest(self, order: Order) -> None:
-        """Put an open order on the book, behind the market's quantity shown at its price when it came
-        to rest (its update time)."""
+        """Put an open order on the book, in book mode behind the market's quantity shown at its price when
+        it came to rest (``BookMatching.queue_ahead``)."""
         if self._by_book:
-            side: BookSide = "bids" if order.side == "BUY" else "asks"
-            order.queue_ahead = self._market.level_qty(
-                order.symbol, self.prices[order.symbol], side, order.price, order.update_time_ms
-            )
+            order.queue_ahead = self._book.queue_ahead(order)
         self._books[order.symbol][order.order_id] = order
 
     def _cap(self, order: Order) -> Decimal:
