@@ -46,23 +46,33 @@ def rate_budget(client: aioredis.Redis, settings: Settings) -> RateBudget | None
     )
 
 
-def breakers(client: aioredis.Redis, settings: Settings) -> Breakers:
+def breakers(client: aioredis.Redis, settings: Settings, *, sync_in_background: bool = True) -> Breakers:
     """The account's endpoint breakers, shared through `client`.
 
     Their state is kept in memory and synced with Redis by a background task (see
     exchange/breakers.py), each round bounded by `redis.socket_timeout_ms`, so a slow or
-    frozen Redis never holds an exchange request.
+    frozen Redis never holds an exchange request. `sync_in_background` False: no task, the
+    caller syncs around its calls (`Breakers.try_sync`).
     """
     return Breakers(
         settings.circuit_breaker,
         client=client,
         namespace=breaker_namespace(settings),
         sync_timeout_s=settings.redis.socket_timeout_ms / 1000,
+        sync_in_background=sync_in_background,
     )
 
 
-def exchange_client(client: aioredis.Redis, settings: Settings) -> BinanceClient:
-    """The REST client with the shared budget and breakers; its `close` stops the breakers' sync."""
+def exchange_client(
+    client: aioredis.Redis, settings: Settings, *, breakers_in_background: bool = True
+) -> BinanceClient:
+    """The REST client with the shared budget and breakers; its `close` stops the breakers' sync.
+
+    `breakers_in_background` False: the breakers have no sync task (see `breakers`); for a
+    client that calls the exchange rarely, which syncs them around each call itself.
+    """
     return BinanceClient.from_settings(
-        settings.exchange, budget=rate_budget(client, settings), breakers=breakers(client, settings)
+        settings.exchange,
+        budget=rate_budget(client, settings),
+        breakers=breakers(client, settings, sync_in_background=breakers_in_background),
     )

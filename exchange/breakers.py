@@ -230,7 +230,9 @@ class Breakers:
     """One breaker per group; shared through `client` (Redis, asyncio), or per process without it.
 
     With a client, the sync task starts with the first running event loop that sees these
-    breakers (at construction, or the first guarded call) and stops at `aclose`.
+    breakers (at construction, or the first guarded call) and stops at `aclose`. With
+    `sync_in_background` False there is no task: the owner calls `try_sync()` around its calls,
+    for a client used so rarely that a round trip every `refresh_s` would cost more than them.
     """
 
     def __init__(
@@ -241,8 +243,10 @@ class Breakers:
         namespace: str = "oe",
         refresh_s: float = 0.25,
         sync_timeout_s: float = 1.0,
+        sync_in_background: bool = True,
     ) -> None:
         self._client = client
+        self._sync_in_background = sync_in_background
         self._refresh_s = refresh_s
         self._sync_timeout_s = sync_timeout_s
         self._wake = asyncio.Event()
@@ -337,7 +341,9 @@ class Breakers:
             log.warning("circuit breakers: could not send the last state to Redis (%r)", exc)
 
     def _start_syncing(self) -> None:
-        if self._client is None or self._closed or (self._task is not None and not self._task.done()):
+        if not self._sync_in_background or self._client is None or self._closed:
+            return
+        if self._task is not None and not self._task.done():
             return
         try:
             loop = asyncio.get_running_loop()
@@ -350,14 +356,16 @@ class Breakers:
         `refresh_s` whatever is written, so an outage costs at most one attempt per period."""
         while not self._closed:
             self._wake.clear()
-            if await self._try_sync():
+            if await self.try_sync():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._refresh_s):
                         await self._wake.wait()
             else:
                 await asyncio.sleep(self._refresh_s)
 
-    async def _try_sync(self) -> bool:
+    async def try_sync(self) -> bool:
+        """`sync`, but a Redis that does not answer is logged (once per outage) and answered False:
+        the breakers keep the last known shared state and hold this process's writes."""
         try:
             await self.sync()
         except Exception as exc:

@@ -55,8 +55,12 @@ class AccountServicer(admin_pb2_grpc.AccountServiceServicer):
         cls, settings: Settings, redis_client: aioredis.Redis, auth: Authenticator | None
     ) -> AccountServicer:
         """The service on the exchange client the workers use: the account's rate budget and
-        breakers shared through `redis_client`. `aclose` closes that client."""
-        return cls(settings, exchange_client(redis_client, settings), auth)
+        breakers shared through `redis_client`. `aclose` closes that client.
+
+        Its breakers sync around each call instead of four times a second in the background:
+        these calls are rare, and the gateway would otherwise pay a Redis round trip every
+        250 ms for them (measured: +0.3 % of a core idle)."""
+        return cls(settings, exchange_client(redis_client, settings, breakers_in_background=False), auth)
 
     async def aclose(self) -> None:
         """Close the exchange client (its breakers send their last writes to Redis)."""
@@ -77,9 +81,17 @@ class AccountServicer(admin_pb2_grpc.AccountServiceServicer):
         """Run `call` on the exchange client, its clock synced first (these calls are rare and the
         clock may have drifted since the last); its errors leave through `answer`."""
 
+        breakers = self._exchange.breakers
+
         async def on_exchange() -> T:
-            await self._exchange.sync_clock(samples=3)
-            return await call(self._exchange)
+            if breakers is not None:
+                await breakers.try_sync()  # the shared state as of now
+            try:
+                await self._exchange.sync_clock(samples=3)
+                return await call(self._exchange)
+            finally:
+                if breakers is not None:
+                    await breakers.try_sync()  # and this call's outcome out to the others
 
         return await answer(context, on_exchange)
 

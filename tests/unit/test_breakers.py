@@ -389,6 +389,22 @@ async def test_a_breaker_one_process_opens_is_open_for_every_process(any_redis: 
     assert len(exchange_b.requests) == 1
 
 
+async def test_breakers_without_a_background_sync_read_the_shared_state_only_when_asked(
+    shared: SharedRedis,
+) -> None:
+    """The gateway's AccountService client: no task re-reading Redis every REFRESH_S; it syncs
+    around its own (rare) calls with try_sync."""
+    worker = shared.breakers()
+    client, exchange = shared.client(worker)
+    rare = shared.breakers(sync_in_background=False)
+    assert rare.state(Group.CREATE) == "closed"
+    await open_create_breaker(client, exchange)
+    await asyncio.sleep(REFRESH_S * 4)
+    assert rare.state(Group.CREATE) == "closed"  # nothing read it on its own
+    assert await rare.try_sync()
+    assert rare.state(Group.CREATE) == "open"
+
+
 async def test_faults_are_counted_in_redis_and_add_up_across_processes(shared: SharedRedis) -> None:
     worker_a, worker_b = shared.breakers(), shared.breakers()
     client_a, exchange_a = shared.client(worker_a)
