@@ -40,11 +40,6 @@ class PermissionDenied(OrderServiceError):
     """The caller's key is valid, but it may not do this (e.g. trade this symbol)."""
 
 
-def hash_key(key: str) -> str:
-    """The hex SHA-256 of an API key, as `auth.clients[].key_sha256` holds it."""
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 @dataclass(frozen=True, slots=True)
 class Caller:
     """An authenticated client: it owns the orders it places and sees only those."""

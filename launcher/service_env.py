@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
+
+from order_execution.runtime.settings_access import hash_key
 
 REPO = Path(__file__).resolve().parents[1]  # the checkout the launcher runs from
 
@@ -34,5 +35,4 @@ def local_client_json(key: str) -> str:
     The local key is the operator's own (whoever runs `up`), so it also holds the admin role:
     `order-execution risk` and `account` work with no setup, as `order` does.
     """
-    key_sha256 = hashlib.sha256(key.encode()).hexdigest()
-    return f'[{{"name": "local", "key_sha256": "{key_sha256}", "admin": true}}]'
+    return f'[{{"name": "local", "key_sha256": "{hash_key(key)}", "admin": true}}]'

@@ -6,6 +6,8 @@ Each key's type, default, bounds and meaning; `runtime.settings` holds and loads
 
 from __future__ import annotations
 
+import hashlib
+
 from pydantic import Field, SecretStr, model_validator
 
 from order_execution.runtime.settings_sections import Section
@@ -72,6 +74,12 @@ class ServerSettings(Section):
         description="orders one ListOrders (and each CancelAllOrders batch) reads at most; a rare filter "
         "then answers a short page with a next_page_token",
     )
+
+
+def hash_key(key: str) -> str:
+    """The hex SHA-256 of an API key, as `auth.clients[].key_sha256` holds it (the gateway compares
+    a caller's key against it; `up` writes it for its local key)."""
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 class ApiClientSettings(Section):

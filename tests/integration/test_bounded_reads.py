@@ -24,7 +24,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from order_execution.gateway.auth import API_KEY_HEADER, hash_key
+from order_execution.gateway.auth import API_KEY_HEADER
 from order_execution.orders.model import Order, OrderState, now_ms
 from order_execution.orders.risk_layout import utc_day
 from order_execution.orders.store import OrderStore, _risk_args
@@ -32,6 +32,7 @@ from order_execution.orders.store_queries import DEFAULT_SCAN_CAP
 from order_execution.proto import order_pb2 as pb
 from order_execution.proto import order_pb2_grpc
 from order_execution.runtime.settings import ApiClientSettings, AuthSettings
+from order_execution.runtime.settings_access import hash_key
 from tests.counting_redis import CountingRedis
 from tests.factories import make_order
 from tests.redis_dbs import redis_db

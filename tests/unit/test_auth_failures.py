@@ -15,11 +15,12 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY
 
-from order_execution.gateway.auth import API_KEY_HEADER, Authenticator, Unauthenticated, hash_key
+from order_execution.gateway.auth import API_KEY_HEADER, Authenticator, Unauthenticated
 from order_execution.gateway.auth_failures import AuthFailures
 from order_execution.proto import order_pb2 as pb
 from order_execution.proto import order_pb2_grpc
 from order_execution.runtime.settings import ApiClientSettings, AuthSettings
+from order_execution.runtime.settings_access import hash_key
 from tests.unit.gateway_harness import serving_gateway
 
 GOOD_KEY = secrets.token_urlsafe(32)  # made per run: nothing here is, or looks like, a real key

@@ -14,7 +14,6 @@ from usdm_simulator.cli import build_config
 
 from order_execution.cli import up
 from order_execution.cli.credentials import ensure_local_key, open_channel
-from order_execution.gateway.auth import hash_key
 from order_execution.launcher import launch, stack
 from order_execution.launcher.service_env import local_client_json
 from order_execution.proto import order_pb2 as pb
@@ -26,6 +25,7 @@ from order_execution.runtime.settings import (
     Settings,
     load_settings,
 )
+from order_execution.runtime.settings_access import hash_key
 from tests.unit.gateway_harness import serving_gateway
 
 

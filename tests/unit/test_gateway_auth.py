@@ -11,10 +11,11 @@ import fakeredis
 import grpc
 import pytest
 
-from order_execution.gateway.auth import API_KEY_HEADER, hash_key
+from order_execution.gateway.auth import API_KEY_HEADER
 from order_execution.proto import order_pb2 as pb
 from order_execution.proto import order_pb2_grpc
 from order_execution.runtime.settings import ApiClientSettings, AuthSettings
+from order_execution.runtime.settings_access import hash_key
 from tests.unit.gateway_harness import limit_order, serving_gateway
 
 # Keys are made per test run: nothing here looks like, or is, a real credential.

@@ -20,7 +20,6 @@ from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
 from order_execution.cli.credentials import open_channel
-from order_execution.gateway.auth import hash_key
 from order_execution.proto import order_pb2 as pb
 from order_execution.proto import order_pb2_grpc
 from order_execution.runtime.settings import (
@@ -30,6 +29,7 @@ from order_execution.runtime.settings import (
     SettingsError,
     TlsSettings,
 )
+from order_execution.runtime.settings_access import hash_key
 from tests.unit.gateway_harness import serving_gateway
 
 

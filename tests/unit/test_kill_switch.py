@@ -12,7 +12,7 @@ import pytest
 import redis.exceptions
 
 from order_execution.exchange.client import BinanceClient
-from order_execution.gateway.auth import API_KEY_HEADER, hash_key
+from order_execution.gateway.auth import API_KEY_HEADER
 from order_execution.listener.risk_feeds import RiskFeeds
 from order_execution.orders import fsm, metrics
 from order_execution.orders.errors import StoreUnavailable
@@ -23,6 +23,7 @@ from order_execution.orders.store_outages import store_outages
 from order_execution.proto import admin_pb2 as apb
 from order_execution.proto import order_pb2 as pb
 from order_execution.runtime.settings import ApiClientSettings, AuthSettings
+from order_execution.runtime.settings_access import hash_key
 from tests.factories import make_order
 from tests.unit.risk_harness import risk_replica
 from tests.unit.test_risk_limits import limit_buy, refused

@@ -16,13 +16,14 @@ import fakeredis
 import grpc
 import pytest
 
-from order_execution.gateway.auth import API_KEY_HEADER, hash_key
+from order_execution.gateway.auth import API_KEY_HEADER
 from order_execution.gateway.updates import SlowSubscriber, UpdateHub
 from order_execution.orders import outbox as outbox_module
 from order_execution.orders.outbox import Outbox
 from order_execution.proto import order_pb2 as pb
 from order_execution.proto import order_pb2_grpc
 from order_execution.runtime.settings import ApiClientSettings, AuthSettings
+from order_execution.runtime.settings_access import hash_key
 from tests.factories import make_order
 from tests.unit import gateway_harness
 
