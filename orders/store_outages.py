@@ -23,7 +23,7 @@ import contextlib
 import functools
 import inspect
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
-from typing import ParamSpec, TypeVar
+from typing import NoReturn, ParamSpec, TypeVar
 
 import redis.asyncio.sentinel
 import redis.exceptions
@@ -95,10 +95,15 @@ def store_outages(*, consequence: str = "") -> Iterator[None]:
     try:
         yield
     except redis.exceptions.RedisError as exc:
-        outage = outage_of(exc, consequence=consequence)
-        if outage is None:
-            raise
-        raise outage from exc
+        _raise_as_outage(exc, consequence)
+
+
+def _raise_as_outage(exc: redis.exceptions.RedisError, consequence: str = "") -> NoReturn:
+    """Raise the outage `exc` stands for, from it; `exc` itself if it is none (a bug)."""
+    outage = outage_of(exc, consequence=consequence)
+    if outage is None:
+        raise exc
+    raise outage from exc
 
 
 def store_adapter(cls: C) -> C:
@@ -122,10 +127,7 @@ def _mapped_coroutine(call: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[
         try:
             return await call(*args, **kwargs)
         except redis.exceptions.RedisError as exc:
-            outage = outage_of(exc)
-            if outage is None:
-                raise
-            raise outage from exc
+            _raise_as_outage(exc)
 
     return mapped
 
