@@ -14,7 +14,7 @@ from order_execution.gateway.commands import AmendOrder
 from order_execution.gateway.own_orders import owned_order
 from order_execution.gateway.risk import RiskGate
 from order_execution.gateway.rules_cache import RulesCache
-from order_execution.gateway.validation import check_order_size, parse_request_decimal
+from order_execution.gateway.validation import check_order_id, check_order_size, parse_request_decimal
 from order_execution.orders.errors import (
     InvalidOrder,
     OrderNotAmendable,
@@ -47,6 +47,7 @@ async def amend(
     RiskLimitExceeded (`_check_risk`).
     """
     order_id, price, quantity = command.order_id, command.price, command.quantity
+    check_order_id(order_id)  # here, not at intake: an amendment is charged before anything is read
     order = await owned_order(store, order_id, caller)
     if order.type is not OrderType.LIMIT:
         raise OrderNotAmendable(f"order {order_id} is {order.type}; only LIMIT orders can be amended")
