@@ -1,7 +1,11 @@
-"""Build the exchange client every process uses: the shared rate budget and breakers wired in.
+"""Build the exchange clients every process uses: each account's shared rate budget, and the
+venue's breakers, wired in.
 
-Budgets and breakers are per account (a short hash of the API key), so several accounts
-can share one Redis without sharing limits.
+Budgets are per account (a short hash of its API key: two names for one key share one
+budget, as they share Binance's), with the REQUEST_WEIGHT window per egress IP
+(`accounts[].egress`). Circuit breakers are per venue (the REST URL): an exchange that fails
+fails for every account, so one account's failures open the breaker for all of them, and a
+process keeps one `Breakers` per venue, shared by its accounts' clients.
 """
 
 from __future__ import annotations
@@ -13,32 +17,39 @@ import redis.asyncio as aioredis
 from order_execution.exchange.breakers import Breakers
 from order_execution.exchange.client import BinanceClient
 from order_execution.exchange.rate_budget import RateBudget
-from order_execution.runtime.settings import Settings
+from order_execution.runtime.settings import Account, Settings
 
 
-def account_id(settings: Settings) -> str:
-    """A stable, non-secret name for the configured API key."""
-    return hashlib.sha256(settings.exchange.api_key.get_secret_value().encode()).hexdigest()[:12]
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def breaker_namespace(settings: Settings) -> str:
-    """The Redis key prefix of the account's breakers: `redis.namespace`, then `account_id`.
+def account_id(account: Account) -> str:
+    """A stable, non-secret name for the account's API key."""
+    return _short_hash(account.exchange.api_key.get_secret_value())
+
+
+def breaker_namespace(settings: Settings, account: Account | None = None) -> str:
+    """The Redis key prefix of the breakers of `account`'s venue (default: the first account's):
+    `redis.namespace`, then a hash of the REST URL.
 
     The breakers (`breakers` below) write their state under it; the gateway's admission and
     cluster gauges read it from there.
     """
-    return f"{settings.redis.namespace}:{account_id(settings)}"
+    account = account or settings.trading_accounts[0]
+    return f"{settings.redis.namespace}:venue:{_short_hash(account.exchange.rest_url)}"
 
 
-def rate_budget(client: aioredis.Redis, settings: Settings) -> RateBudget | None:
-    """The account's shared budget, or None when `rate_limit.enabled` is false."""
+def rate_budget(client: aioredis.Redis, settings: Settings, account: Account) -> RateBudget | None:
+    """`account`'s shared budget, or None when `rate_limit.enabled` is false."""
     if not settings.rate_limit.enabled:
         return None
     limits = settings.rate_limit
     return RateBudget(
         client,
         namespace=settings.redis.namespace,
-        account=account_id(settings),
+        account=account_id(account),
+        egress=account.egress,
         requests_per_second=limits.requests_per_second,
         burst=limits.burst,
         safety_margin=limits.safety_margin,
@@ -46,8 +57,10 @@ def rate_budget(client: aioredis.Redis, settings: Settings) -> RateBudget | None
     )
 
 
-def breakers(client: aioredis.Redis, settings: Settings, *, sync_in_background: bool = True) -> Breakers:
-    """The account's endpoint breakers, shared through `client`.
+def breakers(
+    client: aioredis.Redis, settings: Settings, account: Account, *, sync_in_background: bool = True
+) -> Breakers:
+    """The endpoint breakers of `account`'s venue, shared through `client`.
 
     Their state is kept in memory and synced with Redis by a background task (see
     exchange/breakers.py), each round bounded by `redis.socket_timeout_ms`, so a slow or
@@ -57,22 +70,28 @@ def breakers(client: aioredis.Redis, settings: Settings, *, sync_in_background: 
     return Breakers(
         settings.circuit_breaker,
         client=client,
-        namespace=breaker_namespace(settings),
+        namespace=breaker_namespace(settings, account),
         sync_timeout_s=settings.redis.socket_timeout_ms / 1000,
         sync_in_background=sync_in_background,
     )
 
 
-def exchange_client(
+def exchange_clients(
     client: aioredis.Redis, settings: Settings, *, breakers_in_background: bool = True
-) -> BinanceClient:
-    """The REST client with the shared budget and breakers; its `close` stops the breakers' sync.
+) -> dict[str, BinanceClient]:
+    """Every account's REST client by account name, with its budget and its venue's breakers
+    (one `Breakers` per venue, shared); each client's `close` stops the breakers' sync.
 
-    `breakers_in_background` False: the breakers have no sync task (see `breakers`); for a
-    client that calls the exchange rarely, which syncs them around each call itself.
+    `breakers_in_background` False: the breakers have no sync task (see `breakers`); for
+    clients that call the exchange rarely, which sync them around each call themselves.
     """
-    return BinanceClient.from_settings(
-        settings.exchange,
-        budget=rate_budget(client, settings),
-        breakers=breakers(client, settings, sync_in_background=breakers_in_background),
-    )
+    by_venue: dict[str, Breakers] = {}
+    clients: dict[str, BinanceClient] = {}
+    for account in settings.trading_accounts:
+        venue = breaker_namespace(settings, account)
+        if venue not in by_venue:
+            by_venue[venue] = breakers(client, settings, account, sync_in_background=breakers_in_background)
+        clients[account.name] = BinanceClient.from_settings(
+            account.exchange, budget=rate_budget(client, settings, account), breakers=by_venue[venue]
+        )
+    return clients

@@ -82,6 +82,21 @@ def classify(response: HttpResponse) -> ExchangeError:
     return OrderRejected(text, code=code, status=status)
 
 
+TOO_MANY_ORDERS = -1015  # the account's ORDERS limit; any other 429 is the IP's weight
+
+
+def limits_whole_ip(response: HttpResponse) -> bool:
+    """Whether a 429 or 418 `response` limits every account on the IP (a ban, the IP's weight),
+    not just the account that sent it (too many orders, -1015)."""
+    if response.status == 418:
+        return True
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, ValueError):
+        return True
+    return not (isinstance(body, dict) and body.get("code") == TOO_MANY_ORDERS)
+
+
 def retry_after_s(response: HttpResponse) -> float:
     header = response.headers.get("Retry-After")
     try:

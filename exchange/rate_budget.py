@@ -14,6 +14,10 @@ spent.
   untouched, so neither a flood of creates nor a reconciliation sweep starves cancels.
 * `block` stops everyone until a time: after a 429 (its Retry-After) or a 418 ban.
 
+Binance counts REQUEST_WEIGHT per IP and ORDERS per account, so the weight window (and a
+block for the IP: a ban, a weight 429) lives under the `egress` the account leaves through,
+shared by every account on it, and the rest under the account.
+
 Windows use the caller's exchange time (local clock + measured offset), so they line up
 with the exchange's.
 """
@@ -94,12 +98,14 @@ class BudgetState:
     blocked_reason: str
 
 
-# KEYS: 1 bucket hash, 2 weight window, 3 orders 10 s window, 4 orders 1 m window, 5 block hash.
+# KEYS: 1 bucket hash, 2 weight window, 3 orders 10 s window, 4 orders 1 m window, 5 block hash,
+# 6 the egress IP's block hash.
 # ARGV: 1 now, 2 rate/s, 3 burst, 4 reserve tokens, 5 weight, 6 weight limit, 7 orders,
 # 8 orders/10s limit, 9 orders/1m limit, 10..12 window ends (weight, 10 s, 1 m).
 _ACQUIRE = """
 local now = tonumber(ARGV[1])
-local blocked = tonumber(redis.call('HGET', KEYS[5], 'until') or '0')
+local blocked = math.max(tonumber(redis.call('HGET', KEYS[5], 'until') or '0'),
+  tonumber(redis.call('HGET', KEYS[6], 'until') or '0'))
 if blocked > now then return {blocked - now, 'blocked'} end
 local rate, burst, reserve = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
@@ -185,6 +191,7 @@ class RateBudget:
         *,
         namespace: str = "oe",
         account: str = "default",
+        egress: str = "default",
         requests_per_second: float = 10,
         burst: int = 20,
         safety_margin: float = 0.9,
@@ -193,6 +200,7 @@ class RateBudget:
     ) -> None:
         self._redis = client
         self._prefix = f"{namespace}:rl:{account}"
+        self._egress_prefix = f"{namespace}:rl:egress:{egress}"
         self.requests_per_second = requests_per_second
         self.burst = burst
         self.safety_margin = safety_margin
@@ -210,7 +218,8 @@ class RateBudget:
 
     def _window(self, name: str, span_ms: int, at_ms: int) -> tuple[str, int]:
         start = at_ms - at_ms % span_ms
-        return f"{self._prefix}:{name}:{start}", start + span_ms
+        prefix = self._egress_prefix if name == "w1m" else self._prefix
+        return f"{prefix}:{name}:{start}", start + span_ms
 
     def effective(self, limit: int, priority: Priority) -> int:
         """A limit after the safety margin, and after the cancel reserve for all but cancels."""
@@ -226,7 +235,14 @@ class RateBudget:
         long_key, long_end = self._window("o1m", ORDERS_LONG_WINDOW_MS, now)
         reserve = 0 if priority is Priority.CANCEL else self.burst * self.cancel_reserve
         wait, why = await self._acquire(
-            keys=[f"{self._prefix}:bucket", weight_key, short_key, long_key, f"{self._prefix}:block"],
+            keys=[
+                f"{self._prefix}:bucket",
+                weight_key,
+                short_key,
+                long_key,
+                f"{self._prefix}:block",
+                f"{self._egress_prefix}:block",
+            ],
             args=[
                 now,
                 self.requests_per_second,
@@ -277,9 +293,11 @@ class RateBudget:
         if keys:
             await self._correct(keys=keys, args=args)
 
-    async def block(self, until_ms: int, reason: str) -> None:
-        """Stop every replica from sending until `until_ms` (429 Retry-After, 418 ban)."""
-        await self._block(keys=[f"{self._prefix}:block"], args=[until_ms, reason])
+    async def block(self, until_ms: int, reason: str, *, whole_ip: bool = False) -> None:
+        """Stop every replica from sending for this account until `until_ms` (a 429 for ORDERS);
+        `whole_ip`: for every account on its egress IP (a 418 ban, a 429 for weight)."""
+        prefix = self._egress_prefix if whole_ip else self._prefix
+        await self._block(keys=[f"{prefix}:block"], args=[until_ms, reason])
 
     async def state(self, *, at_ms: int | None = None) -> BudgetState:
         """The budget as it stands (tokens refilled to now), without charging anything."""
@@ -300,9 +318,11 @@ class RateBudget:
         ):
             pipe.get(self._window(name, span, at_ms)[0])
         pipe.hmget(f"{self._prefix}:block", ["until", "reason"])
+        pipe.hmget(f"{self._egress_prefix}:block", ["until", "reason"])
 
         def parse(results: list[Any]) -> BudgetState:
-            bucket, weight, short, long, block = results[:5]
+            bucket, weight, short, long, own_block, ip_block = results[:6]
+            block = max(own_block, ip_block, key=lambda b: int(b[0] or 0))
             tokens = float(bucket[0]) if bucket[0] is not None else float(self.burst)
             if bucket[1] is not None:
                 refill = max(0, at_ms - int(bucket[1])) * self.requests_per_second / 1000

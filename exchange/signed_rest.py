@@ -27,7 +27,7 @@ import redis.exceptions
 
 from order_execution.exchange import endpoints
 from order_execution.exchange import metrics as exchange_metrics
-from order_execution.exchange.answers import ban_end_ms, classify, int_header, retry_after_s
+from order_execution.exchange.answers import ban_end_ms, classify, int_header, limits_whole_ip, retry_after_s
 from order_execution.exchange.breakers import Breakers, Group
 from order_execution.exchange.errors import BudgetExceeded, ExchangeUnavailable, OutcomeUnknown
 from order_execution.exchange.http import HttpResponse, HttpTransport, RequestNotSent, ResponseLost
@@ -170,9 +170,11 @@ class SignedRest:
             )
             if response.status == 429:
                 until = self.exchange_now_ms() + int(retry_after_s(response) * 1000)
-                await self.budget.block(until, "429: request rate over the exchange's limit")
+                await self.budget.block(
+                    until, "429: request rate over the exchange's limit", whole_ip=limits_whole_ip(response)
+                )
             elif response.status == 418:
                 until = ban_end_ms(response, self.exchange_now_ms())
-                await self.budget.block(until, f"418: IP banned by the exchange until {until}")
+                await self.budget.block(until, f"418: IP banned by the exchange until {until}", whole_ip=True)
         except redis.exceptions.RedisError:
             pass  # the answer itself still counts; the next one corrects the budget

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
-from order_execution.exchange.account import exchange_client
+from order_execution.exchange.account import exchange_clients
 from order_execution.exchange.client import BinanceClient
 from order_execution.exchange.errors import OrderRejected
 from order_execution.gateway.auth import Authenticator
@@ -60,7 +60,10 @@ class AccountServicer(admin_pb2_grpc.AccountServiceServicer):
         Its breakers sync around each call instead of four times a second in the background:
         these calls are rare, and the gateway would otherwise pay a Redis round trip every
         250 ms for them (measured: +0.3 % of a core idle)."""
-        return cls(settings, exchange_client(redis_client, settings, breakers_in_background=False), auth)
+        first = settings.trading_accounts[0].name
+        return cls(
+            settings, exchange_clients(redis_client, settings, breakers_in_background=False)[first], auth
+        )
 
     async def aclose(self) -> None:
         """Close the exchange client (its breakers send their last writes to Redis)."""

@@ -118,7 +118,7 @@ async def _serve(settings: Settings, stop: asyncio.Event, cleanup: _Cleanup) -> 
     )
     await hub.start()
     cleanup.add(hub.stop)
-    budget = rate_budget(redis_client, settings)
+    budget = rate_budget(redis_client, settings, settings.trading_accounts[0])
     admission = Admission(
         store=store,
         settings=settings.admission,

@@ -27,7 +27,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from order_execution.exchange.account import exchange_client
+from order_execution.exchange.account import exchange_clients
 from order_execution.exchange.user_stream import OrderEvent, UserStream
 from order_execution.listener.dead_man import DeadManSwitch
 from order_execution.listener.event_lanes import EventLanes
@@ -72,7 +72,7 @@ class Listener:
         s = settings
         self._redis = open_redis(s.redis, blocking_reads_ms=_RELAY_BLOCK_MS)
         self.store = OrderStore.from_settings(self._redis, s)
-        self.exchange = exchange_client(self._redis, s)
+        self.exchange = exchange_clients(self._redis, s)[s.trading_accounts[0].name]
         self.lease = LeaderLease(
             self._redis, namespace=s.redis.namespace, holder_id=self.holder_id, ttl_ms=s.listener.lease_ttl_ms
         )

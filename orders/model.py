@@ -70,6 +70,9 @@ class OrderState(enum.StrEnum):
     TRIGGERED = "TRIGGERED"  # the conditional order fired; its resulting order is being placed
 
 
+DEFAULT_ACCOUNT = "default"  # an order stored before accounts existed traded this one
+
+
 def now_ms() -> int:
     """Wall-clock time in Unix milliseconds."""
     return time.time_ns() // 1_000_000
@@ -139,6 +142,7 @@ class Order:
     post_only: bool = False
     user_id: str = ""
     owner: str = ""  # the authenticated API client that placed it ("" with auth off); scopes reads
+    account: str = DEFAULT_ACCOUNT  # the exchange account it trades on (settings `accounts`)
     state: OrderState = OrderState.NEW
     filled_quantity: Decimal = Decimal(0)
     average_price: Decimal = Decimal(0)
@@ -208,6 +212,7 @@ class Order:
             post_only=bool(data.get("post_only", False)),
             user_id=data.get("user_id", ""),
             owner=data.get("owner", ""),
+            account=data.get("account") or DEFAULT_ACCOUNT,
             state=OrderState(data.get("state", OrderState.NEW)),
             filled_quantity=Decimal(data.get("filled_quantity", "0")),
             average_price=Decimal(data.get("average_price", "0")),

@@ -12,7 +12,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
 
+from order_execution.orders.account_keys import account_prefix
 from order_execution.orders.exact import EXACT
+from order_execution.orders.model import DEFAULT_ACCOUNT
 
 QTY_SCALE = 10**8  # quantities in the Lua counting are integers of 1e-8 of the base asset
 DAY_COUNTER_TTL_S = 2 * 86400  # a day's order counter outlives its UTC day by one more
@@ -44,10 +46,13 @@ def utc_day(ms: int) -> str:
 
 
 class RiskKeys:
-    """The Redis keys of the risk state of one namespace."""
+    """The Redis keys of the risk state of one account in one namespace.
 
-    def __init__(self, namespace: str) -> None:
-        prefix = f"{namespace}:risk"
+    Under `orders.account_keys.account_prefix`: `{namespace}:risk:...` for the account `default`.
+    """
+
+    def __init__(self, namespace: str, account: str = DEFAULT_ACCOUNT) -> None:
+        prefix = f"{account_prefix(namespace, account)}:risk"
         self.limits = f"{prefix}:limits"
         self.mode = f"{prefix}:mode"
         self.cancel_open = f"{prefix}:cancel_open"

@@ -31,7 +31,7 @@ from redis.commands.core import AsyncScript
 
 from order_execution.orders import fsm, metrics
 from order_execution.orders.errors import NotReplicated, OrderNotFound, RiskLimitExceeded, StoreConflict
-from order_execution.orders.model import Order, OrderState, decimal_str, now_ms
+from order_execution.orders.model import DEFAULT_ACCOUNT, Order, OrderState, decimal_str, now_ms
 from order_execution.orders.outbox import Outbox, encode_fills
 from order_execution.orders.replicas import NO_REPLICA_ACKS, ReplicaAcks, ReplicaProbe
 from order_execution.orders.risk_layout import DAY_COUNTER_TTL_S, RiskKeys, from_units, to_units, utc_day
@@ -102,7 +102,6 @@ class OrderStore(OrderQueries):
         self._probe = self.replica_probe("store")
         self._ttl_s = ttl_s
         self.outbox = Outbox(client, namespace=namespace, retention_s=update_retention_s)
-        self.risk_keys = RiskKeys(namespace)
         self._create = client.register_script(CREATE)
         self._cas = client.register_script(COMPARE_AND_SET)
         self._push = client.register_script(PUSH)
@@ -130,15 +129,16 @@ class OrderStore(OrderQueries):
     ) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of the scripts' shared tail (`_RECORD`); `hold` holds the version back
         from the outbox until the next change."""
+        risk_keys = self.risk_keys(order.account)
         keys = [
             self._order_key(order.order_id),
-            self._client_key(order.client_order_id),
+            self._client_key(order.client_order_id, order.account),
             self.outbox.key,
             self._unsettled_key,
-            self._unsent_key(order.symbol),
-            self._unsent_key(),
-            self.risk_keys.reserved,
-            self.risk_keys.open_qty,
+            self._unsent_key(order.account, order.symbol),
+            self._unsent_key(order.account),
+            risk_keys.reserved,
+            risk_keys.open_qty,
         ]
         args: list[Any] = [
             order.order_id,
@@ -172,12 +172,13 @@ class OrderStore(OrderQueries):
         A Redis outage raises StoreUnavailable naming the client order id to retry with.
         """
         stored = order.replace(version=1)
+        risk_keys = self.risk_keys(order.account)
         keys, args = self._record(stored, "", None)
         keys += [self._index_key(), self._index_key(order.symbol), self._owner_index_key(order.owner)]
         keys += [
-            self.risk_keys.mode,
-            self.risk_keys.positions,
-            self.risk_keys.orders_on(utc_day(order.created_at)),
+            risk_keys.mode,
+            risk_keys.positions,
+            risk_keys.orders_on(utc_day(order.created_at)),
         ]
         args += _risk_args(stored, risk)
         _add_push(keys, args, enqueue(stored) if enqueue else None)
@@ -204,10 +205,16 @@ class OrderStore(OrderQueries):
         )
         return result
 
-    async def link_client_id(self, client_order_id: str, order_id: str) -> None:
+    def risk_keys(self, account: str = DEFAULT_ACCOUNT) -> RiskKeys:
+        """The keys of `account`'s risk state."""
+        return RiskKeys(self._prefix, account)
+
+    async def link_client_id(
+        self, client_order_id: str, order_id: str, account: str = DEFAULT_ACCOUNT
+    ) -> None:
         """Make `client_order_id` (an id the exchange chose, e.g. for the order a conditional
-        order triggered) find `order_id` too; an id already taken is left as it is."""
-        await self._redis.set(self._client_key(client_order_id), order_id, nx=True, ex=self._ttl_s)
+        order triggered) find `order_id` too, in `account`; an id already taken is left as it is."""
+        await self._redis.set(self._client_key(client_order_id, account), order_id, nx=True, ex=self._ttl_s)
 
     async def transition(
         self,

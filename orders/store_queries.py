@@ -11,6 +11,11 @@ Layout (prefix = `settings.redis.namespace`):
   {p}:unsent                  zset: the same for every symbol
   {p}:outbox                  stream: every change, in commit order (`orders.outbox`)
 
+The client-id keys and the unsent indexes are per exchange account, as Binance's client
+order ids and ORDERS limits are: the account `default` uses the names above, any other
+account `{p}:@{account}:client:{client_id}`, `{p}:@{account}:unsent:{SYMBOL}` and
+`{p}:@{account}:unsent` (`account_prefix`).
+
 `OrderStore` (orders/store.py) extends `OrderQueries` with the writes, which its Lua
 scripts make to all of these keys in one atomic step. Nothing here changes an order:
 the one write, `trim_indexes`, drops index entries whose order has expired.
@@ -27,8 +32,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
 from order_execution.orders import metrics
+from order_execution.orders.account_keys import account_prefix
 from order_execution.orders.errors import InvalidOrder, OrderNotFound
-from order_execution.orders.model import Order, OrderState
+from order_execution.orders.model import DEFAULT_ACCOUNT, Order, OrderState
 from order_execution.orders.store_outages import store_adapter
 from order_execution.orders.store_scripts import FIND_BY_CLIENT_ID
 from order_execution.runtime.redis_connection import reply_text
@@ -88,22 +94,26 @@ class OrderQueries:
     def _order_key(self, order_id: str) -> str:
         return f"{self._prefix}:order:{order_id}"
 
-    def _client_key(self, client_order_id: str) -> str:
-        return f"{self._prefix}:client:{client_order_id}"
+    def _client_key(self, client_order_id: str, account: str) -> str:
+        return f"{account_prefix(self._prefix, account)}:client:{client_order_id}"
 
-    def _unsent_key(self, symbol: str = "") -> str:
-        return f"{self._prefix}:unsent:{symbol}" if symbol else f"{self._prefix}:unsent"
+    def _unsent_key(self, account: str, symbol: str = "") -> str:
+        prefix = account_prefix(self._prefix, account)
+        return f"{prefix}:unsent:{symbol}" if symbol else f"{prefix}:unsent"
 
-    async def unsent_counts(self, symbol: str) -> tuple[int, int]:
-        """Orders accepted but not yet sent (NEW or SUBMITTING): of `symbol`, and of every symbol."""
+    async def unsent_counts(self, symbol: str, account: str = DEFAULT_ACCOUNT) -> tuple[int, int]:
+        """The account's orders accepted but not yet sent (NEW or SUBMITTING): of `symbol`, and of
+        every symbol."""
         pipe = self._redis.pipeline(transaction=False)
-        return self.read_unsent_counts(pipe, symbol)(await pipe.execute())
+        return self.read_unsent_counts(pipe, symbol, account)(await pipe.execute())
 
-    def read_unsent_counts(self, pipe: Pipeline, symbol: str) -> Callable[[list[Any]], tuple[int, int]]:
+    def read_unsent_counts(
+        self, pipe: Pipeline, symbol: str, account: str = DEFAULT_ACCOUNT
+    ) -> Callable[[list[Any]], tuple[int, int]]:
         """Queue `unsent_counts`' reads on `pipe` (to share its round trip); returns their parser,
         which takes the pipeline's results from this call's first command on."""
-        pipe.zcard(self._unsent_key(symbol))
-        pipe.zcard(self._unsent_key())
+        pipe.zcard(self._unsent_key(account, symbol))
+        pipe.zcard(self._unsent_key(account))
         return lambda results: (int(results[0]), int(results[1]))
 
     def pipeline(self) -> Pipeline:
@@ -130,9 +140,10 @@ class OrderQueries:
         """The stored orders among `order_ids`, in that order; missing ones are left out."""
         return [Order.from_json(data) for data in await self._fetch_data(list(order_ids)) if data is not None]
 
-    async def find_by_client_id(self, client_order_id: str) -> Order | None:
+    async def find_by_client_id(self, client_order_id: str, account: str = DEFAULT_ACCOUNT) -> Order | None:
+        """The order of `account` that `client_order_id` names (ids are unique per account), if any."""
         data = await self._find_by_client_id(
-            keys=[self._client_key(client_order_id)], args=[self._order_key("")]
+            keys=[self._client_key(client_order_id, account)], args=[self._order_key("")]
         )
         return Order.from_json(data) if data else None
 

@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 
 import pydantic_settings
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -38,6 +38,12 @@ from order_execution.runtime.settings_access import (
     ClientSettings,
     ServerSettings,
     TlsSettings,
+)
+from order_execution.runtime.settings_accounts import (
+    DEFAULT_ACCOUNT,
+    Account,
+    AccountSettings,
+    resolve_accounts,
 )
 from order_execution.runtime.settings_connections import (
     ExchangeSettings,
@@ -113,6 +119,49 @@ class Settings(BaseSettings):
         default_factory=lambda: ["BTCUSDT", "ETHUSDT"],
         description="Symbols that get a queue; workers consume these.",
     )
+    accounts: list[AccountSettings] = Field(
+        default_factory=list,
+        description="the exchange accounts traded (runtime/settings_accounts.py); empty = the exchange "
+        "section's key as the one account `default`",
+    )
+    _accounts: tuple[Account, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="after")
+    def _accounts_resolve(self) -> Settings:
+        names = [account.name for account in self.accounts]
+        if len(set(names)) != len(names):
+            raise ValueError("accounts: names must be unique")
+        self._accounts = resolve_accounts(self.accounts, self.exchange)
+        known = {account.name for account in self._accounts}
+        for client in self.auth.clients:
+            for name in [*client.accounts, *([client.default_account] if client.default_account else [])]:
+                if name not in known:
+                    raise ValueError(
+                        f"auth.clients {client.name}: account {name!r} is not in accounts "
+                        f"({', '.join(sorted(known))})"
+                    )
+            if client.default_account and client.accounts and client.default_account not in client.accounts:
+                raise ValueError(
+                    f"auth.clients {client.name}: default_account {client.default_account!r} "
+                    "is not one of its accounts"
+                )
+        return self
+
+    @property
+    def trading_accounts(self) -> tuple[Account, ...]:
+        """Every account traded here, in the order configured (the first is the default)."""
+        return self._accounts
+
+    @property
+    def account_names(self) -> list[str]:
+        return [account.name for account in self._accounts]
+
+    def account(self, name: str) -> Account:
+        """The account named `name`; KeyError if there is none."""
+        for account in self._accounts:
+            if account.name == name:
+                return account
+        raise KeyError(name)
 
     @classmethod
     def settings_customise_sources(
@@ -280,6 +329,9 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
 
 __all__ = [
     "CONFIG_ENV",
+    "DEFAULT_ACCOUNT",
+    "Account",
+    "AccountSettings",
     "AdmissionSettings",
     "ApiClientSettings",
     "AuthSettings",

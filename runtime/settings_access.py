@@ -97,6 +97,15 @@ class ApiClientSettings(Section):
     )
     burst: int | None = Field(None, gt=0, description="default admission.client_burst")
     admin: bool = Field(False, description="may call AdminService (risk limits, kill switch)")
+    accounts: list[str] = Field(
+        default_factory=list, description="exchange accounts it may trade and see; empty = every account"
+    )
+    default_account: str = Field(
+        "", description="the account of a request that names none; empty = its first account"
+    )
+
+    def may_trade(self, account: str) -> bool:
+        return not self.accounts or account in self.accounts
 
 
 class AuthSettings(Section):

@@ -16,6 +16,14 @@ finds a message whose doorbell another worker took before it died. Every
 `maintenance_every` sweeps it also runs Dramatiq's maintenance (a dead worker's
 messages go back on their queues).
 
+Groups: `group_of` names each queue's group (the worker's: the exchange account a queue
+carries), and each group has its own `max_in_flight` slots. A group whose slots are all
+taken (an account whose ORDERS budget is spent: its handlers wait for it, as sleeping
+coroutines) is not fetched from, and its doorbells are left to ring, until a slot frees;
+the other groups' queues are fetched as before. So one account's backlog waits in Redis,
+not in front of another account's orders. While a group is full the consumer blocks on the
+other groups' doorbells at most `_FULL_GROUP_POLL_S` at a time, to notice its freed slots.
+
 Delayed messages (retries, scheduled queries) are fetched from `<queue>.DQ`, wait here
 until their eta, then move to their queue. A process that dies loses nothing: what it
 had fetched and not acked comes back to a queue once its heartbeat is stale.
@@ -49,6 +57,12 @@ _SETTLE_RESERVE_S = 1.0  # of the shutdown grace, kept for the last acks and req
 _UNWIND_S = 0.2  # for a cancelled handler to record its requeue
 _LAST_FLUSH_FLOOR_S = 0.1  # the last flush is tried even when the grace is used up
 _LAST_FLUSH_FAILURES: tuple[type[Exception], ...] = (TimeoutError, StoreUnavailable)
+_FULL_GROUP_POLL_S = 0.02  # longest doorbell wait while a group has no free slot
+
+
+def one_group(queue: str) -> str:
+    """Every queue in one group: `max_in_flight` is the whole consumer's."""
+    return ""
 
 
 def never(retries: int, exc: Exception) -> bool:
@@ -79,7 +93,8 @@ class _Settlements:
 
 
 class Consumer:
-    """Consumes `queues` (their delayed queues too) with `handlers`, keyed by actor name."""
+    """Consumes `queues` (their delayed queues too) with `handlers`, keyed by actor name, up to
+    `max_in_flight` messages at once per group of queues (`group_of`)."""
 
     def __init__(
         self,
@@ -91,15 +106,19 @@ class Consumer:
         sweep_interval_s: float = 1.0,
         maintenance_every: int = 5,
         worker_id: str | None = None,
+        group_of: Callable[[str], str] = one_group,
     ) -> None:
         self._client = QueueClient(redis, worker_id=worker_id)
         self._queues = [*queues, *(dq_name(q) for q in queues)]
         self._bells = {doorbell_key(q): q for q in self._queues}
+        self._group = {q: group_of(q_name(q)) for q in self._queues}
         self._handlers = handlers
         self.max_in_flight = max_in_flight
         self._sweep_interval_s = sweep_interval_s
         self._maintenance_every = maintenance_every
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: dict[asyncio.Task[None], str] = {}  # task -> its group
+        self._active: dict[str, int] = dict.fromkeys(self._group.values(), 0)  # group -> running
+        self._busy: dict[str, int] = dict.fromkeys(self._group.values(), 0)  # group -> running + backlog
         self._backlog: deque[tuple[str, Message[Any]]] = deque()
         self._delayed: list[tuple[int, int, str, Message[Any]]] = []  # (eta, seq, queue, message)
         self._hot: dict[str, None] = {}  # queues to fetch again at once, in order
@@ -152,26 +171,35 @@ class Consumer:
         except _LAST_FLUSH_FAILURES as exc:  # what is unacked comes back once our heartbeat is stale
             log.warning("could not settle the last messages (%r); other workers will redeliver them", exc)
 
+    def _room(self, queue: str) -> int:
+        """Messages `queue`'s group may still take; a delayed queue's take no slot."""
+        if queue.endswith(".DQ"):
+            return _DELAYED_BATCH
+        return max(self.max_in_flight - self._busy[self._group[queue]], 0)
+
     async def _fetch_forever(self) -> None:
         sweeps = 0
         next_sweep = 0.0
         while not self._stopping:
             try:
                 self._start_backlog()
-                room = self.max_in_flight - len(self._running) - len(self._backlog)
+                open_queues = [q for q in self._queues if self._room(q) > 0]
+                full = any(self._room(q) == 0 for q in self._queues)
+                hot = [q for q in self._hot if self._room(q) > 0]
                 now = time.monotonic()
                 if now >= next_sweep:
                     sweeps += 1
                     next_sweep = now + self._sweep_interval_s
                     maintenance = (sweeps - 1) % self._maintenance_every == 0  # the first, then every n-th
-                    await self._fetch(self._queues, max(room, 0), maintenance=maintenance)
-                elif room <= 0:
+                    await self._fetch(self._queues, maintenance=maintenance)
+                elif not any(not q.endswith(".DQ") for q in open_queues):
                     self._slot_freed.clear()
                     await _wait(self._slot_freed, min(next_sweep - now, self._until_next_due()))
-                elif self._hot:
-                    await self._fetch(list(self._hot), room)
+                elif hot:
+                    await self._fetch(hot)
                 else:
-                    await self._wait_for_bell(next_sweep - now)
+                    wait_s = min(next_sweep - now, _FULL_GROUP_POLL_S) if full else next_sweep - now
+                    await self._wait_for_bell(open_queues, wait_s)
                 self._release_due()
             except asyncio.CancelledError:
                 raise
@@ -179,19 +207,27 @@ class Consumer:
                 log.warning("queue fetch failed (%r); retrying in %.1f s", exc, _RETRY_WAIT_S)
                 await asyncio.sleep(_RETRY_WAIT_S)
 
-    async def _wait_for_bell(self, timeout_s: float) -> None:
-        """Block until any of our doorbells rings (or `timeout_s`); its queue becomes hot."""
+    async def _wait_for_bell(self, queues: list[str], timeout_s: float) -> None:
+        """Block until the doorbell of one of `queues` rings (or `timeout_s`); its queue becomes hot."""
         timeout_s = min(max(timeout_s, 0.01), self._until_next_due())
-        rung = await self._client.wait_for_bell(list(self._bells), timeout_s)
+        rung = await self._client.wait_for_bell([doorbell_key(q) for q in queues], timeout_s)
         if rung is not None:
             self._hot[self._bells[rung]] = None
 
-    async def _fetch(self, queues: list[str], room: int, *, maintenance: bool = False) -> None:
-        """Fetch `room` messages spread over `queues` (at least one each) and start them."""
-        main = [q for q in queues if not q.endswith(".DQ")]
-        share = max(room // max(len(main), 1), 1) if room > 0 else 0
-        wanted = [(q, _DELAYED_BATCH if q.endswith(".DQ") else share) for q in queues]
-        quiet = [bell for bell, q in self._bells.items() if q not in queues]
+    async def _fetch(self, queues: list[str], *, maintenance: bool = False) -> None:
+        """Fetch from `queues` what their groups have room for, spread over each group's queues
+        (at least one each while it has room), and start them. A group with no room is asked
+        for nothing (the fetch still refreshes the heartbeat and, with `maintenance`, requeues
+        dead workers' messages)."""
+        per_group: dict[str, int] = {}
+        for queue in queues:
+            if not queue.endswith(".DQ"):
+                per_group[self._group[queue]] = per_group.get(self._group[queue], 0) + 1
+        wanted = [
+            (q, _DELAYED_BATCH if q.endswith(".DQ") else _share(self._room(q), per_group[self._group[q]]))
+            for q in queues
+        ]
+        quiet = [bell for bell, q in self._bells.items() if q not in queues and self._room(q) > 0]
         fetched, rung = await self._client.fetch(wanted, maintenance=maintenance, bells=quiet)
         for (queue, payloads), (_, asked) in zip(fetched, wanted, strict=True):
             if asked and len(payloads) >= asked:
@@ -211,16 +247,30 @@ class Consumer:
             heapq.heappush(self._delayed, (eta, self._seq, queue, message))
         else:
             self._backlog.append((queue, message))
+            self._busy[self._group[queue]] += 1
 
     def _start_backlog(self) -> None:
-        while self._backlog and len(self._running) < self.max_in_flight and not self._stopping:
+        """Start fetched messages, in order, while their group has a free slot."""
+        if self._stopping:
+            return
+        waiting: deque[tuple[str, Message[Any]]] = deque()
+        while self._backlog:
             queue, message = self._backlog.popleft()
+            group = self._group[queue]
+            if self._active[group] >= self.max_in_flight:
+                waiting.append((queue, message))
+                continue
+            self._active[group] += 1
             task = asyncio.create_task(self._process(queue, message))
-            self._running.add(task)
+            self._running[task] = group
             task.add_done_callback(self._finished)
+        self._backlog = waiting
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
+        group = self._running.pop(task, None)
+        if group is not None:
+            self._active[group] -= 1
+            self._busy[group] -= 1
         self._slot_freed.set()
 
     def _until_next_due(self) -> float:
@@ -311,6 +361,11 @@ class Consumer:
             self._pending.requeues.append((queue, message.options["redis_message_id"]))
         self._backlog.clear()
         self._delayed.clear()
+
+
+def _share(room: int, queues: int) -> int:
+    """Each of a group's `queues`' part of its `room`: at least one while it has any."""
+    return max(room // max(queues, 1), 1) if room > 0 else 0
 
 
 async def _wait(event: asyncio.Event, timeout_s: float) -> None:

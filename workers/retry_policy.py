@@ -12,9 +12,11 @@ unsettled, and the listener's reconciler, which sweeps every unsettled order, se
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from order_execution.orders.errors import is_transient
+from order_execution.orders.model import DEFAULT_ACCOUNT
 from order_execution.tasks.queues import (
     AMEND_ORDER,
     CANCEL_ALL_ORDERS,
@@ -39,19 +41,37 @@ def retry_transient(max_retries: int) -> Callable[[int, Exception], bool]:
     return retry_when
 
 
-def order_handlers(executor: OrderExecutor) -> dict[str, Handler]:
-    """The handlers by actor name (messages carry `order_id`, reconciles also `attempt`, amends
-    `price` and `quantity`; cancel-all carries `symbol` only)."""
+class UnknownAccount(LookupError):
+    """A message names an exchange account this worker has no client for (its settings lack it).
+
+    Not transient: the message is dead-lettered, its order left to the reconciler of a
+    listener that trades the account."""
+
+
+def order_handlers(executors: Mapping[str, OrderExecutor]) -> dict[str, Handler]:
+    """The handlers by actor name, each running the executor of the message's `account`
+    (absent: `default`). Messages carry `order_id`, reconciles also `attempt`, amends `price`
+    and `quantity`; cancel-all carries `symbol` instead of `order_id`."""
     retry_cancel = retry_transient(MAX_CANCEL_RETRIES)
     retry_reconcile = retry_transient(MAX_RECONCILE_RETRIES)
+
+    def on_account(method: str) -> Callable[..., Awaitable[None]]:
+        async def dispatch(*, account: str = DEFAULT_ACCOUNT, **kwargs: Any) -> None:
+            executor = executors.get(account)
+            if executor is None:
+                raise UnknownAccount(f"no exchange account {account!r} in this worker's settings")
+            await getattr(executor, method)(**kwargs)
+
+        return dispatch
+
     return {
-        SUBMIT_ORDER: Handler(executor.submit),
-        CANCEL_ORDER: Handler(executor.cancel, retry_cancel, min_backoff_ms=100, max_backoff_ms=2_000),
+        SUBMIT_ORDER: Handler(on_account("submit")),
+        CANCEL_ORDER: Handler(on_account("cancel"), retry_cancel, min_backoff_ms=100, max_backoff_ms=2_000),
         CANCEL_ALL_ORDERS: Handler(
-            executor.cancel_all, retry_cancel, min_backoff_ms=100, max_backoff_ms=2_000
+            on_account("cancel_all"), retry_cancel, min_backoff_ms=100, max_backoff_ms=2_000
         ),
-        AMEND_ORDER: Handler(executor.amend, retry_reconcile, min_backoff_ms=100, max_backoff_ms=2_000),
+        AMEND_ORDER: Handler(on_account("amend"), retry_reconcile, min_backoff_ms=100, max_backoff_ms=2_000),
         RECONCILE_ORDER: Handler(
-            executor.reconcile, retry_reconcile, min_backoff_ms=500, max_backoff_ms=5_000
+            on_account("reconcile"), retry_reconcile, min_backoff_ms=500, max_backoff_ms=5_000
         ),
     }

@@ -66,9 +66,9 @@ def queue_create(store: OrderStore, pipe: Any, order: Order) -> Any:
     keys, args = store._record(stored, "", None)
     keys += [store._index_key(), store._index_key(order.symbol), store._owner_index_key(order.owner)]
     keys += [
-        store.risk_keys.mode,
-        store.risk_keys.positions,
-        store.risk_keys.orders_on(utc_day(order.created_at)),
+        store.risk_keys().mode,
+        store.risk_keys().positions,
+        store.risk_keys().orders_on(utc_day(order.created_at)),
     ]
     args += _risk_args(stored, None)
     return store._create(keys=keys, args=args, client=pipe)

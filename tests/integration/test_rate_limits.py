@@ -100,7 +100,9 @@ async def budget(stack: LocalStack, real_redis: str) -> AsyncIterator[RateBudget
     keys = {"api_key": stack.api_key, "secret_key": stack.secret_key}
     settings = Settings.model_validate({"exchange": keys})  # no environment, no config file
     client = aioredis.Redis.from_url(f"redis://{real_redis}/{RATE_REDIS_DB}")
-    yield RateBudget(client, namespace=settings.redis.namespace, account=account_id(settings))
+    yield RateBudget(
+        client, namespace=settings.redis.namespace, account=account_id(settings.trading_accounts[0])
+    )
     await client.aclose()
 
 

@@ -87,7 +87,7 @@ async def test_an_open_query_breaker_refuses_account_reads_without_calling_the_e
             assert "/fapi/v2/positionRisk" in exchange.paths
 
             # A worker meets exchange faults on queries until its breaker opens, and stops.
-            worker_breakers = breakers(worker_redis, settings)
+            worker_breakers = breakers(worker_redis, settings, settings.trading_accounts[0])
             for _ in range(settings.circuit_breaker.failure_threshold):
                 with pytest.raises(ExchangeUnavailable), worker_breakers.guard(Group.QUERY):
                     raise ExchangeUnavailable("HTTP 503 -1001: Service Unavailable.")

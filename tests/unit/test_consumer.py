@@ -166,8 +166,9 @@ async def test_gateway_pushed_message_runs_with_its_kwargs_and_is_acked(redis: a
     assert await waiting(redis, queue) == 1
     seen: list[str] = []
 
-    async def submit(order_id: str, queued: str) -> None:
+    async def submit(order_id: str, queued: str, account: str) -> None:
         assert Order.from_json(queued) == order  # the order as queued rides along
+        assert account == order.account  # and so does its account
         seen.append(order_id)
 
     consumer = Consumer(redis, [queue], {SUBMIT_ORDER: Handler(submit)}, max_in_flight=4, worker_id="w1")

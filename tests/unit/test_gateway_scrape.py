@@ -76,7 +76,7 @@ async def served(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Served]:
         store,
         RulesCache(RulesStore(client)),
         ListenerStatus(client, namespace=settings.redis.namespace),
-        rate_budget(client, settings),
+        rate_budget(client, settings, settings.trading_accounts[0]),
     )
     app = build_http_app(checks)
     runner = web.AppRunner(app, access_log=None)

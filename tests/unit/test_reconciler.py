@@ -190,9 +190,9 @@ async def test_new_order_within_its_age_gets_its_submit_message_queued_again(rig
     await reconciler.sweep()
     order = await rig.store.get("o1")
     assert order.state is S.NEW and order.version == before.version
-    assert await rig.queued() == [("submit_order", {"order_id": "o1"})]
+    assert await rig.queued() == [("submit_order", {"order_id": "o1", "account": "default"})]
     await reconciler.sweep()  # right away again: not flooded with copies
-    assert await rig.queued() == [("submit_order", {"order_id": "o1"})]
+    assert await rig.queued() == [("submit_order", {"order_id": "o1", "account": "default"})]
     assert rig.venue.calls() == []
 
 
@@ -270,9 +270,9 @@ async def test_unknown_not_found_after_the_window_is_queued_again_when_resending
     await reconciler.sweep()
     order = await rig.store.get("o1")
     assert order.state is S.NEW and order.client_order_id == "oe-1"
-    assert await rig.queued() == [("submit_order", {"order_id": "o1"})]
+    assert await rig.queued() == [("submit_order", {"order_id": "o1", "account": "default"})]
     await reconciler.sweep()  # it just changed: the worker has it now
-    assert await rig.queued() == [("submit_order", {"order_id": "o1"})]
+    assert await rig.queued() == [("submit_order", {"order_id": "o1", "account": "default"})]
     assert rig.venue.calls() == ["GET order oe-1"]
 
 

@@ -53,7 +53,7 @@ class _Executor:
     async def reconcile(self, **_: Any) -> None: ...
 
 
-HANDLERS = order_handlers(cast(OrderExecutor, _Executor()))
+HANDLERS = order_handlers({"default": cast(OrderExecutor, _Executor())})
 RETRYING = {
     CANCEL_ORDER: MAX_CANCEL_RETRIES,
     CANCEL_ALL_ORDERS: MAX_CANCEL_RETRIES,
