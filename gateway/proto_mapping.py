@@ -107,6 +107,7 @@ def order_to_pb(order: Order) -> pb.Order:
         callback_rate=_optional(order.callback_rate),
         activation_price=_optional(order.activation_price),
         algo_id=order.algo_id,
+        account=order.account,
     )
 
 
