@@ -170,8 +170,8 @@ class Admission:
             pipe.mget(breaker_keys)
         results = await pipe.execute()
         queued, ahead = read_queued(results)
+        on = "" if account == DEFAULT_ACCOUNT else f" on account {account}"  # one account: unsaid
         if queued >= self._settings.max_queued_per_symbol:
-            on = "" if account == DEFAULT_ACCOUNT else f" on account {account}"
             raise Overloaded(
                 f"symbol: {symbol} has {queued} orders accepted and not yet sent{on} "
                 f"(admission.max_queued_per_symbol={self._settings.max_queued_per_symbol}); retry later",
@@ -189,7 +189,7 @@ class Admission:
         if wait_ms > self._max_age_ms - min(1000, self._max_age_ms // 10):
             raise Overloaded(
                 f"rate budget: this order would wait about {wait_ms} ms for {limited_by} "
-                f"({ahead} orders queued ahead): too late for max_order_age_ms={self._max_age_ms}; "
+                f"({ahead} orders queued ahead{on}): too late for max_order_age_ms={self._max_age_ms}; "
                 "retry later or raise rate_limit settings",
                 limit="rate_budget",
             )
