@@ -4,6 +4,9 @@
   account leverage SYMBOL N                      set a symbol's leverage (1-125)
   account margin-type SYMBOL ISOLATED|CROSSED    set a symbol's margin type
 
+Each takes `--account NAME`, the exchange account (settings `accounts`) it is for; default the
+first configured.
+
 Calls AccountService on the gateway (`--target HOST:PORT`, else the settings' server address) with the
 API key of `client.api_key`, which must belong to a client with `admin: true` when authentication is
 on. Exit status 0 when the call succeeded, 1 if not.
@@ -19,6 +22,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from order_execution.cli.client import explain_admin_error, gateway_target, open_channel
+from order_execution.cli.order_args import add_account_option
 from order_execution.proto import admin_pb2 as apb
 from order_execution.proto import admin_pb2_grpc
 from order_execution.runtime.settings import Settings, load_settings
@@ -33,6 +37,7 @@ def add_account_commands(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--target", metavar="HOST:PORT", default="", help="gateway address")
+    add_account_option(common, "exchange account (default: the first configured)")
     sub = parser.add_subparsers(dest="account_command", required=True, metavar="COMMAND")
     show = sub.add_parser("show", parents=[common], help="position mode, leverage and margin type")
     show.add_argument("symbols", nargs="*", metavar="SYMBOL", help="default: every traded symbol")
@@ -54,16 +59,22 @@ def run_account_command(args: argparse.Namespace, settings: Settings | None = No
         try:
             if args.account_command == "leverage":
                 reply = stub.SetLeverage(
-                    apb.SetLeverageRequest(symbol=args.symbol, leverage=args.leverage),
+                    apb.SetLeverageRequest(symbol=args.symbol, leverage=args.leverage, account=args.account),
                     timeout=_CALL_TIMEOUT_S,
                 )
-                print(f"{reply.symbol}: leverage {reply.leverage}x (max notional {reply.max_notional} USDT)")
+                print(
+                    f"{reply.symbol}{_on(args)}: leverage {reply.leverage}x "
+                    f"(max notional {reply.max_notional} USDT)"
+                )
             elif args.account_command == "margin-type":
                 request = apb.SetMarginTypeRequest(
-                    symbol=args.symbol, margin_type=_MARGIN_TYPES[args.margin_type]
+                    symbol=args.symbol, margin_type=_MARGIN_TYPES[args.margin_type], account=args.account
                 )
                 changed = stub.SetMarginType(request, timeout=_CALL_TIMEOUT_S).changed
-                print(f"{args.symbol}: margin type {args.margin_type}" + ("" if changed else " (unchanged)"))
+                print(
+                    f"{args.symbol}{_on(args)}: margin type {args.margin_type}"
+                    + ("" if changed else " (unchanged)")
+                )
             else:
                 _show(stub, args)
             return 0
@@ -74,14 +85,21 @@ def run_account_command(args: argparse.Namespace, settings: Settings | None = No
             return 1
 
 
+def _on(args: argparse.Namespace) -> str:
+    """ " on account NAME" when the command named one."""
+    return f" on account {args.account}" if args.account else ""
+
+
 def _show(stub: admin_pb2_grpc.AccountServiceStub, args: argparse.Namespace) -> None:
     reply = stub.GetAccountSettings(
-        apb.GetAccountSettingsRequest(symbols=args.symbols), timeout=_CALL_TIMEOUT_S
+        apb.GetAccountSettingsRequest(symbols=args.symbols, account=args.account), timeout=_CALL_TIMEOUT_S
     )
     if args.json:
         print(json.dumps(MessageToDict(reply, preserving_proto_field_name=True)))
         return
     mode = "hedge (LONG/SHORT)" if reply.position_mode == apb.HEDGE else "one-way (BOTH)"
+    if reply.account:  # an older gateway names none
+        print(f"account: {reply.account}")
     print(f"position mode: {mode}")
     for row in reply.symbols:
         margin = apb.MarginType.Name(row.margin_type)

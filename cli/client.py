@@ -131,6 +131,7 @@ def _create(stub: order_pb2_grpc.OrderServiceStub, args: argparse.Namespace) -> 
             close_position=args.close_position,
             callback_rate=args.callback_rate,
             activation_price=args.activation_price,
+            account=args.account,
         ),
         timeout=_CALL_TIMEOUT_S,
     )
@@ -167,7 +168,9 @@ def _batch(stub: order_pb2_grpc.OrderServiceStub, args: argparse.Namespace) -> i
     except (OSError, ValueError, json_format.ParseError) as exc:
         _error(f"cannot read the batch: {exc}")
         return 1
-    reply = stub.CreateOrders(pb.CreateOrdersRequest(orders=requests), timeout=_CALL_TIMEOUT_S)
+    reply = stub.CreateOrders(
+        pb.CreateOrdersRequest(orders=requests, account=args.account), timeout=_CALL_TIMEOUT_S
+    )
     failed = 0
     for number, result in enumerate(reply.results, 1):
         failed += bool(result.error_code)
@@ -201,7 +204,7 @@ def _read_batch(path: str) -> list[pb.CreateOrderRequest]:
 
 def _cancel_all(stub: order_pb2_grpc.OrderServiceStub, args: argparse.Namespace) -> int:
     reply = stub.CancelAllOrders(
-        pb.CancelAllOrdersRequest(symbol=args.symbol.upper()), timeout=_CALL_TIMEOUT_S
+        pb.CancelAllOrdersRequest(symbol=args.symbol.upper(), account=args.account), timeout=_CALL_TIMEOUT_S
     )
     if args.json:
         _print_json({"orders": [order_json(o) for o in reply.orders]})
@@ -209,7 +212,8 @@ def _cancel_all(stub: order_pb2_grpc.OrderServiceStub, args: argparse.Namespace)
     for order in reply.orders:
         print(order_line(order))
     if not reply.orders:
-        print(f"no open orders of ours in {args.symbol.upper()}")
+        on = f" on account {args.account}" if args.account else ""
+        print(f"no open orders of ours in {args.symbol.upper()}{on}")
     return 0
 
 
@@ -239,6 +243,7 @@ def _list(stub: order_pb2_grpc.OrderServiceStub, args: argparse.Namespace) -> in
                 end_time=args.until,
                 limit=args.limit,
                 page_token=token,
+                account=args.account,
             ),
             timeout=_CALL_TIMEOUT_S,
         )
@@ -266,9 +271,12 @@ def _list(stub: order_pb2_grpc.OrderServiceStub, args: argparse.Namespace) -> in
 def _watch(stub: order_pb2_grpc.OrderServiceStub, args: argparse.Namespace) -> int:
     symbols = [s.upper() for s in args.symbol]
     if not args.json:
-        print(f"watching {', '.join(symbols) or 'all symbols'} (Ctrl-C to stop)", flush=True)
+        on = f" on account {args.account}" if args.account else ""
+        print(f"watching {', '.join(symbols) or 'all symbols'}{on} (Ctrl-C to stop)", flush=True)
     stream = stub.StreamOrderUpdates(
-        pb.StreamOrderUpdatesRequest(symbols=symbols, user_id=args.user, resume_token=args.resume_token),
+        pb.StreamOrderUpdatesRequest(
+            symbols=symbols, user_id=args.user, resume_token=args.resume_token, account=args.account
+        ),
         timeout=args.timeout or None,
     )
     seen = 0

@@ -26,6 +26,14 @@ TIFS = {"GTC": pb.GTC, "IOC": pb.IOC, "FOK": pb.FOK, "GTX": pb.GTX}
 STATES = [name for name, number in pb.OrderState.items() if number]
 
 
+def add_account_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """`--account NAME`: the exchange account a command is for (settings `accounts`)."""
+    parser.add_argument("--account", default="", metavar="NAME", help=help_text)
+
+
+_EVERY_ACCOUNT = "only this exchange account's orders (default: every account the API key may trade)"
+
+
 def add_order_commands(parser: argparse.ArgumentParser) -> None:
     """Add `create`, `batch`, `get`, `cancel`, `cancel-all`, `amend`, `list` and `watch` under
     `parser` (the `order` command)."""
@@ -90,6 +98,9 @@ def add_order_commands(parser: argparse.ArgumentParser) -> None:
         default="",
         help="idempotency key, 1-36 of [.A-Z:/a-z0-9_-]; a retry returns the same order",
     )
+    add_account_option(
+        create, "exchange account to trade on (default: the API key's default account, else the first)"
+    )
 
     batch = sub.add_parser(
         "batch",
@@ -102,6 +113,7 @@ def add_order_commands(parser: argparse.ArgumentParser) -> None:
         "the status is 1 if any failed.",
     )
     batch.add_argument("file", nargs="?", default="-", help="file of JSON lines (default: stdin)")
+    add_account_option(batch, "exchange account of the items that name none (default: the API key's default)")
 
     get = sub.add_parser(
         "get", parents=[target, as_json], help="show one order", description="Show one order and its fills."
@@ -122,6 +134,7 @@ def add_order_commands(parser: argparse.ArgumentParser) -> None:
         description="Cancel every open order (conditional ones too) in SYMBOL; lists the orders moved.",
     )
     cancel_all.add_argument("symbol", help="e.g. BTCUSDT (case-insensitive)")
+    add_account_option(cancel_all, _EVERY_ACCOUNT)
     amend = sub.add_parser(
         "amend",
         parents=[target, as_json],
@@ -161,6 +174,7 @@ def add_order_commands(parser: argparse.ArgumentParser) -> None:
     listing.add_argument("--limit", type=int, default=20, help="orders per page, 1-500 (default %(default)s)")
     listing.add_argument("--page-token", default="", help="continue where the previous page ended")
     listing.add_argument("--all", action="store_true", help="fetch every page, not just the first")
+    add_account_option(listing, _EVERY_ACCOUNT)
 
     watch = sub.add_parser(
         "watch",
@@ -178,6 +192,7 @@ def add_order_commands(parser: argparse.ArgumentParser) -> None:
     )
     watch.add_argument("--count", type=int, default=0, help="stop after this many updates (0 = never)")
     watch.add_argument("--timeout", type=float, default=0, help="stop after this many seconds (0 = never)")
+    add_account_option(watch, _EVERY_ACCOUNT)
 
 
 def _add_target(parser: argparse.ArgumentParser) -> None:

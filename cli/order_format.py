@@ -4,7 +4,8 @@ Text: every time as ISO 8601 with its zone offset, fills with price, quantity an
 "-" for what does not apply (a MARKET order's price and time in force, no fee yet).
 JSON: the proto's field names; enums as their names (null when unset, e.g. a MARKET
 order's time_in_force); Unix-millisecond times and versions as numbers, with an
-`*_iso` twin for each time.
+`*_iso` twin for each time. The exchange account is always in the JSON; the text shows it
+only when it is not `default` (the one account of a single-account deployment).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from order_execution.cli.times import format_ms
 from order_execution.proto import order_pb2 as pb
 
 _TIME_FIELDS = ("created_at", "updated_at")
+_DEFAULT_ACCOUNT = "default"  # a single-account deployment's account; not worth a word in text
 
 
 def order_json(order: pb.Order) -> dict[str, Any]:
@@ -46,6 +48,7 @@ def order_json(order: pb.Order) -> dict[str, Any]:
         "callback_rate": order.callback_rate or None,
         "activation_price": order.activation_price or None,
         "algo_id": order.algo_id or None,
+        "account": order.account or _DEFAULT_ACCOUNT,
         **{name: getattr(order, name) for name in _TIME_FIELDS},
         **{f"{name}_iso": format_ms(getattr(order, name)) for name in _TIME_FIELDS},
         "fills": [fill_json(fill) for fill in order.fills],
@@ -85,6 +88,7 @@ def order_line(order: pb.Order, *, update_type: str = "", fills: list[pb.Fill] |
     parts = [
         format_ms(order.updated_at or order.created_at),
         order.order_id,
+        *([f"[{order.account}]"] if _shown_account(order) else []),
         order.symbol,
         pb.OrderSide.Name(order.side),
         order.quantity,
@@ -108,6 +112,7 @@ def order_text(order: pb.Order) -> str:
     flags = [name for name, on in (("reduce-only", order.reduce_only), ("post-only", order.post_only)) if on]
     rows = [
         ("order id", order.order_id),
+        *([("account", order.account)] if _shown_account(order) else []),
         ("client id", order.client_order_id or "-"),
         ("user", order.user_id or "-"),
         ("symbol", order.symbol),
@@ -138,6 +143,11 @@ def order_text(order: pb.Order) -> str:
             )
         )
     return "\n".join(f"  {name:<14} {value}" for name, value in rows)
+
+
+def _shown_account(order: pb.Order) -> bool:
+    """Whether the text names the order's account: any but `default` (and an older gateway's none)."""
+    return order.account not in ("", _DEFAULT_ACCOUNT)
 
 
 def _enum(kind: Any, value: int) -> str | None:

@@ -8,11 +8,16 @@ Before an order is stored the gateway checks, in order:
    `admission.read_cost` of a request. A bucket unused for `admission.client_idle_s` and full
    again is forgotten: it would answer exactly as a new one, and a caller-chosen user_id
    cannot grow the table without bound;
-2. the symbol's queue of accepted-but-unsent orders (`admission.max_queued_per_symbol`);
-3. the create breaker: open → UNAVAILABLE "circuit breaker binance_create_order is open";
-   an exchange ban (418) → UNAVAILABLE until it ends;
-4. the shared rate budget: if this order, behind every order already queued for the
-   account, could not go out before its `max_order_age_ms`, RESOURCE_EXHAUSTED with the wait.
+2. the symbol's queue of accepted-but-unsent orders of the order's exchange account
+   (`admission.max_queued_per_symbol`);
+3. the create breaker of the account's venue: open → UNAVAILABLE "circuit breaker
+   binance_create_order is open"; an exchange ban (418) → UNAVAILABLE until it ends;
+4. the account's shared rate budget: if this order, behind every order already queued for
+   the account, could not go out before its `max_order_age_ms`, RESOURCE_EXHAUSTED with the wait.
+
+Checks 2-4 are per exchange account (`AccountGate`): one account's full queue, open breaker
+or spent budget refuses that account's orders only (the breaker is shared by the accounts of
+one venue, as the workers share it).
 
 The budget estimate is the longest of: the token bucket serving the queue at its rate,
 each ORDERS window's remaining room, and a block after 429/418.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from order_execution.exchange.breakers import Group, breaker_key
@@ -33,7 +39,7 @@ from order_execution.exchange.rate_budget import (
     RateBudget,
 )
 from order_execution.orders.errors import ExchangeNotAccepting, Overloaded
-from order_execution.orders.model import now_ms
+from order_execution.orders.model import DEFAULT_ACCOUNT, now_ms
 from order_execution.orders.store import OrderStore
 from order_execution.runtime.settings import AdmissionSettings, CircuitBreakerSettings
 
@@ -55,6 +61,26 @@ class _Bucket:
         return self.tokens + (now - self.at) * self.rate >= self.burst
 
 
+@dataclass(frozen=True, slots=True)
+class AccountGate:
+    """What admission reads for one exchange account: its shared rate budget (None: not
+    checked) and the Redis namespace of its venue's breakers (`exchange.account.breaker_namespace`;
+    None: the create breaker is not checked)."""
+
+    budget: RateBudget | None = None
+    breaker_namespace: str | None = None
+
+    @property
+    def breaker_keys(self) -> list[str] | None:
+        """The create breaker's keys (pybreaker's, in the same Redis); None: not checked."""
+        if self.breaker_namespace is None:
+            return None
+        return [
+            breaker_key(self.breaker_namespace, Group.CREATE),
+            breaker_key(self.breaker_namespace, Group.CREATE, "opened_at"),
+        ]
+
+
 class Admission:
     """The checks above, for one gateway."""
 
@@ -64,23 +90,15 @@ class Admission:
         store: OrderStore,
         settings: AdmissionSettings,
         max_order_age_ms: int,
-        budget: RateBudget | None,
-        breaker_namespace: str | None = None,
+        accounts: Mapping[str, AccountGate] | None = None,
         breaker_settings: CircuitBreakerSettings | None = None,
     ) -> None:
+        """`accounts` holds each exchange account's gate; an account without one has only its
+        queue bound checked (None: no account has one)."""
         self._store = store
         self._settings = settings
         self._max_age_ms = max_order_age_ms
-        self._budget = budget
-        # The create breaker's keys (pybreaker's, in the same Redis); None: not checked.
-        self._breaker_keys = (
-            [
-                breaker_key(breaker_namespace, Group.CREATE),
-                breaker_key(breaker_namespace, Group.CREATE, "opened_at"),
-            ]
-            if breaker_namespace is not None
-            else None
-        )
+        self._accounts = dict(accounts or {})
         self._breaker_timeout_s = (breaker_settings or CircuitBreakerSettings()).timeout
         # In order of last use (a used bucket moves to the end), so idle ones are found first.
         self._clients: dict[str, _Bucket] = {}
@@ -132,49 +150,55 @@ class Admission:
         for client in forget:
             del self._clients[client]
 
-    async def check_create(self, symbol: str) -> None:
-        """Raise Overloaded or ExchangeNotAccepting if an order for `symbol` should not be accepted now.
+    async def check_create(self, symbol: str, account: str = DEFAULT_ACCOUNT) -> None:
+        """Raise Overloaded or ExchangeNotAccepting if an order for `symbol` on exchange account
+        `account` should not be accepted now.
 
-        Everything it reads (queues, budget, breaker) comes in one Redis round trip.
+        Everything it reads (the account's queues, budget and venue breaker) comes in one Redis
+        round trip.
         """
+        gate = self._accounts.get(account, AccountGate())
+        budget, breaker_keys = gate.budget, gate.breaker_keys
         now = now_ms()
         pipe = self._store.pipeline()
-        read_queued = self._store.read_unsent_counts(pipe, symbol)
+        read_queued = self._store.read_unsent_counts(pipe, symbol, account)
         read_budget = None
-        if self._budget is not None:
-            await self._budget.refresh_limits()
-            read_budget = self._budget.read_state(pipe, at_ms=now)
-        if self._breaker_keys is not None:
-            pipe.mget(self._breaker_keys)
+        if budget is not None:
+            await budget.refresh_limits()
+            read_budget = budget.read_state(pipe, at_ms=now)
+        if breaker_keys is not None:
+            pipe.mget(breaker_keys)
         results = await pipe.execute()
         queued, ahead = read_queued(results)
+        on = "" if account == DEFAULT_ACCOUNT else f" on account {account}"  # one account: unsaid
         if queued >= self._settings.max_queued_per_symbol:
             raise Overloaded(
-                f"symbol: {symbol} has {queued} orders accepted and not yet sent "
+                f"symbol: {symbol} has {queued} orders accepted and not yet sent{on} "
                 f"(admission.max_queued_per_symbol={self._settings.max_queued_per_symbol}); retry later",
                 limit="queue_bound",
             )
-        if self._breaker_keys is not None:
+        if breaker_keys is not None:
             self._check_breaker(*results[-1])
-        if read_budget is None:
+        if budget is None or read_budget is None:
             return
         state = read_budget(results[2:])
         if state.blocked_reason.startswith("418"):
             raise ExchangeNotAccepting(f"the exchange banned this IP: {state.blocked_reason}")
-        wait_ms, limited_by = self.projected_wait_ms(state, ahead=ahead, now=now)
+        wait_ms, limited_by = self.projected_wait_ms(budget, state, ahead=ahead, now=now)
         # The projection is to the start of the order's window; leave room for it to go out then.
         if wait_ms > self._max_age_ms - min(1000, self._max_age_ms // 10):
             raise Overloaded(
                 f"rate budget: this order would wait about {wait_ms} ms for {limited_by} "
-                f"({ahead} orders queued ahead): too late for max_order_age_ms={self._max_age_ms}; "
+                f"({ahead} orders queued ahead{on}): too late for max_order_age_ms={self._max_age_ms}; "
                 "retry later or raise rate_limit settings",
                 limit="rate_budget",
             )
 
-    def projected_wait_ms(self, state: BudgetState, *, ahead: int, now: int) -> tuple[int, str]:
-        """How long an order queued behind `ahead` others would wait for the budget, and why."""
-        assert self._budget is not None
-        budget, needed = self._budget, ahead + 1
+    @staticmethod
+    def projected_wait_ms(budget: RateBudget, state: BudgetState, *, ahead: int, now: int) -> tuple[int, str]:
+        """How long an order queued behind `ahead` others would wait for `budget` (in `state`),
+        and why."""
+        needed = ahead + 1
         waits: list[tuple[int, str]] = [
             (max(0, state.blocked_until_ms - now), state.blocked_reason or "a block")
         ]

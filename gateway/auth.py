@@ -49,6 +49,22 @@ class Caller:
     requests_per_second: float | None = None
     burst: int | None = None
     admin: bool = False
+    # The exchange accounts it may trade and see, in configured order (empty: every account),
+    # and the one a request naming none goes to ("" : its first, else the first configured).
+    accounts: tuple[str, ...] = ()
+    default_account: str = ""
+
+    def may_trade(self, account: str) -> bool:
+        """Whether this client may trade, and see the orders of, exchange account `account`."""
+        return not self.accounts or account in self.accounts
+
+    def check_account(self, account: str) -> None:
+        """Raise PermissionDenied naming `account` if this client may not trade it."""
+        if not self.may_trade(account):
+            raise PermissionDenied(
+                f"account: client {self.name} may not trade account {account!r}; "
+                f"its accounts: {', '.join(self.accounts)}"
+            )
 
     def check_admin(self) -> None:
         """Raise PermissionDenied unless this client has the admin role (`auth.clients[].admin`)."""
@@ -75,7 +91,15 @@ class Authenticator:
         self._clients = [
             (
                 bytes.fromhex(c.key_sha256),
-                Caller(c.name, frozenset(c.allowed_symbols), c.requests_per_second, c.burst, c.admin),
+                Caller(
+                    c.name,
+                    frozenset(c.allowed_symbols),
+                    c.requests_per_second,
+                    c.burst,
+                    c.admin,
+                    tuple(c.accounts),
+                    c.default_account,
+                ),
             )
             for c in settings.clients
         ]
@@ -124,11 +148,18 @@ class Authenticator:
         """The calling admin's name ("anonymous" with auth off), for AdminService and
         AccountService; raises Unauthenticated (answered late, as `authenticate`) or
         PermissionDenied for a client without the admin role."""
+        caller = await self.authenticate_admin_caller(metadata, peer)
+        return caller.name if caller is not None else "anonymous"
+
+    async def authenticate_admin_caller(
+        self, metadata: Iterable[tuple[str, str | bytes]] | None, peer: str = ""
+    ) -> Caller | None:
+        """The calling admin (None with auth off), for calls that also check its accounts;
+        raises as `authenticate_admin`."""
         caller = await self.authenticate(metadata, peer)
-        if caller is None:
-            return "anonymous"
-        caller.check_admin()
-        return caller.name
+        if caller is not None:
+            caller.check_admin()
+        return caller
 
     def _refuse(self, reason: str, peer: str) -> NoReturn:
         self.failures.record(reason, peer)

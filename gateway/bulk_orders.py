@@ -16,8 +16,9 @@ message, since the exchange-wide call would also cancel other clients' orders.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
+from order_execution.gateway.accounts import in_scope
 from order_execution.gateway.auth import Caller
 from order_execution.gateway.commands import CancelAll, PlaceBatch, PlaceOrder
 from order_execution.orders import fsm
@@ -54,10 +55,18 @@ async def place_batch(
 
 
 async def cancel_all(
-    command: CancelAll, caller: Caller | None, *, store: OrderStore, scan_cap: int
+    command: CancelAll,
+    caller: Caller | None,
+    *,
+    store: OrderStore,
+    scan_cap: int,
+    accounts: Sequence[str],
 ) -> list[Order]:
-    """Cancel every open order of ours (the caller's, with auth on) in the command's symbol;
-    returns those moved. Reads `scan_cap` unsettled orders at a time."""
+    """Cancel every open order of ours (the caller's, with auth on) in the command's symbol on
+    the command's `accounts`; returns those moved. Reads `scan_cap` unsettled orders at a time.
+
+    `accounts` are the configured accounts the command covers: with auth off each gets its
+    exchange-wide cancel message."""
     symbol = command.symbol
     per_order = caller is not None
 
@@ -76,11 +85,14 @@ async def cancel_all(
                 continue
             if caller is not None and order.owner != caller.name:
                 continue
+            if not in_scope(command.accounts, order.account):
+                continue
             result = await store.transition(order.order_id, cancel_now, enqueue=cancel_message, current=order)
             if result.changed:
                 moved.append(result.order)
     if not per_order:
-        await store.enqueue(cancel_all_push(symbol))
+        for account in accounts:
+            await store.enqueue(cancel_all_push(symbol, account))
     elif not moved:  # a retry that finds its moves made: answer once the replicas hold them
         await store.confirm_replicated()
     return moved

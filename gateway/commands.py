@@ -8,6 +8,10 @@ Strings are carried as the client sent them: their bounds and rules are checked 
 handlers (`gateway.validation`), so a batch item that breaks one fails only itself. An enum
 field holds the domain value, or the wire number when the mapping knows none (`Unrecognized`:
 0 is unset, anything else unknown), so the error can name what was sent.
+
+`account` is the exchange account as the client named it ("" = none). The intake resolves it
+(`gateway.accounts`) before the handler runs: a PlaceOrder's to the account the order trades
+on, a read's or a cancel-all's to the `accounts` it covers.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from order_execution.orders.store_queries import OrderPage
 R = TypeVar("R")
 Unrecognized = int  # a wire enum value with no domain meaning: 0 = unset, else unknown
 UNSET: Unrecognized = 0
+# The accounts a read or a cancel-all covers; None: every account (nothing named, and the
+# client is not limited to some), so orders are not filtered by account.
+AccountScope = frozenset[str] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +68,17 @@ class PlaceOrder(Command[CreateResult]):
     close_position: bool = False
     callback_rate: str = ""
     activation_price: str = ""
+    account: str = ""  # resolved by the intake: the account the order trades on
 
 
 @dataclass(frozen=True, slots=True)
 class PlaceBatch(Command[list[CreateResult | OrderServiceError]]):
-    """CreateOrders: each item placed as `PlaceOrder` alone; an item's error is its result."""
+    """CreateOrders: each item placed as `PlaceOrder` alone; an item's error is its result.
+
+    `account` is the account of the items that name none."""
 
     orders: tuple[PlaceOrder, ...]
+    account: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +91,11 @@ class CancelOrder(Command[Order]):
 
 @dataclass(frozen=True, slots=True)
 class CancelAll(Command[list[Order]]):
-    """CancelAllOrders: every open order of the requester's in `symbol`."""
+    """CancelAllOrders: every open order of the requester's in `symbol`, on `accounts`."""
 
     symbol: str
+    account: str = ""
+    accounts: AccountScope = None  # set by the intake from `account` and the caller
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,12 +124,17 @@ class ListOrders(Command[OrderPage]):
     end_ms: int = 0
     limit: int = 0
     page_token: str = ""
+    account: str = ""
+    accounts: AccountScope = None  # set by the intake from `account` and the caller
 
 
 @dataclass(frozen=True, slots=True)
-class WatchOrders(Command[None]):
-    """StreamOrderUpdates' opening: checked and charged here; the update hub serves the stream."""
+class WatchOrders(Command[AccountScope]):
+    """StreamOrderUpdates' opening: checked and charged here; the update hub serves the stream.
+    Its handler returns the accounts the stream covers."""
 
     symbols: tuple[str, ...] = ()
     user_id: str = ""
     resume_token: str = ""
+    account: str = ""
+    accounts: AccountScope = None  # set by the intake from `account` and the caller

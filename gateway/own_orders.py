@@ -1,8 +1,10 @@
 """Handlers of the calls on orders one already has: GetOrder, ListOrders and CancelOrder.
 
-With authentication on, a caller reads, lists and cancels only its own orders; another's
-answers NOT_FOUND, exactly like an id never used, so ids cannot be probed. With auth off
-(`caller=None`) nothing is scoped. A read scans a bounded number of orders per call
+With authentication on, a caller reads, lists and cancels only its own orders, on the
+exchange accounts it may trade (`auth.clients[].accounts`); another's, or one on another
+account, answers NOT_FOUND, exactly like an id never used, so ids cannot be probed. With auth
+off (`caller=None`) nothing is scoped. ListOrders covers the accounts the intake resolved
+(`ListOrders.accounts`). A read scans a bounded number of orders per call
 (`server.list_scan_cap`, continued by page token).
 """
 
@@ -23,10 +25,11 @@ _cancel_message = cancel_enqueue(cancel_order_push)
 
 
 async def owned_order(store: OrderStore, order_id: str, caller: Caller | None) -> Order:
-    """The stored order; raises OrderNotFound if there is none or it is another caller's. The id's
-    shape is the caller's to check first (the intake does, `gateway.validation.check_order_id`)."""
+    """The stored order; raises OrderNotFound if there is none, it is another caller's, or it
+    is on an account the caller may not trade. The id's shape is the caller's to check first
+    (the intake does, `gateway.validation.check_order_id`)."""
     order = await store.get(order_id)
-    if caller is not None and order.owner != caller.name:
+    if caller is not None and (order.owner != caller.name or not caller.may_trade(order.account)):
         raise OrderNotFound(order_id)
     return order
 
@@ -34,7 +37,8 @@ async def owned_order(store: OrderStore, order_id: str, caller: Caller | None) -
 async def list_orders(
     command: ListOrders, caller: Caller | None, *, store: OrderStore, scan_cap: int
 ) -> OrderPage:
-    """Orders newest first (the caller's own only), filtered; see `OrderStore.search`.
+    """Orders newest first (the caller's own only, on the command's `accounts`), filtered; see
+    `OrderStore.search`.
 
     Reads at most `scan_cap` orders, so a rare filter may answer a short or empty page with a
     `next_page_token` (only an empty token means the end).
@@ -47,6 +51,7 @@ async def list_orders(
         limit=command.limit or DEFAULT_PAGE,
         page_token=command.page_token,
         owner=caller.name if caller is not None else None,
+        accounts=command.accounts,
         scan_cap=scan_cap,
     )
 

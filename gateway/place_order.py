@@ -41,11 +41,13 @@ async def place_order(
     risk_gate: RiskGate | None,
     admission: Admission | None,
 ) -> CreateResult:
-    """Store and queue the order `command` describes; idempotent on client_order_id.
+    """Store and queue the order `command` describes on the command's exchange account (the
+    intake resolved it); idempotent on client_order_id within that account.
 
-    A repeated client_order_id returns the stored order only if it is the same caller's
-    order with the same terms; otherwise OrderAlreadyExists names what differs (client ids
-    are unique per exchange account, so another client's id cannot be reused either).
+    A repeated client_order_id on the same account returns the stored order only if it is
+    the same caller's order with the same terms; otherwise OrderAlreadyExists names what
+    differs (client ids are unique per exchange account, so another client's id cannot be
+    reused either). The same client_order_id on another account is another order.
     Raises InvalidOrder, PermissionDenied (a symbol the caller may not trade), Overloaded or
     ExchangeNotAccepting (`gateway.admission`), SymbolRulesUnavailable before any worker
     loaded the rules, RiskLimitExceeded (counted in `order_execution_risk_refusals_total`),
@@ -67,6 +69,8 @@ async def _place(
     risk_gate: RiskGate | None,
     admission: Admission | None,
 ) -> CreateResult:
+    if not command.account:  # the intake resolves it; an order must never be stored without one
+        raise ValueError("PlaceOrder reached its handler without a resolved account")
     if caller is not None:
         caller.check_symbol(command.symbol)
     if command.symbol not in rules.current:
@@ -77,16 +81,15 @@ async def _place(
             )
     current = rules.current
     order = build_order(command, current, risk_gate.limits if risk_gate else risk)
-    if caller is not None:
-        order = order.replace(owner=caller.name)
+    order = order.replace(account=command.account, owner=caller.name if caller is not None else "")
     try:
         checked = await risk_gate.check(order, current[order.symbol]) if risk_gate else None
         if admission is not None:
-            await admission.check_create(order.symbol)
+            await admission.check_create(order.symbol, order.account)
     except (RiskLimitExceeded, Overloaded, ExchangeNotAccepting):
         # A retry of an order already stored (its first answer was lost, say with the gateway
         # that took it) gets that order back, even if the market or the queues have moved since.
-        stored = await store.find_by_client_id(order.client_order_id)
+        stored = await store.find_by_client_id(order.client_order_id, order.account)
         if stored is None:
             raise
         _check_same_order(stored, order)

@@ -155,11 +155,13 @@ def place_order_from_pb(req: pb.CreateOrderRequest) -> PlaceOrder:
         close_position=req.close_position,
         callback_rate=req.callback_rate,
         activation_price=req.activation_price,
+        account=req.account,
     )
 
 
 def place_batch_from_pb(req: pb.CreateOrdersRequest) -> PlaceBatch:
-    return PlaceBatch(orders=tuple(place_order_from_pb(item) for item in req.orders))
+    """Each item as CreateOrder's; `account` is the batch's, for the items that name none."""
+    return PlaceBatch(orders=tuple(place_order_from_pb(item) for item in req.orders), account=req.account)
 
 
 def cancel_order_from_pb(req: pb.CancelOrderRequest) -> CancelOrder:
@@ -167,7 +169,7 @@ def cancel_order_from_pb(req: pb.CancelOrderRequest) -> CancelOrder:
 
 
 def cancel_all_from_pb(req: pb.CancelAllOrdersRequest) -> CancelAll:
-    return CancelAll(symbol=req.symbol)
+    return CancelAll(symbol=req.symbol, account=req.account)
 
 
 def amend_order_from_pb(req: pb.AmendOrderRequest) -> AmendOrder:
@@ -189,8 +191,11 @@ def list_orders_from_pb(req: pb.ListOrdersRequest) -> ListOrders:
         end_ms=req.end_time,
         limit=req.limit,
         page_token=req.page_token,
+        account=req.account,
     )
 
 
 def watch_orders_from_pb(req: pb.StreamOrderUpdatesRequest) -> WatchOrders:
-    return WatchOrders(symbols=tuple(req.symbols), user_id=req.user_id, resume_token=req.resume_token)
+    return WatchOrders(
+        symbols=tuple(req.symbols), user_id=req.user_id, resume_token=req.resume_token, account=req.account
+    )

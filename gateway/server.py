@@ -13,8 +13,9 @@ from grpc_reflection.v1alpha import reflection
 
 from order_execution.exchange.account import breaker_namespace, rate_budget
 from order_execution.gateway.account_admin import AccountServicer
+from order_execution.gateway.accounts import TradingAccounts
 from order_execution.gateway.admin_servicer import AdminServicer
-from order_execution.gateway.admission import Admission
+from order_execution.gateway.admission import AccountGate, Admission
 from order_execution.gateway.auth import Authenticator
 from order_execution.gateway.handlers import Intake
 from order_execution.gateway.http import HealthChecks, build_http_app
@@ -118,13 +119,18 @@ async def _serve(settings: Settings, stop: asyncio.Event, cleanup: _Cleanup) -> 
     )
     await hub.start()
     cleanup.add(hub.stop)
-    budget = rate_budget(redis_client, settings, settings.trading_accounts[0])
+    # Each account's own budget and its venue's breakers: one account's limits refuse only its orders.
+    gates = {
+        account.name: AccountGate(
+            rate_budget(redis_client, settings, account), breaker_namespace(settings, account)
+        )
+        for account in settings.trading_accounts
+    }
     admission = Admission(
         store=store,
         settings=settings.admission,
         max_order_age_ms=settings.worker.max_order_age_ms,
-        budget=budget,
-        breaker_namespace=breaker_namespace(settings),
+        accounts=gates,
         breaker_settings=settings.circuit_breaker,
     )
     risk_gate = RiskGate(RiskState(redis_client, namespace=settings.redis.namespace), settings.risk)
@@ -137,6 +143,7 @@ async def _serve(settings: Settings, stop: asyncio.Event, cleanup: _Cleanup) -> 
         admission=admission,
         risk_gate=risk_gate,
         list_scan_cap=settings.server.list_scan_cap,
+        accounts=TradingAccounts(tuple(settings.account_names)),
     )
 
     server = grpc.aio.server(options=keepalive_options(settings.server))
@@ -171,6 +178,8 @@ async def _serve(settings: Settings, stop: asyncio.Event, cleanup: _Cleanup) -> 
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
 
     listener = ListenerStatus(redis_client, namespace=settings.redis.namespace)
+    # /health and the scrape read the first account's budget (per-account health comes later).
+    budget = gates[settings.trading_accounts[0].name].budget
     runner = web.AppRunner(
         build_http_app(HealthChecks(settings, store, rules, listener, budget, risk=risk_gate.state)),
         access_log=None,

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from order_execution.gateway import metrics
 from order_execution.gateway.auth import Authenticator, Caller
-from order_execution.gateway.commands import Command, Requester
+from order_execution.gateway.commands import AccountScope, Command, Requester
 from order_execution.gateway.handlers import Intake
 from order_execution.gateway.proto_mapping import (
     amend_order_from_pb,
@@ -123,25 +123,33 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     async def StreamOrderUpdates(
         self, request: pb.StreamOrderUpdatesRequest, context: Context
     ) -> AsyncIterator[pb.OrderUpdate]:
-        """The caller's order updates, live, after a replay from `resume_token` if given.
+        """The caller's order updates, live, after a replay from `resume_token` if given: on the
+        request's `account`, else every account the caller may trade.
 
         Refused with RESOURCE_EXHAUSTED when the caller (the API client with auth on, else
         the peer's address: a caller-chosen user_id would not bound anyone) or the gateway
         holds its cap of open streams (server.max_streams_per_client, server.max_streams).
         """
 
-        async def open_stream() -> tuple[Caller | None, str]:
+        async def open_stream() -> tuple[Caller | None, AccountScope, str]:
             caller = await self._caller(context)
-            await self._intake.handle(watch_orders_from_pb(request), Requester(caller, _client("", context)))
-            return caller, self._hub.resume_point(request.resume_token)
+            accounts = await self._intake.handle(
+                watch_orders_from_pb(request), Requester(caller, _client("", context))
+            )
+            return caller, accounts, self._hub.resume_point(request.resume_token)
 
-        caller, after = await answer(context, open_stream)
+        caller, accounts, after = await answer(context, open_stream)
         owner = caller.name if caller is not None else None
         client = owner if owner is not None else _client("", context)
         metrics.UPDATE_STREAMS.inc()
         try:
             async with self._hub.subscribe(
-                request.symbols, user_id=request.user_id, after=after, owner=owner, client=client
+                request.symbols,
+                user_id=request.user_id,
+                after=after,
+                owner=owner,
+                accounts=accounts,
+                client=client,
             ) as updates:
                 async for entry in updates:
                     yield update_to_pb(

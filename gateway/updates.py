@@ -61,10 +61,18 @@ def _position(entry_id: str) -> tuple[int, int]:
 
 
 class _Subscriber:
-    def __init__(self, symbols: frozenset[str], user_id: str, max_backlog: int, owner: str | None) -> None:
+    def __init__(
+        self,
+        symbols: frozenset[str],
+        user_id: str,
+        max_backlog: int,
+        owner: str | None,
+        accounts: frozenset[str] | None = None,
+    ) -> None:
         self.symbols = symbols
         self.user_id = user_id
         self.owner = owner
+        self.accounts = accounts
         self.max_backlog = max_backlog
         # One slot more than the backlog, so the end-of-stream marker always fits.
         self.queue: asyncio.Queue[OutboxEntry | None] = asyncio.Queue(maxsize=max_backlog + 1)
@@ -77,6 +85,7 @@ class _Subscriber:
             (not self.symbols or order.symbol in self.symbols)
             and (not self.user_id or order.user_id == self.user_id)
             and (self.owner is None or order.owner == self.owner)
+            and (self.accounts is None or order.account in self.accounts)
         )
 
     def offer(self, entry: OutboxEntry) -> None:
@@ -253,10 +262,13 @@ class UpdateHub:
         user_id: str = "",
         after: str = "",
         owner: str | None = None,
+        accounts: frozenset[str] | None = None,
         client: str = "",
     ) -> AsyncIterator[Subscription]:
         """Register a stream for `symbols` (empty = all) and `user_id` (empty = all) for the block;
-        with `owner`, only orders that API client placed (None: every client's).
+        with `owner`, only orders that API client placed (None: every client's); with
+        `accounts`, only orders on those exchange accounts (None: every account's), replayed
+        or live.
 
         `client` is who holds the stream, for the caps: Overloaded (limit "max_streams_per_client"
         or "max_streams") if it, or the hub, already holds its cap of open streams.
@@ -265,7 +277,7 @@ class UpdateHub:
         the hub closes its streams (shutdown).
         """
         self._check_caps(client)
-        subscriber = _Subscriber(frozenset(symbols), user_id, self._max_backlog, owner)
+        subscriber = _Subscriber(frozenset(symbols), user_id, self._max_backlog, owner, accounts)
         self._subscribers.add(subscriber)
         self._per_client[client] = self._per_client.get(client, 0) + 1
         if self._closed:

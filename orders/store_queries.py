@@ -24,7 +24,7 @@ the one write, `trim_indexes`, drops index entries whose order has expired.
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -212,17 +212,21 @@ class OrderQueries:
         limit: int = 100,
         page_token: str = "",
         owner: str | None = None,
+        accounts: Collection[str] | None = None,
         scan_cap: int = DEFAULT_SCAN_CAP,
     ) -> OrderPage:
         """Orders newest first, created in [start_ms, end_ms), filtered by symbol and state,
-        and by `owner` unless it is None (then every owner's).
+        by `owner` unless it is None (then every owner's), and to the exchange `accounts`
+        unless None (then every account's).
 
         One call reads at most `scan_cap` index entries (and the orders they name): when it
         has read that many before finding `limit` matches, it returns the matches it has (a
         short or even empty page) with a `next_page_token` that continues after the last entry
         read. `page_token` continues a previous call exactly (keyset: after its (created_at,
         order_id), ties on one millisecond included); only an empty `next_page_token` means
-        the end. Raises InvalidOrder for a token this method did not return.
+        the end. The account filter applies to the orders read, so the cap and the token count
+        every entry read, whatever its account. Raises InvalidOrder for a token this method
+        did not return.
         """
         # An owner's own index keeps a client with few orders from scanning everyone's.
         index = self._index_key(symbol) if owner is None else self._owner_index_key(owner)
@@ -247,6 +251,8 @@ class OrderQueries:
                 if wanted and order.state not in wanted:
                     continue
                 if owner is not None and (order.owner != owner or (symbol and order.symbol != symbol)):
+                    continue
+                if accounts is not None and order.account not in accounts:
                     continue
                 found.append(order)
                 if len(found) == limit:

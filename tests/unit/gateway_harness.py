@@ -9,6 +9,7 @@ from typing import Any
 import fakeredis
 import grpc
 
+from order_execution.gateway.accounts import TradingAccounts
 from order_execution.gateway.admission import Admission
 from order_execution.gateway.auth import Authenticator
 from order_execution.gateway.handlers import Intake
@@ -20,7 +21,7 @@ from order_execution.gateway.tls import add_port
 from order_execution.gateway.updates import UpdateHub
 from order_execution.gateway.validation import check_create_text
 from order_execution.launcher.processes import free_port
-from order_execution.orders.model import Order
+from order_execution.orders.model import DEFAULT_ACCOUNT, Order
 from order_execution.orders.replicas import NO_REPLICA_ACKS, ReplicaAcks
 from order_execution.orders.rules import SymbolRules
 from order_execution.orders.rules_store import RulesStore
@@ -77,13 +78,15 @@ async def serving_gateway(
     tls: TlsSettings | None = None,
     namespace: str = "oe",
     replica_acks: ReplicaAcks = NO_REPLICA_ACKS,
+    accounts: tuple[str, ...] = (DEFAULT_ACCOUNT,),
 ) -> AsyncIterator[str]:
     """Serve the gateway's servicer on 127.0.0.1 and yield its address.
 
     Orders go to `orders_redis`; BTCUSDT and ETHUSDT rules are loaded and both may be
     traded. `auth` None: authentication off (as `auth.enabled: false`); `tls` None: plaintext;
     `namespace` prefixes the order store's keys; `replica_acks` is `redis.min_replica_acks`
-    and its timeout (the primary alone by default).
+    and its timeout (the primary alone by default); `accounts` are the exchange accounts
+    configured (settings `accounts`), the first the default.
     """
     rules_store = RulesStore(rules_redis)
     await rules_store.save([BTC_RULES, ETH_RULES])
@@ -92,7 +95,13 @@ async def serving_gateway(
     store = OrderStore(orders_redis, namespace=namespace, replica_acks=replica_acks)
     hub = UpdateHub(store.outbox, replicas=store.replica_probe("gateway-tail"))
     await hub.start(wait_s=0.2)
-    intake = Intake(store, rules, RiskSettings(allowed_symbols=["BTCUSDT", "ETHUSDT"]), admission=admission)
+    intake = Intake(
+        store,
+        rules,
+        RiskSettings(allowed_symbols=["BTCUSDT", "ETHUSDT"]),
+        admission=admission,
+        accounts=TradingAccounts(accounts),
+    )
     server = grpc.aio.server()
     authenticator = Authenticator(auth) if auth is not None else None
     order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(intake, hub, authenticator), server)

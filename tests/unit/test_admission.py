@@ -22,10 +22,10 @@ import order_execution.gateway.admission as gateway_admission
 from order_execution.exchange.breakers import Breakers, Group
 from order_execution.exchange.errors import ExchangeUnavailable
 from order_execution.exchange.rate_budget import Cost, Priority, RateBudget
-from order_execution.gateway.admission import Admission
+from order_execution.gateway.admission import AccountGate, Admission
 from order_execution.orders import fsm
 from order_execution.orders.errors import ExchangeNotAccepting, Overloaded
-from order_execution.orders.model import OrderState, now_ms
+from order_execution.orders.model import DEFAULT_ACCOUNT, OrderState, now_ms
 from order_execution.orders.store import OrderStore
 from order_execution.proto import order_pb2 as pb
 from order_execution.proto import order_pb2_grpc
@@ -72,8 +72,7 @@ class Setup:
             store=self.store(),
             settings=AdmissionSettings(**settings),
             max_order_age_ms=MAX_ORDER_AGE_MS,
-            budget=self.budget(),
-            breaker_namespace="oe",
+            accounts={DEFAULT_ACCOUNT: AccountGate(self.budget(), "oe")},
             breaker_settings=BREAKER_SETTINGS,
         )
 
@@ -238,8 +237,7 @@ async def running(setup: Setup) -> AsyncIterator[Gateway]:
         store=OrderStore(redis),
         settings=AdmissionSettings(),
         max_order_age_ms=MAX_ORDER_AGE_MS,
-        budget=setup.budget(),
-        breaker_namespace="oe",
+        accounts={DEFAULT_ACCOUNT: AccountGate(setup.budget(), "oe")},
         breaker_settings=BREAKER_SETTINGS,
     )
     async with running_gateway(redis, redis, admission=admission) as stub:

@@ -27,9 +27,7 @@ from tests.unit.gateway_harness import serving_gateway
 
 
 def admission(client: fakeredis.FakeAsyncRedis, **settings: Any) -> Admission:
-    return Admission(
-        store=OrderStore(client), settings=AdmissionSettings(**settings), max_order_age_ms=5000, budget=None
-    )
+    return Admission(store=OrderStore(client), settings=AdmissionSettings(**settings), max_order_age_ms=5000)
 
 
 @pytest.fixture

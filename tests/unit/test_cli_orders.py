@@ -1,4 +1,5 @@
-"""`order-execution order ...`: arguments, the gateway address, and what a trader reads."""
+"""`order-execution order ...` (and `account ...`): arguments, the gateway address, and what a
+trader reads."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import argparse
 import json
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from order_execution.cli.client import gateway_target
+from order_execution.cli.account import add_account_commands
+from order_execution.cli.client import _COMMANDS, gateway_target
 from order_execution.cli.order_args import add_order_commands
 from order_execution.cli.order_format import order_json, order_line, order_text, update_json
 from order_execution.cli.times import format_ms, parse_time
@@ -128,3 +131,82 @@ def test_json_is_plain_and_complete() -> None:
 def test_watch_line_shows_every_state() -> None:
     order = pb.Order(order_id="o2", symbol="BTCUSDT", side=pb.BUY, quantity="0.002", state=pb.SUBMITTING)
     assert "SUBMITTING" in order_line(order, update_type="SUBMITTING")
+
+
+class RecordingStub:
+    """OrderService answering every call with an empty success, recording each request."""
+
+    def __init__(self) -> None:
+        self.requests: dict[str, Any] = {}
+
+    def CreateOrder(self, request: pb.CreateOrderRequest, timeout: float) -> pb.CreateOrderResponse:
+        self.requests["create"] = request
+        return pb.CreateOrderResponse(order=pb.Order(account=request.account))
+
+    def CreateOrders(self, request: pb.CreateOrdersRequest, timeout: float) -> pb.CreateOrdersResponse:
+        self.requests["batch"] = request
+        return pb.CreateOrdersResponse()
+
+    def ListOrders(self, request: pb.ListOrdersRequest, timeout: float) -> pb.ListOrdersResponse:
+        self.requests["list"] = request
+        return pb.ListOrdersResponse()
+
+    def CancelAllOrders(
+        self, request: pb.CancelAllOrdersRequest, timeout: float
+    ) -> pb.CancelAllOrdersResponse:
+        self.requests["cancel-all"] = request
+        return pb.CancelAllOrdersResponse()
+
+    def StreamOrderUpdates(self, request: pb.StreamOrderUpdatesRequest, timeout: float | None) -> Any:
+        self.requests["watch"] = request
+        return _EmptyStream()
+
+
+class _EmptyStream:
+    """A stream the gateway ended at once, with no resume token."""
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+    def cancel(self) -> None: ...
+
+    def trailing_metadata(self) -> tuple[()]:
+        return ()
+
+
+def test_account_is_sent_by_every_command_that_takes_one(tmp_path: Path) -> None:
+    batch_file = tmp_path / "orders.jsonl"
+    batch_file.write_text('{"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.001"}\n')
+    stub = RecordingStub()
+    for argv in (
+        ("create", "BTCUSDT", "BUY", "0.001"),
+        ("batch", str(batch_file)),
+        ("list",),
+        ("watch",),
+        ("cancel-all", "BTCUSDT"),
+    ):
+        for account in ("", "hedge"):
+            args = parse(*argv, *(("--account", account) if account else ()))
+            _COMMANDS[args.order_command](stub, args)  # type: ignore[arg-type]
+            assert stub.requests[args.order_command].account == account, argv
+
+
+def test_order_text_names_the_account_unless_it_is_default() -> None:
+    hedged = filled_market_order()
+    hedged.account = "hedge"
+    assert "account        hedge" in order_text(hedged)
+    assert "[hedge]" in order_line(hedged)
+    assert order_json(hedged)["account"] == "hedge"
+    for account in ("default", ""):  # "": a gateway from before accounts
+        plain = filled_market_order()
+        plain.account = account
+        assert "account" not in order_text(plain) and "[" not in order_line(plain)
+        assert order_json(plain)["account"] == "default"
+
+
+def test_account_commands_take_an_account() -> None:
+    parser = argparse.ArgumentParser(prog="order-execution account")
+    add_account_commands(parser)
+    for argv in (("show",), ("leverage", "BTCUSDT", "5"), ("margin-type", "BTCUSDT", "ISOLATED")):
+        assert parser.parse_args([*argv, "--account", "hedge"]).account == "hedge"
+        assert parser.parse_args(list(argv)).account == ""

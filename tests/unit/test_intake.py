@@ -46,7 +46,7 @@ class RecordingAdmission(Admission):
     """Admission that records each client-rate charge as (client, "write" or "read")."""
 
     def __init__(self, store: OrderStore) -> None:
-        super().__init__(store=store, settings=AdmissionSettings(), max_order_age_ms=5000, budget=None)
+        super().__init__(store=store, settings=AdmissionSettings(), max_order_age_ms=5000)
         self.charges: list[tuple[str, str]] = []
 
     def check_client(
