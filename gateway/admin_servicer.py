@@ -49,7 +49,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     """The AdminService methods; `auth` None means authentication is off (tests, local runs).
 
     `clients` are the configured API clients (`auth.clients`), for the accounts each admin may
-    act on; an admin not among them (or with authentication off) may act on every account.
+    act on; an admin not among them, or any caller with authentication off, may act on every
+    account.
     """
 
     def __init__(
@@ -63,7 +64,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self._gate = gate
         self._intake = intake
         self._auth = auth
-        self._clients = {client.name: client for client in clients}
+        # With authentication off every caller is "anonymous" and may act on every account.
+        self._clients = {client.name: client for client in clients} if auth is not None else {}
 
     async def _admin(self, context: Context) -> str:
         """The calling admin's name ("anonymous" with auth off); see `Authenticator.authenticate_admin`."""

@@ -416,3 +416,15 @@ async def test_health_names_every_switch_that_is_not_active(fake_redis: fakeredi
         and "b's key leaked, cancel of its open orders pending" in message
     )
     assert "account a" not in message
+
+
+async def test_an_accounts_audit_is_found_behind_many_changes_of_another(
+    fake_redis: fakeredis.FakeAsyncRedis,
+) -> None:
+    a, b = RiskState(fake_redis, account="a"), RiskState(fake_redis, account="b")
+    await a.set_mode(TradingMode.HALTED, actor="ops", reason="old")
+    for n in range(450):  # more than a page of b's changes since
+        await b.set_mode(TradingMode.REDUCING if n % 2 else TradingMode.ACTIVE, actor="bot", reason=str(n))
+    assert [(e.action, e.account) for e in await a.audit(5)] == [("mode HALTED", "a")]
+    newest = await b.audit_of(3)
+    assert [e.reason for e in newest] == ["449", "448", "447"]
