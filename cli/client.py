@@ -102,7 +102,9 @@ def explain_admin_error(exc: grpc.RpcError, target: str, *, unavailable: str = "
     `unavailable` is what else to check when the gateway answers UNAVAILABLE.
     """
     hint = ""
-    if exc.code() is grpc.StatusCode.PERMISSION_DENIED:
+    if exc.code() is grpc.StatusCode.PERMISSION_DENIED and (exc.details() or "").startswith("account:"):
+        hint = "\n  the account must be one of this client's auth.clients[].accounts (empty = every account)"
+    elif exc.code() is grpc.StatusCode.PERMISSION_DENIED:
         hint = "\n  the API key (client.api_key) must belong to an auth.clients entry with admin: true"
     elif exc.code() is grpc.StatusCode.UNAVAILABLE:
         hint = f"\n  is a gateway running at {target}{unavailable}? (--target HOST:PORT)"

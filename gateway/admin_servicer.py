@@ -1,27 +1,36 @@
-"""AdminService over gRPC: risk limits and the kill switch (proto/admin.proto).
+"""AdminService over gRPC: risk limits and the kill switches (proto/admin.proto).
 
 Every method first identifies its caller; with authentication on, only a client with
 `auth.clients[].admin: true` may call, every other key answers PERMISSION_DENIED.
 The audit trail records the caller's name ("anonymous" with authentication off).
+
+Limits are per exchange account: a request naming no account is for the admin client's
+`default_account` (else its first account, else the first account configured). Kill
+switches are per account too, plus one for every account (a request naming no account);
+an account trades under the stricter of its own and that one. An account not configured
+answers INVALID_ARGUMENT naming `account`; an admin client whose `auth.clients[].accounts`
+leaves the account out answers PERMISSION_DENIED naming it, and such a client may read the
+switch for every account but not set it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from typing import Any
 
-from order_execution.gateway.auth import Authenticator
+from order_execution.gateway.auth import Authenticator, PermissionDenied
 from order_execution.gateway.handlers import Intake
 from order_execution.gateway.risk import RiskGate
 from order_execution.gateway.status_mapping import Context, answer
 from order_execution.gateway.validation import check_length, parse_request_decimal
 from order_execution.orders.errors import InvalidOrder
 from order_execution.orders.model import decimal_str
-from order_execution.orders.risk_state import ModeStatus, TradingMode
+from order_execution.orders.risk_state import AuditEntry, ModeStatus, TradingMode
 from order_execution.proto import admin_pb2 as apb
 from order_execution.proto import admin_pb2_grpc
-from order_execution.runtime.settings import RiskSettings
+from order_execution.runtime.settings import ApiClientSettings, RiskSettings
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +46,26 @@ LIMIT_FIELDS = tuple(apb.RiskLimits.DESCRIPTOR.fields_by_name)
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
-    """The AdminService methods; `auth` None means authentication is off (tests, local runs)."""
+    """The AdminService methods; `auth` None means authentication is off (tests, local runs).
 
-    def __init__(self, gate: RiskGate, intake: Intake, auth: Authenticator | None = None) -> None:
+    `clients` are the configured API clients (`auth.clients`), for the accounts each admin may
+    act on; an admin not among them, or any caller with authentication off, may act on every
+    account.
+    """
+
+    def __init__(
+        self,
+        gate: RiskGate,
+        intake: Intake,
+        auth: Authenticator | None = None,
+        *,
+        clients: Sequence[ApiClientSettings] = (),
+    ) -> None:
         self._gate = gate
         self._intake = intake
         self._auth = auth
+        # With authentication off every caller is "anonymous" and may act on every account.
+        self._clients = {client.name: client for client in clients} if auth is not None else {}
 
     async def _admin(self, context: Context) -> str:
         """The calling admin's name ("anonymous" with auth off); see `Authenticator.authenticate_admin`."""
@@ -50,23 +73,67 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             return "anonymous"
         return await self._auth.authenticate_admin(context.invocation_metadata(), peer=context.peer())
 
+    def _account(self, actor: str, requested: str) -> str:
+        """The account a request naming `requested` is for (empty: the admin's default, see the
+        module docstring); raises InvalidOrder (unknown) or PermissionDenied (not the admin's)."""
+        client = self._clients.get(actor)
+        account = requested or (client.default_account if client else "")
+        account = account or (client.accounts[0] if client and client.accounts else self._gate.accounts[0])
+        self._gate.state_for(account)  # InvalidOrder naming `account` unless served here
+        if client is not None and not client.may_trade(account):
+            raise PermissionDenied(
+                f"account: client {actor} may not act on account {account!r} "
+                f"(its accounts: {', '.join(client.accounts)})"
+            )
+        return account
+
+    def _switch(self, actor: str, requested: str, *, setting: bool) -> str | None:
+        """The account whose switch a request names, or None for the switch for every account
+        (empty); an admin limited to some accounts may read that one but not set it."""
+        if requested:
+            return self._account(actor, requested)
+        client = self._clients.get(actor)
+        if setting and client is not None and client.accounts:
+            raise PermissionDenied(
+                f"account: client {actor} is limited to accounts {', '.join(client.accounts)} and may "
+                "not set the kill switch for every account; name one of its accounts"
+            )
+        return None
+
+    def _visible(self, actor: str, account: str | None) -> Sequence[str] | None:
+        """The accounts whose audit entries a status of `account`'s switch shows (None: all)."""
+        if account is not None:
+            return [account]
+        client = self._clients.get(actor)
+        return client.accounts if client is not None and client.accounts else None
+
     async def GetRiskLimits(self, request: apb.GetRiskLimitsRequest, context: Context) -> apb.RiskLimits:
         async def get() -> RiskSettings:
-            await self._admin(context)
-            return await self._gate.state.limits(self._gate.defaults)
+            actor = await self._admin(context)
+            account = self._account(actor, request.account)
+            return await self._gate.state_for(account).limits(self._gate.defaults)
 
         return limits_to_pb(await answer(context, get))
 
     async def SetRiskLimits(self, request: apb.SetRiskLimitsRequest, context: Context) -> apb.RiskLimits:
         async def set_limits() -> RiskSettings:
             actor = await self._admin(context)
+            account = self._account(actor, request.account)
             check_length("reason", request.reason, _MAX_REASON_CHARS)
             changes = limits_from_pb(request.limits, list(request.fields))
             try:
-                limits = await self._gate.set_limits(changes, actor=actor, reason=request.reason)
+                limits = await self._gate.set_limits(
+                    changes, actor=actor, reason=request.reason, account=account
+                )
             except ValueError as exc:
                 raise InvalidOrder("limits", _first_error(exc)) from exc
-            log.warning("risk limits changed by %s (%s): %s", actor, request.reason or "no reason", changes)
+            log.warning(
+                "risk limits of account %s changed by %s (%s): %s",
+                account,
+                actor,
+                request.reason or "no reason",
+                changes,
+            )
             return limits
 
         return limits_to_pb(await answer(context, set_limits))
@@ -75,8 +142,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self, request: apb.GetTradingModeRequest, context: Context
     ) -> apb.TradingModeStatus:
         async def get() -> apb.TradingModeStatus:
-            await self._admin(context)
-            return await self._status(await self._gate.state.mode(), request.audit_limit)
+            actor = await self._admin(context)
+            account = self._switch(actor, request.account, setting=False)
+            status = await self._gate.switch(account).mode()
+            return await self._status(status, request.audit_limit, self._visible(actor, account))
 
         return await answer(context, get)
 
@@ -85,6 +154,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     ) -> apb.TradingModeStatus:
         async def set_mode() -> apb.TradingModeStatus:
             actor = await self._admin(context)
+            account = self._switch(actor, request.account, setting=True)
             if request.mode not in _MODE_FROM_PB:
                 raise InvalidOrder("mode", f"is required (ACTIVE, REDUCING or HALTED), got {request.mode}")
             check_length("reason", request.reason, _MAX_REASON_CHARS)
@@ -94,24 +164,36 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             # The cancel of the open orders is recorded with the mode, before the walk: if this
             # gateway dies midway, the leading listener finishes it (service_layer.kill_switch).
             status = await self._gate.set_mode(
-                mode, actor=actor, reason=request.reason, cancel_open=request.cancel_open
+                mode, actor=actor, reason=request.reason, account=account, cancel_open=request.cancel_open
             )
-            log.warning("trading mode set to %s by %s (%s)", mode, actor, request.reason or "no reason")
+            log.warning(
+                "trading mode of %s set to %s by %s (%s)",
+                status.scope,
+                mode,
+                actor,
+                request.reason or "no reason",
+            )
             canceled = 0
             if status.cancel_open is not None:
-                canceled = await self._intake.cancel_open()
-                await self._gate.state.finish_cancel_open(status.cancel_open, actor=actor, canceled=canceled)
-                log.warning("kill switch: %d open orders canceled or being canceled", canceled)
+                canceled = await self._intake.cancel_open(account)
+                await self._gate.switch(account).finish_cancel_open(
+                    status.cancel_open, actor=actor, canceled=canceled
+                )
+                log.warning(
+                    "kill switch of %s: %d open orders canceled or being canceled", status.scope, canceled
+                )
                 status = dataclasses.replace(status, cancel_open=None)  # done: no longer pending
-            reply = await self._status(status, 0)
+            reply = await self._status(status, 0, self._visible(actor, account))
             reply.canceled_orders = canceled
             return reply
 
         return await answer(context, set_mode)
 
-    async def _status(self, status: ModeStatus, audit_limit: int) -> apb.TradingModeStatus:
+    async def _status(
+        self, status: ModeStatus, audit_limit: int, accounts: Sequence[str] | None
+    ) -> apb.TradingModeStatus:
         limit = min(audit_limit or 20, _MAX_AUDIT)
-        audit = await self._gate.state.audit(limit)
+        audit = await self._gate.state.audit_of(limit, accounts=accounts)
         pending = status.cancel_open
         return apb.TradingModeStatus(
             mode=_MODE_TO_PB[status.mode],
@@ -120,17 +202,26 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             set_at=status.set_at,
             cancel_open_pending_since=pending.requested_at if pending else 0,
             cancel_open_requested_by=pending.requested_by if pending else "",
+            account=status.account or "",
             audit=[
                 apb.AuditEntry(
                     time=e.time,
                     actor=e.actor,
-                    action=e.action,
+                    action=self._action(e, status.account),
                     reason=e.reason,
                     canceled_orders=e.canceled_orders,
                 )
                 for e in audit
             ],
         )
+
+    def _action(self, entry: AuditEntry, shown: str | None) -> str:
+        """An audit entry's action, naming whose it is when the trail mixes switches: with more than
+        one account, an entry of another switch than the one `shown` (None: every account's)."""
+        if entry.account == shown or len(self._gate.accounts) == 1:
+            return entry.action
+        whose = "every account" if entry.account is None else f"account {entry.account}"
+        return f"{entry.action} ({whose})"
 
 
 def limits_to_pb(limits: RiskSettings) -> apb.RiskLimits:

@@ -182,14 +182,15 @@ class Intake:
             self._admit(requester, route.charge)
         return cast(R, await route.run(command, requester))
 
-    async def cancel_open(self) -> int:
-        """Cancel every open order of every client, through the same path as CancelOrder.
+    async def cancel_open(self, account: str | None = None) -> int:
+        """Cancel every open order of every client on `account` (None: on every account), through
+        the same path as CancelOrder.
 
         For the kill switch (HALTED with cancel-open; see `service_layer.kill_switch`): orders still
         NEW are canceled locally, the others get a cancel queued for the exchange. Returns how
         many orders changed; one that ended meanwhile is skipped. Not charged to any client.
         """
-        return await cancel_open_orders(self.store, cancel_order_push)
+        return await cancel_open_orders(self.store, cancel_order_push, account)
 
     def _admit(self, requester: Requester, charge: Charge) -> None:
         """Charge the call to its client's request rate; raises Overloaded (limit client_rate)."""

@@ -27,7 +27,7 @@ from order_execution.exchange.rate_budget import RateBudget
 from order_execution.gateway.cluster_gauges import live_workers
 from order_execution.gateway.rules_cache import RulesCache
 from order_execution.orders.listener_status import ListenerStatus
-from order_execution.orders.risk_state import RiskState, TradingMode
+from order_execution.orders.risk_state import ModeStatus, RiskState, TradingMode
 from order_execution.orders.store import OrderStore
 from order_execution.runtime.addresses import nats_host_port, nats_servers
 from order_execution.runtime.settings import Settings
@@ -188,22 +188,19 @@ class HealthChecks:
         raise LookupError("waiting for the listener's first mark prices (premiumIndex)")
 
     async def _trading(self) -> str:
-        """The kill switch: healthy while ACTIVE; REDUCING and HALTED report who set it and why."""
+        """The kill switches: healthy while every one is ACTIVE; each switch that is REDUCING or
+        HALTED (the one for every account, an account's own) reports who set it and why."""
         if self.risk is None:
             return "ACTIVE (no kill switch wired)"
-        status = await self.risk.mode()
-        if status.mode is TradingMode.ACTIVE:
+        switches = await self.risk.switches(self.settings.account_names)
+        not_active = [
+            s
+            for s in (switches.every_account, *switches.accounts.values())
+            if s.mode is not TradingMode.ACTIVE
+        ]
+        if not not_active:
             return "ACTIVE"
-        pending = status.cancel_open
-        raise PermissionError(
-            f"{status.mode.value}: set by {status.set_by or '?'} at {status.set_at} (Unix ms)"
-            f"{': ' + status.reason if status.reason else ''}"
-            + (
-                f"; cancel of every open order pending since {pending.requested_at} (Unix ms)"
-                if pending is not None
-                else ""
-            )
-        )
+        raise PermissionError("; ".join(_switch_set(status) for status in not_active))
 
     async def _ping_exchange(self) -> str:
         """GET /fapi/v1/ping (weight 1, unsigned), outside the order path's budget and breakers."""
@@ -259,3 +256,17 @@ async def _greet(url: str, timeout_s: float) -> tuple[str, str]:
     except OSError as exc:
         return where, exc.strerror or type(exc).__name__
     return where, "" if greeting.startswith(b"INFO") else "not a NATS server"
+
+
+def _switch_set(status: ModeStatus) -> str:
+    """A switch that is not ACTIVE, for the `trading` check: whose, who set it, when, why."""
+    pending = status.cancel_open
+    return (
+        f"{status.mode.value} ({status.scope}): set by {status.set_by or '?'} at {status.set_at} (Unix ms)"
+        f"{': ' + status.reason if status.reason else ''}"
+        + (
+            f", cancel of its open orders pending since {pending.requested_at} (Unix ms)"
+            if pending is not None
+            else ""
+        )
+    )

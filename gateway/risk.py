@@ -1,9 +1,12 @@
 """Pre-trade risk at the gateway: the limits in force, mark prices, and the checks that need no count.
 
-The limits are the settings' `risk` section overlaid with what AdminService stored in
-Redis (`orders.risk_state`); every replica reloads them, the mark prices and the
-trading mode every `refresh_s` (0.25 s), and the replica that changes a limit uses it
-at once. Checks here need only the order and a mark price:
+Each exchange account has its own limits (the settings' `risk` section is every account's
+default, overlaid with what AdminService stored in Redis for that account;
+`orders.risk_state`) and its own kill switch, under the switch for every account. Every
+replica reloads every account's limits and switch, the switch for every account and the mark
+prices (the venue's, shared by every account) every `refresh_s` (0.25 s), and the replica that
+changes a limit or a switch uses it at once. Checks here need only the order, its account's
+limits and a mark price:
 * max order notional, MARKET orders priced at the mark price (refused when the mark
   price is older than `risk.mark_price_max_age_ms`: an unpriced MARKET order is not
   passed), and so is a trailing stop without an activation price;
@@ -12,8 +15,8 @@ at once. Checks here need only the order and a mark price:
   mark x multiplierDown), LIMIT orders, when a fresh mark price is known (otherwise the
   exchange still applies it).
 The counting limits (open orders, orders per day, position with open orders) and the
-trading mode are checked in the order store's create step (`RiskCheck`), atomically
-across replicas.
+trading mode (the stricter of the account's switch and every account's) are checked in the
+order store's create step (`RiskCheck`), atomically across replicas, whatever this cache holds.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from decimal import Decimal, localcontext
 from typing import Any
 
 from order_execution.orders import metrics
-from order_execution.orders.errors import RiskLimitExceeded
+from order_execution.orders.errors import InvalidOrder, RiskLimitExceeded
 from order_execution.orders.exact import EXACT_DIGITS, exactly, product
 from order_execution.orders.model import Order, OrderType, Side, decimal_str, now_ms
 from order_execution.orders.risk_state import (
@@ -35,9 +39,11 @@ from order_execution.orders.risk_state import (
     ModeStatus,
     RiskCheck,
     RiskState,
+    Switches,
     TradingMode,
 )
 from order_execution.orders.rules import SymbolRules
+from order_execution.orders.trading_switch import TradingSwitch
 from order_execution.runtime.settings import RiskSettings
 
 log = logging.getLogger(__name__)
@@ -46,24 +52,74 @@ _HUNDRED = Decimal(100)
 
 
 class RiskGate:
-    """The gateway's risk limits and mark prices, cached; see the module docstring."""
+    """Every account's risk limits and kill switch, and the mark prices, cached; see the module docstring.
 
-    def __init__(self, state: RiskState, defaults: RiskSettings, *, refresh_s: float = 0.25) -> None:
-        self.state = state
+    `state` is any account's risk state (its connection and namespace are used); `accounts`
+    are the accounts served here, the first being the one a request naming none is for
+    (default: `state`'s account alone).
+    """
+
+    def __init__(
+        self,
+        state: RiskState,
+        defaults: RiskSettings,
+        *,
+        accounts: Sequence[str] = (),
+        refresh_s: float = 0.25,
+    ) -> None:
+        self.accounts: tuple[str, ...] = tuple(accounts) or (state.account,)
+        self.states = {account: state.for_account(account) for account in self.accounts}
+        self.state = self.states[self.accounts[0]]
         self.defaults = defaults
-        self.limits = defaults
-        self.mode = ModeStatus(TradingMode.ACTIVE)
+        self._limits = dict.fromkeys(self.accounts, defaults)
+        self.switches = Switches(
+            ModeStatus(TradingMode.ACTIVE, account=None),
+            {account: ModeStatus(TradingMode.ACTIVE, account=account) for account in self.accounts},
+        )
         self._marks: dict[str, MarkPrice] = {}
         self._refresh_s = refresh_s
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
+    @property
+    def limits(self) -> RiskSettings:
+        """The first account's limits in force (a request naming no account is for it)."""
+        return self._limits[self.accounts[0]]
+
+    @property
+    def mode(self) -> ModeStatus:
+        """The first account's effective switch (`mode_for`)."""
+        return self.mode_for(self.accounts[0])
+
+    def state_for(self, account: str) -> RiskState:
+        """`account`'s risk state; raises InvalidOrder naming `account` if it is not served here."""
+        state = self.states.get(account)
+        if state is None:
+            raise InvalidOrder(
+                "account", f"{account[:40]!r} is not a configured account ({', '.join(self.accounts)})"
+            )
+        return state
+
+    def limits_for(self, account: str) -> RiskSettings:
+        """`account`'s limits in force; raises InvalidOrder naming an unknown `account`."""
+        return self._limits[self.state_for(account).account]
+
+    def mode_for(self, account: str) -> ModeStatus:
+        """The switch `account` trades under (the stricter of its own and every account's), as
+        last read; raises InvalidOrder naming an unknown `account`."""
+        return self.switches.effective(self.state_for(account).account)
+
+    def switch(self, account: str | None) -> TradingSwitch:
+        """`account`'s own kill switch, or the switch for every account (None); raises
+        InvalidOrder naming an unknown `account`."""
+        return self.state.every_account if account is None else self.state_for(account).switch
+
     async def load(self) -> None:
-        """Reload limits, mark prices and trading mode from Redis."""
-        self.limits = await self.state.limits(self.defaults)
+        """Reload every account's limits and switch, every account's switch and the mark prices."""
+        self._limits = await self.state.limits_of(self.accounts, self.defaults)
         self._marks = await self.state.marks()
-        self.mode = await self.state.mode()
-        metrics.TRADING_MODE.set(MODE_VALUES[self.mode.mode])
+        self.switches = await self.state.switches(self.accounts)
+        self._publish_mode()
 
     def start(self) -> None:
         """Reload every `refresh_s` in the background until `stop`."""
@@ -79,26 +135,51 @@ class RiskGate:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def set_limits(self, changes: dict[str, Any], *, actor: str, reason: str) -> RiskSettings:
-        """Store changed limits for every replica and use them here at once; raises ValueError."""
-        self.limits = await self.state.set_limits(self.defaults, changes, actor=actor, reason=reason)
-        return self.limits
+    async def set_limits(
+        self, changes: dict[str, Any], *, actor: str, reason: str, account: str
+    ) -> RiskSettings:
+        """Store `account`'s changed limits for every replica and use them here at once; raises
+        ValueError for a bad change, InvalidOrder for an unknown account."""
+        limits = await self.state_for(account).set_limits(self.defaults, changes, actor=actor, reason=reason)
+        self._limits[account] = limits
+        return limits
 
     async def set_mode(
-        self, mode: TradingMode, *, actor: str, reason: str, cancel_open: bool = False
+        self,
+        mode: TradingMode,
+        *,
+        actor: str,
+        reason: str,
+        account: str | None,
+        cancel_open: bool = False,
     ) -> ModeStatus:
-        """Set the kill switch for every replica (the store's create step reads it at once);
-        `cancel_open` records a pending cancel of every open order with it (`RiskState.set_mode`)."""
-        self.mode = await self.state.set_mode(mode, actor=actor, reason=reason, cancel_open=cancel_open)
-        metrics.TRADING_MODE.set(MODE_VALUES[mode])
-        return self.mode
+        """Set `account`'s kill switch, or the switch for every account (None), for every replica
+        (the store's create step reads it at once); `cancel_open` records a pending cancel of
+        the open orders it covers with it (`TradingSwitch.set_mode`). Raises InvalidOrder
+        naming an unknown `account`."""
+        status = await self.switch(account).set_mode(
+            mode, actor=actor, reason=reason, cancel_open=cancel_open
+        )
+        if account is None:
+            self.switches = Switches(status, self.switches.accounts)
+        else:
+            self.switches = Switches(self.switches.every_account, {**self.switches.accounts, account: status})
+        self._publish_mode()
+        return status
+
+    def _publish_mode(self) -> None:
+        """The gauge shows the strictest mode any account trades under."""
+        strictest = max(MODE_VALUES[self.switches.effective(a).mode] for a in self.accounts)
+        metrics.TRADING_MODE.set(strictest)
 
     async def check(self, order: Order, rules: SymbolRules) -> RiskCheck:
-        """Apply the checks that need no count; return what the store's create step must count.
+        """Apply the checks that need no count against the limits of the order's account; return
+        what the store's create step must count.
 
-        Raises RiskLimitExceeded naming the limit, the value and the allowance.
+        Raises RiskLimitExceeded naming the limit, the value and the allowance; InvalidOrder
+        naming `account` for an account not served here.
         """
-        limits = self.limits
+        limits = self.limits_for(order.account)
         if order.type is OrderType.LIMIT:
             if order.price is not None:  # its notional is checked with the request (validation)
                 await self._check_limit_price(order, order.price, rules, limits)

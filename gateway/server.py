@@ -133,8 +133,12 @@ async def _serve(settings: Settings, stop: asyncio.Event, cleanup: _Cleanup) -> 
         accounts=gates,
         breaker_settings=settings.circuit_breaker,
     )
-    risk_gate = RiskGate(RiskState(redis_client, namespace=settings.redis.namespace), settings.risk)
-    risk_gate.start()  # limits, mark prices and the kill switch, reloaded every 0.25 s
+    risk_gate = RiskGate(
+        RiskState(redis_client, namespace=settings.redis.namespace),
+        settings.risk,
+        accounts=settings.account_names,
+    )
+    risk_gate.start()  # every account's limits and kill switch, and mark prices, reloaded every 0.25 s
     cleanup.add(risk_gate.stop)
     intake = Intake(
         store=store,
@@ -152,7 +156,8 @@ async def _serve(settings: Settings, stop: asyncio.Event, cleanup: _Cleanup) -> 
         OrderServicer(intake, hub, auth if auth.enabled else None), server
     )
     admin_pb2_grpc.add_AdminServiceServicer_to_server(
-        AdminServicer(risk_gate, intake, auth if auth.enabled else None), server
+        AdminServicer(risk_gate, intake, auth if auth.enabled else None, clients=settings.auth.clients),
+        server,
     )
     # AccountService calls the exchange through the account's shared budget and breakers.
     account = AccountServicer.from_settings(settings, redis_client, auth if auth.enabled else None)

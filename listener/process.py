@@ -236,13 +236,15 @@ class Listener:
                 log.warning("reconcile sweep failed (%r); next one in %.1f s", exc, interval)
 
     async def finish_cancel_open(self) -> None:
-        """Complete a kill switch's cancel of every open order that its gateway left pending."""
+        """Complete a kill switch's cancel of the open orders that its gateway left pending: the
+        switch for every account's and each account's own."""
         await finish_overdue_cancel_open(
             self.risk_state,
             self.store,
             cancel_order_push,
             grace_ms=self.settings.risk.cancel_open_grace_ms,
             actor=f"listener {self.holder_id}",
+            accounts=self.settings.account_names,
         )
 
     async def _sync_clock(self) -> None:

@@ -1,7 +1,17 @@
 """How the risk state is laid out in Redis: its keys, and quantities as integers of 1e-8.
 
-Every key lives under `{namespace}:risk:` (what each holds: `orders.risk_state`). The
-counting that gates a create (`reserved`, `open_qty`, `orders:<UTC day>`) is done by the
+An account's own keys live under `<account prefix>:risk:` (`orders.account_keys`: the account
+`default` keeps `{namespace}:risk:`, another account `{namespace}:@<account>:risk:`): its
+limits, its kill switch (`mode`, `cancel_open`), its position and its counting. A few keys
+are one per namespace, under `{namespace}:risk:`, whatever the account:
+* `marks` — mark prices are the venue's, the same for every account;
+* `audit` — one trail of every change (each entry names its account), so the order of
+  changes across accounts and the switch for every account reads as it happened;
+* `all:mode`, `all:cancel_open` — the kill switch for every account. An account's
+  effective mode is the stricter of its own and this one (HALTED > REDUCING > ACTIVE).
+What each key holds: `orders.risk_state` and `orders.trading_switch`.
+
+The counting that gates a create (`reserved`, `open_qty`, `orders:<UTC day>`) is done by the
 order store's Lua (`orders.store_scripts`) in integer units of 1e-8 of the base asset, so
 Redis never rounds; the keys and the units are named here so the store, the risk state and
 every reader agree.
@@ -46,22 +56,27 @@ def utc_day(ms: int) -> str:
 
 
 class RiskKeys:
-    """The Redis keys of the risk state of one account in one namespace.
+    """The Redis keys of the risk state of one account in one namespace, and the shared ones.
 
-    Under `orders.account_keys.account_prefix`: `{namespace}:risk:...` for the account `default`.
+    The account's own under `orders.account_keys.account_prefix` (`{namespace}:risk:...` for
+    the account `default`); `marks`, `audit` and the switch for every account (`all_mode`,
+    `all_cancel_open`) under `{namespace}:risk:` for every account (see the module docstring).
     """
 
     def __init__(self, namespace: str, account: str = DEFAULT_ACCOUNT) -> None:
-        prefix = f"{account_prefix(namespace, account)}:risk"
+        self._prefix = prefix = f"{account_prefix(namespace, account)}:risk"
         self.limits = f"{prefix}:limits"
         self.mode = f"{prefix}:mode"
         self.cancel_open = f"{prefix}:cancel_open"
-        self.audit = f"{prefix}:audit"
-        self.marks = f"{prefix}:marks"
         self.positions = f"{prefix}:positions"
         self.reserved = f"{prefix}:reserved"
         self.open_qty = f"{prefix}:open_qty"
+        shared = f"{namespace}:risk"
+        self.marks = f"{shared}:marks"
+        self.audit = f"{shared}:audit"
+        self.all_mode = f"{shared}:all:mode"
+        self.all_cancel_open = f"{shared}:all:cancel_open"
 
     def orders_on(self, day: str) -> str:
         """The counter of orders accepted on a UTC day."""
-        return f"{self.limits.rsplit(':', 1)[0]}:orders:{day}"
+        return f"{self._prefix}:orders:{day}"

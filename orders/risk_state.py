@@ -1,52 +1,59 @@
-"""Pre-trade risk state shared by every replica through Redis.
+"""Pre-trade risk state shared by every replica through Redis, one per exchange account.
 
-What lives here, all under `{namespace}:risk:`:
-* `limits` — overrides of the settings' `risk` section set at runtime (AdminService
-  SetRiskLimits): field -> JSON value; the settings are the defaults;
-* `mode` — the kill switch: ACTIVE, REDUCING or HALTED, with who set it, when and why;
-* `cancel_open` — the last "cancel every open order" a HALTED switch asked for: who, when,
-  why, and whether it is still pending, done (by whom, how many orders) or dropped (the mode
-  left HALTED first); the record is `orders.cancel_open`;
-* `audit` — a stream of every change of the above (who, when, why);
-* `marks` — mark prices the listener polls from premiumIndex: symbol -> "<price> <ms>";
+What lives here (the keys: `orders.risk_layout`):
+* `limits` — the account's overrides of the settings' `risk` section set at runtime
+  (AdminService SetRiskLimits): field -> JSON value; the settings are the defaults of every
+  account;
+* `mode`, `cancel_open` — the account's kill switch, and beside it the switch for every
+  account (`orders.trading_switch`): the account trades under the stricter of the two;
+* `audit` — one stream of every change of the above, each entry naming its account
+  (`orders.risk_audit`);
+* `marks` — mark prices the listener polls from premiumIndex: symbol -> "<price> <ms>". They
+  are the venue's, the same for every account: one hash per namespace, whichever account's
+  RiskState reads or writes it;
 * `positions` — the account's position per symbol in 1e-8 units (signed), kept by the
   listener from positionRisk and ACCOUNT_UPDATE;
-* `reserved`, `open_qty`, `orders:<UTC day>` — the counting the order store's Lua does
-  (`orders.store_scripts`); read here.
-
-The key names and the 1e-8 units are in `orders.risk_layout`.
+* `reserved`, `open_qty`, `orders:<UTC day>` — the account's counting the order store's Lua
+  does (`orders.store_scripts`); read here.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from enum import StrEnum
 from typing import Any, cast
 
 import redis.asyncio as aioredis
 
-from order_execution.orders.cancel_open import CANCEL_OPEN_ACTION, CancelOpenRequest, CancelOpenState
-from order_execution.orders.model import decimal_str, now_ms
+from order_execution.orders.cancel_open import CANCEL_OPEN_ACTION, CancelOpenRequest
+from order_execution.orders.model import DEFAULT_ACCOUNT, decimal_str, now_ms
+from order_execution.orders.risk_audit import AuditEntry, add_audit, read_audit
 from order_execution.orders.risk_layout import RiskKeys, from_units, signed_units, utc_day
 from order_execution.orders.store_outages import store_adapter
+from order_execution.orders.trading_switch import (
+    MODE_VALUES,
+    ModeStatus,
+    Switches,
+    TradingMode,
+    TradingSwitch,
+    mode_status,
+)
 from order_execution.runtime.redis_connection import reply_text
 from order_execution.runtime.settings import RiskSettings
 
-_AUDIT_MAX = 1000
-
-
-class TradingMode(StrEnum):
-    """The kill switch. REDUCING takes only orders that shrink a position; HALTED takes none."""
-
-    ACTIVE = "ACTIVE"
-    REDUCING = "REDUCING"
-    HALTED = "HALTED"
-
-
-MODE_VALUES = {TradingMode.ACTIVE: 0, TradingMode.REDUCING: 1, TradingMode.HALTED: 2}
+__all__ = [
+    "MODE_VALUES",
+    "AuditEntry",
+    "MarkPrice",
+    "ModeStatus",
+    "RiskCheck",
+    "RiskState",
+    "Switches",
+    "TradingMode",
+    "overlay",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,46 +62,64 @@ class MarkPrice:
     time_ms: int  # when the listener read it (Unix ms)
 
 
-@dataclass(frozen=True, slots=True)
-class ModeStatus:
-    mode: TradingMode
-    reason: str = ""
-    set_by: str = ""
-    set_at: int = 0
-    cancel_open: CancelOpenRequest | None = None  # a cancel of the open orders still pending
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    time: int
-    actor: str
-    action: str
-    reason: str
-    canceled_orders: int = 0
-
-
 @store_adapter
 class RiskState:
-    """Reads and writes the shared risk state (see the module docstring)."""
+    """Reads and writes one account's risk state and the shared keys (see the module docstring).
 
-    def __init__(self, client: aioredis.Redis, *, namespace: str = "oe") -> None:
+    `switch` is the account's kill switch, `every_account` the switch for every account;
+    `mode`, `set_mode`, `cancel_open` and `finish_cancel_open` are the account's own switch's.
+    """
+
+    def __init__(
+        self, client: aioredis.Redis, *, namespace: str = "oe", account: str = DEFAULT_ACCOUNT
+    ) -> None:
         self._redis = client
-        self.keys = RiskKeys(namespace)
+        self.namespace = namespace
+        self.account = account
+        self.keys = keys = RiskKeys(namespace, account)
+        self.switch = TradingSwitch(
+            client,
+            mode_key=keys.mode,
+            cancel_open_key=keys.cancel_open,
+            audit_key=keys.audit,
+            account=account,
+        )
+        self.every_account = TradingSwitch(
+            client,
+            mode_key=keys.all_mode,
+            cancel_open_key=keys.all_cancel_open,
+            audit_key=keys.audit,
+            account=None,
+        )
+
+    def for_account(self, account: str) -> RiskState:
+        """The risk state of `account` on the same connection and namespace."""
+        return RiskState(self._redis, namespace=self.namespace, account=account)
 
     # --- limits -------------------------------------------------------------------
 
     async def limits(self, defaults: RiskSettings) -> RiskSettings:
-        """The limits in force: `defaults` overlaid with the stored overrides."""
+        """The account's limits in force: `defaults` overlaid with its stored overrides."""
         raw = cast(dict[Any, Any], await self._redis.hgetall(self.keys.limits))
-        return overlay(defaults, {reply_text(k): json.loads(v) for k, v in raw.items()})
+        return _limits(defaults, raw)
+
+    async def limits_of(self, accounts: Sequence[str], defaults: RiskSettings) -> dict[str, RiskSettings]:
+        """The limits in force of each of `accounts` (`limits`), in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for account in accounts:
+            pipe.hgetall(RiskKeys(self.namespace, account).limits)
+        return {
+            account: _limits(defaults, raw)
+            for account, raw in zip(accounts, await pipe.execute(), strict=True)
+        }
 
     async def set_limits(
         self, defaults: RiskSettings, changes: dict[str, Any], *, actor: str, reason: str
     ) -> RiskSettings:
-        """Store `changes` (field -> value, as the settings take it) and audit them.
+        """Store `changes` (field -> value, as the settings take it) for this account and audit them.
 
         Raises ValueError naming a field that is unknown or a value the settings refuse;
-        nothing is stored then. Returns the limits now in force.
+        nothing is stored then. Returns the account's limits now in force.
         """
         current = await self.limits(defaults)
         merged = overlay(current, changes)  # validates before anything is written
@@ -102,80 +127,46 @@ class RiskState:
         action = "limits " + ", ".join(f"{name}={stored[name]}" for name in sorted(stored))
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(self.keys.limits, mapping={name: value for name, value in stored.items()})
-        self._audit(pipe, AuditEntry(now_ms(), actor, action, reason))
+        add_audit(pipe, self.keys.audit, AuditEntry(now_ms(), actor, action, reason, 0, self.account))
         await pipe.execute()
         return merged
 
-    # --- the kill switch ------------------------------------------------------------
+    # --- the kill switches ----------------------------------------------------------
 
     async def mode(self) -> ModeStatus:
-        """The trading mode (ACTIVE if never set), with the cancel of open orders still pending, if any."""
+        """The account's own switch (ACTIVE if never set), with its pending cancel of open orders."""
+        return await self.switch.mode()
+
+    async def effective_mode(self) -> ModeStatus:
+        """The switch the account trades under: the stricter of its own and every account's."""
+        switches = await self.switches([self.account])
+        return switches.effective(self.account)
+
+    async def switches(self, accounts: Sequence[str]) -> Switches:
+        """The switch for every account and the own switch of each of `accounts`, in one round trip."""
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hgetall(self.keys.mode)
-        pipe.hgetall(self.keys.cancel_open)
-        mode_raw, cancel_raw = await pipe.execute()
-        raw = {reply_text(k): reply_text(v) for k, v in mode_raw.items()}
-        request = CancelOpenRequest.from_fields(cancel_raw)
-        pending = request if request is not None and request.pending else None
-        if not raw:
-            return ModeStatus(TradingMode.ACTIVE, cancel_open=pending)
-        return ModeStatus(
-            TradingMode(raw.get("mode", "ACTIVE")),
-            raw.get("reason", ""),
-            raw.get("set_by", ""),
-            int(raw.get("set_at", "0")),
-            pending,
-        )
+        pipe.hgetall(self.keys.all_mode)
+        pipe.hgetall(self.keys.all_cancel_open)
+        for account in accounts:
+            keys = RiskKeys(self.namespace, account)
+            pipe.hgetall(keys.mode)
+            pipe.hgetall(keys.cancel_open)
+        replies = await pipe.execute()
+        own = {
+            account: mode_status(replies[2 + 2 * n], replies[3 + 2 * n], account)
+            for n, account in enumerate(accounts)
+        }
+        return Switches(mode_status(replies[0], replies[1], None), own)
 
     async def set_mode(
         self, mode: TradingMode, *, actor: str, reason: str, cancel_open: bool = False
     ) -> ModeStatus:
-        """Set the mode for every replica at once and audit it; returns the new status.
-
-        `cancel_open` (HALTED only, else ValueError) records in the same transaction that
-        every open order is to be canceled: the caller walks them (`service_layer.kill_switch`) and
-        then calls `finish_cancel_open`; if it dies first, the leading listener finishes it.
-        Leaving HALTED drops a cancel still pending (audited), so a listener never cancels
-        orders placed after trading resumed.
-        """
-        if cancel_open and mode is not TradingMode.HALTED:
-            raise ValueError("cancel_open applies to HALTED only")
-        status = ModeStatus(mode, reason, actor, now_ms())
-        if cancel_open:
-            request = CancelOpenRequest(secrets.token_hex(8), actor, status.set_at, reason)
-            status = ModeStatus(mode, reason, actor, status.set_at, request)
-
-        async def write(pipe: Any) -> None:
-            previous = CancelOpenRequest.from_fields(await pipe.hgetall(self.keys.cancel_open))
-            pipe.multi()
-            pipe.hset(
-                self.keys.mode,
-                mapping={"mode": mode.value, "reason": reason, "set_by": actor, "set_at": str(status.set_at)},
-            )
-            self._audit(pipe, AuditEntry(status.set_at, actor, f"mode {mode.value}", reason))
-            if status.cancel_open is not None:
-                pipe.hset(self.keys.cancel_open, mapping=status.cancel_open.fields())  # every field
-            elif mode is not TradingMode.HALTED and previous is not None and previous.pending:
-                pipe.hset(
-                    self.keys.cancel_open,
-                    mapping={
-                        "state": CancelOpenState.DROPPED.value,
-                        "done_by": actor,
-                        "done_at": str(status.set_at),
-                    },
-                )
-                why = (
-                    f"mode {mode.value} before the cancel of open orders requested by "
-                    f"{previous.requested_by} at {previous.requested_at} (Unix ms) completed"
-                )
-                self._audit(pipe, AuditEntry(status.set_at, actor, "cancel open orders dropped", why))
-
-        await self._redis.transaction(write, self.keys.cancel_open)
-        return status
+        """Set the account's own switch (`TradingSwitch.set_mode`)."""
+        return await self.switch.set_mode(mode, actor=actor, reason=reason, cancel_open=cancel_open)
 
     async def cancel_open(self) -> CancelOpenRequest | None:
-        """The last cancel of every open order a HALTED switch asked for (any state), or None."""
-        return CancelOpenRequest.from_fields(await self._redis.hgetall(self.keys.cancel_open))
+        """The last cancel of the account's open orders its own switch asked for, or None."""
+        return await self.switch.cancel_open()
 
     async def finish_cancel_open(
         self,
@@ -185,70 +176,22 @@ class RiskState:
         canceled: int,
         action: str = CANCEL_OPEN_ACTION,
     ) -> bool:
-        """Audit a completed walk over the open orders and mark `request` DONE.
-
-        The audit entry is written whatever happened meanwhile (the walk did change those
-        orders); the record is marked DONE only if it is still this request and pending, so
-        a walk that ends late never closes a newer request. Returns whether it marked it.
-        """
-        done_at = now_ms()
-
-        async def write(pipe: Any) -> bool:
-            current = CancelOpenRequest.from_fields(await pipe.hgetall(self.keys.cancel_open))
-            mark = current is not None and current.pending and current.request_id == request.request_id
-            pipe.multi()
-            if mark:
-                pipe.hset(
-                    self.keys.cancel_open,
-                    mapping={
-                        "state": CancelOpenState.DONE.value,
-                        "done_by": actor,
-                        "done_at": str(done_at),
-                        "canceled": str(canceled),
-                    },
-                )
-            self._audit(pipe, AuditEntry(done_at, actor, action, request.reason, canceled))
-            return mark
-
-        return bool(await self._redis.transaction(write, self.keys.cancel_open, value_from_callable=True))
+        """Close the account's own switch's `request` (`TradingSwitch.finish_cancel_open`)."""
+        return await self.switch.finish_cancel_open(request, actor=actor, canceled=canceled, action=action)
 
     async def audit(self, limit: int = 20) -> list[AuditEntry]:
-        """The newest `limit` audit entries, newest first."""
-        rows = cast(
-            list[tuple[bytes, dict[bytes, bytes]]], await self._redis.xrevrange(self.keys.audit, count=limit)
-        )
-        entries = []
-        for _, fields in rows:
-            f = {reply_text(k): reply_text(v) for k, v in fields.items()}
-            entries.append(
-                AuditEntry(
-                    int(f.get("time", "0")),
-                    f.get("actor", ""),
-                    f.get("action", ""),
-                    f.get("reason", ""),
-                    int(f.get("canceled", "0")),
-                )
-            )
-        return entries
+        """The newest `limit` changes of this account and of the switch for every account, newest first."""
+        return await read_audit(self._redis, self.keys.audit, limit, accounts=(self.account,))
 
-    def _audit(self, pipe: Any, entry: AuditEntry) -> None:
-        pipe.xadd(
-            self.keys.audit,
-            {
-                "time": str(entry.time),
-                "actor": entry.actor,
-                "action": entry.action,
-                "reason": entry.reason,
-                "canceled": str(entry.canceled_orders),
-            },
-            maxlen=_AUDIT_MAX,
-            approximate=True,
-        )
+    async def audit_of(self, limit: int = 20, *, accounts: Sequence[str] | None = None) -> list[AuditEntry]:
+        """The newest `limit` changes of `accounts` (None: of every account) and of the switch for
+        every account, newest first."""
+        return await read_audit(self._redis, self.keys.audit, limit, accounts=accounts)
 
     # --- mark prices and positions ---------------------------------------------------
 
     async def save_marks(self, marks: dict[str, Decimal], *, time_ms: int) -> None:
-        """Store mark prices read at `time_ms` (Unix ms)."""
+        """Store mark prices read at `time_ms` (Unix ms), for every account (they are the venue's)."""
         if marks:
             await self._redis.hset(
                 self.keys.marks, mapping={s: f"{decimal_str(p)} {time_ms}" for s, p in marks.items()}
@@ -303,6 +246,11 @@ def overlay(base: RiskSettings, changes: dict[str, Any]) -> RiskSettings:
     data = base.model_dump(mode="json")
     data.update(changes)
     return RiskSettings.model_validate(data)
+
+
+def _limits(defaults: RiskSettings, raw: dict[Any, Any]) -> RiskSettings:
+    """`defaults` overlaid with a limits hash as Redis returned it."""
+    return overlay(defaults, {reply_text(k): json.loads(v) for k, v in raw.items()})
 
 
 def _mark(text: str) -> MarkPrice:

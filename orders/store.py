@@ -167,8 +167,10 @@ class OrderStore(OrderQueries):
 
         If `order.client_order_id` is already taken, nothing is written or queued and
         the existing order is returned with `created=False`. With `risk`, the same step
-        checks the trading mode and the counting limits and reserves the order against
-        them until it is final; a refusal raises RiskLimitExceeded and writes nothing.
+        checks the trading mode (the stricter of the order's account's kill switch and the
+        switch for every account, as stored now) and the account's counting limits, and
+        reserves the order against them until it is final; a refusal raises
+        RiskLimitExceeded and writes nothing.
         A Redis outage raises StoreUnavailable naming the client order id to retry with.
         """
         stored = order.replace(version=1)
@@ -179,6 +181,7 @@ class OrderStore(OrderQueries):
             risk_keys.mode,
             risk_keys.positions,
             risk_keys.orders_on(utc_day(order.created_at)),
+            risk_keys.all_mode,  # the kill switch for every account: the stricter one applies
         ]
         args += _risk_args(stored, risk)
         _add_push(keys, args, enqueue(stored) if enqueue else None)
@@ -360,12 +363,15 @@ def _risk_args(order: Order, risk: RiskCheck | None) -> list[Any]:
 
 def _refusal(order: Order, answer: list[str]) -> RiskLimitExceeded:
     """The RiskLimitExceeded for the risk gate's {limit, value, allowance}."""
-    limit, value, allowance = answer
+    limit, value, allowance = answer[:3]
     if limit == "trading_mode":
+        if answer[3:] == ["all"]:
+            switch, show = "the kill switch for every account", "order-execution risk show"
+        else:
+            switch = f"the kill switch of account {order.account}"
+            show = f"order-execution risk show --account {order.account}"
         return RiskLimitExceeded(
-            "trading_mode",
-            f"trading is {value}: {allowance} (kill switch; see `order-execution risk show`)",
-            limit=limit,
+            "trading_mode", f"trading is {value}: {allowance} ({switch}; see `{show}`)", limit=limit
         )
     if limit == "max_position_quantity":
         return RiskLimitExceeded(

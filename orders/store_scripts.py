@@ -19,7 +19,8 @@ still reaches the outbox once and in order, and the claim costs its readers no w
 of their own.
 
 Pre-trade risk counts live here too, so two gateways cannot both pass the last unit of
-a limit: `CREATE` checks the trading mode, open orders, orders today and the position
+a limit: `CREATE` checks the trading mode (the stricter of the account's kill switch and the
+switch for every account), open orders, orders today and the position
 (with open orders on the same side) and reserves the order in the same step; every
 change then keeps the reservation at the order's open quantity and releases it when the
 order becomes final. Quantities are integers of 1e-8 (`orders.risk_layout.QTY_SCALE`).
@@ -99,22 +100,28 @@ else
 end
 """
 
-# The risk gate of CREATE (only if ARGV[12] is '1'). KEYS[12] trading mode hash, KEYS[13]
-# positions (symbol -> signed units), KEYS[14] today's order count; ARGV[13] '<SYMBOL>:<SIDE>',
-# ARGV[14] side, ARGV[15] symbol, ARGV[16] quantity (units), ARGV[17] '1' if reduce-only,
-# ARGV[18] max open orders, ARGV[19] max orders per day (0 = none), ARGV[20] max position
-# (units, -1 = none), ARGV[21] seconds the day counter is kept. A refusal returns
-# {limit, value, allowance}; nothing is written.
+# The risk gate of CREATE (only if ARGV[12] is '1'). KEYS[12] the account's trading mode hash,
+# KEYS[13] its positions (symbol -> signed units), KEYS[14] its order count today, KEYS[15] the
+# trading mode hash of the switch for every account; ARGV[13] '<SYMBOL>:<SIDE>', ARGV[14] side,
+# ARGV[15] symbol, ARGV[16] quantity (units), ARGV[17] '1' if reduce-only, ARGV[18] max open
+# orders, ARGV[19] max orders per day (0 = none), ARGV[20] max position (units, -1 = none),
+# ARGV[21] seconds the day counter is kept. The mode in force is the stricter of the account's
+# and every account's (HALTED > REDUCING > ACTIVE). A refusal returns {limit, value,
+# allowance} ({'trading_mode', mode, rule, 'all' or 'account'} for the mode); nothing is written.
 _RISK_GATE = """
 if ARGV[12] == '1' then
   local qty = tonumber(ARGV[16])
   local pos = tonumber(redis.call('HGET', KEYS[13], ARGV[15]) or '0')
   local open_same = tonumber(redis.call('HGET', KEYS[8], ARGV[13]) or '0')
   local shrinks = (ARGV[14] == 'SELL' and pos > 0) or (ARGV[14] == 'BUY' and pos < 0)
+  local strictness = {ACTIVE = 0, REDUCING = 1, HALTED = 2}
   local mode = redis.call('HGET', KEYS[12], 'mode') or 'ACTIVE'
-  if mode == 'HALTED' then return {'trading_mode', 'HALTED', 'no new orders'} end
+  local switch = 'account'
+  local every = redis.call('HGET', KEYS[15], 'mode') or 'ACTIVE'
+  if (strictness[every] or 0) > (strictness[mode] or 0) then mode, switch = every, 'all' end
+  if mode == 'HALTED' then return {'trading_mode', 'HALTED', 'no new orders', switch} end
   if mode == 'REDUCING' and not (shrinks and open_same + qty <= math.abs(pos)) then
-    return {'trading_mode', 'REDUCING', 'only orders that reduce a position'}
+    return {'trading_mode', 'REDUCING', 'only orders that reduce a position', switch}
   end
   local max_open = tonumber(ARGV[18])
   if max_open > 0 then
@@ -142,8 +149,8 @@ end
 """
 
 # KEYS[9], KEYS[10], KEYS[11]: the time indexes (all, the symbol's, the owner's — the first
-# again for an order without owner); the risk gate's KEYS[12..14] / ARGV[12..21]; push at
-# KEYS[15..17] / ARGV[22..23]. Returns the winning order id, or the risk gate's refusal.
+# again for an order without owner); the risk gate's KEYS[12..15] / ARGV[12..21]; push at
+# KEYS[16..18] / ARGV[22..23]. Returns the winning order id, or the risk gate's refusal.
 CREATE = (
     """
 local existing = redis.call('GET', KEYS[2])
@@ -158,7 +165,7 @@ redis.call('ZADD', KEYS[10], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[11], ARGV[3], ARGV[1])
 """
     + _RECORD
-    + _push_lua(key=15, arg=22)
+    + _push_lua(key=16, arg=22)
     + "return ARGV[1]"
 )
 

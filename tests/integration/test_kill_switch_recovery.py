@@ -54,10 +54,12 @@ def stack(real_redis: str, real_nats: str, tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture
 async def client(real_redis: str) -> AsyncIterator[aioredis.Redis]:
-    """The stack's database; trading is ACTIVE again afterwards (a pending cancel-open dropped)."""
+    """The stack's database; trading is ACTIVE again afterwards (a pending cancel-open dropped), on
+    the account's switch and on the switch for every account."""
     connection = aioredis.Redis.from_url(f"redis://{real_redis}/{RECOVERY_REDIS_DB}")
     yield connection
     await RiskState(connection).set_mode(TradingMode.ACTIVE, actor="test", reason="cleanup")
+    await RiskState(connection).every_account.set_mode(TradingMode.ACTIVE, actor="test", reason="cleanup")
     await connection.aclose()
 
 
@@ -155,7 +157,8 @@ async def test_kill_9_of_the_gateway_mid_walk(stack: LocalStack, client: aioredi
     gateway.process.wait(timeout=5)
     caller.join(timeout=15)
 
-    pending = (await risk.mode()).cancel_open
+    every_account = risk.every_account  # the switch a SetTradingMode naming no account sets
+    pending = (await every_account.mode()).cancel_open
     assert pending is not None and pending.reason == "kill -9 drill", "the gateway finished before the kill"
     done_by_gateway = await walked()
     assert len(done_by_gateway) < len(orders), "the gateway had walked every order before it was stopped"
@@ -163,7 +166,7 @@ async def test_kill_9_of_the_gateway_mid_walk(stack: LocalStack, client: aioredi
 
     took = await wait_canceled_at_exchange(stack, orders, stopped_at)
     print(f"every open order canceled at the exchange {took:.1f} s after the gateway died")
-    done = await risk.cancel_open()
+    done = await every_account.cancel_open()
     assert done is not None and done.state is CancelOpenState.DONE and done.done_by.startswith("listener ")
     assert (await risk.audit())[0].action == LISTENER_ACTION
 

@@ -7,7 +7,7 @@ they share orders, limits, the kill switch and the risk counts, nothing else.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -57,9 +57,14 @@ async def set_marks(redis: Any, age_ms: int = 0, **prices: str) -> None:
 
 @asynccontextmanager
 async def risk_replica(
-    redis: Any, limits: RiskSettings | None = None, *, auth: AuthSettings | None = None
+    redis: Any,
+    limits: RiskSettings | None = None,
+    *,
+    auth: AuthSettings | None = None,
+    accounts: Sequence[str] = (),
 ) -> AsyncIterator[Replica]:
-    """Serve OrderService and AdminService with a RiskGate whose defaults are `limits`.
+    """Serve OrderService and AdminService with a RiskGate whose defaults are `limits`, for
+    `accounts` (default: the account `default` alone).
 
     BTCUSDT (with PERCENT_PRICE) and ETHUSDT rules are loaded; `auth` None: authentication off.
     """
@@ -71,13 +76,16 @@ async def risk_replica(
     hub = UpdateHub(store.outbox)
     await hub.start(wait_s=0.2)
     defaults = limits or RiskSettings(allowed_symbols=["BTCUSDT", "ETHUSDT"])
-    gate = RiskGate(RiskState(redis), defaults)
+    gate = RiskGate(RiskState(redis), defaults, accounts=accounts)
     await gate.load()
     intake = Intake(store, rules, defaults, risk_gate=gate)
     authenticator = Authenticator(auth) if auth is not None else None
     server = grpc.aio.server()
     order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(intake, hub, authenticator), server)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(gate, intake, authenticator), server)
+    clients = auth.clients if auth is not None else []
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(
+        AdminServicer(gate, intake, authenticator, clients=clients), server
+    )
     port = free_port()
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()

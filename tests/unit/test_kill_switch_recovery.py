@@ -72,15 +72,17 @@ class DyingStore(OrderStore):
 async def test_halt_with_cancel_open_records_the_request_before_the_walk_and_closes_it(
     fake_redis: fakeredis.FakeAsyncRedis,
 ) -> None:
-    state = RiskState(fake_redis)
+    risk = RiskState(fake_redis)
+    state = risk.every_account  # a SetTradingMode naming no account sets the switch for every account
     async with risk_replica(fake_redis) as gw:
         await gw.orders.CreateOrder(limit_buy("0.002"), timeout=5)
         seen_during_walk = []
         walk = gw.intake.cancel_open
 
-        async def observed_walk() -> int:
+        async def observed_walk(account: str | None = None) -> int:
             seen_during_walk.append((await state.mode()).cancel_open)
-            return await walk()
+            assert account is None  # every account's open orders
+            return await walk(account)
 
         gw.intake.cancel_open = observed_walk  # type: ignore[method-assign]
         status = await gw.admin.SetTradingMode(switch(apb.HALTED, "incident", cancel_open=True), timeout=5)
@@ -92,14 +94,15 @@ async def test_halt_with_cancel_open_records_the_request_before_the_walk_and_clo
     assert done is not None and done.request_id == pending.request_id
     assert (done.state, done.done_by, done.canceled_orders) == (CancelOpenState.DONE, "anonymous", 1)
     assert (await state.mode()).cancel_open is None  # nothing left pending
-    assert [e.action for e in await state.audit()] == ["cancel open orders", "mode HALTED"]
+    assert [e.action for e in await risk.audit()] == ["cancel open orders", "mode HALTED"]
+    assert await risk.cancel_open() is None  # the account's own switch asked for nothing
 
 
 async def test_trading_mode_shows_a_cancel_open_left_pending(
     fake_redis: fakeredis.FakeAsyncRedis, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """GetTradingMode names a pending cancel-open and who asked; `risk show` prints it."""
-    state = RiskState(fake_redis)
+    state = RiskState(fake_redis).every_account
     await state.set_mode(TradingMode.HALTED, actor="ops", reason="incident", cancel_open=True)
     async with risk_replica(fake_redis) as gw:
         shown = await gw.admin.GetTradingMode(apb.GetTradingModeRequest(), timeout=5)
@@ -126,7 +129,7 @@ async def test_a_gateway_dying_mid_walk_leaves_the_request_pending(
         gw.intake.store = DyingStore(fake_redis, survives=1)
         with pytest.raises(grpc.aio.AioRpcError):
             await gw.admin.SetTradingMode(switch(apb.HALTED, "incident", cancel_open=True), timeout=5)
-        status = await RiskState(fake_redis).mode()
+        status = await RiskState(fake_redis).every_account.mode()
         assert status.mode is TradingMode.HALTED
         assert status.cancel_open is not None and status.cancel_open.requested_by == "anonymous"
         assert (await states(gw.store, ids)).count(S.NEW) == 2  # one canceled before it died
