@@ -88,12 +88,12 @@ async def _check_risk(
     Raises RiskLimitExceeded. The position and open-order counts follow the stored
     quantity once the exchange confirms (the store's reservation), not here.
     """
-    mode = gate.mode.mode
-    if mode is not TradingMode.ACTIVE and quantity > order.quantity:
+    switch = gate.mode_for(order.account)
+    if switch.mode is not TradingMode.ACTIVE and quantity > order.quantity:
         raise RiskLimitExceeded(
             "quantity",
-            f"trading is {mode} ({gate.mode.reason or 'no reason given'}); an amend may not add quantity",
+            f"trading is {switch.mode} ({switch.reason or 'no reason given'}); an amend may not add quantity",
             limit="trading_mode",
         )
-    check_order_size(product("quantity", price, quantity), quantity, gate.limits)
+    check_order_size(product("quantity", price, quantity), quantity, gate.limits_for(order.account))
     await gate.check(order.replace(price=price, quantity=quantity), rules)

@@ -80,7 +80,7 @@ async def _place(
                 "no exchange trading rules loaded yet; start a worker (it fetches exchangeInfo)"
             )
     current = rules.current
-    order = build_order(command, current, risk_gate.limits if risk_gate else risk)
+    order = build_order(command, current, risk_gate.limits_for(command.account) if risk_gate else risk)
     order = order.replace(account=command.account, owner=caller.name if caller is not None else "")
     try:
         checked = await risk_gate.check(order, current[order.symbol]) if risk_gate else None

@@ -81,16 +81,6 @@ class RiskGate:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
-    @property
-    def limits(self) -> RiskSettings:
-        """The first account's limits in force (a request naming no account is for it)."""
-        return self._limits[self.accounts[0]]
-
-    @property
-    def mode(self) -> ModeStatus:
-        """The first account's effective switch (`mode_for`)."""
-        return self.mode_for(self.accounts[0])
-
     def state_for(self, account: str) -> RiskState:
         """`account`'s risk state; raises InvalidOrder naming `account` if it is not served here."""
         state = self.states.get(account)

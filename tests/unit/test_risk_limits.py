@@ -341,7 +341,7 @@ async def test_the_cli_sets_and_shows_limits(
         assert 'anonymous  limits max_open_orders=3, max_position_quantity={"BTCUSDT": "2"}: desk' in shown
         assert await asyncio.to_thread(main, ["risk", "set", "max_open_orders=x", "--target", target]) == 1
         assert "expected a whole number" in capsys.readouterr().err
-        assert gw.gate.limits.max_open_orders == 3
+        assert gw.gate.limits_for("default").max_open_orders == 3
 
 
 async def test_an_amend_meets_the_limits_a_new_order_would(fake_redis: fakeredis.FakeAsyncRedis) -> None:
