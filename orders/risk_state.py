@@ -29,7 +29,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 
 from order_execution.orders.cancel_open import CANCEL_OPEN_ACTION, CancelOpenRequest, CancelOpenState
-from order_execution.orders.model import decimal_str, now_ms
+from order_execution.orders.model import DEFAULT_ACCOUNT, decimal_str, now_ms
 from order_execution.orders.risk_layout import RiskKeys, from_units, signed_units, utc_day
 from order_execution.orders.store_outages import store_adapter
 from order_execution.runtime.redis_connection import reply_text
@@ -75,11 +75,15 @@ class AuditEntry:
 
 @store_adapter
 class RiskState:
-    """Reads and writes the shared risk state (see the module docstring)."""
+    """Reads and writes the shared risk state of one exchange account (see the module docstring):
+    `account`'s keys (`RiskKeys(namespace, account)`); the account `default` keeps `{namespace}:risk:`."""
 
-    def __init__(self, client: aioredis.Redis, *, namespace: str = "oe") -> None:
+    def __init__(
+        self, client: aioredis.Redis, *, namespace: str = "oe", account: str = DEFAULT_ACCOUNT
+    ) -> None:
         self._redis = client
-        self.keys = RiskKeys(namespace)
+        self.account = account
+        self.keys = RiskKeys(namespace, account)
 
     # --- limits -------------------------------------------------------------------
 
