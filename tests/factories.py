@@ -45,8 +45,11 @@ async def outbox_orders(client: Any, namespace: str = "oe") -> list[Order]:
     return [entry.order for entry in entries]
 
 
-async def queued_messages(client: Any, symbol: str) -> list[tuple[str, dict[str, Any]]]:
-    """(actor name, kwargs) of each Dramatiq message waiting on `symbol`'s queue, oldest first.
+async def queued_messages(
+    client: Any, symbol: str, account: str = "default"
+) -> list[tuple[str, dict[str, Any]]]:
+    """(actor name, kwargs) of each Dramatiq message waiting on `account`'s queue of `symbol`,
+    oldest first.
 
     Leaves out `queued`, the copy of the order a submit message carries to save the worker a read.
     """
@@ -54,7 +57,7 @@ async def queued_messages(client: Any, symbol: str) -> list[tuple[str, dict[str,
 
     from order_execution.tasks.queues import messages_key, queue_for, queue_key
 
-    queue = queue_for(symbol)
+    queue = queue_for(symbol, account)
     ids = await client.lrange(queue_key(queue), 0, -1)
     bodies = [await client.hget(messages_key(queue), i) for i in ids]
     messages = [Message.decode(body) for body in bodies if isinstance(body, bytes)]
