@@ -5,8 +5,9 @@ within `monitoring.probe_timeout_ms`. Two gate readiness — Redis (every order 
 through it) and the trading rules (no order can be validated without them), plus, for the first 15 s after
 start, the mark prices (so a fresh stack does not refuse its first MARKET orders). The others
 only degrade: NATS (updates wait in the outbox), the exchange (queued orders wait), the
-user-data stream (fills wait for the reconciler), the workers (nothing is sent) and the
-rate limits (every replica holds off after a 429/418), and trading (the kill switch:
+user-data stream of every account (fills wait for the reconciler; with several accounts the
+check lists each account's listener: who leads it, its stream, its last event), the workers
+(nothing is sent) and the rate limits (every replica holds off after a 429/418), and trading (the kill switch:
 unhealthy while REDUCING or HALTED, saying who set it, when and why, and whether a cancel of every
 open order is still pending). The NATS probe greets every server of `nats.servers` (else
 `nats.address`) and is healthy while one answers. The exchange ping and the NATS
@@ -27,6 +28,7 @@ from order_execution.exchange.rate_budget import RateBudget
 from order_execution.gateway.cluster_gauges import live_workers
 from order_execution.gateway.rules_cache import RulesCache
 from order_execution.orders.listener_status import ListenerStatus
+from order_execution.orders.model import DEFAULT_ACCOUNT, now_ms
 from order_execution.orders.risk_state import ModeStatus, RiskState, TradingMode
 from order_execution.orders.store import OrderStore
 from order_execution.runtime.addresses import nats_host_port, nats_servers
@@ -150,17 +152,27 @@ class HealthChecks:
         return f"{count} worker process(es) consuming"
 
     async def _user_stream(self) -> str:
-        status = await self.listener.read()
-        if not status:
-            raise LookupError(
-                "no listener leads: fills, reconciliation and NATS updates wait; "
-                "start `order-execution listener`"
-            )
-        if status.get("user_stream") != "connected":
-            raise ConnectionError(
-                f"listener {status.get('leader')}: user-data stream {status.get('user_stream')}"
-            )
-        return f"connected (listener {status.get('leader')})"
+        """Each account's listener: healthy while every account has a leader whose user-data stream
+        is connected. The one account `default` answers as a single-account deployment always did;
+        several accounts get one entry each, `<account>: <state>`, in the order configured."""
+        accounts = self.settings.account_names
+        statuses = await self.listener.read_accounts(accounts)
+        if accounts == [DEFAULT_ACCOUNT]:
+            status = statuses[DEFAULT_ACCOUNT]
+            if not status:
+                raise LookupError(
+                    "no listener leads: fills, reconciliation and NATS updates wait; "
+                    "start `order-execution listener`"
+                )
+            if status.get("user_stream") != "connected":
+                raise ConnectionError(
+                    f"listener {status.get('leader')}: user-data stream {status.get('user_stream')}"
+                )
+            return f"connected (listener {status.get('leader')})"
+        entries = [f"{name}: {_account_stream(statuses[name])}" for name in accounts]
+        if any(statuses[name].get("user_stream") != "connected" for name in accounts):
+            raise ConnectionError("; ".join(entries))
+        return "; ".join(entries)
 
     async def _rate_limits(self) -> str:
         if self.budget is None:
@@ -217,6 +229,15 @@ class HealthChecks:
 
     async def _probe_nats(self) -> str:
         return await probe_nats_servers(self.settings.nats.server_list, self._timeout_s)
+
+
+def _account_stream(status: dict[str, str]) -> str:
+    """One account's listener state from its status hash: who leads, its stream, its last event."""
+    if not status:
+        return "no listener leads (fills and reconciliation wait)"
+    last = int(status.get("last_event_at") or 0)
+    news = f"last event {(now_ms() - last) / 1000:.1f} s ago" if last else "no event yet"
+    return f"{status.get('user_stream')} (listener {status.get('leader')}, {news})"
 
 
 async def probe_nats_servers(address: str, timeout_s: float) -> str:

@@ -1,7 +1,9 @@
 """The dead-man switch: keep the exchange's countdownCancelAll armed while this service lives.
 
-The leading listener calls `DeadManSwitch.beat` every `dead_man.interval_s`. A beat reads which symbols
-have orders of ours that are not final (the store's unsettled index) and arms each symbol's countdown
+A switch serves one exchange account (the countdowns are per account at the exchange): the
+listener leading that account calls `DeadManSwitch.beat` every `dead_man.interval_s`. A beat reads
+which symbols have orders of that account that are not final (the store's unsettled index, which
+holds every account's orders, filtered by `Order.account`) and arms each symbol's countdown
 for `dead_man.countdown_ms` (POST /fapi/v1/countdownCancelAll, weight 10, spent from the shared rate
 budget like any request). A symbol armed by the previous beat that has no open order any more is
 disarmed (countdownTime 0); with no open order anywhere a beat sends nothing. If the service dies (or
@@ -19,6 +21,7 @@ import logging
 from typing import Protocol
 
 from order_execution.orders.fsm import FINAL_STATES
+from order_execution.orders.model import DEFAULT_ACCOUNT
 from order_execution.orders.store import OrderStore
 
 log = logging.getLogger(__name__)
@@ -33,17 +36,26 @@ class CountdownExchange(Protocol):
 
 
 class DeadManSwitch:
-    """Arms, re-arms and disarms the exchange's per-symbol cancel-all countdowns (see the module)."""
+    """Arms, re-arms and disarms `account`'s per-symbol cancel-all countdowns through that
+    account's client `exchange` (see the module)."""
 
-    def __init__(self, store: OrderStore, exchange: CountdownExchange, *, countdown_ms: int) -> None:
+    def __init__(
+        self,
+        store: OrderStore,
+        exchange: CountdownExchange,
+        *,
+        countdown_ms: int,
+        account: str = DEFAULT_ACCOUNT,
+    ) -> None:
         self._store = store
         self._exchange = exchange
+        self.account = account
         self._countdown_ms = countdown_ms
         self.armed: set[str] = set()
         self.beats = 0
 
     async def open_symbols(self) -> set[str]:
-        """Symbols with at least one order of ours that is not final (sent or about to be)."""
+        """Symbols with at least one order of the account that is not final (sent or about to be)."""
         symbols: set[str] = set()
         after: tuple[int, str] | None = None
         while True:
@@ -51,7 +63,9 @@ class DeadManSwitch:
             if not ids:
                 return symbols
             orders = await self._store.get_many(ids)
-            symbols.update(o.symbol for o in orders if o.state not in FINAL_STATES)
+            symbols.update(
+                o.symbol for o in orders if o.account == self.account and o.state not in FINAL_STATES
+            )
             if len(ids) < _PAGE or not orders:
                 return symbols
             last = orders[-1]

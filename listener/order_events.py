@@ -1,9 +1,11 @@
 """User-data stream events -> the order store.
 
-Each ORDER_TRADE_UPDATE is applied to the order with that client id through the state
-machine, so it lands correctly whatever else already arrived (the REST reply, the
-reconciler, an earlier copy of the same event). Events about orders this service did
-not place are counted and logged, never adopted.
+A recorder serves one exchange account's stream: client order ids are unique per account
+only, so each ORDER_TRADE_UPDATE is applied to the order that has that client id in that
+account (`OrderStore.find_by_client_id(cid, account)`), never to another account's order
+with the same id. It is applied through the state machine, so it lands correctly whatever
+else already arrived (the REST reply, the reconciler, an earlier copy of the same event).
+Events about orders this service did not place are counted and logged, never adopted.
 
 An AMENDMENT event records the order's new price and quantity, so an amendment the
 exchange made is stored even when the worker that sent it died before storing it.
@@ -26,7 +28,7 @@ from order_execution.exchange.user_stream import OrderEvent
 from order_execution.orders import fsm, metrics
 from order_execution.orders.errors import NotReplicated, StoreConflict, StoreUnavailable
 from order_execution.orders.log_fields import order_fields, order_ref
-from order_execution.orders.model import Order, OrderState, now_ms
+from order_execution.orders.model import DEFAULT_ACCOUNT, Order, OrderState, now_ms
 from order_execution.orders.store import OrderStore, TransitionResult
 from order_execution.service_layer.order_sync import sync_triggered
 
@@ -42,11 +44,15 @@ _REPLICA_WAIT_MS = 5_000
 
 
 class OrderEventRecorder:
-    """Applies stream events to stored orders."""
+    """Applies `account`'s stream events to its stored orders (`exchange` is that account's client)."""
 
-    def __init__(self, store: OrderStore, exchange: BinanceClient | None = None) -> None:
+    def __init__(
+        self, store: OrderStore, exchange: BinanceClient | None = None, *, account: str = DEFAULT_ACCOUNT
+    ) -> None:
         self._store = store
         self._exchange = exchange
+        self.account = account
+        self._lag = metrics.USER_STREAM_LAG.labels(account)
         self.applied = 0
         self.foreign = 0
         self.dropped = 0
@@ -82,10 +88,10 @@ class OrderEventRecorder:
         """How long after the exchange's event time it was stored (the exchange's clock, as synced)."""
         if event.event_time:
             now = self._exchange.exchange_now_ms() if self._exchange is not None else now_ms()
-            metrics.USER_STREAM_LAG.observe(max(now - event.event_time, 0) / 1000)
+            self._lag.observe(max(now - event.event_time, 0) / 1000)
 
     async def _apply(self, event: OrderEvent) -> None:
-        order = await self._store.find_by_client_id(event.client_order_id)
+        order = await self._store.find_by_client_id(event.client_order_id, self.account)
         if order is None or order.symbol != event.symbol:
             if not event.conditional and now_ms() - self._fired_at.get(event.symbol, 0) < _LINK_WINDOW_MS:
                 self.awaiting_link += 1
@@ -100,7 +106,9 @@ class OrderEventRecorder:
                 return
             self.foreign += 1
             log.warning(
-                "user stream: %s %s for clientOrderId %s, which this service did not place; ignored",
+                "user stream (account %s): %s %s for clientOrderId %s, which this service did not place; "
+                "ignored",
+                self.account,
                 event.symbol,
                 event.report.state,
                 event.client_order_id,

@@ -1,5 +1,11 @@
 """The reconciler: every unsettled order is brought to the exchange's truth, by evidence only.
 
+A reconciler serves one exchange account, with that account's client: the store's unsettled
+index holds every account's orders, and a sweep takes only its own account's (`Order.account`),
+so an account's orders are queried with the key that placed them and one account's sweep
+never reads or moves another's. What it queues again goes to the order's account's queue
+(`tasks.messages` routes by `order.account`).
+
 A sweep walks the store's unsettled index (oldest first, continuing where the last
 sweep's query budget ran out) and, for each order whose last news is older than
 `grace_ms` (fresh ones are still in a worker's or the user stream's hands):
@@ -24,7 +30,7 @@ sweep's query budget ran out) and, for each order whose last news is older than
   Binance's retention, or a fresh simulator behind `up`: EXPIRED, as nothing more will
   ever be learned of it.
 
-Open orders at the exchange that we do not know are reported (log, count), not adopted.
+Open orders at the account that we do not know are reported (log, count), not adopted.
 A sweep spends at most `max_queries_per_cycle` exchange queries.
 """
 
@@ -39,7 +45,7 @@ from order_execution.exchange.client import BinanceClient
 from order_execution.exchange.errors import CircuitOpen, ExchangeError, OrderNotFoundAtExchange, UnknownOrder
 from order_execution.orders import fsm, metrics
 from order_execution.orders.log_fields import order_fields
-from order_execution.orders.model import Order, OrderState, now_ms
+from order_execution.orders.model import DEFAULT_ACCOUNT, Order, OrderState, now_ms
 from order_execution.orders.store import OrderStore
 from order_execution.runtime.settings import Settings
 from order_execution.service_layer.order_sync import cancel_at_exchange, sync_order
@@ -86,12 +92,21 @@ class SweepResult:
 
 
 class Reconciler:
-    """Runs sweeps against one store and exchange client (see the module docstring)."""
+    """Runs sweeps of `account`'s orders against one store and that account's exchange client
+    (see the module docstring)."""
 
-    def __init__(self, store: OrderStore, exchange: BinanceClient, policy: ReconcilePolicy) -> None:
+    def __init__(
+        self,
+        store: OrderStore,
+        exchange: BinanceClient,
+        policy: ReconcilePolicy,
+        *,
+        account: str = DEFAULT_ACCOUNT,
+    ) -> None:
         self._store = store
         self._exchange = exchange
         self._policy = policy
+        self.account = account
         self._resume_after: tuple[int, str] | None = None
         self._reported_unknown: set[str] = set()
         self._gone: set[str] = set()  # final orders whose missing trades the exchange no longer has
@@ -100,12 +115,14 @@ class Reconciler:
         self.unknown_orders_seen = 0
 
     async def sweep(self) -> SweepResult:
-        """One pass over the unsettled orders; returns what it did."""
+        """One pass over the account's unsettled orders; returns what it did."""
         result = SweepResult()
         ids = await self._store.unsettled(after=self._resume_after, limit=_SCAN_LIMIT)
         if self._resume_after is not None and len(ids) < _SCAN_LIMIT:
             ids += await self._store.unsettled(limit=_SCAN_LIMIT - len(ids))  # wrap around
-        orders = await self._store.get_many(list(dict.fromkeys(ids)))
+        orders = [
+            o for o in await self._store.get_many(list(dict.fromkeys(ids))) if o.account == self.account
+        ]
         now = now_ms()
         due = [
             o
@@ -318,15 +335,16 @@ class Reconciler:
         for client_id, row in snapshot.items():
             if client_id in ours or client_id in self._reported_unknown:
                 continue
-            if await self._store.find_by_client_id(client_id) is not None:
+            if await self._store.find_by_client_id(client_id, self.account) is not None:
                 continue
             self._reported_unknown.add(client_id)
             self.unknown_orders_seen += 1
             _mismatch("foreign_order")
             result.unknown_at_exchange.append(client_id)
             log.warning(
-                "open order at the exchange that we did not place: %s %s %s %s @ %s (clientOrderId %s);"
-                " left alone",
+                "open order at the exchange (account %s) that we did not place: %s %s %s %s @ %s "
+                "(clientOrderId %s); left alone",
+                self.account,
                 row.get("symbol"),
                 row.get("side"),
                 row.get("origQty"),

@@ -142,13 +142,20 @@ RECONCILE_MISMATCHES = Counter(
     ["kind"],
 )
 MISMATCH_KINDS = ("state", "unpicked_expired", "never_placed", "vanished", "foreign_order")
-LISTENER_LEADER = Gauge("order_execution_listener_leader", "1 while this listener replica holds the lease")
+# Per exchange account (its lease, its user-data stream): `account` is a configured account's
+# name (settings `accounts`), the only values the listener labels them with.
+LISTENER_LEADER = Gauge(
+    "order_execution_listener_leader", "1 while this listener replica holds the account's lease", ["account"]
+)
 LISTENER_USER_STREAM = Gauge(
-    "order_execution_listener_user_stream_connected", "1 while this listener's user-data stream is connected"
+    "order_execution_listener_user_stream_connected",
+    "1 while this listener's user-data stream of the account is connected",
+    ["account"],
 )
 USER_STREAM_LAG = Histogram(
     "order_execution_user_stream_lag_seconds",
     "User-data stream event: from its time at the exchange (E, on the exchange's clock) to stored",
+    ["account"],
     buckets=(*LATENCY_BUCKETS, 10.0, 30.0),
 )
 

@@ -88,9 +88,11 @@ async def finish_overdue_cancel_open(
     grace_ms: int,
     actor: str,
     accounts: Sequence[str] | None = None,
+    every_account: bool = True,
 ) -> int | None:
     """Finish the cancels of open orders left pending for longer than `grace_ms` by the switch
-    for every account and by the own switches of `accounts` (None: `state`'s account alone).
+    for every account (unless `every_account` is false) and by the own switches of `accounts`
+    (None: `state`'s account alone).
 
     A switch's request is left alone while none is pending, while it is younger than
     `grace_ms` (its gateway is still walking), or once its mode is no longer HALTED.
@@ -98,8 +100,9 @@ async def finish_overdue_cancel_open(
     marked done and audited as completed by `actor` (the listener). Returns how many orders
     changed, or None when no request was finished.
     """
-    switches = [state.every_account] + [
-        state.for_account(account).switch for account in (accounts or [state.account])
+    own = [state.account] if accounts is None else list(accounts)
+    switches = ([state.every_account] if every_account else []) + [
+        state.for_account(account).switch for account in own
     ]
     finished: int | None = None
     for switch in switches:

@@ -44,11 +44,11 @@ async def sync_order(store: OrderStore, exchange: BinanceClient, order: Order) -
 
 async def sync_triggered(store: OrderStore, exchange: BinanceClient, order: Order) -> Synced:
     """Apply the state and trades of the order a conditional `order` triggered (its
-    `exchange_order_id`), and link that order's client id to ours."""
+    `exchange_order_id`), and link that order's client id to ours, in `order`'s account."""
     reply = await exchange.query_order_by_id(order.symbol, order.exchange_order_id)
     client_id = str(reply.get("clientOrderId") or "")
     if client_id and client_id != order.client_order_id:
-        await store.link_client_id(client_id, order.order_id)
+        await store.link_client_id(client_id, order.order_id, order.account)
     return await _apply_order_reply(store, exchange, order, reply, requests=1)
 
 

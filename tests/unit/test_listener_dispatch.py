@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from order_execution.exchange.user_stream import OrderEvent
+from order_execution.listener.account_lead import AccountLead
 from order_execution.listener.process import Listener
 from order_execution.orders.fsm import ExchangeReport
 from order_execution.orders.model import OrderState
@@ -15,9 +16,10 @@ from order_execution.runtime.settings import Settings
 
 
 @pytest.fixture
-def listener() -> Listener:
-    """A replica built outside the event loop: nothing it holds connects until it leads."""
-    return Listener(Settings(redis={"address": "127.0.0.1:1"}))  # and nothing could
+def listener() -> AccountLead:
+    """The account `default` of a replica built outside the event loop: nothing it holds
+    connects until it leads."""
+    return Listener(Settings(redis={"address": "127.0.0.1:1"})).leads["default"]  # and nothing could
 
 
 def account_update(symbol: str, amount: str) -> dict[str, object]:
@@ -25,7 +27,7 @@ def account_update(symbol: str, amount: str) -> dict[str, object]:
 
 
 async def test_positions_of_many_updates_go_out_in_one_queued_write(
-    listener: Listener, monkeypatch: pytest.MonkeyPatch
+    listener: AccountLead, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     written: list[dict[str, Decimal]] = []
     release = asyncio.Event()
@@ -46,7 +48,7 @@ async def test_positions_of_many_updates_go_out_in_one_queued_write(
 
 
 async def test_stepping_down_drops_a_queued_write_without_blocking_the_next_one(
-    listener: Listener, monkeypatch: pytest.MonkeyPatch
+    listener: AccountLead, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     written: list[dict[str, Decimal]] = []
 
@@ -62,14 +64,14 @@ async def test_stepping_down_drops_a_queued_write_without_blocking_the_next_one(
 
     await listener.lanes.submit("someone", busy)  # keeps the lanes busy
     await listener._on_account_update(account_update("BTCUSDT", "2"))
-    await listener._step_down()  # cancels both, as when the lease is lost
+    await listener.stop()  # cancels both, as when the lease is lost
     await listener._on_account_update(account_update("BTCUSDT", "3"))  # leading again later
     await listener.lanes.idle()
     assert written == [{"BTCUSDT": Decimal("3")}]
 
 
 async def test_order_events_run_per_order_and_conditional_ones_at_once(
-    listener: Listener, monkeypatch: pytest.MonkeyPatch
+    listener: AccountLead, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     applied: list[str] = []
     gate = asyncio.Event()

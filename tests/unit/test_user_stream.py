@@ -202,16 +202,18 @@ async def test_an_event_for_a_stored_order_is_applied(store: OrderStore) -> None
 
 
 async def test_each_stored_event_records_how_late_it_was_stored(store: OrderStore) -> None:
-    def lag() -> tuple[float, float]:
-        count = REGISTRY.get_sample_value("order_execution_user_stream_lag_seconds_count") or 0.0
-        total = REGISTRY.get_sample_value("order_execution_user_stream_lag_seconds_sum") or 0.0
+    def lag(account: str) -> tuple[float, float]:
+        labels = {"account": account}
+        count = REGISTRY.get_sample_value("order_execution_user_stream_lag_seconds_count", labels) or 0.0
+        total = REGISTRY.get_sample_value("order_execution_user_stream_lag_seconds_sum", labels) or 0.0
         return count, total
 
-    before = lag()
+    before, other_before = lag("default"), lag("other")
     await OrderEventRecorder(store).record(parse_order_event({**FIRST_TRADE, "E": now_ms() - 2500}))
-    count, total = lag()
+    count, total = lag("default")
     assert count == before[0] + 1
     assert 2.5 <= total - before[1] < 3.5  # stored about 2.5 s after the exchange's event time
+    assert lag("other") == other_before  # labelled with the stream's account
 
 
 async def test_an_amendment_event_records_the_new_price_and_quantity(store: OrderStore) -> None:
