@@ -24,6 +24,7 @@ from order_execution.launcher.exchange_accounts import (
     check_account_count,
     generate_accounts,
 )
+from order_execution.launcher.launch import simulator_command
 from order_execution.runtime.settings import Settings, load_settings
 
 SIM_BASE = "http://127.0.0.1:18090"
@@ -188,3 +189,15 @@ def test_names_and_generated_keys() -> None:
     assert check_account_count(20) == 20
     with pytest.raises(ValueError, match="between 1 and 20, got 21"):
         account_names(21)
+
+
+def test_the_simulator_command_takes_one_account_or_several() -> None:
+    one = simulator_command(8090, "k1", "s1", "--symbols", "BTCUSDT")
+    assert one[one.index("--port") :] == ["--port", "8090", "--account", "k1:s1", "--symbols", "BTCUSDT"]
+    several = simulator_command(8090, [("k1", "s1"), ("k2", "s2")], "--symbols", "BTCUSDT")
+    assert several[several.index("--port") :] == [
+        "--port", "8090", "--account", "k1:s1", "--account", "k2:s2", "--symbols", "BTCUSDT",
+    ]  # fmt: skip
+    assert simulator_command(8090, [("k1", "s1")]) == simulator_command(8090, "k1", "s1")
+    with pytest.raises(ValueError, match="at least one account"):
+        simulator_command(8090, [])
