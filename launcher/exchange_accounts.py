@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from order_execution.launcher.run_dir import private_dir, write_private
@@ -32,7 +32,7 @@ class GeneratedAccount:
 
     name: str
     key: str
-    secret: str
+    secret: str = field(repr=False)  # kept out of reprs: a failing test prints its stack's
 
     @property
     def credentials(self) -> tuple[str, str]:
