@@ -19,6 +19,7 @@ import sys
 
 import uvloop
 
+from order_execution.launcher.exchange_accounts import MAX_ACCOUNTS, check_account_count
 from order_execution.runtime.settings import CONFIG_ENV, Settings, SettingsError, load_settings
 
 
@@ -87,6 +88,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="load-test mode: the simulator enforces no rate limits and the service keeps no rate budget",
     )
+    up.add_argument(
+        "--accounts",
+        type=_account_count,
+        default=1,
+        metavar="N",
+        help="exchange accounts to make on the simulator and trade, named default, acct-2, ... acct-N "
+        f"(1 to {MAX_ACCOUNTS}; default 1); their keys go to owner-only files under .run/accounts/",
+    )
     commands.add_parser("sim", help="run the exchange simulator (see `order-execution sim --help`)")
 
     from order_execution.cli.order_args import add_order_commands
@@ -150,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 rate_limits=not args.no_rate_limits,
                 listen=args.listen,
                 ha=args.ha,
+                accounts=args.accounts,
             )
     except SettingsError as exc:
         print(f"order-execution: {exc}", file=sys.stderr)
@@ -158,6 +168,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _account_count(text: str) -> int:
+    """`up --accounts`: a whole number from 1 to MAX_ACCOUNTS, else argparse's error saying so."""
+    try:
+        return check_account_count(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from 1 to {MAX_ACCOUNTS}, got {text!r}"
+        ) from None
 
 
 def _run_worker(args: argparse.Namespace, settings: Settings, argv: list[str]) -> int:

@@ -17,7 +17,6 @@ with the logs, the servers' data and every secret, is its owner's alone (launche
 
 from __future__ import annotations
 
-import secrets
 import signal
 import sys
 import threading
@@ -27,6 +26,12 @@ from types import FrameType
 from order_execution.cli.credentials import LOCAL_KEY_FILE, ensure_local_key
 from order_execution.launcher import load_test
 from order_execution.launcher.embedded_servers import ensure_nats, ensure_redis
+from order_execution.launcher.exchange_accounts import (
+    MAX_ACCOUNTS,
+    GeneratedAccount,
+    generate_accounts,
+    service_accounts_env,
+)
 from order_execution.launcher.ha_servers import start_ha_servers
 from order_execution.launcher.launch import Launcher
 from order_execution.launcher.processes import free_port, port_open, worker_processes
@@ -37,6 +42,7 @@ from order_execution.runtime.addresses import is_loopback_host
 from order_execution.runtime.settings import Settings
 
 RUN_DIR = Path(".run")  # logs, and the embedded servers' data, relative to where `up` runs
+ACCOUNTS_DIR = RUN_DIR / "accounts"  # the simulator accounts' keys, one file each (`--accounts N`, N > 1)
 
 
 def run_up(
@@ -48,6 +54,7 @@ def run_up(
     rate_limits: bool = True,
     listen: str = "127.0.0.1",
     ha: bool = False,
+    accounts: int = 1,
 ) -> int:
     """Start everything, supervise it until a stop signal, then stop it all; the exit code.
 
@@ -58,6 +65,11 @@ def run_up(
     mode (launcher/load_test.py), refused with an exchange other than the simulator. `listen`
     is the address the gateway and the /metrics endpoints bind: anything but loopback is
     refused (exit code 2) while `auth.enabled` is false.
+
+    `accounts` (1 to MAX_ACCOUNTS) simulator accounts, named `default`, `acct-2`, ...
+    (launcher/exchange_accounts.py): one is today's stack; several reach the service as key
+    files under .run/accounts/. More than one needs the simulator and settings that list no
+    `accounts:` of their own (exit code 2 otherwise).
     """
     if not is_loopback_host(listen) and not settings.auth.enabled:
         print(
@@ -69,6 +81,10 @@ def run_up(
         return 2
     if listeners < 0 or workers < 0:
         print("order-execution up: --listeners and --workers must be 0 or more", file=sys.stderr)
+        return 2
+    refused = _accounts_refused(settings, accounts, with_simulator)
+    if refused:
+        print(f"order-execution up: {refused}", file=sys.stderr)
         return 2
     if not rate_limits and not with_simulator:
         print(
@@ -109,16 +125,22 @@ def run_up(
 
         if with_simulator:
             sim_port = 8090 if not port_open("127.0.0.1", 8090) else free_port()
-            key, secret = secrets.token_hex(32), secrets.token_hex(32)
+            made = generate_accounts(accounts)
             load_test_args = () if rate_limits else load_test.SIMULATOR_ARGS
             launcher.simulator(
-                sim_port, key, secret, "--symbols", ",".join(settings.symbols), *load_test_args
+                sim_port,
+                [account.credentials for account in made],
+                "--symbols",
+                ",".join(settings.symbols),
+                *load_test_args,
             )
             base = f"http://127.0.0.1:{sim_port}"
-            env.update(BINANCE_BASE_URL=base, BINANCE_API_KEY=key, BINANCE_SECRET_KEY=secret)
+            env.update(BINANCE_BASE_URL=base, **service_accounts_env(ACCOUNTS_DIR, made))
             rows.append(("Simulator", f"{base}  (admin: {base}/admin/orders; log .run/simulator.log)"))
+            rows.append(("Accounts", _accounts_row(made)))
         else:
             rows.append(("Exchange", settings.exchange.rest_url))
+            rows.append(("Accounts", ", ".join(settings.account_names)))
 
         gateway_ports = _gateway_ports(settings, 2 if ha else 1)
         print(
@@ -185,6 +207,37 @@ def run_up(
         for signum, handler in previous.items():
             if handler is not None:  # None: installed outside Python, cannot be put back
                 signal.signal(signum, handler)
+
+
+def _accounts_refused(settings: Settings, accounts: int, with_simulator: bool) -> str:
+    """Why `up` cannot run `accounts` simulator accounts with these settings; empty if it can."""
+    if not 1 <= accounts <= MAX_ACCOUNTS:
+        return f"--accounts must be between 1 and {MAX_ACCOUNTS}, got {accounts}"
+    if accounts == 1:
+        return ""
+    if not with_simulator:
+        return (
+            "--accounts makes accounts on the bundled simulator; with --no-simulator list your exchange "
+            "accounts in the settings (accounts:) instead"
+        )
+    if settings.accounts:
+        names = ", ".join(settings.account_names)
+        return (
+            f"--accounts {accounts} would replace the accounts in the settings ({names}); "
+            "remove `accounts:` from them or leave out --accounts"
+        )
+    return ""
+
+
+def _accounts_row(made: list[GeneratedAccount]) -> str:
+    """The summary line about the simulator accounts the service trades."""
+    names = ", ".join(account.name for account in made)
+    if len(made) == 1:
+        return f"{names}  (`up --accounts N` trades N simulator accounts)"
+    return (
+        f"{names}  (keys in {ACCOUNTS_DIR.resolve()}/, owner-only;\n"
+        f"             an order that names no account goes to {made[0].name})"
+    )
 
 
 def _gateway_ports(settings: Settings, count: int) -> list[tuple[int, int]]:

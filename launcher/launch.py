@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, overload
 
 import redis
 
@@ -40,9 +40,34 @@ def start_once(process: ManagedProcess, *, backoff: Backoff | None = None) -> Ma
     return process.start()
 
 
-def simulator_command(port: int, key: str, secret: str, *args: str) -> list[str]:
-    """Run the simulator on `port` with one account (`key`, `secret`); `args` are more of its options."""
-    return python_command(SIMULATOR_MODULE, "--port", str(port), "--account", f"{key}:{secret}", *args)
+# An exchange account of the simulator: its API key and secret.
+SimulatorAccount = tuple[str, str]
+
+
+@overload
+def simulator_command(port: int, key: str, secret: str, /, *args: str) -> list[str]: ...
+@overload
+def simulator_command(port: int, accounts: Sequence[SimulatorAccount], /, *args: str) -> list[str]: ...
+def simulator_command(port: int, *given: Any) -> list[str]:
+    """Run the simulator on `port` with one account (`key`, `secret`) or several (`accounts`, a list
+    of (key, secret), in order); the arguments after them are more of its options.
+
+    Raises ValueError for no account at all.
+    """
+    accounts, args = _split_accounts(given)
+    flags = [part for key, secret in accounts for part in ("--account", f"{key}:{secret}")]
+    return python_command(SIMULATOR_MODULE, "--port", str(port), *flags, *args)
+
+
+def _split_accounts(given: tuple[Any, ...]) -> tuple[list[SimulatorAccount], tuple[str, ...]]:
+    """`simulator_command`'s arguments after the port: the accounts, then the simulator's options."""
+    if given and isinstance(given[0], str):  # the single-account form: key, secret, options...
+        if len(given) < 2:
+            raise ValueError("simulator_command: a key needs its secret")
+        return [(given[0], given[1])], tuple(given[2:])
+    if not given or not given[0]:
+        raise ValueError("simulator_command: give at least one account (key, secret)")
+    return [(str(key), str(secret)) for key, secret in given[0]], tuple(given[1:])
 
 
 def service_command(role: str, *args: str) -> list[str]:
@@ -217,10 +242,15 @@ class Launcher:
         process.wait_until("accepting connections", lambda: port_open("127.0.0.1", port), timeout_s)
         return process
 
-    def simulator(self, port: int, key: str, secret: str, *args: str) -> ManagedProcess:
-        """Start the simulator on 127.0.0.1:`port` with the account (`key`, `secret`) and options
-        `args`; return once it answers. Raises RuntimeError (log tail) if it exits or times out."""
-        process = self.start("simulator", simulator_command(port, key, secret, *args), server=True)
+    @overload
+    def simulator(self, port: int, key: str, secret: str, /, *args: str) -> ManagedProcess: ...
+    @overload
+    def simulator(self, port: int, accounts: Sequence[SimulatorAccount], /, *args: str) -> ManagedProcess: ...
+    def simulator(self, port: int, *given: Any) -> ManagedProcess:
+        """Start the simulator on 127.0.0.1:`port` with one account (`key`, `secret`) or several
+        (`accounts`, a list of (key, secret)) and the options after them (`simulator_command`);
+        return once it answers. Raises RuntimeError (log tail) if it exits or times out."""
+        process = self.start("simulator", simulator_command(port, *given), server=True)
         process.wait_until("listening", lambda: http_ok(f"http://127.0.0.1:{port}/fapi/v1/time"))
         return process
 

@@ -33,6 +33,7 @@ def local_client_json(key: str) -> str:
     (`key_sha256`, the hex SHA-256 the gateway compares a caller's key against).
 
     The local key is the operator's own (whoever runs `up`), so it also holds the admin role:
-    `order-execution risk` and `account` work with no setup, as `order` does.
+    `order-execution risk` and `account` work with no setup, as `order` does; it names no
+    `accounts`, so it may trade every account the service has (`up --accounts N`).
     """
     return f'[{{"name": "local", "key_sha256": "{hash_key(key)}", "admin": true}}]'

@@ -20,6 +20,11 @@ from typing import Any
 import redis
 
 from order_execution.launcher import load_test
+from order_execution.launcher.exchange_accounts import (
+    GeneratedAccount,
+    generate_accounts,
+    service_accounts_env,
+)
 from order_execution.launcher.launch import Launcher
 from order_execution.launcher.processes import ManagedProcess, free_port
 from order_execution.launcher.service_env import gateway_port_env, isolated_env, local_client_json
@@ -33,11 +38,12 @@ class LocalStack:
     exchange_base: str
     nats_url: str
     processes: dict[str, ManagedProcess]
-    api_key: str = ""  # the simulator account the service trades on
+    api_key: str = ""  # the simulator account the service trades on (with several: the first, `default`)
     secret_key: str = ""
     metrics_urls: dict[str, str] = field(default_factory=dict)  # worker/listener name -> its /metrics
     log_dir: Path | None = None
     grpc_api_key: str = ""  # with auth=True: the key gRPC calls send as metadata x-api-key
+    accounts: tuple[GeneratedAccount, ...] = ()  # every simulator account the service trades, in order
 
     def health(self) -> dict[str, Any]:
         """The gateway's /health JSON, whatever its status code (503 still has a body)."""
@@ -74,6 +80,7 @@ def local_stack(
     symbols: list[str] | None = None,
     rate_limits: bool = True,
     auth: bool = False,
+    accounts: int = 1,
 ) -> Iterator[LocalStack]:
     """Run the simulator, `workers` workers, `listeners` listeners and the gateway.
 
@@ -87,10 +94,15 @@ def local_stack(
     `auth=True` runs the gateway as production does, requiring an API key: one client
     "local" with a fresh key (`LocalStack.grpc_api_key`); by default auth is off, so
     tests call it with no key.
+
+    `accounts` simulator accounts (launcher/exchange_accounts.py, as `up --accounts`): one is
+    given to the service in the environment; several, named `default`, `acct-2`, ..., by key
+    files under `log_dir/accounts`.
     """
     redis.Redis.from_url(redis_url(redis_address, db=redis_db)).flushdb()
     log_dir.mkdir(parents=True, exist_ok=True)
-    key, secret = secrets.token_hex(32), secrets.token_hex(32)
+    made = generate_accounts(accounts)
+    key, secret = made[0].credentials
     grpc_api_key = secrets.token_urlsafe(32) if auth else ""
     sim_port, grpc_port, http_port = free_port(), free_port(), free_port()
     exchange = f"http://127.0.0.1:{sim_port}"
@@ -99,8 +111,7 @@ def local_stack(
         "ORDER_EXECUTION__REDIS__DB": str(redis_db),
         "NATS_ADDRESS": nats_url,
         "BINANCE_BASE_URL": exchange,
-        "BINANCE_API_KEY": key,
-        "BINANCE_SECRET_KEY": secret,
+        **service_accounts_env(log_dir / "accounts", made),
         "ORDER_EXECUTION__SERVER__HOST": "127.0.0.1",
         **gateway_port_env(grpc_port, http_port),
         "LOG_FORMAT": "text",
@@ -117,7 +128,7 @@ def local_stack(
     # die_with_parent: a test run killed outright (kill -9, a CI timeout) leaves nothing running.
     launcher = Launcher(log_dir, env=env, base_env=isolated_env(), cwd=log_dir, die_with_parent=True)
     try:
-        launcher.simulator(sim_port, key, secret, *sim_extra, *simulator_args)
+        launcher.simulator(sim_port, [account.credentials for account in made], *sim_extra, *simulator_args)
         metrics_urls: dict[str, str] = {}
         for kind, count in (("worker", workers), ("listener", listeners)):
             for name in _names(kind, count):
@@ -140,6 +151,7 @@ def local_stack(
             metrics_urls=metrics_urls,
             log_dir=log_dir,
             grpc_api_key=grpc_api_key,
+            accounts=tuple(made),
         )
     finally:
         launcher.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -25,6 +26,13 @@ LIMIT: dict[str, Any] = {
     "quantity": "0.010",
     "price": "49000",
 }
+
+
+async def away_from_window_edge() -> None:
+    """Wait if a 10-second window boundary is under a second away (ORDERS windows are wall-clock aligned)."""
+    remaining = 10 - time.time() % 10
+    if remaining < 1.0:
+        await asyncio.sleep(remaining + 0.01)
 
 
 def new_account() -> AccountConfig:

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import pytest
 
-from sim_helpers import LIMIT, Sim
+from sim_helpers import LIMIT, Sim, away_from_window_edge
 from usdm_simulator.cli import _banner, build_config
 from usdm_simulator.config import RateLimitConfig
 from usdm_simulator.ratelimit import RateLimiter
-
-
-async def away_from_window_edge() -> None:
-    """Wait if a 10-second window boundary is under a second away (windows are wall-clock aligned)."""
-    remaining = 10 - time.time() % 10
-    if remaining < 1.0:
-        await asyncio.sleep(remaining + 0.01)
 
 
 async def test_weight_headers_follow_endpoint_weights(sim: Sim) -> None:

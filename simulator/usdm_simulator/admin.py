@@ -4,12 +4,15 @@
   per-match liquidity, ``null`` = unlimited) and match resting orders at once. Replies with the prices.
 * ``GET /admin/prices``: every reference price and liquidity setting.
 * ``GET /admin/orders`` (``symbol``, ``clientOrderId``, ``account``, ``status``): every accepted order.
+* ``GET /admin/algo-orders`` (``clientAlgoId``, ``account``): every algo (conditional) order.
 * ``GET /admin/trades`` (``symbol``, ``account``): every fill.
-* ``GET /admin/requests`` (``path``, ``method``, ``clientOrderId``, ``account``): every REST request.
+* ``GET /admin/requests`` (``path``, ``method``, ``clientOrderId``, ``account``, ``status``,
+  ``errorCode``): every REST request; e.g. ``?account=KEY&status=429`` counts an account's 429s.
 * ``POST /admin/faults`` (a FaultConfig) → the armed fault; ``GET /admin/faults``; ``DELETE /admin/faults``.
 * ``POST /admin/reset``: clear orders, trades, positions, requests, faults, counters and listenKeys.
 * ``GET /admin/state``: accounts with wallet, positions (hedge-mode ones as ``SYMBOL:LONG``), position
-  mode, leverage and margin-type settings and the symbols whose countdownCancelAll timer runs.
+  mode, leverage and margin-type settings, the symbols whose countdownCancelAll timer runs, and the ORDERS
+  limits and counts of the current windows.
 """
 
 from __future__ import annotations
@@ -117,7 +120,8 @@ async def list_algo_orders(request: web.Request) -> web.Response:
     rows = [
         {**order.to_json(), "account": order.account_key}
         for order in sorted(_state(request).algos.orders.values(), key=lambda o: o.algo_id)
-        if not q.get("clientAlgoId") or order.client_algo_id == q["clientAlgoId"]
+        if (not q.get("clientAlgoId") or order.client_algo_id == q["clientAlgoId"])
+        and (not q.get("account") or order.account_key == q["account"])
     ]
     return web.json_response(rows)
 
@@ -139,8 +143,13 @@ async def list_trades(request: web.Request) -> web.Response:
 
 
 async def list_requests(request: web.Request) -> web.Response:
-    """List every REST request received, oldest first, filtered by the query parameters."""
-    return web.json_response([r.to_json() for r in _state(request).journal.select(request.query)])
+    """List every REST request received, oldest first, filtered by the query parameters; 400 for a
+    ``status`` or ``errorCode`` that is not an integer."""
+    try:
+        records = _state(request).journal.select(request.query)
+    except ValueError as exc:
+        return bad_request(str(exc))
+    return web.json_response([r.to_json() for r in records])
 
 
 async def arm_fault(request: web.Request) -> web.Response:
@@ -192,12 +201,20 @@ async def describe(request: web.Request) -> web.Response:
             "leverage": {s: a.leverage_for(s) for s in state.engine.specs},
             "isolated": sorted(a.isolated),
             "countdowns": [s for k, s in state.countdowns.armed() if k == a.key],
+            "orderLimits": _order_limits(state, a.key),
         }
         for a in state.engine.accounts.values()
     ]
     return web.json_response(
         {"accounts": accounts, "prices": _prices(state), "serverTime": state.clock.now_ms()}
     )
+
+
+def _order_limits(state: SimulatorState, key: str) -> dict[str, int]:
+    """The account's ORDERS limits and how much of each window it has used."""
+    limits = state.limiter.order_limits(key)
+    used10, used60 = state.limiter.order_counts(key)
+    return {"per10s": limits.per_10s, "perMinute": limits.per_minute, "used10s": used10, "used1m": used60}
 
 
 def add_routes(app: web.Application) -> None:

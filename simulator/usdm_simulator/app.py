@@ -83,6 +83,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/fapi/v1/leverageBracket", "SIGNED", rest_account_settings.leverage_bracket, 1),
     Endpoint("POST", "/fapi/v1/countdownCancelAll", "SIGNED", rest_account_settings.countdown_cancel_all, 10),
     Endpoint("GET", "/fapi/v1/commissionRate", "SIGNED", rest_account.commission_rate, 20),
+    Endpoint("GET", "/fapi/v1/rateLimit/order", "SIGNED", rest_account.order_rate_limits, 1),
     Endpoint("POST", "/fapi/v1/listenKey", "USER_STREAM", rest_account.listen_key_create, 1),
     Endpoint("PUT", "/fapi/v1/listenKey", "USER_STREAM", rest_account.listen_key_keepalive, 1),
     Endpoint("DELETE", "/fapi/v1/listenKey", "USER_STREAM", rest_account.listen_key_close, 1),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import re
 import secrets
 import signal
 import sys
@@ -38,8 +39,9 @@ def _parser() -> argparse.ArgumentParser:
         "--account",
         action="append",
         default=[],
-        metavar="KEY:SECRET",
-        help="API key and secret of an account (repeatable); one is generated if none is given",
+        metavar="KEY:SECRET[:orders_per_10s=N][:orders_per_minute=N]",
+        help="API key and secret of an account (repeatable), optionally with its own ORDERS limits "
+        "(default: --orders-per-10s / --orders-per-minute); one account is generated if none is given",
     )
     p.add_argument(
         "--symbols",
@@ -90,6 +92,37 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# The per-account options `--account` takes after KEY:SECRET, each as `:name=N`.
+ACCOUNT_OPTIONS = ("orders_per_10s", "orders_per_minute")
+
+
+def parse_account(item: str) -> AccountConfig:
+    """An account from ``--account KEY:SECRET[:orders_per_10s=N][:orders_per_minute=N]``.
+
+    Options are read from the end, so a secret that itself holds ``:`` still parses. Raises ValueError
+    naming the flag and the rule for a missing key or secret, an unknown option or a bad number.
+    """
+    key, sep, rest = item.partition(":")
+    parts = rest.split(":") if sep else []
+    options: dict[str, str] = {}
+    while len(parts) > 1 and "=" in parts[-1]:
+        name, _, value = parts.pop().partition("=")
+        if name not in ACCOUNT_OPTIONS:
+            raise ValueError(
+                f"--account: unknown option {name!r} after KEY:SECRET; known: {', '.join(ACCOUNT_OPTIONS)}"
+            )
+        if not re.fullmatch(r"[0-9]{1,9}", value) or int(value) < 1:
+            raise ValueError(f"--account: {name} must be a whole number of at least 1, got {value!r}")
+        options[name] = value
+    secret = ":".join(parts)
+    if not key or not secret:
+        raise ValueError(
+            "--account expects KEY:SECRET (both non-empty) optionally followed by :orders_per_10s=N "
+            "and :orders_per_minute=N (docker-compose: set BINANCE_API_KEY and BINANCE_SECRET_KEY in .env)"
+        )
+    return AccountConfig(key=key, secret=secret, **{name: int(value) for name, value in options.items()})
+
+
 def _overrides(args: argparse.Namespace, base: SimulatorConfig) -> dict[str, Any]:
     out: dict[str, Any] = {
         "host": args.host,
@@ -103,15 +136,7 @@ def _overrides(args: argparse.Namespace, base: SimulatorConfig) -> dict[str, Any
     }
     if args.symbols:
         out["symbols"] = [s for s in args.symbols.split(",") if s]
-    accounts = []
-    for item in args.account:
-        key, sep, secret = item.partition(":")
-        if not sep or not key or not secret:
-            raise ValueError(
-                f"--account expects KEY:SECRET, both non-empty, got {item!r} "
-                "(docker-compose: set BINANCE_API_KEY and BINANCE_SECRET_KEY in .env)"
-            )
-        accounts.append(AccountConfig(key=key, secret=secret))
+    accounts = [parse_account(item) for item in args.account]
     if accounts:
         out["accounts"] = accounts
     if args.price:
@@ -173,7 +198,13 @@ def _banner(config: SimulatorConfig, port: int, generated: bool) -> str:
         lines.append(f"  replay     {symbol} from {path} at {config.replay_speed:g}x")
     for account in config.accounts:
         tag = " (generated)" if generated else ""
-        lines.append(f"  account{tag}  key={account.key}  secret={account.secret}")
+        own = [
+            f"{limit} orders/{window}"
+            for limit, window in ((account.orders_per_10s, "10s"), (account.orders_per_minute, "min"))
+            if limit is not None
+        ]
+        limits = f"  ({', '.join(own)})" if own else ""
+        lines.append(f"  account{tag}  key={account.key}  secret={account.secret}{limits}")
     lines.append(f"  matching: {_MATCHING_LINES[config.matching]}")
     lines.append(f"  {_rate_limit_line(config)}")
     return "\n".join(lines)

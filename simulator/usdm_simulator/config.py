@@ -35,7 +35,8 @@ FaultKind = Literal[
 
 
 class AccountConfig(BaseModel):
-    """One exchange account: API key, secret and starting USDT wallet balance."""
+    """One exchange account: API key, secret, starting USDT wallet balance and, optionally, its own
+    ORDERS limits (Binance sets them per account; unset, the account has ``rate_limits``' ones)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -43,6 +44,14 @@ class AccountConfig(BaseModel):
     secret: str = Field(min_length=1)
     balance_usdt: Decimal = Decimal("100000")
     leverage: int = Field(default=20, ge=1, le=125)
+    orders_per_10s: int | None = Field(
+        default=None, ge=1, description="this account's ORDERS per 10 s (default: rate_limits.orders_per_10s)"
+    )
+    orders_per_minute: int | None = Field(
+        default=None,
+        ge=1,
+        description="this account's ORDERS per minute (default: rate_limits.orders_per_minute)",
+    )
 
 
 class FaultConfig(BaseModel):
@@ -139,6 +148,19 @@ class SimulatorConfig(BaseSettings):
         symbols = [s.strip().upper() for s in value if s.strip()]
         check_known(symbols)
         return symbols
+
+    @model_validator(mode="after")
+    def _unique_account_keys(self) -> SimulatorConfig:
+        """ValueError for two accounts with one API key (the key is how a request names its account)."""
+        first: dict[str, int] = {}
+        for index, account in enumerate(self.accounts):
+            earlier = first.setdefault(account.key, index)
+            if earlier != index:
+                raise ValueError(
+                    f"accounts[{index}].key: the same API key as accounts[{earlier}]; "
+                    "each account needs its own"
+                )
+        return self
 
     @model_validator(mode="after")
     def _check_replay(self) -> SimulatorConfig:

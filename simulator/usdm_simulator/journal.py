@@ -10,7 +10,12 @@ from typing import Any
 
 @dataclass
 class RequestRecord:
-    """One received request: what was asked, by whom, when, and what the exchange answered."""
+    """One received request: what was asked, by whom, when, and what the exchange answered.
+
+    ``account`` is the key of the account whose API key (``X-MBX-APIKEY``) the request carried, when it
+    names a known account, whatever the answer: a request refused before authentication (429 or 418 for
+    its IP) still counts for that account. ``None`` for a request with no or an unknown key.
+    """
 
     seq: int
     time_ms: int
@@ -64,7 +69,9 @@ class Journal:
         self._records.clear()
 
     def select(self, filters: Mapping[str, str]) -> list[RequestRecord]:
-        """Return records matching the optional path, method, clientOrderId and account filters."""
+        """Return records matching the optional path, method, clientOrderId, account, status (HTTP) and
+        errorCode filters. Raises ValueError naming ``status`` or ``errorCode`` if it is not an integer."""
+        status, error_code = _int_filter(filters, "status"), _int_filter(filters, "errorCode")
         out = []
         for r in self._records:
             if "path" in filters and r.path != filters["path"]:
@@ -75,5 +82,20 @@ class Journal:
                 continue
             if "account" in filters and r.account != filters["account"]:
                 continue
+            if status is not None and r.status != status:
+                continue
+            if error_code is not None and r.error_code != error_code:
+                continue
             out.append(r)
         return out
+
+
+def _int_filter(filters: Mapping[str, str], name: str) -> int | None:
+    """The integer value of filter ``name``, None if absent; ValueError naming it if not an integer."""
+    raw = filters.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None

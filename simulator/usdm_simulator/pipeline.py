@@ -130,6 +130,8 @@ async def dispatch(request: web.Request, endpoint: Endpoint, state: SimulatorSta
     raw_body = await request.text() if request.body_exists else ""
     params = merge_params(raw_query, raw_body)
     record.params = {k: v for k, v in params.items() if k != "signature"}
+    # Known before any check, so a request refused for its IP (429/418) still counts for its account.
+    record.account = _claimed_account(request, state)
     try:
         weight = endpoint.weight if isinstance(endpoint.weight, int) else endpoint.weight(params)
         try:
@@ -172,6 +174,12 @@ def _finish(record: RequestRecord, response: web.Response, fault: FaultConfig | 
         if response.content_type == "application/json" and isinstance(response.body, bytes):
             record.error_code = orjson.loads(response.body).get("code")
     return response
+
+
+def _claimed_account(request: web.Request, state: SimulatorState) -> str | None:
+    """The key of the known account whose API key the request carries (not yet authenticated), else None."""
+    key = request.headers.get("X-MBX-APIKEY")
+    return key if key is not None and key in state.credentials else None
 
 
 def _authenticate(

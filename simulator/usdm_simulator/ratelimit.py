@@ -1,5 +1,10 @@
 """Binance's rate limits: request weight per IP per minute, orders per account per 10 s and per minute.
 
+Each account has its own ORDERS limits (``AccountConfig.orders_per_10s`` / ``orders_per_minute``, else
+``RateLimitConfig``'s) and its own order counters: one account's burst never counts against another's.
+The weight, strikes and bans are per IP, as on Binance: an IP that keeps sending after 429s is banned
+whichever account's limit it hit, and the ban stops every account whose requests come from that IP.
+
 Windows are fixed and aligned to wall-clock boundaries (minute, 10 seconds), as Binance's counters are.
 Going over a limit answers HTTP 429 (-1003 for weight, -1015 for orders) with ``Retry-After`` in seconds;
 an IP that sends more than ``requests_after_429_before_ban`` further requests while limited is banned:
@@ -16,12 +21,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from usdm_simulator import errors
-from usdm_simulator.config import RateLimitConfig
+from usdm_simulator.config import AccountConfig, RateLimitConfig
 
 BAN_ESCALATION = 4
 MAX_BAN_SECONDS = 3 * 24 * 3600
@@ -39,6 +44,28 @@ def rate_limit_rules(limits: RateLimitConfig) -> list[dict[str, Any]]:
         {"rateLimitType": kind, "interval": interval, "intervalNum": count, "limit": limit}
         for kind, interval, count, limit in rules
     ]
+
+
+@dataclass(frozen=True)
+class OrderLimits:
+    """An account's ORDERS limits: new orders per 10 seconds and per minute."""
+
+    per_10s: int
+    per_minute: int
+
+    def rules(self) -> list[dict[str, Any]]:
+        """The account's limits as ``GET /fapi/v1/rateLimit/order`` lists them (10 s first, as Binance)."""
+        return [
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": self.per_10s},
+            {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": self.per_minute},
+        ]
+
+
+def order_limits(limits: RateLimitConfig, account: AccountConfig) -> OrderLimits:
+    """``account``'s ORDERS limits: its own overrides, else the global ones in ``limits``."""
+    return OrderLimits(
+        account.orders_per_10s or limits.orders_per_10s, account.orders_per_minute or limits.orders_per_minute
+    )
 
 
 @dataclass
@@ -67,13 +94,28 @@ def _window(table: dict[str, _Window], key: str) -> _Window:
 
 
 class RateLimiter:
-    """Per-IP weight and per-account order counters; ``now`` returns Unix seconds (injectable for tests)."""
+    """Per-IP weight and per-account order counters; ``now`` returns Unix seconds (injectable for tests).
 
-    def __init__(self, limits: RateLimitConfig, now: Callable[[], float] = time.time) -> None:
+    ``accounts`` may set an account's own ORDERS limits (by its key); any other account has the global
+    ``limits``.
+    """
+
+    def __init__(
+        self,
+        limits: RateLimitConfig,
+        now: Callable[[], float] = time.time,
+        accounts: Iterable[AccountConfig] = (),
+    ) -> None:
         self.limits = limits
         self._enforce = limits.enabled
         self._now = now
+        self._default_orders = OrderLimits(limits.orders_per_10s, limits.orders_per_minute)
+        self._account_orders = {account.key: order_limits(limits, account) for account in accounts}
         self.reset()
+
+    def order_limits(self, account: str) -> OrderLimits:
+        """The ORDERS limits of the account with key ``account``."""
+        return self._account_orders.get(account, self._default_orders)
 
     def reset(self) -> None:
         """Zero every counter and lift every ban."""
@@ -113,24 +155,25 @@ class RateLimiter:
         return window.used if window and window.start == now - (now % 60.0) else 0
 
     def charge_orders(self, ip: str, account: str, count_10s: int, count_1m: int) -> tuple[int, int]:
-        """Count new orders for ``account``; return (used in 10 s, used in 1 min).
+        """Count new orders for ``account`` (its key); return (used in 10 s, used in 1 min).
 
-        Raises 429 (-1015) when either window is exhausted (and counts a strike against the IP); never with
-        limits disabled.
+        Raises 429 (-1015) when either of the account's windows is exhausted (and counts a strike against
+        the IP, which may ban it: 418); never with limits disabled.
         """
         now = self._now()
+        limits = self.order_limits(account)
         w10, w60 = _window(self._orders_10s, account), _window(self._orders_1m, account)
         used10, used60 = w10.add(now, 10.0, count_10s), w60.add(now, 60.0, count_1m)
         if not self._enforce:
             return used10, used60
-        if used10 > self.limits.orders_per_10s:
+        if used10 > limits.per_10s:
             self._strike(ip, now)
-            err = errors.too_many_orders(self.limits.orders_per_10s, "10 SECOND")
+            err = errors.too_many_orders(limits.per_10s, "10 SECOND")
             err.retry_after_s = w10.retry_after(now, 10.0)
             raise err
-        if used60 > self.limits.orders_per_minute:
+        if used60 > limits.per_minute:
             self._strike(ip, now)
-            err = errors.too_many_orders(self.limits.orders_per_minute, "1 MINUTE")
+            err = errors.too_many_orders(limits.per_minute, "1 MINUTE")
             err.retry_after_s = w60.retry_after(now, 60.0)
             raise err
         return used10, used60

@@ -282,6 +282,11 @@ def commission_rate(call: Call) -> dict[str, Any]:
     }
 
 
+def order_rate_limits(call: Call) -> list[dict[str, Any]]:
+    """``GET /fapi/v1/rateLimit/order``: the account's own ORDERS limits (per 10 s, per minute)."""
+    return call.state.limiter.order_limits(call.acct.key).rules()
+
+
 def listen_key_create(call: Call) -> dict[str, Any]:
     """``POST /fapi/v1/listenKey``: the account's live key (extended) or a new one."""
     return {"listenKey": call.state.streams.create(call.acct.key)}

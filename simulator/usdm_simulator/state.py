@@ -67,7 +67,7 @@ class SimulatorState:
             engine=engine,
             streams=streams,
             faults=faults,
-            limiter=RateLimiter(config.rate_limits),
+            limiter=RateLimiter(config.rate_limits, accounts=config.accounts),
             journal=Journal(config.journal_size),
             credentials={a.key: Credentials(a.key, a.secret) for a in config.accounts},
             algos=AlgoBook(),
