@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import grpc
 import httpx
 import nats
+import nats.js.errors
 import orjson
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
@@ -62,6 +63,7 @@ MARKET_SHARE, CANCEL_SHARE, CANCEL_DELAY_S = 0.4, 0.25, (0.2, 3.0)
 CONDITIONAL_SHARE = 0.1  # of the orders that are not MARKET: STOP_MARKETs
 CREATE_TRIES = 120  # ~50 s of retries: a partition stops writes for its length (10 s) and more
 CONSISTENT_TIMEOUT_S = 30.0
+_STREAM_SETTLE_S = 30.0  # how long the JetStream read waits out a stream with no leader yet
 
 
 @dataclass(frozen=True)
@@ -108,11 +110,19 @@ async def jetstream_versions(config: ClientConfig, order_ids: set[str]) -> list[
             config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, inactive_threshold=60),
         )
         done = info.state.messages == 0
+        unavailable_until = time.monotonic() + _STREAM_SETTLE_S
         while not done:
             try:
                 batch = await subscription.fetch(500, timeout=5)
             except nats.errors.TimeoutError:
                 break
+            except nats.js.errors.ServiceUnavailableError:
+                # The stream's replicas may still be electing a leader after the chaos: the
+                # reader waits, as any subscriber would, within a bound.
+                if time.monotonic() > unavailable_until:
+                    raise
+                await asyncio.sleep(0.5)
+                continue
             for message in batch:
                 order = orjson.loads(message.data)["order"]
                 if order["order_id"] in order_ids:

@@ -1,14 +1,16 @@
 """Two exchange accounts on one stack, started as `up --accounts 2` starts it (the simulator with
-both, the service told of them by key files): an order on each account reaches the simulator once,
-signed with that account's key, and its state comes back on the order.
+both, the service told of them by key files).
 
-The account `default` is reached through gRPC (CreateOrder naming no account). The gateway of this
-branch does not read `CreateOrderRequest.account` yet, so the order on `acct-2` is placed as the
-gateway places one: stored and queued in one step (`OrderStore.create` with `submit_order_push`),
-with `account="acct-2"`; from there on it is the service's own path (its queue, the worker's
-executor for that account, the exchange).
+- An order on each account (CreateOrder naming it, or naming none: the first account) reaches the
+  simulator once, signed with that account's key, and its state comes back on the order.
+- Account A (`acct-2`) flooded beyond Binance's ORDERS limits while B (`default`) sends 10
+  orders/s: A gets no 429 and no REJECTED, its orders wait for its budget, and B's go straight
+  out. B's submit -> sent p99 with A idle and with A flooded is printed; the bound asserted is far
+  below what a queue shared with A's backlog would give (seconds: A's orders wait up to
+  `worker.max_order_age_ms`, 10 s here) and far above what separate queues give (tens of ms).
+  bench/account_flood.py measures the same two figures over several runs.
 
-The stack has a Redis of its own on a free port (the machine's Redis has no database left to
+The stacks have a Redis of their own on a free port (the machine's Redis has no database left to
 dedicate to a module, see tests/redis_dbs.py), and the machine's NATS, as every stack does.
 """
 
@@ -19,22 +21,18 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from decimal import Decimal
 from functools import partial
 from typing import Any
 
 import grpc
 import pytest
-import redis.asyncio as aioredis
 
+from bench.account_flood import FLOOD_STACK_ENV, FLOODED, QUIET, describe, run_phase
 from order_execution.launcher.launch import Launcher
 from order_execution.launcher.processes import free_port
 from order_execution.launcher.stack import LocalStack, local_stack
-from order_execution.orders.model import Order, OrderType, Side, TimeInForce
-from order_execution.orders.store import OrderStore
 from order_execution.proto import order_pb2 as pb
 from order_execution.proto import order_pb2_grpc
-from order_execution.tasks.messages import submit_order_push
 
 pytestmark = pytest.mark.integration
 
@@ -126,24 +124,19 @@ async def test_an_order_on_each_account_reaches_the_exchange_under_its_own_key(
         )
         assert on_default.order.account == "default"
 
-        client = aioredis.Redis.from_url(f"redis://{own_redis}/{OWN_REDIS_DB}")
-        try:
-            store = OrderStore(client)
-            wanted = Order(
-                order_id=str(uuid.uuid4()),
-                client_order_id=f"it-acct2-{uuid.uuid4().hex[:8]}",
+        wanted = await stub.CreateOrder(
+            pb.CreateOrderRequest(
                 symbol="BTCUSDT",
-                side=Side.BUY,
-                type=OrderType.LIMIT,
-                quantity=Decimal("0.003"),
-                price=Decimal("48000.0"),
-                time_in_force=TimeInForce.GTC,
+                side=pb.BUY,
+                type=pb.LIMIT,
+                quantity="0.003",
+                price="48000.0",
+                time_in_force=pb.GTC,
+                client_order_id=f"it-acct2-{uuid.uuid4().hex[:8]}",
                 account="acct-2",
             )
-            created = await store.create(wanted, enqueue=submit_order_push)
-            assert created.created
-        finally:
-            await client.aclose()
+        )
+        assert wanted.order.account == "acct-2"
 
         for order_id, client_order_id, account in (
             (on_default.order_id, on_default.client_order_id, default),
@@ -170,3 +163,60 @@ async def test_an_order_on_each_account_reaches_the_exchange_under_its_own_key(
         "default": [on_default.client_order_id],
         "acct-2": [wanted.client_order_id],
     }
+
+
+# --- one account flooded, the other not held back ---------------------------------------------
+
+FLOOD_DB = 1  # on the module's own Redis, beside the first stack's db
+B_P99_BOUND_MS = 1000.0  # shared queue: seconds behind A's backlog; separate queues: tens of ms
+
+
+@pytest.fixture(scope="module")
+def flood_stack(
+    own_redis: str, real_nats: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalStack]:
+    with local_stack(
+        own_redis,
+        real_nats,
+        redis_db=FLOOD_DB,
+        log_dir=tmp_path_factory.mktemp("flood-logs"),
+        accounts=2,
+        extra_env=FLOOD_STACK_ENV,
+    ) as started:
+        yield started
+
+
+async def test_a_flooded_account_waits_for_its_budget_without_delaying_another(
+    flood_stack: LocalStack,
+) -> None:
+    keys = {account.name: account.key for account in flood_stack.accounts}
+    phase = partial(
+        run_phase,
+        grpc_target=flood_stack.grpc_target,
+        exchange_base=flood_stack.exchange_base,
+        account_keys=keys,
+        seconds=8.0,
+    )
+    idle = await phase(name="idle", rates={QUIET: 10.0}, settle_s=3.0)
+    flooded = await phase(name="flooded", rates={FLOODED: 60.0, QUIET: 10.0})
+    print(describe(idle))
+    print(describe(flooded))
+    idle_p99, flooded_p99 = idle.p99(QUIET), flooded.p99(QUIET)
+    print(
+        f"B submit -> sent p99: A idle {idle_p99:.1f} ms, A flooded {flooded_p99:.1f} ms "
+        f"(bound {B_P99_BOUND_MS:.0f} ms)"
+    )
+
+    # A went beyond Binance's ORDERS limits (300 per 10 s, here x0.9 safety x0.8 for creates)...
+    assert flooded.placed[FLOODED] == 480
+    # ...got no 429 and no REJECTED: what its budget could not send in time was refused at the
+    # gateway (RESOURCE_EXHAUSTED), the rest waited for the budget and went out.
+    assert flooded.answered_429[FLOODED] == 0 and flooded.rejected[FLOODED] == 0
+    assert flooded.refused[FLOODED] > 0
+    a_sent = flooded.sent_ms[FLOODED]
+    assert len(a_sent) >= 200 and max(a_sent) > 2000, "A's orders did not wait for A's budget"
+    # B: every order sent, none refused, none waited behind A.
+    for result in (idle, flooded):
+        assert result.refused[QUIET] == 0 and result.never_sent[QUIET] == 0
+        assert len(result.sent_ms[QUIET]) == 80 and result.answered_429[QUIET] == 0
+    assert flooded_p99 is not None and flooded_p99 < B_P99_BOUND_MS

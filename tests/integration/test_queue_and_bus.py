@@ -41,7 +41,7 @@ async def test_idle_consumer_is_woken_by_the_doorbell(real_redis: str) -> None:
     queue, worker = queue_for(symbol), f"doorbell-test-{symbol}"
     ran = asyncio.Event()
 
-    async def submit(order_id: str, queued: str) -> None:
+    async def submit(order_id: str, queued: str, account: str) -> None:
         ran.set()
 
     consumer = Consumer(
