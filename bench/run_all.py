@@ -13,6 +13,7 @@ BENCHES = [
     "throughput.py",
     "scrape_load.py",
     "replica_acks.py",
+    "account_flood.py",
 ]
 
 
