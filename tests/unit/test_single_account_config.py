@@ -58,7 +58,7 @@ async def test_everything_it_writes_keeps_the_names_it_had_before_accounts(setti
         settings.risk, {"max_open_orders": 5}, actor="ops", reason="test"
     )
     await ListenerStatus(redis, namespace="oe").publish({"leader": "l1"}, ttl_ms=5000)
-    keys = {key.decode() for key in await redis.keys("*")}
+    keys = {key.decode() if isinstance(key, bytes) else key for key in await redis.keys("*")}
     assert {
         "oe:order:o1",
         "oe:client:cid-1",
