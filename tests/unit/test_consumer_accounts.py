@@ -8,6 +8,7 @@ a doorbell or a freed slot can start a message.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import fakeredis
 
@@ -17,6 +18,21 @@ from tests.unit.test_consumer import NO_SWEEP_S, WORK, Recorder, eventually, mes
 
 A_QUEUE = queue_for("BTCUSDT", "acct-a")
 B_QUEUE = queue_for("BTCUSDT", "acct-b")
+
+
+def two_account_consumer(
+    redis: fakeredis.FakeAsyncRedis, handler: ByAccount, group_of: Callable[[str], str]
+) -> Consumer:
+    """A consumer of A's and B's queues with two slots per group (`group_of`)."""
+    return Consumer(
+        redis,
+        [A_QUEUE, B_QUEUE],
+        {WORK: Handler(handler)},
+        max_in_flight=2,
+        sweep_interval_s=NO_SWEEP_S,
+        worker_id="w1",
+        group_of=group_of,
+    )
 
 
 class ByAccount:
@@ -40,15 +56,7 @@ def test_queues_name_their_account() -> None:
 async def test_a_full_account_does_not_hold_back_another_accounts_message() -> None:
     redis = fakeredis.FakeAsyncRedis()
     handler = ByAccount()
-    consumer = Consumer(
-        redis,
-        [A_QUEUE, B_QUEUE],
-        {WORK: Handler(handler)},
-        max_in_flight=2,
-        sweep_interval_s=NO_SWEEP_S,
-        worker_id="w1",
-        group_of=account_of,
-    )
+    consumer = two_account_consumer(redis, handler, account_of)
     await push(redis, *(message(n, A_QUEUE) for n in range(10)))
     async with running(consumer):
         await eventually(lambda: handler.a.active == 2, what="A's two slots taken")
@@ -65,15 +73,7 @@ async def test_with_one_group_the_same_backlog_holds_back_the_other_queue() -> N
     """The counterpart: without account groups, B waits behind A's (the layout this replaced)."""
     redis = fakeredis.FakeAsyncRedis()
     handler = ByAccount()
-    consumer = Consumer(
-        redis,
-        [A_QUEUE, B_QUEUE],
-        {WORK: Handler(handler)},
-        max_in_flight=2,
-        sweep_interval_s=NO_SWEEP_S,
-        worker_id="w1",
-        group_of=one_group,
-    )
+    consumer = two_account_consumer(redis, handler, one_group)
     await push(redis, *(message(n, A_QUEUE) for n in range(10)))
     async with running(consumer):
         await eventually(lambda: handler.a.active == 2, what="the two slots taken by A")
