@@ -32,6 +32,8 @@ from pathlib import Path
 
 import grpc
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: `bench` importable
+
 from bench.load_session import order_quantities, p50_p99
 from bench.redis_db import BENCH_REDIS_DB
 from bench.report import report
