@@ -271,6 +271,7 @@ async def serve(settings: Settings) -> None:
     stop = asyncio.Event()
     stop_on_signals(stop, grace_s=settings.server.shutdown_grace_ms / 1000, process="listener")
     metrics.set_symbols(settings.symbols)
+    metrics.set_accounts(settings.account_names)
     listener = Listener(settings)
     monitoring = settings.monitoring
     endpoint = MetricsEndpoint(
