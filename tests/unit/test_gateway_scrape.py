@@ -71,14 +71,14 @@ async def served(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Served]:
         monitoring=MonitoringSettings(cluster_gauges_refresh_ms=3_600_000, metrics_render_ms=0)
     )
     store = OrderStore.from_settings(client, settings)
+    budget = rate_budget(client, settings, settings.trading_accounts[0])
+    assert budget is not None  # rate_limit.enabled by default
     checks = HealthChecks(
         settings,
         store,
         RulesCache(RulesStore(client)),
         ListenerStatus(client, namespace=settings.redis.namespace),
-        {"default": budget}
-        if (budget := rate_budget(client, settings, settings.trading_accounts[0]))
-        else {},
+        {"default": budget},
     )
     app = build_http_app(checks)
     runner = web.AppRunner(app, access_log=None)
