@@ -3,8 +3,9 @@
 Serves the `dramatiq_dashboard` WSGI app with waitress at
 `http://<dashboard.host>:<dashboard.port><dashboard.path>/` (127.0.0.1:9181/dashboard/ by
 default: it can delete and requeue messages, so it listens on loopback unless told
-otherwise). Every symbol in the settings has its queue declared, so each `orders.<SYMBOL>`
-shows with its ready, delayed (`.DQ`) and dead-lettered (`.XQ`) messages, even while empty.
+otherwise). Every (account, symbol) of the settings has its queue declared, so each
+`orders.<SYMBOL>` (the account `default`) and `orders.<account>.<SYMBOL>` (any other) shows
+with its ready, delayed (`.DQ`) and dead-lettered (`.XQ`) messages, even while empty.
 
 The package's metadata pins dramatiq<2 and redis<5; it is installed without its
 dependencies (`make setup`, the Dockerfile) and runs on the versions we ship. One thing it
@@ -30,7 +31,7 @@ from order_execution.orders.store_scripts import RING
 from order_execution.runtime.redis_connection import open_sync_redis
 from order_execution.runtime.settings import Settings
 from order_execution.tasks.broker import build_broker
-from order_execution.tasks.queues import doorbell_key, queue_for
+from order_execution.tasks.queues import doorbell_key, queues_for
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class _RingDoorbell(dramatiq.Middleware):
 
 
 def dashboard_broker(settings: Settings, *, client: redis.Redis | None = None) -> RedisBroker:
-    """A RedisBroker on the service's queues with every symbol's queue declared.
+    """A RedisBroker on the service's queues with every (account, symbol) queue declared.
 
     `client` replaces the one built from `settings.redis` (tests).
     """
@@ -56,8 +57,8 @@ def dashboard_broker(settings: Settings, *, client: redis.Redis | None = None) -
         client = open_sync_redis(settings.redis)  # through Sentinel if redis.sentinels is set
     broker = build_broker(settings.redis.url, client=client)
     broker.add_middleware(_RingDoorbell())
-    for symbol in settings.symbols:
-        broker.declare_queue(queue_for(symbol))
+    for queue in queues_for(settings.account_names, settings.symbols):
+        broker.declare_queue(queue)
     return broker
 
 
@@ -117,5 +118,9 @@ def serve(settings: Settings) -> None:
         threads=_THREADS,
         ident="order-execution-dashboard",
     )
-    log.info("Dramatiq dashboard on %s (queues: %s)", dashboard_url(settings), ", ".join(settings.symbols))
+    log.info(
+        "Dramatiq dashboard on %s (queues: %s)",
+        dashboard_url(settings),
+        ", ".join(queues_for(settings.account_names, settings.symbols)),
+    )
     server.run()

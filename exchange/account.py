@@ -40,6 +40,19 @@ def breaker_namespace(settings: Settings, account: Account | None = None) -> str
     return f"{settings.redis.namespace}:venue:{_short_hash(account.exchange.rest_url)}"
 
 
+def venues(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """Each distinct venue (REST URL) and the accounts that trade there, both in configured order."""
+    found: dict[str, list[str]] = {}
+    for account in settings.trading_accounts:
+        found.setdefault(account.exchange.rest_url, []).append(account.name)
+    return {url: tuple(names) for url, names in found.items()}
+
+
+def breaker_namespaces(settings: Settings) -> list[str]:
+    """The breakers' Redis key prefix of each distinct venue, in configured order."""
+    return list(dict.fromkeys(breaker_namespace(settings, account) for account in settings.trading_accounts))
+
+
 def rate_budget(client: aioredis.Redis, settings: Settings, account: Account) -> RateBudget | None:
     """`account`'s shared budget, or None when `rate_limit.enabled` is false."""
     if not settings.rate_limit.enabled:
@@ -80,7 +93,8 @@ def exchange_clients(
     client: aioredis.Redis, settings: Settings, *, breakers_in_background: bool = True
 ) -> dict[str, BinanceClient]:
     """Every account's REST client by account name, with its budget and its venue's breakers
-    (one `Breakers` per venue, shared); each client's `close` stops the breakers' sync.
+    (one `Breakers` per venue, shared), its metrics labelled with the account's name; each
+    client's `close` stops the breakers' sync.
 
     `breakers_in_background` False: the breakers have no sync task (see `breakers`); for
     clients that call the exchange rarely, which sync them around each call themselves.
@@ -92,6 +106,9 @@ def exchange_clients(
         if venue not in by_venue:
             by_venue[venue] = breakers(client, settings, account, sync_in_background=breakers_in_background)
         clients[account.name] = BinanceClient.from_settings(
-            account.exchange, budget=rate_budget(client, settings, account), breakers=by_venue[venue]
+            account.exchange,
+            budget=rate_budget(client, settings, account),
+            breakers=by_venue[venue],
+            account=account.name,
         )
     return clients

@@ -24,7 +24,7 @@ from order_execution.exchange.http import AiohttpTransport, HttpTransport
 from order_execution.exchange.position_mode import POSITION_SIDE_MISMATCH, position_params
 from order_execution.exchange.rate_budget import RateBudget
 from order_execution.exchange.signed_rest import SignedRest
-from order_execution.orders.model import Order, OrderType, decimal_str
+from order_execution.orders.model import DEFAULT_ACCOUNT, Order, OrderType, decimal_str
 from order_execution.runtime.settings import ExchangeSettings
 
 _CLOCK_SAMPLES = 5
@@ -44,7 +44,9 @@ class BinanceClient(SignedRest):
         transport: HttpTransport | None = None,
         budget: RateBudget | None = None,
         breakers: Breakers | None = None,
+        account: str = DEFAULT_ACCOUNT,
     ) -> None:
+        """`account` names the exchange account `api_key` is of, for the metrics' `account` label."""
         http = transport or AiohttpTransport(
             base_url, headers={"X-MBX-APIKEY": api_key}, timeout_s=timeout_ms / 1000
         )
@@ -54,6 +56,7 @@ class BinanceClient(SignedRest):
             recv_window_ms=recv_window_ms,
             budget=budget,
             breakers=breakers,
+            account=account,
         )
         # One-way (Binance's default) unless `forget_position_mode` makes the next order ask first.
         self._hedge_mode: bool | None = False
@@ -61,9 +64,15 @@ class BinanceClient(SignedRest):
 
     @classmethod
     def from_settings(
-        cls, settings: ExchangeSettings, *, budget: RateBudget | None = None, breakers: Breakers | None = None
+        cls,
+        settings: ExchangeSettings,
+        *,
+        budget: RateBudget | None = None,
+        breakers: Breakers | None = None,
+        account: str = DEFAULT_ACCOUNT,
     ) -> BinanceClient:
-        """The client for the configured exchange (base URL, keys, recvWindow, timeout)."""
+        """The client for the configured exchange (base URL, keys, recvWindow, timeout) of the
+        exchange account `account`."""
         return cls(
             settings.rest_url,
             api_key=settings.api_key.get_secret_value(),
@@ -72,6 +81,7 @@ class BinanceClient(SignedRest):
             timeout_ms=settings.request_timeout_ms,
             budget=budget,
             breakers=breakers,
+            account=account,
         )
 
     # --- public endpoints -------------------------------------------------------

@@ -3,7 +3,8 @@
 Label values are bounded: an endpoint is one of `ENDPOINTS`, the labels of the client's
 endpoint table in exchange/endpoints.py (else "other"), an error code one of the Binance
 codes this service knows (else "other"), `http_<status>` for an answer without a code, or
-`not_sent` / `no_answer` when no answer came.
+`not_sent` / `no_answer` when no answer came. Each series also names the `account` whose
+client sent the request (a configured account name, else "other": `orders.metrics.account_label`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from order_execution.exchange.endpoints import TABLE
 from order_execution.exchange.errors import ExchangeError, RateLimited
 from order_execution.orders import metrics
-from order_execution.orders.metrics import OTHER, bounded
+from order_execution.orders.metrics import OTHER, account_label, bounded
 
 # The `endpoint` label values: one per row of the client's endpoint table (exchange/endpoints.py).
 ENDPOINTS = frozenset(endpoint.label for endpoint in TABLE)
@@ -54,36 +55,40 @@ def error_code(exc: ExchangeError) -> str:
     return OTHER
 
 
-def record_sent(endpoint: str, seconds: float) -> None:
-    """A request went out and its round trip ended (answered or not) after `seconds`."""
-    metrics.EXCHANGE_REQUESTS.labels(endpoint).inc()
-    metrics.EXCHANGE_LATENCY.labels(endpoint).observe(seconds)
+def record_sent(endpoint: str, seconds: float, account: str) -> None:
+    """A request of `account`'s client went out and its round trip ended (answered or not)
+    after `seconds`."""
+    label = account_label(account)
+    metrics.EXCHANGE_REQUESTS.labels(endpoint, label).inc()
+    metrics.EXCHANGE_LATENCY.labels(endpoint, label).observe(seconds)
 
 
-def record_error(endpoint: str, code: str) -> None:
-    metrics.EXCHANGE_ERRORS.labels(endpoint, code).inc()
+def record_error(endpoint: str, code: str, account: str) -> None:
+    """A request of `account`'s client failed with `code` (one of ERROR_CODES)."""
+    metrics.EXCHANGE_ERRORS.labels(endpoint, code, account_label(account)).inc()
 
 
-def record_answer_error(endpoint: str, exc: ExchangeError) -> None:
-    """An answer that is an error: counted by code, and a 429/418 as a rate-limit hit."""
-    record_error(endpoint, error_code(exc))
+def record_answer_error(endpoint: str, exc: ExchangeError, account: str) -> None:
+    """An answer that is an error: counted by code, and a 429/418 as a rate-limit hit of `account`."""
+    record_error(endpoint, error_code(exc), account)
     if isinstance(exc, RateLimited) and exc.status in (418, 429):
-        metrics.RATE_LIMIT_HITS.labels(str(exc.status)).inc()
+        metrics.rate_limit_hit(str(exc.status), account)
 
 
-def record_budget(limit: str) -> None:
-    """The shared budget made a request wait ("budget_wait") or refused it ("budget_exceeded")."""
-    metrics.RATE_LIMIT_HITS.labels(limit).inc()
+def record_budget(limit: str, account: str) -> None:
+    """`account`'s shared budget made a request wait ("budget_wait") or refused it ("budget_exceeded")."""
+    metrics.rate_limit_hit(limit, account)
 
 
 def _initialise() -> None:
-    """Create every endpoint's series, and every endpoint x code error series, at 0 at import,
-    so each exists (and `rate()` counts its first increase) before its first event."""
-    for endpoint in (*ENDPOINTS, OTHER):
-        metrics.EXCHANGE_REQUESTS.labels(endpoint)
-        metrics.EXCHANGE_LATENCY.labels(endpoint)
-        for code in ERROR_CODES:
-            metrics.EXCHANGE_ERRORS.labels(endpoint, code)
+    """Have every endpoint's series, and every endpoint x code error series, exist at 0 for each
+    configured account (`orders.metrics.set_accounts`), so each exists (and `rate()` counts its
+    first increase) before its first event."""
+    endpoints = [(endpoint,) for endpoint in (*ENDPOINTS, OTHER)]
+    metrics.per_account(metrics.EXCHANGE_REQUESTS, lambda: endpoints)
+    metrics.per_account(metrics.EXCHANGE_LATENCY, lambda: endpoints)
+    errors = [(endpoint, code) for (endpoint,) in endpoints for code in ERROR_CODES]
+    metrics.per_account(metrics.EXCHANGE_ERRORS, lambda: errors)
 
 
 _initialise()

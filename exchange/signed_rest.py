@@ -33,7 +33,7 @@ from order_execution.exchange.errors import BudgetExceeded, ExchangeUnavailable,
 from order_execution.exchange.http import HttpResponse, HttpTransport, RequestNotSent, ResponseLost
 from order_execution.exchange.rate_budget import Cost, Priority, RateBudget
 from order_execution.exchange.signing import signed_query
-from order_execution.orders.model import now_ms
+from order_execution.orders.model import DEFAULT_ACCOUNT, now_ms
 from order_execution.runtime.logs import redact
 
 _DEFAULT_MAX_WAIT_MS = 10_000
@@ -50,8 +50,11 @@ class SignedRest:
         recv_window_ms: int,
         budget: RateBudget | None,
         breakers: Breakers | None,
+        account: str = DEFAULT_ACCOUNT,
     ) -> None:
+        """`account`: the exchange account whose key signs the requests; it labels their metrics."""
         self._secret = secret_key
+        self.account = account
         self.budget = budget
         self.breakers = breakers
         self._recv_window = str(recv_window_ms)
@@ -100,12 +103,12 @@ class SignedRest:
             try:
                 response = await self._send(method, url)
             finally:
-                exchange_metrics.record_sent(endpoint, time.perf_counter() - started)
+                exchange_metrics.record_sent(endpoint, time.perf_counter() - started, self.account)
             await self._learn(response, sent_at)
             if response.status == 200:
                 return response.json()
             error = classify(response)
-            exchange_metrics.record_answer_error(endpoint, error)
+            exchange_metrics.record_answer_error(endpoint, error, self.account)
             raise error
 
     def _guard(self, group: Group | None) -> AbstractContextManager[None]:
@@ -129,13 +132,13 @@ class SignedRest:
             if not grant.wait_ms:
                 return waited
             if now_ms() + grant.wait_ms > deadline_ms:
-                exchange_metrics.record_budget("budget_exceeded")
+                exchange_metrics.record_budget("budget_exceeded", self.account)
                 raise BudgetExceeded(
                     f"the rate budget ({grant.limited_by}) would hold it {grant.wait_ms} ms, too long",
                     wait_ms=grant.wait_ms,
                 )
             if not waited:
-                exchange_metrics.record_budget("budget_wait")
+                exchange_metrics.record_budget("budget_wait", self.account)
             waited = True
             await asyncio.sleep(grant.wait_ms / 1000)
 
@@ -147,10 +150,10 @@ class SignedRest:
         try:
             return await self._http.send(method, url)
         except RequestNotSent as exc:
-            exchange_metrics.record_error(endpoint, exchange_metrics.NOT_SENT)
+            exchange_metrics.record_error(endpoint, exchange_metrics.NOT_SENT, self.account)
             raise ExchangeUnavailable(f"could not reach the exchange: {redact(str(exc))}") from exc
         except ResponseLost as exc:
-            exchange_metrics.record_error(endpoint, exchange_metrics.NO_ANSWER)
+            exchange_metrics.record_error(endpoint, exchange_metrics.NO_ANSWER, self.account)
             if read_only:
                 raise ExchangeUnavailable(f"{method} {path} failed: {redact(str(exc))}") from exc
             raise OutcomeUnknown(f"no answer to {method} {path}: {redact(str(exc))}") from exc

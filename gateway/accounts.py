@@ -40,9 +40,14 @@ class TradingAccounts:
         """The account a new order of `caller` (None: auth off) trades on: `requested`, else the
         caller's default (module docstring). Raises InvalidOrder (field `account`) for an
         account not configured, PermissionDenied naming one the caller may not trade."""
-        account = requested or self._default(caller)
+        account = self.requested_or_default(requested, caller)
         self.check(account, caller)
         return account
+
+    def requested_or_default(self, requested: str, caller: Caller | None) -> str:
+        """`requested`, else the account a new order of `caller` would trade on; unchecked (for
+        counting a refusal under the account it was for)."""
+        return requested or self._default(caller)
 
     def scope(self, requested: str, caller: Caller | None) -> AccountScope:
         """The accounts a read or a cancel-all of `caller` covers: the one `requested`, else

@@ -176,6 +176,7 @@ class Admission:
                 f"symbol: {symbol} has {queued} orders accepted and not yet sent{on} "
                 f"(admission.max_queued_per_symbol={self._settings.max_queued_per_symbol}); retry later",
                 limit="queue_bound",
+                account=account,
             )
         if breaker_keys is not None:
             self._check_breaker(*results[-1])
@@ -192,6 +193,7 @@ class Admission:
                 f"({ahead} orders queued ahead{on}): too late for max_order_age_ms={self._max_age_ms}; "
                 "retry later or raise rate_limit settings",
                 limit="rate_budget",
+                account=account,
             )
 
     @staticmethod

@@ -1,11 +1,17 @@
 """Cluster-wide gauges, read from Redis by one task on a timer, served by the gateway's /metrics.
 
-Queue depths, unsettled orders by state, the shared rate budget and ban, the shared
+Queue depths, unsettled orders by state, the shared rate budgets and bans, the shared
 breakers, the listener's user stream and the live workers belong to no one process, so
 the gateway reports them as Redis holds them: the same figures whichever gateway
-replica is scraped. `GaugeRefresher` reads them every `monitoring.cluster_gauges_refresh_ms`
-and never per scrape, so a scrape costs Redis nothing however often it comes; the
-figures are at most one period old. Nothing here runs on the order path.
+replica is scraped. Per exchange account: each (account, symbol) queue's depth, the
+unsettled orders by state and account ("other" for an account no longer configured), and
+each account's budget (used, remaining and limit per window, its block). The breakers are
+per venue and their gauge is per endpoint group: with several venues it shows each group's
+worst state among them (open if any venue's is).
+
+`GaugeRefresher` reads them every `monitoring.cluster_gauges_refresh_ms` and never per
+scrape, so a scrape costs Redis nothing however often it comes; the figures are at most
+one period old. Nothing here runs on the order path.
 """
 
 from __future__ import annotations
@@ -14,17 +20,19 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from dramatiq.common import dq_name, xq_name
 
 from order_execution.exchange.breakers import Group, breaker_key
-from order_execution.exchange.rate_budget import Priority, RateBudget
+from order_execution.exchange.rate_budget import RateBudget
 from order_execution.gateway import metrics
+from order_execution.gateway.account_budgets import read_budgets
 from order_execution.orders import metrics as shared
 from order_execution.orders.listener_status import ListenerStatus
-from order_execution.orders.model import OrderState, now_ms
+from order_execution.orders.model import DEFAULT_ACCOUNT, OrderState, now_ms
 from order_execution.orders.store import OrderStore
 from order_execution.runtime.redis_connection import reply_text
 from order_execution.tasks.queues import DRAMATIQ_NAMESPACE, queue_for, queue_key
@@ -48,11 +56,16 @@ async def live_workers(store: OrderStore) -> int:
 
 @dataclass
 class ClusterGauges:
+    """The cluster gauges of `accounts` (the configured account names) x `symbols`: each
+    account's budget in `budgets` (by account name; none with `rate_limit.enabled` false), and
+    the breakers under each of `breaker_namespaces` (one per venue)."""
+
     store: OrderStore
     listener: ListenerStatus
     symbols: list[str]
-    budget: RateBudget | None = None
-    breaker_namespace: str = ""
+    accounts: Sequence[str] = (DEFAULT_ACCOUNT,)
+    budgets: Mapping[str, RateBudget] = field(default_factory=dict)
+    breaker_namespaces: Sequence[str] = ()
 
     async def refresh(self) -> None:
         """Set every cluster gauge; raises redis errors (the caller keeps the last values)."""
@@ -60,33 +73,47 @@ class ClusterGauges:
         await self._order_states()
         await self._listener()
         metrics.WORKERS_CONSUMING.set(await live_workers(self.store))
-        if self.budget is not None:
-            await self._budget(self.budget)
+        await self._budgets()
 
     async def _queues_and_breakers(self) -> None:
         pipe = self.store.pipeline()
-        for symbol in self.symbols:
-            queue = queue_for(symbol)
+        queues = [(account, symbol) for account in self.accounts for symbol in self.symbols]
+        for account, symbol in queues:
+            queue = queue_for(symbol, account)
             pipe.llen(queue_key(queue))
             pipe.llen(queue_key(dq_name(queue)))
             pipe.zcard(queue_key(xq_name(queue)))
-        groups = list(Group) if self.breaker_namespace else []
-        for group in groups:
-            pipe.get(breaker_key(self.breaker_namespace, group))
+        groups = list(Group)
+        for namespace in self.breaker_namespaces:
+            for group in groups:
+                pipe.get(breaker_key(namespace, group))
         results: list[Any] = await pipe.execute()
-        for index, symbol in enumerate(self.symbols):
+        for index, (account, symbol) in enumerate(queues):
             ready, delayed, dead = results[3 * index : 3 * index + 3]
-            metrics.QUEUE_DEPTH.labels(symbol).set(ready)
-            metrics.QUEUE_DELAYED.labels(symbol).set(delayed)
-            metrics.QUEUE_DEAD_LETTERS.labels(symbol).set(dead)
-        for group, state in zip(groups, results[3 * len(self.symbols) :], strict=True):
-            shared.breaker_state(str(group), reply_text(state) if state is not None else "closed")
+            metrics.QUEUE_DEPTH.labels(symbol, account).set(ready)
+            metrics.QUEUE_DELAYED.labels(symbol, account).set(delayed)
+            metrics.QUEUE_DEAD_LETTERS.labels(symbol, account).set(dead)
+        states = results[3 * len(queues) :]
+        for offset, group in enumerate(groups):
+            per_venue = [
+                reply_text(state) if state is not None else "closed"
+                for state in states[offset :: len(groups)]
+            ]
+            if per_venue:
+                shared.breaker_state(
+                    str(group), max(per_venue, key=lambda s: shared.BREAKER_STATES.get(s, 0))
+                )
 
     async def _order_states(self) -> None:
         ids = await self.store.unsettled(limit=STATE_SAMPLE)
-        counts = Counter(order.state for order in await self.store.get_many(ids))
+        configured = frozenset(self.accounts)
+        counts = Counter(
+            (order.state, order.account if order.account in configured else shared.OTHER)
+            for order in await self.store.get_many(ids)
+        )
         for state in OrderState:
-            metrics.ORDER_STATE.labels(state.value).set(counts.get(state, 0))
+            for account in (*self.accounts, shared.OTHER):
+                metrics.ORDER_STATE.labels(state.value, account).set(counts.get((state, account), 0))
         metrics.ORDERS_UNSETTLED.set(len(ids))
 
     async def _listener(self) -> None:
@@ -94,25 +121,20 @@ class ClusterGauges:
         metrics.LISTENER_LEADING.set(1 if status else 0)
         metrics.USER_STREAM_CONNECTED.set(1 if status.get("user_stream") == "connected" else 0)
 
-    async def _budget(self, budget: RateBudget) -> None:
-        """Used and left per window; "left" is of our whole share (safety margin, cancels' reserve
-        included) of the exchange's limits."""
-        await budget.refresh_limits()
-        state = await budget.state()
-        blocked_s = max(0, state.blocked_until_ms - now_ms()) / 1000
-        metrics.EXCHANGE_BAN_SECONDS.set(blocked_s)
-        metrics.EXCHANGE_BANNED.set(1 if blocked_s and state.blocked_reason.startswith("418") else 0)
-        limits = budget.limits
-        for window, used, limit in (
-            ("weight_1m", state.weight_used, budget.effective(limits.weight_per_minute, Priority.CANCEL)),
-            ("orders_10s", state.orders_10s, budget.effective(limits.orders_per_10s, Priority.CANCEL)),
-            ("orders_1m", state.orders_1m, budget.effective(limits.orders_per_minute, Priority.CANCEL)),
-            ("tokens", state.tokens, None),
-        ):
-            metrics.RATE_BUDGET_USED.labels(window).set(used)
-            metrics.RATE_BUDGET_REMAINING.labels(window).set(
-                state.tokens if limit is None else max(limit - used, 0)
-            )
+    async def _budgets(self) -> None:
+        """Per account: used, left and our limit per window ("left" is of our whole share: safety
+        margin applied, cancels' reserve included), tokens in its bucket, and its block."""
+        for budget in await read_budgets(self.budgets):
+            account, state = budget.account, budget.state
+            blocked_s = max(0, state.blocked_until_ms - now_ms()) / 1000
+            metrics.EXCHANGE_BAN_SECONDS.labels(account).set(blocked_s)
+            metrics.EXCHANGE_BANNED.labels(account).set(1 if blocked_s and budget.banned else 0)
+            for window in budget.windows:
+                metrics.RATE_BUDGET_USED.labels(window.name, account).set(window.used)
+                metrics.RATE_BUDGET_REMAINING.labels(window.name, account).set(window.remaining)
+                metrics.RATE_BUDGET_LIMIT.labels(window.name, account).set(window.limit)
+            metrics.RATE_BUDGET_USED.labels("tokens", account).set(state.tokens)
+            metrics.RATE_BUDGET_REMAINING.labels("tokens", account).set(state.tokens)
 
 
 class GaugeRefresher:

@@ -12,6 +12,8 @@ unhealthy while REDUCING or HALTED, saying who set it, when and why, and whether
 open order is still pending). The NATS probe greets every server of `nats.servers` (else
 `nats.address`) and is healthy while one answers. The exchange ping and the NATS
 probe are cached `monitoring.probe_cache_ms`, so frequent probes cost the exchange nothing.
+The rate limits and the exchange ping have an entry per account and per venue
+(gateway/health_accounts.py).
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import aiohttp
-
+from order_execution.exchange.account import venues
 from order_execution.exchange.rate_budget import RateBudget
 from order_execution.gateway.cluster_gauges import live_workers
+from order_execution.gateway.health_accounts import BudgetCheck, VenuePings
+from order_execution.gateway.probes import CachedProbe, Check, Detailed
 from order_execution.gateway.rules_cache import RulesCache
 from order_execution.orders.listener_status import ListenerStatus
 from order_execution.orders.model import DEFAULT_ACCOUNT, now_ms
@@ -34,7 +37,6 @@ from order_execution.orders.store import OrderStore
 from order_execution.runtime.addresses import nats_host_port, nats_servers
 from order_execution.runtime.settings import Settings
 
-Check = Callable[[], Awaitable[str]]
 READINESS = ("redis", "trading_rules", "mark_prices")
 # Readiness waits this long after start for the listener's first mark prices (MARKET orders
 # cannot be priced against risk.max_order_notional without them); after that it stops
@@ -42,43 +44,23 @@ READINESS = ("redis", "trading_rules", "mark_prices")
 MARK_PRICE_STARTUP_WAIT_S = 15.0
 
 
-class CachedProbe:
-    """Runs `probe` at most once per `ttl_s`; concurrent callers share one run. A failure is cached too."""
-
-    def __init__(self, probe: Check, ttl_s: float) -> None:
-        self._probe = probe
-        self._ttl_s = ttl_s
-        self._lock = asyncio.Lock()
-        self._at = float("-inf")
-        self._result: str | BaseException = ""
-
-    async def __call__(self) -> str:
-        async with self._lock:
-            if time.monotonic() - self._at >= self._ttl_s:
-                try:
-                    self._result = await self._probe()
-                except Exception as exc:
-                    self._result = exc
-                self._at = time.monotonic()
-        if isinstance(self._result, BaseException):
-            raise self._result
-        return self._result
-
-
 @dataclass
 class HealthChecks:
+    """The checks; `budgets`: each account's shared rate budget by account name (empty with
+    `rate_limit.enabled` false)."""
+
     settings: Settings
     store: OrderStore
     rules: RulesCache
     listener: ListenerStatus
-    budget: RateBudget | None = None
+    budgets: Mapping[str, RateBudget] = field(default_factory=dict)
     risk: RiskState | None = None
-    _session: aiohttp.ClientSession | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         cache_s = self.settings.monitoring.probe_cache_ms / 1000
         self._timeout_s = self.settings.monitoring.probe_timeout_ms / 1000
-        self._exchange = CachedProbe(self._ping_exchange, cache_s)
+        self._exchange = VenuePings(venues(self.settings), cache_s=cache_s, timeout_s=self._timeout_s)
+        self._rate_limits = BudgetCheck(self.budgets)
         self._nats = CachedProbe(self._probe_nats, cache_s)
         self._started = time.monotonic()
         self._marks_seen = False
@@ -106,8 +88,7 @@ class HealthChecks:
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._exchange.close()
 
     async def _run(self, checks: dict[str, Check]) -> dict[str, dict[str, object]]:
         results = await asyncio.gather(*(self._timed(name, check) for name, check in checks.items()))
@@ -115,9 +96,13 @@ class HealthChecks:
 
     async def _timed(self, name: str, check: Check) -> dict[str, object]:
         started = time.perf_counter()
+        entries: Mapping[str, object] = {}
         try:
-            detail = await asyncio.wait_for(check(), self._timeout_s)
-            status = "healthy"
+            answer = await asyncio.wait_for(check(), self._timeout_s)
+            detail, status = answer, "healthy"
+            if isinstance(answer, Detailed):
+                detail, entries = answer.message, answer.entries
+                status = "healthy" if answer.healthy else "unhealthy"
         except TimeoutError:
             detail, status = f"no answer within {self._timeout_s * 1000:.0f} ms", "unhealthy"
         except Exception as exc:
@@ -129,6 +114,7 @@ class HealthChecks:
         }
         if detail:
             result["message"] = detail
+        result.update(entries)
         return result
 
     async def _redis(self) -> str:
@@ -174,19 +160,6 @@ class HealthChecks:
             raise ConnectionError("; ".join(entries))
         return "; ".join(entries)
 
-    async def _rate_limits(self) -> str:
-        if self.budget is None:
-            return "off (rate_limit.enabled: false)"
-        state = await self.budget.state()
-        if state.blocked_until_ms:
-            raise ConnectionRefusedError(f"every replica holds off sending: {state.blocked_reason}")
-        limits = self.budget.limits
-        return (
-            f"weight {state.weight_used}/{limits.weight_per_minute} per minute, orders {state.orders_10s}/"
-            f"{limits.orders_per_10s} per 10 s, {state.orders_1m}/{limits.orders_per_minute} per minute, "
-            f"{state.tokens:.1f}/{self.budget.burst} request tokens"
-        )
-
     async def _mark_prices(self) -> str:
         """Unhealthy only until the first mark prices arrive, at most MARK_PRICE_STARTUP_WAIT_S."""
         if self.risk is None or self._marks_seen:
@@ -213,19 +186,6 @@ class HealthChecks:
         if not not_active:
             return "ACTIVE"
         raise PermissionError("; ".join(_switch_set(status) for status in not_active))
-
-    async def _ping_exchange(self) -> str:
-        """GET /fapi/v1/ping (weight 1, unsigned), outside the order path's budget and breakers."""
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout_s))
-        url = f"{self.settings.exchange.rest_url}/fapi/v1/ping"
-        try:
-            async with self._session.get(url) as response:
-                if response.status != 200:
-                    raise ConnectionError(f"{url}: HTTP {response.status}")
-        except aiohttp.ClientError as exc:
-            raise ConnectionError(f"{url}: {type(exc).__name__}") from exc
-        return self.settings.exchange.rest_url
 
     async def _probe_nats(self) -> str:
         return await probe_nats_servers(self.settings.nats.server_list, self._timeout_s)

@@ -1,7 +1,8 @@
 """The gateway's HTTP side (port 9091): health probes and Prometheus metrics.
 
 /health        JSON `{"status", "timestamp" (RFC 3339), "version", "checks": {name: {"name",
-               "status", "duration_ms", "message"?}}}` (see gateway/health.py): "healthy";
+               "status", "duration_ms", "message"?}}}` (see gateway/health.py; `rate_limits`
+               also has `accounts` and `exchange` `venues`, gateway/health_accounts.py): "healthy";
                "degraded" (200) when only NATS, the exchange, the user stream, the workers or
                the rate limits fail; "unhealthy" (503) when Redis or the trading rules do
 /health/live   200 "alive" while the process serves
@@ -29,7 +30,7 @@ from importlib import metadata
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from order_execution.exchange.account import breaker_namespace
+from order_execution.exchange.account import breaker_namespaces
 from order_execution.gateway.cluster_gauges import ClusterGauges, GaugeRefresher
 from order_execution.gateway.health import READINESS, HealthChecks
 from order_execution.orders import metrics as shared_metrics
@@ -51,19 +52,22 @@ def service_version() -> str:
 def build_http_app(checks: HealthChecks, gauges: ClusterGauges | None = None) -> web.Application:
     """The aiohttp application serving the routes in the module docstring.
 
-    `gauges` defaults to the cluster gauges of `checks`' settings, store, listener status
-    and budget; the app refreshes them from its start to its cleanup (one task, see
-    GaugeRefresher). Also bounds this process's symbol labels to the settings' symbols.
+    `gauges` defaults to the cluster gauges of `checks`' settings (accounts, symbols, venues),
+    store, listener status and budgets; the app refreshes them from its start to its cleanup
+    (one task, see GaugeRefresher). Also bounds this process's symbol and account labels to
+    the settings' symbols and accounts.
     """
     settings = checks.settings
     shared_metrics.set_symbols(settings.symbols)
+    shared_metrics.set_accounts(settings.account_names)
     if gauges is None:
         gauges = ClusterGauges(
             checks.store,
             checks.listener,
             settings.symbols,
-            checks.budget,
-            breaker_namespace=breaker_namespace(settings),
+            accounts=settings.account_names,
+            budgets=checks.budgets,
+            breaker_namespaces=breaker_namespaces(settings),
         )
     version = service_version()
     refresher = GaugeRefresher(

@@ -183,10 +183,10 @@ async def _serve(settings: Settings, stop: asyncio.Event, cleanup: _Cleanup) -> 
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
 
     listener = ListenerStatus(redis_client, namespace=settings.redis.namespace)
-    # /health and the scrape read the first account's budget (per-account health comes later).
-    budget = gates[settings.trading_accounts[0].name].budget
+    # /health and the cluster gauges show every account's budget, as admission reads them.
+    budgets = {name: gate.budget for name, gate in gates.items() if gate.budget is not None}
     runner = web.AppRunner(
-        build_http_app(HealthChecks(settings, store, rules, listener, budget, risk=risk_gate.state)),
+        build_http_app(HealthChecks(settings, store, rules, listener, budgets, risk=risk_gate.state)),
         access_log=None,
     )
     await runner.setup()

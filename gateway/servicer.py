@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from order_execution.gateway import metrics
@@ -32,6 +33,7 @@ from order_execution.gateway.proto_mapping import (
 from order_execution.gateway.status_mapping import Context, abort_with, answer, status_of
 from order_execution.gateway.updates import RESUME_TOKEN_METADATA, UpdateHub
 from order_execution.orders.errors import OrderServiceError
+from order_execution.orders.metrics import OTHER
 from order_execution.orders.store import CreateResult
 from order_execution.proto import order_pb2 as pb
 from order_execution.proto import order_pb2_grpc
@@ -45,6 +47,14 @@ def _client(user_id: str, context: Context) -> str:
 
 
 R = TypeVar("R")
+
+
+@dataclass
+class _Identified:
+    """The caller of a call, once `_run` has identified it (`caller` None: auth is off)."""
+
+    done: bool = False
+    caller: Caller | None = None
 
 
 class OrderServicer(order_pb2_grpc.OrderServiceServicer):
@@ -62,12 +72,21 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             return None
         return await self._auth.authenticate(context.invocation_metadata(), peer=context.peer())
 
-    async def _run(self, context: Context, parse: Callable[[], Command[R]], user_id: str = "") -> R:
-        """Identify the caller, parse the request and hand the command to the intake, charged to
-        the caller (or `user_id`, else the peer); whatever is raised ends the call mapped."""
+    async def _run(
+        self,
+        context: Context,
+        parse: Callable[[], Command[R]],
+        user_id: str = "",
+        identified: _Identified | None = None,
+    ) -> R:
+        """Identify the caller (noted in `identified`), parse the request and hand the command to
+        the intake, charged to the caller (or `user_id`, else the peer); whatever is raised ends
+        the call mapped."""
 
         async def run() -> R:
             caller = await self._caller(context)
+            if identified is not None:
+                identified.caller, identified.done = caller, True
             command = parse()
             return await self._intake.handle(command, Requester(caller, _client(user_id, context)))
 
@@ -75,15 +94,23 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
 
     async def CreateOrder(self, request: pb.CreateOrderRequest, context: Context) -> pb.CreateOrderResponse:
         started = time.perf_counter()
+        identified = _Identified()
         try:
-            result = await self._run(context, lambda: place_order_from_pb(request), request.user_id)
+            result = await self._run(
+                context, lambda: place_order_from_pb(request), request.user_id, identified
+            )
         except Exception:
-            metrics.ORDERS_REJECTED.inc()
+            metrics.order_refused(self._refused_account(request.account, identified))
             raise
-        if result.created:
-            metrics.ORDERS_CREATED.inc()
-        metrics.ORDER_LATENCY.observe(time.perf_counter() - started)
+        metrics.order_answered(result.order.account, time.perf_counter() - started, created=result.created)
         return _created_to_pb(result)
+
+    def _refused_account(self, requested: str, identified: _Identified) -> str:
+        """The account a refused CreateOrder counts under: the one it names, else its caller's
+        default; "other" when the caller was never identified (a missing or invalid key)."""
+        if not identified.done:
+            return OTHER
+        return self._intake.accounts.requested_or_default(requested, identified.caller)
 
     async def CancelOrder(self, request: pb.CancelOrderRequest, context: Context) -> pb.CancelOrderResponse:
         order = await self._run(context, lambda: cancel_order_from_pb(request))

@@ -22,7 +22,6 @@ import grpc
 import redis.exceptions
 
 from order_execution.exchange.errors import ExchangeError, OrderRejected
-from order_execution.gateway import metrics
 from order_execution.gateway.auth import PermissionDenied, Unauthenticated
 from order_execution.gateway.updates import SlowSubscriber
 from order_execution.orders import metrics as shared_metrics
@@ -111,7 +110,7 @@ async def abort_with(context: Context, exc: Exception) -> NoReturn:
         raise exc
     code, message = _status_and_message(exc)
     if isinstance(exc, Overloaded):
-        metrics.RATE_LIMIT_HITS.labels(shared_metrics.bounded(exc.limit, shared_metrics.RATE_LIMITS)).inc()
+        shared_metrics.rate_limit_hit(exc.limit, exc.account)
     if code is grpc.StatusCode.INTERNAL:
         error_id = secrets.token_hex(6)
         log.error("internal error %s: %r", error_id, exc, exc_info=exc)

@@ -238,6 +238,7 @@ async def serve(settings: Settings) -> None:
     stop = asyncio.Event()
     stop_on_signals(stop, grace_s=settings.server.shutdown_grace_ms / 1000, process="listener")
     metrics.set_symbols(settings.symbols)
+    metrics.set_accounts(settings.account_names)
     listener = Listener(settings)
     await listener.publish_metrics()  # every account's series, at 0 until it leads
     monitoring = settings.monitoring

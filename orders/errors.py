@@ -107,14 +107,16 @@ class Overloaded(OrderServiceError):
     """Accepting this request now would overrun a limit (rate budget, queue bound, client rate).
 
     Nothing was stored; the message says which limit and how long to wait; `limit` names it
-    for metrics ("rate_budget", "client_rate", "queue_bound").
+    for metrics ("rate_budget", "client_rate", "queue_bound"), and `account` the exchange
+    account whose limit it is ("" for a client's or the gateway's own limits).
     """
 
     transient = True
 
-    def __init__(self, message: str, *, limit: str) -> None:
+    def __init__(self, message: str, *, limit: str, account: str = "") -> None:
         super().__init__(message)
         self.limit = limit
+        self.account = account
 
 
 class ExchangeNotAccepting(OrderServiceError):

@@ -5,35 +5,62 @@ Each process (gateway, worker, listener) counts what happens in it and serves it
 cost on the order path: nothing here touches Redis.
 
 Label values are bounded so a client cannot grow the series set: symbols are the
-configured `symbols` (anything else is "other"), endpoints come from the exchange
-client's fixed table, error codes from a known list (else "other").
+configured `symbols` (anything else is "other"), accounts the configured account names
+(anything else is "other"; "" on a rate-limit hit that is no account's, the gateway's
+per-client limits), endpoints come from the exchange client's fixed table, error codes
+from a known list (else "other").
+
+Series whose label values are all known exist at 0 from the start, so `rate()` counts
+their first increase: the metrics with an `account` label register their known label
+sets (`per_account`), and `set_accounts` / `set_symbols` create them for the configured
+accounts and symbols.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
-from order_execution.orders.model import Order, OrderState
+from order_execution.orders.model import DEFAULT_ACCOUNT, Order, OrderState
 
 # No `_created` series: nothing here reads them, and with every known label value created at 0
 # (so `rate()` counts a series' first increase) they would double the page each scrape renders.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 OTHER = "other"
+NO_ACCOUNT = ""  # the account label of a rate-limit hit that is no account's (see RATE_LIMITS)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 _symbols: frozenset[str] = frozenset()
+# Until `set_accounts` (a process that never calls it trades the single account "default").
+_accounts: frozenset[str] = frozenset({DEFAULT_ACCOUNT})
 
 
 def set_symbols(symbols: Iterable[str]) -> None:
     """The symbols that get a label value of their own (the settings' `symbols`), set once at start."""
     global _symbols
     _symbols = frozenset(symbols)
-    for symbol in (*_symbols, OTHER):
-        ORDERS_FILLED.labels(symbol)
-        ORDERS_CANCELED.labels(symbol)
+    _create_account_series()
+
+
+def set_accounts(accounts: Iterable[str]) -> None:
+    """The accounts that get a label value of their own (the settings' `account_names`), set once
+    at start, before anything is counted.
+
+    Creates every registered per-account series of each account at 0, and removes those created
+    for an account no longer in the set (so a configuration without the account "default"
+    serves none of its series, nor counts of its own).
+    """
+    global _accounts
+    accounts = frozenset(accounts)
+    dropped = _accounts - accounts
+    _accounts = accounts
+    for series in _PER_ACCOUNT:
+        series.drop(dropped)
+    _create_account_series()
 
 
 def symbol_label(symbol: str) -> str:
@@ -41,24 +68,90 @@ def symbol_label(symbol: str) -> str:
     return symbol if symbol in _symbols else OTHER
 
 
+def account_label(account: str) -> str:
+    """`account` if it is a configured account, else "other"."""
+    return account if account in _accounts else OTHER
+
+
+def account_labels() -> tuple[str, ...]:
+    """The configured accounts' label values, sorted."""
+    return tuple(sorted(_accounts))
+
+
 def bounded(value: str, allowed: Iterable[str] | frozenset[str]) -> str:
     """`value` if it is one of `allowed`, else "other"."""
     return value if value in allowed else OTHER
 
 
+LabelSets = Callable[[], Iterable[tuple[str, ...]]]
+
+
+def _no_other_labels() -> Iterable[tuple[str, ...]]:
+    return ((),)
+
+
+@dataclass
+class _PerAccount:
+    """A metric whose last label is `account`, and the known values of its other labels."""
+
+    metric: Counter | Histogram
+    label_sets: LabelSets
+    other: bool  # "other" gets the series too (orders of an account no longer configured)
+    created: set[tuple[str, ...]] = field(default_factory=set)
+
+    def create(self) -> None:
+        accounts = (*_accounts, OTHER) if self.other else tuple(_accounts)
+        for labels in self.label_sets():
+            for account in accounts:
+                self.metric.labels(*labels, account)
+                self.created.add((*labels, account))
+
+    def drop(self, accounts: frozenset[str]) -> None:
+        for labels in [created for created in self.created if created[-1] in accounts]:
+            with contextlib.suppress(KeyError):  # already removed (a metric registered twice)
+                self.metric.remove(*labels)
+            self.created.discard(labels)
+
+
+_PER_ACCOUNT: list[_PerAccount] = []
+
+
+def per_account(
+    metric: Counter | Histogram, label_sets: LabelSets = _no_other_labels, *, other: bool = False
+) -> None:
+    """Keep a series of `metric` (its last label `account`) at 0 for every configured account and
+    every label set `label_sets()` gives for its other labels (called again after `set_symbols`);
+    `other`: for the label "other" too. Creates them now for the accounts configured so far."""
+    series = _PerAccount(metric, label_sets, other)
+    _PER_ACCOUNT.append(series)
+    series.create()
+
+
+def _create_account_series() -> None:
+    for series in _PER_ACCOUNT:
+        series.create()
+
+
 # --- orders ------------------------------------------------------------------------
 
-ORDERS_CREATED = Counter("order_execution_orders_created_total", "Orders accepted, stored and queued")
-ORDERS_FILLED = Counter("order_execution_orders_filled_total", "Orders that reached FILLED", ["symbol"])
-ORDERS_CANCELED = Counter("order_execution_orders_canceled_total", "Orders that reached CANCELED", ["symbol"])
+ORDERS_CREATED = Counter(
+    "order_execution_orders_created_total", "Orders accepted, stored and queued, by account", ["account"]
+)
+ORDERS_FILLED = Counter(
+    "order_execution_orders_filled_total", "Orders that reached FILLED", ["symbol", "account"]
+)
+ORDERS_CANCELED = Counter(
+    "order_execution_orders_canceled_total", "Orders that reached CANCELED", ["symbol", "account"]
+)
 ORDERS_REJECTED = Counter(
     "order_execution_orders_rejected_total",
     "Orders refused: by the gateway (stage=gateway) or rejected at/for the exchange (stage=exchange)",
-    ["stage"],
+    ["stage", "account"],
 )
 ORDER_LATENCY = Histogram(
     "order_execution_order_latency_seconds",
-    "CreateOrder time from request to queued reply",
+    "CreateOrder time from request to queued reply, by the order's account",
+    ["account"],
     buckets=LATENCY_BUCKETS,
 )
 ORDER_STATE_CHANGES = Counter(
@@ -98,35 +191,33 @@ TRADING_MODE = Gauge(
 # --- exchange ----------------------------------------------------------------------
 
 EXCHANGE_REQUESTS = Counter(
-    "order_execution_exchange_requests_total", "REST requests sent to the exchange", ["endpoint"]
+    "order_execution_exchange_requests_total",
+    "REST requests sent to the exchange, by the account whose key sent them",
+    ["endpoint", "account"],
 )
 EXCHANGE_ERRORS = Counter(
     "order_execution_exchange_errors_total",
     "REST requests that failed: Binance error code, http_<status>, not_sent or no_answer",
-    ["endpoint", "code"],
+    ["endpoint", "code", "account"],
 )
 EXCHANGE_LATENCY = Histogram(
     "order_execution_exchange_latency_seconds",
     "REST round trip to the exchange (sent to answered or failed)",
-    ["endpoint"],
+    ["endpoint", "account"],
     buckets=LATENCY_BUCKETS,
 )
 RATE_LIMIT_HITS = Counter(
     "order_execution_rate_limit_hits_total",
-    "Requests held back or refused for a rate limit (gateway admission, shared budget, exchange 429/418)",
-    ["limit"],
+    "Requests held back or refused for a rate limit (gateway admission, shared budget, exchange 429/418), "
+    'by account ("" for the per-client limits)',
+    ["limit", "account"],
 )
-RATE_LIMITS = (
-    "client_rate",
-    "queue_bound",
-    "rate_budget",
-    "budget_wait",
-    "budget_exceeded",
-    "429",
-    "418",
-    "max_streams",
-    "max_streams_per_client",
-)
+# Limits of an exchange account: its queue bound and rate budget at admission, its shared budget
+# making a request wait or refusing it, the exchange's 429/418 to its key.
+ACCOUNT_RATE_LIMITS = ("queue_bound", "rate_budget", "budget_wait", "budget_exceeded", "429", "418")
+# Limits of an API client or of the gateway, no account's: counted under account "" (NO_ACCOUNT).
+CLIENT_RATE_LIMITS = ("client_rate", "max_streams", "max_streams_per_client")
+RATE_LIMITS = (*CLIENT_RATE_LIMITS, *ACCOUNT_RATE_LIMITS)
 CIRCUIT_BREAKER_STATE = Gauge(
     "order_execution_circuit_breaker_state",
     "Circuit breaker state as this process sees it: 0 closed, 1 half-open, 2 open",
@@ -167,11 +258,20 @@ def order_changed(was: OrderState | None, order: Order) -> None:
         return
     ORDER_STATE_CHANGES.labels(state.value).inc()
     if state is OrderState.FILLED:
-        ORDERS_FILLED.labels(symbol_label(order.symbol)).inc()
+        ORDERS_FILLED.labels(symbol_label(order.symbol), account_label(order.account)).inc()
     elif state is OrderState.CANCELED:
-        ORDERS_CANCELED.labels(symbol_label(order.symbol)).inc()
+        ORDERS_CANCELED.labels(symbol_label(order.symbol), account_label(order.account)).inc()
     elif state is OrderState.REJECTED:
-        ORDERS_REJECTED.labels("exchange").inc()
+        ORDERS_REJECTED.labels("exchange", account_label(order.account)).inc()
+
+
+def rate_limit_hit(limit: str, account: str = NO_ACCOUNT) -> None:
+    """Count a hit of `limit` (else "other"), under `account` (bounded) if the limit is an
+    account's, else under "" (the per-client limits)."""
+    if limit in CLIENT_RATE_LIMITS:
+        RATE_LIMIT_HITS.labels(limit, NO_ACCOUNT).inc()
+    else:
+        RATE_LIMIT_HITS.labels(bounded(limit, RATE_LIMITS), account_label(account)).inc()
 
 
 def breaker_state(name: str, state: str) -> None:
@@ -183,10 +283,14 @@ def _initialise() -> None:
     """Create the fixed label sets at 0, so a series exists (and rates work) before its first event."""
     for state in OrderState:
         ORDER_STATE_CHANGES.labels(state.value)
-    for stage in ("gateway", "exchange"):
-        ORDERS_REJECTED.labels(stage)
-    for limit in RATE_LIMITS:
-        RATE_LIMIT_HITS.labels(limit)
+    per_account(ORDERS_CREATED)
+    per_account(ORDER_LATENCY)
+    per_account(ORDERS_REJECTED, lambda: (("gateway",), ("exchange",)), other=True)
+    per_account(ORDERS_FILLED, lambda: ((symbol,) for symbol in (*_symbols, OTHER)), other=True)
+    per_account(ORDERS_CANCELED, lambda: ((symbol,) for symbol in (*_symbols, OTHER)), other=True)
+    for limit in CLIENT_RATE_LIMITS:
+        RATE_LIMIT_HITS.labels(limit, NO_ACCOUNT)
+    per_account(RATE_LIMIT_HITS, lambda: ((limit,) for limit in ACCOUNT_RATE_LIMITS))
     for limit in RISK_LIMITS:
         RISK_REFUSALS.labels(limit)
     for kind in MISMATCH_KINDS:

@@ -103,6 +103,7 @@ async def _serve(settings: Settings, queues: list[str]) -> None:
 def _metrics_endpoint(settings: Settings, exchanges: list[BinanceClient]) -> MetricsEndpoint:
     """This process's /metrics (`monitoring.worker_metrics_port`, or the next free port)."""
     metrics.set_symbols(settings.symbols)
+    metrics.set_accounts(settings.account_names)
 
     async def publish_breakers() -> None:
         for breakers in {id(c.breakers): c.breakers for c in exchanges if c.breakers is not None}.values():

@@ -189,8 +189,9 @@ async def test_each_seed_metric_moves(stack: LocalStack, stub: order_pb2_grpc.Or
         assert ("order_execution_circuit_breaker_state", (("name", name),)) in gateway
 
     # The cluster gauges, from Redis, on the gateway.
-    assert ("order_execution_queue_depth", (("symbol", "BTCUSDT"),)) in gateway
-    assert ("order_execution_orders_by_state", (("state", "UNKNOWN"),)) in gateway
+    # (Per exchange account: the stack trades the single account "default".)
+    assert ("order_execution_queue_depth", (("account", "default"), ("symbol", "BTCUSDT"))) in gateway
+    assert ("order_execution_orders_by_state", (("account", "default"), ("state", "UNKNOWN"))) in gateway
     assert total(gateway, "order_execution_orders_by_state", state="UNKNOWN") == 0
     assert total(gateway, "order_execution_rate_budget_remaining", window="orders_10s") > 0
     assert total(gateway, "order_execution_exchange_banned") == 0

@@ -14,8 +14,14 @@ import fakeredis
 import pytest
 import redis
 
-from order_execution.cli.dashboard import build_app, dashboard_url
-from order_execution.runtime.settings import DashboardSettings, Settings, SettingsError, load_settings
+from order_execution.cli.dashboard import build_app, dashboard_broker, dashboard_url
+from order_execution.runtime.settings import (
+    AccountSettings,
+    DashboardSettings,
+    Settings,
+    SettingsError,
+    load_settings,
+)
 
 
 def _get(app: Any, path: str) -> tuple[str, dict[str, str], str]:
@@ -42,6 +48,31 @@ def test_every_symbol_queue_is_listed_even_when_empty(settings: Settings) -> Non
     assert status == "200 OK"
     for symbol in settings.symbols:
         assert f"orders.{symbol}" in body
+
+
+def test_every_account_and_symbol_queue_is_declared_and_listed() -> None:
+    settings = Settings(
+        symbols=["BTCUSDT", "ETHUSDT"],
+        accounts=[
+            AccountSettings(name=name, api_key=f"key-{name}", secret_key=f"secret-{name}")
+            for name in ("default", "hedge", "arb")
+        ],
+    )
+    client = fakeredis.FakeRedis()
+    broker = dashboard_broker(settings, client=client)
+    wanted = {
+        "orders.BTCUSDT",
+        "orders.ETHUSDT",
+        "orders.hedge.BTCUSDT",
+        "orders.hedge.ETHUSDT",
+        "orders.arb.BTCUSDT",
+        "orders.arb.ETHUSDT",
+    }
+    assert wanted <= broker.get_declared_queues()
+    status, _, body = _get(build_app(settings, client=client), "/dashboard/")
+    assert status == "200 OK"
+    for queue in wanted:
+        assert f'href="/dashboard/queues/{queue}"' in body, queue
 
 
 def test_root_and_bare_prefix_redirect_to_the_dashboard(settings: Settings) -> None:

@@ -30,12 +30,30 @@ from tests.factories import SEED_METRICS
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 
-KNOWN_METRICS = SEED_METRICS | {
-    "order_execution_orders_by_state",
-    "order_execution_queue_depth",
-    "order_execution_user_stream_lag_seconds",
-}
+
+def _served_metrics() -> dict[str, frozenset[str]]:
+    """Every metric the processes serve, by its exposed name (a counter's with `_total`), with its
+    label names: the shared ones (orders/metrics.py, exchange's included) and the gateway's."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from order_execution.gateway import metrics as gateway_metrics
+    from order_execution.orders import metrics as shared_metrics
+
+    served: dict[str, frozenset[str]] = {}
+    for module in (shared_metrics, gateway_metrics):
+        for metric in vars(module).values():
+            if isinstance(metric, MetricWrapperBase):
+                name = metric._name + ("_total" if metric._type == "counter" else "")
+                served[name] = frozenset(metric._labelnames)
+    return served
+
+
+SERVED_METRICS = _served_metrics()
+KNOWN_METRICS = frozenset(SERVED_METRICS)
 _METRIC = re.compile(r"\border_execution_[a-z_]+")
+_SELECTOR = re.compile(r"\b(order_execution_[a-z_]+)\{([^}]*)\}")
+_MATCHER = re.compile(r"(\w+)\s*(?:=~|!~|!=|=)")
+_GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
 _HISTOGRAM_SERIES = ("_bucket", "_count", "_sum")
 ROLES = {"gateway", "worker", "listener", "dashboard"}
 EXCHANGE_ROLES = {"gateway", "worker", "listener"}  # the roles that talk to the exchange
@@ -59,6 +77,25 @@ def _metrics_in(expr: str) -> set[str]:
                 name = name.removesuffix(suffix)
         names.add(name)
     return names
+
+
+def _labels_missing(expr: str) -> set[str]:
+    """The labels `expr` selects on that its metric does not have, and those it groups by that
+    none of its metrics has (`le` belongs to a histogram's buckets)."""
+    missing: set[str] = set()
+    used = _metrics_in(expr)
+    for series, matchers in _SELECTOR.findall(expr):
+        (metric,) = _metrics_in(series)
+        labels = SERVED_METRICS.get(metric, frozenset())
+        missing |= {f"{metric}{{{label}}}" for label in _MATCHER.findall(matchers) if label not in labels}
+    anywhere = set().union(*(SERVED_METRICS.get(metric, frozenset()) for metric in used)) | {"le"}
+    for grouping in _GROUPING.findall(expr):
+        missing |= {
+            f"by ({label})"
+            for label in (g.strip() for g in grouping.split(","))
+            if label and label not in anywhere
+        }
+    return missing
 
 
 # --- docker-compose.yml -----------------------------------------------------------------
@@ -389,6 +426,47 @@ def test_every_grafana_expression_uses_known_metrics() -> None:
             used = _metrics_in(expr)
             assert used, (title, expr)
             assert used <= KNOWN_METRICS, (title, used - KNOWN_METRICS)
+            assert not _labels_missing(expr), (title, _labels_missing(expr))
+
+
+def test_the_label_check_catches_a_label_a_metric_does_not_have() -> None:
+    assert _labels_missing('sum by (account) (order_execution_queue_depth{account=~"$account"})') == set()
+    assert _labels_missing('order_execution_cache_hits_total{account="a"}') == {
+        "order_execution_cache_hits_total{account}"
+    }
+    assert _labels_missing("sum by (venue) (order_execution_queue_depth)") == {"by (venue)"}
+
+
+ACCOUNT_PANELS = {
+    "Orders by state per account": "order_execution_orders_by_state",
+    "Rate budget used per account (ORDERS)": "order_execution_rate_budget_used",
+    "Queue depth per account": "order_execution_queue_depth",
+    "Exchange errors per account": "order_execution_exchange_errors_total",
+    "Rate-limit hits per account": "order_execution_rate_limit_hits_total",
+}
+
+
+def test_grafana_has_an_account_variable_and_panels_per_account() -> None:
+    [variable] = [v for v in _grafana()["templating"]["list"] if v["name"] == "account"]
+    assert variable["type"] == "query" and variable["multi"] is True and variable["includeAll"] is True
+    assert variable["allValue"] == ".*"  # All also matches series without an account (client limits)
+    query = variable["query"]["query"]
+    assert query == variable["definition"] and query.startswith("label_values(")
+    (metric,) = _metrics_in(query)
+    assert "account" in SERVED_METRICS[metric]
+    exprs = _grafana_exprs()
+    for title, metric in ACCOUNT_PANELS.items():
+        [expr] = exprs[title]
+        assert metric in _metrics_in(expr), title
+        assert 'account=~"$account"' in expr and re.search(r"by \(account\b", expr), (title, expr)
+    [budget] = exprs["Rate budget used per account (ORDERS)"]
+    assert _metrics_in(budget) == {"order_execution_rate_budget_used", "order_execution_rate_budget_limit"}
+    assert 'window=~"orders_10s|orders_1m"' in budget
+    # Every panel whose metrics all carry an account follows the variable.
+    for title, panel_exprs in exprs.items():
+        for expr in panel_exprs:
+            if all("account" in SERVED_METRICS[m] for m in _metrics_in(expr)):
+                assert 'account=~"$account"' in expr, (title, expr)
 
 
 def _alerts() -> list[dict[str, Any]]:
@@ -411,6 +489,24 @@ def test_alert_rules_cover_breakers_errors_rate_limits_and_unknown_orders() -> N
         assert rule["annotations"]["summary"]
         used = _metrics_in(rule["expr"])
         assert used and used <= KNOWN_METRICS, (rule["alert"], used)
+        assert not _labels_missing(rule["expr"]), (rule["alert"], _labels_missing(rule["expr"]))
+
+
+def test_what_is_an_accounts_alerts_per_account() -> None:
+    alerts = {rule["alert"]: rule for rule in _alerts()}
+    for name in (
+        "OrderExecutionRateLimitHits",
+        "OrderExecutionRateBudgetExhausted",
+        "OrderExecutionExchangeErrorRate",
+        "OrderExecutionOrdersStuckUnknown",
+        "OrderExecutionQueueBacklog",
+    ):
+        assert re.search(r"\bby \((account\b|[\w, ]*\baccount\b)", alerts[name]["expr"]), name
+        assert "{{ $labels.account }}" in alerts[name]["annotations"]["summary"], name
+    budget = alerts["OrderExecutionRateBudgetExhausted"]["expr"]
+    assert 'limit=~"rate_budget|budget_exceeded"' in budget
+    # A breaker is the venue's: its alert stays per breaker, as its gauge.
+    assert "account" not in alerts["OrderExecutionCircuitBreakerOpen"]["expr"]
 
 
 def test_promtool_accepts_the_rules_and_the_dashboards_queries(tmp_path: Path) -> None:

@@ -103,7 +103,8 @@ def test_label_values_already_served_are_unchanged_and_new_ones_follow_their_nam
 
 
 def _requests(label: str) -> float:
-    return REGISTRY.get_sample_value("order_execution_exchange_requests_total", {"endpoint": label}) or 0.0
+    labels = {"endpoint": label, "account": "default"}
+    return REGISTRY.get_sample_value("order_execution_exchange_requests_total", labels) or 0.0
 
 
 async def test_every_client_method_counts_its_requests_under_its_own_endpoint() -> None:

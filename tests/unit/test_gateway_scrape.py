@@ -71,12 +71,14 @@ async def served(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Served]:
         monitoring=MonitoringSettings(cluster_gauges_refresh_ms=3_600_000, metrics_render_ms=0)
     )
     store = OrderStore.from_settings(client, settings)
+    budget = rate_budget(client, settings, settings.trading_accounts[0])
+    assert budget is not None  # rate_limit.enabled by default
     checks = HealthChecks(
         settings,
         store,
         RulesCache(RulesStore(client)),
         ListenerStatus(client, namespace=settings.redis.namespace),
-        rate_budget(client, settings, settings.trading_accounts[0]),
+        {"default": budget},
     )
     app = build_http_app(checks)
     runner = web.AppRunner(app, access_log=None)
@@ -108,7 +110,7 @@ async def test_scrapes_send_no_command_to_redis(served: Served) -> None:
                 text = await response.text()
     assert served.commands[0] - before == 0
     assert "order_execution_workers_consuming 0.0" in text  # the cluster gauges are served
-    assert 'order_execution_orders_by_state{state="UNKNOWN"} 0.0' in text
+    assert 'order_execution_orders_by_state{account="default",state="UNKNOWN"} 0.0' in text
     # The count is real: a refresh itself does reach Redis.
     assert await served.refresher.refresh_once()
     assert served.commands[0] - before > 0
@@ -158,22 +160,34 @@ async def test_the_refresh_task_survives_redis_errors_keeps_the_last_values_and_
     assert any("refreshed again after 30 failed attempts" in r.getMessage() for r in caplog.records)
 
 
-# Each labelled counter whose label values are known, with every one of those values.
-def expected_zero_series() -> set[tuple[str, tuple[tuple[str, str], ...]]]:
-    def one(name: str, label: str, values: Any) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
-        return {(name, ((label, str(v)),)) for v in values}
+Series = set[tuple[str, tuple[tuple[str, str], ...]]]
 
+
+# Each labelled counter whose label values are known, with every one of those values; a counter
+# with an `account` label has each of them for the account "default" (no `accounts:` configured).
+def expected_zero_series() -> Series:
+    def one(name: str, label: str, values: Any, **fixed: str) -> Series:
+        return {(name, tuple(sorted({label: str(v), **fixed}.items()))) for v in values}
+
+    default = {"account": "default"}
     wanted = one("order_execution_order_state_changes_total", "state", [s.value for s in OrderState])
-    wanted |= one("order_execution_orders_rejected_total", "stage", ["gateway", "exchange"])
-    wanted |= one("order_execution_rate_limit_hits_total", "limit", shared.RATE_LIMITS)
+    wanted |= one("order_execution_orders_rejected_total", "stage", ["gateway", "exchange"], **default)
+    wanted |= one("order_execution_orders_rejected_total", "stage", ["gateway", "exchange"], account="other")
+    wanted |= one("order_execution_orders_created_total", "account", ["default"])
+    wanted |= one("order_execution_orders_filled_total", "symbol", ["other"], **default)
+    wanted |= one("order_execution_rate_limit_hits_total", "limit", shared.ACCOUNT_RATE_LIMITS, **default)
+    wanted |= one("order_execution_rate_limit_hits_total", "limit", shared.CLIENT_RATE_LIMITS, account="")
     wanted |= one("order_execution_risk_refusals_total", "limit", shared.RISK_LIMITS)
     wanted |= one("order_execution_reconciliation_mismatches_total", "kind", shared.MISMATCH_KINDS)
     wanted |= one("order_execution_cache_hits_total", "cache", ["orders"])
     wanted |= one("order_execution_cache_misses_total", "cache", ["orders"])
     endpoints = [*exchange_metrics.ENDPOINTS, shared.OTHER]
-    wanted |= one("order_execution_exchange_requests_total", "endpoint", endpoints)
+    wanted |= one("order_execution_exchange_requests_total", "endpoint", endpoints, **default)
     wanted |= {
-        ("order_execution_exchange_errors_total", (("code", code), ("endpoint", endpoint)))
+        (
+            "order_execution_exchange_errors_total",
+            (("account", "default"), ("code", code), ("endpoint", endpoint)),
+        )
         for endpoint in endpoints
         for code in exchange_metrics.ERROR_CODES
     }
@@ -201,5 +215,5 @@ def test_a_fresh_process_shows_every_known_counter_series_at_zero() -> None:
     assert all(served[key] == 0 for key in wanted)
     assert (
         "order_execution_exchange_errors_total",
-        (("code", "-2019"), ("endpoint", "POST /fapi/v1/order")),
+        (("account", "default"), ("code", "-2019"), ("endpoint", "POST /fapi/v1/order")),
     ) in wanted

@@ -20,7 +20,17 @@ from tests.factories import make_order
 
 
 def value(metric: str, **labels: str) -> float:
+    """The sample's value; a series with an `account` label is read for "default" unless told."""
+    if metric.startswith(_ACCOUNT_LABELLED):
+        labels = {"account": "default", **labels}
     return REGISTRY.get_sample_value(metric, labels) or 0.0
+
+
+_ACCOUNT_LABELLED = (
+    "order_execution_orders_",
+    "order_execution_exchange_",
+    "order_execution_rate_limit_hits",
+)
 
 
 def series(name: str) -> set[tuple[tuple[str, str], ...]]:
@@ -65,7 +75,7 @@ def test_error_codes_collapse_to_known_ones(code: int | None, status: int, label
     assert exchange_metrics.error_code(errors.OrderRejected("x", code=code, status=status)) == label
 
 
-def client_answering(status: int, body: object) -> BinanceClient:
+def client_answering(status: int, body: object, account: str = "default") -> BinanceClient:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(status, content=json.dumps(body).encode())
 
@@ -74,6 +84,7 @@ def client_answering(status: int, body: object) -> BinanceClient:
         api_key="key",
         secret_key="secret",
         transport=HandlerTransport(handler, api_key="key"),
+        account=account,
     )
 
 
@@ -146,3 +157,121 @@ def test_breaker_gauge_follows_the_breaker() -> None:
     breakers._breakers[Group.CANCEL].close()  # as after its timeout and a successful trial
     breakers.publish_states()
     assert value("order_execution_circuit_breaker_state", name=name) == 0
+
+
+# --- the account label -------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_accounts() -> None:
+    """A process configured with the accounts "a" and "b" (no "default"); conftest restores it."""
+    metrics.set_accounts(["a", "b"])
+
+
+@pytest.mark.usefixtures("two_accounts")
+def test_accounts_outside_the_settings_share_one_label() -> None:
+    assert metrics.account_label("a") == "a" and metrics.account_label("b") == "b"
+    for junk in ("default", "A", "c", "", "x" * 500):
+        assert metrics.account_label(junk) == "other"
+
+
+@pytest.mark.usefixtures("two_accounts")
+def test_each_configured_account_has_its_series_at_zero_and_an_unconfigured_default_has_none() -> None:
+    accounts = {dict(labels)["account"] for labels in series("order_execution_exchange_errors_total")}
+    # "default" (not configured here) was removed; "other" is not made ahead (an earlier test's
+    # client of an account not configured then may have counted under it).
+    assert {"a", "b"} <= accounts <= {"a", "b", "other"}
+    assert (
+        value(
+            "order_execution_exchange_errors_total", endpoint="POST /fapi/v1/order", code="-2019", account="b"
+        )
+        == 0
+    )
+    # ("other" may have counted an earlier test's order of an account not configured then.)
+    created = {dict(labels)["account"] for labels in series("order_execution_orders_created_total")}
+    assert {"a", "b"} <= created <= {"a", "b", "other"}
+    filled = {dict(labels)["account"] for labels in series("order_execution_orders_filled_total")}
+    assert filled == {"a", "b", "other"}  # orders of an account no longer configured count as other
+    limits = {
+        tuple(sorted(dict(labels).items())) for labels in series("order_execution_rate_limit_hits_total")
+    }
+    assert (("account", "a"), ("limit", "429")) in limits
+    assert (("account", ""), ("limit", "client_rate")) in limits  # a client's limit: no account's
+    assert (("account", "a"), ("limit", "client_rate")) not in limits
+
+
+@pytest.mark.usefixtures("two_accounts")
+async def test_a_client_counts_under_its_account_and_an_unknown_account_under_other() -> None:
+    endpoint = "POST /fapi/v1/order"
+
+    def counted(account: str) -> tuple[float, float, float]:
+        return (
+            value("order_execution_exchange_requests_total", endpoint=endpoint, account=account),
+            value("order_execution_exchange_errors_total", endpoint=endpoint, code="-2019", account=account),
+            value("order_execution_exchange_latency_seconds_count", endpoint=endpoint, account=account),
+        )
+
+    before = {account: counted(account) for account in ("a", "b", "other")}
+    for account in ("b", "b", "zzz"):
+        client = client_answering(400, {"code": -2019, "msg": "Margin is insufficient."}, account=account)
+        with pytest.raises(errors.OrderRejected):
+            await client.new_order(make_order())
+        await client.close()
+    moved = {
+        account: tuple(a - b for a, b in zip(counted(account), before[account], strict=True))
+        for account in ("a", "b", "other")
+    }
+    assert moved == {"a": (0, 0, 0), "b": (2, 2, 2), "other": (1, 1, 1)}
+    assert "zzz" not in {
+        dict(labels)["account"] for labels in series("order_execution_exchange_requests_total")
+    }
+
+
+@pytest.mark.usefixtures("two_accounts")
+async def test_429_and_budget_waits_count_under_the_account_and_client_limits_under_none() -> None:
+    before_b = value("order_execution_rate_limit_hits_total", limit="429", account="b")
+    before_a = value("order_execution_rate_limit_hits_total", limit="429", account="a")
+    client = client_answering(429, {"code": -1003, "msg": "Too many requests"}, account="b")
+    with pytest.raises(errors.RateLimited):
+        await client.query_order("BTCUSDT", "oe-1")
+    await client.close()
+    assert value("order_execution_rate_limit_hits_total", limit="429", account="b") == before_b + 1
+    assert value("order_execution_rate_limit_hits_total", limit="429", account="a") == before_a
+    waits = value("order_execution_rate_limit_hits_total", limit="budget_wait", account="a")
+    exchange_metrics.record_budget("budget_wait", "a")
+    assert value("order_execution_rate_limit_hits_total", limit="budget_wait", account="a") == waits + 1
+    client_rate = value("order_execution_rate_limit_hits_total", limit="client_rate", account="")
+    metrics.rate_limit_hit("client_rate", "a")  # a client's own rate: counted as no account's
+    assert value("order_execution_rate_limit_hits_total", limit="client_rate", account="") == client_rate + 1
+    assert (
+        REGISTRY.get_sample_value(
+            "order_execution_rate_limit_hits_total", {"limit": "client_rate", "account": "a"}
+        )
+        is None
+    )
+
+
+@pytest.mark.usefixtures("two_accounts")
+def test_order_outcomes_count_under_the_orders_account() -> None:
+    def outcome(name: str, account: str, **labels: str) -> float:
+        return value(f"order_execution_orders_{name}_total", account=account, **labels)
+
+    before = {
+        (name, account): outcome(name, account, **labels)
+        for name, labels in (("filled", {"symbol": "BTCUSDT"}), ("rejected", {"stage": "exchange"}))
+        for account in ("a", "b", "other")
+    }
+    metrics.order_changed(
+        OrderState.SUBMITTED, make_order(symbol="BTCUSDT", state=OrderState.FILLED, account="b")
+    )
+    metrics.order_changed(
+        OrderState.SUBMITTED, make_order(symbol="BTCUSDT", state=OrderState.FILLED, account="old")
+    )
+    metrics.order_changed(OrderState.SUBMITTING, make_order(state=OrderState.REJECTED, account="a"))
+    after = {
+        (name, account): outcome(name, account, **labels)
+        for name, labels in (("filled", {"symbol": "BTCUSDT"}), ("rejected", {"stage": "exchange"}))
+        for account in ("a", "b", "other")
+    }
+    moved = {key for key in after if after[key] != before[key]}
+    assert moved == {("filled", "b"), ("filled", "other"), ("rejected", "a")}
