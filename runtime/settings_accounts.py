@@ -22,6 +22,7 @@ from order_execution.runtime.settings_sections import Section
 DEFAULT_ACCOUNT = "default"  # the account of a single-account configuration (and of older orders)
 ACCOUNT_NAME = r"^[a-z][a-z0-9_-]{0,31}$"  # lower case: queue names put it next to upper-case symbols
 DEFAULT_EGRESS = "default"
+RESERVED_NAMES = frozenset({"other"})  # the metrics' label for an account not in the settings
 
 
 class AccountSettings(Section):
@@ -42,6 +43,8 @@ class AccountSettings(Section):
 
     @model_validator(mode="after")
     def _key_and_secret(self) -> AccountSettings:
+        if self.name in RESERVED_NAMES:
+            raise ValueError(f"name {self.name!r} is reserved (metrics label accounts not configured so)")
         for key, file_key in (("api_key", "api_key_file"), ("secret_key", "secret_key_file")):
             value: SecretStr = getattr(self, key)
             path = getattr(self, file_key)
