@@ -1,6 +1,13 @@
 """Every process of the chaos test: its own Redis and NATS, the simulator, gateway, workers, listeners,
 started through the one `Launcher` (launcher/launch.py).
 
+The simulator has `ClusterConfig.accounts` exchange accounts (two in the chaos test), made as
+`up --accounts N` makes them (launcher/exchange_accounts.py): named `default`, `acct-2`, ...,
+each with a fresh key, given to the service by key files. Every listener replica contends
+for each account's lease, so one may lead both or each one; `account_leader` finds the
+replica that leads a given account from that account's lease key in Redis, and `hand_lease`
+moves one account's lease to another replica (as when its leader missed a renewal).
+
 Each one is a `ManagedProcess` in its own process group, so `kill -9` of a Dramatiq
 worker takes its forked children with it. Every incarnation (restarts included) is kept
 in `started`, and `stop_all` stops each of them by pid: nothing is left behind, and the
@@ -10,8 +17,8 @@ machine's own Redis and NATS are never touched (ours listen on free ports).
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
+import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -21,9 +28,12 @@ from pathlib import Path
 import redis
 import yaml
 
+from order_execution.launcher.exchange_accounts import generate_accounts, service_accounts_env
 from order_execution.launcher.launch import Launcher
 from order_execution.launcher.processes import ManagedProcess, free_port, group_pids
 from order_execution.launcher.service_env import gateway_port_env, isolated_env
+from order_execution.listener.lease import lease_key
+from order_execution.orders.model import DEFAULT_ACCOUNT
 
 REPO = Path(__file__).resolve().parents[2]
 # The service as the chaos tests run it: short timeouts, sweeps and leases, so that a fault is
@@ -63,6 +73,7 @@ class ClusterConfig:
     liquidity: Mapping[str, str]
     service_env: Mapping[str, str]  # settings for gateway, workers and listeners
     namespace: str = "oe"
+    accounts: int = 1  # exchange accounts at the simulator, all traded by the service
 
 
 @dataclass
@@ -82,7 +93,7 @@ class ChaosCluster:
             d.mkdir(parents=True, exist_ok=True)
         self.redis_port, self.nats_port, self.sim_port = free_port(), free_port(), free_port()
         self.grpc_port, self.http_port = free_port(), free_port()
-        self.api_key, self.api_secret = secrets.token_hex(32), secrets.token_hex(32)
+        self.accounts = generate_accounts(self.config.accounts)
         # Processes are started (and replaced) from several threads: none may die with its starter.
         self.launcher = Launcher(
             self.logs, env=self.service_env(), base_env=isolated_env(), cwd=self.logs, die_with_parent=False
@@ -110,8 +121,18 @@ class ChaosCluster:
         return f"http://127.0.0.1:{self.http_port}"
 
     @property
-    def lease_key(self) -> str:
-        return f"{self.config.namespace}:listener:lease"
+    def account_names(self) -> list[str]:
+        """The service's accounts, in order: `default` first."""
+        return [account.name for account in self.accounts]
+
+    @property
+    def account_keys(self) -> dict[str, str]:
+        """Each account's API key at the simulator (what its /admin rows carry as `account`), by name."""
+        return {account.name: account.key for account in self.accounts}
+
+    def lease_key(self, account: str = DEFAULT_ACCOUNT) -> str:
+        """The Redis key of `account`'s listener lease (listener/lease.py)."""
+        return lease_key(self.config.namespace, account)
 
     def redis_client(self) -> redis.Redis:
         return redis.Redis(
@@ -123,8 +144,7 @@ class ChaosCluster:
             "REDIS_ADDRESS": f"127.0.0.1:{self.redis_port}",
             "NATS_ADDRESS": f"nats://127.0.0.1:{self.nats_port}",
             "BINANCE_BASE_URL": self.exchange_base,
-            "BINANCE_API_KEY": self.api_key,
-            "BINANCE_SECRET_KEY": self.api_secret,
+            **service_accounts_env(self.root / "accounts", self.accounts),
             "ORDER_EXECUTION__SERVER__HOST": "127.0.0.1",
             **gateway_port_env(self.grpc_port, self.http_port),
             "ORDER_EXECUTION__REDIS__NAMESPACE": self.config.namespace,
@@ -156,7 +176,8 @@ class ChaosCluster:
         }
         path = self.root / "simulator.yaml"
         path.write_text(yaml.safe_dump(sim_config))
-        self.launcher.simulator(self.sim_port, self.api_key, self.api_secret, "--config", str(path))
+        credentials = [account.credentials for account in self.accounts]
+        self.launcher.simulator(self.sim_port, credentials, "--config", str(path))
 
     def start_worker(self, slot: int) -> ManagedProcess:
         process = self.launcher.worker(f"worker-{slot}", max_in_flight=self.config.worker_max_in_flight)
@@ -195,7 +216,8 @@ class ChaosCluster:
             if not process.alive():
                 raise RuntimeError(f"{process.name} exited at start:\n{process.log_tail()}")
         if self.config.listeners:
-            self.wait_for_lease(timeout_s=30)
+            for account in self.account_names:
+                self.wait_for_lease(account, timeout_s=30)
 
     # ------------------------------------------------------------------ chaos
     @staticmethod
@@ -203,10 +225,11 @@ class ChaosCluster:
         """kill -9 the process's whole group (a Dramatiq worker forks) and reap it."""
         process.kill()
 
-    def lease_holder(self) -> str | None:
+    def lease_holder(self, account: str = DEFAULT_ACCOUNT) -> str | None:
+        """The id (`<host>:<pid>`) in `account`'s lease, None if none holds it or Redis does not answer."""
         client = self.redis_client()
         try:
-            value = client.get(self.lease_key)
+            value = client.get(self.lease_key(account))
         except redis.RedisError:
             return None
         finally:
@@ -215,22 +238,29 @@ class ChaosCluster:
             return None
         return value.decode() if isinstance(value, bytes) else str(value)
 
-    def wait_for_lease(self, timeout_s: float) -> str:
+    def wait_for_lease(self, account: str, timeout_s: float) -> str:
+        """The holder of `account`'s lease once there is one; RuntimeError (listener log tails)
+        if none holds it within `timeout_s`."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            holder = self.lease_holder()
+            holder = self.lease_holder(account)
             if holder:
                 return holder
             time.sleep(0.2)
         tails = "\n".join(f"--- {p.name}\n{p.log_tail(15)}" for p in self.listeners)
-        raise RuntimeError(f"no listener holds the lease {self.lease_key} after {timeout_s:.0f} s\n{tails}")
+        key = self.lease_key(account)
+        raise RuntimeError(f"no listener holds the lease {key} after {timeout_s:.0f} s\n{tails}")
 
-    def active_listener(self, timeout_s: float = 6.0) -> tuple[int | None, str]:
-        """The slot of the listener whose id (`<host>:<pid>`) holds the lease, and the lease value."""
+    def account_leader(
+        self, account: str = DEFAULT_ACCOUNT, timeout_s: float = 6.0
+    ) -> tuple[int | None, str]:
+        """The slot of the live listener whose id (`<host>:<pid>`) holds `account`'s lease, and the
+        lease value; (None, the last value read) if none does within `timeout_s` (a lease still
+        held by a replica killed moments ago, say)."""
         deadline = time.monotonic() + timeout_s
         holder = ""
         while time.monotonic() < deadline:
-            holder = self.lease_holder() or ""
+            holder = self.lease_holder(account) or ""
             pid_text = holder.rsplit(":", 1)[-1]
             if pid_text.isdigit():
                 pid = int(pid_text)
@@ -239,6 +269,19 @@ class ChaosCluster:
                         return slot, holder
             time.sleep(0.2)
         return None, holder
+
+    def hand_lease(self, account: str, slot: int, ttl_ms: int) -> str:
+        """Write listener `slot`'s id into `account`'s lease for `ttl_ms` and return the id: what Redis
+        holds once that replica took the lease over after its holder failed to renew it in time.
+        The old holder steps down from `account` at its next renewal and the new one leads it from
+        its next attempt (each within a third of the TTL); the other accounts keep their leaders."""
+        holder = f"{socket.gethostname()}:{self.listeners[slot].pid}"  # listener.process.replica_id
+        client = self.redis_client()
+        try:
+            client.set(self.lease_key(account), holder, px=ttl_ms)
+        finally:
+            client.close()
+        return holder
 
     def restart_redis(self, down_s: float) -> None:
         """Clean shutdown (SIGTERM: Redis flushes the AOF), `down_s` seconds down, start again."""

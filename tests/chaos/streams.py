@@ -3,7 +3,8 @@
 The gateway's StreamOrderUpdates stream drops when the gateway dies (kill -9) and when a
 client disconnects on purpose; this client resumes it with the resume_token of the last
 update it got, so the checker (tests/chaos/verify.py) can ask for every version once, in
-order, with no gap.
+order, with no gap. It names no account, so it gets the updates of every account the client
+may trade (with auth off, as in the chaos test: both of its accounts).
 """
 
 from __future__ import annotations

@@ -1,22 +1,35 @@
-"""Chaos: 1,000 orders through 3 workers and 2 listeners while processes die and servers restart.
+"""Chaos: 1,000 orders on two exchange accounts through 3 workers and 2 listeners while processes die
+and servers restart.
 
 Run it with `pytest -k chaos -s` (a minute or two; `-s` shows the chaos log as it
 happens). Everything runs on servers of its own (Redis with AOF, NATS with JetStream,
 on free ports) so that they can be restarted; every process is stopped by pid at the end.
 
-While orders flow (MARKET, resting LIMIT and cancels, over four symbols, with a price walk
-and capped liquidity so resting orders fill in parts), the test kill -9s random workers
-and the active listener (the one whose id holds the lease in Redis), kill -9s the gateway
-twice while CreateOrder calls are in flight (it comes back on the same ports), restarts
-NATS once and Redis once (clean shutdown, AOF on), and has the simulator inject timeouts,
-503 "Unknown error" (executed and not), connections dropped after accept and a silent user
-stream. The clients ride through like real ones: a CreateOrder that fails UNAVAILABLE is
-retried with the same client_order_id, and both stream clients resume with their last
-resume_token when the gateway dies. Stream client A is also disconnected part-way on
-purpose; stream client B runs straight through otherwise. Afterwards every order is compared
-with the simulator's record (see tests/chaos/verify.py) and one line is printed:
+The simulator has two accounts, `default` and `acct-2` (made as `up --accounts 2` makes them),
+and the service trades both; each order is created on one of them, drawn from the seeded RNG
+(CreateOrderRequest.account). While orders flow (MARKET, resting LIMIT and cancels, over four
+symbols, with a price walk and capped liquidity so resting orders fill in parts), the test:
+* kill -9s random workers;
+* kill -9s the listener leading an account (the one whose id holds that account's lease in
+  Redis) three times: twice the `default` account's (whatever else it leads), once `acct-2`'s
+  alone (one replica usually takes every lease, so acct-2's is first handed to the other
+  replica, as when a leader misses a renewal: the kill then takes acct-2's leader while
+  default's lives on);
+* kill -9s the gateway twice while CreateOrder calls are in flight (it comes back on the same
+  ports), restarts NATS once and Redis once (clean shutdown, AOF on);
+* has the simulator inject timeouts, 503 "Unknown error" (executed and not), connections
+  dropped after accept and a silent user stream.
+The clients ride through like real ones: a CreateOrder that fails UNAVAILABLE is retried with
+the same client_order_id, and both stream clients resume with their last resume_token when the
+gateway dies. Stream client A is also disconnected part-way on purpose; stream client B runs
+straight through otherwise; both subscribe to every account.
+Afterwards every order is compared with the simulator's record of its own account (an order
+at the exchange under the other account's key is mismatched; see tests/chaos/by_account.py
+and tests/chaos/verify.py) and one line is printed per account, then their total:
 
-    lost = 0, duplicated = 0, mismatched = 0 (checked N orders, M fills, K stream updates)
+    account default: lost = 0, duplicated = 0, mismatched = 0 (checked N orders, M fills, K stream updates)
+    account acct-2: lost = 0, duplicated = 0, mismatched = 0 (checked N orders, M fills, K stream updates)
+    total: lost = 0, duplicated = 0, mismatched = 0 (checked N orders, M fills, K stream updates)
 
 Each gateway kill gets a line saying what it did to the CreateOrder calls around it (see
 tests/chaos/gateway_kill.py); every attempt the client made is in create_calls.tsv beside
@@ -32,6 +45,7 @@ test prints it first thing (`chaos: seed N`) and a failure's message ends with
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 import secrets
@@ -45,11 +59,13 @@ import httpx
 import pytest
 from pydantic import BaseModel
 
+from order_execution.launcher.exchange_accounts import account_names
 from order_execution.proto import order_pb2_grpc
 from order_execution.runtime.settings import Settings
+from tests.chaos.by_account import account_line, total
 from tests.chaos.cluster import QUICK_SETTLEMENT, ChaosCluster, ClusterConfig, find_binary
 from tests.chaos.gateway_kill import GatewayOutage, kill_gateway, ride_through
-from tests.chaos.quiesce import check_against_exchange, sweep_and_freeze, wait_settled
+from tests.chaos.quiesce import check_accounts_against_exchange, sweep_and_freeze, wait_settled
 from tests.chaos.seed import SEED, replay_note
 from tests.chaos.streams import StreamRecorder
 from tests.chaos.workload import (
@@ -74,10 +90,16 @@ CANCEL_DELAY_S = (0.2, 3.0)
 WORKERS = 3
 WORKER_MAX_IN_FLIGHT = 16
 LISTENERS = int(os.environ.get("CHAOS_LISTENERS", "2"))
+ACCOUNTS = account_names(2)  # default, acct-2
 FAULT_PROBABILITY = 0.03  # each REST fault kind, per matching call
 SILENT_EVENTS = 5  # user-stream events swallowed, each time it is armed
 WORKER_KILLS = (0.12, 0.30, 0.48, 0.66, 0.84)  # when, as fractions of the submission period
-LISTENER_KILLS = (0.22, 0.74)
+# When, which account's leading listener, and whether it must lead that account alone. The
+# default account's lease is the key a single-account deployment always had, acct-2's its own
+# (`{ns}:@acct-2:listener:lease`). One replica usually takes every lease; "alone" first hands
+# acct-2's lease to the other replica, so the kill takes acct-2's leader while default's lives on.
+LISTENER_KILLS = ((0.22, ACCOUNTS[0], False), (0.42, ACCOUNTS[1], True), (0.74, ACCOUNTS[0], False))
+LEASE_TTL_MS = int(QUICK_SETTLEMENT["ORDER_EXECUTION__LISTENER__LEASE_TTL_MS"])
 GATEWAY_KILLS = (0.17, 0.92)
 GATEWAY_KILL_WAIT_S = 2.0  # a gateway kill waits up to this for a CreateOrder call to be in flight
 GATEWAY_KILL_LAG_S = 0.003  # and still is this much later (random): some die before, some after storing
@@ -164,6 +186,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosCluster]:
         sim_seed=SEED,
         liquidity={s: plain(sizing_for(s).liquidity) for s in SYMBOLS},
         service_env=service_env,
+        accounts=len(ACCOUNTS),
     )
     chaos = ChaosCluster(config, tmp_path_factory.mktemp("chaos"), redis_bin, nats_bin)
     print(f"chaos: seed {SEED}, logs in {chaos.logs}", flush=True)
@@ -212,17 +235,42 @@ def chaos_schedule(
         fresh = await asyncio.to_thread(cluster.start_worker, slot)
         return f"kill -9 {victim.name} (pgid {victim.pid}); restarted as {fresh.name} (pid {fresh.pid})"
 
-    async def kill_listener() -> str:
-        slot, holder = await asyncio.to_thread(cluster.active_listener)
+    async def led_by(holder: str) -> list[str]:
+        """The accounts whose lease `holder` holds now."""
+        holders = await asyncio.to_thread(lambda: {a: cluster.lease_holder(a) for a in cluster.account_names})
+        return [a for a, held_by in holders.items() if holder and held_by == holder]
+
+    async def split_off(account: str) -> str:
+        """If `account`'s leader leads others too, hand `account`'s lease to another live replica
+        and wait past the TTL: the lease still names it only if it took the account over."""
+        slot, holder = await asyncio.to_thread(cluster.account_leader, account)
+        if slot is None or await led_by(holder) == [account]:
+            return ""
+        others = [s for s, p in enumerate(cluster.listeners) if s != slot and p.alive()]
+        if not others:
+            return f"; no other live listener to hand the lease of {account} to"
+        new = await asyncio.to_thread(cluster.hand_lease, account, others[0], LEASE_TTL_MS)
+        await asyncio.sleep(1.5 * LEASE_TTL_MS / 1000)
+        kept = await asyncio.to_thread(cluster.lease_holder, account) == new
+        outcome = "which took it over" if kept else "which did NOT keep it"
+        return f"; {account}'s lease first handed from {holder!r} to {new!r}, {outcome}"
+
+    async def kill_listener(account: str, alone: bool) -> str:
+        handed = await split_off(account) if alone else ""
+        slot, holder = await asyncio.to_thread(cluster.account_leader, account)
         how = f"lease {holder!r}"
         if slot is None:
             slot = rng.randrange(len(cluster.listeners))
             how = f"NO live listener matches lease {holder!r}; killing a random one"
+        led = await led_by(holder)
         victim = cluster.listeners[slot]
         await asyncio.to_thread(cluster.kill9, victim)
         await asyncio.sleep(RESTART_AFTER_S)
         fresh = await asyncio.to_thread(cluster.start_listener, slot)
-        return f"kill -9 active {victim.name} (pid {victim.pid}, {how}); restarted as {fresh.name}"
+        return (
+            f"kill -9 {victim.name}, leader of account {account} (pid {victim.pid}, {how}; it led "
+            f"{', '.join(led) or 'none'}{handed}); restarted as {fresh.name}"
+        )
 
     async def kill_gateway_mid_create() -> str:
         outage = await kill_gateway(
@@ -253,7 +301,10 @@ def chaos_schedule(
     actions += [ChaosAction(jitter(f), "silence", silence) for f in SILENCES]
     actions += [ChaosAction(jitter(f), "worker", kill_worker) for f in WORKER_KILLS]
     if cluster.listeners:
-        actions += [ChaosAction(jitter(f), "listener", kill_listener) for f in LISTENER_KILLS]
+        actions += [
+            ChaosAction(jitter(f), "listener", functools.partial(kill_listener, account, alone))
+            for f, account, alone in LISTENER_KILLS
+        ]
     actions += [ChaosAction(jitter(f), "gateway", kill_gateway_mid_create) for f in GATEWAY_KILLS]
     actions.append(ChaosAction(NATS_RESTART * period_s, "nats", restart_nats))
     actions.append(ChaosAction(REDIS_RESTART * period_s, "redis", restart_redis))
@@ -279,7 +330,9 @@ async def test_chaos_no_order_lost_duplicated_or_mismatched(
     clock = Clock()
     rng = random.Random(SEED)
     prefix = f"chaos-{secrets.token_hex(3)}-"
-    plan = make_plan(ORDERS, SYMBOLS, rng, prefix, MARKET_SHARE, CANCEL_SHARE, CANCEL_DELAY_S)
+    plan = make_plan(
+        ORDERS, SYMBOLS, rng, prefix, MARKET_SHARE, CANCEL_SHARE, CANCEL_DELAY_S, accounts=ACCOUNTS
+    )
     sizing = {s: sizing_for(s) for s in SYMBOLS}
     period_s = ORDERS / RATE_PER_S
     done: list[str] = []
@@ -304,7 +357,12 @@ async def test_chaos_no_order_lost_duplicated_or_mismatched(
 
             submitter = Submitter(stub, prices, sizing, RATE_PER_S, CREATE_TRIES, clock, on_accepted)
             actions = chaos_schedule(cluster, admin, rng, period_s, submitter, outages)
-            clock.log("submit", f"{ORDERS} orders at {RATE_PER_S:g}/s over {period_s:.0f} s; prefix {prefix}")
+            per_account = dict(Counter(item.account for item in plan))
+            clock.log(
+                "submit",
+                f"{ORDERS} orders at {RATE_PER_S:g}/s over {period_s:.0f} s, by account {per_account}; "
+                f"prefix {prefix}",
+            )
             chaos = asyncio.create_task(run_chaos(actions, clock, done))
             await submitter.run(plan, SUBMIT_LANES)
             clock.log("submit", f"done: {submitter.accepted} accepted, {submitter.cancels_sent} cancels")
@@ -320,8 +378,15 @@ async def test_chaos_no_order_lost_duplicated_or_mismatched(
             )
             await sweep_and_freeze(admin, clock, SYMBOLS)
             await wait_settled(stub, plan, prefix, clock, SETTLE_TIMEOUT_S)
-            verdict, views = await check_against_exchange(
-                stub, admin, plan, prefix, [stream_a, stream_b], clock, CONSISTENT_TIMEOUT_S
+            verdicts, views = await check_accounts_against_exchange(
+                stub,
+                admin,
+                plan,
+                prefix,
+                [stream_a, stream_b],
+                clock,
+                CONSISTENT_TIMEOUT_S,
+                cluster.account_keys,
             )
         finally:
             for task in background:
@@ -362,11 +427,17 @@ async def test_chaos_no_order_lost_duplicated_or_mismatched(
         f"final states {dict(Counter(v.state for v in final))}; {in_parts} orders filled in several trades; "
         f"ended with part filled: {dict(partial_end)}"
     )
-    if not verdict.ok:
-        print(verdict.details())
+    overall = total(verdicts)
+    lines = [account_line(name, verdict) for name, verdict in verdicts.items()]
+    lines.append(f"total: {overall.line()}")
+    if not overall.ok:
+        print(overall.details())
     with uncaptured(request):
-        print(f"\n{verdict.line()}", flush=True)
-    assert verdict.ok, f"{verdict.line()}\n{verdict.details()}"
+        print("\n" + "\n".join(lines), flush=True)
+    assert set(verdicts) == set(ACCOUNTS), f"verdicts for {sorted(verdicts)}, accounts {ACCOUNTS}"
+    for name, verdict in verdicts.items():
+        assert verdict.ok, f"{account_line(name, verdict)}\n{verdict.details()}"
+        assert verdict.checked_orders, f"account {name}: no order checked: {account_line(name, verdict)}"
     expected_actions = (
         1
         + len(SILENCES)

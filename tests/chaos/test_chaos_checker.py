@@ -1,15 +1,18 @@
-"""The chaos test's checker on hand-made records: it must count every kind of fault it claims to.
+"""The chaos test's checker on hand-made records: it must count every kind of fault it claims to,
+for one account and per account (each order against its own account's record).
 
 And the gateway kill's accounting of the CreateOrder calls around it (`ride_through`)."""
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from tests.chaos.by_account import account_line, total, verify_by_account
 from tests.chaos.gateway_kill import GatewayOutage, ride_through
 from tests.chaos.verify import FillView, OrderView, StreamEvent, StreamRecord, verify
 from tests.chaos.workload import CreateCall
@@ -202,3 +205,110 @@ def test_ride_through_shows_an_order_that_never_got_through() -> None:
     assert ride.recovered_s is None and ride.calls == 2
     assert ride.orders == {"t-1"} and not ride.accepted
     assert "first CreateOrder OK never" in ride.line()
+
+
+# ---------------------------------------------------------------------- per account
+KEYS = {"default": "key-d", "acct-2": "key-2"}
+
+
+def two_account_world() -> tuple[
+    dict[str, str | None],
+    dict[str, str],
+    dict[str, OrderView | None],
+    list[Any],
+    list[Any],
+    list[StreamEvent],
+]:
+    """good_world's t-1..t-3 on `default`, and t-4 (filled) and t-5 (resting) on `acct-2`."""
+    accepted, service, sims, trades, events = good_world()
+    service = {cid: replace(v, account="default") if v else None for cid, v in service.items()}
+    sims = [{**row, "account": "key-d"} for row in sims]
+    trades = [{**row, "account": "key-d"} for row in trades]
+    accepted.update({"t-4": "id-t-4", "t-5": "id-t-5"})
+    filled = view("t-4", "FILLED", "0.001", "0.02", version=2, fills=[("41", "0.001", "0.02")])
+    service["t-4"] = replace(filled, account="acct-2")
+    service["t-5"] = replace(view("t-5", "SUBMITTED", version=1), account="acct-2")
+    # Order and trade ids as default's: the checker must not mix the accounts up by id.
+    sims += [
+        {**sim_order("t-4", 1, "FILLED", "0.001"), "account": "key-2"},
+        {**sim_order("t-5", 2, "NEW", "0"), "account": "key-2"},
+    ]
+    trades.append({**trade("t-4", 1, 41, "0.001", "0.02"), "account": "key-2"})
+    events += [
+        StreamEvent("id-t-4", 1, "NEW"),
+        StreamEvent("id-t-4", 2, "FILLED"),
+        StreamEvent("id-t-5", 1, "NEW"),
+    ]
+    created_on = {"t-1": "default", "t-2": "default", "t-3": "default", "t-4": "acct-2", "t-5": "acct-2"}
+    return accepted, created_on, service, sims, trades, events
+
+
+def test_each_account_is_checked_against_its_own_record() -> None:
+    accepted, created_on, service, sims, trades, events = two_account_world()
+    verdicts = verify_by_account(
+        accepted, created_on, KEYS, service, sims, trades, [StreamRecord("A", events)], P
+    )
+    zeros = "lost = 0, duplicated = 0, mismatched = 0"
+    assert [account_line(name, v) for name, v in verdicts.items()] == [
+        f"account default: {zeros} (checked 3 orders, 2 fills, 6 stream updates)",
+        f"account acct-2: {zeros} (checked 2 orders, 1 fills, 3 stream updates)",
+    ]
+    assert total(verdicts).line() == (
+        "lost = 0, duplicated = 0, mismatched = 0 (checked 5 orders, 3 fills, 9 stream updates)"
+    )
+
+
+def test_an_order_at_the_exchange_under_the_other_accounts_key_is_mismatched() -> None:
+    accepted, created_on, service, sims, trades, events = two_account_world()
+    sims[-1] = {**sims[-1], "account": "key-d"}  # t-5, created on acct-2, placed with default's key
+    verdicts = verify_by_account(
+        accepted, created_on, KEYS, service, sims, trades, [StreamRecord("A", events)], P
+    )
+    assert verdicts["default"].ok, verdicts["default"].details()  # not "never created" there too
+    assert list(verdicts["acct-2"].mismatched) == ["t-5"]
+    assert verdicts["acct-2"].mismatched["t-5"] == [
+        "at the exchange under account default's key, not account acct-2's",
+        "SUBMITTED, but the exchange never received it",
+    ]
+    assert not verdicts["acct-2"].lost and not verdicts["acct-2"].duplicated
+
+
+def test_the_same_client_order_id_on_both_accounts_is_not_a_duplicate_of_either() -> None:
+    accepted, created_on, service, sims, trades, events = two_account_world()
+    sims.append({**sim_order("t-5", 7, "NEW", "0"), "account": "key-d"})  # t-5 sent again, wrong key
+    verdicts = verify_by_account(
+        accepted, created_on, KEYS, service, sims, trades, [StreamRecord("A", events)], P
+    )
+    assert not verdicts["acct-2"].duplicated and list(verdicts["acct-2"].mismatched) == ["t-5"]
+    assert "under account default's key" in verdicts["acct-2"].mismatched["t-5"][0]
+    assert verdicts["default"].ok
+
+
+def test_an_order_the_service_records_on_the_other_account_is_mismatched() -> None:
+    accepted, created_on, service, sims, trades, events = two_account_world()
+    moved = service["t-4"]
+    assert moved is not None
+    service["t-4"] = replace(moved, account="default")
+    verdicts = verify_by_account(
+        accepted, created_on, KEYS, service, sims, trades, [StreamRecord("A", events)], P
+    )
+    assert verdicts["acct-2"].mismatched == {
+        "t-4": ["the service has it on account 'default', created on 'acct-2'"]
+    }
+    assert verdicts["default"].ok
+
+
+def test_findings_are_counted_for_their_account_and_in_the_total() -> None:
+    accepted, created_on, service, sims, trades, events = two_account_world()
+    service["t-5"] = None  # acct-2's accepted order, gone
+    missed = [e for e in events if e.order_id != "id-t-4" or e.version != 2]  # t-4's FILLED never streamed
+    verdicts = verify_by_account(
+        accepted, created_on, KEYS, service, sims, trades, [StreamRecord("A", missed)], P
+    )
+    assert verdicts["default"].ok, verdicts["default"].details()
+    acct2 = verdicts["acct-2"]
+    assert len(acct2.lost) == 1 and "t-5" in acct2.lost[0]
+    assert set(acct2.mismatched) == {"t-4"}
+    everything = total(verdicts)
+    assert everything.lost == [f"account acct-2: {acct2.lost[0]}"]
+    assert (len(everything.lost), len(everything.mismatched), everything.checked_orders) == (1, 1, 4)

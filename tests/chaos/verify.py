@@ -11,6 +11,9 @@ Pure functions over plain data, so the checker itself is tested without any proc
 * mismatched (counted per order): state, filled quantity, fee or trades that differ from the exchange's; fills
   that do not add up to the filled quantity; a final state a checked stream client did not
   receive exactly once; an order's updates arriving out of version order.
+
+`verify` checks one account's orders against that account's record at the simulator;
+tests/chaos/by_account.py splits a run over several accounts into one such check each.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ class OrderView:
     fee: Decimal
     version: int
     fills: tuple[FillView, ...] = ()
+    account: str = ""  # the exchange account the service has it on (checked by tests/chaos/by_account.py)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,10 @@ margin) and priced from the current reference price, on the tick, so none is ref
 its shape. Each has its own client_order_id, so a CreateOrder retried after UNAVAILABLE
 (Redis restart, the gateway killed and restarted) is idempotent: a retry of an order the
 dead gateway had already stored gets that order back (`duplicate` in the reply).
+
+An order may name the exchange account it trades on (`CreateOrderRequest.account`; the chaos
+test spreads its orders over two, drawn from the seeded RNG). Cancels name only the order id,
+which identifies its account; the reads (ListOrders, GetOrder) cover every account.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import contextlib
 import functools
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -99,6 +103,7 @@ class PlannedOrder:
     offset: Decimal  # LIMIT price = reference x (1 + offset)
     cancel_after_s: float | None
     conditional: bool = False  # a STOP_MARKET, its trigger `offset` away on the side that stops
+    account: str = ""  # the exchange account CreateOrder names; empty: the client's default
     # filled in while running
     order_id: str | None = None
     create_attempts: int = 0
@@ -115,7 +120,14 @@ def make_plan(
     cancel_share: float,
     cancel_delay_s: tuple[float, float],
     conditional_share: float = 0.0,
+    accounts: Sequence[str] = (),
 ) -> list[PlannedOrder]:
+    """`count` orders over `symbols` in turn, drawn from `rng` (so a seed replays the plan).
+
+    With `accounts`, each order is created on one of them, drawn from `rng`; without, every
+    order names no account (the client's default) and `rng` draws exactly what it did
+    before accounts existed.
+    """
     plan: list[PlannedOrder] = []
     for index in range(count):
         side = pb.BUY if rng.random() < 0.5 else pb.SELL
@@ -144,6 +156,7 @@ def make_plan(
                 offset=offset,
                 cancel_after_s=cancel,
                 conditional=conditional,
+                account=rng.choice(accounts) if accounts else "",
             )
         )
     return plan
@@ -178,6 +191,7 @@ def build_request(item: PlannedOrder, sizing: Sizing, reference: Decimal) -> pb.
             quantity=quantity,
             trigger_price=plain(on_tick(reference * (1 + item.offset), sizing.tick)),
             client_order_id=item.client_order_id,
+            account=item.account,
         )
     if item.market:
         return pb.CreateOrderRequest(
@@ -186,6 +200,7 @@ def build_request(item: PlannedOrder, sizing: Sizing, reference: Decimal) -> pb.
             type=pb.MARKET,
             quantity=quantity,
             client_order_id=item.client_order_id,
+            account=item.account,
         )
     price = on_tick(reference * (1 + item.offset), sizing.tick)
     return pb.CreateOrderRequest(
@@ -196,6 +211,7 @@ def build_request(item: PlannedOrder, sizing: Sizing, reference: Decimal) -> pb.
         price=plain(price),
         time_in_force=pb.GTC,
         client_order_id=item.client_order_id,
+        account=item.account,
     )
 
 
@@ -360,6 +376,7 @@ def order_view(order: pb.Order) -> OrderView:
         fee=dec(order.fee),
         version=order.version,
         fills=tuple(FillView(f.trade_id, dec(f.quantity), dec(f.fee)) for f in order.fills),
+        account=order.account,
     )
 
 
