@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -38,11 +39,40 @@ def _dying_with(parent_pid: int, command: Sequence[str]) -> list[str]:
     return [sys.executable, "-I", "-S", "-c", _DIE_WITH_PARENT, str(parent_pid), *command]
 
 
+_LOWEST_PORT = 10_000  # below: well-known and registered services' ports
+_PORTS_BELOW_EPHEMERAL = 12_000
+_PORT_TRIES = 64
+_PORT_PICKER = random.SystemRandom()  # not the module RNG: a test may have seeded it
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing uses right now, below the kernel's ephemeral range.
+
+    A port the kernel hands out (bind to 0) lies in the ephemeral range, where any outgoing
+    connection may take it as its local port before the server meant for it binds: on a busy
+    machine that happened (a gateway's HTTP port, "address already in use"). Below the range
+    only servers bind. Falls back to the kernel's choice if no port there is free.
+    """
+    low = _ephemeral_range_start()
+    candidates = range(max(_LOWEST_PORT, low - _PORTS_BELOW_EPHEMERAL), low)
+    for _ in range(_PORT_TRIES if candidates else 0):
+        port = _PORT_PICKER.choice(candidates)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def port_open(host: str, port: int, timeout_s: float = 0.3) -> bool:

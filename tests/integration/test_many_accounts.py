@@ -210,10 +210,11 @@ async def test_a_flooded_account_waits_for_its_budget_without_delaying_another(
     # A went beyond Binance's ORDERS limits (300 per 10 s, here x0.9 safety x0.8 for creates)...
     assert flooded.placed[FLOODED] == 480
     # ...got no 429 and no REJECTED: what its budget could not send in time was refused at the
-    # gateway (RESOURCE_EXHAUSTED), the rest waited for the budget and went out.
+    # gateway (RESOURCE_EXHAUSTED; how many depends on where the budget's windows fall), the
+    # rest waited for the budget and went out.
     assert flooded.answered_429[FLOODED] == 0 and flooded.rejected[FLOODED] == 0
-    assert flooded.refused[FLOODED] > 0
     a_sent = flooded.sent_ms[FLOODED]
+    assert flooded.refused[FLOODED] + len(a_sent) == flooded.placed[FLOODED]
     assert len(a_sent) >= 200 and max(a_sent) > 2000, "A's orders did not wait for A's budget"
     # B: every order sent, none refused, none waited behind A.
     for result in (idle, flooded):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from order_execution.launcher.launch import SERVICE_MODULE, SIMULATOR_MODULE
+from order_execution.launcher.processes import free_port
 
 
 @pytest.mark.parametrize("module", [SERVICE_MODULE, SIMULATOR_MODULE])
@@ -25,3 +26,10 @@ def test_a_launched_module_runs_from_outside_the_repository(module: str, tmp_pat
     )
     assert done.returncode == 0, done.stderr
     assert "usage:" in done.stdout
+
+
+def test_free_ports_lie_below_the_ephemeral_range_where_no_outgoing_connection_takes_them() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_port() for _ in range(20)}
+    assert all(10_000 <= port < low for port in ports)
+    assert len(ports) > 1  # chosen at random, so two stacks starting at once rarely meet
