@@ -117,9 +117,12 @@ class ClusterGauges:
         metrics.ORDERS_UNSETTLED.set(len(ids))
 
     async def _listener(self) -> None:
-        status = await self.listener.read()
-        metrics.LISTENER_LEADING.set(1 if status else 0)
-        metrics.USER_STREAM_CONNECTED.set(1 if status.get("user_stream") == "connected" else 0)
+        """Per account: whether a listener leads it, and whether its user-data stream is up."""
+        for account, status in (await self.listener.read_accounts(self.accounts)).items():
+            metrics.LISTENER_LEADING.labels(account).set(1 if status else 0)
+            metrics.USER_STREAM_CONNECTED.labels(account).set(
+                1 if status.get("user_stream") == "connected" else 0
+            )
 
     async def _budgets(self) -> None:
         """Per account: used, left and our limit per window ("left" is of our whole share: safety

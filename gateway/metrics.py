@@ -84,9 +84,13 @@ ORDER_STATE = Gauge(
 )
 ORDERS_UNSETTLED = Gauge("order_execution_orders_unsettled", "Orders not yet settled, every state")
 USER_STREAM_CONNECTED = Gauge(
-    "order_execution_user_stream_connected", "1 while the leading listener's user-data stream is connected"
+    "order_execution_user_stream_connected",
+    "1 while the user-data stream of the account's leading listener is connected",
+    ["account"],
 )
-LISTENER_LEADING = Gauge("order_execution_listener_leading", "1 while a listener holds the lease")
+LISTENER_LEADING = Gauge(
+    "order_execution_listener_leading", "1 while a listener holds the account's lease", ["account"]
+)
 WORKERS_CONSUMING = Gauge(
     "order_execution_workers_consuming", "Worker processes with a fresh heartbeat on the queues"
 )

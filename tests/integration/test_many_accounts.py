@@ -33,6 +33,7 @@ from order_execution.launcher.processes import free_port
 from order_execution.launcher.stack import LocalStack, local_stack
 from order_execution.proto import order_pb2 as pb
 from order_execution.proto import order_pb2_grpc
+from tests.printing import uncaptured
 
 pytestmark = pytest.mark.integration
 
@@ -187,7 +188,7 @@ def flood_stack(
 
 
 async def test_a_flooded_account_waits_for_its_budget_without_delaying_another(
-    flood_stack: LocalStack,
+    flood_stack: LocalStack, request: pytest.FixtureRequest
 ) -> None:
     keys = {account.name: account.key for account in flood_stack.accounts}
     phase = partial(
@@ -199,13 +200,13 @@ async def test_a_flooded_account_waits_for_its_budget_without_delaying_another(
     )
     idle = await phase(name="idle", rates={QUIET: 10.0}, settle_s=3.0)
     flooded = await phase(name="flooded", rates={FLOODED: 60.0, QUIET: 10.0})
-    print(describe(idle))
-    print(describe(flooded))
     idle_p99, flooded_p99 = idle.p99(QUIET), flooded.p99(QUIET)
-    print(
-        f"B submit -> sent p99: A idle {idle_p99:.1f} ms, A flooded {flooded_p99:.1f} ms "
-        f"(bound {B_P99_BOUND_MS:.0f} ms)"
-    )
+    with uncaptured(request):
+        print(f"\n{describe(idle)}\n{describe(flooded)}")
+        print(
+            f"B submit -> sent p99: A idle {idle_p99:.1f} ms, A flooded {flooded_p99:.1f} ms "
+            f"(bound {B_P99_BOUND_MS:.0f} ms)"
+        )
 
     # A went beyond Binance's ORDERS limits (300 per 10 s, here x0.9 safety x0.8 for creates)...
     assert flooded.placed[FLOODED] == 480

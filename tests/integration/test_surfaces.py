@@ -56,8 +56,10 @@ def test_http_probes_and_metrics(service: LocalStack) -> None:
     assert status == 200 and json.loads(body)["checks"]["redis"]["status"] == "healthy"
     cli(service, "create", "BTCUSDT", "BUY", "0.002", "--price", "50000")
     _, metrics = http_get(f"{service.http_base}/metrics")
-    created = [
-        line for line in metrics.splitlines() if line.startswith("order_execution_orders_created_total ")
+    created = [  # labelled by the exchange account (`default`: the stack's one account)
+        line
+        for line in metrics.splitlines()
+        if line.startswith('order_execution_orders_created_total{account="default"}')
     ]
     assert created and float(created[0].split()[1]) >= 1
     assert "order_execution_order_latency_seconds_bucket" in metrics

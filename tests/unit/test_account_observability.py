@@ -81,10 +81,12 @@ async def test_the_cluster_gauges_show_each_accounts_queues_orders_budget_and_ea
     a_venue, b_venue = breaker_namespaces(settings)
     await client.set(breaker_key(b_venue, Group.CREATE), "open")
     await client.set(breaker_key(a_venue, Group.CANCEL), "half-open")
+    status = ListenerStatus(client, namespace=settings.redis.namespace)
+    await status.publish({"leader": "l1", "user_stream": "connected"}, ttl_ms=5000, account="b")
 
     gauges = ClusterGauges(
         store,
-        ListenerStatus(client, namespace=settings.redis.namespace),
+        status,
         settings.symbols,
         accounts=settings.account_names,
         budgets=budgets,
@@ -122,6 +124,11 @@ async def test_the_cluster_gauges_show_each_accounts_queues_orders_budget_and_ea
     assert blocked_b is not None and BLOCKED_UNTIL_S - 2 < blocked_b <= BLOCKED_UNTIL_S
     assert gauge("order_execution_exchange_block_seconds", account="a") == 0
     assert gauge("order_execution_exchange_banned", account="b") == 0  # a 429, not a 418 ban
+    # b is led and its stream up; nobody leads a.
+    assert gauge("order_execution_listener_leading", account="b") == 1
+    assert gauge("order_execution_user_stream_connected", account="b") == 1
+    assert gauge("order_execution_listener_leading", account="a") == 0
+    assert gauge("order_execution_user_stream_connected", account="a") == 0
     # A breaker's gauge keeps its one label: each group's worst state among the venues.
     breaker = "order_execution_circuit_breaker_state"
     assert gauge(breaker, name=str(Group.CREATE)) == 2  # open on b's venue
