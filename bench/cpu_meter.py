@@ -141,8 +141,9 @@ def stack_meter(stack: LocalStack, redis_address: str) -> CpuMeter:
     return CpuMeter(groups)
 
 
-def cpu_report(meter_start: Snapshot, meter_end: Snapshot, orders: int) -> dict[str, dict[str, float]]:
-    """Per group between the snapshots: CPU ms per order (over `orders`) and % of one core."""
+def cpu_report(meter_start: Snapshot, meter_end: Snapshot, orders: float) -> dict[str, dict[str, float]]:
+    """Per group between the snapshots: CPU ms per order (over `orders`, which may be fractional:
+    the orders a window's length carries at the rate sent) and % of one core."""
     wall, seconds = CpuMeter.seconds(meter_start, meter_end)
     return {
         name: {

@@ -1,9 +1,18 @@
 """The throughput bench's client: what to trade, and one gRPC session that places and times orders.
 
 `order_quantities` asks the simulator for the smallest MARKET quantity per symbol. A `Session`
-holds one OrderService stub; `place` times CreateOrder, and `read_stream` (one
-StreamOrderUpdates reader for every symbol) stamps per order the first update carrying the
-exchange's answer and the final one. `latencies` and `stats` turn orders into milliseconds.
+holds one OrderService stub (and the API key its calls send, when the gateway requires one);
+`place` times CreateOrder, and `read_stream` (one StreamOrderUpdates reader for every symbol)
+stamps per order the first update carrying the exchange's answer and the final one.
+`latencies` and `stats` turn orders into milliseconds.
+
+Every latency starts at the order's scheduled send time (`Order.scheduled`, fixed by an open-loop
+schedule before anything is sent), not when the call actually went out: a client that falls
+behind its schedule would otherwise hide its own queueing (coordinated omission). The gap
+between the two is the client's lag, reported beside the latencies. Nothing is dropped from a
+percentile: an order without the stamp within `LOST_AFTER_S` of its scheduled send (timed out,
+never answered, or refused) counts as `LOST_AFTER_S` (the timeout), so a percentile that reads
+10,000 ms means "at least the timeout".
 """
 
 from __future__ import annotations
@@ -25,6 +34,12 @@ from order_execution.proto import order_pb2 as pb
 from order_execution.proto import order_pb2_grpc
 
 LOST_AFTER_S = 10.0
+TIMEOUT_MS = LOST_AFTER_S * 1000  # what an order without its stamp in time counts as in a percentile
+# The event loop's timers wake up to 1 ms late (epoll waits in whole milliseconds, rounded up), which
+# would put about half a millisecond of timer slack into every latency at low rates. So a send is
+# aimed this much before its scheduled time; one that goes out early has its latencies taken from
+# the actual send (`Order.origin`), so aiming early never shortens a latency.
+SEND_EARLY_S = 0.0005
 DRAIN_TAIL_S = 0.25  # after the last final update: trailing work (user-stream events) lands in the step
 SETTLE_MAX_S = 20.0
 NOTIONAL_FACTOR = Decimal("1.1")
@@ -86,13 +101,20 @@ def order_quantities(base_url: str, symbols: Sequence[str]) -> tuple[dict[str, s
 # ---------------------------------------------------------------- the client
 
 
+async def wait_until(at: float) -> None:
+    """Sleep until `at` (a perf_counter time), aimed SEND_EARLY_S early; return at once if past."""
+    delay = at - SEND_EARLY_S - time.perf_counter()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
 @dataclass
 class Order:
     cid: str
     symbol: str
     request: pb.CreateOrderRequest
-    scheduled: float = 0.0
-    submit: float = 0.0
+    scheduled: float | None = None  # the open-loop schedule's send time; None: sent when placed
+    submit: float = 0.0  # when the call actually went out
     ack: float | None = None
     answer: float | None = None
     final: float | None = None
@@ -107,8 +129,20 @@ class Order:
             return True
         return self.final is not None and (self.state != pb.FILLED or self.fill is not None)
 
+    def origin(self) -> float:
+        """Where this order's latencies start: its scheduled send time, or the actual send if that
+        was earlier (the sender aims SEND_EARLY_S early); unscheduled, the actual send."""
+        if self.scheduled is None:
+            return self.submit
+        return min(self.scheduled, self.submit) if self.submit else self.scheduled
+
+    def lag_ms(self) -> float:
+        """How late the client sent it against its schedule, in ms (negative: early; 0 unscheduled)."""
+        return 0.0 if self.scheduled is None else (self.submit - self.scheduled) * 1000
+
     def answered_in_time(self) -> bool:
-        return self.answer is not None and self.answer - self.submit <= LOST_AFTER_S
+        """The exchange's answer reached the stream within LOST_AFTER_S of the scheduled send."""
+        return self.answer is not None and self.answer - self.origin() <= LOST_AFTER_S
 
     def summary(self) -> str:
         state = pb.OrderState.Name(pb.OrderState.ValueType(self.state)) if self.state else "no update"
@@ -121,6 +155,7 @@ class Session:
     stub: order_pb2_grpc.OrderServiceAsyncStub
     symbols: list[str]
     quantities: dict[str, str]
+    api_key: str = ""  # sent as gRPC metadata x-api-key on every call when set (a gateway with auth on)
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     orders: dict[str, Order] = field(default_factory=dict)
     sides: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -146,10 +181,17 @@ class Session:
     def plan(self, n: int) -> list[Order]:
         return [self.new_order(self.symbols[i % len(self.symbols)]) for i in range(n)]
 
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """The call metadata: the API key when there is one."""
+        return (("x-api-key", self.api_key),) if self.api_key else ()
+
     async def read_stream(self) -> None:
         """Stamp answers and finals; on a dropped stream, resume after the last update seen."""
         while True:
-            call = self.stub.StreamOrderUpdates(pb.StreamOrderUpdatesRequest(resume_token=self.resume_token))
+            call = self.stub.StreamOrderUpdates(
+                pb.StreamOrderUpdatesRequest(resume_token=self.resume_token), metadata=self.metadata
+            )
             try:
                 async for update in call:
                     now = time.perf_counter()
@@ -176,9 +218,12 @@ class Session:
             await asyncio.sleep(0.05)
 
     async def place(self, order: Order) -> None:
+        """Send `order` now; stamp the send (and, unscheduled, the schedule) and the answer or refusal."""
         order.submit = time.perf_counter()
+        if order.scheduled is None:
+            order.scheduled = order.submit
         try:
-            await self.stub.CreateOrder(order.request, timeout=LOST_AFTER_S)
+            await self.stub.CreateOrder(order.request, timeout=LOST_AFTER_S, metadata=self.metadata)
             order.ack = time.perf_counter()
         except grpc.aio.AioRpcError as exc:
             order.error = exc.code().name
@@ -210,16 +255,34 @@ def _fills_complete(order: pb.Order) -> bool:
 
 
 def latencies(orders: Sequence[Order]) -> dict[str, list[float]]:
+    """Per measure, one sample (ms from the scheduled send) for every order, none dropped.
+
+    `ack` is CreateOrder's reply, `answer` the first update carrying the exchange's answer,
+    `final` the final state, `fill` every trade of a FILLED order recorded. A stamp missing or
+    later than LOST_AFTER_S (timed out, unanswered or refused) counts as TIMEOUT_MS. `fill` leaves
+    out the orders that ended in another final state: they have no trades to record.
+    """
     out: dict[str, list[float]] = {"ack": [], "answer": [], "final": [], "fill": []}
     for o in orders:
+        origin = o.origin()
         for key, at in (("ack", o.ack), ("answer", o.answer), ("final", o.final), ("fill", o.fill)):
-            value = ms(o.submit, at)
-            if value is not None and value <= LOST_AFTER_S * 1000:
-                out[key].append(value)
+            if key == "fill" and o.final is not None and o.state != pb.FILLED:
+                continue
+            value = ms(origin, at)
+            out[key].append(TIMEOUT_MS if value is None or value > TIMEOUT_MS else value)
     return out
 
 
+def lag_stats(orders: Sequence[Order]) -> dict[str, float | None]:
+    """The client's send lag (actual send minus scheduled send): p50, p99 and max, in ms."""
+    lags = [o.lag_ms() for o in orders]
+    p50, p99 = p50_p99(lags)
+    return {"lag_p50_ms": p50, "lag_p99_ms": p99, "lag_max_ms": max(lags) if lags else None}
+
+
 def stats(orders: Sequence[Order]) -> dict[str, Any]:
+    """Counts (orders, refused, lost: no answer within LOST_AFTER_S of the schedule, not filled),
+    the client's lag and p50/p99 of every measure in `latencies`."""
     lat = latencies(orders)
     refused = [o for o in orders if o.error]
     lost = [o for o in orders if not o.error and not o.answered_in_time()]
@@ -230,6 +293,7 @@ def stats(orders: Sequence[Order]) -> dict[str, Any]:
         "lost": len(lost),
         "not_filled": sum(1 for o in orders if o.final is not None and o.state != pb.FILLED),
         "lost_orders": [o.summary() for o in lost[:20]],
+        **lag_stats(orders),
     }
     for key, samples in lat.items():
         out[f"{key}_p50_ms"], out[f"{key}_p99_ms"] = p50_p99(samples)

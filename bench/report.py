@@ -11,7 +11,9 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +37,49 @@ def fmt(value: float | None, digits: int = 1) -> str:
 
 
 def machine() -> dict[str, object]:
-    """What the numbers were measured on (stored with every result file)."""
-    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}
+    """What the numbers were measured on and when (stored with every result file): CPU model and
+    cores, Python, kernel, platform, the UTC date and the git commit of the bench (with `dirty`
+    when the checkout had uncommitted changes)."""
+    commit, dirty = _git_commit()
+    return {
+        "cpu_model": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "platform": platform.platform(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_commit": commit,
+        "git_dirty": dirty,
+    }
+
+
+def _cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> tuple[str | None, bool | None]:
+    """HEAD of the checkout the bench runs from, and whether tracked files differ from it."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None, None
+    return head, bool(status.strip())
 
 
 def write_json(name: str, payload: Mapping[str, Any]) -> Path:

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import grpc
 
 from bench.load_phases import warm_up
-from bench.load_session import Order, Session, latencies, order_quantities, print_lost
+from bench.load_session import Order, Session, latencies, order_quantities, print_lost, wait_until
 from bench.redis_db import BENCH_REDIS_DB
 from bench.report import fmt, percentile, report
 from bench.throughput import NATS, REDIS, SIM_ARGS
@@ -118,14 +118,14 @@ def start_scraper(url: str, per_s: int, seconds: float) -> subprocess.Popen[str]
 
 
 async def send_orders(session: Session, rate: int, seconds: float) -> list[Order]:
-    """`rate` MARKET CreateOrders a second for `seconds`, open-loop; then until every one settled."""
+    """`rate` MARKET CreateOrders a second for `seconds`, open-loop (latencies from each order's
+    scheduled send time); then until every one settled."""
     orders = session.plan(int(rate * seconds))
     began = time.perf_counter()
     tasks = []
     for i, order in enumerate(orders):
-        delay = began + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        order.scheduled = began + i / rate
+        await wait_until(order.scheduled)
         tasks.append(asyncio.create_task(session.place(order)))
     await asyncio.gather(*tasks)
     await session.drain(orders)

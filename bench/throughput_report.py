@@ -1,11 +1,12 @@
 """The throughput bench's output: the printed tables, the PNG plots and the JSON results file.
 
 Writes bench/results/throughput.json and throughput_latency.png, throughput_distribution.png,
-throughput_cpu.png (bench/report.py's RESULTS).
+throughput_cpu.png (bench/report.py's RESULTS); `publish` copies them to docs/performance/.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -17,22 +18,52 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from bench.cpu_meter import OTHER
-from bench.load_phases import BURST_N, IDLE_CPU_S, IDLE_S, UPDATES_PER_ORDER, RunResult
-from bench.load_session import LOST_AFTER_S
+from bench.load_phases import (
+    BURST_N,
+    CLIENT_LAG_MS,
+    IDLE_CPU_S,
+    IDLE_S,
+    UPDATES_PER_ORDER,
+    RunResult,
+    is_service,
+)
+from bench.load_session import LOST_AFTER_S, TIMEOUT_MS
 from bench.report import RESULTS, fmt, machine, write_json
-from bench.throughput_summary import KNEE_P99_MS, closest
+from bench.throughput_markdown import MACHINE_ROW, SERVICE_ROW, step_notes
+from bench.throughput_summary import (
+    KNEE_P99_MS,
+    LOW_RATE,
+    SERVICE_CPU_RATE,
+    closest,
+    cpu_rates,
+    headline_lines,
+)
 
 NAME = "throughput"
-CPU_RATE = 200  # CPU per order is printed at this rate and at the knee
+CPU_RATE = SERVICE_CPU_RATE  # the summary's focus rate: its latencies and CPU are printed
 OTHER_WARN_PCT = 10.0  # "rest of machine" CPU while idle above which the run is flagged as disturbed
+PUBLISHED = Path(__file__).resolve().parents[1] / "docs" / "performance"
+PLOTS = ("latency", "distribution", "cpu")
 
 
 def ratio(value: float | None, base: float | None) -> str:
     return "-" if value is None or not base else f"{value / base:.1f}x"
 
 
+def cpu_rows(steps: dict[int, dict[str, Any]], rates: list[int]) -> list[tuple[str, list[float | None]]]:
+    """Per process, its CPU ms per order at each of `rates`; then the service's own processes
+    together and the whole machine (every row, "rest of machine" included)."""
+    names = list(steps[rates[0]]["cpu"]) if rates else []
+    per = {name: [steps[r]["cpu"].get(name, {}).get("ms_per_order") for r in rates] for name in names}
+    columns = range(len(rates))
+    service: list[float | None] = [sum(per[n][i] or 0.0 for n in names if is_service(n)) for i in columns]
+    whole: list[float | None] = [sum(per[n][i] or 0.0 for n in names) for i in columns]
+    return [*per.items(), (SERVICE_ROW, service), (MACHINE_ROW, whole)]
+
+
 def print_tables(summary: dict[str, Any], symbols: list[str]) -> list[str]:
-    """Print the rate sweep, summary, overhead and CPU tables; return the printed lines."""
+    """Print the rate sweep, summary, overhead, CPU and floor tables and the headline lines; return
+    the printed lines."""
     lines: list[str] = []
 
     def out(line: str = "") -> None:
@@ -46,24 +77,24 @@ def print_tables(summary: dict[str, Any], symbols: list[str]) -> list[str]:
         "gRPC client -> exchange answer on StreamOrderUpdates"
     )
     out("Rate sweep (ms; medians over runs of each run's p50 / p99; lost and refused summed over runs)")
+    out("(every latency from the order's scheduled send time; lag: actual send - scheduled send;")
+    out(
+        f" an order timed out, unanswered or refused counts as {TIMEOUT_MS:,.0f} ms, the timeout; "
+        "the first second of each step is warm-up, not measured)"
+    )
     out("(upd: submit -> the exchange's answer on the stream; fill: -> its trades recorded, fees and ids)")
     out(
-        f"{'rate/s':>7} {'runs':>4} {'sent/s':>7} {'lag p99':>8} {'ack p50':>8} {'ack p99':>8} "
-        f"{'upd p50':>8} {'upd p99':>8} {'fill p50':>8} {'fill p99':>8} {'lost':>5} {'refus':>5}  note"
+        f"{'rate/s':>7} {'runs':>4} {'sent/s':>7} {'lag p50':>8} {'lag p99':>8} {'ack p50':>8} "
+        f"{'ack p99':>8} {'upd p50':>8} {'upd p99':>8} {'fill p50':>8} {'fill p99':>8} {'lost':>5} "
+        f"{'refus':>5}  note"
     )
     for rate, s in steps.items():
-        note = []
-        if rate == knee:
-            note.append("<- knee")
-        if s["behind_schedule"]:
-            note.append(f"client behind schedule in {s['behind_schedule']}/{s['runs']} runs")
-        if s["answer_p99_ms"] is not None and s["answer_p99_ms"] > KNEE_P99_MS:
-            note.append(f"p99 > {KNEE_P99_MS:.0f} ms")
+        notes = ", ".join(step_notes(rate, s, knee))
         out(
-            f"{rate:>7} {s['runs']:>4} {fmt(s['achieved_rate'], 0):>7} {fmt(s['send_lag_p99_ms']):>8} "
-            f"{fmt(s['ack_p50_ms']):>8} {fmt(s['ack_p99_ms']):>8} {fmt(s['answer_p50_ms']):>8} "
-            f"{fmt(s['answer_p99_ms']):>8} {fmt(s['fill_p50_ms']):>8} {fmt(s['fill_p99_ms']):>8} "
-            f"{s['lost']:>5} {s['refused']:>5}  {', '.join(note)}"
+            f"{rate:>7} {s['runs']:>4} {fmt(s['achieved_rate'], 0):>7} {fmt(s['lag_p50_ms'], 2):>8} "
+            f"{fmt(s['lag_p99_ms']):>8} {fmt(s['ack_p50_ms']):>8} {fmt(s['ack_p99_ms']):>8} "
+            f"{fmt(s['answer_p50_ms']):>8} {fmt(s['answer_p99_ms']):>8} {fmt(s['fill_p50_ms']):>8} "
+            f"{fmt(s['fill_p99_ms']):>8} {s['lost']:>5} {s['refused']:>5}  {notes}"
         )
 
     httpx_p50, ccxt_p50 = summary["httpx"]["p50_ms"], summary["ccxt"]["p50_ms"]
@@ -120,7 +151,8 @@ def print_tables(summary: dict[str, Any], symbols: list[str]) -> list[str]:
     width = max(len(r[0]) for r in rows) + 2
     out(
         f"\nSummary (ms; medians over runs)   knee: {f'{knee}/s' if knee else 'none'} "
-        f"(p99 update <= {KNEE_P99_MS:.0f} ms)"
+        f"(p99 update <= {KNEE_P99_MS:.0f} ms, none lost or refused, client lag p99 <= "
+        f"{CLIENT_LAG_MS:.0f} ms, at that rate and every lower one)"
     )
     out(f"{'metric':<{width}} {'p50':>8} {'p99':>8} {'p50/httpx':>10} {'p50/ccxt':>9}  note")
     for metric, p50, p99, remark in rows:
@@ -140,41 +172,50 @@ def print_tables(summary: dict[str, Any], symbols: list[str]) -> list[str]:
         for label, update, ack in overheads:
             diffs = [f"{v - ccxt_p50:+.2f}" if v is not None else "-" for v in (update, ack)]
             out(f"{label:<46} {diffs[0]:>14} {diffs[1]:>16}")
-    out(
-        f"idle ({IDLE_CPU_S:.0f} s, {len(symbols)} symbol queues, no orders): "
-        f"worker {fmt(summary['idle_worker_cpu_pct'])}% of a core"
-    )
 
-    names = list(next(iter(steps.values()))["cpu"]) if steps else []
-    columns = [(f"@{r}/s" + (" knee" if r == knee else ""), r) for r in sorted(focus) if r in (at_cpu, knee)]
-    out("\nCPU per order by process (ms of CPU per order; % of one core) during the sweep step, and idle")
-    header = "".join(f" {label + ' ms/ord':>17} {'%core':>6}" for label, _ in columns)
-    name_width = max([len(n) for n in names] + [7]) + 2
-    out(f"{'process':<{name_width}}{header} {'idle %core':>11}")
-    totals = [[0.0, 0.0] for _ in columns]
-    for name in names:
-        cells = ""
-        for i, (_, column_rate) in enumerate(columns):
-            cpu = steps[column_rate]["cpu"][name]
-            per, pct = cpu.get("ms_per_order"), cpu.get("pct_core")
-            totals[i][0] += per or 0
-            totals[i][1] += pct or 0
-            cells += f" {fmt(per, 3):>17} {fmt(pct, 1):>6}"
-        out(f"{name:<{name_width}}{cells} {fmt(summary['idle_cpu_pct'].get(name), 1):>11}")
-    total_idle = sum(v or 0 for v in summary["idle_cpu_pct"].values())
+    rates = cpu_rates(steps, knee)
+    idle = summary["idle_cpu_pct"]
     out(
-        f"{'total':<{name_width}}"
-        + "".join(f" {t[0]:>17.3f} {t[1]:>6.1f}" for t in totals)
-        + f" {total_idle:>11.1f}"
+        "\nCPU per order by process (ms of CPU per order during each sweep step's steady part; "
+        f"idle: % of one core over {IDLE_CPU_S:.0f} s with no orders, {len(symbols)} symbol queues)"
     )
+    table = cpu_rows(steps, rates)
+    name_width = max(len(name) for name, _ in table) + 2
+    out(
+        f"{'process':<{name_width}}"
+        + "".join(f" {f'@{r}/s' + (' knee' if r == knee else ''):>13}" for r in rates)
+        + f" {'idle %core':>11}"
+    )
+    for name, values in table:
+        if name == SERVICE_ROW:
+            idle_value: float | None = sum(v or 0.0 for k, v in idle.items() if is_service(k))
+        elif name == MACHINE_ROW:
+            idle_value = sum(v or 0.0 for v in idle.values())
+        else:
+            idle_value = idle.get(name)
+        out(
+            f"{name:<{name_width}}"
+            + "".join(f" {fmt(v, 3):>13}" for v in values)
+            + f" {fmt(idle_value, 1):>11}"
+        )
     out(f"({OTHER}: all CPUs' busy time minus the rows above, i.e. anything else running on the machine)")
     print_floor(summary["floor"], out)
-    other_idle = summary["idle_cpu_pct"].get(OTHER) or 0.0
+    other_idle = idle.get(OTHER) or 0.0
     if other_idle > OTHER_WARN_PCT:
         out(
             f"WARNING: other processes kept {other_idle:.0f}% of a core busy while the stack was idle: "
             "the machine was shared during this run, so latencies and the knee are pessimistic"
         )
+    figures = summary["headline"]
+    cpu, machine_figures = figures["service_cpu_x_floor"], figures["machine_cpu_low_over_high"]
+    out(
+        f"\nHeadline (each a ratio or difference within one run, median over runs; service "
+        f"{fmt(cpu['service_ms_per_order'], 2)} ms against a floor of {fmt(cpu['floor_ms_per_order'], 2)} ms "
+        f"at {cpu['rate']}/s; the machine without {OTHER!r}: "
+        f"{fmt(machine_figures['named_processes_value'], 2)} x):"
+    )
+    for line in headline_lines(figures):
+        out(line)
     return lines
 
 
@@ -221,14 +262,26 @@ def plot(summary: dict[str, Any], runs: list[RunResult]) -> list[Path]:
         ("answer_p99_ms", "submit -> stream update p99", "s-"),
         ("fill_p99_ms", "submit -> trades recorded (fees, trade ids) p99", "d:"),
         ("ack_p99_ms", "CreateOrder ack p99", "^--"),
+        ("lag_p99_ms", "client send lag p99 (actual - scheduled send)", "x:"),
     ):
-        xs = [r for r in rates if steps[r][key] is not None]
+        xs = [r for r in rates if steps[r][key] is not None and steps[r][key] > 0]  # log scale
         ax.plot(xs, [steps[r][key] for r in xs], style, label=label)
+    behind = [r for r in rates if steps[r]["behind_schedule"]]
+    if behind:
+        ax.plot(
+            behind,
+            [steps[r]["answer_p99_ms"] or TIMEOUT_MS for r in behind],
+            "o",
+            mfc="none",
+            mec="orange",
+            ms=14,
+            label="client behind schedule",
+        )
     lost = [r for r in rates if steps[r]["lost"] or steps[r]["refused"]]
     if lost:
         ax.plot(
             lost,
-            [steps[r]["answer_p99_ms"] or LOST_AFTER_S * 1000 for r in lost],
+            [steps[r]["answer_p99_ms"] or TIMEOUT_MS for r in lost],
             "rx",
             ms=12,
             label="orders lost or refused",
@@ -242,7 +295,10 @@ def plot(summary: dict[str, Any], runs: list[RunResult]) -> list[Path]:
     ax.minorticks_off()
     ax.set_xlabel("offered rate (orders/s, log scale)")
     ax.set_ylabel("latency (ms, log scale)")
-    ax.set_title(f"Latency vs rate (median over {len(runs)} runs)")
+    ax.set_title(
+        f"Latency from the scheduled send vs rate (median over {len(runs)} runs; "
+        f"timeouts count as {LOST_AFTER_S:.0f} s)"
+    )
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", fontsize="small")
     fig.tight_layout()
@@ -363,9 +419,12 @@ def _plot_floor(ax: Any, floor: dict[int, dict[str, Any]]) -> None:
 def write_results(
     summary: dict[str, Any], runs: list[RunResult], table: list[str], notes: dict[str, Any]
 ) -> Path:
-    """Write RESULTS/throughput.json: the summary, the printed table, each run's numbers and the
-    samples at the CPU rate, with `notes` on how the bench ran; return its path."""
-    at = closest(summary["steps"], CPU_RATE)
+    """Write RESULTS/throughput.json: the machine's description, the summary, the printed table,
+    each run's numbers and its samples at the low and the CPU rate, with `notes` on how the bench
+    ran; return its path."""
+    kept = sorted(
+        {r for r in (closest(summary["steps"], LOW_RATE), closest(summary["steps"], CPU_RATE)) if r}
+    )
     return write_json(
         NAME,
         {
@@ -384,9 +443,21 @@ def write_results(
                     "httpx_ms": r.httpx_ms,
                     "ccxt_ms": r.ccxt_ms,
                     "floor_ms_per_order": {str(k): v for k, v in r.floor.items()},
-                    f"samples_at_{at}_ms": r.samples.get(at) if at is not None else None,
+                    "samples_ms": {str(rate): r.samples.get(rate) for rate in kept},
                 }
                 for r in runs
             ],
         },
     )
+
+
+def publish(source: Path = RESULTS, target: Path = PUBLISHED) -> list[Path]:
+    """Copy throughput.json and its PNGs from `source` to `target` (the committed copies under
+    docs/performance/ that the README's figures come from); return the copies' paths."""
+    target.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in (f"{NAME}.json", *(f"{NAME}_{plot}.png" for plot in PLOTS)):
+        if not (source / name).exists():
+            raise SystemExit(f"nothing to publish: {source / name} is missing (run the bench first)")
+        copied.append(Path(shutil.copy2(source / name, target / name)))
+    return copied

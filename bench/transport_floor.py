@@ -64,8 +64,11 @@ def _per_order(meter: CpuMeter, start: tuple[float, dict[str, dict[int, int]]], 
     return {name: s * 1000 / n for name, s in seconds.items() if name != OTHER}
 
 
-async def api_floor(rate: int, log_dir: Path, updates: int) -> dict[str, float]:
-    """CPU ms per order of the gRPC API alone: echo server and this client, at `rate` orders/s."""
+async def api_floor(
+    rate: int, log_dir: Path, updates: int, metadata: tuple[tuple[str, str], ...] = ()
+) -> dict[str, float]:
+    """CPU ms per order of the gRPC API alone: echo server and this client, at `rate` orders/s.
+    The calls carry `metadata` (the sweep's API key), so the wire is the sweep's."""
     port = free_port()
     echo = ManagedProcess(
         "echo-service",
@@ -90,14 +93,16 @@ async def api_floor(rate: int, log_dir: Path, updates: int) -> dict[str, float]:
 
             async def read() -> None:
                 nonlocal received
-                async for _ in stub.StreamOrderUpdates(pb.StreamOrderUpdatesRequest()):
+                async for _ in stub.StreamOrderUpdates(pb.StreamOrderUpdatesRequest(), metadata=metadata):
                     received += 1
                     if received >= expected:
                         all_in.set()
 
             reader = asyncio.create_task(read())
             tag = secrets.token_hex(3)
-            await stub.CreateOrder(pb.CreateOrderRequest(client_order_id=f"warm{tag}", symbol="BTCUSDT"))
+            await stub.CreateOrder(
+                pb.CreateOrderRequest(client_order_id=f"warm{tag}", symbol="BTCUSDT"), metadata=metadata
+            )
             await asyncio.sleep(0.3)
             received = 0
             meter = CpuMeter({"server": (echo.pid, False), CLIENT: (os.getpid(), False)})
@@ -111,7 +116,7 @@ async def api_floor(rate: int, log_dir: Path, updates: int) -> dict[str, float]:
                     type=pb.MARKET,
                     quantity="0.002",
                 )
-                await stub.CreateOrder(request, timeout=_SETTLE_TIMEOUT_S)
+                await stub.CreateOrder(request, timeout=_SETTLE_TIMEOUT_S, metadata=metadata)
 
             await _open_loop(rate, n, create)
             await asyncio.wait_for(all_in.wait(), _SETTLE_TIMEOUT_S)
