@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.cpu_meter import OTHER
 from bench.load_phases import is_service
 from bench.throughput_summary import KNEE_P99_MS, cpu_rates, headline_lines
 
 SERVICE_ROW = "service (gateway + workers + listener)"
 MACHINE_ROW = "whole machine"
+OTHER_WARN_PCT = 10.0  # "rest of machine" CPU while idle above which the run is flagged as disturbed
 
 
 def num(value: float | None, digits: int | None = None) -> str:
@@ -168,11 +170,23 @@ def other_table(summary: dict[str, Any]) -> list[str]:
     ]
 
 
+def disturbance(summary: dict[str, Any]) -> list[str]:
+    """A warning when something outside the bench kept the machine busy while the stack was idle."""
+    other = summary.get("idle_cpu_pct", {}).get(OTHER) or 0.0
+    if other <= OTHER_WARN_PCT:
+        return []
+    return [
+        f"Other processes kept {other:.0f} % of a core busy while the stack was idle: the machine was "
+        "shared during this run, so its latencies, knee and low-rate CPU per order are pessimistic."
+    ]
+
+
 def render_markdown(results: dict[str, Any], source: str) -> str:
     """The README's throughput tables from `results` (a loaded throughput.json; `source` names it)."""
     summary = results["summary"]
     blocks = [
         [describe(results, source)],
+        disturbance(summary),
         sweep_table(summary),
         [
             "Latencies run from each order's scheduled send time (open loop), so a client that falls "

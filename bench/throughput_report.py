@@ -29,7 +29,7 @@ from bench.load_phases import (
 )
 from bench.load_session import LOST_AFTER_S, TIMEOUT_MS
 from bench.report import RESULTS, fmt, machine, write_json
-from bench.throughput_markdown import MACHINE_ROW, SERVICE_ROW, step_notes
+from bench.throughput_markdown import MACHINE_ROW, OTHER_WARN_PCT, SERVICE_ROW, step_notes
 from bench.throughput_summary import (
     KNEE_P99_MS,
     LOW_RATE,
@@ -41,7 +41,6 @@ from bench.throughput_summary import (
 
 NAME = "throughput"
 CPU_RATE = SERVICE_CPU_RATE  # the summary's focus rate: its latencies and CPU are printed
-OTHER_WARN_PCT = 10.0  # "rest of machine" CPU while idle above which the run is flagged as disturbed
 PUBLISHED = Path(__file__).resolve().parents[1] / "docs" / "performance"
 PLOTS = ("latency", "distribution", "cpu")
 
@@ -370,7 +369,7 @@ def plot(summary: dict[str, Any], runs: list[RunResult]) -> list[Path]:
     ax.set_ylim(0, max(bottoms, default=1) * 1.18)
     ax.set_xlabel("offered rate (annotated: total CPU per order; CPU busy, % of one core)")
     ax.set_ylabel("CPU ms per order")
-    ax.set_title("CPU per order by process, during each sweep step (median over runs)")
+    ax.set_title("CPU per order by process, over each sweep step's steady part (median over runs)")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     _plot_floor(floor_ax, summary["floor"])
