@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 from collections.abc import Mapping
@@ -82,11 +83,23 @@ def _git_commit() -> tuple[str | None, bool | None]:
     return head, bool(status.strip())
 
 
+# A JSON array of numbers only (as json.dumps writes them, NaN and infinities included).
+_NUMBER = r"(?:-?\d[\d.eE+-]*|NaN|-?Infinity)"
+_NUMBER_LIST = re.compile(rf"\[\s*{_NUMBER}(?:,\s*{_NUMBER})*\s*\]")
+
+
+def dumps(payload: Mapping[str, Any]) -> str:
+    """`payload` as indented JSON, with each array of numbers (samples) on one line: readable,
+    and a few times smaller than one number per line."""
+    text = json.dumps(payload, indent=1)
+    return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(re.findall(_NUMBER, m.group(0))) + "]", text)
+
+
 def write_json(name: str, payload: Mapping[str, Any]) -> Path:
     """Write results/<name>.json (the directory is created if needed) and return its path."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=1))
+    path.write_text(dumps(payload))
     return path
 
 

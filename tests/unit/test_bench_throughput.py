@@ -368,6 +368,20 @@ def test_results_say_what_machine_and_commit_they_were_measured_on() -> None:
     assert described["cpus"] and described["date"]
 
 
+def test_results_keep_each_array_of_samples_on_one_line_and_stay_the_same_json() -> None:
+    payload = {
+        "samples": [1.25, -2.0, 3e-05, float("nan")],
+        "steps": [{"rate": 50, "cpu": [1, 2]}],
+        "name": "x",
+    }
+    text = report.dumps(payload)
+    assert '"samples": [1.25, -2.0, 3e-05, NaN]' in text
+    assert '"cpu": [1, 2]' in text
+    again = json.loads(text)
+    assert again["samples"][:3] == [1.25, -2.0, 3e-05] and again["steps"] == payload["steps"]
+    assert throughput_report.rounded({"ack": [1.23456, 2.0]}) == {"ack": [1.23, 2.0]}
+
+
 def test_publish_copies_the_results_and_plots(tmp_path: Path) -> None:
     source, target = tmp_path / "results", tmp_path / "docs" / "performance"
     source.mkdir()
