@@ -7,12 +7,12 @@ those fills' JSON). So no change exists without its event and
 no event without its change, whether or not NATS is up.
 
 Readers:
-* the gateway's update streams read it directly (`read_after`, `range_after`): each
+* the gateway's update streams read it directly (`read_stored_after`, `range_after`): each
   version once, in order, and a client resumes from the entry id it got last;
 * the listener's relay reads it through a consumer group (`read_group`, `ack`) and
   publishes each entry to JetStream.
-The relay gets the entries as stored (`StoredEntry`, bytes, not decoded) and publishes from the
-bytes.
+The tail and the relay get the entries as stored (`StoredEntry`, bytes, not decoded): the relay
+publishes from the bytes, and the gateway decodes an entry once, only when a stream is open.
 
 Entries are trimmed by age (`performance.update_retention_s`): the id of an entry is the
 Redis time it was written at, so trimming is `XADD ... MINID ~ <now - retention>`.
@@ -150,8 +150,16 @@ class Outbox:
 
     async def read_after(self, after_id: str, *, count: int = 500, block_ms: int = 1000) -> list[OutboxEntry]:
         """Entries after `after_id`, waiting up to `block_ms` for the first one."""
+        return [
+            entry.decode() for entry in await self.read_stored_after(after_id, count=count, block_ms=block_ms)
+        ]
+
+    async def read_stored_after(
+        self, after_id: str, *, count: int = 500, block_ms: int = 1000
+    ) -> list[StoredEntry]:
+        """`read_after`, not decoded."""
         reply = cast(_StreamReply, await self._redis.xread({self.key: after_id}, count=count, block=block_ms))
-        return [_decode(entry_id, fields) for _, rows in reply or () for entry_id, fields in rows]
+        return [_stored(entry_id, fields) for _, rows in reply or () for entry_id, fields in rows]
 
     # --- consumer group (the relay) -------------------------------------------------
 
