@@ -34,6 +34,7 @@ from order_execution.gateway.status_mapping import Context, abort_with, answer, 
 from order_execution.gateway.updates import RESUME_TOKEN_METADATA, UpdateHub
 from order_execution.orders.errors import OrderServiceError
 from order_execution.orders.metrics import OTHER
+from order_execution.orders.outbox import OutboxEntry
 from order_execution.orders.store import CreateResult
 from order_execution.proto import order_pb2 as pb
 from order_execution.proto import order_pb2_grpc
@@ -178,19 +179,21 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
                 accounts=accounts,
                 client=client,
             ) as updates:
-                async for entry in updates:
-                    yield update_to_pb(
-                        entry.order,
-                        update_type=entry.update_type,
-                        fills=entry.fills,
-                        resume_token=entry.entry_id,
-                    )
+                async for update in updates:
+                    yield update.rendered(_update_to_pb)  # built once per gateway, whatever the streams
             # The gateway is shutting down: end with OK, and say where to resume elsewhere.
             context.set_trailing_metadata(((RESUME_TOKEN_METADATA, updates.resume_token),))
         except Exception as exc:  # a slow reader, a cap, a store failure: all leave through one map
             await abort_with(context, exc)
         finally:
             metrics.UPDATE_STREAMS.dec()
+
+
+def _update_to_pb(entry: OutboxEntry) -> pb.OrderUpdate:
+    """A stream's message for an outbox entry (the same for every stream: the hub shares it)."""
+    return update_to_pb(
+        entry.order, update_type=entry.update_type, fills=entry.fills, resume_token=entry.entry_id
+    )
 
 
 def _created_to_pb(created: CreateResult) -> pb.CreateOrderResponse:

@@ -13,6 +13,11 @@ token, so its client can resume, rather than slowing every other stream; a repla
 reading the outbox as soon as that happens. The streams open at once are capped per
 client and in all (`max_streams_per_client`, `max_streams`).
 
+Each entry the tail reads is decoded once for the whole gateway, and only while a stream is open:
+every stream that wants it (its filter is checked on the decoded entry) gets the same `Update`,
+and the first to send it builds the message every other one sends (`Update.rendered`). One
+wake-up of the tail takes every entry written since its last read.
+
 On shutdown `close_streams` stops the tail and ends every stream once it has been
 given what the tail had already read; the stream's `resume_token` is then the outbox
 position the hub had reached, so a client resuming from it on another replica gets
@@ -31,12 +36,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from typing import TypeVar, cast
 
 import redis.exceptions
 
 from order_execution.orders.errors import OrderServiceError, Overloaded, StoreUnavailable
+from order_execution.orders.model import Fill, Order, OrderState
 from order_execution.orders.outbox import Outbox, OutboxEntry
 from order_execution.orders.replicas import ReplicaProbe
 
@@ -55,9 +62,52 @@ class SlowSubscriber(OrderServiceError):
         self.resume_token = resume_token
 
 
+R = TypeVar("R")
+
+
 def _position(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
+
+
+class Update:
+    """One outbox entry as the hub gives it to its streams: decoded once, and the same object
+    for every stream that wants it, so what a stream makes of it (`rendered`) is made once."""
+
+    __slots__ = ("_render", "_rendered", "entry", "position")
+
+    def __init__(self, entry: OutboxEntry) -> None:
+        self.entry = entry
+        self.position = _position(entry.entry_id)
+        self._render: Callable[[OutboxEntry], object] | None = None
+        self._rendered: object = None
+
+    @property
+    def entry_id(self) -> str:
+        return self.entry.entry_id
+
+    @property
+    def order(self) -> Order:
+        return self.entry.order
+
+    @property
+    def fills(self) -> tuple[Fill, ...]:
+        return self.entry.fills
+
+    @property
+    def was(self) -> OrderState | None:
+        return self.entry.was
+
+    @property
+    def update_type(self) -> str:
+        return self.entry.update_type
+
+    def rendered(self, render: Callable[[OutboxEntry], R]) -> R:
+        """`render(entry)`, computed by the first caller and kept for the others (per `render`)."""
+        if self._render is not render:
+            self._rendered = render(self.entry)
+            self._render = render
+        return cast(R, self._rendered)
 
 
 class _Subscriber:
@@ -75,7 +125,7 @@ class _Subscriber:
         self.accounts = accounts
         self.max_backlog = max_backlog
         # One slot more than the backlog, so the end-of-stream marker always fits.
-        self.queue: asyncio.Queue[OutboxEntry | None] = asyncio.Queue(maxsize=max_backlog + 1)
+        self.queue: asyncio.Queue[Update | None] = asyncio.Queue(maxsize=max_backlog + 1)
         self.overflowed = False
         self.ended = False
 
@@ -88,11 +138,11 @@ class _Subscriber:
             and (self.accounts is None or order.account in self.accounts)
         )
 
-    def offer(self, entry: OutboxEntry) -> None:
-        if self.overflowed or self.ended or not self.wants(entry):
+    def offer(self, update: Update) -> None:
+        if self.overflowed or self.ended or not self.wants(update.entry):
             return
         if self.queue.qsize() < self.max_backlog:
-            self.queue.put_nowait(entry)
+            self.queue.put_nowait(update)
         else:
             self.overflowed = True
             self.queue.put_nowait(None)  # wakes the reader, which then raises SlowSubscriber
@@ -119,7 +169,7 @@ class Subscription:
     def __aiter__(self) -> Subscription:
         return self
 
-    async def __anext__(self) -> OutboxEntry:
+    async def __anext__(self) -> Update:
         return await anext(self._iterator)
 
     def delivered(self, entry_id: str) -> None:
@@ -212,8 +262,10 @@ class UpdateHub:
                         continue
                     last_id = self.position = start_at
                     self._started.set()
-                entries = await self._outbox.read_after(last_id, count=_REPLAY_PAGE, block_ms=_TAIL_BLOCK_MS)
-                if entries and not await self._confirmed(entries[-1].entry_id):
+                stored = await self._outbox.read_stored_after(
+                    last_id, count=_REPLAY_PAGE, block_ms=_TAIL_BLOCK_MS
+                )
+                if stored and not await self._confirmed(stored[-1].entry_id):
                     continue  # held: read again from last_id (WAIT's timeout paces this loop)
                 backoff = 0.1
             except (StoreUnavailable, redis.exceptions.RedisError) as exc:
@@ -221,11 +273,14 @@ class UpdateHub:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
-            for entry in entries:
-                for subscriber in tuple(self._subscribers):
-                    subscriber.offer(entry)
-            if entries:
-                last_id = self.position = entries[-1].entry_id
+            if self._subscribers:  # with no stream open, nothing is decoded
+                subscribers = tuple(self._subscribers)
+                for entry in stored:
+                    update = Update(entry.decode())
+                    for subscriber in subscribers:
+                        subscriber.offer(update)
+            if stored:
+                last_id = self.position = stored[-1].entry_id
 
     async def _confirmed(self, up_to: str) -> bool:
         """Whether the replicas hold the outbox up to `up_to` (always, without `replicas`);
@@ -313,7 +368,7 @@ class UpdateHub:
 
     async def _iterate(
         self, subscriber: _Subscriber, after: str, subscription: Subscription
-    ) -> AsyncIterator[OutboxEntry]:
+    ) -> AsyncIterator[Update]:
         last = after
         replayed_to = _position(after) if after else (0, 0)
         if after and not subscriber.ended and self._replicas is not None:
@@ -330,7 +385,7 @@ class UpdateHub:
                         break
                     replayed_to = _position(entry.entry_id)
                     if subscriber.wants(entry):
-                        yield entry
+                        yield Update(entry)
                         last = entry.entry_id
                         subscription.delivered(last)
             finally:
@@ -345,7 +400,7 @@ class UpdateHub:
                     f"resume_token {last!r}",
                     resume_token=last,
                 )
-            if _position(live.entry_id) <= replayed_to:
+            if live.position <= replayed_to:
                 continue  # already replayed
             last = live.entry_id
             subscription.delivered(last)

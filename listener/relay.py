@@ -1,17 +1,22 @@
 """The outbox relay: every stored change, published to JetStream once.
 
-Reads the outbox through the consumer group `nats-relay` in batches, publishes every
-entry of a batch at once (the order version and the trades it recorded, see
-`listener.events`), in outbox order, and acks them only after JetStream acked each.
-While NATS is down it waits and retries the same entry,
-so nothing is skipped and orders never wait on it (they are already stored). A relay
-that dies leaves its entries pending in the group; the next one claims them first.
+Reads the outbox through the consumer group `nats-relay` in batches and publishes a whole
+batch at once, from the entries' stored bytes (each entry's trades, then its order version, see
+`listener.events`), in outbox order: the messages are written together and their acks collected
+with one wait. An entry is acked in the outbox only once JetStream acked every message of it.
+Those NATS did not ack (it is down, a publish timed out) stay pending in the group and are
+published again, the same bytes under the same message ids, until it does: nothing is
+skipped, and orders never wait on it (they are already stored). A relay that dies leaves its
+entries pending in the group; the next one claims them first.
 With `redis.min_replica_acks` (a `ReplicaProbe`) a batch is published only once the replicas
 confirmed a probe written after it (WAIT): a failover cannot take back a version NATS carries.
 Message ids make the re-publish of an entry that was published but not acked a no-op:
 when the NATS node the relay is on dies mid-publish, the connection moves to another node
 of the cluster, the unacked publishes time out and are sent again, and JetStream stores
 each once (see `listener.events`).
+
+One wake-up of the relay takes everything ready: a read returns every entry written since the
+last (up to `_BATCH`), and the batch's acks end one wait.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from order_execution.listener.events import EventBus
-from order_execution.orders.outbox import Outbox, OutboxEntry
+from order_execution.listener.events import EventBus, entry_messages
+from order_execution.orders.outbox import Outbox, StoredEntry
 from order_execution.orders.replicas import ReplicaProbe
 
 log = logging.getLogger(__name__)
@@ -31,6 +36,7 @@ _BACKOFF_MAX_S = 5.0
 # A publish is retried at least every second: after a NATS node dies the stream has a new leader
 # within seconds, and a longer wait would only add to the pause subscribers see.
 _PUBLISH_RETRY_MAX_S = 1.0
+_BATCH = 500  # outbox entries read (and published) at once
 
 
 class OutboxRelay:
@@ -82,22 +88,20 @@ class OutboxRelay:
         bus = await self._bus_connected()
         await self._outbox.ensure_group(RELAY_GROUP)
         # Whatever a previous relay (or this one, before an error) took but did not ack.
-        while pending := await self._outbox.pending(RELAY_GROUP, self._consumer):
+        while pending := await self._outbox.pending(RELAY_GROUP, self._consumer, count=_BATCH):
             await self._until_replicated(pending)
-            await self._publish_all(bus, pending)
-            await self._outbox.ack(RELAY_GROUP, [e.entry_id for e in pending])
+            await self._outbox.ack(RELAY_GROUP, await self._publish_all(bus, pending))
         published: list[str] = []
         while True:
             # The last batch is acked in the same round trip as the next read.
             entries = await self._outbox.read_group(
-                RELAY_GROUP, self._consumer, block_ms=self._block_ms, ack_first=published
+                RELAY_GROUP, self._consumer, count=_BATCH, block_ms=self._block_ms, ack_first=published
             )
             published = []
             await self._until_replicated(entries)
-            await self._publish_all(bus, entries)
-            published = [e.entry_id for e in entries]
+            published = await self._publish_all(bus, entries)
 
-    async def _until_replicated(self, entries: list[OutboxEntry]) -> None:
+    async def _until_replicated(self, entries: list[StoredEntry]) -> None:
         """Return once the replicas hold `entries` (at once without `replicas` or entries);
         probes again while they do not (each probe waits up to the ack timeout)."""
         if self._replicas is None or not entries:
@@ -116,28 +120,46 @@ class OutboxRelay:
         if held:
             log.info("outbox relay: replicas confirmed; publishing again")
 
-    async def _publish_all(self, bus: EventBus, entries: list[OutboxEntry]) -> None:
-        # All at once: nats-py writes them to the socket together and the acks come back
-        # together, rather than a round trip each. Subjects see them in outbox order unless
-        # one is retried; every message carries its order's version.
-        await asyncio.gather(*(self._publish(bus, entry) for entry in entries))
+    async def _publish_all(self, bus: EventBus, entries: list[StoredEntry]) -> list[str]:
+        """Publish `entries` until JetStream acked every message of each; return the ids of those
+        the outbox has still to ack.
 
-    async def _publish(self, bus: EventBus, entry: OutboxEntry) -> None:
+        All at once: the messages are written to the socket together and one wait collects the
+        acks. When NATS does not ack some, the entries it did ack are acked in the outbox at
+        once, and the others are published again (the same messages, so the same ids) after a
+        backoff, until it does.
+        """
+        # Built once: a retry sends the same bytes.
+        messages = [entry_messages(entry) for entry in entries]
+        todo = list(range(len(entries)))
         backoff = 0.1
         while True:
-            try:
-                await bus.publish_update(entry.order, entry.fills, update_type=entry.update_type)
-                self.published += 1
-                return
-            except Exception as exc:  # nats-py raises several unrelated types while reconnecting
-                log.warning(
-                    "outbox relay: publishing %s failed (%r); retrying in %.1f s",
-                    entry.entry_id,
-                    exc,
-                    backoff,
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _PUBLISH_RETRY_MAX_S)
+            outcomes = await bus.publish_batch([m for i in todo for m in messages[i]])
+            failed: list[int] = []
+            first_error: Exception | None = None
+            at = 0
+            for i in todo:
+                error = next((e for e in outcomes[at : at + len(messages[i])] if e is not None), None)
+                at += len(messages[i])
+                if error is not None:
+                    failed.append(i)
+                    first_error = first_error or error
+            self.published += len(todo) - len(failed)
+            if not failed:
+                return [entries[i].entry_id for i in todo]
+            unacked = set(failed)
+            await self._outbox.ack(RELAY_GROUP, [entries[i].entry_id for i in todo if i not in unacked])
+            log.warning(
+                "outbox relay: publishing %d of %d entries from %s failed (%r); retrying in %.1f s",
+                len(failed),
+                len(todo),
+                entries[failed[0]].entry_id,
+                first_error,
+                backoff,
+            )
+            todo = failed
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _PUBLISH_RETRY_MAX_S)
 
     async def _bus_connected(self) -> EventBus:
         backoff = 0.2

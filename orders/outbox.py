@@ -7,10 +7,12 @@ those fills' JSON). So no change exists without its event and
 no event without its change, whether or not NATS is up.
 
 Readers:
-* the gateway's update streams read it directly (`read_after`, `range_after`): each
+* the gateway's update streams read it directly (`read_stored_after`, `range_after`): each
   version once, in order, and a client resumes from the entry id it got last;
 * the listener's relay reads it through a consumer group (`read_group`, `ack`) and
   publishes each entry to JetStream.
+The tail and the relay get the entries as stored (`StoredEntry`, bytes, not decoded): the relay
+publishes from the bytes, and the gateway decodes an entry once, only when a stream is open.
 
 Entries are trimmed by age (`performance.update_retention_s`): the id of an entry is the
 Redis time it was written at, so trimming is `XADD ... MINID ~ <now - retention>`.
@@ -57,6 +59,29 @@ class OutboxEntry:
         if self.was is not self.order.state:
             return str(self.order.state)
         return "TRADE" if self.fills else "UPDATE"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """One outbox entry as Redis holds it: its id and its fields' bytes, not decoded."""
+
+    entry_id: str
+    order: bytes
+    """The Order JSON (`Order.to_json`)."""
+    was: bytes = b""
+    """The state before the change; empty for a new order."""
+    fills: bytes = b""
+    """The JSON array of the trades the change recorded (`encode_fills`); empty if none."""
+
+    def decode(self) -> OutboxEntry:
+        """The entry decoded; raises ValueError/KeyError if it is malformed."""
+        fills = tuple(Fill.from_dict(f) for f in orjson.loads(self.fills)) if self.fills else ()
+        return OutboxEntry(
+            self.entry_id,
+            Order.from_json(self.order),
+            fills,
+            OrderState(self.was.decode()) if self.was else None,
+        )
 
 
 def outbox_key(namespace: str) -> str:
@@ -125,8 +150,16 @@ class Outbox:
 
     async def read_after(self, after_id: str, *, count: int = 500, block_ms: int = 1000) -> list[OutboxEntry]:
         """Entries after `after_id`, waiting up to `block_ms` for the first one."""
+        return [
+            entry.decode() for entry in await self.read_stored_after(after_id, count=count, block_ms=block_ms)
+        ]
+
+    async def read_stored_after(
+        self, after_id: str, *, count: int = 500, block_ms: int = 1000
+    ) -> list[StoredEntry]:
+        """`read_after`, not decoded."""
         reply = cast(_StreamReply, await self._redis.xread({self.key: after_id}, count=count, block=block_ms))
-        return [_decode(entry_id, fields) for _, rows in reply or () for entry_id, fields in rows]
+        return [_stored(entry_id, fields) for _, rows in reply or () for entry_id, fields in rows]
 
     # --- consumer group (the relay) -------------------------------------------------
 
@@ -138,7 +171,7 @@ class Outbox:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def pending(self, group: str, consumer: str, *, count: int = 500) -> list[OutboxEntry]:
+    async def pending(self, group: str, consumer: str, *, count: int = 500) -> list[StoredEntry]:
         """Entries delivered to any consumer of `group` but not acked, taken over by `consumer`.
 
         A relay that died leaves its entries pending; the next one claims them first, so
@@ -148,7 +181,7 @@ class Outbox:
             self.key, group, consumer, min_idle_time=0, count=count
         )
         rows = cast(_Rows, reply[1] if len(reply) > 1 else [])
-        return [_decode(entry_id, fields) for entry_id, fields in rows if fields]
+        return [_stored(entry_id, fields) for entry_id, fields in rows if fields]
 
     async def read_group(
         self,
@@ -158,7 +191,7 @@ class Outbox:
         count: int = 500,
         block_ms: int = 1000,
         ack_first: Sequence[str] = (),
-    ) -> list[OutboxEntry]:
+    ) -> list[StoredEntry]:
         """New entries for `consumer` of `group`, waiting up to `block_ms`.
 
         `ack_first` are entry ids to ack in the same round trip, before reading.
@@ -168,20 +201,18 @@ class Outbox:
             pipe.xack(self.key, group, *ack_first)
         pipe.xreadgroup(group, consumer, {self.key: ">"}, count=count, block=block_ms)
         reply = cast(_StreamReply, (await pipe.execute())[-1])
-        return [_decode(entry_id, fields) for _, rows in reply or () for entry_id, fields in rows]
+        return [_stored(entry_id, fields) for _, rows in reply or () for entry_id, fields in rows]
 
     async def ack(self, group: str, entry_ids: list[str]) -> None:
         if entry_ids:
             await self._redis.xack(self.key, group, *entry_ids)
 
 
-def _decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> OutboxEntry:
-    raw_fills = fields.get(b"fills") or b""
-    fills = tuple(Fill.from_dict(f) for f in orjson.loads(raw_fills)) if raw_fills else ()
-    was = fields.get(b"was") or b""
-    return OutboxEntry(
-        reply_text(entry_id),
-        Order.from_json(fields[b"order"]),
-        fills,
-        OrderState(was.decode()) if was else None,
+def _stored(entry_id: bytes | str, fields: dict[bytes, bytes]) -> StoredEntry:
+    return StoredEntry(
+        reply_text(entry_id), fields[b"order"], fields.get(b"was") or b"", fields.get(b"fills") or b""
     )
+
+
+def _decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> OutboxEntry:
+    return _stored(entry_id, fields).decode()

@@ -9,8 +9,9 @@ import uuid
 import nats
 import pytest
 import redis.asyncio as aioredis
+from nats.js.errors import NoStreamResponseError
 
-from order_execution.listener.events import EventBus, decode_update
+from order_execution.listener.events import EventBus, Message, decode_update
 from order_execution.orders.store import OrderStore
 from order_execution.tasks.messages import submit_order_push
 from order_execution.tasks.queues import DRAMATIQ_NAMESPACE, SUBMIT_ORDER, doorbell_key, queue_for
@@ -96,3 +97,30 @@ async def test_republishing_the_same_version_is_deduplicated(real_nats: str) -> 
     await bus.close()
     versions = [decode_update(data).version for data in received]
     assert versions == [3, 4]
+
+
+async def test_a_batch_is_acked_per_message_repeats_included_and_a_subject_without_stream_refused(
+    real_nats: str,
+) -> None:
+    bus = await EventBus.connect(real_nats)
+    run = uuid.uuid4().hex
+    subject = f"orders.updates.BATCH{run[:8].upper()}"
+    batch = [Message(subject, b'{"n":%d}' % n, f"batch-{run}:{n}") for n in range(20)]
+    nowhere = Message(f"oe-test.no-stream.{run}", b"{}", f"nowhere-{run}:1")
+    nc = await nats.connect(real_nats)
+    try:
+        assert await bus.publish_batch(batch[:10]) == [None] * 10
+        # The first ten again (a retry after lost acks) with the rest: every one acked, stored once.
+        outcomes = await bus.publish_batch([*batch, nowhere])
+        assert outcomes[:20] == [None] * 20
+        assert isinstance(outcomes[20], NoStreamResponseError)
+        sub = await nc.jetstream().subscribe(subject, ordered_consumer=True)
+        stored: list[str] = []
+        with contextlib.suppress(nats.errors.TimeoutError):
+            while True:
+                msg = await sub.next_msg(timeout=0.5)
+                stored.append((msg.headers or {}).get("Nats-Msg-Id", ""))
+    finally:
+        await nc.close()
+        await bus.close()
+    assert stored == [m.msg_id for m in batch]

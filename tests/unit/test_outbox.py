@@ -14,7 +14,7 @@ import fakeredis
 import pytest
 
 from order_execution.gateway import updates as updates_module
-from order_execution.gateway.updates import UpdateHub
+from order_execution.gateway.updates import Update, UpdateHub
 from order_execution.orders import fsm
 from order_execution.orders.errors import InvalidOrder, ResumePointExpired
 from order_execution.orders.model import Fill, Order, OrderState, now_ms
@@ -212,15 +212,15 @@ async def hub(store: OrderStore) -> AsyncIterator[UpdateHub]:
 Key = tuple[str, int]  # (order id, version)
 
 
-def key(entry: OutboxEntry) -> Key:
+def key(entry: OutboxEntry | Update) -> Key:
     return entry.order.order_id, entry.order.version
 
 
-async def take_until(updates: AsyncIterator[OutboxEntry], last: Key) -> list[OutboxEntry]:
+async def take_until(updates: AsyncIterator[Update], last: Key) -> list[Update]:
     """Entries up to and including the one for `last`; fails if it does not come within WAIT_S."""
 
-    async def collect() -> list[OutboxEntry]:
-        got: list[OutboxEntry] = []
+    async def collect() -> list[Update]:
+        got: list[Update] = []
         async for entry in updates:
             got.append(entry)
             if key(entry) == last:

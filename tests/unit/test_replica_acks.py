@@ -9,7 +9,7 @@ short count does to the store, the gateway, the workers' store calls and the out
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 import fakeredis
@@ -18,11 +18,11 @@ import pytest
 from redis.asyncio.client import Pipeline
 
 from order_execution.gateway.updates import UpdateHub
-from order_execution.listener.events import EventBus
+from order_execution.listener.events import EventBus, Message
 from order_execution.listener.relay import OutboxRelay
 from order_execution.orders import fsm
 from order_execution.orders.errors import NotReplicated
-from order_execution.orders.model import Fill, Order, OrderState
+from order_execution.orders.model import OrderState
 from order_execution.orders.replicas import ReplicaAcks
 from order_execution.orders.store import OrderStore, TransitionResult
 from order_execution.proto import order_pb2 as pb
@@ -262,8 +262,11 @@ class _Bus:
     def __init__(self) -> None:
         self.published: list[tuple[str, int]] = []
 
-    async def publish_update(self, order: Order, fills: tuple[Fill, ...], *, update_type: str) -> None:
-        self.published.append((order.order_id, order.version))
+    async def publish_batch(self, messages: Sequence[Message]) -> list[Exception | None]:
+        for message in messages:
+            order_id, version = message.msg_id.split(":")
+            self.published.append((order_id, int(version)))
+        return [None] * len(messages)
 
     async def close(self) -> None:
         return None
