@@ -7,6 +7,12 @@ with the same id. It is applied through the state machine, so it lands correctly
 else already arrived (the REST reply, the reconciler, an earlier copy of the same event).
 Events about orders this service did not place are counted and logged, never adopted.
 
+About half of the events are old news: the NEW and FILLED of an order the worker already
+stored from the exchange's reply. The lookup (`OrderStore.find_for_report`) checks in Redis
+whether the stored order already reflects the event and then answers just that, so such an
+event costs one small round trip and nothing else (`OrderEventRecorder._find` says why in
+Redis and not from memory).
+
 An AMENDMENT event records the order's new price and quantity, so an amendment the
 exchange made is stored even when the worker that sent it died before storing it.
 
@@ -56,6 +62,7 @@ class OrderEventRecorder:
         self.applied = 0
         self.foreign = 0
         self.dropped = 0
+        self.reflected = 0  # events the stored order already reflected: nothing shipped, nothing written
         self.awaiting_link = 0  # events of a triggered order that came before the news linking it
         self._fired_at: dict[str, int] = {}  # symbol -> when a conditional order of ours last fired
 
@@ -91,29 +98,11 @@ class OrderEventRecorder:
             self._lag.observe(max(now - event.event_time, 0) / 1000)
 
     async def _apply(self, event: OrderEvent) -> None:
-        order = await self._store.find_by_client_id(event.client_order_id, self.account)
-        if order is None or order.symbol != event.symbol:
-            if not event.conditional and now_ms() - self._fired_at.get(event.symbol, 0) < _LINK_WINDOW_MS:
-                self.awaiting_link += 1
-                log.info(
-                    "user stream: %s %s for clientOrderId %s, probably the order one of ours just "
-                    "triggered; it is read once the trigger news names it",
-                    event.symbol,
-                    event.report.state,
-                    event.client_order_id,
-                    extra=order_ref("", event.client_order_id, event.symbol),
-                )
-                return
-            self.foreign += 1
-            log.warning(
-                "user stream (account %s): %s %s for clientOrderId %s, which this service did not place; "
-                "ignored",
-                self.account,
-                event.symbol,
-                event.report.state,
-                event.client_order_id,
-                extra=order_ref("", event.client_order_id, event.symbol),
-            )
+        order = await self._find(event)
+        if order is None:
+            return
+        if order.symbol != event.symbol:
+            self._not_ours(event)
             return
         try:
             result = await self._store.transition(order.order_id, lambda o: _applied(o, event), current=order)
@@ -128,6 +117,68 @@ class OrderEventRecorder:
             self._fired_at[event.symbol] = now_ms()
         if event.conditional and updated.exchange_order_id and not order.exchange_order_id:
             await self._follow_triggered(updated)
+
+    async def _find(self, event: OrderEvent) -> Order | None:
+        """The stored order `event` may change, or None when there is nothing to apply: the stored
+        order already reflects the event (the usual fate of the NEW and FILLED events of an order
+        the worker stored from the exchange's reply), or no order of the account has its client
+        id (then `_not_ours` has judged it).
+
+        Why one script, not an in-memory filter: whether an event is news depends on what is
+        stored now, which the worker, the reconciler, another listener replica or a Redis
+        failover change behind this process's back, and what this process saw before a restart
+        is gone. So the check runs in Redis on the stored order, in the lookup's round trip, and
+        answers "reflected" without the order; only news pays for shipping and decoding the
+        order, the state machine and the compare-and-set. An amendment also changes the
+        order's terms, which the script does not judge: it is looked up as before.
+        """
+        if event.amended:
+            order = await self._store.find_by_client_id(event.client_order_id, self.account)
+        else:
+            lookup = await self._store.find_for_report(
+                event.client_order_id, event.report, symbol=event.symbol, account=self.account
+            )
+            if lookup.reflected:
+                await self._reflected(event)
+                return None
+            order = lookup.order
+        if order is None:
+            self._not_ours(event)
+        return order
+
+    async def _reflected(self, event: OrderEvent) -> None:
+        """What applying an event that changes nothing still does: answer only once the replicas
+        hold what it found (as `OrderStore.transition` does), and note a trigger's time."""
+        self.reflected += 1
+        try:
+            await self._store.confirm_replicated()
+        except NotReplicated as exc:
+            await self._store.until_replicated(exc, budget_ms=_REPLICA_WAIT_MS)
+        if event.conditional and event.report.state is OrderState.TRIGGERED:
+            self._fired_at[event.symbol] = now_ms()
+
+    def _not_ours(self, event: OrderEvent) -> None:
+        """An event for no order of ours (of its symbol) in this account: awaiting its link, or foreign."""
+        if not event.conditional and now_ms() - self._fired_at.get(event.symbol, 0) < _LINK_WINDOW_MS:
+            self.awaiting_link += 1
+            log.info(
+                "user stream: %s %s for clientOrderId %s, probably the order one of ours just "
+                "triggered; it is read once the trigger news names it",
+                event.symbol,
+                event.report.state,
+                event.client_order_id,
+                extra=order_ref("", event.client_order_id, event.symbol),
+            )
+            return
+        self.foreign += 1
+        log.warning(
+            "user stream (account %s): %s %s for clientOrderId %s, which this service did not place; ignored",
+            self.account,
+            event.symbol,
+            event.report.state,
+            event.client_order_id,
+            extra=order_ref("", event.client_order_id, event.symbol),
+        )
 
     async def _follow_triggered(self, order: Order) -> None:
         """Read the order a conditional order just triggered; the reconciler retries a failure."""

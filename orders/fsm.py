@@ -46,7 +46,8 @@ _AFTER_TRIGGER = frozenset(
 )
 _CONDITIONAL = frozenset({S.WAITING_TRIGGER, S.TRIGGERED})
 # Reports that leave a PENDING_CANCEL order waiting: the order is still live at the exchange.
-_STILL_LIVE = frozenset({S.SUBMITTED, S.PARTIALLY_FILLED, S.WAITING_TRIGGER, S.TRIGGERED})
+# (Public: `orders.store_scripts` mirrors `apply_report`'s "changes nothing" in Lua from these tables.)
+STILL_LIVE = frozenset({S.SUBMITTED, S.PARTIALLY_FILLED, S.WAITING_TRIGGER, S.TRIGGERED})
 
 TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     S.NEW: frozenset({S.SUBMITTING, S.CANCELED, S.EXPIRED, S.REJECTED}),
@@ -139,7 +140,7 @@ def apply_report(order: Order, report: ExchangeReport) -> Order | None:
         state = report.state
     elif order.state in FINAL_STATES:
         pass  # a final state stays; only a late fill is recorded
-    elif order.state is S.PENDING_CANCEL and report.state in _STILL_LIVE:
+    elif order.state is S.PENDING_CANCEL and report.state in STILL_LIVE:
         pass  # still waiting for the cancel's outcome
     elif report.state is not order.state and can_transition(order.state, report.state):
         state = report.state

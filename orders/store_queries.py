@@ -34,9 +34,10 @@ from redis.asyncio.client import Pipeline
 from order_execution.orders import metrics
 from order_execution.orders.account_keys import account_prefix
 from order_execution.orders.errors import InvalidOrder, OrderNotFound
-from order_execution.orders.model import DEFAULT_ACCOUNT, Order, OrderState
+from order_execution.orders.fsm import ExchangeReport
+from order_execution.orders.model import DEFAULT_ACCOUNT, Order, OrderState, decimal_str
 from order_execution.orders.store_outages import store_adapter
-from order_execution.orders.store_scripts import FIND_BY_CLIENT_ID
+from order_execution.orders.store_scripts import FIND_BY_CLIENT_ID, FIND_FOR_REPORT
 from order_execution.runtime.redis_connection import reply_text
 
 # Index entries one `search` call reads at most unless told (`server.list_scan_cap`).
@@ -59,6 +60,16 @@ class OrderPage:
 
     orders: list[Order]
     next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReportLookup:
+    """What `OrderQueries.find_for_report` found: the order, when the report may change it;
+    None with `reflected` when the stored order already shows all the report says (it was not
+    sent back); None without, when no order of the account has that client id."""
+
+    order: Order | None
+    reflected: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +100,7 @@ class OrderQueries:
         self._prefix = namespace
         self._unsettled_key = f"{namespace}:unsettled"
         self._find_by_client_id = client.register_script(FIND_BY_CLIENT_ID)
+        self._find_for_report = client.register_script(FIND_FOR_REPORT)
         self._rows_after = client.register_script(_ROWS_AFTER)
 
     def _order_key(self, order_id: str) -> str:
@@ -146,6 +158,30 @@ class OrderQueries:
             keys=[self._client_key(client_order_id, account)], args=[self._order_key("")]
         )
         return Order.from_json(data) if data else None
+
+    async def find_for_report(
+        self, client_order_id: str, report: ExchangeReport, *, symbol: str, account: str = DEFAULT_ACCOUNT
+    ) -> ReportLookup:
+        """`find_by_client_id`, for applying `report` (news of `symbol`) to the order: in the same
+        round trip Redis checks whether the stored order already reflects the report (exactly
+        when `fsm.apply_report` would change nothing; `orders.store_scripts.FIND_FOR_REPORT`), and
+        then answers `reflected` without the order. An order of another symbol is returned as
+        found, for the caller to judge."""
+        answer = await self._find_for_report(
+            keys=[self._client_key(client_order_id, account)],
+            args=[
+                self._order_key(""),
+                symbol,
+                str(report.state),
+                decimal_str(report.filled_quantity),
+                report.exchange_order_id,
+                report.algo_id,
+                *(fill.trade_id for fill in report.fills),
+            ],
+        )
+        if isinstance(answer, int):
+            return ReportLookup(None, reflected=True)
+        return ReportLookup(Order.from_json(answer) if answer else None)
 
     async def unsettled(self, *, after: tuple[int, str] | None = None, limit: int = 100) -> list[str]:
         """Ids of orders not yet settled, oldest first, starting after the (created_at, id) `after`."""

@@ -24,9 +24,17 @@ switch for every account), open orders, orders today and the position
 (with open orders on the same side) and reserves the order in the same step; every
 change then keeps the reservation at the order's open quantity and releases it when the
 order becomes final. Quantities are integers of 1e-8 (`orders.risk_layout.QTY_SCALE`).
+
+`FIND_FOR_REPORT` is the user-data stream's lookup: it answers "already reflected" instead
+of the order when the stored order already shows everything an exchange report says, so
+the listener does not ship, decode and re-apply an order for news it has (see the script).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+
+from order_execution.orders import fsm
 
 # A busy queue's doorbell stops growing here: a worker takes every entry at once (BLMPOP /
 # LMPOP count), and one entry is enough to wake it.
@@ -200,4 +208,72 @@ FIND_BY_CLIENT_ID = """
 local order_id = redis.call('GET', KEYS[1])
 if not order_id then return false end
 return redis.call('HGET', ARGV[1] .. order_id, 'data')
+"""
+
+
+def _lua_set(states: Iterable[str]) -> str:
+    """A Lua table with `states` as its keys (value true): `{FILLED=true, ...}`."""
+    return "{" + ", ".join(f"{state}=true" for state in sorted(states)) + "}"
+
+
+# The order a client order id names, unless it already reflects an exchange report.
+# KEYS[1] the client-id key; ARGV[1] the order keys' prefix, ARGV[2] the report's symbol,
+# ARGV[3] its state, ARGV[4] its cumulative filled quantity (a plain decimal, `decimal_str`),
+# ARGV[5] its exchange order id, ARGV[6] its algo id ('' for none), ARGV[7..] its trade ids.
+# Returns false when no order has the id, 1 when the stored order (of that symbol) already
+# reflects the report, else the order's data.
+#
+# "Reflects" is exactly when `fsm.apply_report` would return None (tests/unit/test_find_for_report.py
+# holds the two together over every pair of states): every trade id recorded, the filled
+# quantity not above the stored one (the stored one is never below its recorded fills: only
+# `apply_report` sets either), the exchange and algo ids known or not reported, and a state
+# the table would not move to (the same, a final order, a live report while a cancel is
+# pending, or a move `fsm.TRANSITIONS` does not allow). The tables are built from `fsm`'s. Any
+# doubt (a field of an unexpected form) answers with the data: the caller then decides.
+FIND_FOR_REPORT = f"""
+local order_id = redis.call('GET', KEYS[1])
+if not order_id then return false end
+local data = redis.call('HGET', ARGV[1] .. order_id, 'data')
+if not data then return false end
+local moves = {{{", ".join(f"{src}={_lua_set(dst)}" for src, dst in fsm.TRANSITIONS.items())}}}
+local final = {_lua_set(fsm.FINAL_STATES)}
+local still_live = {_lua_set(fsm.STILL_LIVE)}
+local function not_above(a, b)
+  local ai, af = string.match(a, '^(%d+)%.?(%d*)$')
+  local bi, bf = string.match(b, '^(%d+)%.?(%d*)$')
+  if not ai or not bi then return false end
+  ai = (string.gsub(ai, '^0+', ''))
+  bi = (string.gsub(bi, '^0+', ''))
+  if #ai ~= #bi then return #ai < #bi end
+  if ai ~= bi then return ai < bi end
+  local width = math.max(#af, #bf)
+  af = af .. string.rep('0', width - #af)
+  bf = bf .. string.rep('0', width - #bf)
+  return af <= bf
+end
+local function text(value)
+  if type(value) == 'string' then return value end
+  return ''
+end
+local o = cjson.decode(data)
+if o.symbol ~= ARGV[2] then return data end
+local state = text(o.state)
+local allowed = moves[state]
+if not allowed then return data end
+if not not_above(ARGV[4], text(o.filled_quantity)) then return data end
+if ARGV[5] ~= '' and text(o.exchange_order_id) == '' then return data end
+if ARGV[6] ~= '' and text(o.algo_id) == '' then return data end
+local moved = ARGV[3] ~= state and not final[state] and allowed[ARGV[3]]
+  and not (state == 'PENDING_CANCEL' and still_live[ARGV[3]])
+if moved then return data end
+if #ARGV > 6 then
+  local known = {{}}
+  if type(o.fills) == 'table' then
+    for _, fill in ipairs(o.fills) do known[text(fill.trade_id)] = true end
+  end
+  for i = 7, #ARGV do
+    if not known[ARGV[i]] then return data end
+  end
+end
+return 1
 """
