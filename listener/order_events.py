@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import cast
 
 from order_execution.exchange.client import BinanceClient
@@ -36,6 +37,7 @@ from order_execution.orders.errors import NotReplicated, StoreConflict, StoreUna
 from order_execution.orders.log_fields import order_fields, order_ref
 from order_execution.orders.model import DEFAULT_ACCOUNT, Order, OrderState, now_ms
 from order_execution.orders.store import OrderStore, TransitionResult
+from order_execution.orders.store_queries import ReportLookup
 from order_execution.service_layer.order_sync import sync_triggered
 
 log = logging.getLogger(__name__)
@@ -68,12 +70,56 @@ class OrderEventRecorder:
 
     async def record(self, event: OrderEvent) -> None:
         """Apply `event`; a store outage is retried briefly, then left to the reconciler."""
+        await self._record(event)
+
+    async def record_all(self, events: Sequence[OrderEvent]) -> None:
+        """Apply `events`, all about one order (one client order id), in their order.
+
+        Their lookups share one round trip: when the stream delivers an order's NEW and its
+        trade together, both are checked at once. Each lookup was made before the events ahead
+        of it were applied, so once one of them has changed the order, the ones after it are
+        applied to the order as that change left it (a compare-and-set, which re-reads if
+        anyone else wrote since), not to what their lookup found. A failed shared lookup
+        leaves each event to look its order up itself.
+        """
+        if len(events) == 1:
+            await self.record(events[0])
+            return
+        lookups: Sequence[ReportLookup | None]
+        try:
+            lookups = await self._store.find_for_reports(
+                [(e.client_order_id, None if e.amended else e.report, e.symbol) for e in events], self.account
+            )
+        except StoreUnavailable as exc:
+            log.warning("looking up %d user-stream events at once: %r; one by one", len(events), exc)
+            lookups = [None] * len(events)
+        written: Order | None = None  # the order as the last change made here left it
+        for event, lookup in zip(events, lookups, strict=True):
+            try:
+                now = await self._record(event, lookup, written)
+            except Exception as exc:  # a bug in one event's handling must not cost the others theirs
+                log.error(
+                    "user stream: %s for %s: %r",
+                    event.report.state,
+                    event.client_order_id,
+                    exc,
+                    exc_info=exc,
+                    extra=order_ref("", event.client_order_id, event.symbol),
+                )
+                now = written = None
+            written = now or written
+
+    async def _record(
+        self, event: OrderEvent, lookup: ReportLookup | None = None, written: Order | None = None
+    ) -> Order | None:
+        """Apply `event` (to `written`, else to what `lookup` found, else to what it looks up), with
+        `record`'s retries; returns the order if this event changed it."""
         backoff = 0.05
         for _ in range(_RETRIES):
             try:
-                await self._apply(event)
+                changed = await self._apply(event, lookup, written)
                 self._observe_lag(event)
-                return
+                return changed
             except (StoreUnavailable, StoreConflict) as exc:
                 log.warning(
                     "recording %s for %s: %r; retrying",
@@ -82,6 +128,7 @@ class OrderEventRecorder:
                     exc,
                     extra=order_ref("", event.client_order_id, event.symbol),
                 )
+                lookup = written = None  # the retry looks afresh
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
         self.dropped += 1
@@ -90,6 +137,7 @@ class OrderEventRecorder:
             event.client_order_id,
             extra=order_ref("", event.client_order_id, event.symbol),
         )
+        return None
 
     def _observe_lag(self, event: OrderEvent) -> None:
         """How long after the exchange's event time it was stored (the exchange's clock, as synced)."""
@@ -97,13 +145,16 @@ class OrderEventRecorder:
             now = self._exchange.exchange_now_ms() if self._exchange is not None else now_ms()
             self._lag.observe(max(now - event.event_time, 0) / 1000)
 
-    async def _apply(self, event: OrderEvent) -> None:
-        order = await self._find(event)
+    async def _apply(
+        self, event: OrderEvent, lookup: ReportLookup | None, written: Order | None
+    ) -> Order | None:
+        """Apply `event` (see `_record`); returns the order if this changed it."""
+        order = written or await self._find(event, lookup)
         if order is None:
-            return
+            return None
         if order.symbol != event.symbol:
             self._not_ours(event)
-            return
+            return None
         try:
             result = await self._store.transition(order.order_id, lambda o: _applied(o, event), current=order)
         except NotReplicated as exc:  # stored on the primary: move on only once a replica has it
@@ -117,12 +168,13 @@ class OrderEventRecorder:
             self._fired_at[event.symbol] = now_ms()
         if event.conditional and updated.exchange_order_id and not order.exchange_order_id:
             await self._follow_triggered(updated)
+        return updated if result.changed else None
 
-    async def _find(self, event: OrderEvent) -> Order | None:
+    async def _find(self, event: OrderEvent, lookup: ReportLookup | None = None) -> Order | None:
         """The stored order `event` may change, or None when there is nothing to apply: the stored
         order already reflects the event (the usual fate of the NEW and FILLED events of an order
         the worker stored from the exchange's reply), or no order of the account has its client
-        id (then `_not_ours` has judged it).
+        id (then `_not_ours` has judged it). `lookup`: what a shared lookup already found.
 
         Why one script, not an in-memory filter: whether an event is news depends on what is
         stored now, which the worker, the reconciler, another listener replica or a Redis
@@ -132,19 +184,20 @@ class OrderEventRecorder:
         order, the state machine and the compare-and-set. An amendment also changes the
         order's terms, which the script does not judge: it is looked up as before.
         """
-        if event.amended:
-            order = await self._store.find_by_client_id(event.client_order_id, self.account)
-        else:
-            lookup = await self._store.find_for_report(
-                event.client_order_id, event.report, symbol=event.symbol, account=self.account
-            )
-            if lookup.reflected:
-                await self._reflected(event)
-                return None
-            order = lookup.order
-        if order is None:
+        if lookup is None:
+            if event.amended:
+                found = await self._store.find_by_client_id(event.client_order_id, self.account)
+                lookup = ReportLookup(found)
+            else:
+                lookup = await self._store.find_for_report(
+                    event.client_order_id, event.report, symbol=event.symbol, account=self.account
+                )
+        if lookup.reflected:
+            await self._reflected(event)
+            return None
+        if lookup.order is None:
             self._not_ours(event)
-        return order
+        return lookup.order
 
     async def _reflected(self, event: OrderEvent) -> None:
         """What applying an event that changes nothing still does: answer only once the replicas

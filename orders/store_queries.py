@@ -30,6 +30,8 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from order_execution.orders import metrics
 from order_execution.orders.account_keys import account_prefix
@@ -167,21 +169,53 @@ class OrderQueries:
         when `fsm.apply_report` would change nothing; `orders.store_scripts.FIND_FOR_REPORT`), and
         then answers `reflected` without the order. An order of another symbol is returned as
         found, for the caller to judge."""
-        answer = await self._find_for_report(
-            keys=[self._client_key(client_order_id, account)],
-            args=[
-                self._order_key(""),
-                symbol,
-                str(report.state),
-                decimal_str(report.filled_quantity),
-                report.exchange_order_id,
-                report.algo_id,
-                *(fill.trade_id for fill in report.fills),
-            ],
-        )
-        if isinstance(answer, int):
-            return ReportLookup(None, reflected=True)
-        return ReportLookup(Order.from_json(answer) if answer else None)
+        keys, args = self._report_lookup(client_order_id, report, symbol, account)
+        return _lookup_answer(await self._find_for_report(keys=keys, args=args))
+
+    async def find_for_reports(
+        self, lookups: Sequence[tuple[str, ExchangeReport | None, str]], account: str = DEFAULT_ACCOUNT
+    ) -> list[ReportLookup]:
+        """`find_for_report` of each (client order id, report, symbol) in `lookups`, in one round
+        trip; a None report looks the order up whatever it holds (`find_by_client_id`)."""
+        calls: list[tuple[AsyncScript, list[str]]] = []
+        for client_order_id, report, symbol in lookups:
+            if report is None:
+                keys, args = [self._client_key(client_order_id, account)], [self._order_key("")]
+                calls.append((self._find_by_client_id, [*keys, *args]))
+            else:
+                keys, args = self._report_lookup(client_order_id, report, symbol, account)
+                calls.append((self._find_for_report, [*keys, *args]))
+        for _ in range(2):
+            # EVALSHA, not the scripts' own pipelined call: that asks SCRIPT EXISTS first, a round
+            # trip of its own each time.
+            pipe = self._redis.pipeline(transaction=False)
+            for script, keys_and_args in calls:
+                pipe.evalsha(script.sha, 1, *keys_and_args)
+            answers = await pipe.execute(raise_on_error=False)
+            if not any(isinstance(answer, NoScriptError) for answer in answers):
+                break
+            for script in {script for script, _ in calls}:
+                await self._redis.script_load(script.script)  # a restarted or new primary
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+        return [_lookup_answer(answer) for answer in answers]
+
+    def _report_lookup(
+        self, client_order_id: str, report: ExchangeReport, symbol: str, account: str
+    ) -> tuple[list[str], list[str]]:
+        """KEYS and ARGV of FIND_FOR_REPORT."""
+        keys = [self._client_key(client_order_id, account)]
+        args = [
+            self._order_key(""),
+            symbol,
+            str(report.state),
+            decimal_str(report.filled_quantity),
+            report.exchange_order_id,
+            report.algo_id,
+            *(fill.trade_id for fill in report.fills),
+        ]
+        return keys, args
 
     async def unsettled(self, *, after: tuple[int, str] | None = None, limit: int = 100) -> list[str]:
         """Ids of orders not yet settled, oldest first, starting after the (created_at, id) `after`."""
@@ -351,6 +385,13 @@ class OrderQueries:
 
     async def ping(self) -> bool:
         return bool(await self._redis.ping())
+
+
+def _lookup_answer(answer: bytes | int | None) -> ReportLookup:
+    """A ReportLookup from FIND_FOR_REPORT's (or FIND_BY_CLIENT_ID's) answer."""
+    if isinstance(answer, int):
+        return ReportLookup(None, reflected=True)
+    return ReportLookup(Order.from_json(answer) if answer else None)
 
 
 def _encode_token(score: int, order_id: str) -> str:

@@ -19,6 +19,7 @@ import pytest
 from order_execution.exchange.user_stream import OrderEvent, parse_order_event
 from order_execution.listener.order_events import OrderEventRecorder
 from order_execution.orders import fsm
+from order_execution.orders.errors import StoreUnavailable
 from order_execution.orders.model import Fill, Order, OrderState
 from order_execution.orders.store import OrderStore
 from tests import factories
@@ -228,3 +229,142 @@ async def test_an_order_of_another_symbol_is_still_foreign(
     await recorder.record(event("NEW", "NEW", symbol=later(stored).symbol))
     foreign = later(stored).symbol != stored.symbol
     assert (recorder.foreign, recorder.reflected) == ((1, 0) if foreign else (0, 1))
+
+
+# --- an order's events that arrive together ---------------------------------------------------
+
+
+class Lookups:
+    """Counts the store's lookups: single ones, and shared ones (one round trip each)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, store: OrderStore) -> None:
+        self.single = 0
+        self.shared: list[int] = []
+        find_one, find_many = store.find_for_report, store.find_for_reports
+
+        async def one(*args: Any, **kwargs: Any) -> Any:
+            self.single += 1
+            return await find_one(*args, **kwargs)
+
+        async def many(lookups: Any, *args: Any) -> Any:
+            self.shared.append(len(lookups))
+            return await find_many(lookups, *args)
+
+        monkeypatch.setattr(store, "find_for_report", one)
+        monkeypatch.setattr(store, "find_for_reports", many)
+
+
+async def submitted(store: OrderStore) -> Order:
+    """o1 claimed by a worker (SUBMITTING), the exchange's answer not stored yet."""
+    await store.create(factories.make_order())
+    return (await store.transition("o1", lambda o: fsm.transition(o, S.SUBMITTING))).order
+
+
+async def one_by_one(events: list[OrderEvent]) -> Order:
+    """The order after `events` applied one at a time, each with its own lookup, on a store of its own."""
+    client = fakeredis.FakeAsyncRedis()
+    store = OrderStore(client)
+    await submitted(store)
+    recorder = OrderEventRecorder(store)
+    for news in events:
+        await recorder.record(news)
+    order = await store.get("o1")
+    await client.aclose()
+    return order
+
+
+def without_times(order: Order) -> Order:
+    return order.replace(updated_at=0, created_at=0)
+
+
+async def test_an_orders_events_that_arrive_together_share_one_lookup(
+    store: OrderStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NEW, a trade, the same trade again, the last trade: one lookup round trip for the four, the
+    events after the first change applied to the order as it left it; the result is what applying
+    them one by one gives."""
+    await submitted(store)
+    batch = [
+        event("NEW", "NEW"),
+        event("TRADE", "PARTIALLY_FILLED", **TRADE_1),
+        event("TRADE", "PARTIALLY_FILLED", **TRADE_1),
+        event("TRADE", "FILLED", **TRADE_2),
+    ]
+    lookups, counts = Lookups(monkeypatch, store), Counts(monkeypatch, store)
+    recorder = OrderEventRecorder(store)
+    await recorder.record_all(batch)
+    assert (lookups.shared, lookups.single) == ([4], 0)
+    assert counts.writes == 3 and recorder.applied == 3  # NEW, trade 1, trade 2; the repeat wrote nothing
+    order = await store.get("o1")
+    assert without_times(order) == without_times(await one_by_one(batch))
+    assert order.state is S.FILLED and [f.trade_id for f in order.fills] == ["1", "2"]
+    versions = [entry.order.state for entry in await store.outbox.range_after("0-0")]
+    assert versions == [S.NEW, S.SUBMITTING, S.SUBMITTED, S.PARTIALLY_FILLED, S.FILLED]  # in order
+
+
+async def test_old_news_in_a_batch_costs_nothing_more(
+    store: OrderStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The NEW and FILLED of an order the worker stored FILLED, arriving together: one round trip,
+    the trade written, the NEW neither decoded nor written."""
+    await stored_market_fill(store)
+    lookups, counts = Lookups(monkeypatch, store), Counts(monkeypatch, store)
+    recorder = OrderEventRecorder(store)
+    await recorder.record_all([event("NEW", "NEW"), event("TRADE", "FILLED", **TRADE_2)])
+    assert (lookups.shared, lookups.single, counts.writes, counts.decodes) == ([2], 0, 1, 1)
+    assert (recorder.reflected, recorder.applied) == (1, 1)
+
+
+async def test_a_write_by_someone_else_after_the_shared_lookup_is_not_overwritten(
+    store: OrderStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker stores the REST reply (FILLED) between the batch's lookup and its writes: the
+    compare-and-set sees it, the events are applied on top of it, nothing is lost."""
+    await submitted(store)
+    find_many = store.find_for_reports
+
+    async def then_the_worker_writes(lookups: Any, *args: Any) -> Any:
+        found = await find_many(lookups, *args)
+        reply = fsm.ExchangeReport(S.FILLED, Decimal("0.010"), Decimal("50000.6"), "99")
+        await store.transition("o1", lambda o: fsm.apply_report(o, reply))
+        return found
+
+    monkeypatch.setattr(store, "find_for_reports", then_the_worker_writes)
+    recorder = OrderEventRecorder(store)
+    await recorder.record_all([event("NEW", "NEW"), event("TRADE", "PARTIALLY_FILLED", **TRADE_1)])
+    order = await store.get("o1")
+    assert (order.state, order.filled_quantity, [f.trade_id for f in order.fills]) == (
+        S.FILLED,
+        Decimal("0.010"),
+        ["1"],
+    )
+
+
+async def test_a_failed_shared_lookup_leaves_each_event_to_look_itself_up(
+    store: OrderStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await submitted(store)
+
+    async def unavailable(*args: Any) -> Any:
+        raise StoreUnavailable("order store (Redis) unreachable; retry shortly")
+
+    monkeypatch.setattr(store, "find_for_reports", unavailable)
+    recorder = OrderEventRecorder(store)
+    await recorder.record_all([event("NEW", "NEW"), event("TRADE", "PARTIALLY_FILLED", **TRADE_1)])
+    order = await store.get("o1")
+    assert (order.state, [f.trade_id for f in order.fills]) == (S.PARTIALLY_FILLED, ["1"])
+
+
+async def test_an_amendment_in_a_batch_is_looked_up_whole(
+    store: OrderStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await submitted(store)
+    amendment = order_trade_update("AMENDMENT", "NEW")
+    amendment["o"].update(p="49000", q="0.020")
+    batch = [event("NEW", "NEW"), parse_order_event(amendment), parse_order_event(amendment)]
+    lookups = Lookups(monkeypatch, store)
+    await OrderEventRecorder(store).record_all(batch)
+    order = await store.get("o1")
+    assert lookups.shared == [3]
+    assert (order.state, order.price, order.quantity) == (S.SUBMITTED, Decimal("49000"), Decimal("0.020"))
+    assert without_times(order) == without_times(await one_by_one(batch))
