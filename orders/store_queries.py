@@ -33,7 +33,7 @@ from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from order_execution.orders import metrics
+from order_execution.orders import fsm, metrics
 from order_execution.orders.account_keys import account_prefix
 from order_execution.orders.errors import InvalidOrder, OrderNotFound
 from order_execution.orders.fsm import ExchangeReport
@@ -42,6 +42,11 @@ from order_execution.orders.store_outages import store_adapter
 from order_execution.orders.store_scripts import FIND_BY_CLIENT_ID, FIND_FOR_REPORT
 from order_execution.runtime.redis_connection import reply_text
 
+# FIND_FOR_REPORT's ARGV[3]: per reported state, the stored states it leaves as they are.
+_LEFT_AS_THEY_ARE = {
+    reported: "," + ",".join(s for s in OrderState if not fsm.report_moves(s, reported)) + ","
+    for reported in OrderState
+}
 # Index entries one `search` call reads at most unless told (`server.list_scan_cap`).
 DEFAULT_SCAN_CAP = 2000
 # Most index entries read (and orders fetched) in one round trip.
@@ -209,7 +214,7 @@ class OrderQueries:
         args = [
             self._order_key(""),
             symbol,
-            str(report.state),
+            _LEFT_AS_THEY_ARE[report.state],
             decimal_str(report.filled_quantity),
             report.exchange_order_id,
             report.algo_id,

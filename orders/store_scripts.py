@@ -32,10 +32,6 @@ the listener does not ship, decode and re-apply an order for news it has (see th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from order_execution.orders import fsm
-
 # A busy queue's doorbell stops growing here: a worker takes every entry at once (BLMPOP /
 # LMPOP count), and one entry is enough to wake it.
 DOORBELL_CAP = 16
@@ -211,36 +207,37 @@ return redis.call('HGET', ARGV[1] .. order_id, 'data')
 """
 
 
-def _lua_set(states: Iterable[str]) -> str:
-    """A Lua table with `states` as its keys (value true): `{FILLED=true, ...}`."""
-    return "{" + ", ".join(f"{state}=true" for state in sorted(states)) + "}"
-
-
 # The order a client order id names, unless it already reflects an exchange report.
 # KEYS[1] the client-id key; ARGV[1] the order keys' prefix, ARGV[2] the report's symbol,
-# ARGV[3] its state, ARGV[4] its cumulative filled quantity (a plain decimal, `decimal_str`),
-# ARGV[5] its exchange order id, ARGV[6] its algo id ('' for none), ARGV[7..] its trade ids.
-# Returns false when no order has the id, 1 when the stored order (of that symbol) already
-# reflects the report, else the order's data.
+# ARGV[3] the states the report leaves as they are, each between commas (",FILLED,...,"),
+# ARGV[4] its cumulative filled quantity (a plain decimal, `decimal_str`), ARGV[5] its
+# exchange order id, ARGV[6] its algo id ('' for none), ARGV[7..] its trade ids. Returns false
+# when no order has the id, 1 when the stored order (of that symbol) already reflects the
+# report, else the order's data.
 #
 # "Reflects" is exactly when `fsm.apply_report` would return None (tests/unit/test_find_for_report.py
-# holds the two together over every pair of states): every trade id recorded, the filled
-# quantity not above the stored one (the stored one is never below its recorded fills: only
-# `apply_report` sets either), the exchange and algo ids known or not reported, and a state
-# the table would not move to (the same, a final order, a live report while a cancel is
-# pending, or a move `fsm.TRANSITIONS` does not allow). The tables are built from `fsm`'s. Any
-# doubt (a field of an unexpected form) answers with the data: the caller then decides.
-FIND_FOR_REPORT = f"""
+# holds the two together over every pair of states): a state the report leaves as it is
+# (`fsm.report_moves`, which the caller turns into ARGV[3]), the filled quantity not above
+# the stored one (the stored one is never below its recorded fills: only `apply_report` sets
+# either), the exchange and algo ids known or not reported, every trade id recorded.
+#
+# The fields are read from the order JSON (Order.to_json: compact, every string's quotes
+# escaped) by their exact `"key":"` with string.match, not cjson.decode: decoding the whole
+# order and building tables on every lookup cost Redis about as much CPU as the listener
+# saved. The keys read are unique in the JSON (a fill has none of them), and an escaped
+# value cannot fake one (its quotes are `\"`). A field missing or of another form makes the
+# answer the data: the caller then decides.
+FIND_FOR_REPORT = """
 local order_id = redis.call('GET', KEYS[1])
 if not order_id then return false end
 local data = redis.call('HGET', ARGV[1] .. order_id, 'data')
 if not data then return false end
-local moves = {{{", ".join(f"{src}={_lua_set(dst)}" for src, dst in fsm.TRANSITIONS.items())}}}
-local final = {_lua_set(fsm.FINAL_STATES)}
-local still_live = {_lua_set(fsm.STILL_LIVE)}
+local function field(key)
+  return string.match(data, '"' .. key .. '":"([^"]*)"')
+end
 local function not_above(a, b)
   local ai, af = string.match(a, '^(%d+)%.?(%d*)$')
-  local bi, bf = string.match(b, '^(%d+)%.?(%d*)$')
+  local bi, bf = string.match(b or '', '^(%d+)%.?(%d*)$')
   if not ai or not bi then return false end
   ai = (string.gsub(ai, '^0+', ''))
   bi = (string.gsub(bi, '^0+', ''))
@@ -251,29 +248,14 @@ local function not_above(a, b)
   bf = bf .. string.rep('0', width - #bf)
   return af <= bf
 end
-local function text(value)
-  if type(value) == 'string' then return value end
-  return ''
-end
-local o = cjson.decode(data)
-if o.symbol ~= ARGV[2] then return data end
-local state = text(o.state)
-local allowed = moves[state]
-if not allowed then return data end
-if not not_above(ARGV[4], text(o.filled_quantity)) then return data end
-if ARGV[5] ~= '' and text(o.exchange_order_id) == '' then return data end
-if ARGV[6] ~= '' and text(o.algo_id) == '' then return data end
-local moved = ARGV[3] ~= state and not final[state] and allowed[ARGV[3]]
-  and not (state == 'PENDING_CANCEL' and still_live[ARGV[3]])
-if moved then return data end
-if #ARGV > 6 then
-  local known = {{}}
-  if type(o.fills) == 'table' then
-    for _, fill in ipairs(o.fills) do known[text(fill.trade_id)] = true end
-  end
-  for i = 7, #ARGV do
-    if not known[ARGV[i]] then return data end
-  end
+if field('symbol') ~= ARGV[2] then return data end
+local state = field('state')
+if not state or not string.find(ARGV[3], ',' .. state .. ',', 1, true) then return data end
+if not not_above(ARGV[4], field('filled_quantity')) then return data end
+if ARGV[5] ~= '' and (field('exchange_order_id') or '') == '' then return data end
+if ARGV[6] ~= '' and (field('algo_id') or '') == '' then return data end
+for i = 7, #ARGV do
+  if not string.find(data, '"trade_id":"' .. ARGV[i] .. '"', 1, true) then return data end
 end
 return 1
 """

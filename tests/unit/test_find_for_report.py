@@ -368,3 +368,38 @@ async def test_an_amendment_in_a_batch_is_looked_up_whole(
     assert lookups.shared == [3]
     assert (order.state, order.price, order.quantity) == (S.SUBMITTED, Decimal("49000"), Decimal("0.020"))
     assert without_times(order) == without_times(await one_by_one(batch))
+
+
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        lambda text: text.replace('":"', '": "'),  # another JSON layout: nothing is read, nothing assumed
+        lambda text: text.replace('"filled_quantity":"0.004"', '"filled_quantity":"4E-3"'),
+        lambda text: text.replace('"state":"SUBMITTED",', ""),
+    ],
+    ids=["spaces", "exponent", "no-state"],
+)
+async def test_an_order_json_of_another_form_is_returned_not_judged(
+    store: OrderStore, rewrite: Callable[[str], str]
+) -> None:
+    order = factories.make_order(
+        state=S.SUBMITTED, filled_quantity=Decimal("0.004"), fills=(FILL_1,), exchange_order_id="99"
+    )
+    await store.create(order)
+    report = fsm.ExchangeReport(S.SUBMITTED, filled_quantity=Decimal("0.004"), exchange_order_id="99")
+    assert (await store.find_for_report("oe-1", report, symbol="BTCUSDT")).reflected  # as stored: old news
+    key = "oe:order:o1"
+    stored = await store._redis.hget(key, "data")
+    assert isinstance(stored, bytes)
+    await store._redis.hset(key, "data", rewrite(stored.decode()))
+    assert not (await store.find_for_report("oe-1", report, symbol="BTCUSDT")).reflected
+
+
+async def test_a_value_holding_a_key_and_quotes_cannot_fake_a_field(store: OrderStore) -> None:
+    """A free-text field is escaped in the JSON: a reason that spells `"state":"FILLED"` is not read."""
+    order = factories.make_order(
+        state=S.SUBMITTED, exchange_order_id="99", reject_reason='x","state":"FILLED'
+    )
+    await store.create(order)
+    report = fsm.ExchangeReport(S.CANCELED, exchange_order_id="99")  # moves SUBMITTED, not FILLED
+    assert not (await store.find_for_report("oe-1", report, symbol="BTCUSDT")).reflected
