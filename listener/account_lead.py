@@ -28,7 +28,7 @@ from typing import Any
 from order_execution.exchange.client import BinanceClient
 from order_execution.exchange.user_stream import OrderEvent, UserStream
 from order_execution.listener.dead_man import DeadManSwitch
-from order_execution.listener.event_lanes import EventLanes
+from order_execution.listener.event_lanes import EventLanes, Work, run_each
 from order_execution.listener.order_events import OrderEventRecorder
 from order_execution.listener.reconciler import ReconcilePolicy, Reconciler
 from order_execution.listener.risk_feeds import RiskFeeds
@@ -42,6 +42,7 @@ from order_execution.tasks.messages import cancel_order_push
 log = logging.getLogger(__name__)
 
 Duty = Callable[[], Coroutine[Any, Any, None]]
+LaneItem = OrderEvent | Work  # an order's news, or work of the account's own lane (a positions write)
 _CANCEL_OPEN_CHECK_S = 1.0  # how often the leader looks for a kill switch's unfinished cancel-open
 _ACCOUNT_LANE = "account updates"  # a space: no client order id can name this lane
 
@@ -79,7 +80,9 @@ class AccountLead:
             on_account=self._on_account_update,
         )
         self.recorder = OrderEventRecorder(store, exchange, account=account)
-        self.lanes = EventLanes(max_in_flight=s.listener.max_events_in_flight)
+        self.lanes: EventLanes[LaneItem] = EventLanes(
+            self._run_lane, max_in_flight=s.listener.max_events_in_flight
+        )
         self.reconciler = Reconciler(store, exchange, ReconcilePolicy.from_settings(s), account=account)
         self.dead_man = DeadManSwitch(store, exchange, countdown_ms=s.dead_man.countdown_ms, account=account)
         self.last_event_ms = 0  # when the stream last brought news (Unix ms; 0: none since start)
@@ -140,7 +143,21 @@ class AccountLead:
         if event.conditional:
             await self.recorder.record(event)
         else:
-            await self.lanes.submit(event.client_order_id, lambda: self.recorder.record(event))
+            await self.lanes.submit(event.client_order_id, event)
+
+    async def _run_lane(self, lane: str, items: Sequence[LaneItem]) -> None:
+        """One batch of a lane, in order: an order's events applied together
+        (`OrderEventRecorder.record_all`: one lookup round trip for all), work run in turn."""
+        events: list[OrderEvent] = []
+        for item in [*items, None]:
+            if isinstance(item, OrderEvent):
+                events.append(item)
+                continue
+            if events:
+                await self.recorder.record_all(events)
+                events = []
+            if item is not None:
+                await run_each(lane, [item])
 
     async def _on_account_update(self, payload: dict[str, Any]) -> None:
         """Positions are noted at once and written in a lane of their own, every change noted

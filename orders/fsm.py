@@ -135,13 +135,7 @@ def apply_report(order: Order, report: ExchangeReport) -> Order | None:
     algo_id = order.algo_id or report.algo_id
 
     state = order.state
-    if _overturns_local_verdict(order, report):
-        state = report.state
-    elif order.state in FINAL_STATES:
-        pass  # a final state stays; only a late fill is recorded
-    elif order.state is S.PENDING_CANCEL and report.state in _STILL_LIVE:
-        pass  # still waiting for the cancel's outcome
-    elif report.state is not order.state and can_transition(order.state, report.state):
+    if _overturns_local_verdict(order, report) or report_moves(order.state, report.state):
         state = report.state
 
     if (
@@ -164,6 +158,18 @@ def apply_report(order: Order, report: ExchangeReport) -> Order | None:
         reject_reason=report.reason if state is S.REJECTED else order.reject_reason,
         updated_at=now_ms(),
     )
+
+
+def report_moves(current: OrderState, reported: OrderState) -> bool:
+    """Whether a report of `reported` moves an order in `current` there (unless it overturns our
+    own verdict, `_overturns_local_verdict`): never out of a final state (only a late fill is
+    recorded), not while a cancel is pending and the report says the order is still live (the
+    cancel's outcome is awaited), else as `TRANSITIONS` allows."""
+    if current in FINAL_STATES:
+        return False
+    if current is S.PENDING_CANCEL and reported in _STILL_LIVE:
+        return False
+    return reported is not current and can_transition(current, reported)
 
 
 def _overturns_local_verdict(order: Order, report: ExchangeReport) -> bool:

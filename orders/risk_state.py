@@ -209,7 +209,8 @@ class RiskState:
 
     async def set_positions(self, positions: dict[str, Decimal], *, replace: bool = False) -> None:
         """Store signed position amounts by symbol; `replace` drops symbols not in `positions`."""
-        pipe = self._redis.pipeline(transaction=True)
+        # MULTI/EXEC only when the DEL must go with the HSET: one HSET is atomic on its own.
+        pipe = self._redis.pipeline(transaction=replace)
         if replace:
             pipe.delete(self.keys.positions)
         if positions:

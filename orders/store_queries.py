@@ -30,15 +30,23 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
-from order_execution.orders import metrics
+from order_execution.orders import fsm, metrics
 from order_execution.orders.account_keys import account_prefix
 from order_execution.orders.errors import InvalidOrder, OrderNotFound
-from order_execution.orders.model import DEFAULT_ACCOUNT, Order, OrderState
+from order_execution.orders.fsm import ExchangeReport
+from order_execution.orders.model import DEFAULT_ACCOUNT, Order, OrderState, decimal_str
 from order_execution.orders.store_outages import store_adapter
-from order_execution.orders.store_scripts import FIND_BY_CLIENT_ID
+from order_execution.orders.store_scripts import FIND_BY_CLIENT_ID, FIND_FOR_REPORT
 from order_execution.runtime.redis_connection import reply_text
 
+# FIND_FOR_REPORT's ARGV[3]: per reported state, the stored states it leaves as they are.
+_LEFT_AS_THEY_ARE = {
+    reported: "," + ",".join(s for s in OrderState if not fsm.report_moves(s, reported)) + ","
+    for reported in OrderState
+}
 # Index entries one `search` call reads at most unless told (`server.list_scan_cap`).
 DEFAULT_SCAN_CAP = 2000
 # Most index entries read (and orders fetched) in one round trip.
@@ -59,6 +67,16 @@ class OrderPage:
 
     orders: list[Order]
     next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReportLookup:
+    """What `OrderQueries.find_for_report` found: the order, when the report may change it;
+    None with `reflected` when the stored order already shows all the report says (it was not
+    sent back); None without, when no order of the account has that client id."""
+
+    order: Order | None
+    reflected: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +107,7 @@ class OrderQueries:
         self._prefix = namespace
         self._unsettled_key = f"{namespace}:unsettled"
         self._find_by_client_id = client.register_script(FIND_BY_CLIENT_ID)
+        self._find_for_report = client.register_script(FIND_FOR_REPORT)
         self._rows_after = client.register_script(_ROWS_AFTER)
 
     def _order_key(self, order_id: str) -> str:
@@ -146,6 +165,62 @@ class OrderQueries:
             keys=[self._client_key(client_order_id, account)], args=[self._order_key("")]
         )
         return Order.from_json(data) if data else None
+
+    async def find_for_report(
+        self, client_order_id: str, report: ExchangeReport, *, symbol: str, account: str = DEFAULT_ACCOUNT
+    ) -> ReportLookup:
+        """`find_by_client_id`, for applying `report` (news of `symbol`) to the order: in the same
+        round trip Redis checks whether the stored order already reflects the report (exactly
+        when `fsm.apply_report` would change nothing; `orders.store_scripts.FIND_FOR_REPORT`), and
+        then answers `reflected` without the order. An order of another symbol is returned as
+        found, for the caller to judge."""
+        keys, args = self._report_lookup(client_order_id, report, symbol, account)
+        return _lookup_answer(await self._find_for_report(keys=keys, args=args))
+
+    async def find_for_reports(
+        self, lookups: Sequence[tuple[str, ExchangeReport | None, str]], account: str = DEFAULT_ACCOUNT
+    ) -> list[ReportLookup]:
+        """`find_for_report` of each (client order id, report, symbol) in `lookups`, in one round
+        trip; a None report looks the order up whatever it holds (`find_by_client_id`)."""
+        calls: list[tuple[AsyncScript, list[str]]] = []
+        for client_order_id, report, symbol in lookups:
+            if report is None:
+                keys, args = [self._client_key(client_order_id, account)], [self._order_key("")]
+                calls.append((self._find_by_client_id, [*keys, *args]))
+            else:
+                keys, args = self._report_lookup(client_order_id, report, symbol, account)
+                calls.append((self._find_for_report, [*keys, *args]))
+        for _ in range(2):
+            # EVALSHA, not the scripts' own pipelined call: that asks SCRIPT EXISTS first, a round
+            # trip of its own each time.
+            pipe = self._redis.pipeline(transaction=False)
+            for script, keys_and_args in calls:
+                pipe.evalsha(script.sha, 1, *keys_and_args)
+            answers = await pipe.execute(raise_on_error=False)
+            if not any(isinstance(answer, NoScriptError) for answer in answers):
+                break
+            for script in {script for script, _ in calls}:
+                await self._redis.script_load(script.script)  # a restarted or new primary
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+        return [_lookup_answer(answer) for answer in answers]
+
+    def _report_lookup(
+        self, client_order_id: str, report: ExchangeReport, symbol: str, account: str
+    ) -> tuple[list[str], list[str]]:
+        """KEYS and ARGV of FIND_FOR_REPORT."""
+        keys = [self._client_key(client_order_id, account)]
+        args = [
+            self._order_key(""),
+            symbol,
+            _LEFT_AS_THEY_ARE[report.state],
+            decimal_str(report.filled_quantity),
+            report.exchange_order_id,
+            report.algo_id,
+            *(fill.trade_id for fill in report.fills),
+        ]
+        return keys, args
 
     async def unsettled(self, *, after: tuple[int, str] | None = None, limit: int = 100) -> list[str]:
         """Ids of orders not yet settled, oldest first, starting after the (created_at, id) `after`."""
@@ -315,6 +390,13 @@ class OrderQueries:
 
     async def ping(self) -> bool:
         return bool(await self._redis.ping())
+
+
+def _lookup_answer(answer: bytes | int | None) -> ReportLookup:
+    """A ReportLookup from FIND_FOR_REPORT's (or FIND_BY_CLIENT_ID's) answer."""
+    if isinstance(answer, int):
+        return ReportLookup(None, reflected=True)
+    return ReportLookup(Order.from_json(answer) if answer else None)
 
 
 def _encode_token(score: int, order_id: str) -> str:

@@ -24,6 +24,10 @@ switch for every account), open orders, orders today and the position
 (with open orders on the same side) and reserves the order in the same step; every
 change then keeps the reservation at the order's open quantity and releases it when the
 order becomes final. Quantities are integers of 1e-8 (`orders.risk_layout.QTY_SCALE`).
+
+`FIND_FOR_REPORT` is the user-data stream's lookup: it answers "already reflected" instead
+of the order when the stored order already shows everything an exchange report says, so
+the listener does not ship, decode and re-apply an order for news it has (see the script).
 """
 
 from __future__ import annotations
@@ -200,4 +204,58 @@ FIND_BY_CLIENT_ID = """
 local order_id = redis.call('GET', KEYS[1])
 if not order_id then return false end
 return redis.call('HGET', ARGV[1] .. order_id, 'data')
+"""
+
+
+# The order a client order id names, unless it already reflects an exchange report.
+# KEYS[1] the client-id key; ARGV[1] the order keys' prefix, ARGV[2] the report's symbol,
+# ARGV[3] the states the report leaves as they are, each between commas (",FILLED,...,"),
+# ARGV[4] its cumulative filled quantity (a plain decimal, `decimal_str`), ARGV[5] its
+# exchange order id, ARGV[6] its algo id ('' for none), ARGV[7..] its trade ids. Returns false
+# when no order has the id, 1 when the stored order (of that symbol) already reflects the
+# report, else the order's data.
+#
+# "Reflects" is exactly when `fsm.apply_report` would return None (tests/unit/test_find_for_report.py
+# holds the two together over every pair of states): a state the report leaves as it is
+# (`fsm.report_moves`, which the caller turns into ARGV[3]), the filled quantity not above
+# the stored one (the stored one is never below its recorded fills: only `apply_report` sets
+# either), the exchange and algo ids known or not reported, every trade id recorded.
+#
+# The fields are read from the order JSON (Order.to_json: compact, every string's quotes
+# escaped) by their exact `"key":"` with string.match, not cjson.decode: decoding the whole
+# order and building tables on every lookup cost Redis about as much CPU as the listener
+# saved. The keys read are unique in the JSON (a fill has none of them), and an escaped
+# value cannot fake one (its quotes are `\"`). A field missing or of another form makes the
+# answer the data: the caller then decides.
+FIND_FOR_REPORT = """
+local order_id = redis.call('GET', KEYS[1])
+if not order_id then return false end
+local data = redis.call('HGET', ARGV[1] .. order_id, 'data')
+if not data then return false end
+local function field(key)
+  return string.match(data, '"' .. key .. '":"([^"]*)"')
+end
+local function not_above(a, b)
+  local ai, af = string.match(a, '^(%d+)%.?(%d*)$')
+  local bi, bf = string.match(b or '', '^(%d+)%.?(%d*)$')
+  if not ai or not bi then return false end
+  ai = (string.gsub(ai, '^0+', ''))
+  bi = (string.gsub(bi, '^0+', ''))
+  if #ai ~= #bi then return #ai < #bi end
+  if ai ~= bi then return ai < bi end
+  local width = math.max(#af, #bf)
+  af = af .. string.rep('0', width - #af)
+  bf = bf .. string.rep('0', width - #bf)
+  return af <= bf
+end
+if field('symbol') ~= ARGV[2] then return data end
+local state = field('state')
+if not state or not string.find(ARGV[3], ',' .. state .. ',', 1, true) then return data end
+if not not_above(ARGV[4], field('filled_quantity')) then return data end
+if ARGV[5] ~= '' and (field('exchange_order_id') or '') == '' then return data end
+if ARGV[6] ~= '' and (field('algo_id') or '') == '' then return data end
+for i = 7, #ARGV do
+  if not string.find(data, '"trade_id":"' .. ARGV[i] .. '"', 1, true) then return data end
+end
+return 1
 """

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
@@ -79,3 +79,55 @@ async def test_close_cancels_what_is_queued() -> None:
     await lanes.submit("a", journal.item("a2", seconds=0))  # usable again, with its room back
     await lanes.idle()
     assert journal.finished[-1] == "a2"
+
+
+class Batches:
+    """A lane runner that records each batch it is handed and holds each until released."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[str, list[str]]] = []
+        self.gate = asyncio.Event()
+
+    async def run(self, lane: str, items: Sequence[str]) -> None:
+        self.batches.append((lane, list(items)))
+        await self.gate.wait()
+
+
+async def test_what_queues_on_a_busy_lane_is_handed_over_as_one_batch() -> None:
+    """One worker per lane, not one task per item: what arrives together, or while the lane is
+    busy, is one batch, in arrival order; other lanes are not held up."""
+    runner = Batches()
+    lanes: EventLanes[str] = EventLanes(runner.run, max_in_flight=64)
+    tasks_before = len(asyncio.all_tasks())
+    await lanes.submit("a", "a0")
+    await lanes.submit("a", "a1")  # before the worker first ran: the same batch
+    await lanes.submit("b", "b0")
+    assert len(asyncio.all_tasks()) - tasks_before == 2  # a worker per lane
+    await asyncio.sleep(0)
+    for item in ("a2", "a3", "a4"):  # while lane a's first batch runs
+        await lanes.submit("a", item)
+    assert lanes.in_flight == 6 and len(asyncio.all_tasks()) - tasks_before == 2
+    runner.gate.set()
+    await lanes.idle()
+    assert runner.batches == [("a", ["a0", "a1"]), ("b", ["b0"]), ("a", ["a2", "a3", "a4"])]
+    assert lanes.in_flight == 0 and len(asyncio.all_tasks()) == tasks_before  # the workers ended
+    await lanes.submit("a", "a5")  # a new worker for the lane
+    await lanes.idle()
+    assert runner.batches[-1] == ("a", ["a5"])
+
+
+async def test_a_failed_batch_is_logged_and_the_lane_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    ran: list[list[str]] = []
+
+    async def run(lane: str, items: Sequence[str]) -> None:
+        ran.append(list(items))
+        if "bad" in items:
+            raise RuntimeError("batch failed")
+
+    lanes: EventLanes[str] = EventLanes(run, max_in_flight=2)
+    await lanes.submit("a", "bad")
+    await asyncio.sleep(0)
+    await lanes.submit("a", "good")
+    await lanes.idle()
+    assert ran == [["bad"], ["good"]] and lanes.in_flight == 0
+    assert "batch failed" in caplog.text

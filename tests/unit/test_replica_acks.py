@@ -17,8 +17,10 @@ import grpc
 import pytest
 from redis.asyncio.client import Pipeline
 
+from order_execution.exchange.user_stream import parse_order_event
 from order_execution.gateway.updates import UpdateHub
 from order_execution.listener.events import EventBus, Message
+from order_execution.listener.order_events import OrderEventRecorder
 from order_execution.listener.relay import OutboxRelay
 from order_execution.orders import fsm
 from order_execution.orders.errors import NotReplicated
@@ -29,6 +31,7 @@ from order_execution.proto import order_pb2 as pb
 from order_execution.tasks.messages import submit_order_push
 from tests import factories
 from tests.unit.gateway_harness import limit_order, running_gateway
+from tests.unit.test_user_stream import order_trade_update
 
 S = OrderState
 ONE_REPLICA = ReplicaAcks(needed=1, timeout_ms=50)
@@ -158,6 +161,25 @@ async def test_a_short_transition_carries_its_result_until_the_replicas_hold_it(
     redis.replicas = 0
     with pytest.raises(NotReplicated):
         await store.until_replicated(refused.value, budget_ms=0)
+
+
+async def test_the_listener_moves_past_old_news_only_once_the_replicas_hold_what_it_found(
+    redis: ReplicatingRedis,
+) -> None:
+    """An event the stored order already reflects is answered without a write; like a transition that
+    changes nothing, it confirms with probes until a replica holds what it found."""
+    store = OrderStore(redis, replica_acks=ONE_REPLICA)
+    await store.create(factories.make_order())
+    await store.transition("o1", lambda o: fsm.transition(o, S.SUBMITTING))
+    await store.transition(
+        "o1", lambda o: fsm.apply_report(o, fsm.ExchangeReport(S.SUBMITTED, exchange_order_id="99"))
+    )
+    recorder = OrderEventRecorder(store)
+    redis.answers = [0, 0]  # the first two probes come short; the third holds
+    before = len(redis.waits())
+    await recorder.record(parse_order_event(order_trade_update("NEW", "NEW")))
+    assert recorder.reflected == 1 and redis.answers == []
+    assert len(redis.waits()) - before == 3  # probes only: no write
 
 
 async def test_the_gateway_answers_unavailable_naming_the_client_id_then_the_retry_succeeds(
