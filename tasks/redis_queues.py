@@ -85,22 +85,29 @@ class QueueClient:
         ]
 
     async def fetch(
-        self, wanted: Sequence[tuple[str, int]], *, maintenance: bool = False, bells: Sequence[str] = ()
+        self,
+        wanted: Sequence[tuple[str, int]],
+        *,
+        maintenance: bool = False,
+        bells: Sequence[str] = (),
+        acks: Sequence[tuple[str, str]] = (),
     ) -> tuple[list[tuple[str, list[bytes]]], str | None]:
         """Take up to n messages from each (queue, n), in one round trip.
 
         Returns (queue, payloads) per queue, and which of the doorbell keys `bells` had
         rung (its entries are taken), if any. With `maintenance`, each queue's script run
         also requeues dead workers' messages and drops dead letters older than a week.
+        `acks` (queue, redis message id) are acked first, in the same round trip.
         """
 
         def build(pipe: aioredis.client.Pipeline) -> None:
+            self._ack(pipe, acks)
             for queue, count in wanted:
                 self._call(pipe, "fetch", queue, count, maintenance=maintenance)
             if bells:
                 pipe.lmpop(len(bells), *bells, direction="LEFT", count=DOORBELL_CAP)
 
-        results = await self._execute(build)
+        results = (await self._execute(build))[len(acks) :]
         fetched = [
             (queue, [payload for payload in found if payload is not None])
             for (queue, _), found in zip(wanted, results, strict=False)
@@ -108,15 +115,31 @@ class QueueClient:
         rung = results[-1] if bells else None
         return fetched, (reply_text(rung[0]) if rung else None)
 
-    async def wait_for_bell(self, bells: Sequence[str], timeout_s: float) -> str | None:
+    async def wait_for_bell(
+        self, bells: Sequence[str], timeout_s: float, *, acks: Sequence[tuple[str, str]] = ()
+    ) -> str | None:
         """Block until one of the doorbell keys `bells` rings; take its entries and return it.
 
-        None after `timeout_s` with no ring.
+        None after `timeout_s` with no ring. `acks` are acked first, in the same round trip.
         """
-        rung: Any = await self._redis.blmpop(
-            timeout_s, len(bells), *bells, direction="LEFT", count=DOORBELL_CAP
-        )
+        if not acks:
+            rung: Any = await self._redis.blmpop(
+                timeout_s, len(bells), *bells, direction="LEFT", count=DOORBELL_CAP
+            )
+        else:
+
+            def build(pipe: aioredis.client.Pipeline) -> None:
+                self._ack(pipe, acks)
+                pipe.blmpop(timeout_s, len(bells), *bells, direction="LEFT", count=DOORBELL_CAP)
+
+            rung = (await self._execute(build))[-1]
         return reply_text(rung[0]) if rung else None
+
+    def _ack(self, pipe: aioredis.client.Pipeline, acks: Sequence[tuple[str, str]]) -> None:
+        # Dispatch's ack removes the id from the ack set first and does nothing if it is not
+        # there: sent twice (a round trip cut off after Redis ran it), it changes nothing.
+        for queue, message_id in acks:
+            self._call(pipe, "ack", queue, message_id)
 
     async def settle(
         self,

@@ -24,6 +24,14 @@ the other groups' queues are fetched as before. So one account's backlog waits i
 not in front of another account's orders. While a group is full the consumer blocks on the
 other groups' doorbells at most `_FULL_GROUP_POLL_S` at a time, to notice its freed slots.
 
+Acks ride the next fetch: a finished handler's ack waits for the consumer's next round trip
+(a fetch or a doorbell wait) and goes out in it, so an order costs no round trip of its own to
+ack; acks no fetch took within `ack_delay_s` (a quiet consumer) go out on their own. Dead
+letters, retries and requeues go out at once. An ack is idempotent (Dramatiq's script removes
+the id from the ack set first and does nothing when it is gone), so a round trip cut off after
+Redis ran it is simply sent again; a process that dies first leaves its messages unacked, and
+they come back, as any unacked message does, to a handler that finds the order already done.
+
 Delayed messages (retries, scheduled queries) are fetched from `<queue>.DQ`, wait here
 until their eta, then move to their queue. A process that dies loses nothing: what it
 had fetched and not acked comes back to a queue once its heartbeat is stale.
@@ -37,7 +45,7 @@ import heapq
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +66,7 @@ _UNWIND_S = 0.2  # for a cancelled handler to record its requeue
 _LAST_FLUSH_FLOOR_S = 0.1  # the last flush is tried even when the grace is used up
 _LAST_FLUSH_FAILURES: tuple[type[Exception], ...] = (TimeoutError, StoreUnavailable)
 _FULL_GROUP_POLL_S = 0.02  # longest doorbell wait while a group has no free slot
+ACK_DELAY_S = 0.1  # longest an ack waits for a fetch to carry it
 
 
 def one_group(queue: str) -> str:
@@ -91,6 +100,10 @@ class _Settlements:
     def __bool__(self) -> bool:
         return bool(self.acks or self.nacks or self.requeues or self.enqueues)
 
+    @property
+    def only_acks(self) -> bool:
+        return not (self.nacks or self.requeues or self.enqueues)
+
 
 class Consumer:
     """Consumes `queues` (their delayed queues too) with `handlers`, keyed by actor name, up to
@@ -107,6 +120,7 @@ class Consumer:
         maintenance_every: int = 5,
         worker_id: str | None = None,
         group_of: Callable[[str], str] = one_group,
+        ack_delay_s: float = ACK_DELAY_S,
     ) -> None:
         self._client = QueueClient(redis, worker_id=worker_id)
         self._queues = [*queues, *(dq_name(q) for q in queues)]
@@ -125,6 +139,8 @@ class Consumer:
         self._slot_freed = asyncio.Event()
         self._pending = _Settlements()
         self._settle_wanted = asyncio.Event()
+        self._ack_wait_over = asyncio.Event()  # a fetch took the pending acks, or more than acks wait
+        self._ack_delay_s = ack_delay_s
         self._stopping = False  # no new fetches or starts
         self._closing = False  # the settler's last round (run() flushes what follows)
         self._seq = 0
@@ -159,6 +175,7 @@ class Consumer:
         deadline = loop.time() + grace_s
         reserve_s = min(_SETTLE_RESERVE_S, grace_s / 4)
         self._stopping = True
+        self._ack_wait_over.set()  # no more fetches to carry acks
         fetcher.cancel()
         await asyncio.wait({fetcher}, timeout=max(deadline - reserve_s - loop.time(), 0))
         await self._drain(max(deadline - reserve_s - loop.time(), 0))
@@ -210,7 +227,9 @@ class Consumer:
     async def _wait_for_bell(self, queues: list[str], timeout_s: float) -> None:
         """Block until the doorbell of one of `queues` rings (or `timeout_s`); its queue becomes hot."""
         timeout_s = min(max(timeout_s, 0.01), self._until_next_due())
-        rung = await self._client.wait_for_bell([doorbell_key(q) for q in queues], timeout_s)
+        bells = [doorbell_key(q) for q in queues]
+        with self._carrying_acks() as acks:
+            rung = await self._client.wait_for_bell(bells, timeout_s, acks=acks)
         if rung is not None:
             self._hot[self._bells[rung]] = None
 
@@ -228,7 +247,8 @@ class Consumer:
             for q in queues
         ]
         quiet = [bell for bell, q in self._bells.items() if q not in queues and self._room(q) > 0]
-        fetched, rung = await self._client.fetch(wanted, maintenance=maintenance, bells=quiet)
+        with self._carrying_acks() as acks:
+            fetched, rung = await self._client.fetch(wanted, maintenance=maintenance, bells=quiet, acks=acks)
         for (queue, payloads), (_, asked) in zip(fetched, wanted, strict=True):
             if asked and len(payloads) >= asked:
                 self._hot[queue] = None
@@ -239,6 +259,21 @@ class Consumer:
         if rung is not None:
             self._hot[self._bells[rung]] = None
         self._start_backlog()
+
+    @contextlib.contextmanager
+    def _carrying_acks(self) -> Iterator[list[tuple[str, str]]]:
+        """The pending acks, for the round trip the block makes; if it fails (or is cancelled)
+        they are pending again, for the settler to send (twice, if Redis ran them: harmless)."""
+        acks, self._pending.acks = self._pending.acks, []
+        if acks:
+            self._ack_wait_over.set()
+        try:
+            yield acks
+        except BaseException:
+            if acks:
+                self._pending.acks[:0] = acks
+                self._wake_settler()
+            raise
 
     def _accept(self, queue: str, message: Message[Any]) -> None:
         if queue.endswith(".DQ"):
@@ -285,7 +320,7 @@ class Consumer:
             _, _, queue, message = heapq.heappop(self._delayed)
             self._pending.enqueues.append((message.copy(queue_name=q_name(queue)), None))
             self._pending.acks.append((queue, message.options["redis_message_id"]))
-            self._settle_wanted.set()
+            self._wake_settler()
 
     async def _process(self, queue: str, message: Message[Any]) -> None:
         message_id = message.options["redis_message_id"]
@@ -313,12 +348,25 @@ class Consumer:
         else:
             self._pending.acks.append((queue, message_id))
         finally:
-            self._settle_wanted.set()
+            self._wake_settler()
+
+    def _wake_settler(self) -> None:
+        self._settle_wanted.set()
+        if not self._pending.only_acks:
+            self._ack_wait_over.set()  # a dead letter, retry or requeue goes out at once
 
     async def _settle_forever(self) -> None:
         while not self._closing:
             await self._settle_wanted.wait()
             self._settle_wanted.clear()
+            if not self._pending:
+                continue  # a fetch took them already
+            if self._pending.only_acks and not self._stopping:
+                # The fetcher's next round trip carries them, unless it makes none soon.
+                self._ack_wait_over.clear()
+                await _wait(self._ack_wait_over, self._ack_delay_s)
+                if not self._pending:
+                    continue
             try:
                 await self._flush()
             except Exception as exc:  # a Redis outage above all; nothing may end this loop early

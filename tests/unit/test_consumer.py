@@ -22,6 +22,7 @@ import pytest
 import redis.asyncio as aioredis
 from dramatiq import Message
 
+from order_execution.orders.errors import StoreUnavailable
 from order_execution.orders.model import Order
 from order_execution.orders.store import OrderStore
 from order_execution.tasks.messages import submit_order_push
@@ -572,3 +573,107 @@ async def test_real_redis_doorbell_wake_retry_delay_and_ack(real: tuple[aioredis
         await eventually(settled, what="acked")
     assert runs[1][1] - runs[0][1] >= 100  # after its backoff
     assert await dead_letters(client, queues[2]) == []
+
+
+# --- acks ride the fetches -------------------------------------------------------------------
+
+
+async def test_an_ack_rides_the_next_fetch_not_a_round_trip_of_its_own(redis: aioredis.Redis) -> None:
+    handler = Recorder()
+    consumer = Consumer(
+        redis,
+        [QUEUE],
+        {WORK: Handler(handler)},
+        max_in_flight=2,
+        sweep_interval_s=NO_SWEEP_S,
+        ack_delay_s=NO_SWEEP_S,  # only a fetch can carry an ack
+        worker_id="w1",
+    )
+    async with running(consumer):
+        await eventually(lambda: redis.zscore(HEARTBEATS, "w1"), what="the first sweep")
+        await push(redis, message(1))
+        await eventually(lambda: handler.done == [1], what="the first message ran")
+        await asyncio.sleep(0.2)
+        assert await unacked(redis, "w1") == 1, "acked on its own, not by the next fetch"
+        await push(redis, message(2))
+        await eventually(lambda: handler.done == [1, 2], what="the second message ran")
+        # The first message's ack went out with the fetch that took the second.
+        await eventually(lambda: _is_one(stored(redis)), what="the first message acked")
+        assert await unacked(redis, "w1") == 1  # the second one's ack waits for the next fetch
+    assert await stored(redis) == 0  # stopping sends what no fetch took
+
+
+async def _is_one(value: Awaitable[int]) -> bool:
+    return await value == 1
+
+
+async def test_a_quiet_consumer_acks_on_its_own_after_the_ack_delay(redis: aioredis.Redis) -> None:
+    handler = Recorder()
+    consumer = Consumer(
+        redis,
+        [QUEUE],
+        {WORK: Handler(handler)},
+        max_in_flight=2,
+        sweep_interval_s=NO_SWEEP_S,
+        ack_delay_s=0.05,
+        worker_id="w1",
+    )
+    async with running(consumer):
+        await eventually(lambda: redis.zscore(HEARTBEATS, "w1"), what="the first sweep")
+        await push(redis, message(1))
+        await eventually(lambda: handler.done == [1], what="ran")
+        # No fetch follows (no message, no sweep): the settler sends the ack itself.
+        await eventually(lambda: _is_zero(stored(redis)), what="acked with no fetch to carry it")
+        assert await unacked(redis, "w1") == 0
+
+
+async def test_a_dead_letter_goes_out_at_once_not_with_the_next_fetch(redis: aioredis.Redis) -> None:
+    async def broken(n: int) -> None:
+        raise ValueError("bad message")
+
+    consumer = Consumer(
+        redis,
+        [QUEUE],
+        {WORK: Handler(broken)},
+        max_in_flight=2,
+        sweep_interval_s=NO_SWEEP_S,
+        ack_delay_s=NO_SWEEP_S,
+        worker_id="w1",
+    )
+    async with running(consumer):
+        await eventually(lambda: redis.zscore(HEARTBEATS, "w1"), what="the first sweep")
+        await push(redis, message(1))
+        await eventually(lambda: dead_letters(redis), what="dead-lettered with no fetch after it")
+
+
+async def test_acks_a_failed_fetch_carried_are_sent_again(redis: aioredis.Redis) -> None:
+    handler = Recorder()
+    consumer = Consumer(
+        redis,
+        [QUEUE],
+        {WORK: Handler(handler)},
+        max_in_flight=2,
+        sweep_interval_s=NO_SWEEP_S,
+        ack_delay_s=0.05,
+        worker_id="w1",
+    )
+    client = consumer._client
+    real_fetch = client.fetch
+    failed: list[list[tuple[str, str]]] = []
+
+    async def fetch_failing_once(*args: Any, **kwargs: Any) -> Any:
+        acks = kwargs.get("acks") or []
+        if acks and not failed:
+            failed.append(list(acks))
+            raise StoreUnavailable("Redis went away mid-fetch")
+        return await real_fetch(*args, **kwargs)
+
+    client.fetch = fetch_failing_once  # type: ignore[method-assign]
+    async with running(consumer):
+        await eventually(lambda: redis.zscore(HEARTBEATS, "w1"), what="the first sweep")
+        await push(redis, message(1))
+        await eventually(lambda: handler.done == [1], what="the first message ran")
+        await push(redis, message(2))  # its fetch carries the first one's ack, and fails
+        await eventually(lambda: handler.done == [1, 2], what="the second message ran after the retry")
+        await eventually(lambda: _is_zero(stored(redis)), what="both acked, the failed fetch's too")
+    assert failed, "no fetch carried an ack"
