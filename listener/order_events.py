@@ -66,6 +66,7 @@ class OrderEventRecorder:
         self.dropped = 0
         self.reflected = 0  # events the stored order already reflected: nothing shipped, nothing written
         self.awaiting_link = 0  # events of a triggered order that came before the news linking it
+        self.coalesced = 0  # acceptances not applied on their own: the trade right after implies them
         self._fired_at: dict[str, int] = {}  # symbol -> when a conditional order of ours last fired
 
     async def record(self, event: OrderEvent) -> None:
@@ -76,12 +77,17 @@ class OrderEventRecorder:
         """Apply `events`, all about one order (one client order id), in their order.
 
         Their lookups share one round trip: when the stream delivers an order's NEW and its
-        trade together, both are checked at once. Each lookup was made before the events ahead
+        trade together, both are checked at once, and a plain acceptance right before a trade of
+        the order is not applied on its own (`implied_by`: the trade leaves the order as both
+        would; counted in `coalesced`). Each lookup was made before the events ahead
         of it were applied, so once one of them has changed the order, the ones after it are
         applied to the order as that change left it (a compare-and-set, which re-reads if
         anyone else wrote since), not to what their lookup found. A failed shared lookup
         leaves each event to look its order up itself.
         """
+        kept = [e for e, after in zip(events, [*events[1:], None], strict=True) if not implied_by(e, after)]
+        self.coalesced += len(events) - len(kept)
+        events = kept
         if len(events) == 1:
             await self.record(events[0])
             return
@@ -254,3 +260,25 @@ def _applied(order: Order, event: OrderEvent) -> Order | None:
     stored them, or its PUT timed out), then the report; None if nothing changes."""
     amended = fsm.amend(order, price=event.amended[0], quantity=event.amended[1]) if event.amended else None
     return fsm.apply_report(amended or order, event.report) or amended
+
+
+def implied_by(event: OrderEvent, after: OrderEvent | None) -> bool:
+    """Whether `event` is a plain acceptance (NEW: nothing filled, no fill, no amendment, not an
+    algo's) that `after`, the next event of the same order, wholly contains: a trade (partial or
+    full fill) with the same exchange order id. Applying the trade alone leaves the order as
+    applying both would (`fsm.apply_report`: the trade moves the order past acceptance from every
+    state acceptance would, and carries the same id), so the acceptance needs no lookup of its own.
+    A trade, an amendment, a final state and anything conditional are never implied."""
+    if after is None or event.conditional or after.conditional or event.amended or after.amended:
+        return False
+    report, trade = event.report, after.report
+    return (
+        report.state is OrderState.SUBMITTED
+        and not report.fills
+        and not report.filled_quantity
+        and not report.algo_id
+        and bool(trade.fills)
+        and trade.state in (OrderState.PARTIALLY_FILLED, OrderState.FILLED)
+        and (after.client_order_id, after.symbol) == (event.client_order_id, event.symbol)
+        and trade.exchange_order_id == report.exchange_order_id
+    )

@@ -231,10 +231,11 @@ class OrderStore(OrderQueries):
 
         `change` gets the stored order and returns the new one, or None for "no change"
         (typically a `fsm` function). On a concurrent write it is re-run on the fresh
-        order. A caller that holds a recent copy passes it as `current`, which saves the
-        read when nobody changed the order since. The new version goes to the outbox in
-        the same atomic step (a worker's claim, NEW -> SUBMITTING, with the next change),
-        and so does the push `enqueue` returns for it, if any.
+        order, which the losing write answers with (no read of its own). A caller that
+        holds a recent copy passes it as `current`, which saves the read when nobody
+        changed the order since. The new version goes to the outbox in the same atomic
+        step (a worker's claim, NEW -> SUBMITTING, with the next change), and so does
+        the push `enqueue` returns for it, if any.
         Raises OrderNotFound, StoreConflict after repeated lost races, NotReplicated
         (carrying the result) when the replicas did not confirm it (see the module docstring),
         or StoreUnavailable when Redis cannot answer.
@@ -269,7 +270,8 @@ class OrderStore(OrderQueries):
                 return result
             if outcome == -1:
                 raise OrderNotFound(order_id)
-            current = None  # someone else wrote it first: read it again
+            # Someone else wrote it first: the script answered with what is stored now.
+            current = Order.from_json(outcome)
         raise StoreConflict(f"order {order_id}: gave up after {_MAX_CAS_ATTEMPTS} concurrent updates")
 
     async def enqueue(self, push: QueuePush) -> None:

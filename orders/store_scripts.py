@@ -174,12 +174,14 @@ redis.call('ZADD', KEYS[11], ARGV[3], ARGV[1])
 )
 
 # ARGV[12] expected version, ARGV[13] new version; push at KEYS[9..11] / ARGV[14..15].
-# A version held back goes to the outbox first.
+# A version held back goes to the outbox first. Returns 1 when written, -1 when there is no
+# order, and the stored order's data when its version is not the expected one: the caller
+# re-applies its change to that without a read of its own.
 COMPARE_AND_SET = (
     """
 local current = redis.call('HGET', KEYS[1], 'version')
 if not current then return -1 end
-if current ~= ARGV[12] then return 0 end
+if current ~= ARGV[12] then return redis.call('HGET', KEYS[1], 'data') end
 local held_was = redis.call('HGET', KEYS[1], 'held_was')
 if held_was then
   local held_data = redis.call('HGET', KEYS[1], 'data')

@@ -8,6 +8,7 @@ listener then neither decodes the order nor writes, while news is applied exactl
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
@@ -17,7 +18,7 @@ import fakeredis
 import pytest
 
 from order_execution.exchange.user_stream import OrderEvent, parse_order_event
-from order_execution.listener.order_events import OrderEventRecorder
+from order_execution.listener.order_events import OrderEventRecorder, implied_by
 from order_execution.orders import fsm
 from order_execution.orders.errors import StoreUnavailable
 from order_execution.orders.model import Fill, Order, OrderState
@@ -277,12 +278,17 @@ def without_times(order: Order) -> Order:
     return order.replace(updated_at=0, created_at=0)
 
 
+def without_versions(order: Order) -> Order:
+    """`order` without what an acceptance applied on its own adds: its version, and the times."""
+    return without_times(order).replace(version=0)
+
+
 async def test_an_orders_events_that_arrive_together_share_one_lookup(
     store: OrderStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """NEW, a trade, the same trade again, the last trade: one lookup round trip for the four, the
-    events after the first change applied to the order as it left it; the result is what applying
-    them one by one gives."""
+    """NEW, a trade, the same trade again, the last trade: the NEW is implied by the trade right after
+    it, one lookup round trip for the three others, the events after the first change applied to the
+    order as it left it; the result is what applying all four one by one gives."""
     await submitted(store)
     batch = [
         event("NEW", "NEW"),
@@ -293,26 +299,34 @@ async def test_an_orders_events_that_arrive_together_share_one_lookup(
     lookups, counts = Lookups(monkeypatch, store), Counts(monkeypatch, store)
     recorder = OrderEventRecorder(store)
     await recorder.record_all(batch)
-    assert (lookups.shared, lookups.single) == ([4], 0)
-    assert counts.writes == 3 and recorder.applied == 3  # NEW, trade 1, trade 2; the repeat wrote nothing
+    assert (lookups.shared, lookups.single, recorder.coalesced) == ([3], 0, 1)
+    assert counts.writes == 2 and recorder.applied == 2  # trade 1, trade 2; the repeat wrote nothing
     order = await store.get("o1")
-    assert without_times(order) == without_times(await one_by_one(batch))
+    assert without_versions(order) == without_versions(await one_by_one(batch))
     assert order.state is S.FILLED and [f.trade_id for f in order.fills] == ["1", "2"]
     versions = [entry.order.state for entry in await store.outbox.range_after("0-0")]
-    assert versions == [S.NEW, S.SUBMITTING, S.SUBMITTED, S.PARTIALLY_FILLED, S.FILLED]  # in order
+    assert versions == [S.NEW, S.SUBMITTING, S.PARTIALLY_FILLED, S.FILLED]  # in order
 
 
 async def test_old_news_in_a_batch_costs_nothing_more(
     store: OrderStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The NEW and FILLED of an order the worker stored FILLED, arriving together: one round trip,
-    the trade written, the NEW neither decoded nor written."""
-    await stored_market_fill(store)
+    """The NEW, a repeated trade and a new one of an order the worker stored FILLED, arriving
+    together: one round trip, the new trade written, the NEW not even looked up (the trade after it
+    implies it), the repeat neither decoded nor written."""
+    stored = await stored_market_fill(store)
+    await OrderEventRecorder(store).record(event("TRADE", "PARTIALLY_FILLED", **TRADE_1))
     lookups, counts = Lookups(monkeypatch, store), Counts(monkeypatch, store)
     recorder = OrderEventRecorder(store)
-    await recorder.record_all([event("NEW", "NEW"), event("TRADE", "FILLED", **TRADE_2)])
+    batch = [
+        event("NEW", "NEW"),
+        event("TRADE", "PARTIALLY_FILLED", **TRADE_1),
+        event("TRADE", "FILLED", **TRADE_2),
+    ]
+    await recorder.record_all(batch)
     assert (lookups.shared, lookups.single, counts.writes, counts.decodes) == ([2], 0, 1, 1)
-    assert (recorder.reflected, recorder.applied) == (1, 1)
+    assert (recorder.coalesced, recorder.reflected, recorder.applied) == (1, 1, 1)
+    assert (await store.get("o1")).version == stored.version + 2
 
 
 async def test_a_write_by_someone_else_after_the_shared_lookup_is_not_overwritten(
@@ -331,12 +345,14 @@ async def test_a_write_by_someone_else_after_the_shared_lookup_is_not_overwritte
 
     monkeypatch.setattr(store, "find_for_reports", then_the_worker_writes)
     recorder = OrderEventRecorder(store)
-    await recorder.record_all([event("NEW", "NEW"), event("TRADE", "PARTIALLY_FILLED", **TRADE_1)])
+    await recorder.record_all(
+        [event("TRADE", "PARTIALLY_FILLED", **TRADE_1), event("TRADE", "FILLED", **TRADE_2)]
+    )
     order = await store.get("o1")
     assert (order.state, order.filled_quantity, [f.trade_id for f in order.fills]) == (
         S.FILLED,
         Decimal("0.010"),
-        ["1"],
+        ["1", "2"],
     )
 
 
@@ -350,9 +366,11 @@ async def test_a_failed_shared_lookup_leaves_each_event_to_look_itself_up(
 
     monkeypatch.setattr(store, "find_for_reports", unavailable)
     recorder = OrderEventRecorder(store)
-    await recorder.record_all([event("NEW", "NEW"), event("TRADE", "PARTIALLY_FILLED", **TRADE_1)])
+    await recorder.record_all(
+        [event("TRADE", "PARTIALLY_FILLED", **TRADE_1), event("TRADE", "FILLED", **TRADE_2)]
+    )
     order = await store.get("o1")
-    assert (order.state, [f.trade_id for f in order.fills]) == (S.PARTIALLY_FILLED, ["1"])
+    assert (order.state, [f.trade_id for f in order.fills]) == (S.FILLED, ["1", "2"])
 
 
 async def test_an_amendment_in_a_batch_is_looked_up_whole(
@@ -368,6 +386,78 @@ async def test_an_amendment_in_a_batch_is_looked_up_whole(
     assert lookups.shared == [3]
     assert (order.state, order.price, order.quantity) == (S.SUBMITTED, Decimal("49000"), Decimal("0.020"))
     assert without_times(order) == without_times(await one_by_one(batch))
+
+
+@pytest.mark.parametrize("state", list(S))
+@pytest.mark.parametrize("exchange_id", ["", "99"])
+@pytest.mark.parametrize("trade", [TRADE_1, TRADE_2])
+def test_a_trade_leaves_the_order_as_the_acceptance_before_it_and_the_trade_would(
+    state: OrderState, exchange_id: str, trade: dict[str, Any]
+) -> None:
+    """Why an acceptance right before a trade may be skipped: from every state, with or without the
+    exchange id stored, the trade alone makes the order the acceptance and the trade make it."""
+    order = factories.make_order(state=state, exchange_order_id=exchange_id)
+    accepted, traded = (
+        event("NEW", "NEW"),
+        event("TRADE", "FILLED" if trade is TRADE_2 else "PARTIALLY_FILLED", **trade),
+    )
+    assert implied_by(accepted, traded)
+    after_new = fsm.apply_report(order, accepted.report) or order
+    both = fsm.apply_report(after_new, traded.report) or after_new
+    alone = fsm.apply_report(order, traded.report) or order
+    assert without_times(alone) == without_times(both)
+
+
+def test_only_a_plain_acceptance_right_before_a_trade_of_the_same_order_is_implied() -> None:
+    """A trade (each carries its own fill and fee), an amendment, a final state, an algo's news, an
+    acceptance before anything but a trade of the same order: never skipped."""
+    accepted, trade = event("NEW", "NEW"), event("TRADE", "PARTIALLY_FILLED", **TRADE_1)
+    amendment = order_trade_update("AMENDMENT", "NEW")
+    amendment["o"].update(p="49000", q="0.020")
+    algo = OrderEvent("oe-1", "BTCUSDT", accepted.report, 0, conditional=True)
+    other_order = dataclasses.replace(trade, client_order_id="oe-2")
+    other_id = dataclasses.replace(trade, report=dataclasses.replace(trade.report, exchange_order_id="98"))
+    for first, after in [
+        (accepted, None),
+        (trade, event("TRADE", "FILLED", **TRADE_2)),
+        (accepted, parse_order_event(amendment)),
+        (parse_order_event(amendment), trade),
+        (accepted, event("CANCELED", "CANCELED")),
+        (event("EXPIRED", "EXPIRED"), trade),
+        (algo, trade),
+        (accepted, OrderEvent("oe-1", "BTCUSDT", trade.report, 0, conditional=True)),
+        (accepted, other_order),
+        (accepted, other_id),
+        (accepted, event("NEW", "NEW")),
+    ]:
+        assert not implied_by(first, after), (first, after)
+
+
+async def test_a_coalesced_batch_stores_what_applying_every_event_stores(store: OrderStore) -> None:
+    """NEW, trade, NEW (a repeat), trade, CANCELED after an amendment: the two acceptances before a
+    trade are skipped and counted, the rest applied; the order is what applying every event one by
+    one makes it (but for the versions the skipped ones would have added)."""
+    await submitted(store)
+    amendment = order_trade_update("AMENDMENT", "PARTIALLY_FILLED", cumulative="0.004")
+    amendment["o"].update(p="49000", q="0.020")
+    batch = [
+        event("NEW", "NEW"),
+        event("TRADE", "PARTIALLY_FILLED", **TRADE_1),
+        event("NEW", "NEW"),
+        event("TRADE", "FILLED", **TRADE_2),
+        parse_order_event(amendment),
+        event("CANCELED", "CANCELED"),
+    ]
+    recorder = OrderEventRecorder(store)
+    await recorder.record_all(batch)
+    order = await store.get("o1")
+    assert recorder.coalesced == 2
+    assert without_versions(order) == without_versions(await one_by_one(batch))
+    assert (order.state, [f.trade_id for f in order.fills], order.fee) == (
+        S.FILLED,
+        ["1", "2"],
+        Decimal("0.05"),
+    )
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any
 
 import fakeredis
 import pytest
@@ -108,6 +109,40 @@ async def test_concurrent_transitions_lose_no_update(client: aioredis.Redis) -> 
     final = await store.get(order.order_id)
     assert final.filled_quantity == Decimal("0.008")
     assert final.version == 2 + 8
+
+
+async def test_a_lost_race_is_retried_on_the_order_the_write_returned(
+    client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compare-and-set that finds another version answers with the stored order: the change is
+    re-run on that, with no read of its own (two round trips, not three), and lands on top of the
+    other writer's change."""
+    store = OrderStore(client)
+    order = make_order()
+    await store.create(order)
+    stale = (await store.transition(order.order_id, lambda o: fsm.transition(o, S.SUBMITTING))).order
+    accepted = fsm.ExchangeReport(S.SUBMITTED, exchange_order_id="99")
+    await store.transition(order.order_id, lambda o: fsm.apply_report(o, accepted))  # another writer
+    commands: list[str] = []
+    execute = client.execute_command
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        commands.append(str(args[0]))
+        return await execute(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(client, "execute_command", counting)
+    seen: list[int] = []
+
+    def fill(current: Order) -> Order | None:
+        seen.append(current.version)
+        return fsm.apply_report(current, fsm.ExchangeReport(S.PARTIALLY_FILLED, Decimal("0.004")))
+
+    result = await store.transition(order.order_id, fill, current=stale)
+    assert commands == ["EVALSHA", "EVALSHA"]
+    assert seen == [2, 3]
+    assert result.changed and result.order.version == 4
+    assert (result.order.exchange_order_id, result.order.filled_quantity) == ("99", Decimal("0.004"))
+    assert await store.get(order.order_id) == result.order
 
 
 async def test_transition_can_queue_in_the_same_step(client: aioredis.Redis) -> None:
