@@ -19,6 +19,14 @@ Checks 2-4 are per exchange account (`AccountGate`): one account's full queue, o
 or spent budget refuses that account's orders only (the breaker is shared by the accounts of
 one venue, as the workers share it).
 
+Checks 2-4 read the account's queues, budget and breaker in one pipeline. With
+`admission.snapshot_max_age_ms` set (0, the default: every check reads inline, so another
+process's write is seen by the next check; 1000 in config.example.yaml) they judge by the
+account's snapshot instead, which the gateway re-reads in the background once it is
+`admission.snapshot_refresh_ms` old (50) and reads inline, on the order's path, only when there
+is none or it is older than the max age; orders this gateway let through since count on top of
+it (`gateway.admission_snapshot`).
+
 The budget estimate is the longest of: the token bucket serving the queue at its rate,
 each ORDERS window's remaining room, and a block after 429/418.
 """
@@ -30,7 +38,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from order_execution.exchange.breakers import Group, breaker_key
+from order_execution.exchange.breakers import Group
 from order_execution.exchange.rate_budget import (
     ORDERS_LONG_WINDOW_MS,
     ORDERS_SHORT_WINDOW_MS,
@@ -38,10 +46,13 @@ from order_execution.exchange.rate_budget import (
     Priority,
     RateBudget,
 )
+from order_execution.gateway.admission_snapshot import AccountGate, AccountSnapshots
 from order_execution.orders.errors import ExchangeNotAccepting, Overloaded
 from order_execution.orders.model import DEFAULT_ACCOUNT, now_ms
 from order_execution.orders.store import OrderStore
 from order_execution.runtime.settings import AdmissionSettings, CircuitBreakerSettings
+
+__all__ = ["AccountGate", "Admission"]  # AccountGate lives with the snapshots that read by it
 
 
 @dataclass
@@ -61,26 +72,6 @@ class _Bucket:
         return self.tokens + (now - self.at) * self.rate >= self.burst
 
 
-@dataclass(frozen=True, slots=True)
-class AccountGate:
-    """What admission reads for one exchange account: its shared rate budget (None: not
-    checked) and the Redis namespace of its venue's breakers (`exchange.account.breaker_namespace`;
-    None: the create breaker is not checked)."""
-
-    budget: RateBudget | None = None
-    breaker_namespace: str | None = None
-
-    @property
-    def breaker_keys(self) -> list[str] | None:
-        """The create breaker's keys (pybreaker's, in the same Redis); None: not checked."""
-        if self.breaker_namespace is None:
-            return None
-        return [
-            breaker_key(self.breaker_namespace, Group.CREATE),
-            breaker_key(self.breaker_namespace, Group.CREATE, "opened_at"),
-        ]
-
-
 class Admission:
     """The checks above, for one gateway."""
 
@@ -95,10 +86,15 @@ class Admission:
     ) -> None:
         """`accounts` holds each exchange account's gate; an account without one has only its
         queue bound checked (None: no account has one)."""
-        self._store = store
         self._settings = settings
         self._max_age_ms = max_order_age_ms
         self._accounts = dict(accounts or {})
+        self._snapshots = AccountSnapshots(
+            store,
+            self._accounts,
+            refresh_ms=settings.snapshot_refresh_ms,
+            max_age_ms=settings.snapshot_max_age_ms,
+        )
         self._breaker_timeout_s = (breaker_settings or CircuitBreakerSettings()).timeout
         # In order of last use (a used bucket moves to the end), so idle ones are found first.
         self._clients: dict[str, _Bucket] = {}
@@ -152,24 +148,15 @@ class Admission:
 
     async def check_create(self, symbol: str, account: str = DEFAULT_ACCOUNT) -> None:
         """Raise Overloaded or ExchangeNotAccepting if an order for `symbol` on exchange account
-        `account` should not be accepted now.
+        `account` should not be accepted now; an order it lets through counts as this gateway's
+        until `create_done`.
 
-        Everything it reads (the account's queues, budget and venue breaker) comes in one Redis
-        round trip.
+        It judges by the account's snapshot (`gateway.admission_snapshot`): most checks make no
+        Redis call; one that must read inline raises what Redis raises.
         """
         gate = self._accounts.get(account, AccountGate())
-        budget, breaker_keys = gate.budget, gate.breaker_keys
-        now = now_ms()
-        pipe = self._store.pipeline()
-        read_queued = self._store.read_unsent_counts(pipe, symbol, account)
-        read_budget = None
-        if budget is not None:
-            await budget.refresh_limits()
-            read_budget = budget.read_state(pipe, at_ms=now)
-        if breaker_keys is not None:
-            pipe.mget(breaker_keys)
-        results = await pipe.execute()
-        queued, ahead = read_queued(results)
+        view = await self._snapshots.view(symbol, account, now=now_ms())
+        queued, ahead = view.queued, view.ahead
         on = "" if account == DEFAULT_ACCOUNT else f" on account {account}"  # one account: unsaid
         if queued >= self._settings.max_queued_per_symbol:
             raise Overloaded(
@@ -178,11 +165,20 @@ class Admission:
                 limit="queue_bound",
                 account=account,
             )
-        if breaker_keys is not None:
-            self._check_breaker(*results[-1])
-        if budget is None or read_budget is None:
-            return
-        state = read_budget(results[2:])
+        if view.breaker is not None:
+            self._check_breaker(*view.breaker)
+        if gate.budget is not None and view.budget is not None:
+            self._check_budget(gate.budget, view.budget, ahead=ahead, now=view.now, on=on, account=account)
+        self._snapshots.admitted(symbol, account)
+
+    def create_done(self, symbol: str, account: str = DEFAULT_ACCOUNT) -> None:
+        """The create of an order `check_create` let through is over, stored or not: call it once
+        per such order, after the store answered or failed."""
+        self._snapshots.create_done(symbol, account)
+
+    def _check_budget(
+        self, budget: RateBudget, state: BudgetState, *, ahead: int, now: int, on: str, account: str
+    ) -> None:
         if state.blocked_reason.startswith("418"):
             raise ExchangeNotAccepting(f"the exchange banned this IP: {state.blocked_reason}")
         wait_ms, limited_by = self.projected_wait_ms(budget, state, ahead=ahead, now=now)

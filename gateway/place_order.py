@@ -97,7 +97,11 @@ async def _place(
         return CreateResult(stored, created=False)
     # A store outage here raises StoreUnavailable naming the client_order_id to retry with
     # (OrderStore.create): the write may have landed.
-    result = await store.create(order, enqueue=submit_order_push, risk=checked)
+    try:
+        result = await store.create(order, enqueue=submit_order_push, risk=checked)
+    finally:
+        if admission is not None:  # admission counts the order as its own until then
+            admission.create_done(order.symbol, order.account)
     if not result.created:
         _check_same_order(result.order, order)
     return result

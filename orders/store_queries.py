@@ -124,16 +124,23 @@ class OrderQueries:
         """The account's orders accepted but not yet sent (NEW or SUBMITTING): of `symbol`, and of
         every symbol."""
         pipe = self._redis.pipeline(transaction=False)
-        return self.read_unsent_counts(pipe, symbol, account)(await pipe.execute())
+        of_symbols, of_account = self.read_unsent_counts(pipe, [symbol], account)(await pipe.execute())
+        return of_symbols[symbol], of_account
 
     def read_unsent_counts(
-        self, pipe: Pipeline, symbol: str, account: str = DEFAULT_ACCOUNT
-    ) -> Callable[[list[Any]], tuple[int, int]]:
-        """Queue `unsent_counts`' reads on `pipe` (to share its round trip); returns their parser,
+        self, pipe: Pipeline, symbols: Sequence[str], account: str = DEFAULT_ACCOUNT
+    ) -> Callable[[list[Any]], tuple[dict[str, int], int]]:
+        """Queue the reads of the account's unsent counts of each of `symbols` and of every symbol
+        on `pipe` (to share its round trip: len(symbols) + 1 commands); returns their parser,
         which takes the pipeline's results from this call's first command on."""
-        pipe.zcard(self._unsent_key(account, symbol))
+        symbols = tuple(symbols)
+        for symbol in symbols:
+            pipe.zcard(self._unsent_key(account, symbol))
         pipe.zcard(self._unsent_key(account))
-        return lambda results: (int(results[0]), int(results[1]))
+        return lambda results: (
+            {symbol: int(count) for symbol, count in zip(symbols, results, strict=False)},
+            int(results[len(symbols)]),
+        )
 
     def pipeline(self) -> Pipeline:
         """A non-transactional pipeline on the store's connection, for reads batched with others."""

@@ -52,6 +52,19 @@ class AdmissionSettings(Section):
         60, gt=0, description="a client's rate bucket unused this long (and full again) is forgotten"
     )
     max_queued_per_symbol: int = Field(1000, gt=0, description="orders accepted but not yet sent, per symbol")
+    snapshot_refresh_ms: int = Field(
+        50,
+        ge=0,
+        description="a CreateOrder check finding its account's admission snapshot older than this answers "
+        "from it and re-reads it in the background",
+    )
+    snapshot_max_age_ms: int = Field(
+        0,
+        ge=0,
+        description="an admission snapshot older than this is not used: the check reads Redis inline; "
+        "0 = every check reads inline, so another process's write is seen by the next check (1000: a "
+        "check reads inline only after a second without orders)",
+    )
 
 
 class RiskSettings(Section):
