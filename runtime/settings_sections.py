@@ -59,11 +59,11 @@ class AdmissionSettings(Section):
         "from it and re-reads it in the background",
     )
     snapshot_max_age_ms: int = Field(
-        0,
+        1000,
         ge=0,
-        description="an admission snapshot older than this is not used: the check reads Redis inline; "
-        "0 = every check reads inline, so another process's write is seen by the next check (1000: a "
-        "check reads inline only after a second without orders)",
+        description="an admission snapshot older than this is not used: the check reads Redis inline "
+        "(so after a second without orders); 0 = every check reads inline, and another process's write "
+        "is seen by the very next check",
     )
 
 

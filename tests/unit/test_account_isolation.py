@@ -358,7 +358,9 @@ async def test_admission_and_its_retry_path_are_per_account() -> None:
     still gets that order back (looked up by its client id on `b`)."""
     redis = fakeredis.FakeAsyncRedis()
     admission = Admission(
-        store=OrderStore(redis), settings=AdmissionSettings(max_queued_per_symbol=1), max_order_age_ms=5000
+        store=OrderStore(redis),
+        settings=AdmissionSettings(max_queued_per_symbol=1, snapshot_max_age_ms=0),
+        max_order_age_ms=5000,
     )
     async with (
         serving_gateway(redis, redis, auth=AUTH, admission=admission, accounts=ACCOUNTS) as target,
@@ -380,7 +382,7 @@ async def test_one_accounts_full_queue_or_open_breaker_refuses_only_its_orders()
     store = OrderStore(redis)
     admission = Admission(
         store=store,
-        settings=AdmissionSettings(max_queued_per_symbol=1),
+        settings=AdmissionSettings(max_queued_per_symbol=1, snapshot_max_age_ms=0),
         max_order_age_ms=5000,
         accounts={"a": AccountGate(None, "oe:venue:a"), "b": AccountGate(None, "oe:venue:b")},
     )

@@ -70,7 +70,9 @@ class Setup:
     def admission(self, **settings: Any) -> Admission:
         return Admission(
             store=self.store(),
-            settings=AdmissionSettings(**settings),
+            # Every check reads Redis inline: these tests write the queue, breaker and budget as other
+            # processes do and check at once (the snapshot's own tests: test_admission_snapshot.py).
+            settings=AdmissionSettings(**{"snapshot_max_age_ms": 0, **settings}),
             max_order_age_ms=MAX_ORDER_AGE_MS,
             accounts={DEFAULT_ACCOUNT: AccountGate(self.budget(), "oe")},
             breaker_settings=BREAKER_SETTINGS,
@@ -235,7 +237,7 @@ async def running(setup: Setup) -> AsyncIterator[Gateway]:
     redis = setup.redis()
     admission = Admission(
         store=OrderStore(redis),
-        settings=AdmissionSettings(),
+        settings=AdmissionSettings(snapshot_max_age_ms=0),
         max_order_age_ms=MAX_ORDER_AGE_MS,
         accounts={DEFAULT_ACCOUNT: AccountGate(setup.budget(), "oe")},
         breaker_settings=BREAKER_SETTINGS,
