@@ -94,6 +94,7 @@ class Admission:
             self._accounts,
             refresh_ms=settings.snapshot_refresh_ms,
             max_age_ms=settings.snapshot_max_age_ms,
+            per_symbol_from=max(settings.max_queued_per_symbol // 2, 1),
         )
         self._breaker_timeout_s = (breaker_settings or CircuitBreakerSettings()).timeout
         # In order of last use (a used bucket moves to the end), so idle ones are found first.

@@ -2,10 +2,14 @@
 order's check needs no Redis round trip of its own.
 
 An account's snapshot holds, from ONE pipeline: the account's unsent (accepted, not yet sent)
-counts of every symbol this gateway has checked for it and of the whole account, its rate
-budget's state and its venue's create breaker. A check (`AccountSnapshots.view`):
-- with no snapshot, one without the order's symbol, or one older than
-  `admission.snapshot_max_age_ms` (0: always), reads inline, as every check once did;
+count, its rate budget's state and its venue's create breaker, and, while the account's unsent
+orders number `per_symbol_from` (half `max_queued_per_symbol`) or more, the unsent count of every
+symbol this gateway has checked for it. Below that no symbol can be near its bound: the
+account's count bounds each symbol's, and the re-read is three commands however many symbols
+the account trades. A check (`AccountSnapshots.view`):
+- with no snapshot, one older than `admission.snapshot_max_age_ms` (0: always), or one that
+  cannot bound the order's symbol below `per_symbol_from` (its per-symbol counts not read, or
+  read without this symbol), reads inline, as every check once did;
 - with one older than `admission.snapshot_refresh_ms`, answers from it and starts a background
   re-read (at most one in flight per account); a failed one is logged once per outage and
   retried by the next check, and the snapshot ages towards the inline read;
@@ -70,7 +74,7 @@ class AdmissionView:
     """What one check judges by: the symbol's and the account's unsent orders, the budget's
     state at `now` (wall ms; None: not checked) and the create breaker's (None: not checked)."""
 
-    queued: int
+    queued: int  # at most this many (the account's count when the symbol's was not read)
     ahead: int
     budget: BudgetState | None
     breaker: BreakerState | None
@@ -81,7 +85,7 @@ class AdmissionView:
 class _Snapshot:
     sent: float  # monotonic s, taken before the read was sent: its age is never understated
     at_ms: int  # wall ms the budget was read at
-    queued: Mapping[str, int]
+    queued: Mapping[str, int] | None  # per symbol; None: not read (the account's count was low)
     queued_account: int
     budget: BudgetState | None
     breaker: BreakerState | None
@@ -102,18 +106,26 @@ class _Account:
     in_flight: Counter[str] = field(default_factory=Counter)  # admitted, create not yet done
     reads: list[_Read] = field(default_factory=list)
     refreshing: asyncio.Task[None] | None = None
+    symbols: set[str] = field(default_factory=set)  # every symbol checked for the account
 
 
 class AccountSnapshots:
     """Every account's snapshot, for one gateway (module docstring)."""
 
     def __init__(
-        self, store: OrderStore, accounts: Mapping[str, AccountGate], *, refresh_ms: int, max_age_ms: int
+        self,
+        store: OrderStore,
+        accounts: Mapping[str, AccountGate],
+        *,
+        refresh_ms: int,
+        max_age_ms: int,
+        per_symbol_from: int,
     ) -> None:
         self._store = store
         self._gates = accounts
         self._refresh_s = refresh_ms / 1000
         self._max_age_s = max_age_ms / 1000
+        self._per_symbol_from = per_symbol_from
         self._accounts: dict[str, _Account] = {}
         self._refresh_failing = False  # one log line per outage, not one per check
 
@@ -121,25 +133,36 @@ class AccountSnapshots:
         """What a check at `now` (wall ms) of an order for `symbol` on `account` judges by; raises
         what Redis raises when it must read inline."""
         state = self._accounts.setdefault(account, _Account())
+        state.symbols.add(symbol)
         snapshot = state.snapshot
+        own = state.in_flight + state.created
         age = math.inf if snapshot is None else time.monotonic() - snapshot.sent
-        if snapshot is None or symbol not in snapshot.queued or age >= self._max_age_s:
-            symbols = {symbol, *(snapshot.queued if snapshot is not None else ())}
-            snapshot = await self._read(account, state, sorted(symbols), at_ms=now)
+        queued = None if snapshot is None else _at_most(snapshot, symbol)
+        if (
+            snapshot is None
+            or age >= self._max_age_s
+            or queued is None
+            or (snapshot.queued is None and queued + own.total() >= self._per_symbol_from)
+        ):
+            # A fresh snapshot that could not bound the symbol: the account is near the threshold.
+            near = snapshot is not None and age < self._max_age_s
+            symbols = sorted(state.symbols) if near else [symbol]
+            snapshot = await self._read(account, state, symbols, at_ms=now)
             return AdmissionView(
-                queued=snapshot.queued[symbol],
+                queued=_at_most(snapshot, symbol) or 0,
                 ahead=snapshot.queued_account,
                 budget=snapshot.budget,
                 breaker=snapshot.breaker,
                 now=snapshot.at_ms,
             )
         if age >= self._refresh_s and state.refreshing is None:
-            state.refreshing = asyncio.create_task(self._refresh(account, state, sorted(snapshot.queued)))
+            symbols = self._symbols_to_refresh(state, snapshot, own)
+            state.refreshing = asyncio.create_task(self._refresh(account, state, symbols))
         gate = self._gates.get(account)
         budget = gate.budget if gate is not None else None
-        own = state.in_flight + state.created
+        mine = own[symbol] if snapshot.queued is not None else own.total()
         return AdmissionView(
-            queued=snapshot.queued[symbol] + own[symbol],
+            queued=queued + mine,
             ahead=snapshot.queued_account + own.total(),
             budget=(
                 _carried(snapshot.budget, budget, snapshot.at_ms, now)
@@ -149,6 +172,13 @@ class AccountSnapshots:
             breaker=snapshot.breaker,
             now=now,
         )
+
+    def _symbols_to_refresh(self, state: _Account, snapshot: _Snapshot, own: Counter[str]) -> list[str]:
+        """The symbols whose unsent counts a re-read takes: every one checked for the account once
+        its count (as last read, plus this gateway's orders since) reaches the threshold, else none."""
+        if snapshot.queued_account + own.total() >= self._per_symbol_from:
+            return sorted(state.symbols)
+        return []
 
     def admitted(self, symbol: str, account: str) -> None:
         """An order for `symbol` on `account` passed its check; its create comes next."""
@@ -203,7 +233,8 @@ class AccountSnapshots:
         snapshot = _Snapshot(
             sent=read.sent,
             at_ms=at_ms,
-            queued=queued,
+            # Below the threshold the account's count bounds every symbol's: per-symbol counts unkept.
+            queued=queued if queued_account >= self._per_symbol_from else None,
             queued_account=queued_account,
             budget=read_budget(results[len(symbols) + 1 :]) if read_budget is not None else None,
             breaker=(results[-1][0], results[-1][1]) if breaker_keys is not None else None,
@@ -214,6 +245,14 @@ class AccountSnapshots:
             self._refresh_failing = False
             log.info("admission snapshot read again after a failed refresh")
         return snapshot
+
+
+def _at_most(snapshot: _Snapshot, symbol: str) -> int | None:
+    """How many of `symbol`'s orders `snapshot` says are unsent, at most: its own count, else the
+    account's when per-symbol counts were not read; None: read, but not this symbol's."""
+    if snapshot.queued is None:
+        return snapshot.queued_account
+    return snapshot.queued.get(symbol)
 
 
 def _carried(state: BudgetState, budget: RateBudget, at_ms: int, now: int) -> BudgetState:

@@ -177,7 +177,7 @@ async def test_a_stale_snapshot_answers_and_starts_exactly_one_background_refres
         patch.setattr(admission_snapshot.AccountSnapshots, "_read", counted_read)
         await asyncio.gather(*(admit(admission) for _ in range(5)))
         await settle_background(admission)
-    assert reads == [["BTCUSDT"]]
+    assert reads == [[]]  # far below the bound: the account's count alone, no symbol's
     # The refresh saw the other gateway's 3 orders (these 6 were never stored): at a bound of 3
     # the next order is refused.
     admission._settings = AdmissionSettings(max_queued_per_symbol=3, snapshot_max_age_ms=1000)
@@ -253,7 +253,7 @@ async def test_a_failed_background_refresh_fails_no_order_and_is_logged_once(
     harness.gateway.down = False
     await harness.queue(1)
     await admit(admission)  # the next check reads again
-    assert admission._snapshots._accounts[DEFAULT_ACCOUNT].snapshot.queued == {"BTCUSDT": 1}  # type: ignore[union-attr]
+    assert admission._snapshots._accounts[DEFAULT_ACCOUNT].snapshot.queued_account == 1  # type: ignore[union-attr]
 
 
 async def test_orders_let_through_since_the_snapshot_are_ahead_in_the_budgets_projection(
@@ -313,3 +313,52 @@ async def test_an_order_stored_through_the_gateway_counts_once(
             await stub.CreateOrder(limit_order("over-the-bound"), timeout=5)
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "has 2 orders accepted and not yet sent" in (caught.value.details() or "")
+
+
+async def test_far_below_the_bound_a_reread_takes_the_same_commands_however_many_symbols(
+    harness: Harness, clock: SimpleNamespace
+) -> None:
+    admission = harness.admission()
+    symbols = [f"S{i}USDT" for i in range(10)]
+    for symbol in symbols:
+        clock.now += 2.0  # each check past the max age: inline, as the first of the day
+        await admit(admission, symbol)
+    clock.now += 0.06
+    sent = harness.gateway.commands
+    await admit(admission, symbols[0])  # stale: answered, re-read in the background
+    await settle_background(admission)
+    # The account's unsent count and the breaker's two keys: no per-symbol count.
+    assert harness.gateway.commands - sent == 2
+    assert admission._snapshots._accounts[DEFAULT_ACCOUNT].snapshot.queued is None  # type: ignore[union-attr]
+
+
+async def test_near_the_bound_each_symbols_own_count_is_judged(
+    harness: Harness, clock: SimpleNamespace
+) -> None:
+    admission = harness.admission(max_queued_per_symbol=4)  # per-symbol counts from 2 unsent on
+    await harness.queue(3, "BTCUSDT")
+    await admit(admission, "ETHUSDT")  # the account has 3: each symbol's count is kept
+    await admit(admission, "BTCUSDT")  # not in the snapshot: read inline, 3 < 4
+    with pytest.raises(Overloaded) as caught:  # 3 stored + 1 let through
+        await admission.check_create("BTCUSDT")
+    assert str(caught.value) == (
+        "symbol: BTCUSDT has 4 orders accepted and not yet sent "
+        "(admission.max_queued_per_symbol=4); retry later"
+    )
+    await admit(admission, "ETHUSDT")  # its own count (1 let through) is far from the bound
+
+
+async def test_crossing_the_threshold_reads_each_symbols_count_inline(
+    harness: Harness, clock: SimpleNamespace
+) -> None:
+    admission = harness.admission(max_queued_per_symbol=4)
+    await admit(admission, "BTCUSDT")  # 0 unsent: the account's count bounds each symbol
+    account = admission._snapshots._accounts[DEFAULT_ACCOUNT]
+    assert account.snapshot is not None and account.snapshot.queued is None
+    await harness.queue(2, "ETHUSDT")  # another gateway's, unseen until the next read
+    sent = harness.gateway.commands
+    await admit(admission, "ETHUSDT")  # 0 read + 1 let through < 2: from the snapshot
+    assert harness.gateway.commands == sent
+    await admit(admission, "ETHUSDT")  # 0 + 2 >= 2: each symbol's count, read inline
+    assert harness.gateway.commands > sent
+    assert account.snapshot.queued == {"BTCUSDT": 0, "ETHUSDT": 2}
