@@ -53,6 +53,7 @@ NAMESPACED: frozenset[str] = frozenset(
         "tests.unit.test_consumer",  # queues and worker ids under a `consumer-test-<uuid>` prefix
         "tests.integration.test_queue_and_bus",  # one queue named for a fresh symbol, its worker id
         "tests.integration.test_bounded_reads",  # 100,000 orders under a `test-<uuid>` store namespace
+        "tests.unit.test_redis_command_timeouts",  # one key named for the moment, deleted after
     }
 )
 
