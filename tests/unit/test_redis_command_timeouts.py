@@ -51,8 +51,11 @@ async def test_a_command_a_frozen_redis_never_answers_times_out_within_the_timeo
 async def test_a_pipeline_a_frozen_redis_never_answers_times_out_too() -> None:
     async with silent_server() as port:
         client = open_redis(RedisSettings(address=f"127.0.0.1:{port}", socket_timeout_ms=200))
+        pipe = client.pipeline(transaction=False)
+        pipe.get("a")
+        pipe.get("b")
         with pytest.raises(redis.exceptions.TimeoutError):
-            await client.pipeline(transaction=False).get("a").get("b").execute()
+            await pipe.execute()
         await client.aclose()
 
 
