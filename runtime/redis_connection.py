@@ -31,6 +31,9 @@ then raises redis-py's TimeoutError, as the per-command timer would have, within
 the timeout more. redis-py's health-check PING before a connection idle for a while is off
 for the same reason: the pool already re-connects a connection whose socket was closed, and a
 command on one that died silently fails like any other (ConnectionError, or the timeout).
+Their pools (`_QuietPool`) also skip what redis-py does on every checkout and return beyond
+handing the connection over (its connection metrics and events, which nothing here reads, and
+a lock that one event loop, never awaiting between taking and returning, does not need).
 
 `open_redis` is for the asyncio processes (gateway, workers, listener); `open_sync_redis`
 for the threaded ones (Dramatiq's broker in the dashboard and tools, the CLI's checks).
@@ -153,6 +156,39 @@ class _TimedConnection(aioredis.connection.AbstractConnection):
             raise redis.exceptions.TimeoutError("Timeout reading from socket") from exc
 
 
+class _QuietPool(aioredis.ConnectionPool):
+    """A pool that hands connections over and takes them back, and nothing more (module docstring)."""
+
+    async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
+        connection = self.get_available_connection()  # type: ignore[no-untyped-call]  # unannotated
+        try:
+            await self.ensure_connection(connection)
+        except BaseException:
+            await self.release(connection)
+            raise
+        return connection
+
+    async def release(self, connection: aioredis.connection.AbstractConnection) -> None:
+        # Never awaits before the connection is back: a cancelled caller cannot leak it.
+        if connection not in self._in_use_connections:
+            return  # not ours, or returned twice: never listed as free twice
+        self._in_use_connections.remove(connection)
+        self._available_connections.append(connection)
+        if connection.should_reconnect():  # type: ignore[no-untyped-call]  # unannotated
+            await connection.disconnect()
+
+
+_quiet_pools: dict[str, type[Any]] = {}
+
+
+def _quiet(pool_class: type[aioredis.ConnectionPool]) -> type[Any]:
+    """`pool_class` as a `_QuietPool` (one class per class)."""
+    name = f"Quiet{pool_class.__name__}"
+    if name not in _quiet_pools:
+        _quiet_pools[name] = type(name, (_QuietPool, pool_class), {})
+    return _quiet_pools[name]
+
+
 _timed_classes: dict[str, type[Any]] = {}
 
 
@@ -266,11 +302,12 @@ def open_redis(settings: RedisSettings, *, blocking_reads_ms: int = 0) -> aiored
     if not settings.sentinels:
         url_class = aioredis.connection.parse_url(settings.url).get("connection_class")
         options = _timed_options(settings, blocking_reads_ms, url_class or aioredis.connection.Connection)
-        return aioredis.Redis.from_url(settings.url, **options)
+        return aioredis.Redis.from_pool(_quiet(aioredis.ConnectionPool).from_url(settings.url, **options))
     sentinels = aiosentinel.Sentinel(settings.sentinel_addresses, sentinel_kwargs=_sentinel_options(settings))
     client: aioredis.Redis = sentinels.master_for(
         settings.master_name,
         redis_class=_AsyncSentinelRedis,
+        connection_pool_class=_quiet(aiosentinel.SentinelConnectionPool),
         **_data_node_auth(settings),
         **_timed_options(settings, blocking_reads_ms, _AsyncSentinelConnection),
     )

@@ -76,3 +76,29 @@ async def test_a_blocking_read_may_wait_its_block_and_an_answered_connection_is_
     assert await client.get(key) == b"1"
     await client.delete(key)
     await client.aclose()
+
+
+@pytest.mark.integration
+async def test_the_pool_takes_back_a_cancelled_commands_connection_and_never_lists_one_twice(
+    real_redis: str,
+) -> None:
+    address, _, port = real_redis.rpartition(":")
+    client = open_redis(RedisSettings(address=f"{address}:{port}", db=redis_db(__name__)))
+    pool = client.connection_pool
+    key = f"command-timeouts-{time.monotonic_ns()}"
+
+    async def blpop() -> object:
+        return await client.blpop([key], timeout=5)
+
+    blocked = asyncio.create_task(blpop())
+    await asyncio.sleep(0.1)
+    blocked.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await blocked
+    await asyncio.gather(*(client.ping() for _ in range(5)))
+    assert not pool._in_use_connections  # nothing leaked by the cancel
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]  # redis-py's, unannotated
+    await pool.release(connection)
+    await pool.release(connection)  # twice: a bug elsewhere must not hand it to two callers
+    assert pool._available_connections.count(connection) == 1
+    await client.aclose()
