@@ -19,13 +19,12 @@ Checks 2-4 are per exchange account (`AccountGate`): one account's full queue, o
 or spent budget refuses that account's orders only (the breaker is shared by the accounts of
 one venue, as the workers share it).
 
-Checks 2-4 read the account's queues, budget and breaker in one pipeline. With
-`admission.snapshot_max_age_ms` set (0, the default: every check reads inline, so another
-process's write is seen by the next check; 1000 in config.example.yaml) they judge by the
-account's snapshot instead, which the gateway re-reads in the background once it is
-`admission.snapshot_refresh_ms` old (50) and reads inline, on the order's path, only when there
-is none or it is older than the max age; orders this gateway let through since count on top of
-it (`gateway.admission_snapshot`).
+Checks 2-4 judge by the account's snapshot of its queues, budget and breaker, which the gateway
+re-reads in one pipeline in the background once it is `admission.snapshot_refresh_ms` old (50)
+and reads inline, on the order's path, only when there is none or it is older than
+`admission.snapshot_max_age_ms` (1000; 0: every check reads inline, so another process's write
+is seen by the very next check); orders this gateway let through since count on top of it
+(`gateway.admission_snapshot`).
 
 The budget estimate is the longest of: the token bucket serving the queue at its rate,
 each ORDERS window's remaining room, and a block after 429/418.

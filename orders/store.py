@@ -2,7 +2,8 @@
 
 Every change is a compare-and-set on `version` in one Lua script, so concurrent
 writers (worker, user-data stream, reconciler, gateway cancel) never overwrite each
-other: the loser re-reads and re-applies its change through the state machine. The
+other: the loser gets the stored order back in the same reply and re-applies its change to
+it through the state machine. The
 same script appends the change to the outbox and keeps the unsettled index, and an
 order's keys expire (`ttl_s`) only once it is settled: open orders are never dropped.
 
