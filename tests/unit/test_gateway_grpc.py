@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +17,7 @@ from order_execution.proto import order_pb2_grpc
 from order_execution.runtime.redis_connection import open_redis
 from order_execution.runtime.settings import RedisSettings
 from tests.factories import outbox_orders
+from tests.silent_server import silent_server
 from tests.unit.gateway_harness import limit_order, running_gateway
 
 
@@ -39,24 +39,6 @@ async def gateway() -> AsyncIterator[
     async with running_gateway(redis, redis) as stub:
         yield stub, redis, Published(redis)
     await redis.aclose()
-
-
-@asynccontextmanager
-async def silent_server() -> AsyncIterator[int]:
-    """A TCP server on 127.0.0.1 that accepts connections and never answers; yields its port."""
-    held: list[asyncio.StreamWriter] = []
-
-    def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)  # read nothing, answer nothing
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        for writer in held:
-            writer.close()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_a_frozen_redis_answers_unavailable_at_once() -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 import redis.exceptions
@@ -17,24 +15,7 @@ import redis.exceptions
 from order_execution.runtime.redis_connection import open_redis
 from order_execution.runtime.settings import RedisSettings
 from tests.redis_dbs import redis_db
-
-
-@asynccontextmanager
-async def silent_server() -> AsyncIterator[int]:
-    """A TCP server that accepts connections and never answers (a frozen Redis)."""
-    held: list[asyncio.StreamWriter] = []
-
-    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        for writer in held:
-            writer.close()
-        server.close()
-        await server.wait_closed()
+from tests.silent_server import silent_server
 
 
 async def test_a_command_a_frozen_redis_never_answers_times_out_within_the_timeout_and_a_tick() -> None:

@@ -3,10 +3,8 @@ error as the cause, and let any other Redis error (a bug) through unchanged."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import fakeredis
@@ -29,6 +27,7 @@ from order_execution.runtime.redis_connection import open_redis
 from order_execution.runtime.settings import RedisSettings
 from order_execution.tasks.redis_queues import QueueClient
 from tests.factories import make_order
+from tests.silent_server import silent_server
 
 
 def _closed_port() -> int:
@@ -90,26 +89,8 @@ async def test_a_create_that_failed_names_the_client_order_id_to_retry_with(
     )
 
 
-@asynccontextmanager
-async def _silent_server() -> AsyncIterator[int]:
-    """A TCP server that accepts connections and never answers (a frozen Redis)."""
-    held: list[asyncio.StreamWriter] = []
-
-    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        for writer in held:
-            writer.close()
-        server.close()
-        await server.wait_closed()
-
-
 async def test_a_frozen_redis_is_a_timeout_that_says_a_write_may_have_landed() -> None:
-    async with _silent_server() as port:
+    async with silent_server() as port:
         client = open_redis(RedisSettings(address=f"127.0.0.1:{port}", socket_timeout_ms=200))
         with pytest.raises(StoreTimedOut) as caught:
             await OrderStore(client).get("o1")
