@@ -237,7 +237,8 @@ def watching(up: UpHa, output: Path) -> Iterator[subprocess.Popen[bytes]]:
                 up.target(0),
             ],
             cwd=up.cwd,
-            env=up.env,
+            # A CLI stuck after Ctrl-C dumps every thread's stack on SIGABRT (below).
+            env={**up.env, "PYTHONFAULTHANDLER": "1"},
             stdout=out,
             stderr=subprocess.PIPE,
         )
@@ -254,8 +255,14 @@ def watching(up: UpHa, output: Path) -> Iterator[subprocess.Popen[bytes]]:
         try:
             watch.communicate(timeout=CLI_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            watch.kill()
-            watch.communicate()
+            watch.send_signal(signal.SIGABRT)
+            try:
+                stacks = watch.communicate(timeout=5)[1]
+            except subprocess.TimeoutExpired:
+                watch.kill()
+                stacks = watch.communicate()[1]
+            print(f"`order watch` still ran {CLI_TIMEOUT_S:.0f} s after Ctrl-C; its threads:")
+            print(stacks.decode(errors="replace"))
 
 
 def _open_streams(http_port: int) -> float:
