@@ -241,6 +241,9 @@ def watching(up: UpHa, output: Path) -> Iterator[subprocess.Popen[bytes]]:
             env={**up.env, "PYTHONFAULTHANDLER": "1"},
             stdout=out,
             stderr=subprocess.PIPE,
+            # Ctrl-C as at a terminal: a suite started in the background (`cmd &` in a script)
+            # passes SIGINT on ignored, and Python then never raises KeyboardInterrupt.
+            preexec_fn=_default_sigint,
         )
     try:
         deadline = time.monotonic() + CLI_TIMEOUT_S
@@ -263,6 +266,10 @@ def watching(up: UpHa, output: Path) -> Iterator[subprocess.Popen[bytes]]:
                 stacks = watch.communicate()[1]
             print(f"`order watch` still ran {CLI_TIMEOUT_S:.0f} s after Ctrl-C; its threads:")
             print(stacks.decode(errors="replace"))
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _open_streams(http_port: int) -> float:
