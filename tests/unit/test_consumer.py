@@ -578,17 +578,25 @@ async def test_real_redis_doorbell_wake_retry_delay_and_ack(real: tuple[aioredis
 # --- acks ride the fetches -------------------------------------------------------------------
 
 
-async def test_an_ack_rides_the_next_fetch_not_a_round_trip_of_its_own(redis: aioredis.Redis) -> None:
-    handler = Recorder()
-    consumer = Consumer(
+def doorbell_only(
+    redis: aioredis.Redis, run: Callable[..., Awaitable[None]], *, ack_delay_s: float
+) -> Consumer:
+    """A consumer of QUEUE as worker w1 that only a doorbell wakes (no sweep for an hour); with
+    `ack_delay_s=NO_SWEEP_S` only a fetch can carry its acks."""
+    return Consumer(
         redis,
         [QUEUE],
-        {WORK: Handler(handler)},
+        {WORK: Handler(run)},
         max_in_flight=2,
         sweep_interval_s=NO_SWEEP_S,
-        ack_delay_s=NO_SWEEP_S,  # only a fetch can carry an ack
+        ack_delay_s=ack_delay_s,
         worker_id="w1",
     )
+
+
+async def test_an_ack_rides_the_next_fetch_not_a_round_trip_of_its_own(redis: aioredis.Redis) -> None:
+    handler = Recorder()
+    consumer = doorbell_only(redis, handler, ack_delay_s=NO_SWEEP_S)
     async with running(consumer):
         await eventually(lambda: redis.zscore(HEARTBEATS, "w1"), what="the first sweep")
         await push(redis, message(1))
@@ -609,15 +617,7 @@ async def _is_one(value: Awaitable[int]) -> bool:
 
 async def test_a_quiet_consumer_acks_on_its_own_after_the_ack_delay(redis: aioredis.Redis) -> None:
     handler = Recorder()
-    consumer = Consumer(
-        redis,
-        [QUEUE],
-        {WORK: Handler(handler)},
-        max_in_flight=2,
-        sweep_interval_s=NO_SWEEP_S,
-        ack_delay_s=0.05,
-        worker_id="w1",
-    )
+    consumer = doorbell_only(redis, handler, ack_delay_s=0.05)
     async with running(consumer):
         await eventually(lambda: redis.zscore(HEARTBEATS, "w1"), what="the first sweep")
         await push(redis, message(1))
@@ -631,15 +631,7 @@ async def test_a_dead_letter_goes_out_at_once_not_with_the_next_fetch(redis: aio
     async def broken(n: int) -> None:
         raise ValueError("bad message")
 
-    consumer = Consumer(
-        redis,
-        [QUEUE],
-        {WORK: Handler(broken)},
-        max_in_flight=2,
-        sweep_interval_s=NO_SWEEP_S,
-        ack_delay_s=NO_SWEEP_S,
-        worker_id="w1",
-    )
+    consumer = doorbell_only(redis, broken, ack_delay_s=NO_SWEEP_S)
     async with running(consumer):
         await eventually(lambda: redis.zscore(HEARTBEATS, "w1"), what="the first sweep")
         await push(redis, message(1))
@@ -648,15 +640,7 @@ async def test_a_dead_letter_goes_out_at_once_not_with_the_next_fetch(redis: aio
 
 async def test_acks_a_failed_fetch_carried_are_sent_again(redis: aioredis.Redis) -> None:
     handler = Recorder()
-    consumer = Consumer(
-        redis,
-        [QUEUE],
-        {WORK: Handler(handler)},
-        max_in_flight=2,
-        sweep_interval_s=NO_SWEEP_S,
-        ack_delay_s=0.05,
-        worker_id="w1",
-    )
+    consumer = doorbell_only(redis, handler, ack_delay_s=0.05)
     client = consumer._client
     real_fetch = client.fetch
     failed: list[list[tuple[str, str]]] = []
