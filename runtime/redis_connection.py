@@ -178,26 +178,16 @@ class _QuietPool(aioredis.ConnectionPool):
             await connection.disconnect()
 
 
-_quiet_pools: dict[str, type[Any]] = {}
+_mixed_classes: dict[tuple[type[Any], type[Any]], type[Any]] = {}
 
 
-def _quiet(pool_class: type[aioredis.ConnectionPool]) -> type[Any]:
-    """`pool_class` as a `_QuietPool` (one class per class)."""
-    name = f"Quiet{pool_class.__name__}"
-    if name not in _quiet_pools:
-        _quiet_pools[name] = type(name, (_QuietPool, pool_class), {})
-    return _quiet_pools[name]
-
-
-_timed_classes: dict[str, type[Any]] = {}
-
-
-def _timed(connection_class: type[aioredis.connection.AbstractConnection]) -> type[Any]:
-    """`connection_class` with its commands timed out by the watchdog (one class per class)."""
-    name = f"Timed{connection_class.__name__}"
-    if name not in _timed_classes:
-        _timed_classes[name] = type(name, (_TimedConnection, connection_class), {})
-    return _timed_classes[name]
+def _mixed(mixin: type[Any], base: type[Any]) -> type[Any]:
+    """`base` with `mixin` in front of it (one class per pair, so pools and connections of every
+    client share their classes)."""
+    if (mixin, base) not in _mixed_classes:
+        name = f"{mixin.__name__.strip('_')}{base.__name__}"
+        _mixed_classes[mixin, base] = type(name, (mixin, base), {})
+    return _mixed_classes[mixin, base]
 
 
 class _AsyncSentinelConnection(aiosentinel.SentinelManagedConnection):
@@ -271,7 +261,7 @@ def _timed_options(
         "socket_timeout": None,
         "command_timeout_s": options["socket_timeout"],
         "health_check_interval": 0,
-        "connection_class": _timed(connection_class),
+        "connection_class": _mixed(_TimedConnection, connection_class),
     }
 
 
@@ -302,12 +292,13 @@ def open_redis(settings: RedisSettings, *, blocking_reads_ms: int = 0) -> aiored
     if not settings.sentinels:
         url_class = aioredis.connection.parse_url(settings.url).get("connection_class")
         options = _timed_options(settings, blocking_reads_ms, url_class or aioredis.connection.Connection)
-        return aioredis.Redis.from_pool(_quiet(aioredis.ConnectionPool).from_url(settings.url, **options))
+        pool = _mixed(_QuietPool, aioredis.ConnectionPool).from_url(settings.url, **options)
+        return aioredis.Redis.from_pool(pool)
     sentinels = aiosentinel.Sentinel(settings.sentinel_addresses, sentinel_kwargs=_sentinel_options(settings))
     client: aioredis.Redis = sentinels.master_for(
         settings.master_name,
         redis_class=_AsyncSentinelRedis,
-        connection_pool_class=_quiet(aiosentinel.SentinelConnectionPool),
+        connection_pool_class=_mixed(_QuietPool, aiosentinel.SentinelConnectionPool),
         **_data_node_auth(settings),
         **_timed_options(settings, blocking_reads_ms, _AsyncSentinelConnection),
     )
